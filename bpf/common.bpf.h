@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What every meshprobe BPF program shares: the perf event array the records
+ * go to, the per-CPU counters, and reading a socket's addresses with CO-RE.
+ * Include after vmlinux.h and the libbpf headers.
+ */
+#ifndef MESHPROBE_COMMON_BPF_H
+#define MESHPROBE_COMMON_BPF_H
+
+#include "records.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+#ifndef IPPROTO_TCP
+#define IPPROTO_TCP 6
+#endif
+#ifndef MSG_PEEK
+#define MSG_PEEK 2
+#endif
+
+/* One ring per CPU; user space opens them (native/perf_reader.cc). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} events SEC(".maps");
+
+/* Counters, MP_STAT_* in records.h. Per-CPU so that counting costs no atomics. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MP_STAT__COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		(*v)++;
+}
+
+/* Sends a record to this CPU's ring; a full ring is counted, never silent. */
+static __always_inline void emit(void *ctx, void *rec, __u64 size)
+{
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, rec, size) < 0)
+		stat_inc(MP_STAT_OUTPUT_FAIL);
+}
+
+struct mp_tuple {
+	__u8 family;
+	__u16 lport; /* host order */
+	__u16 rport; /* host order */
+	__u8 laddr[16];
+	__u8 raddr[16];
+};
+
+/* Reads family, ports and addresses of a socket (CO-RE). */
+static __always_inline void read_tuple(struct sock *sk, struct mp_tuple *t)
+{
+	t->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	t->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (t->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&t->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&t->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)&t->laddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)&t->raddr, sk, __sk_common.skc_daddr);
+	}
+}
+
+static __always_inline __u32 sock_netns(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* The kernel's smoothed RTT of a TCP socket, in microseconds. */
+static __always_inline __u32 tcp_srtt_us(struct sock *sk)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	return BPF_CORE_READ(tp, srtt_us) >> 3;
+}
+
+#endif

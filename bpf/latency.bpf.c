@@ -1,0 +1,320 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/*
+ * latency-probe, kernel side.
+ *
+ * Pairs each request with its response per TCP socket and emits one
+ * mp_latency_rec per finished exchange:
+ *   client view: a connect()ed socket writes a request, then reads; the
+ *                latency runs from the first write of the request to the
+ *                first read of the response.
+ *   server view: an accept()ed socket reads a request, then answers; the
+ *                latency runs from the first read of the request to the
+ *                first write of the response.
+ * Both tracepoints fire when the read or write returns to the application.
+ *
+ * Hooks (chosen by user space at start-up, see src/probes/latency.ts):
+ *   sock:inet_sock_set_state                 connection start and end, role
+ *   raw_tp sock_send_length/sock_recv_length reads and writes (kernel >= 6.3)
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "common.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Settings, written by user space before load. */
+const volatile __u64 sock_table_size = 65536; /* must equal max_entries of socks */
+const volatile __u16 filter_port = 0;         /* 0: every port; else local or remote port */
+const volatile bool infer_roles = true;       /* track connections that predate the probe */
+
+#define TCP_ESTABLISHED_ 1
+#define TCP_SYN_SENT_    2
+#define TCP_SYN_RECV_    3
+#define TCP_CLOSE_       7
+#define TCP_CLOSE_WAIT_  8
+
+#define PHASE_IDLE     0
+#define PHASE_REQUEST  1 /* request under way: its start time is set */
+#define PHASE_RESPONSE 2 /* latency emitted, response still flowing */
+
+struct sock_state {
+	__u64 conn_id;
+	__u64 first_ns;
+	__u64 req_start_ns;
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	__u32 requests;
+	__u32 req_bytes;
+	__u32 flags;
+	__u8 role;
+	__u8 phase;
+	__u8 opened; /* MP_REC_CONN_OPEN emitted */
+	__u8 _pad;
+	struct mp_tuple tuple;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct sock_state);
+} socks SEC(".maps");
+
+/* Per-CPU sequence for connection ids: (cpu + 1) << 48 | n. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} conn_seq SEC(".maps");
+
+/* Entries in socks, to count what the LRU pushes out when it is full. */
+__s64 live_socks = 0;
+
+static __always_inline __u64 next_conn_id(void)
+{
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&conn_seq, &zero);
+	if (!seq)
+		return 0;
+	*seq += 1;
+	return ((__u64)(bpf_get_smp_processor_id() + 1) << 48) | (*seq & 0xffffffffffffULL);
+}
+
+static __always_inline bool port_wanted(__u16 lport, __u16 rport)
+{
+	return filter_port == 0 || lport == filter_port || rport == filter_port;
+}
+
+static __always_inline struct sock_state *track(__u64 key, __u8 role, __u32 flags, struct mp_tuple *t)
+{
+	struct sock_state st = {};
+
+	if (!port_wanted(t->lport, t->rport)) {
+		stat_inc(MP_STAT_FILTERED);
+		return NULL;
+	}
+	st.conn_id = next_conn_id();
+	st.first_ns = bpf_ktime_get_ns();
+	st.role = role;
+	st.flags = flags;
+	st.tuple = *t;
+	if (live_socks >= (__s64)sock_table_size)
+		stat_inc(MP_STAT_EVICTED); /* the LRU drops its oldest entry */
+	else
+		__sync_fetch_and_add(&live_socks, 1);
+	if (bpf_map_update_elem(&socks, &key, &st, BPF_NOEXIST) != 0)
+		return NULL;
+	stat_inc(MP_STAT_TRACKED);
+	return bpf_map_lookup_elem(&socks, &key);
+}
+
+static __always_inline void fill_hdr(struct mp_rec_hdr *h, __u8 kind, struct sock_state *st)
+{
+	h->kind = kind;
+	h->version = MP_REC_VERSION;
+	h->role = st->role;
+	h->family = st->tuple.family;
+	h->tgid = bpf_get_current_pid_tgid() >> 32;
+	h->conn_id = st->conn_id;
+}
+
+/* First use by a process: who owns the connection (process context). */
+static __always_inline void emit_open(void *ctx, struct sock *sk, struct sock_state *st)
+{
+	struct mp_conn_open_rec r = {};
+	__u64 id = bpf_get_current_pid_tgid();
+
+	fill_hdr(&r.hdr, MP_REC_CONN_OPEN, st);
+	r.start_ns = st->first_ns;
+	r.cgroup_id = bpf_get_current_cgroup_id();
+	r.pid = (__u32)id;
+	r.netns = sock_netns(sk);
+	r.lport = st->tuple.lport;
+	r.rport = st->tuple.rport;
+	r.flags = st->flags;
+	__builtin_memcpy(r.laddr, st->tuple.laddr, 16);
+	__builtin_memcpy(r.raddr, st->tuple.raddr, 16);
+	bpf_get_current_comm(&r.comm, sizeof(r.comm));
+	emit(ctx, &r, sizeof(r));
+	st->opened = 1;
+}
+
+static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock_state *st, __u64 now)
+{
+	struct mp_latency_rec r = {};
+
+	st->requests++;
+	fill_hdr(&r.hdr, MP_REC_LATENCY, st);
+	r.end_ns = now;
+	r.latency_ns = now - st->req_start_ns;
+	r.srtt_us = tcp_srtt_us(sk);
+	r.req_bytes = st->req_bytes;
+	r.lport = st->tuple.lport;
+	r.rport = st->tuple.rport;
+	r.seq = st->requests;
+	__builtin_memcpy(r.raddr, st->tuple.raddr, 16);
+	emit(ctx, &r, sizeof(r));
+	stat_inc(MP_STAT_EMITTED);
+}
+
+/*
+ * A read or a write of `ret` bytes returned on `sk`. Looks the socket up,
+ * adopting connections that predate the probe when infer_roles is set.
+ */
+static __always_inline struct sock_state *lookup_io(struct sock *sk, int ret, __u8 first_role)
+{
+	__u64 key = (__u64)sk;
+	struct sock_state *st = bpf_map_lookup_elem(&socks, &key);
+	struct mp_tuple t = {};
+	int state;
+
+	if (st || !infer_roles)
+		return st;
+	/* not seen being set up: only TCP sockets in data-transfer states */
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET &&
+	    BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET6)
+		return NULL;
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return NULL;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state != TCP_ESTABLISHED_ && state != TCP_CLOSE_WAIT_)
+		return NULL;
+	read_tuple(sk, &t);
+	return track(key, first_role, MP_CONN_F_ROLE_INFERRED, &t);
+}
+
+static __always_inline int on_send(void *ctx, struct sock *sk, int ret)
+{
+	struct sock_state *st;
+	__u64 now;
+
+	if (ret <= 0)
+		return 0;
+	st = lookup_io(sk, ret, MP_ROLE_CLIENT);
+	if (!st)
+		return 0;
+	stat_inc(MP_STAT_SEND);
+	now = bpf_ktime_get_ns();
+	if (!st->opened)
+		emit_open(ctx, sk, st);
+	st->bytes_sent += ret;
+	if (st->role == MP_ROLE_CLIENT) {
+		if (st->phase != PHASE_REQUEST) {
+			st->phase = PHASE_REQUEST;
+			st->req_start_ns = now;
+			st->req_bytes = ret;
+		} else if (st->req_bytes < 0xffffffffu - (__u32)ret) {
+			st->req_bytes += ret;
+		}
+	} else if (st->role == MP_ROLE_SERVER && st->phase == PHASE_REQUEST) {
+		emit_latency(ctx, sk, st, now);
+		st->phase = PHASE_RESPONSE;
+	}
+	return 0;
+}
+
+static __always_inline int on_recv(void *ctx, struct sock *sk, int ret, int flags)
+{
+	struct sock_state *st;
+	__u64 now;
+
+	if (ret <= 0 || (flags & MSG_PEEK))
+		return 0;
+	st = lookup_io(sk, ret, MP_ROLE_SERVER);
+	if (!st)
+		return 0;
+	stat_inc(MP_STAT_RECV);
+	now = bpf_ktime_get_ns();
+	if (!st->opened)
+		emit_open(ctx, sk, st);
+	st->bytes_received += ret;
+	if (st->role == MP_ROLE_SERVER) {
+		if (st->phase != PHASE_REQUEST) {
+			st->phase = PHASE_REQUEST;
+			st->req_start_ns = now;
+			st->req_bytes = ret;
+		} else if (st->req_bytes < 0xffffffffu - (__u32)ret) {
+			st->req_bytes += ret;
+		}
+	} else if (st->role == MP_ROLE_CLIENT && st->phase == PHASE_REQUEST) {
+		emit_latency(ctx, sk, st, now);
+		st->phase = PHASE_RESPONSE;
+	}
+	return 0;
+}
+
+/* raw tracepoint: TP_PROTO(struct sock *sk, int ret, int flags) */
+SEC("raw_tracepoint/sock_send_length")
+int latency_send(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_send(ctx, (struct sock *)ctx->args[0], (int)ctx->args[1]);
+}
+
+SEC("raw_tracepoint/sock_recv_length")
+int latency_recv(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_recv(ctx, (struct sock *)ctx->args[0], (int)ctx->args[1], (int)ctx->args[2]);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	__u64 key = (__u64)ctx->skaddr;
+	struct sock_state *st;
+	struct mp_tuple t = {};
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+
+	if (ctx->newstate == TCP_SYN_SENT_ ||
+	    (ctx->oldstate == TCP_SYN_RECV_ && ctx->newstate == TCP_ESTABLISHED_)) {
+		/* a connect() begins (source port may still be 0), or accept() will return this */
+		read_tuple((struct sock *)ctx->skaddr, &t);
+		st = bpf_map_lookup_elem(&socks, &key);
+		if (st) { /* a reused struct sock whose close we missed */
+			st->tuple = t;
+			return 0;
+		}
+		track(key, ctx->newstate == TCP_SYN_SENT_ ? MP_ROLE_CLIENT : MP_ROLE_SERVER, 0, &t);
+		return 0;
+	}
+
+	st = bpf_map_lookup_elem(&socks, &key);
+	if (!st)
+		return 0;
+
+	if (ctx->oldstate == TCP_SYN_SENT_ && ctx->newstate == TCP_ESTABLISHED_) {
+		read_tuple((struct sock *)ctx->skaddr, &st->tuple); /* source port is known now */
+		if (!port_wanted(st->tuple.lport, st->tuple.rport)) {
+			stat_inc(MP_STAT_FILTERED);
+			if (bpf_map_delete_elem(&socks, &key) == 0)
+				__sync_fetch_and_add(&live_socks, -1);
+		}
+		return 0;
+	}
+
+	if (ctx->newstate == TCP_CLOSE_) {
+		if (st->opened) {
+			struct mp_conn_close_rec r = {};
+			__u64 now = bpf_ktime_get_ns();
+
+			fill_hdr(&r.hdr, MP_REC_CONN_CLOSE, st);
+			r.end_ns = now;
+			r.duration_ns = now - st->first_ns;
+			r.requests = st->requests;
+			r.srtt_us = tcp_srtt_us((struct sock *)ctx->skaddr);
+			r.bytes_sent = st->bytes_sent;
+			r.bytes_received = st->bytes_received;
+			r.flags = st->flags;
+			emit(ctx, &r, sizeof(r));
+		}
+		if (bpf_map_delete_elem(&socks, &key) == 0)
+			__sync_fetch_and_add(&live_socks, -1);
+		stat_inc(MP_STAT_CLEANUP);
+	}
+	return 0;
+}

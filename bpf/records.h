@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The records the BPF programs emit into the perf event array, and the
+ * counters they keep. This header is the single definition of each layout:
+ * assembly/records.ts and src/records.ts are checked against it by
+ * test/records-layout.test.ts (which compiles a C program that prints
+ * sizeof/offsetof for every field).
+ *
+ * All integers are little-endian. Records arrive in the perf ring after a
+ * 4-byte raw-size field, so fields are only 4-byte aligned in the ring:
+ * readers must not use aligned/atomic loads on record fields.
+ */
+#ifndef MESHPROBE_RECORDS_H
+#define MESHPROBE_RECORDS_H
+
+#define MP_REC_VERSION 1
+
+/* record kinds (first byte of every record) */
+#define MP_REC_LATENCY    1 /* one finished request/response exchange */
+#define MP_REC_CONN_OPEN  2 /* first time a tracked socket is used by a process */
+#define MP_REC_CONN_CLOSE 3 /* a tracked socket reached TCP_CLOSE */
+
+/* socket roles */
+#define MP_ROLE_UNKNOWN 0
+#define MP_ROLE_CLIENT  1 /* connect()ed: sends a request, then reads */
+#define MP_ROLE_SERVER  2 /* accept()ed: reads a request, then answers */
+
+/* flags in mp_conn_open_rec.flags and mp_conn_close_rec.flags */
+#define MP_CONN_F_ROLE_INFERRED 1 /* connection predates the probe: role taken from its first read/write */
+
+/* address families as the kernel numbers them */
+#define MP_AF_INET  2
+#define MP_AF_INET6 10
+
+/* 16 bytes, at the start of every record */
+struct mp_rec_hdr {
+	__u8 kind;     /* MP_REC_* */
+	__u8 version;  /* MP_REC_VERSION */
+	__u8 role;     /* MP_ROLE_* */
+	__u8 family;   /* MP_AF_* ; IPv4 addresses use the first 4 bytes of the 16 */
+	__u32 tgid;    /* process that did the read/write that finished the record */
+	__u64 conn_id; /* probe-unique id of the socket, never reused within one load */
+};
+
+/* 64 bytes */
+struct mp_latency_rec {
+	struct mp_rec_hdr hdr; /* 0 */
+	__u64 end_ns;          /* 16: CLOCK_MONOTONIC when the exchange finished */
+	__u64 latency_ns;      /* 24: client view or server view, per hdr.role */
+	__u32 srtt_us;         /* 32: the kernel's smoothed RTT for the socket then */
+	__u32 req_bytes;       /* 36: bytes of the request (saturates) */
+	__u16 lport;           /* 40: local port, host order */
+	__u16 rport;           /* 42: remote port, host order */
+	__u32 seq;             /* 44: 1-based number of this exchange on the socket */
+	__u8 raddr[16];        /* 48: remote address */
+};
+
+/* 96 bytes */
+struct mp_conn_open_rec {
+	struct mp_rec_hdr hdr; /* 0 */
+	__u64 start_ns;        /* 16: when the probe first saw the socket */
+	__u64 cgroup_id;       /* 24: cgroup v2 id of the process */
+	__u32 pid;             /* 32: thread id of the process */
+	__u32 netns;           /* 36: network namespace inode number */
+	__u16 lport;           /* 40 */
+	__u16 rport;           /* 42 */
+	__u32 flags;           /* 44: MP_CONN_F_* */
+	__u8 laddr[16];        /* 48 */
+	__u8 raddr[16];        /* 64 */
+	char comm[16];         /* 80 */
+};
+
+/* 64 bytes */
+struct mp_conn_close_rec {
+	struct mp_rec_hdr hdr; /* 0 */
+	__u64 end_ns;          /* 16 */
+	__u64 duration_ns;     /* 24: first seen to close */
+	__u32 requests;        /* 32: exchanges finished on the socket */
+	__u32 srtt_us;         /* 36 */
+	__u64 bytes_sent;      /* 40 */
+	__u64 bytes_received;  /* 48 */
+	__u32 flags;           /* 56 */
+	__u32 _pad;            /* 60 */
+};
+
+/* per-CPU counters kept by the kernel side (array map "stats", one __u64 each) */
+#define MP_STAT_SEND          0 /* writes seen on tracked sockets */
+#define MP_STAT_RECV          1 /* reads seen on tracked sockets */
+#define MP_STAT_CLEANUP       2 /* tracked sockets closed (entry removed) */
+#define MP_STAT_TRACKED       3 /* sockets that entered the table */
+#define MP_STAT_EVICTED       4 /* entries pushed out of the full LRU table */
+#define MP_STAT_OUTPUT_FAIL   5 /* bpf_perf_event_output failed (ring full) */
+#define MP_STAT_FILTERED      6 /* sockets skipped by the in-kernel filter */
+#define MP_STAT_EMITTED       7 /* latency records emitted */
+#define MP_STAT__COUNT        8
+
+#endif

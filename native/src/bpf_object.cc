@@ -1,0 +1,237 @@
+#include "bpf_object.h"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <cstring>
+#include <string>
+
+#include "errors.h"
+
+namespace meshprobe {
+
+Napi::Function BpfObject::Define(Napi::Env env) {
+  return DefineClass(env, "BpfObject",
+                     {
+                         InstanceMethod<&BpfObject::SetGlobal>("setGlobal"),
+                         InstanceMethod<&BpfObject::SetMapMaxEntries>("setMapMaxEntries"),
+                         InstanceMethod<&BpfObject::SetAutoload>("setAutoload"),
+                         InstanceMethod<&BpfObject::Programs>("programs"),
+                         InstanceMethod<&BpfObject::Load>("load"),
+                         InstanceMethod<&BpfObject::Attach>("attach"),
+                         InstanceMethod<&BpfObject::DetachAll>("detachAll"),
+                         InstanceMethod<&BpfObject::MapFd>("mapFd"),
+                         InstanceMethod<&BpfObject::ReadPercpuArray>("readPercpuArray"),
+                         InstanceMethod<&BpfObject::ProgramStats>("programStats"),
+                         InstanceMethod<&BpfObject::Close>("close"),
+                     });
+}
+
+// new BpfObject(path): bpf_object__open_file
+BpfObject::BpfObject(const Napi::CallbackInfo &info) : Napi::ObjectWrap<BpfObject>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString())
+    ThrowCode(env, "MP_ERR_ARG", "BpfObject(path): path must be a string");
+  std::string path = info[0].As<Napi::String>();
+  TakeLibbpfLog();
+  obj_ = bpf_object__open_file(path.c_str(), nullptr);
+  int err = libbpf_get_error(obj_);
+  if (err) {
+    obj_ = nullptr;
+    ThrowCode(env, "MP_ERR_BPF_OPEN", "cannot open BPF object " + path, err);
+  }
+}
+
+BpfObject::~BpfObject() { Destroy(); }
+
+void BpfObject::Destroy() {
+  for (bpf_link *l : links_) bpf_link__destroy(l);
+  links_.clear();
+  if (obj_) bpf_object__close(obj_);
+  obj_ = nullptr;
+}
+
+bpf_object *BpfObject::RequireOpen(Napi::Env env) {
+  if (!obj_) ThrowCode(env, "MP_ERR_CLOSED", "BPF object is closed");
+  return obj_;
+}
+
+bpf_program *BpfObject::RequireProgram(Napi::Env env, const std::string &name) {
+  bpf_program *p = bpf_object__find_program_by_name(RequireOpen(env), name.c_str());
+  if (!p) ThrowCode(env, "MP_ERR_NO_PROGRAM", "no BPF program named " + name);
+  return p;
+}
+
+bpf_map *BpfObject::RequireMap(Napi::Env env, const std::string &name) {
+  bpf_map *m = bpf_object__find_map_by_name(RequireOpen(env), name.c_str());
+  if (!m) ThrowCode(env, "MP_ERR_NO_MAP", "no BPF map named " + name);
+  return m;
+}
+
+// setGlobal(name, value): writes a `const volatile` global before load.
+Napi::Value BpfObject::SetGlobal(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  bpf_object *obj = RequireOpen(env);
+  if (loaded_) ThrowCode(env, "MP_ERR_STATE", "settings must be written before load()");
+  if (info.Length() < 2 || !info[0].IsString())
+    ThrowCode(env, "MP_ERR_ARG", "setGlobal(name, value)");
+  std::string name = info[0].As<Napi::String>();
+  uint64_t value = 0;
+  if (info[1].IsBigInt()) {
+    bool lossless;
+    value = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
+  } else if (info[1].IsBoolean()) {
+    value = info[1].As<Napi::Boolean>() ? 1 : 0;
+  } else if (info[1].IsNumber()) {
+    value = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
+  } else {
+    ThrowCode(env, "MP_ERR_ARG", "setGlobal: value must be a number, bigint or boolean");
+  }
+
+  const btf *b = bpf_object__btf(obj);
+  if (!b) ThrowCode(env, "MP_ERR_NO_BTF", "BPF object has no BTF: cannot find " + name);
+  int sec_id = btf__find_by_name_kind(b, ".rodata", BTF_KIND_DATASEC);
+  if (sec_id < 0) ThrowCode(env, "MP_ERR_NO_GLOBAL", "BPF object has no .rodata settings");
+  const btf_type *sec = btf__type_by_id(b, sec_id);
+  const btf_var_secinfo *vs = btf_var_secinfos(sec);
+  for (int i = 0; i < btf_vlen(sec); i++, vs++) {
+    const btf_type *var = btf__type_by_id(b, vs->type);
+    if (name != btf__name_by_offset(b, var->name_off)) continue;
+    bpf_map *rodata = nullptr;
+    bpf_map *m;
+    bpf_object__for_each_map(m, obj) {
+      const char *mn = bpf_map__name(m);
+      size_t len = strlen(mn);
+      if (bpf_map__is_internal(m) && len >= 7 && strcmp(mn + len - 7, ".rodata") == 0) rodata = m;
+    }
+    if (!rodata) ThrowCode(env, "MP_ERR_NO_GLOBAL", "BPF object has no .rodata map");
+    size_t size = 0;
+    auto *data = const_cast<uint8_t *>(static_cast<const uint8_t *>(bpf_map__initial_value(rodata, &size)));
+    if (!data || vs->offset + vs->size > size)
+      ThrowCode(env, "MP_ERR_NO_GLOBAL", "cannot write setting " + name);
+    if (vs->size != 1 && vs->size != 2 && vs->size != 4 && vs->size != 8)
+      ThrowCode(env, "MP_ERR_ARG", "setting " + name + " is not an integer");
+    memcpy(data + vs->offset, &value, vs->size);  // little-endian: low bytes first
+    return env.Undefined();
+  }
+  ThrowCode(env, "MP_ERR_NO_GLOBAL", "BPF object has no setting named " + name);
+}
+
+Napi::Value BpfObject::SetMapMaxEntries(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  bpf_map *m = RequireMap(env, info[0].As<Napi::String>());
+  int err = bpf_map__set_max_entries(m, info[1].As<Napi::Number>().Uint32Value());
+  if (err) ThrowCode(env, "MP_ERR_STATE", "cannot size map", err);
+  return env.Undefined();
+}
+
+Napi::Value BpfObject::SetAutoload(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  bpf_program *p = RequireProgram(env, info[0].As<Napi::String>());
+  int err = bpf_program__set_autoload(p, info[1].ToBoolean());
+  if (err) ThrowCode(env, "MP_ERR_STATE", "cannot change autoload", err);
+  return env.Undefined();
+}
+
+// programs(): [{name, section, autoload, id}]
+Napi::Value BpfObject::Programs(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  bpf_object *obj = RequireOpen(env);
+  Napi::Array out = Napi::Array::New(env);
+  bpf_program *p;
+  uint32_t i = 0;
+  bpf_object__for_each_program(p, obj) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", bpf_program__name(p));
+    o.Set("section", bpf_program__section_name(p));
+    o.Set("autoload", bpf_program__autoload(p));
+    out.Set(i++, o);
+  }
+  return out;
+}
+
+Napi::Value BpfObject::Load(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  bpf_object *obj = RequireOpen(env);
+  TakeLibbpfLog();
+  int err = bpf_object__load(obj);
+  if (err) ThrowCode(env, "MP_ERR_BPF_LOAD", "the kernel refused the BPF programs", err);
+  loaded_ = true;
+  return env.Undefined();
+}
+
+// attach(program): bpf_program__attach, from the SEC() name
+Napi::Value BpfObject::Attach(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>();
+  bpf_program *p = RequireProgram(env, name);
+  TakeLibbpfLog();
+  bpf_link *link = bpf_program__attach(p);
+  int err = libbpf_get_error(link);
+  if (err) ThrowCode(env, "MP_ERR_ATTACH", "cannot attach " + name, err);
+  links_.push_back(link);
+  return env.Undefined();
+}
+
+Napi::Value BpfObject::DetachAll(const Napi::CallbackInfo &info) {
+  for (bpf_link *l : links_) bpf_link__destroy(l);
+  links_.clear();
+  return info.Env().Undefined();
+}
+
+Napi::Value BpfObject::MapFd(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  int fd = bpf_map__fd(RequireMap(env, info[0].As<Napi::String>()));
+  if (fd < 0) ThrowCode(env, "MP_ERR_STATE", "map has no fd: load() first", fd);
+  return Napi::Number::New(env, fd);
+}
+
+// readPercpuArray(map, count): BigInt[count], each summed over all CPUs
+Napi::Value BpfObject::ReadPercpuArray(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  bpf_map *m = RequireMap(env, info[0].As<Napi::String>());
+  uint32_t count = info[1].As<Napi::Number>().Uint32Value();
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) ThrowCode(env, "MP_ERR_SYS", "cannot count CPUs", ncpu);
+  std::vector<uint64_t> vals(ncpu);
+  Napi::Array out = Napi::Array::New(env, count);
+  for (uint32_t k = 0; k < count; k++) {
+    int err = bpf_map_lookup_elem(bpf_map__fd(m), &k, vals.data());
+    if (err) ThrowCode(env, "MP_ERR_MAP_READ", "cannot read map", -errno);
+    uint64_t sum = 0;
+    for (uint64_t v : vals) sum += v;
+    out.Set(k, Napi::BigInt::New(env, sum));
+  }
+  return out;
+}
+
+// programStats(): [{name, id, runTimeNs, runCount}] for loaded programs
+// (run time and count are non-zero only while kernel.bpf_stats_enabled=1)
+Napi::Value BpfObject::ProgramStats(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  bpf_object *obj = RequireOpen(env);
+  Napi::Array out = Napi::Array::New(env);
+  bpf_program *p;
+  uint32_t i = 0;
+  bpf_object__for_each_program(p, obj) {
+    int fd = bpf_program__fd(p);
+    if (fd < 0) continue;
+    bpf_prog_info pi;
+    memset(&pi, 0, sizeof pi);
+    uint32_t len = sizeof pi;
+    if (bpf_obj_get_info_by_fd(fd, &pi, &len)) continue;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", bpf_program__name(p));
+    o.Set("id", pi.id);
+    o.Set("runTimeNs", Napi::BigInt::New(env, static_cast<uint64_t>(pi.run_time_ns)));
+    o.Set("runCount", Napi::BigInt::New(env, static_cast<uint64_t>(pi.run_cnt)));
+    out.Set(i++, o);
+  }
+  return out;
+}
+
+Napi::Value BpfObject::Close(const Napi::CallbackInfo &info) {
+  Destroy();
+  return info.Env().Undefined();
+}
+
+}  // namespace meshprobe

@@ -1,0 +1,38 @@
+// BpfObject: one compiled .bpf.o, from open to detach. Used on the main thread.
+#pragma once
+#include <napi.h>
+#include <bpf/libbpf.h>
+#include <vector>
+
+namespace meshprobe {
+
+class BpfObject : public Napi::ObjectWrap<BpfObject> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit BpfObject(const Napi::CallbackInfo &info);
+  ~BpfObject() override;
+
+ private:
+  Napi::Value SetGlobal(const Napi::CallbackInfo &info);
+  Napi::Value SetMapMaxEntries(const Napi::CallbackInfo &info);
+  Napi::Value SetAutoload(const Napi::CallbackInfo &info);
+  Napi::Value Programs(const Napi::CallbackInfo &info);
+  Napi::Value Load(const Napi::CallbackInfo &info);
+  Napi::Value Attach(const Napi::CallbackInfo &info);
+  Napi::Value DetachAll(const Napi::CallbackInfo &info);
+  Napi::Value MapFd(const Napi::CallbackInfo &info);
+  Napi::Value ReadPercpuArray(const Napi::CallbackInfo &info);
+  Napi::Value ProgramStats(const Napi::CallbackInfo &info);
+  Napi::Value Close(const Napi::CallbackInfo &info);
+
+  bpf_object *RequireOpen(Napi::Env env);
+  bpf_program *RequireProgram(Napi::Env env, const std::string &name);
+  bpf_map *RequireMap(Napi::Env env, const std::string &name);
+  void Destroy();
+
+  bpf_object *obj_ = nullptr;
+  bool loaded_ = false;
+  std::vector<bpf_link *> links_;
+};
+
+}  // namespace meshprobe
