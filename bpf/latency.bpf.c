@@ -15,6 +15,8 @@
  * Hooks (chosen by user space at start-up, see src/probes/latency.ts):
  *   sock:inet_sock_set_state                 connection start and end, role
  *   raw_tp sock_send_length/sock_recv_length reads and writes (kernel >= 6.3)
+ *   or fexit tcp_sendmsg/tcp_recvmsg         (BTF trampolines, older kernels)
+ *   or kprobe+kretprobe on the same          (no BTF trampolines)
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -258,6 +260,89 @@ SEC("raw_tracepoint/sock_recv_length")
 int latency_recv(struct bpf_raw_tracepoint_args *ctx)
 {
 	return on_recv(ctx, (struct sock *)ctx->args[0], (int)ctx->args[1], (int)ctx->args[2]);
+}
+
+/*
+ * Kernels before 6.3 have no sock_send_length/sock_recv_length. With BTF
+ * trampolines: fexit on tcp_sendmsg/tcp_recvmsg (arguments and return value
+ * read through bpf_get_func_arg/ret, whatever the kernel's signature).
+ * Without them: a kprobe keeps the socket per thread, the kretprobe finishes.
+ * These paths see TCP only, and cannot tell MSG_PEEK reads apart.
+ */
+SEC("fexit/tcp_sendmsg")
+int latency_send_fx(__u64 *ctx)
+{
+	__u64 sk = 0, ret = 0;
+
+	if (bpf_get_func_arg(ctx, 0, &sk) || bpf_get_func_ret(ctx, &ret))
+		return 0;
+	return on_send(ctx, (struct sock *)sk, (int)ret);
+}
+
+SEC("fexit/tcp_recvmsg")
+int latency_recv_fx(__u64 *ctx)
+{
+	__u64 sk = 0, ret = 0;
+
+	if (bpf_get_func_arg(ctx, 0, &sk) || bpf_get_func_ret(ctx, &ret))
+		return 0;
+	return on_recv(ctx, (struct sock *)sk, (int)ret, 0);
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);   /* pid_tgid */
+	__type(value, __u64); /* struct sock * */
+} io_args SEC(".maps");
+
+static __always_inline int stash_sock(struct sock *sk)
+{
+	__u64 id = bpf_get_current_pid_tgid(), v = (__u64)sk;
+
+	bpf_map_update_elem(&io_args, &id, &v, BPF_ANY);
+	return 0;
+}
+
+static __always_inline struct sock *take_sock(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 *v = bpf_map_lookup_elem(&io_args, &id);
+	struct sock *sk;
+
+	if (!v)
+		return NULL;
+	sk = (struct sock *)*v;
+	bpf_map_delete_elem(&io_args, &id);
+	return sk;
+}
+
+SEC("kprobe/tcp_sendmsg")
+int BPF_KPROBE(latency_send_kp, struct sock *sk)
+{
+	return stash_sock(sk);
+}
+
+SEC("kretprobe/tcp_sendmsg")
+int BPF_KRETPROBE(latency_send_kr, int ret)
+{
+	struct sock *sk = take_sock();
+
+	return sk ? on_send(ctx, sk, ret) : 0;
+}
+
+SEC("kprobe/tcp_recvmsg")
+int BPF_KPROBE(latency_recv_kp, struct sock *sk)
+{
+	return stash_sock(sk);
+}
+
+SEC("kretprobe/tcp_recvmsg")
+int BPF_KRETPROBE(latency_recv_kr, int ret)
+{
+	struct sock *sk = take_sock();
+
+	return sk ? on_recv(ctx, sk, ret, 0) : 0;
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what is missing on a bare Debian 12 machine (Debian packages, npm
+# packages) and builds whatever is stale. Quick when nothing is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# build: clang/llvm/libbpf/bpftool for bpf/, g++/python3/make for native/;
+# test peers: iproute2 (netns, veth), nginx and wrk (overhead bench), curl.
+APT_PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool pkg-config make gcc g++ python3
+          iproute2 nginx-light wrk curl procps)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: missing Debian packages: ${missing[*]}: run this as root, or apt-get install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+stamp=node_modules/.meshprobe-lock
+if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+  echo "setup: npm ci"
+  npm ci --ignore-scripts --no-audit --no-fund
+  cp package-lock.json "$stamp"
+fi
+
+bash scripts/build.sh

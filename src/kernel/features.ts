@@ -1,0 +1,172 @@
+/**
+ * What the running kernel offers, probed at start-up (the libbpf-tools way:
+ * tracepoint_exists, kprobe_exists, fentry_can_attach), and the preflight
+ * that `--check` prints. Nothing here is assumed from the kernel version.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
+import { addon } from '../native.js';
+import { log } from '../log.js';
+
+export const CAP = { NET_ADMIN: 12, SYS_ADMIN: 21, PERFMON: 38, BPF: 39 } as const;
+
+const TRACEFS_CANDIDATES = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
+export const BPFFS = '/sys/fs/bpf';
+export const VMLINUX_BTF = '/sys/kernel/btf/vmlinux';
+
+interface Mount { source: string; target: string; type: string }
+
+function mounts(): Mount[] {
+  try {
+    return readFileSync('/proc/mounts', 'utf8').trim().split('\n').map((l) => {
+      const [source, target, type] = l.split(' ');
+      return { source, target, type };
+    });
+  } catch {
+    return [];
+  }
+}
+
+/** Effective capabilities of this process, as a bit set. */
+export function effectiveCaps(): bigint {
+  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? BigInt('0x' + m[1]) : 0n;
+}
+
+export function hasCap(caps: bigint, cap: number): boolean {
+  return (caps & (1n << BigInt(cap))) !== 0n;
+}
+
+/** Can we load and attach tracing BPF programs? (CAP_BPF+CAP_PERFMON, or CAP_SYS_ADMIN) */
+export function canTraceWithBpf(caps = effectiveCaps()): boolean {
+  return hasCap(caps, CAP.SYS_ADMIN) || (hasCap(caps, CAP.BPF) && hasCap(caps, CAP.PERFMON));
+}
+
+export function tracefsPath(): string | undefined {
+  const ms = mounts();
+  for (const c of TRACEFS_CANDIDATES) {
+    if (ms.some((m) => m.target === c && m.type === 'tracefs')) return c;
+  }
+  return undefined;
+}
+
+export function bpffsMounted(): boolean {
+  return mounts().some((m) => m.target === BPFFS && m.type === 'bpf');
+}
+
+function tryMount(type: string, target: string): boolean {
+  try {
+    execFileSync('mount', ['-t', type, type === 'bpf' ? 'bpf' : 'nodev', target], { stdio: 'pipe' });
+    log.debug(`mounted ${type} at ${target}`);
+    return true;
+  } catch (e) {
+    log.debug(`could not mount ${type} at ${target}`, { error: String((e as Error).message).split('\n')[0] });
+    return false;
+  }
+}
+
+/** Mounts tracefs and bpffs where missing and we are allowed to. */
+export function ensureMounts(opts: { bpffs?: boolean } = {}): { tracefs?: string; bpffs: boolean } {
+  let tracefs = tracefsPath();
+  if (!tracefs && hasCap(effectiveCaps(), CAP.SYS_ADMIN) && existsSync(TRACEFS_CANDIDATES[0])) {
+    if (tryMount('tracefs', TRACEFS_CANDIDATES[0])) tracefs = tracefsPath();
+  }
+  let bpffs = bpffsMounted();
+  if (!bpffs && opts.bpffs && hasCap(effectiveCaps(), CAP.SYS_ADMIN) && existsSync(BPFFS)) {
+    bpffs = tryMount('bpf', BPFFS) && bpffsMounted();
+  }
+  return { tracefs, bpffs };
+}
+
+export function tracepointExists(group: string, name: string, tracefs = tracefsPath()): boolean {
+  return !!tracefs && existsSync(`${tracefs}/events/${group}/${name}`);
+}
+
+/** Kprobes need CONFIG_KPROBES; available_filter_functions lists what can be probed. */
+export function kprobeExists(func: string, tracefs = tracefsPath()): boolean {
+  if (!tracefs || !existsSync(`${tracefs}/kprobe_events`)) return false;
+  try {
+    const list = readFileSync(`${tracefs}/available_filter_functions`, 'utf8');
+    return new RegExp(`^${func}(\\s|$)`, 'm').test(list);
+  } catch {
+    return false;
+  }
+}
+
+export function fentryCanAttach(func: string): { ok: boolean; reason?: string } {
+  const r = addon().fentryCanAttach(func);
+  return { ok: r.ok, reason: r.ok ? undefined : r.reason };
+}
+
+/** One way to hook an event: the BPF programs that implement it and what they need. */
+export interface HookCandidate {
+  /** short name used in logs and reports, e.g. "raw_tracepoint:sock_send_length" */
+  name: string;
+  kind: 'tracepoint' | 'raw_tracepoint' | 'fentry' | 'kprobe';
+  /** tracepoint "group/name" or kernel function name */
+  target: string;
+  programs: string[];
+}
+
+export interface HookChoice { slot: string; chosen?: HookCandidate; tried: { name: string; ok: boolean; why?: string }[] }
+
+export function candidateAvailable(c: HookCandidate, tracefs = tracefsPath()): { ok: boolean; why?: string } {
+  switch (c.kind) {
+    case 'tracepoint':
+    case 'raw_tracepoint': {
+      const [group, name] = c.target.split('/');
+      if (!tracefs) return { ok: false, why: 'tracefs is not mounted' };
+      return tracepointExists(group, name, tracefs) ? { ok: true } : { ok: false, why: `no tracepoint ${c.target}` };
+    }
+    case 'kprobe':
+      return kprobeExists(c.target, tracefs) ? { ok: true } : { ok: false, why: 'kprobes unavailable (no kprobe_events or function not probeable)' };
+    case 'fentry': {
+      const r = fentryCanAttach(c.target);
+      return r.ok ? { ok: true } : { ok: false, why: `fentry refused: ${r.reason}` };
+    }
+  }
+}
+
+/** Picks, per slot, the first candidate this kernel supports (candidates in order of preference). */
+export function chooseHooks(slots: Record<string, HookCandidate[]>): HookChoice[] {
+  const tracefs = tracefsPath();
+  return Object.entries(slots).map(([slot, cands]) => {
+    const tried: HookChoice['tried'] = [];
+    for (const c of cands) {
+      const r = candidateAvailable(c, tracefs);
+      tried.push({ name: c.name, ok: r.ok, why: r.why });
+      log.debug(`hook ${slot}: ${c.name} ${r.ok ? 'available' : 'unavailable: ' + r.why}`);
+      if (r.ok) return { slot, chosen: c, tried };
+    }
+    return { slot, tried };
+  });
+}
+
+export interface Preflight {
+  kernel: string;
+  btf: boolean;
+  caps: { bpf: boolean; perfmon: boolean; net_admin: boolean; sys_admin: boolean; can_trace: boolean };
+  tracefs?: string;
+  bpffs: boolean;
+  libbpf: string;
+}
+
+export function preflight(): Preflight {
+  const caps = effectiveCaps();
+  const mountsNow = ensureMounts({ bpffs: true });
+  return {
+    kernel: os.release(),
+    btf: existsSync(VMLINUX_BTF),
+    caps: {
+      bpf: hasCap(caps, CAP.BPF),
+      perfmon: hasCap(caps, CAP.PERFMON),
+      net_admin: hasCap(caps, CAP.NET_ADMIN),
+      sys_admin: hasCap(caps, CAP.SYS_ADMIN),
+      can_trace: canTraceWithBpf(caps),
+    },
+    tracefs: mountsNow.tracefs,
+    bpffs: mountsNow.bpffs,
+    libbpf: addon().libbpfVersion(),
+  };
+}

@@ -1,0 +1,53 @@
+/**
+ * Typed view of the N-API addon (native/). The addon is context-aware: the
+ * main thread and every worker load their own instance.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { ADDON_PATH } from './paths.js';
+import { MeshprobeError } from './errors.js';
+
+export interface ProgramInfo { name: string; section: string; autoload: boolean }
+export interface ProgramStats { name: string; id: number; runTimeNs: bigint; runCount: bigint }
+
+export interface BpfObject {
+  setGlobal(name: string, value: number | bigint | boolean): void;
+  setMapMaxEntries(map: string, entries: number): void;
+  setAutoload(program: string, on: boolean): void;
+  programs(): ProgramInfo[];
+  load(): void;
+  attach(program: string): void;
+  detachAll(): void;
+  mapFd(map: string): number;
+  readPercpuArray(map: string, count: number): bigint[];
+  programStats(): ProgramStats[];
+  close(): void;
+}
+
+export interface PerfReader {
+  start(onData: () => void): void;
+  drain(dest: Uint8Array): number;
+  backlog(): number;
+  close(): void;
+}
+
+export interface Addon {
+  BpfObject: new (path: string) => BpfObject;
+  PerfReader: new (mapFd: number, cpus: number[], pagesPerCpu: number, wakeupBytes: number) => PerfReader;
+  fentryCanAttach(func: string): { ok: boolean; errno: number; reason?: string };
+  libbpfVersion(): string;
+  possibleCpus(): number;
+  setDebug(on: boolean): void;
+}
+
+let cached: Addon | undefined;
+
+export function addon(): Addon {
+  if (cached) return cached;
+  if (!existsSync(ADDON_PATH)) {
+    throw new MeshprobeError('MP_NOT_BUILT', `native addon not built (${ADDON_PATH}): run npm run build`);
+  }
+  const require = createRequire(import.meta.url);
+  cached = require(ADDON_PATH) as Addon;
+  return cached;
+}

@@ -1,0 +1,162 @@
+/**
+ * Runs one probe from start to stop, the same way for every probe:
+ * preflight -> choose hooks -> open, configure, load -> start the decoding
+ * workers -> attach -> wait -> detach -> final drain -> counters.
+ * The probe itself is a ProbeDefinition: its BPF object, its hook choices
+ * and its settings.
+ */
+import { existsSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { addon, type BpfObject, type ProgramStats } from '../native.js';
+import { bpfObjectPath } from '../paths.js';
+import { EXIT_KERNEL, EXIT_PRIVILEGE, MeshprobeError, errorCode } from '../errors.js';
+import { log } from '../log.js';
+import { canTraceWithBpf, chooseHooks, ensureMounts, VMLINUX_BTF, type HookCandidate, type HookChoice } from '../kernel/features.js';
+import { createState, type State } from '../wasm.js';
+import { onlineCpus } from './cpus.js';
+import { WorkerPool, type PoolTotals } from './pool.js';
+
+export interface ProbeDefinition<O> {
+  /** command name, e.g. "latency-probe" */
+  name: string;
+  /** build/bpf/<object>.bpf.o */
+  object: string;
+  /** per slot, the hooks that can serve it, best first */
+  hooks: Record<string, HookCandidate[]>;
+  /** number of MP_STAT_* counters in the object's "stats" map */
+  statCount: number;
+  /** writes the object's settings (const volatile globals, map sizes) before load */
+  configure(obj: BpfObject, options: O): void;
+}
+
+export interface PipelineOptions {
+  workers: number;
+  connCapacity: number;
+  serviceCapacity: number;
+  pagesPerCpu: number;
+  wakeupBytes: number;
+  stagingBytes: number;
+}
+
+export const DEFAULT_PIPELINE: PipelineOptions = {
+  workers: 2,
+  connCapacity: 4096,
+  serviceCapacity: 512,
+  pagesPerCpu: 256, // 1 MiB per CPU
+  wakeupBytes: 64 * 1024,
+  stagingBytes: 1 << 20,
+};
+
+export interface SessionResult {
+  state: State;
+  hooks: HookChoice[];
+  kernelStats: bigint[];
+  programs: ProgramStats[];
+  pool: PoolTotals;
+  startedAt: Date;
+  endedAt: Date;
+  startNs: bigint;
+  endNs: bigint;
+}
+
+/** Checks what can be checked before anything is loaded. Throws MeshprobeError. */
+export function checkPrerequisites(def: ProbeDefinition<unknown>): HookChoice[] {
+  if (!canTraceWithBpf()) {
+    throw new MeshprobeError('MP_NO_PRIVILEGE',
+      `${def.name} needs root, or CAP_BPF and CAP_PERFMON: run it with sudo`, EXIT_PRIVILEGE);
+  }
+  if (!existsSync(VMLINUX_BTF)) {
+    throw new MeshprobeError('MP_NO_BTF',
+      `this kernel has no BTF (${VMLINUX_BTF} is missing): use a kernel built with CONFIG_DEBUG_INFO_BTF=y`, EXIT_KERNEL);
+  }
+  const mounts = ensureMounts();
+  if (!mounts.tracefs) {
+    throw new MeshprobeError('MP_NO_TRACEFS',
+      'tracefs is not mounted and could not be mounted: mount -t tracefs nodev /sys/kernel/tracing', EXIT_KERNEL);
+  }
+  const choices = chooseHooks(def.hooks);
+  for (const c of choices) {
+    if (!c.chosen) {
+      const tried = c.tried.map((t) => `${t.name}: ${t.why}`).join('; ');
+      throw new MeshprobeError('MP_NO_HOOK', `this kernel offers no hook for ${c.slot} (${tried})`, EXIT_KERNEL);
+    }
+    log.debug(`hook ${c.slot}: using ${c.chosen.name}`);
+  }
+  return choices;
+}
+
+export interface RunningSession {
+  /** resolves when stop() has finished */
+  stop(): Promise<SessionResult>;
+  state: State;
+  hooks: HookChoice[];
+  kernelStats(): bigint[];
+  error(): MeshprobeError | undefined;
+}
+
+export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe: PipelineOptions): Promise<RunningSession> {
+  const hooks = checkPrerequisites(def as ProbeDefinition<unknown>);
+  const path = bpfObjectPath(def.object);
+  if (!existsSync(path)) throw new MeshprobeError('MP_NOT_BUILT', `BPF object not built (${path}): run npm run build`);
+  addon().setDebug(log.enabled('debug'));
+
+  const obj = new (addon().BpfObject)(path);
+  let pool: WorkerPool | undefined;
+  try {
+    const wanted = new Set(hooks.flatMap((h) => h.chosen!.programs));
+    for (const p of obj.programs()) obj.setAutoload(p.name, wanted.has(p.name));
+    def.configure(obj, options);
+    obj.load();
+    const state = createState({
+      connCapacity: pipe.connCapacity,
+      serviceCapacity: pipe.serviceCapacity,
+      workers: pipe.workers,
+      stagingBytes: pipe.stagingBytes,
+    });
+    const cpus = onlineCpus();
+    pool = await WorkerPool.start({
+      memory: state.memory, mapFd: obj.mapFd('events'), cpus,
+      workers: Math.min(pipe.workers, cpus.length), pagesPerCpu: pipe.pagesPerCpu, wakeupBytes: pipe.wakeupBytes,
+    });
+    for (const p of wanted) {
+      obj.attach(p);
+      log.debug(`attached ${p}`);
+    }
+    const startedAt = new Date();
+    const startNs = process.hrtime.bigint();
+    const running = pool;
+    let stopped: Promise<SessionResult> | undefined;
+    return {
+      state,
+      hooks,
+      kernelStats: () => obj.readPercpuArray('stats', def.statCount),
+      error: () => running.error,
+      stop() {
+        stopped ??= (async () => {
+          obj.detachAll();
+          const endNs = process.hrtime.bigint();
+          const endedAt = new Date();
+          await sleep(20); // programs already running finish their output
+          const totals = await running.stop();
+          const kernelStats = obj.readPercpuArray('stats', def.statCount);
+          const programs = obj.programStats();
+          obj.close();
+          return { state, hooks, kernelStats, programs, pool: totals, startedAt, endedAt, startNs, endNs };
+        })();
+        return stopped;
+      },
+    };
+  } catch (e) {
+    obj.close();
+    if (pool) await pool.stop().catch(() => undefined);
+    throw asMeshprobeError(e);
+  }
+}
+
+function asMeshprobeError(e: unknown): MeshprobeError {
+  if (e instanceof MeshprobeError) return e;
+  const err = e as Error & { libbpfLog?: string };
+  const code = errorCode(e) ?? 'MP_INTERNAL';
+  const hint = code === 'MP_ERR_BPF_LOAD' ? ' (run with --log-level debug for the verifier log)' : '';
+  return new MeshprobeError(code, `${err.message}${hint}`, code.startsWith('MP_ERR_BPF') ? EXIT_KERNEL : 1, err.libbpfLog);
+}

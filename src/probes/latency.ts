@@ -1,0 +1,49 @@
+/**
+ * latency-probe: the probe's BPF object, its hooks and settings.
+ * Kernel side: bpf/latency.bpf.c. Report: src/report/latency.ts.
+ */
+import type { BpfObject } from '../native.js';
+import type { ProbeDefinition } from '../pipeline/session.js';
+
+export interface LatencyOptions {
+  /** 0 = every port; else only sockets whose local or remote port is this */
+  port: number;
+  /** LRU table of sockets in the kernel */
+  socketTableSize: number;
+  /** adopt connections that existed before the probe started */
+  inferRoles: boolean;
+}
+
+export const latencyProbe: ProbeDefinition<LatencyOptions> = {
+  name: 'latency-probe',
+  object: 'latency',
+  statCount: 8,
+  // Preference: the socket tracepoints (a stable interface, every TCP read and
+  // write path, kernel >= 6.3), then fexit (BTF trampolines), then kprobes.
+  hooks: {
+    // reads and writes returning to the application
+    'socket send': [
+      { name: 'raw_tracepoint:sock_send_length', kind: 'raw_tracepoint', target: 'sock/sock_send_length', programs: ['latency_send'] },
+      { name: 'fexit:tcp_sendmsg', kind: 'fentry', target: 'tcp_sendmsg', programs: ['latency_send_fx'] },
+      { name: 'kprobe:tcp_sendmsg', kind: 'kprobe', target: 'tcp_sendmsg', programs: ['latency_send_kp', 'latency_send_kr'] },
+    ],
+    'socket receive': [
+      { name: 'raw_tracepoint:sock_recv_length', kind: 'raw_tracepoint', target: 'sock/sock_recv_length', programs: ['latency_recv'] },
+      { name: 'fexit:tcp_recvmsg', kind: 'fentry', target: 'tcp_recvmsg', programs: ['latency_recv_fx'] },
+      { name: 'kprobe:tcp_recvmsg', kind: 'kprobe', target: 'tcp_recvmsg', programs: ['latency_recv_kp', 'latency_recv_kr'] },
+    ],
+    // connection start (role) and end (cleanup)
+    'tcp state': [
+      { name: 'tracepoint:sock/inet_sock_set_state', kind: 'tracepoint', target: 'sock/inet_sock_set_state', programs: ['latency_state'] },
+    ],
+  },
+  configure(obj: BpfObject, o: LatencyOptions) {
+    obj.setGlobal('filter_port', o.port);
+    obj.setGlobal('infer_roles', o.inferRoles);
+    obj.setGlobal('sock_table_size', BigInt(o.socketTableSize));
+    obj.setMapMaxEntries('socks', o.socketTableSize);
+  },
+};
+
+/** Names of the kernel counters, in MP_STAT_* order (bpf/records.h). */
+export const LATENCY_STATS = ['send', 'receive', 'cleanup', 'tracked', 'evicted', 'output_failures', 'filtered', 'emitted'] as const;
