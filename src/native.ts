@@ -32,7 +32,7 @@ export interface PerfReader {
 }
 
 export interface Addon {
-  BpfObject: new (path: string) => BpfObject;
+  BpfObject: new (path: string, opts?: { btfCustomPath?: string }) => BpfObject;
   PerfReader: new (mapFd: number, cpus: number[], pagesPerCpu: number, wakeupBytes: number) => PerfReader;
   fentryCanAttach(func: string): { ok: boolean; errno: number; reason?: string };
   libbpfVersion(): string;

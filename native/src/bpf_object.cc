@@ -26,14 +26,21 @@ Napi::Function BpfObject::Define(Napi::Env env) {
                      });
 }
 
-// new BpfObject(path): bpf_object__open_file
+// new BpfObject(path[, {btfCustomPath}]): bpf_object__open_file
 BpfObject::BpfObject(const Napi::CallbackInfo &info) : Napi::ObjectWrap<BpfObject>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString())
     ThrowCode(env, "MP_ERR_ARG", "BpfObject(path): path must be a string");
   std::string path = info[0].As<Napi::String>();
+  // optional {btfCustomPath}: kernel BTF from a file instead of /sys/kernel/btf/vmlinux
+  std::string btf_path;
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Value v = info[1].As<Napi::Object>().Get("btfCustomPath");
+    if (v.IsString()) btf_path = v.As<Napi::String>();
+  }
+  LIBBPF_OPTS(bpf_object_open_opts, opts, .btf_custom_path = btf_path.empty() ? nullptr : btf_path.c_str());
   TakeLibbpfLog();
-  obj_ = bpf_object__open_file(path.c_str(), nullptr);
+  obj_ = bpf_object__open_file(path.c_str(), &opts);
   int err = libbpf_get_error(obj_);
   if (err) {
     obj_ = nullptr;

@@ -13,7 +13,14 @@ export const CAP = { NET_ADMIN: 12, SYS_ADMIN: 21, PERFMON: 38, BPF: 39 } as con
 
 const TRACEFS_CANDIDATES = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
 export const BPFFS = '/sys/fs/bpf';
-export const VMLINUX_BTF = '/sys/kernel/btf/vmlinux';
+/** The kernel's BTF; MESHPROBE_VMLINUX_BTF points elsewhere (a test, or a kernel whose BTF lives in a file). */
+export const DEFAULT_VMLINUX_BTF = '/sys/kernel/btf/vmlinux';
+export const VMLINUX_BTF = process.env.MESHPROBE_VMLINUX_BTF || DEFAULT_VMLINUX_BTF;
+
+/** MESHPROBE_DISABLE_HOOKS=kind[,kind]: never choose these kinds of hook (to try a fallback path). */
+function disabledKinds(): Set<string> {
+  return new Set((process.env.MESHPROBE_DISABLE_HOOKS ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+}
 
 interface Mount { source: string; target: string; type: string }
 
@@ -112,6 +119,7 @@ export interface HookCandidate {
 export interface HookChoice { slot: string; chosen?: HookCandidate; tried: { name: string; ok: boolean; why?: string }[] }
 
 export function candidateAvailable(c: HookCandidate, tracefs = tracefsPath()): { ok: boolean; why?: string } {
+  if (disabledKinds().has(c.kind)) return { ok: false, why: 'disabled by MESHPROBE_DISABLE_HOOKS' };
   switch (c.kind) {
     case 'tracepoint':
     case 'raw_tracepoint': {

@@ -11,7 +11,7 @@ import { addon, type BpfObject, type ProgramStats } from '../native.js';
 import { bpfObjectPath } from '../paths.js';
 import { EXIT_KERNEL, EXIT_PRIVILEGE, MeshprobeError, errorCode } from '../errors.js';
 import { log } from '../log.js';
-import { canTraceWithBpf, chooseHooks, ensureMounts, VMLINUX_BTF, type HookCandidate, type HookChoice } from '../kernel/features.js';
+import { canTraceWithBpf, chooseHooks, ensureMounts, VMLINUX_BTF, DEFAULT_VMLINUX_BTF, type HookCandidate, type HookChoice } from '../kernel/features.js';
 import { createState, type State } from '../wasm.js';
 import { onlineCpus } from './cpus.js';
 import { WorkerPool, type PoolTotals } from './pool.js';
@@ -100,7 +100,7 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
   if (!existsSync(path)) throw new MeshprobeError('MP_NOT_BUILT', `BPF object not built (${path}): run npm run build`);
   addon().setDebug(log.enabled('debug'));
 
-  const obj = new (addon().BpfObject)(path);
+  const obj = new (addon().BpfObject)(path, VMLINUX_BTF !== DEFAULT_VMLINUX_BTF ? { btfCustomPath: VMLINUX_BTF } : {});
   let pool: WorkerPool | undefined;
   try {
     const wanted = new Set(hooks.flatMap((h) => h.chosen!.programs));

@@ -1,0 +1,500 @@
+/**
+ * Loads build/meshprobe.wasm on one shared WebAssembly.Memory (main thread or
+ * worker_threads) and reads what the decoder keeps there: counters, global
+ * histograms, connection and service tables.
+ *
+ * Main thread: createState(config) → instantiates, grows the memory, init().
+ * Workers:     attachState(memory) → instantiates on the same memory (no init);
+ *              then copy perf bytes to stagingPtr(i) and call decode(ptr, len)
+ *              (or use decodeBytes()).
+ */
+import { readFileSync } from 'node:fs';
+import type { HistogramSnapshot } from './histogram.js';
+
+/** Where the module is, from dist/src/wasm.js. */
+export const WASM_URL = new URL('../../build/meshprobe.wasm', import.meta.url);
+/** Must match "maximumMemory" in asconfig.json (pages of 64 KiB). */
+export const MAX_PAGES = 16384;
+
+/** Functions exported by build/meshprobe.wasm (addresses are byte offsets in the memory). */
+export interface DecoderExports {
+  decode(ptr: number, len: number): number;
+  init(connCap: number, svcCap: number, workers: number, stagingBytes: number): number;
+  layoutBytes(connCap: number, svcCap: number, workers: number, stagingBytes: number): number;
+  regionBase(): number;
+  isReady(): number;
+  counterAddr(i: number): number;
+  counterCount(): number;
+  globalHistAddr(i: number): number;
+  connSlotAddr(i: number): number;
+  svcSlotAddr(i: number): number;
+  stagingPtr(i: number): number;
+  stagingSize(): number;
+  connCapacity(): number;
+  svcCapacity(): number;
+  workerCount(): number;
+  regionEnd(): number;
+  bucketIndex(v: bigint): number;
+  /** i64 results arrive signed: use BigInt.asUintN(64, x) */
+  bucketLower(idx: number): bigint;
+  bucketUpper(idx: number): bigint;
+}
+
+export interface StateConfig {
+  /** connection table slots; rounded up to a power of two (each slot ~16 KiB: it holds a histogram) */
+  connCapacity: number;
+  /** service table slots; rounded up to a power of two */
+  serviceCapacity: number;
+  /** number of staging areas (one per decoding worker) */
+  workers: number;
+  /** bytes per staging area (rounded up to 64) */
+  stagingBytes: number;
+  /** an existing shared memory (maximum must be <= MAX_PAGES); a new one otherwise */
+  memory?: WebAssembly.Memory;
+}
+
+export interface Layout {
+  base: number;
+  connCap: number;
+  svcCap: number;
+  workers: number;
+  stagingBytes: number;
+  nb: number;
+  histBytes: number;
+  connSlotBytes: number;
+  svcSlotBytes: number;
+  counters: number;
+  globalHists: number;
+  connTable: number;
+  svcTable: number;
+  staging: number;
+  end: number;
+}
+
+export interface State {
+  memory: WebAssembly.Memory;
+  instance: WebAssembly.Instance;
+  exports: DecoderExports;
+  layout: Layout;
+  /** decode whole perf records at [ptr, ptr+len) of the memory; returns bytes consumed */
+  decode(ptr: number, len: number): number;
+  /** address of staging area i */
+  stagingPtr(i: number): number;
+  /** bytes per staging area */
+  stagingSize(): number;
+}
+
+function makeState(memory: WebAssembly.Memory, instance: WebAssembly.Instance): State {
+  const ex = instance.exports as unknown as DecoderExports;
+  const layout = readLayout(memory, ex);
+  const dec = ex.decode;
+  return {
+    memory,
+    instance,
+    exports: ex,
+    layout,
+    decode: (ptr, len) => dec(ptr, len) >>> 0,
+    stagingPtr: (i) => {
+      if (!(i >= 0 && i < layout.workers)) throw new RangeError(`staging area ${i} out of range (workers=${layout.workers})`);
+      return layout.staging + i * layout.stagingBytes;
+    },
+    stagingSize: () => layout.stagingBytes,
+  };
+}
+
+function pow2(n: number): number {
+  if (!(n >= 1)) return 1;
+  return 2 ** Math.ceil(Math.log2(Math.floor(n)));
+}
+
+let cachedModule: WebAssembly.Module | undefined;
+
+/** The compiled module (synchronous, cached per thread). */
+export function wasmModule(): WebAssembly.Module {
+  cachedModule ??= new WebAssembly.Module(readFileSync(WASM_URL));
+  return cachedModule;
+}
+
+/** A shared memory the module accepts. */
+export function newSharedMemory(initialPages = 1): WebAssembly.Memory {
+  return new WebAssembly.Memory({ initial: initialPages, maximum: MAX_PAGES, shared: true });
+}
+
+let anyInstance: WebAssembly.Instance | undefined;
+
+function instantiate(memory: WebAssembly.Memory): WebAssembly.Instance {
+  const inst = new WebAssembly.Instance(wasmModule(), {
+    env: {
+      memory,
+      abort(_msg: number, _file: number, line: number, col: number): never {
+        throw new Error(`meshprobe.wasm abort at ${line}:${col}`);
+      },
+    },
+  });
+  anyInstance ??= inst;
+  return inst;
+}
+
+/**
+ * Exports of some instance in this thread, for the pure functions (bucket
+ * math) and the constants: the first one instantiated, else a private one on
+ * a 1-page memory.
+ */
+export function wasmExports(): DecoderExports & Record<string, unknown> {
+  anyInstance ??= instantiate(newSharedMemory(1));
+  return anyInstance.exports as unknown as DecoderExports & Record<string, unknown>;
+}
+
+/** Value of an exported i32 constant of the module (see assembly/layout.ts, assembly/records.ts). */
+const constCache = new Map<string, number>();
+export function wasmConst(name: string): number {
+  const hit = constCache.get(name);
+  if (hit !== undefined) return hit;
+  const g = (wasmExports() as Record<string, unknown>)[name];
+  if (!(g instanceof WebAssembly.Global)) throw new Error(`meshprobe.wasm exports no constant ${name}`);
+  const v = Number(g.value);
+  constCache.set(name, v);
+  return v;
+}
+
+function readLayout(memory: WebAssembly.Memory, ex: DecoderExports): Layout {
+  const base = ex.regionBase();
+  const dv = new DataView(memory.buffer);
+  const u32 = (name: string) => dv.getUint32(base + wasmConst(name), true);
+  if (u32('H_MAGIC') !== wasmConst('MAGIC')) throw new Error('meshprobe: shared memory is not initialized (no magic)');
+  if (u32('H_VERSION') !== wasmConst('LAYOUT_VERSION')) throw new Error('meshprobe: layout version mismatch');
+  return {
+    base,
+    connCap: u32('H_CONN_CAP'),
+    svcCap: u32('H_SVC_CAP'),
+    workers: u32('H_WORKERS'),
+    stagingBytes: u32('H_STAGING_BYTES'),
+    nb: u32('H_NB'),
+    histBytes: u32('H_HIST_BYTES'),
+    connSlotBytes: u32('H_CONN_SLOT_BYTES'),
+    svcSlotBytes: u32('H_SVC_SLOT_BYTES'),
+    counters: u32('H_COUNTERS'),
+    globalHists: u32('H_GLOBAL_HISTS'),
+    connTable: u32('H_CONN_TABLE'),
+    svcTable: u32('H_SVC_TABLE'),
+    staging: u32('H_STAGING'),
+    end: u32('H_END'),
+  };
+}
+
+/** Main thread: instantiate on `config.memory` (or a new shared memory), grow it, init everything. */
+export function createState(config: StateConfig): State {
+  const memory = config.memory ?? newSharedMemory(1);
+  const instance = instantiate(memory);
+  const ex = instance.exports as unknown as DecoderExports;
+  const connCap = pow2(config.connCapacity);
+  const svcCap = pow2(config.serviceCapacity);
+  const { workers, stagingBytes } = config;
+  const end = ex.layoutBytes(connCap, svcCap, workers, stagingBytes) >>> 0;
+  if (end === 0) {
+    throw new RangeError(`meshprobe: layout too large (connCap=${connCap} svcCap=${svcCap} workers=${workers} stagingBytes=${stagingBytes})`);
+  }
+  const have = memory.buffer.byteLength;
+  if (have < end) memory.grow(Math.ceil((end - have) / 65536));
+  if ((ex.init(connCap, svcCap, workers, stagingBytes) >>> 0) !== end) throw new Error('meshprobe: init failed');
+  return makeState(memory, instance);
+}
+
+/** Worker: instantiate on a memory that createState() already initialized. */
+export function attachState(memory: WebAssembly.Memory): State {
+  return makeState(memory, instantiate(memory));
+}
+
+/** The staging area of worker i as bytes. */
+export function stagingView(state: State, i: number): Uint8Array {
+  const { staging, stagingBytes, workers } = state.layout;
+  if (i < 0 || i >= workers) throw new RangeError(`staging area ${i} out of range`);
+  return new Uint8Array(state.memory.buffer, staging + i * stagingBytes, stagingBytes);
+}
+
+/** decode() on bytes already in memory; returns bytes consumed. */
+export function decode(state: State, ptr: number, len: number): number {
+  return state.exports.decode(ptr, len) >>> 0;
+}
+
+/**
+ * Copies `bytes` (whole perf records) through staging area `worker` and
+ * decodes them, in chunks of at most stagingBytes. Returns the bytes consumed
+ * (less than bytes.length if the data ends with a truncated record).
+ */
+export function decodeBytes(state: State, worker: number, bytes: Uint8Array): number {
+  const area = stagingView(state, worker);
+  const ptr = area.byteOffset;
+  if (bytes.length === 0) return 0;
+  let off = 0;
+  while (off < bytes.length) {
+    const n = Math.min(area.length, bytes.length - off);
+    area.set(bytes.subarray(off, off + n));
+    const used = state.exports.decode(ptr, n) >>> 0;
+    off += used;
+    if (used === 0) break; // truncated record (or one larger than the staging area)
+  }
+  return off;
+}
+
+// ---------------------------------------------------------------------------
+// Readers
+
+/** Counter names in the order of the module's counter block (C_* in assembly/layout.ts). */
+export const COUNTER_NAMES = [
+  'records_total',
+  'latency_records',
+  'open_records',
+  'close_records',
+  'lost_records',
+  'lost_events',
+  'unknown_records',
+  'conn_table_full',
+  'svc_table_full',
+  'bytes_decoded',
+  'unknown_role',
+  'perf_other',
+  'decode_calls',
+] as const;
+export type CounterName = (typeof COUNTER_NAMES)[number];
+export type Counters = Record<CounterName, number>;
+
+function u64view(state: State): BigUint64Array {
+  return new BigUint64Array(state.memory.buffer);
+}
+
+export function readCounters(state: State): Counters {
+  const v = u64view(state);
+  const out = {} as Counters;
+  COUNTER_NAMES.forEach((name, i) => {
+    out[name] = Number(Atomics.load(v, (state.layout.counters >>> 3) + i));
+  });
+  return out;
+}
+
+const U64_MAX = 0xffffffffffffffffn;
+
+/**
+ * Snapshot of the histogram at `addr`. `count` is the sum of the bucket
+ * counts read (so percentiles are consistent even while workers write).
+ */
+export function readHistogramAt(state: State, addr: number, v: BigUint64Array = u64view(state)): HistogramSnapshot {
+  const nb = state.layout.nb;
+  const i0 = addr >>> 3;
+  const buckets: [number, number][] = [];
+  let count = 0;
+  for (let i = 0; i < nb; i++) {
+    const c = v[i0 + i];
+    if (c !== 0n) {
+      const n = Number(c);
+      buckets.push([i, n]);
+      count += n;
+    }
+  }
+  const sum = v[i0 + nb + 1];
+  const min = v[i0 + nb + 2];
+  const max = v[i0 + nb + 3];
+  return {
+    count,
+    sum_ns: Number(sum),
+    min_ns: count === 0 || min === U64_MAX ? 0 : Number(min),
+    max_ns: count === 0 ? 0 : Number(max),
+    buckets,
+  };
+}
+
+export interface GlobalHistograms {
+  /** latency records with role client */
+  client: HistogramSnapshot;
+  /** latency records with role server */
+  server: HistogramSnapshot;
+  /** srtt_us * 1000 of latency records with srtt_us > 0 */
+  network: HistogramSnapshot;
+}
+
+export function readGlobalHistograms(state: State): GlobalHistograms {
+  const v = u64view(state);
+  const hb = state.layout.histBytes;
+  const g = state.layout.globalHists;
+  return {
+    client: readHistogramAt(state, g + wasmConst('GH_CLIENT') * hb, v),
+    server: readHistogramAt(state, g + wasmConst('GH_SERVER') * hb, v),
+    network: readHistogramAt(state, g + wasmConst('GH_NETWORK') * hb, v),
+  };
+}
+
+/** "a.b.c.d" for AF_INET, RFC 5952-ish text for AF_INET6, hex otherwise. */
+export function formatAddr(bytes: Uint8Array, family: number): string {
+  if (family === 2) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
+  if (family === 10) {
+    const g: number[] = [];
+    for (let i = 0; i < 16; i += 2) g.push((bytes[i] << 8) | bytes[i + 1]);
+    // longest run of zero groups (>= 2) becomes "::"
+    let best = -1, bestLen = 0;
+    for (let i = 0; i < 8;) {
+      if (g[i] !== 0) { i++; continue; }
+      let j = i;
+      while (j < 8 && g[j] === 0) j++;
+      if (j - i > bestLen && j - i >= 2) { best = i; bestLen = j - i; }
+      i = j;
+    }
+    const hex = (a: number[]) => a.map((x) => x.toString(16)).join(':');
+    if (best < 0) return hex(g);
+    return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
+  }
+  return Buffer.from(bytes).toString('hex');
+}
+
+export interface ConnSlot {
+  slot: number;
+  conn_id: bigint;
+  role: number;
+  family: number;
+  flags: number;
+  tgid: number;
+  pid: number;
+  netns: number;
+  lport: number;
+  rport: number;
+  laddr: string;
+  raddr: string;
+  comm: string;
+  cgroup_id: bigint;
+  start_ns: number;
+  end_ns: number;
+  closed: boolean;
+  /** an open record was seen */
+  opened: boolean;
+  /** latency records decoded for this connection */
+  requests: number;
+  /** `requests` of the close record (exchanges the kernel counted) */
+  requests_kernel: number;
+  bytes_sent: number;
+  bytes_received: number;
+  /** the close record's srtt_us, else the last one seen on a latency record */
+  srtt_us: number;
+  /** latencies of this connection (undefined when read with histograms: false) */
+  hist?: HistogramSnapshot;
+}
+
+export interface ServiceSlot {
+  slot: number;
+  key: bigint;
+  role: number;
+  family: number;
+  /** lport for servers, rport for clients */
+  port: number;
+  /** remote address (clients only) */
+  raddr: string;
+  /** tgid of the first record seen */
+  tgid: number;
+  requests: number;
+  hist?: HistogramSnapshot;
+}
+
+export interface ReadOptions {
+  /** include each slot's histogram (default true) */
+  histograms?: boolean;
+}
+
+const K = (n: string) => wasmConst(n);
+let slotOffsets: Record<string, number> | undefined;
+function off(): Record<string, number> {
+  if (!slotOffsets) {
+    slotOffsets = {};
+    for (const n of [
+      'CS_KEY', 'CS_TGID', 'CS_PID', 'CS_NETNS', 'CS_FLAGS', 'CS_ROLE', 'CS_FAMILY', 'CS_LPORT', 'CS_RPORT',
+      'CS_FILLED', 'CS_CLOSED', 'CS_SRTT_US', 'CS_REQUESTS_KERNEL', 'CS_CGROUP_ID', 'CS_START_NS', 'CS_END_NS',
+      'CS_REQUESTS', 'CS_BYTES_SENT', 'CS_BYTES_RECEIVED', 'CS_LADDR', 'CS_RADDR', 'CS_COMM', 'CS_HIST', 'CF_OPEN',
+      'SS_KEY', 'SS_TGID', 'SS_ROLE', 'SS_FAMILY', 'SS_PORT', 'SS_RADDR', 'SS_REQUESTS', 'SS_HIST',
+    ]) slotOffsets[n] = K(n);
+  }
+  return slotOffsets;
+}
+
+function cstr(b: Uint8Array): string {
+  const z = b.indexOf(0);
+  return new TextDecoder().decode(z < 0 ? b : b.subarray(0, z));
+}
+
+/** Connection slot i, or null if empty. */
+export function readConnSlot(state: State, i: number, opts: ReadOptions = {}): ConnSlot | null {
+  if (i < 0 || i >= state.layout.connCap) throw new RangeError(`conn slot ${i} out of range`);
+  const o = off();
+  const buf = state.memory.buffer;
+  const s = state.layout.connTable + i * state.layout.connSlotBytes;
+  const dv = new DataView(buf, s, state.layout.connSlotBytes);
+  const key = dv.getBigUint64(o.CS_KEY, true);
+  if (key === 0n) return null;
+  const family = dv.getUint8(o.CS_FAMILY);
+  const bytes = (at: number) => new Uint8Array(buf, s + at, 16).slice();
+  return {
+    slot: i,
+    conn_id: key,
+    role: dv.getUint8(o.CS_ROLE),
+    family,
+    flags: dv.getUint32(o.CS_FLAGS, true),
+    tgid: dv.getUint32(o.CS_TGID, true),
+    pid: dv.getUint32(o.CS_PID, true),
+    netns: dv.getUint32(o.CS_NETNS, true),
+    lport: dv.getUint16(o.CS_LPORT, true),
+    rport: dv.getUint16(o.CS_RPORT, true),
+    laddr: formatAddr(bytes(o.CS_LADDR), family),
+    raddr: formatAddr(bytes(o.CS_RADDR), family),
+    comm: cstr(bytes(o.CS_COMM)),
+    cgroup_id: dv.getBigUint64(o.CS_CGROUP_ID, true),
+    start_ns: Number(dv.getBigUint64(o.CS_START_NS, true)),
+    end_ns: Number(dv.getBigUint64(o.CS_END_NS, true)),
+    closed: dv.getUint32(o.CS_CLOSED, true) !== 0,
+    opened: (dv.getUint32(o.CS_FILLED, true) & o.CF_OPEN) !== 0,
+    requests: Number(dv.getBigUint64(o.CS_REQUESTS, true)),
+    requests_kernel: dv.getUint32(o.CS_REQUESTS_KERNEL, true),
+    bytes_sent: Number(dv.getBigUint64(o.CS_BYTES_SENT, true)),
+    bytes_received: Number(dv.getBigUint64(o.CS_BYTES_RECEIVED, true)),
+    srtt_us: dv.getUint32(o.CS_SRTT_US, true),
+    hist: opts.histograms === false ? undefined : readHistogramAt(state, s + o.CS_HIST),
+  };
+}
+
+/** All non-empty connection slots. */
+export function readConnTable(state: State, opts: ReadOptions = {}): ConnSlot[] {
+  const out: ConnSlot[] = [];
+  for (let i = 0; i < state.layout.connCap; i++) {
+    const c = readConnSlot(state, i, opts);
+    if (c) out.push(c);
+  }
+  return out;
+}
+
+/** Service slot i, or null if empty. */
+export function readSvcSlot(state: State, i: number, opts: ReadOptions = {}): ServiceSlot | null {
+  if (i < 0 || i >= state.layout.svcCap) throw new RangeError(`service slot ${i} out of range`);
+  const o = off();
+  const buf = state.memory.buffer;
+  const s = state.layout.svcTable + i * state.layout.svcSlotBytes;
+  const dv = new DataView(buf, s, state.layout.svcSlotBytes);
+  const key = dv.getBigUint64(o.SS_KEY, true);
+  if (key === 0n) return null;
+  const family = dv.getUint8(o.SS_FAMILY);
+  return {
+    slot: i,
+    key,
+    role: dv.getUint8(o.SS_ROLE),
+    family,
+    port: dv.getUint16(o.SS_PORT, true),
+    raddr: formatAddr(new Uint8Array(buf, s + o.SS_RADDR, 16).slice(), family),
+    tgid: dv.getUint32(o.SS_TGID, true),
+    requests: Number(dv.getBigUint64(o.SS_REQUESTS, true)),
+    hist: opts.histograms === false ? undefined : readHistogramAt(state, s + o.SS_HIST),
+  };
+}
+
+/** All non-empty service slots. */
+export function readSvcTable(state: State, opts: ReadOptions = {}): ServiceSlot[] {
+  const out: ServiceSlot[] = [];
+  for (let i = 0; i < state.layout.svcCap; i++) {
+    const c = readSvcSlot(state, i, opts);
+    if (c) out.push(c);
+  }
+  return out;
+}

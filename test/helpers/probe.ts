@@ -1,0 +1,112 @@
+// Runs a probe command (dist/src/cli/<name>.js) as a child process the way a
+// user would, waits until it is attached, stops it with a signal or lets
+// --duration end it, and returns its exit status, stderr and JSON report.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { repoRoot } from './workload.js';
+
+export function cliPath(name: string): string {
+  return join(repoRoot, 'dist', 'src', 'cli', `${name}.js`);
+}
+
+/** Skips a test that needs root and BPF outside CI; under CI=true that is a failure instead. */
+export function needsRoot(t: TestContext): boolean {
+  if (process.getuid?.() === 0) return true;
+  if (process.env.CI === 'true') throw new Error('this test needs root and BPF, and CI must run it');
+  t.skip('needs root (BPF)');
+  return false;
+}
+
+export interface ProbeRun {
+  proc: ChildProcess;
+  pid: number;
+  output: string;
+  /** resolves once the probe says it is measuring */
+  ready: Promise<void>;
+  stderr(): string;
+  /** sends `signal` (default SIGINT) and waits for the exit */
+  stop(signal?: NodeJS.Signals): Promise<ProbeExit>;
+  exited: Promise<ProbeExit>;
+}
+
+export interface ProbeExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+  stdout: string;
+  report?: any;
+}
+
+const dirs: string[] = [];
+process.on('exit', () => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+export function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'meshprobe-test-'));
+  dirs.push(d);
+  return d;
+}
+
+export function startProbe(name: string, args: string[], opts: { output?: string; env?: NodeJS.ProcessEnv } = {}): ProbeRun {
+  const output = opts.output ?? join(tempDir(), 'report.json');
+  const proc = spawn(process.execPath, [cliPath(name), '--output', output, ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  let out = '';
+  let readyResolve!: () => void;
+  let readyReject!: (e: Error) => void;
+  const ready = new Promise<void>((res, rej) => { readyResolve = res; readyReject = rej; });
+  proc.stderr!.on('data', (b: Buffer) => {
+    err += b.toString();
+    if (/measuring/.test(err)) readyResolve();
+  });
+  proc.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+  const exited = new Promise<ProbeExit>((resolve) => {
+    proc.on('exit', (code, signal) => {
+      // stdio may still hold data; give the streams a tick
+      setImmediate(() => {
+        let report: any;
+        try { report = JSON.parse(readFileSync(output, 'utf8')); } catch { report = undefined; }
+        readyReject(new Error(`probe exited before it was ready (code ${code}, signal ${signal}): ${err.trim()}`));
+        resolve({ code, signal, stderr: err, stdout: out, report });
+      });
+    });
+  });
+  const timer = setTimeout(() => readyReject(new Error(`probe not ready after 30 s: ${err}`)), 30_000);
+  ready.finally(() => clearTimeout(timer)).catch(() => undefined);
+  return {
+    proc, pid: proc.pid!, output, ready, exited,
+    stderr: () => err,
+    stop(signal: NodeJS.Signals = 'SIGINT') {
+      if (proc.exitCode === null && proc.signalCode === null) process.kill(proc.pid!, signal);
+      return exited;
+    },
+  };
+}
+
+/** Runs a command to completion (for the bad-input tests). */
+export function runCli(name: string, args: string[], opts: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {}) {
+  const r = spawnSync(process.execPath, [cliPath(name), ...args], {
+    cwd: repoRoot, env: { ...process.env, ...opts.env }, encoding: 'utf8', timeout: 60_000, uid: opts.uid, gid: opts.gid,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Our BPF programs currently loaded in the kernel (by bpftool), names only. */
+export function loadedPrograms(prefix: string): string[] {
+  const r = spawnSync('bpftool', ['-j', 'prog', 'list'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`bpftool prog list failed: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { name?: string }[]).map((p) => p.name ?? '').filter((n) => n.startsWith(prefix));
+}
+
+/** |a - b| <= max(rel * b, abs) */
+export function near(a: number, b: number, rel: number, abs: number): boolean {
+  return Math.abs(a - b) <= Math.max(rel * Math.abs(b), abs);
+}

@@ -1,0 +1,143 @@
+// latency-probe against ground truth, as root on the real kernel: a client
+// that times every request itself (test/tools/mpload) and a server that
+// sleeps known times. Loopback and a veth pair between two network
+// namespaces; IPv4 and IPv6; keep-alive, a new connection per request, and
+// 250 concurrent connections.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { buildTools, runClient, startServer, type ClientOptions, type ClientResult, type ServerSummary } from './helpers/workload.js';
+import { createVethPair, type VethPair } from './helpers/netns.js';
+import { near, needsRoot, startProbe } from './helpers/probe.js';
+
+const SLEEPS = [0, 1000, 5000, 20000];
+const WEIGHTS = [30, 30, 28, 12]; // cumulative 30/60/88/100: p50, p90, p99 fall inside clusters, not on edges
+const REL = 0.03;
+const ABS_MS = 0.05;
+
+interface Scenario {
+  server: { addr: string; netns?: string };
+  client: Omit<ClientOptions, 'addr' | 'port'> & { addr: string };
+}
+
+interface Measured { report: any; client: ClientResult; server: ServerSummary }
+
+async function measure(s: Scenario): Promise<Measured> {
+  await buildTools();
+  const server = await startServer({ addr: s.server.addr, netns: s.server.netns });
+  const probe = startProbe('latency-probe', ['--filter', `port=${server.port}`]);
+  try {
+    await probe.ready;
+    const { addr, ...rest } = s.client;
+    const client = await runClient({ ...rest, addr, port: server.port });
+    const serverSummary = await server.stop();
+    await sleep(100);
+    const exit = await probe.stop('SIGINT');
+    assert.equal(exit.code, 0, `probe failed: ${exit.stderr}`);
+    assert.ok(exit.report, `no report: ${exit.stderr}`);
+    return { report: exit.report, client, server: serverSummary };
+  } finally {
+    await server.stop().catch(() => undefined);
+    await probe.stop('SIGKILL').catch(() => undefined);
+  }
+}
+
+function assertNoLoss(report: any): void {
+  const loss = report.metrics.loss;
+  for (const [k, v] of Object.entries(loss)) assert.equal(v, 0, `loss counter ${k} = ${v}`);
+  assert.equal(report.metrics.events.lost, 0);
+}
+
+function assertClientView(report: any, client: ClientResult): void {
+  const ours = report.metrics.client.percentiles;
+  for (const p of ['p50', 'p90', 'p99'] as const) {
+    const truth = client.latency_us[p] / 1000;
+    assert.ok(near(ours[p], truth, REL, ABS_MS), `client view ${p}: probe ${ours[p]} ms vs client's own ${truth} ms`);
+  }
+}
+
+function assertServerView(report: any, server: ServerSummary, expectedP50Ms: number): void {
+  const ours = report.metrics.server.percentiles;
+  assert.ok(near(ours.p50, expectedP50Ms, REL, ABS_MS), `server view p50: probe ${ours.p50} ms vs sleep ${expectedP50Ms} ms`);
+  for (const p of ['p50', 'p90', 'p99'] as const) {
+    const truth = server.processing_us[p] / 1000;
+    assert.ok(near(ours[p], truth, REL, ABS_MS), `server view ${p}: probe ${ours[p]} ms vs server's own ${truth} ms`);
+  }
+}
+
+function assertExactCounts(report: any, requests: number): void {
+  assert.equal(report.metrics.client.total_requests, requests, 'client-view requests');
+  assert.equal(report.metrics.server.total_requests, requests, 'server-view requests');
+  assert.equal(report.metrics.total_requests, requests);
+  assert.equal(report.metrics.view, 'client');
+}
+
+const mixed = { requests: 1200, concurrency: 4, sleeps: SLEEPS, weights: WEIGHTS };
+
+for (const [family, addr] of [['IPv4', '127.0.0.1'], ['IPv6', '::1']] as const) {
+  test(`loopback ${family}, keep-alive, mixed sleeps 0/1/5/20 ms`, async (t) => {
+    if (!needsRoot(t)) return;
+    const m = await measure({ server: { addr }, client: { addr, ...mixed } });
+    assertNoLoss(m.report);
+    assertExactCounts(m.report, m.client.requests);
+    assertClientView(m.report, m.client);
+    assertServerView(m.report, m.server, 1.0);
+    const svc = m.report.metrics.services.find((s: any) => s.role === 'server');
+    assert.equal(svc.service, `mpload:${m.report.metrics.services[0].port}`);
+    t.diagnostic(`client p50/p90/p99 ${JSON.stringify(m.report.metrics.client.percentiles)} vs own ${JSON.stringify(m.client.latency_us)}`);
+  });
+}
+
+test('veth pair between two namespaces, IPv4 and IPv6, mixed sleeps', async (t) => {
+  if (!needsRoot(t)) return;
+  let pair: VethPair | undefined;
+  try {
+    pair = createVethPair();
+    for (const [srv, family] of [[pair.addrB4, 'IPv4'], [pair.addrB6, 'IPv6']] as const) {
+      const m = await measure({ server: { addr: srv, netns: pair.nsB }, client: { addr: srv, netns: pair.nsA, ...mixed } });
+      assertNoLoss(m.report);
+      assertExactCounts(m.report, m.client.requests);
+      assertClientView(m.report, m.client);
+      assertServerView(m.report, m.server, 1.0);
+      const conn = m.report.metrics.connections.find((c: any) => c.role === 'server');
+      assert.ok(conn.local.includes(srv), `${family}: server connection ${conn.local} should be on ${srv}`);
+      t.diagnostic(`${family} veth client p50 ${m.report.metrics.client.percentiles.p50} ms vs own ${m.client.latency_us.p50 / 1000} ms`);
+    }
+  } finally {
+    pair?.cleanup();
+  }
+});
+
+test('a new connection per request: every request counted, one connection each', async (t) => {
+  if (!needsRoot(t)) return;
+  const m = await measure({
+    server: { addr: '127.0.0.1' },
+    client: { addr: '127.0.0.1', requests: 600, concurrency: 4, sleeps: [0, 1000], weights: [50, 50], newConn: true },
+  });
+  assertNoLoss(m.report);
+  assertExactCounts(m.report, 600);
+  assertClientView(m.report, m.client);
+  const clientConns = m.report.metrics.connections.filter((c: any) => c.role === 'client');
+  const serverConns = m.report.metrics.connections.filter((c: any) => c.role === 'server');
+  assert.equal(clientConns.length, 600);
+  assert.equal(serverConns.length, 600);
+  assert.ok(clientConns.every((c: any) => c.requests === 1 && c.comm === 'mpload' && c.role_inferred === false));
+  assert.ok(m.report.metrics.events.cleanup >= 1200, `cleanup ${m.report.metrics.events.cleanup}`);
+});
+
+test('250 concurrent keep-alive connections', async (t) => {
+  if (!needsRoot(t)) return;
+  const m = await measure({
+    server: { addr: '127.0.0.1' },
+    client: { addr: '127.0.0.1', requests: 5000, concurrency: 250, sleeps: [1000] },
+  });
+  assertNoLoss(m.report);
+  assertExactCounts(m.report, 5000);
+  const clientConns = m.report.metrics.connections.filter((c: any) => c.role === 'client');
+  assert.equal(clientConns.length, 250);
+  assert.equal(clientConns.reduce((a: number, c: any) => a + c.requests, 0), 5000);
+  // 250 sleeping threads on 2 cores: the server's own timing, not the nominal sleep, is the truth here
+  const own = m.server.processing_us.p50 / 1000;
+  assert.ok(near(m.report.metrics.server.percentiles.p50, own, REL, ABS_MS), `server p50 ${m.report.metrics.server.percentiles.p50} vs own ${own}`);
+  assertClientView(m.report, m.client);
+});
