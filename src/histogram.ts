@@ -179,7 +179,7 @@ export function rangeCounts(h: HistogramSnapshot): Record<RangeLabel, number> {
   for (const [i, c] of h.buckets) {
     const m = bucketMid(i);
     for (const [label, lo, hi] of RANGE_BINS) {
-      if (m >= lo && m < hi) { out[label as RangeLabel] += c; break; }
+      if (m >= lo && (m < hi || hi === Infinity)) { out[label as RangeLabel] += c; break; }
     }
   }
   return out;

@@ -19,6 +19,7 @@ export const MAX_PAGES = 16384;
 /** Functions exported by build/meshprobe.wasm (addresses are byte offsets in the memory). */
 export interface DecoderExports {
   decode(ptr: number, len: number): number;
+  flushPending(maxSpins: number): number;
   init(connCap: number, svcCap: number, workers: number, stagingBytes: number): number;
   layoutBytes(connCap: number, svcCap: number, workers: number, stagingBytes: number): number;
   regionBase(): number;
@@ -259,11 +260,31 @@ export const COUNTER_NAMES = [
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, number>;
 
+/** Lock attempts per worker area before flush() gives up on it (a decode() holds it for one batch). */
+export const FLUSH_MAX_SPINS = 1 << 22;
+
+/**
+ * Moves the figures the workers keep pending (global histograms, service
+ * histograms, counters; see assembly/layout.ts "scratch") into the shared
+ * memory. The readers below do it first unless told not to; call it yourself
+ * before reading the memory by other means. Returns the number of worker
+ * areas it gave up on (a worker stuck inside decode()).
+ */
+export function flush(state: State, maxSpins = FLUSH_MAX_SPINS): number {
+  return state.exports.flushPending(maxSpins) >>> 0;
+}
+
+export interface FlushOption {
+  /** flush pending worker figures first (default true) */
+  flush?: boolean;
+}
+
 function u64view(state: State): BigUint64Array {
   return new BigUint64Array(state.memory.buffer);
 }
 
-export function readCounters(state: State): Counters {
+export function readCounters(state: State, opts: FlushOption = {}): Counters {
+  if (opts.flush !== false) flush(state);
   const v = u64view(state);
   const out = {} as Counters;
   COUNTER_NAMES.forEach((name, i) => {
@@ -312,7 +333,8 @@ export interface GlobalHistograms {
   network: HistogramSnapshot;
 }
 
-export function readGlobalHistograms(state: State): GlobalHistograms {
+export function readGlobalHistograms(state: State, opts: FlushOption = {}): GlobalHistograms {
+  if (opts.flush !== false) flush(state);
   const v = u64view(state);
   const hb = state.layout.histBytes;
   const g = state.layout.globalHists;
@@ -392,7 +414,7 @@ export interface ServiceSlot {
   hist?: HistogramSnapshot;
 }
 
-export interface ReadOptions {
+export interface ReadOptions extends FlushOption {
   /** include each slot's histogram (default true) */
   histograms?: boolean;
 }
@@ -469,6 +491,7 @@ export function readConnTable(state: State, opts: ReadOptions = {}): ConnSlot[] 
 /** Service slot i, or null if empty. */
 export function readSvcSlot(state: State, i: number, opts: ReadOptions = {}): ServiceSlot | null {
   if (i < 0 || i >= state.layout.svcCap) throw new RangeError(`service slot ${i} out of range`);
+  if (opts.flush !== false) flush(state);
   const o = off();
   const buf = state.memory.buffer;
   const s = state.layout.svcTable + i * state.layout.svcSlotBytes;
@@ -491,9 +514,10 @@ export function readSvcSlot(state: State, i: number, opts: ReadOptions = {}): Se
 
 /** All non-empty service slots. */
 export function readSvcTable(state: State, opts: ReadOptions = {}): ServiceSlot[] {
+  if (opts.flush !== false) flush(state);
   const out: ServiceSlot[] = [];
   for (let i = 0; i < state.layout.svcCap; i++) {
-    const c = readSvcSlot(state, i, opts);
+    const c = readSvcSlot(state, i, { ...opts, flush: false });
     if (c) out.push(c);
   }
   return out;

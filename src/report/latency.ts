@@ -147,14 +147,7 @@ export function buildLatencyReport(r: SessionResult, opts: { filters: Record<str
         unknown_records: counters.unknown_records,
         unknown_role: counters.unknown_role,
       },
-      overhead_analysis: {
-        total_ms: client.percentiles.p50,
-        application_ms: server.percentiles.p50,
-        kernel_processing_ms: network.percentiles.p50,
-        mesh_processing_ms: null,
-        method: 'p50 of each view: total = client view, application = server view, kernel = TCP smoothed RTT; ' +
-          'mesh time needs sidecar recognition, which this version does not do',
-      },
+      overhead_analysis: overheadAnalysis(client, server, network),
     },
     pipeline: {
       hooks: Object.fromEntries(r.hooks.map((h) => [h.slot, h.chosen?.name])),
@@ -174,6 +167,26 @@ export function buildLatencyReport(r: SessionResult, opts: { filters: Record<str
         ns_per_run: p.runCount > 0n ? Math.round(Number(p.runTimeNs) / Number(p.runCount)) : null,
       })),
     },
+  };
+}
+
+/**
+ * Where the time goes, from means (means add up; percentiles do not): what
+ * clients observe = the servers' processing + everything between them
+ * (kernel, network and, with a mesh, sidecars). Exact when the client and
+ * server views cover the same requests (both ends on this host, one filter).
+ */
+export function overheadAnalysis(client: ViewSummary, server: ViewSummary, network: ViewSummary): Record<string, unknown> {
+  const both = client.total_requests > 0 && server.total_requests > 0;
+  const round = (x: number) => Math.round(x * 1e4) / 1e4;
+  return {
+    total_ms: client.total_requests > 0 ? client.mean_ms : null,
+    application_ms: server.total_requests > 0 ? server.mean_ms : null,
+    kernel_processing_ms: both ? round(Math.max(0, client.mean_ms - server.mean_ms)) : null,
+    mesh_processing_ms: null,
+    network_srtt_ms: network.total_requests > 0 ? network.percentiles.p50 : null,
+    method: 'means: total = client view, application = server view, kernel = total - application (kernel, network and ' +
+      'anything else between client and server); mesh needs sidecar recognition, which this version does not do',
   };
 }
 

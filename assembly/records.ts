@@ -1,0 +1,74 @@
+// Record layouts of bpf/records.h, as seen by the Wasm decoder.
+// Mirrors bpf/records.h; checked by test/records-layout.test.ts (which reads
+// these values back as exported globals of build/meshprobe.wasm).
+// Naming: <PREFIX>_<FIELD> = byte offset of the field, <PREFIX>_SIZE = sizeof.
+//   HDR = struct mp_rec_hdr, LAT = mp_latency_rec, OPEN = mp_conn_open_rec,
+//   CLOSE = mp_conn_close_rec.
+
+export const REC_VERSION: u32 = 1;
+
+export const REC_LATENCY: u32 = 1;
+export const REC_CONN_OPEN: u32 = 2;
+export const REC_CONN_CLOSE: u32 = 3;
+
+export const ROLE_UNKNOWN: u32 = 0;
+export const ROLE_CLIENT: u32 = 1;
+export const ROLE_SERVER: u32 = 2;
+
+export const CONN_F_ROLE_INFERRED: u32 = 1;
+
+export const AF_INET: u32 = 2;
+export const AF_INET6: u32 = 10;
+
+// struct mp_rec_hdr
+export const HDR_SIZE: u32 = 16;
+export const HDR_KIND: u32 = 0;
+export const HDR_VERSION: u32 = 1;
+export const HDR_ROLE: u32 = 2;
+export const HDR_FAMILY: u32 = 3;
+export const HDR_TGID: u32 = 4;
+export const HDR_CONN_ID: u32 = 8;
+
+// struct mp_latency_rec
+export const LAT_SIZE: u32 = 64;
+export const LAT_HDR: u32 = 0;
+export const LAT_END_NS: u32 = 16;
+export const LAT_LATENCY_NS: u32 = 24;
+export const LAT_SRTT_US: u32 = 32;
+export const LAT_REQ_BYTES: u32 = 36;
+export const LAT_LPORT: u32 = 40;
+export const LAT_RPORT: u32 = 42;
+export const LAT_SEQ: u32 = 44;
+export const LAT_RADDR: u32 = 48;
+
+// struct mp_conn_open_rec
+export const OPEN_SIZE: u32 = 96;
+export const OPEN_HDR: u32 = 0;
+export const OPEN_START_NS: u32 = 16;
+export const OPEN_CGROUP_ID: u32 = 24;
+export const OPEN_PID: u32 = 32;
+export const OPEN_NETNS: u32 = 36;
+export const OPEN_LPORT: u32 = 40;
+export const OPEN_RPORT: u32 = 42;
+export const OPEN_FLAGS: u32 = 44;
+export const OPEN_LADDR: u32 = 48;
+export const OPEN_RADDR: u32 = 64;
+export const OPEN_COMM: u32 = 80;
+
+// struct mp_conn_close_rec
+export const CLOSE_SIZE: u32 = 64;
+export const CLOSE_HDR: u32 = 0;
+export const CLOSE_END_NS: u32 = 16;
+export const CLOSE_DURATION_NS: u32 = 24;
+export const CLOSE_REQUESTS: u32 = 32;
+export const CLOSE_SRTT_US: u32 = 36;
+export const CLOSE_BYTES_SENT: u32 = 40;
+export const CLOSE_BYTES_RECEIVED: u32 = 48;
+export const CLOSE_FLAGS: u32 = 56;
+export const CLOSE__PAD: u32 = 60;
+
+// perf_event_header framing
+export const PERF_RECORD_LOST: u32 = 2;
+export const PERF_RECORD_SAMPLE: u32 = 9;
+export const PERF_HDR_SIZE: u32 = 8;
+export const PERF_SAMPLE_RAW_OFF: u32 = 12; // our record starts here (after u32 raw_size at +8)

@@ -1,0 +1,100 @@
+// Shared pieces of the benchmarks: a private nginx on loopback, wrk, and the
+// probe as a child process (the way users run it).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface Nginx { port: number; stop(): Promise<void> }
+
+/** nginx with one worker answering a small 200 from memory on 127.0.0.1:port. */
+export async function startNginx(port: number, workers = 1): Promise<Nginx> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'meshprobe-nginx-'));
+  writeFileSync(path.join(dir, 'nginx.conf'), `
+worker_processes ${workers};
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:${port}; location / { return 200 "ok\\n"; } }
+}
+`);
+  const proc = spawn('nginx', ['-c', path.join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    await sleep(50);
+    const r = spawnSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}/`], { encoding: 'utf8' });
+    if (r.stdout === '200') break;
+    if (proc.exitCode !== null) throw new Error(`nginx exited: ${readFileSync(path.join(dir, 'error.log'), 'utf8')}`);
+  }
+  return {
+    port,
+    async stop() {
+      if (proc.exitCode === null) {
+        proc.kill('SIGQUIT');
+        await new Promise((r) => proc.once('exit', r));
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** wrk's requests/s and latency (µs) for one run. */
+export function wrk(url: string, seconds: number, threads = 1, connections = 32): { rps: number; requests: number } {
+  const r = spawnSync('wrk', ['-t', String(threads), '-c', String(connections), '-d', `${seconds}s`, url], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
+  const rps = Number(/Requests\/sec:\s*([\d.]+)/.exec(r.stdout)?.[1]);
+  const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1]);
+  if (!Number.isFinite(rps)) throw new Error(`cannot parse wrk output: ${r.stdout}`);
+  return { rps, requests };
+}
+
+export interface Probe { proc: ChildProcess; output: string; stop(): Promise<any> }
+
+/** Starts a probe command; resolves once it is attached. stop() sends SIGINT and returns its report. */
+export async function startProbe(name: string, args: string[]): Promise<Probe> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'meshprobe-bench-'));
+  const output = path.join(dir, 'report.json');
+  const proc = spawn(process.execPath, [path.join(ROOT, 'dist', 'src', 'cli', `${name}.js`), '--quiet', '--output', output, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  proc.stderr!.on('data', (b) => { err += b; });
+  const exited = new Promise<number | null>((r) => proc.on('exit', r));
+  while (!/measuring/.test(err)) {
+    if (proc.exitCode !== null) throw new Error(`${name} failed: ${err}`);
+    await sleep(20);
+  }
+  return {
+    proc, output,
+    async stop() {
+      proc.kill('SIGINT');
+      const code = await exited;
+      if (code !== 0) throw new Error(`${name} exited ${code}: ${err}`);
+      const rep = JSON.parse(readFileSync(output, 'utf8'));
+      rmSync(dir, { recursive: true, force: true });
+      return rep;
+    },
+  };
+}
+
+/** Runs fn with kernel.bpf_stats_enabled=1, restoring the previous value. */
+export async function withBpfStats<T>(fn: () => Promise<T>): Promise<T> {
+  const file = '/proc/sys/kernel/bpf_stats_enabled';
+  const before = readFileSync(file, 'utf8').trim();
+  writeFileSync(file, '1');
+  try {
+    return await fn();
+  } finally {
+    writeFileSync(file, before);
+  }
+}
+
+export function freePort(): number {
+  return 20000 + (process.pid % 20000);
+}

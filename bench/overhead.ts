@@ -1,0 +1,52 @@
+// Overhead of latency-probe on a loopback HTTP load at the machine's maximum:
+// wrk against nginx, rounds alternating without and with the probe attached,
+// in one run. Prints requests/s with / without, the probe's loss, and each
+// BPF program's kernel cost per run (a separate pass with bpf_stats_enabled,
+// which itself costs time, so it is not part of the ratio).
+import { startNginx, startProbe, withBpfStats, wrk, freePort } from './lib.js';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+
+const nginx = await startNginx(freePort());
+const url = `http://127.0.0.1:${nginx.port}/`;
+try {
+  wrk(url, 2, 1, CONNECTIONS); // warm-up
+  const without: number[] = [];
+  const withProbe: number[] = [];
+  let lost = 0;
+  let measured = 0;
+  for (let i = 0; i < ROUNDS; i++) {
+    without.push(wrk(url, SECONDS, 1, CONNECTIONS).rps);
+    const probe = await startProbe('latency-probe', []);
+    withProbe.push(wrk(url, SECONDS, 1, CONNECTIONS).rps);
+    const rep = await probe.stop();
+    lost += rep.metrics.events.lost;
+    measured += rep.metrics.server.total_requests;
+  }
+  const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
+  const ratio = sum(withProbe) / sum(without);
+  const costs = await withBpfStats(async () => {
+    const probe = await startProbe('latency-probe', []);
+    wrk(url, SECONDS, 1, CONNECTIONS);
+    const rep = await probe.stop();
+    return rep.pipeline.programs as { name: string; run_count: number; ns_per_run: number | null }[];
+  });
+  const result = {
+    bench: 'latency-probe overhead (wrk -t1 -c' + CONNECTIONS + ' against nginx, loopback)',
+    rounds: ROUNDS,
+    seconds: SECONDS,
+    rps_without: without.map(Math.round),
+    rps_with: withProbe.map(Math.round),
+    ratio: Math.round(ratio * 1000) / 1000,
+    requests_measured: measured,
+    lost,
+    kernel_ns_per_run: Object.fromEntries(costs.map((c) => [c.name, c.ns_per_run])),
+  };
+  console.log(JSON.stringify(result));
+  console.log(`overhead: ${Math.round(sum(withProbe) / ROUNDS)} req/s with the probe / ${Math.round(sum(without) / ROUNDS)} without = ${result.ratio} ` +
+    `(lost ${lost} of ${measured}); kernel cost per run: ${costs.map((c) => `${c.name} ${c.ns_per_run} ns`).join(', ')}`);
+} finally {
+  await nginx.stop();
+}
