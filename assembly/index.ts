@@ -531,23 +531,27 @@ function onClose(r: usize): void {
   atomic.or<u32>(c + CS_FILLED, CF_CLOSE);
 }
 
+// A perf sample holds one record, or several back to back (the kernel side
+// batches records made in process context). Each record's kind gives its size.
 // @ts-ignore: decorator
 @inline function onSample(r: usize, raw: u32): void {
-  nRecords++;
-  if (raw < HDR_SIZE || <u32>load<u8>(r + HDR_VERSION) != REC_VERSION) { nUnknown++; return; }
-  const kind = <u32>load<u8>(r + HDR_KIND);
-  if (kind == REC_LATENCY) {
-    if (raw < LAT_SIZE) { nUnknown++; return; }
-    onLatency(r);
-  } else if (kind == REC_CONN_OPEN) {
-    if (raw < OPEN_SIZE) { nUnknown++; return; }
-    onOpen(r);
-  } else if (kind == REC_CONN_CLOSE) {
-    if (raw < CLOSE_SIZE) { nUnknown++; return; }
-    onClose(r);
-  } else {
-    nUnknown++;
-  }
+  let off: u32 = 0;
+  do {
+    const rem = raw - off;
+    const p = r + <usize>off;
+    nRecords++;
+    if (rem < HDR_SIZE || <u32>load<u8>(p + HDR_VERSION) != REC_VERSION) { nUnknown++; return; }
+    const kind = <u32>load<u8>(p + HDR_KIND);
+    let size: u32 = 0;
+    if (kind == REC_LATENCY) size = LAT_SIZE;
+    else if (kind == REC_CONN_OPEN) size = OPEN_SIZE;
+    else if (kind == REC_CONN_CLOSE) size = CLOSE_SIZE;
+    if (size == 0 || rem < size) { nUnknown++; return; }
+    if (kind == REC_LATENCY) onLatency(p);
+    else if (kind == REC_CONN_OPEN) onOpen(p);
+    else onClose(p);
+    off += size;
+  } while (raw - off >= HDR_SIZE);
 }
 
 // @ts-ignore: decorator

@@ -51,6 +51,76 @@ static __always_inline void emit(void *ctx, void *rec, __u64 size)
 		stat_inc(MP_STAT_OUTPUT_FAIL);
 }
 
+static __always_inline void stat_add(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += n;
+}
+
+/*
+ * Batching. A perf output costs about as much as everything else a program
+ * does, so records made in process context (on reads and writes) are packed
+ * per CPU and sent as one perf sample of several records when the batch is
+ * full, or when user space runs the probe's flush program on that CPU
+ * (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU, every 100 ms and at stop).
+ * The flush may arrive as an IPI in the middle of an append: `busy` makes it
+ * leave that batch alone until the next time. Records made in softirq
+ * (connection close) are sent directly with emit().
+ */
+#define MP_BATCH_BYTES 1024 /* power of two */
+#define MP_REC_MAX 96       /* largest record */
+
+struct mp_batch {
+	__u32 used;  /* bytes */
+	__u32 nrec;  /* records */
+	__u32 busy;  /* an append is under way on this CPU */
+	__u32 _pad;
+	__u8 data[MP_BATCH_BYTES + MP_REC_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mp_batch);
+} batch SEC(".maps");
+
+#define barrier() asm volatile("" ::: "memory")
+
+static __always_inline struct mp_batch *batch_get(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&batch, &zero);
+}
+
+static __always_inline void batch_send(void *ctx, struct mp_batch *b)
+{
+	__u32 n = b->used;
+
+	if (n > MP_BATCH_BYTES)
+		n = MP_BATCH_BYTES;
+	if (n == 0)
+		return;
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, b->data, n) < 0)
+		stat_add(MP_STAT_OUTPUT_FAIL, b->nrec);
+	b->used = 0;
+	b->nrec = 0;
+}
+
+/* Room for one record of `size` (<= MP_REC_MAX) bytes; call between b->busy = 1 and 0. */
+static __always_inline void *batch_reserve(void *ctx, struct mp_batch *b, __u32 size)
+{
+	__u32 off;
+
+	if (b->used + size > MP_BATCH_BYTES)
+		batch_send(ctx, b);
+	off = b->used & (MP_BATCH_BYTES - 1);
+	b->used = off + size;
+	b->nrec++;
+	return &b->data[off];
+}
+
 struct mp_tuple {
 	__u8 family;
 	__u16 lport; /* host order */

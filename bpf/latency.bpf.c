@@ -124,43 +124,69 @@ static __always_inline void fill_hdr(struct mp_rec_hdr *h, __u8 kind, struct soc
 	h->conn_id = st->conn_id;
 }
 
-/* First use by a process: who owns the connection (process context). */
+/* First use by a process: who owns the connection (process context, batched). */
 static __always_inline void emit_open(void *ctx, struct sock *sk, struct sock_state *st)
 {
-	struct mp_conn_open_rec r = {};
+	struct mp_batch *b = batch_get();
+	struct mp_conn_open_rec *r;
 	__u64 id = bpf_get_current_pid_tgid();
 
-	fill_hdr(&r.hdr, MP_REC_CONN_OPEN, st);
-	r.start_ns = st->first_ns;
-	r.cgroup_id = bpf_get_current_cgroup_id();
-	r.pid = (__u32)id;
-	r.netns = sock_netns(sk);
-	r.lport = st->tuple.lport;
-	r.rport = st->tuple.rport;
-	r.flags = st->flags;
-	__builtin_memcpy(r.laddr, st->tuple.laddr, 16);
-	__builtin_memcpy(r.raddr, st->tuple.raddr, 16);
-	bpf_get_current_comm(&r.comm, sizeof(r.comm));
-	emit(ctx, &r, sizeof(r));
 	st->opened = 1;
+	if (!b)
+		return;
+	b->busy = 1;
+	barrier();
+	r = batch_reserve(ctx, b, sizeof(*r));
+	fill_hdr(&r->hdr, MP_REC_CONN_OPEN, st);
+	r->start_ns = st->first_ns;
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	r->pid = (__u32)id;
+	r->netns = sock_netns(sk);
+	r->lport = st->tuple.lport;
+	r->rport = st->tuple.rport;
+	r->flags = st->flags;
+	__builtin_memcpy(r->laddr, st->tuple.laddr, 16);
+	__builtin_memcpy(r->raddr, st->tuple.raddr, 16);
+	bpf_get_current_comm(&r->comm, sizeof(r->comm));
+	barrier();
+	b->busy = 0;
 }
 
+/* One finished exchange (process context, batched). */
 static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock_state *st, __u64 now)
 {
-	struct mp_latency_rec r = {};
+	struct mp_batch *b = batch_get();
+	struct mp_latency_rec *r;
 
 	st->requests++;
-	fill_hdr(&r.hdr, MP_REC_LATENCY, st);
-	r.end_ns = now;
-	r.latency_ns = now - st->req_start_ns;
-	r.srtt_us = tcp_srtt_us(sk);
-	r.req_bytes = st->req_bytes;
-	r.lport = st->tuple.lport;
-	r.rport = st->tuple.rport;
-	r.seq = st->requests;
-	__builtin_memcpy(r.raddr, st->tuple.raddr, 16);
-	emit(ctx, &r, sizeof(r));
 	stat_inc(MP_STAT_EMITTED);
+	if (!b)
+		return;
+	b->busy = 1;
+	barrier();
+	r = batch_reserve(ctx, b, sizeof(*r));
+	fill_hdr(&r->hdr, MP_REC_LATENCY, st);
+	r->end_ns = now;
+	r->latency_ns = now - st->req_start_ns;
+	r->srtt_us = tcp_srtt_us(sk);
+	r->req_bytes = st->req_bytes;
+	r->lport = st->tuple.lport;
+	r->rport = st->tuple.rport;
+	r->seq = st->requests;
+	__builtin_memcpy(r->raddr, st->tuple.raddr, 16);
+	barrier();
+	b->busy = 0;
+}
+
+/* Never attached: user space runs it on each CPU (BPF_PROG_TEST_RUN) to send what the batch holds. */
+SEC("raw_tp")
+int latency_flush(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct mp_batch *b = batch_get();
+
+	if (b && !b->busy)
+		batch_send(ctx, b);
+	return 0;
 }
 
 /*

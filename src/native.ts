@@ -21,6 +21,8 @@ export interface BpfObject {
   mapFd(map: string): number;
   readPercpuArray(map: string, count: number): bigint[];
   programStats(): ProgramStats[];
+  /** runs a loaded raw_tp program once on `cpu` (BPF_PROG_TEST_RUN); returns its return value */
+  testRun(program: string, cpu: number): number;
   close(): void;
 }
 

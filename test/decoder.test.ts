@@ -341,3 +341,32 @@ test('two worker_threads decoding into one shared memory concurrently: exact tot
   assert.deepEqual(H.mergeAll(svcs.map((s) => s.hist!)), H.histogramOf(allVals));
   for (const s of svcs) assert.equal(s.hist!.count, s.requests);
 });
+
+test('a perf sample carrying a batch of records (as the kernel side packs them) decodes every record', () => {
+  const st = state();
+  const batch = concatBytes([
+    encodeOpen({ conn_id: 30, role: R.ROLE_CLIENT, family: R.AF_INET, tgid: 300, pid: 300, comm: 'wrk', lport: 41000, rport: 80, laddr: '127.0.0.1', raddr: '127.0.0.1' }),
+    ...Array.from({ length: 9 }, (_, i) => encodeLatency({ conn_id: 30, role: R.ROLE_CLIENT, latency_ns: 1_000_000 + i * 1000, lport: 41000, rport: 80, raddr: '127.0.0.1', seq: i + 1 })),
+    encodeLatency({ conn_id: 31, role: R.ROLE_SERVER, latency_ns: 400_000, lport: 80, rport: 41000, raddr: '127.0.0.1' }),
+  ]);
+  const bytes = concatBytes([perfSample(batch), lat(30, R.ROLE_CLIENT, 2_000_000)]);
+  assert.equal(decodeBytes(st, 0, bytes), bytes.length);
+  const c = readCounters(st);
+  assert.equal(c.records_total, 12);
+  assert.equal(c.latency_records, 11);
+  assert.equal(c.open_records, 1);
+  assert.equal(c.unknown_records, 0);
+  const g = readGlobalHistograms(st);
+  assert.equal(g.client.count, 10);
+  assert.equal(g.server.count, 1);
+  const conn = readConnTable(st).find((x) => x.conn_id === 30n)!;
+  assert.equal(conn.requests, 10);
+  assert.equal(conn.comm, 'wrk');
+  // a batch whose last record is cut short: the whole ones count, the rest is an unknown record
+  const st2 = state();
+  const cut = batch.subarray(0, batch.length - 10);
+  assert.equal(decodeBytes(st2, 0, perfSample(cut)), perfSample(cut).length);
+  const c2 = readCounters(st2);
+  assert.equal(c2.latency_records, 9);
+  assert.equal(c2.unknown_records, 1);
+});

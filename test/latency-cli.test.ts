@@ -15,9 +15,11 @@ test('programs carry "latency" in their names while running, and none stay after
   if (!needsRoot(t)) return;
   assert.deepEqual(loadedPrograms('latency'), [], 'no latency programs before the test');
   const probe = startProbe('latency-probe', ['--filter', 'port=1']);
+  t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   const names = loadedPrograms('latency').sort();
-  assert.deepEqual(names, ['latency_recv', 'latency_send', 'latency_state']);
+  // the three hooks, and the batch flush program (loaded, run by user space, never attached)
+  assert.deepEqual(names, ['latency_flush', 'latency_recv', 'latency_send', 'latency_state']);
   const exit = await probe.stop('SIGTERM');
   assert.equal(exit.code, 0, exit.stderr);
   assert.ok(exit.report, 'SIGTERM still writes the report');
@@ -29,6 +31,7 @@ test('--duration ends the run by itself, writes the report, leaves nothing attac
   await buildTools();
   const server = await startServer({ addr: '127.0.0.1' });
   const probe = startProbe('latency-probe', ['--duration', '3s', '--filter', `port=${server.port}`]);
+  t.after(() => probe.stop('SIGKILL'));
   try {
     await probe.ready;
     const client = await runClient({ addr: '127.0.0.1', port: server.port, requests: 200, sleeps: [0] });
@@ -46,8 +49,9 @@ test('--duration ends the run by itself, writes the report, leaves nothing attac
 test('SIGKILL cannot leave programs attached either (links die with the process)', async (t) => {
   if (!needsRoot(t)) return;
   const probe = startProbe('latency-probe', ['--filter', 'port=1']);
+  t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
-  assert.equal(loadedPrograms('latency').length, 3);
+  assert.equal(loadedPrograms('latency').length, 4);
   await probe.stop('SIGKILL');
   // the kernel frees programs once their last fd and link are gone (RCU): allow a moment
   for (let i = 0; i < 50 && loadedPrograms('latency').length > 0; i++) await new Promise((r) => setTimeout(r, 100));
@@ -68,6 +72,7 @@ test('--check prints the kernel, BTF, capabilities, mounts and the hook of each 
 test('--log-level debug logs the attach decisions', async (t) => {
   if (!needsRoot(t)) return;
   const probe = startProbe('latency-probe', ['--log-level', 'debug', '--filter', 'port=1']);
+  t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   const exit = await probe.stop('SIGINT');
   assert.equal(exit.code, 0);

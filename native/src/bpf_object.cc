@@ -22,6 +22,7 @@ Napi::Function BpfObject::Define(Napi::Env env) {
                          InstanceMethod<&BpfObject::MapFd>("mapFd"),
                          InstanceMethod<&BpfObject::ReadPercpuArray>("readPercpuArray"),
                          InstanceMethod<&BpfObject::ProgramStats>("programStats"),
+                         InstanceMethod<&BpfObject::TestRun>("testRun"),
                          InstanceMethod<&BpfObject::Close>("close"),
                      });
 }
@@ -234,6 +235,22 @@ Napi::Value BpfObject::ProgramStats(const Napi::CallbackInfo &info) {
     out.Set(i++, o);
   }
   return out;
+}
+
+// testRun(program, cpu): runs a loaded raw_tp program once on that CPU
+// (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU); returns its return value.
+Napi::Value BpfObject::TestRun(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>();
+  bpf_program *p = RequireProgram(env, name);
+  int fd = bpf_program__fd(p);
+  if (fd < 0) ThrowCode(env, "MP_ERR_STATE", name + " is not loaded", fd);
+  uint64_t args[1] = {0};
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = args, .ctx_size_in = sizeof args,
+              .flags = BPF_F_TEST_RUN_ON_CPU, .cpu = info[1].As<Napi::Number>().Uint32Value());
+  int err = bpf_prog_test_run_opts(fd, &opts);
+  if (err) ThrowCode(env, "MP_ERR_TEST_RUN", "cannot run " + name, -errno);
+  return Napi::Number::New(env, opts.retval);
 }
 
 Napi::Value BpfObject::Close(const Napi::CallbackInfo &info) {

@@ -25,6 +25,8 @@ export interface ProbeDefinition<O> {
   hooks: Record<string, HookCandidate[]>;
   /** number of MP_STAT_* counters in the object's "stats" map */
   statCount: number;
+  /** a raw_tp program that sends the CPU's batch of records (run on each CPU periodically and at stop) */
+  flushProgram?: string;
   /** writes the object's settings (const volatile globals, map sizes) before load */
   configure(obj: BpfObject, options: O): void;
 }
@@ -104,7 +106,7 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
   let pool: WorkerPool | undefined;
   try {
     const wanted = new Set(hooks.flatMap((h) => h.chosen!.programs));
-    for (const p of obj.programs()) obj.setAutoload(p.name, wanted.has(p.name));
+    for (const p of obj.programs()) obj.setAutoload(p.name, wanted.has(p.name) || p.name === def.flushProgram);
     def.configure(obj, options);
     obj.load();
     const state = createState({
@@ -122,6 +124,8 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       obj.attach(p);
       log.debug(`attached ${p}`);
     }
+    const flush = batchFlusher(obj, def.flushProgram, cpus);
+    const flushTimer = setInterval(flush, FLUSH_INTERVAL_MS);
     const startedAt = new Date();
     const startNs = process.hrtime.bigint();
     const running = pool;
@@ -134,9 +138,11 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       stop() {
         stopped ??= (async () => {
           obj.detachAll();
+          clearInterval(flushTimer);
           const endNs = process.hrtime.bigint();
           const endedAt = new Date();
           await sleep(20); // programs already running finish their output
+          flush(); // what the CPUs' batches still hold
           const totals = await running.stop();
           const kernelStats = obj.readPercpuArray('stats', def.statCount);
           const programs = obj.programStats();
@@ -151,6 +157,25 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
     if (pool) await pool.stop().catch(() => undefined);
     throw asMeshprobeError(e);
   }
+}
+
+/** Records wait in per-CPU batches in the kernel at most this long. */
+export const FLUSH_INTERVAL_MS = 100;
+
+/** Runs the flush program on every CPU; a failure is logged once and counted, never thrown. */
+function batchFlusher(obj: BpfObject, program: string | undefined, cpus: number[]): () => void {
+  let warned = false;
+  return () => {
+    if (!program) return;
+    for (const cpu of cpus) {
+      try {
+        obj.testRun(program, cpu);
+      } catch (e) {
+        if (!warned) log.warn(`cannot flush the record batch of CPU ${cpu}: ${(e as Error).message}`);
+        warned = true;
+      }
+    }
+  };
 }
 
 function asMeshprobeError(e: unknown): MeshprobeError {

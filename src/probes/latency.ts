@@ -18,6 +18,7 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
   name: 'latency-probe',
   object: 'latency',
   statCount: 8,
+  flushProgram: 'latency_flush',
   // Preference: the socket tracepoints (a stable interface, every TCP read and
   // write path, kernel >= 6.3), then fexit (BTF trampolines), then kprobes.
   hooks: {

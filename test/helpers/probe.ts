@@ -41,7 +41,10 @@ export interface ProbeExit {
 }
 
 const dirs: string[] = [];
+const running = new Set<ChildProcess>();
 process.on('exit', () => {
+  // a failed assertion must not leave a probe attached: end ours by PID
+  for (const p of running) if (p.exitCode === null && p.signalCode === null) process.kill(p.pid!, 'SIGKILL');
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
@@ -58,6 +61,8 @@ export function startProbe(name: string, args: string[], opts: { output?: string
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  running.add(proc);
+  proc.on('exit', () => running.delete(proc));
   let err = '';
   let out = '';
   let readyResolve!: () => void;
