@@ -215,64 +215,49 @@ static __always_inline struct sock_state *lookup_io(struct sock *sk, int ret, __
 	return track(key, first_role, MP_CONN_F_ROLE_INFERRED, &t);
 }
 
-static __always_inline int on_send(void *ctx, struct sock *sk, int ret)
+/*
+ * A read or write of `ret` bytes returned to the application. `starter` is
+ * the role for which this direction begins a request: a write for a client,
+ * a read for a server. The same direction on the other role ends one.
+ */
+static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 starter)
 {
-	struct sock_state *st;
-	__u64 now;
+	struct sock_state *st = lookup_io(sk, ret, starter);
 
-	if (ret <= 0)
-		return 0;
-	st = lookup_io(sk, ret, MP_ROLE_CLIENT);
 	if (!st)
 		return 0;
-	stat_inc(MP_STAT_SEND);
-	now = bpf_ktime_get_ns();
+	if (starter == MP_ROLE_CLIENT) {
+		stat_inc(MP_STAT_SEND);
+		st->bytes_sent += ret;
+	} else {
+		stat_inc(MP_STAT_RECV);
+		st->bytes_received += ret;
+	}
 	if (!st->opened)
 		emit_open(ctx, sk, st);
-	st->bytes_sent += ret;
-	if (st->role == MP_ROLE_CLIENT) {
+	if (st->role == starter) {
 		if (st->phase != PHASE_REQUEST) {
 			st->phase = PHASE_REQUEST;
-			st->req_start_ns = now;
+			st->req_start_ns = bpf_ktime_get_ns();
 			st->req_bytes = ret;
 		} else if (st->req_bytes < 0xffffffffu - (__u32)ret) {
 			st->req_bytes += ret;
 		}
-	} else if (st->role == MP_ROLE_SERVER && st->phase == PHASE_REQUEST) {
-		emit_latency(ctx, sk, st, now);
+	} else if (st->phase == PHASE_REQUEST) {
+		emit_latency(ctx, sk, st, bpf_ktime_get_ns());
 		st->phase = PHASE_RESPONSE;
 	}
 	return 0;
 }
 
+static __always_inline int on_send(void *ctx, struct sock *sk, int ret)
+{
+	return ret > 0 ? on_io(ctx, sk, ret, MP_ROLE_CLIENT) : 0;
+}
+
 static __always_inline int on_recv(void *ctx, struct sock *sk, int ret, int flags)
 {
-	struct sock_state *st;
-	__u64 now;
-
-	if (ret <= 0 || (flags & MSG_PEEK))
-		return 0;
-	st = lookup_io(sk, ret, MP_ROLE_SERVER);
-	if (!st)
-		return 0;
-	stat_inc(MP_STAT_RECV);
-	now = bpf_ktime_get_ns();
-	if (!st->opened)
-		emit_open(ctx, sk, st);
-	st->bytes_received += ret;
-	if (st->role == MP_ROLE_SERVER) {
-		if (st->phase != PHASE_REQUEST) {
-			st->phase = PHASE_REQUEST;
-			st->req_start_ns = now;
-			st->req_bytes = ret;
-		} else if (st->req_bytes < 0xffffffffu - (__u32)ret) {
-			st->req_bytes += ret;
-		}
-	} else if (st->role == MP_ROLE_CLIENT && st->phase == PHASE_REQUEST) {
-		emit_latency(ctx, sk, st, now);
-		st->phase = PHASE_RESPONSE;
-	}
-	return 0;
+	return ret > 0 && !(flags & MSG_PEEK) ? on_io(ctx, sk, ret, MP_ROLE_SERVER) : 0;
 }
 
 /* raw tracepoint: TP_PROTO(struct sock *sk, int ret, int flags) */
