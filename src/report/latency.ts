@@ -118,7 +118,9 @@ export function buildLatencyReport(r: SessionResult, opts: { filters: Record<str
       latency_histogram: s.hist ? viewSummary(s.hist).latency_histogram : null,
     }));
 
-  const lostRecords = counters.lost_records + ks.output_failures;
+  // A full ring fails the kernel's output (counted per record in output_failures)
+  // and perf also reports it as lost samples of up to 16 records: not the same unit, never added.
+  const lostRecords = ks.output_failures;
   return {
     timestamp: r.startedAt.toISOString(),
     duration_seconds: Math.round(durationS * 1000) / 1000,
@@ -138,9 +140,9 @@ export function buildLatencyReport(r: SessionResult, opts: { filters: Record<str
       services,
       events: { send: ks.send, receive: ks.receive, cleanup: ks.cleanup, lost: lostRecords },
       loss: {
-        perf_lost_records: counters.lost_records,
-        perf_lost_events: counters.lost_events,
-        perf_output_failures: ks.output_failures,
+        records_lost: ks.output_failures,
+        perf_lost_samples: counters.lost_records,
+        perf_lost_notices: counters.lost_events,
         sockets_evicted: ks.evicted,
         connection_table_full: counters.conn_table_full,
         service_table_full: counters.svc_table_full,
