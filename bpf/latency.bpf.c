@@ -28,7 +28,7 @@
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Settings, written by user space before load. */
-const volatile __u64 sock_table_size = 65536; /* must equal max_entries of socks */
+const volatile __u64 sock_table_size = 65536; /* max_entries of socks: a power of two >= SOCK_WAYS */
 const volatile __u16 filter_port = 0;         /* 0: every port; else local or remote port */
 const volatile bool infer_roles = true;       /* track connections that predate the probe */
 
@@ -58,12 +58,79 @@ struct sock_state {
 	struct mp_tuple tuple;
 };
 
+/*
+ * The socket table: a set-associative cache in an array map, 4 ways a set,
+ * keyed by the struct sock address. Array lookups are inlined by the
+ * verifier, so finding a socket costs a few instructions instead of a hash
+ * map walk (the largest single cost on a busy host). A full set gives its
+ * least recently used way to the new socket, and that eviction is counted.
+ */
+#define SOCK_WAYS 4
+
+struct sock_slot {
+	__u64 sk; /* 0: free */
+	__u64 last_ns;
+	struct sock_state st;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64); /* struct sock * */
-	__type(value, struct sock_state);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536); /* sets * SOCK_WAYS, set by user space */
+	__type(key, __u32);
+	__type(value, struct sock_slot);
 } socks SEC(".maps");
+
+static __always_inline __u32 sock_set_base(__u64 sk)
+{
+	/* struct sock addresses differ above bit 6; mix them (Fibonacci hashing) */
+	__u32 set = (__u32)(((sk >> 6) * 0x9E3779B97F4A7C15ULL) >> 32) & (__u32)(sock_table_size / SOCK_WAYS - 1);
+
+	return set * SOCK_WAYS;
+}
+
+static __always_inline struct sock_slot *sock_find(__u64 sk)
+{
+	__u32 base = sock_set_base(sk);
+
+#pragma unroll
+	for (int w = 0; w < SOCK_WAYS; w++) {
+		__u32 idx = base + w;
+		struct sock_slot *s = bpf_map_lookup_elem(&socks, &idx);
+
+		if (s && s->sk == sk)
+			return s;
+	}
+	return NULL;
+}
+
+/* Claims a way for sk: a free one, else the least recently used (counted). */
+static __always_inline struct sock_slot *sock_claim(__u64 sk)
+{
+	__u32 base = sock_set_base(sk);
+	struct sock_slot *victim = NULL;
+	__u64 victim_sk = 0, oldest = ~0ULL;
+
+#pragma unroll
+	for (int w = 0; w < SOCK_WAYS; w++) {
+		__u32 idx = base + w;
+		struct sock_slot *s = bpf_map_lookup_elem(&socks, &idx);
+
+		if (!s)
+			continue;
+		if (s->sk == 0 && __sync_val_compare_and_swap(&s->sk, 0, sk) == 0)
+			return s;
+		if (s->last_ns < oldest) {
+			oldest = s->last_ns;
+			victim = s;
+			victim_sk = s->sk;
+		}
+	}
+	if (victim && victim_sk && __sync_val_compare_and_swap(&victim->sk, victim_sk, sk) == victim_sk) {
+		stat_inc(MP_STAT_EVICTED);
+		return victim;
+	}
+	return NULL;
+}
 
 /* Per-CPU sequence for connection ids: (cpu + 1) << 48 | n. */
 struct {
@@ -72,9 +139,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } conn_seq SEC(".maps");
-
-/* Entries in socks, to count what the LRU pushes out when it is full. */
-__s64 live_socks = 0;
 
 static __always_inline __u64 next_conn_id(void)
 {
@@ -91,27 +155,28 @@ static __always_inline bool port_wanted(__u16 lport, __u16 rport)
 	return filter_port == 0 || lport == filter_port || rport == filter_port;
 }
 
-static __always_inline struct sock_state *track(__u64 key, __u8 role, __u32 flags, struct mp_tuple *t)
+static __always_inline struct sock_slot *track(__u64 key, __u8 role, __u32 flags, struct mp_tuple *t)
 {
-	struct sock_state st = {};
+	struct sock_slot *s;
+	struct sock_state *st;
 
 	if (!port_wanted(t->lport, t->rport)) {
 		stat_inc(MP_STAT_FILTERED);
 		return NULL;
 	}
-	st.conn_id = next_conn_id();
-	st.first_ns = bpf_ktime_get_ns();
-	st.role = role;
-	st.flags = flags;
-	st.tuple = *t;
-	if (live_socks >= (__s64)sock_table_size)
-		stat_inc(MP_STAT_EVICTED); /* the LRU drops its oldest entry */
-	else
-		__sync_fetch_and_add(&live_socks, 1);
-	if (bpf_map_update_elem(&socks, &key, &st, BPF_NOEXIST) != 0)
+	s = sock_claim(key);
+	if (!s)
 		return NULL;
+	st = &s->st;
+	__builtin_memset(st, 0, sizeof(*st));
+	st->conn_id = next_conn_id();
+	st->first_ns = bpf_ktime_get_ns();
+	s->last_ns = st->first_ns;
+	st->role = role;
+	st->flags = flags;
+	st->tuple = *t;
 	stat_inc(MP_STAT_TRACKED);
-	return bpf_map_lookup_elem(&socks, &key);
+	return s;
 }
 
 static __always_inline void fill_hdr(struct mp_rec_hdr *h, __u8 kind, struct sock_state *st)
@@ -193,15 +258,15 @@ int latency_flush(struct bpf_raw_tracepoint_args *ctx)
  * A read or a write of `ret` bytes returned on `sk`. Looks the socket up,
  * adopting connections that predate the probe when infer_roles is set.
  */
-static __always_inline struct sock_state *lookup_io(struct sock *sk, int ret, __u8 first_role)
+static __always_inline struct sock_slot *lookup_io(struct sock *sk, int ret, __u8 first_role)
 {
 	__u64 key = (__u64)sk;
-	struct sock_state *st = bpf_map_lookup_elem(&socks, &key);
+	struct sock_slot *s = sock_find(key);
 	struct mp_tuple t = {};
 	int state;
 
-	if (st || !infer_roles)
-		return st;
+	if (s || !infer_roles)
+		return s;
 	/* not seen being set up: only TCP sockets in data-transfer states */
 	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET &&
 	    BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET6)
@@ -222,10 +287,12 @@ static __always_inline struct sock_state *lookup_io(struct sock *sk, int ret, __
  */
 static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 starter)
 {
-	struct sock_state *st = lookup_io(sk, ret, starter);
+	struct sock_slot *s = lookup_io(sk, ret, starter);
+	struct sock_state *st;
 
-	if (!st)
+	if (!s)
 		return 0;
+	st = &s->st;
 	if (starter == MP_ROLE_CLIENT) {
 		stat_inc(MP_STAT_SEND);
 		st->bytes_sent += ret;
@@ -239,6 +306,7 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 		if (st->phase != PHASE_REQUEST) {
 			st->phase = PHASE_REQUEST;
 			st->req_start_ns = bpf_ktime_get_ns();
+			s->last_ns = st->req_start_ns;
 			st->req_bytes = ret;
 		} else if (st->req_bytes < 0xffffffffu - (__u32)ret) {
 			st->req_bytes += ret;
@@ -360,6 +428,7 @@ SEC("tracepoint/sock/inet_sock_set_state")
 int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
 	__u64 key = (__u64)ctx->skaddr;
+	struct sock_slot *s;
 	struct sock_state *st;
 	struct mp_tuple t = {};
 
@@ -370,25 +439,25 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	    (ctx->oldstate == TCP_SYN_RECV_ && ctx->newstate == TCP_ESTABLISHED_)) {
 		/* a connect() begins (source port may still be 0), or accept() will return this */
 		read_tuple((struct sock *)ctx->skaddr, &t);
-		st = bpf_map_lookup_elem(&socks, &key);
-		if (st) { /* a reused struct sock whose close we missed */
-			st->tuple = t;
+		s = sock_find(key);
+		if (s) { /* a reused struct sock whose close we missed */
+			s->st.tuple = t;
 			return 0;
 		}
 		track(key, ctx->newstate == TCP_SYN_SENT_ ? MP_ROLE_CLIENT : MP_ROLE_SERVER, 0, &t);
 		return 0;
 	}
 
-	st = bpf_map_lookup_elem(&socks, &key);
-	if (!st)
+	s = sock_find(key);
+	if (!s)
 		return 0;
+	st = &s->st;
 
 	if (ctx->oldstate == TCP_SYN_SENT_ && ctx->newstate == TCP_ESTABLISHED_) {
 		read_tuple((struct sock *)ctx->skaddr, &st->tuple); /* source port is known now */
 		if (!port_wanted(st->tuple.lport, st->tuple.rport)) {
 			stat_inc(MP_STAT_FILTERED);
-			if (bpf_map_delete_elem(&socks, &key) == 0)
-				__sync_fetch_and_add(&live_socks, -1);
+			__sync_val_compare_and_swap(&s->sk, key, 0);
 		}
 		return 0;
 	}
@@ -408,8 +477,7 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			r.flags = st->flags;
 			emit(ctx, &r, sizeof(r));
 		}
-		if (bpf_map_delete_elem(&socks, &key) == 0)
-			__sync_fetch_and_add(&live_socks, -1);
+		__sync_val_compare_and_swap(&s->sk, key, 0); /* free the way, unless already reused */
 		stat_inc(MP_STAT_CLEANUP);
 	}
 	return 0;

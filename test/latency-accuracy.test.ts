@@ -141,3 +141,24 @@ test('250 concurrent keep-alive connections', async (t) => {
   assert.ok(near(m.report.metrics.server.percentiles.p50, own, REL, ABS_MS), `server p50 ${m.report.metrics.server.percentiles.p50} vs own ${own}`);
   assertClientView(m.report, m.client);
 });
+
+test('a socket table too small for the connections: evictions are counted, never silent', async (t) => {
+  if (!needsRoot(t)) return;
+  await buildTools();
+  const server = await startServer({ addr: '127.0.0.1' });
+  // one set of 4 ways for 8 connections (16 sockets with the server side)
+  const probe = startProbe('latency-probe', ['--filter', `port=${server.port}`, '--socket-table-size', '4']);
+  t.after(() => probe.stop('SIGKILL'));
+  try {
+    await probe.ready;
+    const client = await runClient({ addr: '127.0.0.1', port: server.port, requests: 800, concurrency: 8, sleeps: [0] });
+    const exit = await probe.stop('SIGINT');
+    assert.equal(exit.code, 0, exit.stderr);
+    const m = exit.report.metrics;
+    assert.ok(m.loss.sockets_evicted > 0, `evictions: ${m.loss.sockets_evicted}`);
+    assert.ok(m.client.total_requests < client.requests, 'evicted sockets lose exchanges in flight');
+    assert.ok(m.client.total_requests > 0);
+  } finally {
+    await server.stop().catch(() => undefined);
+  }
+});

@@ -8,7 +8,7 @@ import type { ProbeDefinition } from '../pipeline/session.js';
 export interface LatencyOptions {
   /** 0 = every port; else only sockets whose local or remote port is this */
   port: number;
-  /** LRU table of sockets in the kernel */
+  /** sockets the kernel side tracks at once (rounded up to a power of two; 4-way sets, LRU within a set) */
   socketTableSize: number;
   /** adopt connections that existed before the probe started */
   inferRoles: boolean;
@@ -41,8 +41,10 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
   configure(obj: BpfObject, o: LatencyOptions) {
     obj.setGlobal('filter_port', o.port);
     obj.setGlobal('infer_roles', o.inferRoles);
-    obj.setGlobal('sock_table_size', BigInt(o.socketTableSize));
-    obj.setMapMaxEntries('socks', o.socketTableSize);
+    // a set-associative table of 4-way sets: a power of two, at least one set
+    const entries = 2 ** Math.ceil(Math.log2(Math.max(4, o.socketTableSize)));
+    obj.setGlobal('sock_table_size', BigInt(entries));
+    obj.setMapMaxEntries('socks', entries);
   },
 };
 
