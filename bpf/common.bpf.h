@@ -68,7 +68,7 @@ static __always_inline void stat_add(__u32 idx, __u64 n)
  * leave that batch alone until the next time. Records made in softirq
  * (connection close) are sent directly with emit().
  */
-#define MP_BATCH_BYTES 1024 /* power of two */
+#define MP_BATCH_BYTES 4096 /* power of two; 64 latency records */
 #define MP_REC_MAX 96       /* largest record */
 
 struct mp_batch {

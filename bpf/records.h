@@ -47,7 +47,7 @@ struct mp_latency_rec {
 	struct mp_rec_hdr hdr; /* 0 */
 	__u64 end_ns;          /* 16: CLOCK_MONOTONIC when the exchange finished */
 	__u64 latency_ns;      /* 24: client view or server view, per hdr.role */
-	__u32 srtt_us;         /* 32: the kernel's smoothed RTT for the socket then */
+	__u32 srtt_us;         /* 32: the kernel's smoothed RTT then, read on exchanges 1, 9, 17, ...; 0 on the others */
 	__u32 req_bytes;       /* 36: bytes of the request (saturates) */
 	__u16 lport;           /* 40: local port, host order */
 	__u16 rport;           /* 42: remote port, host order */

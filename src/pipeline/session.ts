@@ -45,7 +45,7 @@ export const DEFAULT_PIPELINE: PipelineOptions = {
   connCapacity: 4096,
   serviceCapacity: 512,
   pagesPerCpu: 256, // 1 MiB per CPU
-  wakeupBytes: 64 * 1024,
+  wakeupBytes: 128 * 1024,
   stagingBytes: 1 << 20,
 };
 

@@ -119,7 +119,7 @@ export function buildLatencyReport(r: SessionResult, opts: { filters: Record<str
     }));
 
   // A full ring fails the kernel's output (counted per record in output_failures)
-  // and perf also reports it as lost samples of up to 16 records: not the same unit, never added.
+  // and perf also reports it as lost samples of up to 64 records: not the same unit, never added.
   const lostRecords = ks.output_failures;
   return {
     timestamp: r.startedAt.toISOString(),
