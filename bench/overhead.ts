@@ -3,12 +3,13 @@
 // in one run. Prints requests/s with / without, the probe's loss, and each
 // BPF program's kernel cost per run (a separate pass with bpf_stats_enabled,
 // which itself costs time, so it is not part of the ratio).
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startNginx, startProbe, withBpfStats, wrk, freePort } from './lib.js';
 
 // The machine is a shared 2-vCPU VM whose speed drifts by 10-15 % over
 // seconds: many short rounds, alternating which half goes first, and the
 // median of the per-round ratios beside the ratio of the sums.
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 8);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 12);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 
@@ -22,6 +23,7 @@ try {
   let measured = 0;
   const attached = async () => {
     const probe = await startProbe('latency-probe', []);
+    await sleep(1000); // let the probe's start-up (JIT, worker threads) settle before measuring
     const rps = wrk(url, SECONDS, 1, CONNECTIONS).rps;
     const rep = await probe.stop();
     lost += rep.metrics.events.lost;

@@ -79,17 +79,19 @@ test('--log-level debug logs the attach decisions', async (t) => {
   assert.match(exit.stderr, /hook socket send: using raw_tracepoint:sock_send_length/);
   assert.match(exit.stderr, /attached latency_send/);
   assert.match(exit.stderr, /worker \d reads CPUs/);
+  assert.match(exit.stderr, /pipeline totals \{"workers":\d+,"batches":\d+/);
 });
 
-test('tracefs not mounted: the probe mounts it itself', (t) => {
+test('tracefs and bpffs not mounted: the probe mounts them itself', (t) => {
   if (!needsRoot(t)) return;
   // in a private mount namespace, so the host's mounts are untouched
   const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c',
-    `umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; ` +
-    `grep -c ' tracefs ' /proc/mounts; exec "${process.execPath}" "${join(process.cwd(), 'dist/src/cli/latency-probe.js')}" --check`],
+    `umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; umount /sys/fs/bpf 2>/dev/null; ` +
+    `grep -cE ' (tracefs|bpf) ' /proc/mounts; exec "${process.execPath}" "${join(process.cwd(), 'dist/src/cli/latency-probe.js')}" --check`],
   { encoding: 'utf8', cwd: process.cwd() });
-  assert.match(r.stdout, /^0$/m, 'tracefs was unmounted in the namespace');
+  assert.match(r.stdout, /^0$/m, 'tracefs and bpffs were unmounted in the namespace');
   assert.match(r.stdout, /^tracefs: \/sys\/kernel\/tracing$/m);
+  assert.match(r.stdout, /^bpffs: mounted at \/sys\/fs\/bpf$/m);
   assert.equal(r.status, 0, r.stderr);
 });
 

@@ -9,6 +9,7 @@ import { MeshprobeError } from '../errors.js';
 import { preflight, chooseHooks, candidateAvailable, tracefsPath } from '../kernel/features.js';
 import { startSession, type PipelineOptions, type ProbeDefinition, type SessionResult } from '../pipeline/session.js';
 import { writeJson } from '../report/write.js';
+import { readCounters } from '../wasm.js';
 
 export interface RunOptions<O, R> {
   def: ProbeDefinition<O>;
@@ -70,6 +71,10 @@ export async function runProbe<O, R>(o: RunOptions<O, R>): Promise<void> {
       ac.abort();
     }
   }, 200);
+  // --log-level debug: the pipeline's counters every 5 s
+  const counterLog = log.enabled('debug')
+    ? setInterval(() => log.debug('pipeline counters', { ...readCounters(session.state), kernel: session.kernelStats().map(Number) }), 5000)
+    : undefined;
 
   try {
     await sleep(o.durationS ? o.durationS * 1000 : 2 ** 31 - 1, undefined, { signal: ac.signal });
@@ -77,9 +82,11 @@ export async function runProbe<O, R>(o: RunOptions<O, R>): Promise<void> {
     // aborted by a signal or a worker error: stop and report what was measured
   } finally {
     clearInterval(errorWatch);
+    clearInterval(counterLog);
   }
   log.debug(`stopping (${stopReason})`);
   const result = await session.stop();
+  log.debug('pipeline totals', { ...result.pool, ...readCounters(result.state), kernel: result.kernelStats.map(Number) });
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   const report = o.buildReport(result);
