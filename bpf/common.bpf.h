@@ -121,6 +121,20 @@ static __always_inline void *batch_reserve(void *ctx, struct mp_batch *b, __u32 
 	return &b->data[off];
 }
 
+/*
+ * Each object's flush program: never attached; user space runs it on every
+ * CPU (BPF_PROG_TEST_RUN) to send what that CPU's batch holds.
+ */
+#define MP_FLUSH_PROGRAM(name)                                      \
+	SEC("raw_tp")                                               \
+	int name(struct bpf_raw_tracepoint_args *ctx)               \
+	{                                                           \
+		struct mp_batch *b = batch_get();                   \
+		if (b && !b->busy)                                  \
+			batch_send(ctx, b);                         \
+		return 0;                                           \
+	}
+
 struct mp_tuple {
 	__u8 family;
 	__u16 lport; /* host order */

@@ -244,16 +244,7 @@ static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock
 	b->busy = 0;
 }
 
-/* Never attached: user space runs it on each CPU (BPF_PROG_TEST_RUN) to send what the batch holds. */
-SEC("raw_tp")
-int latency_flush(struct bpf_raw_tracepoint_args *ctx)
-{
-	struct mp_batch *b = batch_get();
-
-	if (b && !b->busy)
-		batch_send(ctx, b);
-	return 0;
-}
+MP_FLUSH_PROGRAM(latency_flush)
 
 /*
  * A read or a write of `ret` bytes returned on `sk`. Looks the socket up,

@@ -65,12 +65,4 @@ int pipeline_gen(struct bpf_raw_tracepoint_args *ctx)
 	return records_per_run;
 }
 
-SEC("raw_tp")
-int pipeline_flush(struct bpf_raw_tracepoint_args *ctx)
-{
-	struct mp_batch *b = batch_get();
-
-	if (b && !b->busy)
-		batch_send(ctx, b);
-	return 0;
-}
+MP_FLUSH_PROGRAM(pipeline_flush)
