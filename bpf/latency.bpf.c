@@ -88,6 +88,26 @@ static __always_inline __u32 sock_set_base(__u64 sk)
 	return set * SOCK_WAYS;
 }
 
+/*
+ * Replaces a way's owner if it is still `old`: a compare-and-swap. Kernels
+ * before 5.12 reject BPF atomics outright (even unreachable ones), so the
+ * build makes a second object, <probe>.noatomics.bpf.o, with plain stores:
+ * there two CPUs claiming the same way at the same instant can both believe
+ * they won (the later socket keeps the way; the other is adopted again on
+ * its next read or write). User space picks the object by probing the kernel.
+ */
+static __always_inline bool way_swap(__u64 *owner, __u64 old, __u64 new)
+{
+#ifndef MP_NO_ATOMICS
+	return __sync_val_compare_and_swap(owner, old, new) == old;
+#else
+	if (*owner != old)
+		return false;
+	*owner = new;
+	return true;
+#endif
+}
+
 static __always_inline struct sock_slot *sock_find(__u64 sk)
 {
 	__u32 base = sock_set_base(sk);
@@ -117,7 +137,7 @@ static __always_inline struct sock_slot *sock_claim(__u64 sk)
 
 		if (!s)
 			continue;
-		if (s->sk == 0 && __sync_val_compare_and_swap(&s->sk, 0, sk) == 0)
+		if (s->sk == 0 && way_swap(&s->sk, 0, sk))
 			return s;
 		if (s->last_ns < oldest) {
 			oldest = s->last_ns;
@@ -125,7 +145,7 @@ static __always_inline struct sock_slot *sock_claim(__u64 sk)
 			victim_sk = s->sk;
 		}
 	}
-	if (victim && victim_sk && __sync_val_compare_and_swap(&victim->sk, victim_sk, sk) == victim_sk) {
+	if (victim && victim_sk && way_swap(&victim->sk, victim_sk, sk)) {
 		stat_inc(MP_STAT_EVICTED);
 		return victim;
 	}
@@ -449,7 +469,7 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		read_tuple((struct sock *)ctx->skaddr, &st->tuple); /* source port is known now */
 		if (!port_wanted(st->tuple.lport, st->tuple.rport)) {
 			stat_inc(MP_STAT_FILTERED);
-			__sync_val_compare_and_swap(&s->sk, key, 0);
+			way_swap(&s->sk, key, 0);
 		}
 		return 0;
 	}
@@ -469,7 +489,7 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			r.flags = st->flags;
 			emit(ctx, &r, sizeof(r));
 		}
-		__sync_val_compare_and_swap(&s->sk, key, 0); /* free the way, unless already reused */
+		way_swap(&s->sk, key, 0); /* free the way, unless already reused */
 		stat_inc(MP_STAT_CLEANUP);
 	}
 	return 0;

@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # build: clang/llvm/libbpf/bpftool for bpf/, g++/python3/make for native/;
-# test peers: iproute2 (netns, veth), nginx and wrk (overhead bench), curl.
-APT_PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool pkg-config make gcc g++ python3
-          iproute2 nginx-light wrk curl procps)
+# test peers: iproute2 (netns, veth), nginx and wrk (overhead bench), curl;
+# other kernels under qemu: qemu-system-x86, busybox-static, cpio.
+APT_PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make gcc g++ python3
+          iproute2 nginx-light wrk curl procps qemu-system-x86 busybox-static cpio)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

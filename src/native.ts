@@ -37,6 +37,8 @@ export interface Addon {
   BpfObject: new (path: string, opts?: { btfCustomPath?: string }) => BpfObject;
   PerfReader: new (mapFd: number, cpus: number[], pagesPerCpu: number, wakeupBytes: number) => PerfReader;
   fentryCanAttach(func: string): { ok: boolean; errno: number; reason?: string };
+  /** can this kernel load BPF atomic instructions (5.12+)? */
+  atomicsSupported(): boolean;
   libbpfVersion(): string;
   possibleCpus(): number;
   setDebug(on: boolean): void;

@@ -62,7 +62,7 @@ test('--check prints the kernel, BTF, capabilities, mounts and the hook of each 
   if (!needsRoot(t)) return;
   const r = runCli('latency-probe', ['--check']);
   assert.equal(r.code, 0, r.stderr);
-  for (const re of [/^kernel: /m, /^BTF: yes/m, /CAP_BPF yes/, /^tracefs: \//m, /^bpffs: /m,
+  for (const re of [/^kernel: /m, /^BTF: yes/m, /^BPF atomics: yes \(latency\.bpf\.o\)$/m, /CAP_BPF yes/, /^tracefs: \//m, /^bpffs: /m,
     /hook socket send: raw_tracepoint:sock_send_length/, /hook socket receive: raw_tracepoint:sock_recv_length/,
     /hook tcp state: tracepoint:sock\/inet_sock_set_state/, /fexit:tcp_sendmsg: /, /kprobe:tcp_sendmsg: /, /ready$/m]) {
     assert.match(r.stdout, re);

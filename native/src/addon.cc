@@ -17,6 +17,7 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceValue("BpfObject", BpfObject::Define(env)),
                              InstanceValue("PerfReader", PerfReader::Define(env)),
                              InstanceMethod<&Addon::Fentry>("fentryCanAttach"),
+                             InstanceMethod<&Addon::Atomics>("atomicsSupported"),
                              InstanceMethod<&Addon::Version>("libbpfVersion"),
                              InstanceMethod<&Addon::Cpus>("possibleCpus"),
                              InstanceMethod<&Addon::Debug>("setDebug"),
@@ -26,6 +27,7 @@ class Addon : public Napi::Addon<Addon> {
  private:
   Napi::Value Fentry(const Napi::CallbackInfo &info) { return FentryCanAttach(info); }
   Napi::Value Version(const Napi::CallbackInfo &info) { return LibbpfVersion(info); }
+  Napi::Value Atomics(const Napi::CallbackInfo &info) { return AtomicsSupported(info); }
   Napi::Value Cpus(const Napi::CallbackInfo &info) { return PossibleCpus(info); }
   Napi::Value Debug(const Napi::CallbackInfo &info) { return SetDebug(info); }
 };

@@ -61,6 +61,33 @@ Napi::Value FentryCanAttach(const Napi::CallbackInfo &info) {
   return out;
 }
 
+// atomicsSupported(): can this kernel load BPF atomic instructions (5.12+)?
+// Loads a socket filter that does a compare-and-swap on its stack.
+Napi::Value AtomicsSupported(const Napi::CallbackInfo &info) {
+  bpf_insn insns[6];
+  memset(insns, 0, sizeof insns);
+  insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r1 = 0
+  insns[0].dst_reg = BPF_REG_1;
+  insns[1].code = BPF_STX | BPF_MEM | BPF_DW;  // *(u64 *)(r10 - 8) = r1
+  insns[1].dst_reg = BPF_REG_10;
+  insns[1].src_reg = BPF_REG_1;
+  insns[1].off = -8;
+  insns[2].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r0 = 0
+  insns[2].dst_reg = BPF_REG_0;
+  insns[3].code = BPF_STX | BPF_ATOMIC | BPF_DW;  // r0 = cmpxchg((u64 *)(r10 - 8), r0, r1)
+  insns[3].dst_reg = BPF_REG_10;
+  insns[3].src_reg = BPF_REG_1;
+  insns[3].off = -8;
+  insns[3].imm = BPF_CMPXCHG;
+  insns[4].code = BPF_ALU64 | BPF_MOV | BPF_K;  // r0 = 0
+  insns[4].dst_reg = BPF_REG_0;
+  insns[5].code = BPF_JMP | BPF_EXIT;
+  int fd = bpf_prog_load(BPF_PROG_TYPE_SOCKET_FILTER, "mp_atomics", "GPL", insns, 6, nullptr);
+  TakeLibbpfLog();
+  if (fd >= 0) close(fd);
+  return Napi::Boolean::New(info.Env(), fd >= 0);
+}
+
 Napi::Value LibbpfVersion(const Napi::CallbackInfo &info) {
   return Napi::String::New(info.Env(), libbpf_version_string());
 }

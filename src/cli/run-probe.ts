@@ -33,6 +33,7 @@ export function printCheck(def: ProbeDefinition<unknown>): boolean {
     `tracefs: ${p.tracefs ?? 'NOT mounted (mount -t tracefs nodev /sys/kernel/tracing)'}`,
     `bpffs: ${p.bpffs ? 'mounted at /sys/fs/bpf' : 'not mounted (mount -t bpf bpf /sys/fs/bpf)'}`,
     `libbpf: ${p.libbpf}`,
+    `BPF atomics: ${p.atomics ? `yes (${def.object}.bpf.o)` : `no, before 5.12 (${def.object}.noatomics.bpf.o)`}`,
   ];
   const tracefs = tracefsPath();
   let ok = p.btf && p.caps.can_trace && !!p.tracefs;

@@ -158,6 +158,8 @@ export interface Preflight {
   tracefs?: string;
   bpffs: boolean;
   libbpf: string;
+  /** BPF atomic instructions (5.12+); without them the <probe>.noatomics object is used */
+  atomics: boolean;
 }
 
 export function preflight(): Preflight {
@@ -176,5 +178,36 @@ export function preflight(): Preflight {
     tracefs: mountsNow.tracefs,
     bpffs: mountsNow.bpffs,
     libbpf: addon().libbpfVersion(),
+    atomics: addon().atomicsSupported(),
   };
+}
+
+/** The program libbpf says the kernel refused, from its log ("prog 'NAME': BPF program load failed"). */
+export function refusedProgram(libbpfLog: string | undefined): string | undefined {
+  if (!libbpfLog) return undefined;
+  const all = [...libbpfLog.matchAll(/prog '([^']+)': (?:BPF program load failed|failed to load)/g)];
+  return all.length ? all[all.length - 1][1] : undefined;
+}
+
+/**
+ * After the kernel refused `program` at load (a hook that exists but whose
+ * program this kernel cannot verify, e.g. fexit using bpf_get_func_ret before
+ * 5.17): the same choices with that slot moved to its next usable candidate,
+ * or undefined when there is none.
+ */
+export function nextChoice(
+  slots: Record<string, HookCandidate[]>, choices: HookChoice[], program: string, why: string,
+  available: (c: HookCandidate) => { ok: boolean; why?: string } = (c) => candidateAvailable(c),
+): HookChoice[] | undefined {
+  const i = choices.findIndex((c) => c.chosen?.programs.includes(program));
+  if (i < 0) return undefined;
+  const cur = choices[i];
+  const cands = slots[cur.slot];
+  const tried = cur.tried.map((t) => (t.name === cur.chosen!.name ? { name: t.name, ok: false, why } : t));
+  for (const c of cands.slice(cands.indexOf(cur.chosen!) + 1)) {
+    const r = available(c);
+    if (!tried.some((t) => t.name === c.name)) tried.push({ name: c.name, ok: r.ok, why: r.why });
+    if (r.ok) return choices.map((x, j) => (j === i ? { slot: x.slot, chosen: c, tried } : x));
+  }
+  return undefined;
 }

@@ -11,7 +11,7 @@ import { addon, type BpfObject, type ProgramStats } from '../native.js';
 import { bpfObjectPath } from '../paths.js';
 import { EXIT_KERNEL, EXIT_PRIVILEGE, MeshprobeError, errorCode } from '../errors.js';
 import { log } from '../log.js';
-import { canTraceWithBpf, chooseHooks, ensureMounts, VMLINUX_BTF, DEFAULT_VMLINUX_BTF, type HookCandidate, type HookChoice } from '../kernel/features.js';
+import { canTraceWithBpf, chooseHooks, ensureMounts, nextChoice, refusedProgram, VMLINUX_BTF, DEFAULT_VMLINUX_BTF, type HookCandidate, type HookChoice } from '../kernel/features.js';
 import { createState, type State } from '../wasm.js';
 import { onlineCpus } from './cpus.js';
 import { WorkerPool, type PoolTotals } from './pool.js';
@@ -97,18 +97,35 @@ export interface RunningSession {
 }
 
 export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe: PipelineOptions): Promise<RunningSession> {
-  const hooks = checkPrerequisites(def as ProbeDefinition<unknown>);
-  const path = bpfObjectPath(def.object);
-  if (!existsSync(path)) throw new MeshprobeError('MP_NOT_BUILT', `BPF object not built (${path}): run npm run build`);
+  let hooks = checkPrerequisites(def as ProbeDefinition<unknown>);
   addon().setDebug(log.enabled('debug'));
+  // kernels before 5.12 refuse BPF atomics: the build makes a variant without them
+  const atomics = addon().atomicsSupported();
+  const path = bpfObjectPath(atomics ? def.object : `${def.object}.noatomics`);
+  if (!existsSync(path)) throw new MeshprobeError('MP_NOT_BUILT', `BPF object not built (${path}): run npm run build`);
+  log.debug(`BPF object ${path}${atomics ? '' : ' (this kernel has no BPF atomics)'}`);
 
-  const obj = new (addon().BpfObject)(path, VMLINUX_BTF !== DEFAULT_VMLINUX_BTF ? { btfCustomPath: VMLINUX_BTF } : {});
+  let obj: BpfObject;
+  for (;;) {
+    obj = openConfigured(def, options, path, hooks);
+    try {
+      obj.load();
+      break;
+    } catch (e) {
+      obj.close();
+      // a hook that exists but whose program this kernel refuses: try the next one for that slot
+      const refused = refusedProgram((e as { libbpfLog?: string }).libbpfLog);
+      const next = refused ? nextChoice(def.hooks, hooks, refused, 'refused by the verifier') : undefined;
+      if (!next) throw asMeshprobeError(e);
+      const moved = next.find((c, i) => c.chosen !== hooks[i].chosen)!;
+      log.warn(`the kernel refused ${refused}; using ${moved.chosen!.name} for ${moved.slot}`);
+      hooks = next;
+    }
+  }
+
   let pool: WorkerPool | undefined;
   try {
     const wanted = new Set(hooks.flatMap((h) => h.chosen!.programs));
-    for (const p of obj.programs()) obj.setAutoload(p.name, wanted.has(p.name) || p.name === def.flushProgram);
-    def.configure(obj, options);
-    obj.load();
     const state = createState({
       connCapacity: pipe.connCapacity,
       serviceCapacity: pipe.serviceCapacity,
@@ -129,24 +146,25 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
     const startedAt = new Date();
     const startNs = process.hrtime.bigint();
     const running = pool;
+    const loaded = obj;
     let stopped: Promise<SessionResult> | undefined;
     return {
       state,
       hooks,
-      kernelStats: () => obj.readPercpuArray('stats', def.statCount),
+      kernelStats: () => loaded.readPercpuArray('stats', def.statCount),
       error: () => running.error,
       stop() {
         stopped ??= (async () => {
-          obj.detachAll();
+          loaded.detachAll();
           clearInterval(flushTimer);
           const endNs = process.hrtime.bigint();
           const endedAt = new Date();
           await sleep(20); // programs already running finish their output
           flush(); // what the CPUs' batches still hold
           const totals = await running.stop();
-          const kernelStats = obj.readPercpuArray('stats', def.statCount);
-          const programs = obj.programStats();
-          obj.close();
+          const kernelStats = loaded.readPercpuArray('stats', def.statCount);
+          const programs = loaded.programStats();
+          loaded.close();
           return { state, hooks, kernelStats, programs, pool: totals, startedAt, endedAt, startNs, endNs };
         })();
         return stopped;
@@ -155,6 +173,20 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
   } catch (e) {
     obj.close();
     if (pool) await pool.stop().catch(() => undefined);
+    throw asMeshprobeError(e);
+  }
+}
+
+/** Opens the object with only the chosen hooks' programs (and the flush program) to load, configured. */
+function openConfigured<O>(def: ProbeDefinition<O>, options: O, path: string, hooks: HookChoice[]): BpfObject {
+  const obj = new (addon().BpfObject)(path, VMLINUX_BTF !== DEFAULT_VMLINUX_BTF ? { btfCustomPath: VMLINUX_BTF } : {});
+  try {
+    const wanted = new Set(hooks.flatMap((h) => h.chosen!.programs));
+    for (const p of obj.programs()) obj.setAutoload(p.name, wanted.has(p.name) || p.name === def.flushProgram);
+    def.configure(obj, options);
+    return obj;
+  } catch (e) {
+    obj.close();
     throw asMeshprobeError(e);
   }
 }
