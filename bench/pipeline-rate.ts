@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { addon } from '../src/native.js';
+import { STAT__COUNT, STAT_OUTPUT_FAIL } from '../src/records.js';
 import { bpfObjectPath } from '../src/paths.js';
 import { createState, readCounters, readGlobalHistograms } from '../src/wasm.js';
 import { WorkerPool } from '../src/pipeline/pool.js';
@@ -48,13 +49,13 @@ async function synthetic(targetPerS: number): Promise<{ target: number; made: nu
   const elapsed = (performance.now() - t0) / 1000;
   for (const c of cpus) obj.testRun('pipeline_flush', c);
   await pool.stop();
-  const stats = obj.readPercpuArray('stats', 8);
+  const stats = obj.readPercpuArray('stats', STAT__COUNT);
   obj.close();
   const cnt = readCounters(state);
   const g = readGlobalHistograms(state);
   return {
     target: targetPerS, made, decoded: g.client.count + g.server.count,
-    lost: Number(stats[5]), lost_samples: cnt.lost_records, rate: Math.round(made / elapsed),
+    lost: Number(stats[STAT_OUTPUT_FAIL]), lost_samples: cnt.lost_records, rate: Math.round(made / elapsed),
   };
 }
 

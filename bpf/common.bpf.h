@@ -37,11 +37,16 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-static __always_inline void stat_inc(__u32 idx)
+static __always_inline void stat_add(__u32 idx, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
-		(*v)++;
+		*v += n;
+}
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	stat_add(idx, 1);
 }
 
 /* Sends a record to this CPU's ring; a full ring is counted, never silent. */
@@ -49,13 +54,6 @@ static __always_inline void emit(void *ctx, void *rec, __u64 size)
 {
 	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, rec, size) < 0)
 		stat_inc(MP_STAT_OUTPUT_FAIL);
-}
-
-static __always_inline void stat_add(__u32 idx, __u64 n)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
-	if (v)
-		*v += n;
 }
 
 /*
@@ -108,7 +106,27 @@ static __always_inline void batch_send(void *ctx, struct mp_batch *b)
 	b->nrec = 0;
 }
 
-/* Room for one record of `size` (<= MP_REC_MAX) bytes; call between b->busy = 1 and 0. */
+/*
+ * An append to this CPU's batch begins. False when one is already under way
+ * here (a program that can be preempted, such as fexit, was interrupted by
+ * another): the caller then sends its record on its own with emit().
+ */
+static __always_inline bool batch_begin(struct mp_batch *b)
+{
+	if (!b || b->busy)
+		return false;
+	b->busy = 1;
+	barrier();
+	return true;
+}
+
+static __always_inline void batch_end(struct mp_batch *b)
+{
+	barrier();
+	b->busy = 0;
+}
+
+/* Room for one record of `size` (<= MP_REC_MAX) bytes, between batch_begin() and batch_end(). */
 static __always_inline void *batch_reserve(void *ctx, struct mp_batch *b, __u32 size)
 {
 	__u32 off;

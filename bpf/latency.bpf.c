@@ -53,8 +53,8 @@ struct sock_state {
 	__u32 flags;
 	__u8 role;
 	__u8 phase;
-	__u8 opened; /* MP_REC_CONN_OPEN emitted */
-	__u8 _pad;
+	__u8 opened;  /* MP_REC_CONN_OPEN emitted */
+	__u8 ignored; /* outside the filter: kept only so that it is not looked at again */
 	struct mp_tuple tuple;
 };
 
@@ -175,28 +175,36 @@ static __always_inline bool port_wanted(__u16 lport, __u16 rport)
 	return filter_port == 0 || lport == filter_port || rport == filter_port;
 }
 
-static __always_inline struct sock_slot *track(__u64 key, __u8 role, __u32 flags, struct mp_tuple *t)
+/* (Re)starts the state of a way for a new connection. */
+static __always_inline void init_slot(struct sock_slot *s, __u8 role, __u32 flags, struct mp_tuple *t, bool ignored)
 {
-	struct sock_slot *s;
-	struct sock_state *st;
+	struct sock_state *st = &s->st;
 
-	if (!port_wanted(t->lport, t->rport)) {
-		stat_inc(MP_STAT_FILTERED);
-		return NULL;
-	}
-	s = sock_claim(key);
-	if (!s)
-		return NULL;
-	st = &s->st;
 	__builtin_memset(st, 0, sizeof(*st));
 	st->conn_id = next_conn_id();
 	st->first_ns = bpf_ktime_get_ns();
 	s->last_ns = st->first_ns;
 	st->role = role;
 	st->flags = flags;
+	st->ignored = ignored;
 	st->tuple = *t;
-	stat_inc(MP_STAT_TRACKED);
-	return s;
+}
+
+/*
+ * Starts tracking a socket. One outside the filter takes a way too, marked
+ * ignored, so that its next reads and writes cost one lookup, and it is
+ * counted once. Returns the way of a socket to measure, else NULL.
+ */
+static __always_inline struct sock_slot *track(__u64 key, __u8 role, __u32 flags, struct mp_tuple *t)
+{
+	bool wanted = port_wanted(t->lport, t->rport);
+	struct sock_slot *s = sock_claim(key);
+
+	if (!s)
+		return NULL;
+	init_slot(s, role, flags, t, !wanted);
+	stat_inc(wanted ? MP_STAT_TRACKED : MP_STAT_FILTERED);
+	return wanted ? s : NULL;
 }
 
 static __always_inline void fill_hdr(struct mp_rec_hdr *h, __u8 kind, struct sock_state *st)
@@ -213,15 +221,12 @@ static __always_inline void fill_hdr(struct mp_rec_hdr *h, __u8 kind, struct soc
 static __always_inline void emit_open(void *ctx, struct sock *sk, struct sock_state *st)
 {
 	struct mp_batch *b = batch_get();
-	struct mp_conn_open_rec *r;
+	bool batched = batch_begin(b);
+	struct mp_conn_open_rec alone, *r;
 	__u64 id = bpf_get_current_pid_tgid();
 
 	st->opened = 1;
-	if (!b)
-		return;
-	b->busy = 1;
-	barrier();
-	r = batch_reserve(ctx, b, sizeof(*r));
+	r = batched ? batch_reserve(ctx, b, sizeof(*r)) : &alone;
 	fill_hdr(&r->hdr, MP_REC_CONN_OPEN, st);
 	r->start_ns = st->first_ns;
 	r->cgroup_id = bpf_get_current_cgroup_id();
@@ -233,23 +238,22 @@ static __always_inline void emit_open(void *ctx, struct sock *sk, struct sock_st
 	__builtin_memcpy(r->laddr, st->tuple.laddr, 16);
 	__builtin_memcpy(r->raddr, st->tuple.raddr, 16);
 	bpf_get_current_comm(&r->comm, sizeof(r->comm));
-	barrier();
-	b->busy = 0;
+	if (batched)
+		batch_end(b);
+	else
+		emit(ctx, r, sizeof(*r));
 }
 
 /* One finished exchange (process context, batched). */
 static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock_state *st, __u64 now)
 {
 	struct mp_batch *b = batch_get();
-	struct mp_latency_rec *r;
+	bool batched = batch_begin(b);
+	struct mp_latency_rec alone, *r;
 
 	st->requests++;
 	stat_inc(MP_STAT_EMITTED);
-	if (!b)
-		return;
-	b->busy = 1;
-	barrier();
-	r = batch_reserve(ctx, b, sizeof(*r));
+	r = batched ? batch_reserve(ctx, b, sizeof(*r)) : &alone;
 	fill_hdr(&r->hdr, MP_REC_LATENCY, st);
 	r->end_ns = now;
 	r->latency_ns = now - st->req_start_ns;
@@ -260,8 +264,10 @@ static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock
 	r->rport = st->tuple.rport;
 	r->seq = st->requests;
 	__builtin_memcpy(r->raddr, st->tuple.raddr, 16);
-	barrier();
-	b->busy = 0;
+	if (batched)
+		batch_end(b);
+	else
+		emit(ctx, r, sizeof(*r));
 }
 
 MP_FLUSH_PROGRAM(latency_flush)
@@ -277,8 +283,10 @@ static __always_inline struct sock_slot *lookup_io(struct sock *sk, int ret, __u
 	struct mp_tuple t = {};
 	int state;
 
-	if (s || !infer_roles)
-		return s;
+	if (s)
+		return s->st.ignored ? NULL : s;
+	if (!infer_roles)
+		return NULL;
 	/* not seen being set up: only TCP sockets in data-transfer states */
 	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET &&
 	    BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET6)
@@ -324,7 +332,13 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 			st->req_bytes += ret;
 		}
 	} else if (st->phase == PHASE_REQUEST) {
-		emit_latency(ctx, sk, st, bpf_ktime_get_ns());
+		__u64 now = bpf_ktime_get_ns();
+
+		/* another CPU may have given this way to another socket meanwhile */
+		if (s->sk == (__u64)sk && st->req_start_ns && st->req_start_ns <= now)
+			emit_latency(ctx, sk, st, now);
+		else
+			stat_inc(MP_STAT_DISCARDED);
 		st->phase = PHASE_RESPONSE;
 	}
 	return 0;
@@ -451,12 +465,13 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	    (ctx->oldstate == TCP_SYN_RECV_ && ctx->newstate == TCP_ESTABLISHED_)) {
 		/* a connect() begins (source port may still be 0), or accept() will return this */
 		read_tuple((struct sock *)ctx->skaddr, &t);
+		__u8 role = ctx->newstate == TCP_SYN_SENT_ ? MP_ROLE_CLIENT : MP_ROLE_SERVER;
+
 		s = sock_find(key);
-		if (s) { /* a reused struct sock whose close we missed */
-			s->st.tuple = t;
-			return 0;
-		}
-		track(key, ctx->newstate == TCP_SYN_SENT_ ? MP_ROLE_CLIENT : MP_ROLE_SERVER, 0, &t);
+		if (s) /* a reused struct sock whose close we missed: a new connection */
+			init_slot(s, role, 0, &t, !port_wanted(t.lport, t.rport));
+		else
+			track(key, role, 0, &t);
 		return 0;
 	}
 
@@ -467,9 +482,9 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	if (ctx->oldstate == TCP_SYN_SENT_ && ctx->newstate == TCP_ESTABLISHED_) {
 		read_tuple((struct sock *)ctx->skaddr, &st->tuple); /* source port is known now */
-		if (!port_wanted(st->tuple.lport, st->tuple.rport)) {
+		if (!st->ignored && !port_wanted(st->tuple.lport, st->tuple.rport)) {
+			st->ignored = 1;
 			stat_inc(MP_STAT_FILTERED);
-			way_swap(&s->sk, key, 0);
 		}
 		return 0;
 	}
@@ -490,7 +505,8 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			emit(ctx, &r, sizeof(r));
 		}
 		way_swap(&s->sk, key, 0); /* free the way, unless already reused */
-		stat_inc(MP_STAT_CLEANUP);
+		if (!st->ignored)
+			stat_inc(MP_STAT_CLEANUP);
 	}
 	return 0;
 }

@@ -92,6 +92,7 @@ struct mp_conn_close_rec {
 #define MP_STAT_OUTPUT_FAIL   5 /* bpf_perf_event_output failed (ring full) */
 #define MP_STAT_FILTERED      6 /* sockets skipped by the in-kernel filter */
 #define MP_STAT_EMITTED       7 /* latency records emitted */
-#define MP_STAT__COUNT        8
+#define MP_STAT_DISCARDED     8 /* exchanges dropped as inconsistent (socket taken over mid-exchange) */
+#define MP_STAT__COUNT        9
 
 #endif

@@ -78,7 +78,8 @@ export const STAT_EVICTED = 4;
 export const STAT_OUTPUT_FAIL = 5;
 export const STAT_FILTERED = 6;
 export const STAT_EMITTED = 7;
-export const STAT__COUNT = 8;
+export const STAT_DISCARDED = 8;
+export const STAT__COUNT = 9;
 
 // perf_event_header framing
 export const PERF_RECORD_LOST = 2;

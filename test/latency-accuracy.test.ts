@@ -24,7 +24,8 @@ interface Measured { report: any; client: ClientResult; server: ServerSummary }
 
 async function measure(s: Scenario): Promise<Measured> {
   await buildTools();
-  const server = await startServer({ addr: s.server.addr, netns: s.server.netns });
+  // every concurrent sleeper may busy-wait its last 150 µs, so the sleeps are exact ground truth
+  const server = await startServer({ addr: s.server.addr, netns: s.server.netns, maxSpinners: s.client.concurrency ?? 1 });
   const probe = startProbe('latency-probe', ['--filter', `port=${server.port}`]);
   try {
     await probe.ready;
@@ -136,10 +137,14 @@ test('250 concurrent keep-alive connections', async (t) => {
   const clientConns = m.report.metrics.connections.filter((c: any) => c.role === 'client');
   assert.equal(clientConns.length, 250);
   assert.equal(clientConns.reduce((a: number, c: any) => a + c.requests, 0), 5000);
-  // 250 sleeping threads on 2 cores: the server's own timing, not the nominal sleep, is the truth here
+  // 250 threads on 2 cores: the server's own timing, not the nominal sleep, is the truth here
   const own = m.server.processing_us.p50 / 1000;
   assert.ok(near(m.report.metrics.server.percentiles.p50, own, REL, ABS_MS), `server p50 ${m.report.metrics.server.percentiles.p50} vs own ${own}`);
-  assertClientView(m.report, m.client);
+  // only the median: under this overload a client thread can wait milliseconds for a CPU inside
+  // write(), which its own timer (started before write) counts and the client view (from the
+  // return of write) does not, so the tails differ by design
+  const ownClient = m.client.latency_us.p50 / 1000;
+  assert.ok(near(m.report.metrics.client.percentiles.p50, ownClient, REL, ABS_MS), `client p50 ${m.report.metrics.client.percentiles.p50} vs own ${ownClient}`);
 });
 
 test('a socket table too small for the connections: evictions are counted, never silent', async (t) => {
@@ -151,13 +156,16 @@ test('a socket table too small for the connections: evictions are counted, never
   t.after(() => probe.stop('SIGKILL'));
   try {
     await probe.ready;
-    const client = await runClient({ addr: '127.0.0.1', port: server.port, requests: 800, concurrency: 8, sleeps: [0] });
+    const client = await runClient({ addr: '127.0.0.1', port: server.port, requests: 800, concurrency: 8, sleeps: [0, 1000] });
     const exit = await probe.stop('SIGINT');
     assert.equal(exit.code, 0, exit.stderr);
     const m = exit.report.metrics;
     assert.ok(m.loss.sockets_evicted > 0, `evictions: ${m.loss.sockets_evicted}`);
     assert.ok(m.client.total_requests < client.requests, 'evicted sockets lose exchanges in flight');
     assert.ok(m.client.total_requests > 0);
+    // what is measured stays right: no exchange mixes two sockets' times
+    assert.ok(m.client.max_ms < client.latency_us.max / 1000 + 1, `client max ${m.client.max_ms} ms vs own max ${client.latency_us.max / 1000} ms`);
+    assert.ok(m.server.max_ms < 5, `server max ${m.server.max_ms} ms`);
   } finally {
     await server.stop().catch(() => undefined);
   }

@@ -104,6 +104,7 @@ test('bad input: one line, non-zero exit, nothing attached', async (t) => {
     [['--filter', 'port=http'], 2, /invalid --filter "port=http"/],
     [['--workers', '0'], 2, /invalid --workers/],
     [['--ring-pages', '3'], 2, /power of two/],
+    [['--ring-pages', '2'], 2, /at least 4/],
     [['--output', '/nonexistent-dir/x.json', '--duration', '1'], 2, /directory \/nonexistent-dir does not exist/],
   ];
   for (const [args, code, re] of cases) {

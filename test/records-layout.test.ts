@@ -145,3 +145,9 @@ test('src/records.ts fields tile each struct (no overlap, no unnamed gap)', () =
     assert.equal(at, l.size, `${s}: fields end at ${at}`);
   }
 });
+
+test('every kernel counter has a name in the latency report', async () => {
+  const { LATENCY_STATS } = await import('../src/probes/latency.js');
+  const R = await import('../src/records.js');
+  assert.equal(LATENCY_STATS.length, R.STAT__COUNT);
+});

@@ -31,8 +31,8 @@ static long gen_one(__u32 i, struct gen_ctx *g)
 	__u32 rnd = bpf_get_prandom_u32();
 	__u32 conn = rnd % connections;
 
-	b->busy = 1;
-	barrier();
+	if (!batch_begin(b))
+		return 1; /* cannot happen: nothing else appends on this CPU meanwhile */
 	r = batch_reserve(g->ctx, b, sizeof(*r));
 	r->hdr.kind = MP_REC_LATENCY;
 	r->hdr.version = MP_REC_VERSION;
@@ -49,8 +49,7 @@ static long gen_one(__u32 i, struct gen_ctx *g)
 	r->seq = i;
 	r->raddr[0] = 127;
 	r->raddr[3] = 1;
-	barrier();
-	b->busy = 0;
+	batch_end(b);
 	return 0;
 }
 

@@ -178,14 +178,19 @@ Napi::Value PerfReader::Drain(const Napi::CallbackInfo &info) {
   uint8_t *dst = dest.Data();
   size_t cap = dest.ByteLength();
   size_t total = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    pending_.store(false);  // anything arriving from now on gets a new call
-  }
-  cv_.notify_one();
   for (size_t i = 0; i < rings_.size() && total < cap; i++) {
     Ring &r = rings_[(next_ring_ + i) % rings_.size()];
     total += DrainRing(r, dst + total, cap - total);
+  }
+  if (total == 0) {
+    // the rings are empty: let the waiting thread look for more (what arrives
+    // from now on gets a new call; the idle timeout catches anything below
+    // the wakeup watermark)
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending_.store(false);
+    }
+    cv_.notify_one();
   }
   next_ring_ = (next_ring_ + 1) % rings_.size();
   return Napi::Number::New(env, static_cast<double>(total));
@@ -200,7 +205,10 @@ Napi::Value PerfReader::Backlog(const Napi::CallbackInfo &info) {
 }
 
 void PerfReader::Stop() {
-  stopping_.store(true);
+  {
+    std::lock_guard<std::mutex> lock(mu_);  // so the waiting thread cannot miss it
+    stopping_.store(true);
+  }
   if (stop_fd_ >= 0) {
     uint64_t one = 1;
     ssize_t w = write(stop_fd_, &one, sizeof one);

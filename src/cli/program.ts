@@ -5,7 +5,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT_USAGE, MeshprobeError } from '../errors.js';
 import { LOG_LEVELS, log, setLogLevel, type LogLevel } from '../log.js';
-import { DEFAULT_PIPELINE, type PipelineOptions } from '../pipeline/session.js';
+import { DEFAULT_PIPELINE, MIN_RING_PAGES, type PipelineOptions } from '../pipeline/session.js';
 import { parseDuration, parsePositiveInt } from './options.js';
 
 export const VERSION = '0.1.0';
@@ -56,7 +56,9 @@ export const FORMATS = ['json'];
 
 export function pipelineFrom(f: CommonProbeFlags): PipelineOptions {
   const pages = parsePositiveInt(f.ringPages, '--ring-pages', 65536);
-  if ((pages & (pages - 1)) !== 0) throw new MeshprobeError('MP_USAGE', `invalid --ring-pages "${f.ringPages}": use a power of two`, EXIT_USAGE);
+  if ((pages & (pages - 1)) !== 0 || pages < MIN_RING_PAGES) {
+    throw new MeshprobeError('MP_USAGE', `invalid --ring-pages "${f.ringPages}": use a power of two, at least ${MIN_RING_PAGES}`, EXIT_USAGE);
+  }
   return {
     ...DEFAULT_PIPELINE,
     workers: parsePositiveInt(f.workers, '--workers', 64),

@@ -50,10 +50,20 @@ export function printCheck(def: ProbeDefinition<unknown>): boolean {
   return ok;
 }
 
-export async function runProbe<O, R>(o: RunOptions<O, R>): Promise<void> {
-  const session = await startSession(o.def, o.probeOptions, o.pipeline);
-  log.info(`${o.def.name}: measuring${o.durationS ? ` for ${o.durationS} s` : ' until Ctrl-C (SIGINT) or SIGTERM'}`);
+/** Waits `seconds` (any length: timers cap at 2^31-1 ms, so long waits are chained), or forever. */
+async function waitFor(seconds: number | undefined, signal: AbortSignal): Promise<void> {
+  const MAX = 2 ** 31 - 1;
+  let left = seconds === undefined ? Infinity : seconds * 1000;
+  if (signal.aborted) throw new Error('aborted');
+  while (left > 0) {
+    const step = Math.min(left, MAX);
+    await sleep(step, undefined, { signal });
+    left -= step;
+  }
+}
 
+export async function runProbe<O, R>(o: RunOptions<O, R>): Promise<void> {
+  // signals first: one that arrives while the programs load stops the run as soon as it has started
   const ac = new AbortController();
   let stopReason = 'duration';
   const onSignal = (sig: NodeJS.Signals) => {
@@ -66,6 +76,9 @@ export async function runProbe<O, R>(o: RunOptions<O, R>): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+
+  const session = await startSession(o.def, o.probeOptions, o.pipeline);
+  log.info(`${o.def.name}: measuring${o.durationS ? ` for ${o.durationS} s` : ' until Ctrl-C (SIGINT) or SIGTERM'}`);
   const errorWatch = setInterval(() => {
     if (session.error()) {
       stopReason = 'error';
@@ -78,7 +91,7 @@ export async function runProbe<O, R>(o: RunOptions<O, R>): Promise<void> {
     : undefined;
 
   try {
-    await sleep(o.durationS ? o.durationS * 1000 : 2 ** 31 - 1, undefined, { signal: ac.signal });
+    await waitFor(o.durationS, ac.signal);
   } catch {
     // aborted by a signal or a worker error: stop and report what was measured
   } finally {

@@ -40,6 +40,10 @@ export interface PipelineOptions {
   stagingBytes: number;
 }
 
+export const PAGE_SIZE = 4096;
+/** A ring must hold several 4 KiB record batches (one perf sample each). */
+export const MIN_RING_PAGES = 4;
+
 export const DEFAULT_PIPELINE: PipelineOptions = {
   workers: 2,
   connCapacity: 4096,
@@ -135,7 +139,9 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
     const cpus = onlineCpus();
     pool = await WorkerPool.start({
       memory: state.memory, mapFd: obj.mapFd('events'), cpus,
-      workers: Math.min(pipe.workers, cpus.length), pagesPerCpu: pipe.pagesPerCpu, wakeupBytes: pipe.wakeupBytes,
+      workers: Math.min(pipe.workers, cpus.length), pagesPerCpu: pipe.pagesPerCpu,
+      // the kernel caps the watermark at the ring's size: wake at a quarter of the ring at most
+      wakeupBytes: Math.min(pipe.wakeupBytes, (pipe.pagesPerCpu * PAGE_SIZE) / 4),
     });
     for (const p of wanted) {
       obj.attach(p);
@@ -171,8 +177,8 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       },
     };
   } catch (e) {
+    if (pool) await pool.stop().catch(() => undefined); // before the map its rings belong to is closed
     obj.close();
-    if (pool) await pool.stop().catch(() => undefined);
     throw asMeshprobeError(e);
   }
 }

@@ -45,10 +45,15 @@ try {
 
   port.on('message', (m: { type: string }) => {
     if (m.type === 'stop') {
-      drainAll(); // whatever is left in the rings after the programs were detached
-      reader.close();
-      reply({ type: 'stopped', batches, bytes });
-      port.close();
+      try {
+        drainAll(); // whatever is left in the rings after the programs were detached
+      } catch (e) {
+        reply({ type: 'error', code: 'MP_DECODE', message: (e as Error).message });
+      } finally {
+        reader.close();
+        reply({ type: 'stopped', batches, bytes });
+        port.close();
+      }
     } else if (m.type === 'stats') {
       reply({ type: 'stats', batches, bytes, backlog: reader.backlog() });
     }

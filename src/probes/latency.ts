@@ -3,6 +3,7 @@
  * Kernel side: bpf/latency.bpf.c. Report: src/report/latency.ts.
  */
 import type { BpfObject } from '../native.js';
+import { STAT__COUNT } from '../records.js';
 import type { ProbeDefinition } from '../pipeline/session.js';
 
 export interface LatencyOptions {
@@ -17,7 +18,7 @@ export interface LatencyOptions {
 export const latencyProbe: ProbeDefinition<LatencyOptions> = {
   name: 'latency-probe',
   object: 'latency',
-  statCount: 8,
+  statCount: STAT__COUNT,
   flushProgram: 'latency_flush',
   // Preference: the socket tracepoints (a stable interface, every TCP read and
   // write path, kernel >= 6.3), then fexit (BTF trampolines), then kprobes.
@@ -48,5 +49,5 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
   },
 };
 
-/** Names of the kernel counters, in MP_STAT_* order (bpf/records.h). */
-export const LATENCY_STATS = ['send', 'receive', 'cleanup', 'tracked', 'evicted', 'output_failures', 'filtered', 'emitted'] as const;
+/** Names of the kernel counters, in MP_STAT_* order (bpf/records.h; test/records-layout.test.ts checks the count). */
+export const LATENCY_STATS = ['send', 'receive', 'cleanup', 'tracked', 'evicted', 'output_failures', 'filtered', 'emitted', 'discarded'] as const;

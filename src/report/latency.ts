@@ -144,6 +144,7 @@ export function buildLatencyReport(r: SessionResult, opts: { filters: Record<str
         perf_lost_samples: counters.lost_records,
         perf_lost_notices: counters.lost_events,
         sockets_evicted: ks.evicted,
+        exchanges_discarded: ks.discarded,
         connection_table_full: counters.conn_table_full,
         service_table_full: counters.svc_table_full,
         unknown_records: counters.unknown_records,
