@@ -37,6 +37,7 @@ const volatile bool infer_roles = true;       /* track connections that predate 
 #define TCP_SYN_RECV_    3
 #define TCP_CLOSE_       7
 #define TCP_CLOSE_WAIT_  8
+#define TCP_LISTEN_      10
 
 #define PHASE_IDLE     0
 #define PHASE_REQUEST  1 /* request under way: its start time is set */
@@ -151,6 +152,25 @@ static __always_inline struct sock_slot *sock_claim(__u64 sk)
 	}
 	return NULL;
 }
+
+/*
+ * Listening ports, per network namespace: user space fills it from
+ * /proc/<pid>/net/tcp{,6} at start, this program keeps it current from
+ * TCP_LISTEN transitions. A connection that predates the probe is a server
+ * when its local port listens in its namespace, else a client.
+ */
+struct listen_key {
+	__u32 netns;
+	__u16 port;
+	__u16 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct listen_key);
+	__type(value, __u8);
+} listeners SEC(".maps");
 
 /* Per-CPU sequence for connection ids: (cpu + 1) << 48 | n. */
 struct {
@@ -273,10 +293,11 @@ static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock
 MP_FLUSH_PROGRAM(latency_flush)
 
 /*
- * A read or a write of `ret` bytes returned on `sk`. Looks the socket up,
- * adopting connections that predate the probe when infer_roles is set.
+ * The way of a socket being read or written, or NULL. A TCP connection the
+ * probe has not seen set up (it predates the probe) is adopted when
+ * infer_roles is set, as a server if its local port listens, else a client.
  */
-static __always_inline struct sock_slot *lookup_io(struct sock *sk, int ret, __u8 first_role)
+static __always_inline struct sock_slot *lookup_io(struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct sock_slot *s = sock_find(key);
@@ -297,7 +318,12 @@ static __always_inline struct sock_slot *lookup_io(struct sock *sk, int ret, __u
 	if (state != TCP_ESTABLISHED_ && state != TCP_CLOSE_WAIT_)
 		return NULL;
 	read_tuple(sk, &t);
-	return track(key, first_role, MP_CONN_F_ROLE_INFERRED, &t);
+	{
+		struct listen_key lk = { .netns = sock_netns(sk), .port = t.lport };
+		__u8 role = bpf_map_lookup_elem(&listeners, &lk) ? MP_ROLE_SERVER : MP_ROLE_CLIENT;
+
+		return track(key, role, MP_CONN_F_ROLE_INFERRED, &t);
+	}
 }
 
 /*
@@ -307,7 +333,7 @@ static __always_inline struct sock_slot *lookup_io(struct sock *sk, int ret, __u
  */
 static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 starter)
 {
-	struct sock_slot *s = lookup_io(sk, ret, starter);
+	struct sock_slot *s = lookup_io(sk);
 	struct sock_state *st;
 
 	if (!s)
@@ -460,6 +486,17 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
+
+	if (ctx->newstate == TCP_LISTEN_ || ctx->oldstate == TCP_LISTEN_) {
+		struct listen_key lk = { .netns = sock_netns((struct sock *)ctx->skaddr), .port = ctx->sport };
+		__u8 one = 1;
+
+		if (ctx->newstate == TCP_LISTEN_)
+			bpf_map_update_elem(&listeners, &lk, &one, BPF_ANY);
+		else
+			bpf_map_delete_elem(&listeners, &lk);
+		return 0;
+	}
 
 	if (ctx->newstate == TCP_SYN_SENT_ ||
 	    (ctx->oldstate == TCP_SYN_RECV_ && ctx->newstate == TCP_ESTABLISHED_)) {

@@ -170,3 +170,40 @@ test('a socket table too small for the connections: evictions are counted, never
     await server.stop().catch(() => undefined);
   }
 });
+
+for (const infer of [true, false]) {
+  test(`connections opened before the probe started: ${infer ? 'adopted with the right roles' : 'ignored with --no-infer-roles'}`, async (t) => {
+    if (!needsRoot(t)) return;
+    await buildTools();
+    const server = await startServer({ addr: '127.0.0.1', maxSpinners: 4 });
+    // 4 keep-alive connections paced at 400 requests/s for ~4 s; the probe starts 1 s in
+    const clientP = runClient({ addr: '127.0.0.1', port: server.port, requests: 1600, concurrency: 4, rate: 400, sleeps: [1000] });
+    await sleep(1000);
+    const probe = startProbe('latency-probe', ['--filter', `port=${server.port}`, '--duration', '2', ...(infer ? [] : ['--no-infer-roles'])]);
+    t.after(() => probe.stop('SIGKILL'));
+    try {
+      await probe.ready;
+      const exit = await probe.exited;
+      await clientP;
+      assert.equal(exit.code, 0, exit.stderr);
+      const m = exit.report.metrics;
+      if (!infer) {
+        assert.equal(m.connections.length, 0);
+        assert.equal(m.client.total_requests, 0);
+        return;
+      }
+      assert.equal(m.connections.length, 8, 'the 4 client and the 4 server sockets');
+      for (const c of m.connections) {
+        assert.equal(c.role_inferred, true);
+        // the server side is the one whose local port listens
+        assert.equal(c.role, c.local.endsWith(`:${server.port}`) ? 'server' : 'client', JSON.stringify(c));
+        assert.equal(c.comm, 'mpload');
+      }
+      // 2 s at 400/s; the first exchange on each socket may have begun before the probe
+      assert.ok(m.client.total_requests >= 700 && m.client.total_requests <= 820, `client ${m.client.total_requests}`);
+      assert.ok(near(m.server.percentiles.p50, 1.0, REL, ABS_MS), `server p50 ${m.server.percentiles.p50}`);
+    } finally {
+      await server.stop().catch(() => undefined);
+    }
+  });
+}

@@ -23,6 +23,7 @@ Napi::Function BpfObject::Define(Napi::Env env) {
                          InstanceMethod<&BpfObject::ReadPercpuArray>("readPercpuArray"),
                          InstanceMethod<&BpfObject::ProgramStats>("programStats"),
                          InstanceMethod<&BpfObject::TestRun>("testRun"),
+                         InstanceMethod<&BpfObject::MapUpdate>("mapUpdate"),
                          InstanceMethod<&BpfObject::Close>("close"),
                      });
 }
@@ -235,6 +236,21 @@ Napi::Value BpfObject::ProgramStats(const Napi::CallbackInfo &info) {
     out.Set(i++, o);
   }
   return out;
+}
+
+// mapUpdate(map, key: Uint8Array, value: Uint8Array): bpf_map_update_elem(BPF_ANY)
+Napi::Value BpfObject::MapUpdate(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  bpf_map *m = RequireMap(env, info[0].As<Napi::String>());
+  if (info.Length() < 3 || !info[1].IsTypedArray() || !info[2].IsTypedArray())
+    ThrowCode(env, "MP_ERR_ARG", "mapUpdate(map, key: Uint8Array, value: Uint8Array)");
+  Napi::Uint8Array key = info[1].As<Napi::Uint8Array>();
+  Napi::Uint8Array value = info[2].As<Napi::Uint8Array>();
+  if (key.ByteLength() != bpf_map__key_size(m) || value.ByteLength() != bpf_map__value_size(m))
+    ThrowCode(env, "MP_ERR_ARG", std::string("mapUpdate: wrong key or value size for ") + bpf_map__name(m));
+  if (bpf_map_update_elem(bpf_map__fd(m), key.Data(), value.Data(), BPF_ANY))
+    ThrowCode(env, "MP_ERR_MAP_WRITE", std::string("cannot update map ") + bpf_map__name(m), -errno);
+  return env.Undefined();
 }
 
 // testRun(program, cpu): runs a loaded raw_tp program once on that CPU

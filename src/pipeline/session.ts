@@ -29,6 +29,8 @@ export interface ProbeDefinition<O> {
   flushProgram?: string;
   /** writes the object's settings (const volatile globals, map sizes) before load */
   configure(obj: BpfObject, options: O): void;
+  /** fills the object's maps after load, before anything is attached */
+  afterLoad?(obj: BpfObject, options: O): void;
 }
 
 export interface PipelineOptions {
@@ -129,6 +131,7 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
 
   let pool: WorkerPool | undefined;
   try {
+    def.afterLoad?.(obj, options);
     const wanted = new Set(hooks.flatMap((h) => h.chosen!.programs));
     const state = createState({
       connCapacity: pipe.connCapacity,

@@ -4,6 +4,8 @@
  */
 import type { BpfObject } from '../native.js';
 import { STAT__COUNT } from '../records.js';
+import { listeners } from '../kernel/listeners.js';
+import { log } from '../log.js';
 import type { ProbeDefinition } from '../pipeline/session.js';
 
 export interface LatencyOptions {
@@ -46,6 +48,20 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
     const entries = 2 ** Math.ceil(Math.log2(Math.max(4, o.socketTableSize)));
     obj.setGlobal('sock_table_size', BigInt(entries));
     obj.setMapMaxEntries('socks', entries);
+  },
+  afterLoad(obj: BpfObject, o: LatencyOptions) {
+    if (!o.inferRoles) return;
+    // connections that predate the probe: a server if their local port listens (struct listen_key)
+    const key = new Uint8Array(8);
+    const dv = new DataView(key.buffer);
+    const one = new Uint8Array([1]);
+    const all = listeners();
+    for (const l of all) {
+      dv.setUint32(0, l.netns, true);
+      dv.setUint16(4, l.port, true);
+      obj.mapUpdate('listeners', key, one);
+    }
+    log.debug(`${all.length} listening sockets known`);
   },
 };
 
