@@ -25,6 +25,10 @@
 #include <bpf/bpf_endian.h>
 #include "common.bpf.h"
 
+#ifndef READ_ONCE
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#endif
+
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Settings, written by user space before load. */
@@ -44,7 +48,9 @@ const volatile bool infer_roles = true;       /* track connections that predate 
 #define PHASE_RESPONSE 2 /* latency emitted, response still flowing */
 
 struct sock_state {
+	__u64 owner;     /* the socket whose state this is, written last by init_slot() */
 	__u64 conn_id;
+	__u64 req_owner; /* the socket that started the request under way (see on_io) */
 	__u64 first_ns;
 	__u64 req_start_ns;
 	__u64 bytes_sent;
@@ -195,8 +201,13 @@ static __always_inline bool port_wanted(__u16 lport, __u16 rport)
 	return filter_port == 0 || lport == filter_port || rport == filter_port;
 }
 
-/* (Re)starts the state of a way for a new connection. */
-static __always_inline void init_slot(struct sock_slot *s, __u8 role, __u32 flags, struct mp_tuple *t, bool ignored)
+/*
+ * (Re)starts the state of a way for a new connection. `owner` is written
+ * last: a way whose owner is not the socket looking at it (two CPUs
+ * initialising the same way at once, which only a thrashing table does) is
+ * not used until the socket claims it again.
+ */
+static __always_inline void init_slot(struct sock_slot *s, __u64 key, __u8 role, __u32 flags, struct mp_tuple *t, bool ignored)
 {
 	struct sock_state *st = &s->st;
 
@@ -208,6 +219,8 @@ static __always_inline void init_slot(struct sock_slot *s, __u8 role, __u32 flag
 	st->flags = flags;
 	st->ignored = ignored;
 	st->tuple = *t;
+	barrier();
+	st->owner = key;
 }
 
 /*
@@ -222,7 +235,7 @@ static __always_inline struct sock_slot *track(__u64 key, __u8 role, __u32 flags
 
 	if (!s)
 		return NULL;
-	init_slot(s, role, flags, t, !wanted);
+	init_slot(s, key, role, flags, t, !wanted);
 	stat_inc(wanted ? MP_STAT_TRACKED : MP_STAT_FILTERED);
 	return wanted ? s : NULL;
 }
@@ -265,7 +278,7 @@ static __always_inline void emit_open(void *ctx, struct sock *sk, struct sock_st
 }
 
 /* One finished exchange (process context, batched). */
-static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock_state *st, __u64 now)
+static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock_state *st, __u64 start, __u64 now)
 {
 	struct mp_batch *b = batch_get();
 	bool batched = batch_begin(b);
@@ -276,7 +289,7 @@ static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock
 	r = batched ? batch_reserve(ctx, b, sizeof(*r)) : &alone;
 	fill_hdr(&r->hdr, MP_REC_LATENCY, st);
 	r->end_ns = now;
-	r->latency_ns = now - st->req_start_ns;
+	r->latency_ns = now - start;
 	/* the kernel's RTT changes slowly: read it on the first exchange and every 8th (0 = not read) */
 	r->srtt_us = (st->requests & 7) == 1 ? tcp_srtt_us(sk) : 0;
 	r->req_bytes = st->req_bytes;
@@ -304,8 +317,14 @@ static __always_inline struct sock_slot *lookup_io(struct sock *sk)
 	struct mp_tuple t = {};
 	int state;
 
-	if (s)
-		return s->st.ignored ? NULL : s;
+	if (s) {
+		if (s->st.owner != key) { /* mixed up by two concurrent claims: claim it afresh */
+			stat_inc(MP_STAT_DISCARDED);
+			s = NULL;
+		} else {
+			return s->st.ignored ? NULL : s;
+		}
+	}
 	if (!infer_roles)
 		return NULL;
 	/* not seen being set up: only TCP sockets in data-transfer states */
@@ -352,6 +371,7 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 		if (st->phase != PHASE_REQUEST) {
 			st->phase = PHASE_REQUEST;
 			st->req_start_ns = bpf_ktime_get_ns();
+			st->req_owner = (__u64)sk;
 			s->last_ns = st->req_start_ns;
 			st->req_bytes = ret;
 		} else if (st->req_bytes < 0xffffffffu - (__u32)ret) {
@@ -359,10 +379,15 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 		}
 	} else if (st->phase == PHASE_REQUEST) {
 		__u64 now = bpf_ktime_get_ns();
+		__u64 start = READ_ONCE(st->req_start_ns); /* read once: checked and used as the same value */
 
-		/* another CPU may have given this way to another socket meanwhile */
-		if (s->sk == (__u64)sk && st->req_start_ns && st->req_start_ns <= now)
-			emit_latency(ctx, sk, st, now);
+		/*
+		 * Another CPU may have given this way to another socket meanwhile, or
+		 * the socket it took the way from may still have been writing into it:
+		 * the request must be this socket's own, started by this socket.
+		 */
+		if (s->sk == (__u64)sk && st->req_owner == (__u64)sk && start && start <= now)
+			emit_latency(ctx, sk, st, start, now);
 		else
 			stat_inc(MP_STAT_DISCARDED);
 		st->phase = PHASE_RESPONSE;
@@ -506,7 +531,7 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 		s = sock_find(key);
 		if (s) /* a reused struct sock whose close we missed: a new connection */
-			init_slot(s, role, 0, &t, !port_wanted(t.lport, t.rport));
+			init_slot(s, key, role, 0, &t, !port_wanted(t.lport, t.rport));
 		else
 			track(key, role, 0, &t);
 		return 0;
