@@ -1,6 +1,7 @@
 // Shared pieces of the benchmarks: a private nginx on loopback, wrk, and the
 // probe as a child process (the way users run it).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { startProbe as startTestProbe } from '../test/helpers/probe.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -56,29 +57,15 @@ export function wrk(url: string, seconds: number, threads = 1, connections = 32)
   return { rps, requests };
 }
 
-export interface Probe { proc: ChildProcess; output: string; stop(): Promise<any> }
-
-/** Starts a probe command; resolves once it is attached. stop() sends SIGINT and returns its report. */
-export async function startProbe(name: string, args: string[]): Promise<Probe> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'meshprobe-bench-'));
-  const output = path.join(dir, 'report.json');
-  const proc = spawn(process.execPath, [path.join(ROOT, 'dist', 'src', 'cli', `${name}.js`), '--quiet', '--output', output, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  proc.stderr!.on('data', (b) => { err += b; });
-  const exited = new Promise<number | null>((r) => proc.on('exit', r));
-  while (!/measuring/.test(err)) {
-    if (proc.exitCode !== null) throw new Error(`${name} failed: ${err}`);
-    await sleep(20);
-  }
+/** A probe command attached and measuring (test/helpers/probe.ts); stop() returns its report. */
+export async function startProbe(name: string, args: string[]): Promise<{ stop(): Promise<any> }> {
+  const run = startTestProbe(name, ['--quiet', ...args]);
+  await run.ready;
   return {
-    proc, output,
     async stop() {
-      proc.kill('SIGINT');
-      const code = await exited;
-      if (code !== 0) throw new Error(`${name} exited ${code}: ${err}`);
-      const rep = JSON.parse(readFileSync(output, 'utf8'));
-      rmSync(dir, { recursive: true, force: true });
-      return rep;
+      const exit = await run.stop('SIGINT');
+      if (exit.code !== 0 || !exit.report) throw new Error(`${name} exited ${exit.code}: ${exit.stderr}`);
+      return exit.report;
     },
   };
 }
