@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadedPrograms, needsRoot, runCli, startProbe, tempDir } from './helpers/probe.js';
+import { loadedPrograms, needsRoot, programsAfterExit, runCli, startProbe, tempDir } from './helpers/probe.js';
 import { buildTools, runClient, startServer } from './helpers/workload.js';
 
 const oneLine = (s: string) => s.trim().split('\n').filter(Boolean);
@@ -23,7 +23,7 @@ test('programs carry "latency" in their names while running, and none stay after
   const exit = await probe.stop('SIGTERM');
   assert.equal(exit.code, 0, exit.stderr);
   assert.ok(exit.report, 'SIGTERM still writes the report');
-  assert.deepEqual(loadedPrograms('latency'), []);
+  assert.deepEqual(await programsAfterExit('latency'), []);
 });
 
 test('--duration ends the run by itself, writes the report, leaves nothing attached', async (t) => {
@@ -40,7 +40,7 @@ test('--duration ends the run by itself, writes the report, leaves nothing attac
     assert.equal(exit.report.metrics.client.total_requests, client.requests);
     assert.ok(exit.report.duration_seconds >= 2.9 && exit.report.duration_seconds < 4, `duration ${exit.report.duration_seconds}`);
     assert.match(exit.stderr, /report: /);
-    assert.deepEqual(loadedPrograms('latency'), []);
+    assert.deepEqual(await programsAfterExit('latency'), []);
   } finally {
     await server.stop().catch(() => undefined);
   }
@@ -53,9 +53,7 @@ test('SIGKILL cannot leave programs attached either (links die with the process)
   await probe.ready;
   assert.equal(loadedPrograms('latency').length, 4);
   await probe.stop('SIGKILL');
-  // the kernel frees programs once their last fd and link are gone (RCU): allow a moment
-  for (let i = 0; i < 50 && loadedPrograms('latency').length > 0; i++) await new Promise((r) => setTimeout(r, 100));
-  assert.deepEqual(loadedPrograms('latency'), []);
+  assert.deepEqual(await programsAfterExit('latency'), []);
 });
 
 test('--check prints the kernel, BTF, capabilities, mounts and the hook of each slot', (t) => {

@@ -115,3 +115,16 @@ export function loadedPrograms(prefix: string): string[] {
 export function near(a: number, b: number, rel: number, abs: number): boolean {
   return Math.abs(a - b) <= Math.max(rel * Math.abs(b), abs);
 }
+
+/**
+ * Waits until none of our programs with this prefix is loaded: the kernel frees a program once
+ * its last fd and link are gone, after an RCU grace period. Returns what is still loaded after 5 s.
+ */
+export async function programsAfterExit(prefix: string): Promise<string[]> {
+  let left = loadedPrograms(prefix);
+  for (let i = 0; i < 50 && left.length > 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    left = loadedPrograms(prefix);
+  }
+  return left;
+}
