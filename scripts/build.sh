@@ -28,6 +28,7 @@ fi
 if newer dist/.stamp src test bench tsconfig.json; then
   echo "build: typescript"
   node_modules/.bin/tsc -p .
+  chmod +x dist/src/cli/*.js # package.json "bin"
   touch dist/.stamp
 fi
 
