@@ -228,16 +228,21 @@ static __always_inline void init_slot(struct sock_slot *s, __u64 key, __u8 role,
  * ignored, so that its next reads and writes cost one lookup, and it is
  * counted once. Returns the way of a socket to measure, else NULL.
  */
-static __always_inline struct sock_slot *track(__u64 key, __u8 role, __u32 flags, struct mp_tuple *t)
+static __always_inline struct sock_slot *track_in(struct sock_slot *s, __u64 key, __u8 role, __u32 flags,
+						  struct mp_tuple *t)
 {
 	bool wanted = port_wanted(t->lport, t->rport);
-	struct sock_slot *s = sock_claim(key);
 
 	if (!s)
 		return NULL;
 	init_slot(s, key, role, flags, t, !wanted);
 	stat_inc(wanted ? MP_STAT_TRACKED : MP_STAT_FILTERED);
 	return wanted ? s : NULL;
+}
+
+static __always_inline struct sock_slot *track(__u64 key, __u8 role, __u32 flags, struct mp_tuple *t)
+{
+	return track_in(sock_claim(key), key, role, flags, t);
 }
 
 static __always_inline void fill_hdr(struct mp_rec_hdr *h, __u8 kind, struct sock_state *st)
@@ -315,21 +320,17 @@ static __always_inline struct sock_slot *lookup_io(struct sock *sk)
 	__u64 key = (__u64)sk;
 	struct sock_slot *s = sock_find(key);
 	struct mp_tuple t = {};
-	int state;
+	int state, family;
 
-	if (s) {
-		if (s->st.owner != key) { /* mixed up by two concurrent claims: claim it afresh */
-			stat_inc(MP_STAT_DISCARDED);
-			s = NULL;
-		} else {
-			return s->st.ignored ? NULL : s;
-		}
-	}
+	if (s && s->st.owner == key)
+		return s->st.ignored ? NULL : s;
+	if (s) /* mixed up by two concurrent claims: started afresh below, in the same way */
+		stat_inc(MP_STAT_DISCARDED);
 	if (!infer_roles)
 		return NULL;
 	/* not seen being set up: only TCP sockets in data-transfer states */
-	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET &&
-	    BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET6)
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
 		return NULL;
 	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
 		return NULL;
@@ -341,7 +342,7 @@ static __always_inline struct sock_slot *lookup_io(struct sock *sk)
 		struct listen_key lk = { .netns = sock_netns(sk), .port = t.lport };
 		__u8 role = bpf_map_lookup_elem(&listeners, &lk) ? MP_ROLE_SERVER : MP_ROLE_CLIENT;
 
-		return track(key, role, MP_CONN_F_ROLE_INFERRED, &t);
+		return track_in(s ? s : sock_claim(key), key, role, MP_CONN_F_ROLE_INFERRED, &t);
 	}
 }
 
