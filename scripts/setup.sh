@@ -6,9 +6,12 @@ cd "$(dirname "$0")/.."
 
 # build: clang/llvm/libbpf/bpftool for bpf/, g++/python3/make for native/;
 # test peers: iproute2 (netns, veth), nginx and wrk (overhead bench), curl;
-# other kernels under qemu: qemu-system-x86, busybox-static, cpio.
+# other kernels under qemu: qemu-system-x86, busybox-static, cpio;
+# exporter peers the tests start themselves: victoria-metrics, influxdb (1.x),
+# prometheus (with promtool).
 APT_PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make gcc g++ python3
-          iproute2 nginx-light wrk curl procps qemu-system-x86 busybox-static cpio)
+          iproute2 nginx-light wrk curl procps qemu-system-x86 busybox-static cpio
+          victoria-metrics influxdb prometheus)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -20,7 +23,14 @@ if ((${#missing[@]})); then
   fi
   echo "setup: installing ${missing[*]}"
   apt-get update -q
+  # the server packages must not start their daemons: the tests start their own, on ports they choose
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 stamp=node_modules/.meshprobe-lock

@@ -220,3 +220,29 @@ export function fromBucketList(
     buckets,
   };
 }
+
+/**
+ * cur - prev, for two snapshots of the same cumulative histogram (an
+ * interval's counts). min/max of an interval are not known from cumulative
+ * snapshots: they become the bounds of the lowest and highest bucket that
+ * changed.
+ */
+export function diff(cur: HistogramSnapshot, prev: HistogramSnapshot | undefined): HistogramSnapshot {
+  if (!prev || prev.count === 0) return { ...cur, buckets: cur.buckets.map(([i, c]) => [i, c] as [number, number]) };
+  const before = new Map(prev.buckets);
+  const buckets: [number, number][] = [];
+  for (const [i, c] of cur.buckets) {
+    const d = c - (before.get(i) ?? 0);
+    if (d > 0) buckets.push([i, d]);
+  }
+  if (buckets.length === 0) return emptyHistogram();
+  const count = buckets.reduce((a, [, c]) => a + c, 0);
+  const last = buckets[buckets.length - 1][0];
+  return {
+    count,
+    sum_ns: Math.max(0, cur.sum_ns - prev.sum_ns),
+    min_ns: bucketLower(buckets[0][0]),
+    max_ns: last === overflowIndex() ? bucketLower(last) : bucketUpper(last) - 1,
+    buckets,
+  };
+}

@@ -1,0 +1,44 @@
+/**
+ * What every exporter (JSON stream, InfluxDB, Prometheus) is given: a probe's
+ * figures as named series with labels, independent of the probe. A probe
+ * turns its report figures into a MetricSet (src/report/<probe>.ts); the
+ * exporters never look inside a probe.
+ *
+ * Units: histograms hold nanoseconds (HistogramSnapshot); exporters write
+ * seconds, the base unit (Prometheus `_seconds`, Influx fields `*_seconds`).
+ */
+import { type HistogramSnapshot } from '../histogram.js';
+
+export type Labels = Record<string, string>;
+
+export interface HistogramSeries {
+  /** metric name without prefix or unit, e.g. "request_duration" */
+  name: string;
+  help: string;
+  labels: Labels;
+  hist: HistogramSnapshot;
+}
+
+export interface ScalarSeries {
+  /** counters: without "_total" (the exporter adds it); gauges: full name without prefix */
+  name: string;
+  help: string;
+  labels: Labels;
+  value: number;
+}
+
+export interface MetricSet {
+  probe: string;
+  host: string;
+  /** the span these figures cover: since the probe started (cumulative) or one interval (delta) */
+  start: Date;
+  end: Date;
+  /** true: counts since start (Prometheus); false: counts of [start, end) only (stream, Influx) */
+  cumulative: boolean;
+  histograms: HistogramSeries[];
+  counters: ScalarSeries[];
+  gauges: ScalarSeries[];
+}
+
+/** Everything in the metric names exporters write starts with this. */
+export const METRIC_PREFIX = 'meshprobe_';
