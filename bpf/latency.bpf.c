@@ -24,6 +24,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "common.bpf.h"
+#include "filter.bpf.h"
 
 #ifndef READ_ONCE
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
@@ -33,7 +34,6 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Settings, written by user space before load. */
 const volatile __u64 sock_table_size = 65536; /* max_entries of socks: a power of two >= SOCK_WAYS */
-const volatile __u16 filter_port = 0;         /* 0: every port; else local or remote port */
 const volatile bool infer_roles = true;       /* track connections that predate the probe */
 
 #define TCP_ESTABLISHED_ 1
@@ -62,6 +62,7 @@ struct sock_state {
 	__u8 phase;
 	__u8 opened;  /* MP_REC_CONN_OPEN emitted */
 	__u8 ignored; /* outside the filter: kept only so that it is not looked at again */
+	__u8 unsampled; /* the request under way is not measured (sampling) */
 	struct mp_tuple tuple;
 };
 
@@ -196,18 +197,13 @@ static __always_inline __u64 next_conn_id(void)
 	return ((__u64)(bpf_get_smp_processor_id() + 1) << 48) | (*seq & 0xffffffffffffULL);
 }
 
-static __always_inline bool port_wanted(__u16 lport, __u16 rport)
-{
-	return filter_port == 0 || lport == filter_port || rport == filter_port;
-}
-
 /*
  * (Re)starts the state of a way for a new connection. `owner` is written
  * last: a way whose owner is not the socket looking at it (two CPUs
  * initialising the same way at once, which only a thrashing table does) is
  * not used until the socket claims it again.
  */
-static __always_inline void init_slot(struct sock_slot *s, __u64 key, __u8 role, __u32 flags, struct mp_tuple *t, bool ignored)
+static __always_inline void init_slot(struct sock_slot *s, __u64 key, __u8 role, __u32 flags, struct mp_tuple *t)
 {
 	struct sock_state *st = &s->st;
 
@@ -217,27 +213,20 @@ static __always_inline void init_slot(struct sock_slot *s, __u64 key, __u8 role,
 	s->last_ns = st->first_ns;
 	st->role = role;
 	st->flags = flags;
-	st->ignored = ignored;
 	st->tuple = *t;
 	barrier();
 	st->owner = key;
 }
 
-/*
- * Starts tracking a socket. One outside the filter takes a way too, marked
- * ignored, so that its next reads and writes cost one lookup, and it is
- * counted once. Returns the way of a socket to measure, else NULL.
- */
+/* Starts tracking a socket in way `s`. Returns `s`. */
 static __always_inline struct sock_slot *track_in(struct sock_slot *s, __u64 key, __u8 role, __u32 flags,
 						  struct mp_tuple *t)
 {
-	bool wanted = port_wanted(t->lport, t->rport);
-
 	if (!s)
 		return NULL;
-	init_slot(s, key, role, flags, t, !wanted);
-	stat_inc(wanted ? MP_STAT_TRACKED : MP_STAT_FILTERED);
-	return wanted ? s : NULL;
+	init_slot(s, key, role, flags, t);
+	stat_inc(MP_STAT_TRACKED);
+	return s;
 }
 
 static __always_inline struct sock_slot *track(__u64 key, __u8 role, __u32 flags, struct mp_tuple *t)
@@ -359,6 +348,18 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 	if (!s)
 		return 0;
 	st = &s->st;
+	if (!st->opened) {
+		/*
+		 * First use by a process: the filter is decided now, once. A socket
+		 * outside it keeps its way, marked ignored, so that its next reads
+		 * and writes cost one lookup.
+		 */
+		if (!filter_pass(sk, st->tuple.lport, st->tuple.rport)) {
+			st->ignored = 1;
+			stat_inc(MP_STAT_FILTERED);
+			return 0;
+		}
+	}
 	if (starter == MP_ROLE_CLIENT) {
 		stat_inc(MP_STAT_SEND);
 		st->bytes_sent += ret;
@@ -375,6 +376,7 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 			st->req_owner = (__u64)sk;
 			s->last_ns = st->req_start_ns;
 			st->req_bytes = ret;
+			st->unsampled = !sample_request();
 		} else if (st->req_bytes < 0xffffffffu - (__u32)ret) {
 			st->req_bytes += ret;
 		}
@@ -387,10 +389,14 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 		 * the socket it took the way from may still have been writing into it:
 		 * the request must be this socket's own, started by this socket.
 		 */
-		if (s->sk == (__u64)sk && st->req_owner == (__u64)sk && start && start <= now)
-			emit_latency(ctx, sk, st, start, now);
-		else
+		if (!(s->sk == (__u64)sk && st->req_owner == (__u64)sk && start && start <= now)) {
 			stat_inc(MP_STAT_DISCARDED);
+		} else if (st->unsampled) {
+			st->requests++; /* counted on the connection, not measured */
+			stat_inc(MP_STAT_UNSAMPLED);
+		} else {
+			emit_latency(ctx, sk, st, start, now);
+		}
 		st->phase = PHASE_RESPONSE;
 	}
 	return 0;
@@ -532,7 +538,7 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 		s = sock_find(key);
 		if (s) /* a reused struct sock whose close we missed: a new connection */
-			init_slot(s, key, role, 0, &t, !port_wanted(t.lport, t.rport));
+			init_slot(s, key, role, 0, &t);
 		else
 			track(key, role, 0, &t);
 		return 0;
@@ -545,10 +551,6 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	if (ctx->oldstate == TCP_SYN_SENT_ && ctx->newstate == TCP_ESTABLISHED_) {
 		read_tuple((struct sock *)ctx->skaddr, &st->tuple); /* source port is known now */
-		if (!st->ignored && !port_wanted(st->tuple.lport, st->tuple.rport)) {
-			st->ignored = 1;
-			stat_inc(MP_STAT_FILTERED);
-		}
 		return 0;
 	}
 

@@ -93,6 +93,8 @@ struct mp_conn_close_rec {
 #define MP_STAT_FILTERED      6 /* sockets skipped by the in-kernel filter */
 #define MP_STAT_EMITTED       7 /* latency records emitted */
 #define MP_STAT_DISCARDED     8 /* exchanges dropped as inconsistent (socket taken over mid-exchange) */
-#define MP_STAT__COUNT        9
+#define MP_STAT_UNSAMPLED     9 /* exchanges finished but not measured (--sample-rate) */
+#define MP_STAT__COUNT        10
+
 
 #endif

@@ -11,7 +11,8 @@ export interface ProgramInfo { name: string; section: string; autoload: boolean 
 export interface ProgramStats { name: string; id: number; runTimeNs: bigint; runCount: bigint }
 
 export interface BpfObject {
-  setGlobal(name: string, value: number | bigint | boolean): void;
+  /** a const volatile setting: an integer, or the raw bytes of a struct/array (size must match) */
+  setGlobal(name: string, value: number | bigint | boolean | Uint8Array): void;
   setMapMaxEntries(map: string, entries: number): void;
   setAutoload(program: string, on: boolean): void;
   programs(): ProgramInfo[];

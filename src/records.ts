@@ -79,7 +79,8 @@ export const STAT_OUTPUT_FAIL = 5;
 export const STAT_FILTERED = 6;
 export const STAT_EMITTED = 7;
 export const STAT_DISCARDED = 8;
-export const STAT__COUNT = 9;
+export const STAT_UNSAMPLED = 9;
+export const STAT__COUNT = 10;
 
 // perf_event_header framing
 export const PERF_RECORD_LOST = 2;

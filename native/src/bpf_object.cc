@@ -85,7 +85,13 @@ Napi::Value BpfObject::SetGlobal(const Napi::CallbackInfo &info) {
     ThrowCode(env, "MP_ERR_ARG", "setGlobal(name, value)");
   std::string name = info[0].As<Napi::String>();
   uint64_t value = 0;
-  if (info[1].IsBigInt()) {
+  const uint8_t *bytes = nullptr;  // a Uint8Array: raw bytes of a struct or array setting
+  size_t nbytes = 0;
+  if (info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array) {
+    Napi::Uint8Array a = info[1].As<Napi::Uint8Array>();
+    bytes = a.Data();
+    nbytes = a.ByteLength();
+  } else if (info[1].IsBigInt()) {
     bool lossless;
     value = info[1].As<Napi::BigInt>().Uint64Value(&lossless);
   } else if (info[1].IsBoolean()) {
@@ -93,7 +99,7 @@ Napi::Value BpfObject::SetGlobal(const Napi::CallbackInfo &info) {
   } else if (info[1].IsNumber()) {
     value = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value());
   } else {
-    ThrowCode(env, "MP_ERR_ARG", "setGlobal: value must be a number, bigint or boolean");
+    ThrowCode(env, "MP_ERR_ARG", "setGlobal: value must be a number, bigint, boolean or Uint8Array");
   }
 
   const btf *b = bpf_object__btf(obj);
@@ -117,6 +123,12 @@ Napi::Value BpfObject::SetGlobal(const Napi::CallbackInfo &info) {
     auto *data = const_cast<uint8_t *>(static_cast<const uint8_t *>(bpf_map__initial_value(rodata, &size)));
     if (!data || vs->offset + vs->size > size)
       ThrowCode(env, "MP_ERR_NO_GLOBAL", "cannot write setting " + name);
+    if (bytes) {
+      if (nbytes != vs->size)
+        ThrowCode(env, "MP_ERR_ARG", "setting " + name + " is " + std::to_string(vs->size) + " bytes, not " + std::to_string(nbytes));
+      memcpy(data + vs->offset, bytes, nbytes);
+      return env.Undefined();
+    }
     if (vs->size != 1 && vs->size != 2 && vs->size != 4 && vs->size != 8)
       ThrowCode(env, "MP_ERR_ARG", "setting " + name + " is not an integer");
     memcpy(data + vs->offset, &value, vs->size);  // little-endian: low bytes first

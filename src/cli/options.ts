@@ -45,24 +45,3 @@ export function checkWritable(file: string): void {
     throw usageError(`cannot write the report to ${file}: directory ${dir} is not writable; choose another --output`);
   }
 }
-
-/** --filter port=80 (more filter kinds arrive with the outputs/filters work) */
-export interface Filters { port: number }
-
-export function parseFilters(list: string[]): Filters {
-  const f: Filters = { port: 0 };
-  for (const expr of list) {
-    const m = /^([a-z]+)=(.+)$/.exec(expr.trim());
-    if (!m) throw usageError(`invalid --filter "${expr}": use key=value, e.g. port=80`);
-    const [, key, value] = m;
-    if (key === 'port') {
-      const p = Number(value);
-      if (!/^\d+$/.test(value) || p < 1 || p > 65535) throw usageError(`invalid --filter "${expr}": port must be 1-65535`);
-      if (f.port && f.port !== p) throw usageError(`--filter port= given twice with different ports (${f.port}, ${p})`);
-      f.port = p;
-    } else {
-      throw usageError(`unsupported --filter "${key}": this version filters by port=N only`);
-    }
-  }
-  return f;
-}

@@ -7,8 +7,15 @@ import { EXIT_USAGE, MeshprobeError } from '../errors.js';
 import { LOG_LEVELS, log, setLogLevel, type LogLevel } from '../log.js';
 import { DEFAULT_PIPELINE, MIN_RING_PAGES, type PipelineOptions } from '../pipeline/session.js';
 import { parseDuration, parsePositiveInt } from './options.js';
+import { FORMATS, type Format, type OutputOptions } from './run-probe.js';
+import { VERSION } from './version.js';
+import { parseBuckets } from '../export/prometheus.js';
+import { validateInfluxOptions, type InfluxOptions } from '../export/influx.js';
+import { parseFilters } from '../filter/parse.js';
+import { defaultResolveEnv, resolveFilters, type ResolvedFilter } from '../filter/resolve.js';
+import { loadServices, type ServiceDef } from '../filter/services.js';
 
-export const VERSION = '0.1.0';
+export { VERSION };
 
 export function newCommand(name: string, description: string): Command {
   const cmd = new Command(name)
@@ -28,8 +35,25 @@ export function addProbeOptions(cmd: Command, defaultOutput: string): Command {
   return cmd
     .option('-d, --duration <time>', 'how long to measure: 60, 60s, 500ms, 2m (default: until SIGINT/SIGTERM)')
     .option('-o, --output <file>', 'where the JSON report goes (- for stdout)', defaultOutput)
-    .option('--format <format>', 'report format: json', 'json')
-    .option('--filter <expr...>', 'only matching traffic; repeat to combine: port=80')
+    .option('--format <format>', `output: ${FORMATS.join(', ')}`, 'json')
+    .option('--aggregate-interval <time>', 'interval of json-stream lines and InfluxDB writes: 500ms, 10s, 1m', '10s')
+    .option('--filter <expr...>', 'only matching traffic: port=, pid=, comm=, service=, netns=, namespace=, cgroup= ' +
+      '(repeat: all must hold; a,b: any of them)')
+    .option('--services <file>', 'service names: name -> ports, comm, cgroup, netns (JSON or lines)')
+    .option('--sample-rate <n>', 'measure 1 request in N, or auto (keeps ring loss at zero)', '1')
+    .option('--max-event-rate <n>', 'with --sample-rate auto: measured requests per second to stay under', '100000')
+    .option('--port <n>', '--format prometheus: port of /metrics', '9090')
+    .option('--listen <addr>', '--format prometheus: address to listen on', '127.0.0.1')
+    .option('--buckets <seconds>', '--format prometheus: histogram bounds, e.g. 0.001,0.01,0.1,1')
+    .option('--url <url>', '--format influx: InfluxDB base URL, e.g. http://influxdb:8086')
+    .option('--org <org>', '--format influx (InfluxDB 2): organization')
+    .option('--bucket <bucket>', '--format influx (InfluxDB 2): bucket')
+    .option('--token <token>', '--format influx (InfluxDB 2): API token (or INFLUX_TOKEN)')
+    .option('--db <database>', '--format influx (InfluxDB 1): database')
+    .option('--username <user>', '--format influx (InfluxDB 1): user')
+    .option('--password <password>', '--format influx (InfluxDB 1): password (or INFLUX_PASSWORD)')
+    .option('--retention-policy <rp>', '--format influx (InfluxDB 1): retention policy')
+    .option('--no-progress', 'no live progress line on a terminal')
     .option('--check', 'print what this kernel offers and the hooks that would be used, then exit')
     .option('--workers <n>', 'decoding worker threads', String(DEFAULT_PIPELINE.workers))
     .option('--max-connections <n>', 'connections tracked with their own histogram', String(DEFAULT_PIPELINE.connCapacity))
@@ -42,7 +66,23 @@ export interface CommonProbeFlags {
   duration?: string;
   output: string;
   format: string;
+  aggregateInterval: string;
   filter?: string[];
+  services?: string;
+  sampleRate: string;
+  maxEventRate: string;
+  port: string;
+  listen: string;
+  buckets?: string;
+  url?: string;
+  org?: string;
+  bucket?: string;
+  token?: string;
+  db?: string;
+  username?: string;
+  password?: string;
+  retentionPolicy?: string;
+  progress: boolean;
   check?: boolean;
   workers: string;
   maxConnections: string;
@@ -51,8 +91,6 @@ export interface CommonProbeFlags {
   quiet?: boolean;
   logLevel?: LogLevel;
 }
-
-export const FORMATS = ['json'];
 
 export function pipelineFrom(f: CommonProbeFlags): PipelineOptions {
   const pages = parsePositiveInt(f.ringPages, '--ring-pages', 65536);
@@ -70,11 +108,66 @@ export function pipelineFrom(f: CommonProbeFlags): PipelineOptions {
 
 export function applyCommon(f: CommonProbeFlags): void {
   if (f.logLevel) setLogLevel(f.logLevel);
-  if (!FORMATS.includes(f.format)) {
-    throw new MeshprobeError('MP_USAGE', `unknown --format "${f.format}": this version writes ${FORMATS.join(', ')}`, EXIT_USAGE);
+  if (!FORMATS.includes(f.format as Format)) {
+    throw new MeshprobeError('MP_USAGE', `unknown --format "${f.format}": use one of ${FORMATS.join(', ')}`, EXIT_USAGE);
   }
   if (f.duration !== undefined) parseDuration(f.duration, '--duration');
 }
+
+/** --filter and --services, resolved into what the kernel compares. */
+export function filtersFrom(f: CommonProbeFlags): { filter: ResolvedFilter; services: ServiceDef[] } {
+  const services = f.services ? loadServices(f.services) : [];
+  const filter = resolveFilters(parseFilters(f.filter ?? []), services, defaultResolveEnv());
+  return { filter, services };
+}
+
+/** Where and how the figures go: --format and its options, --aggregate-interval, --sample-rate. */
+export function outputFrom(f: CommonProbeFlags): OutputOptions {
+  const format = f.format as Format;
+  const intervalS = parseDuration(f.aggregateInterval, '--aggregate-interval');
+  if (intervalS < 0.1) throw new MeshprobeError('MP_USAGE', `--aggregate-interval ${f.aggregateInterval} is too short: use 100ms or more`, EXIT_USAGE);
+  let sampleRate: number | 'auto';
+  if (f.sampleRate.trim() === 'auto') sampleRate = 'auto';
+  else sampleRate = parsePositiveInt(f.sampleRate, '--sample-rate (a whole number, or auto)', 1 << 20);
+  const out: OutputOptions = {
+    format,
+    output: f.output,
+    intervalS,
+    sampleRate,
+    maxEventRate: parsePositiveInt(f.maxEventRate, '--max-event-rate', 1e9),
+    progress: f.progress === false ? false : undefined,
+  };
+  const given = (names: (keyof CommonProbeFlags)[]) => names.filter((n) => f[n] !== undefined);
+  if (format !== 'influx') {
+    const stray = given(['url', 'org', 'bucket', 'token', 'db', 'username', 'password', 'retentionPolicy']);
+    if (stray.length) throw new MeshprobeError('MP_USAGE', `--${kebab(stray[0])} is for --format influx (the format is ${format})`, EXIT_USAGE);
+  }
+  if (format === 'influx') {
+    if (!f.url) throw new MeshprobeError('MP_USAGE', '--format influx needs --url, e.g. --url http://influxdb:8086', EXIT_USAGE);
+    const influx: InfluxOptions = {
+      url: f.url,
+      org: f.org,
+      bucket: f.bucket,
+      token: f.token ?? process.env.INFLUX_TOKEN,
+      db: f.db,
+      username: f.username,
+      password: f.password ?? process.env.INFLUX_PASSWORD,
+      retentionPolicy: f.retentionPolicy,
+    };
+    validateInfluxOptions(influx);
+    out.influx = influx;
+  }
+  if (format === 'prometheus') {
+    out.prometheus = {
+      port: parsePositiveInt(f.port, '--port', 65535),
+      host: f.listen,
+      le: f.buckets ? parseBuckets(f.buckets) : undefined,
+    };
+  }
+  return out;
+}
+
+const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
 /** Runs a command's main; errors become one line on stderr and an exit code. */
 export async function main(cmd: Command, argv = process.argv): Promise<void> {

@@ -1,23 +1,65 @@
 /**
- * What every probe command does once its options are parsed: --check, start
- * the session, wait for --duration or a signal, stop, build and write the
- * report. A signal or an error never loses what was measured.
+ * What every probe command does once its options are parsed: --check, the
+ * outputs (bind the Prometheus port, check InfluxDB is reachable) before
+ * anything is loaded, start the session, then every aggregation interval
+ * the stream line or the InfluxDB points, sampling, the live progress line;
+ * stop on --duration, a signal, a closed stream or an error; build and write
+ * the report. A signal or an error never loses what was measured.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { log } from '../log.js';
 import { MeshprobeError } from '../errors.js';
 import { preflight, chooseHooks, candidateAvailable, tracefsPath } from '../kernel/features.js';
-import { startSession, type PipelineOptions, type ProbeDefinition, type SessionResult } from '../pipeline/session.js';
+import { startSession, type PipelineOptions, type ProbeDefinition, type RunningSession, type SessionResult } from '../pipeline/session.js';
+import { AutoSampler } from '../pipeline/sampling.js';
 import { writeJson } from '../report/write.js';
-import { readCounters } from '../wasm.js';
+import { readCounters, type State } from '../wasm.js';
+import type { MetricSet, SamplingInfo } from '../export/model.js';
+import { JsonStream } from '../export/stream.js';
+import { InfluxExporter, checkInfluxReachable, type InfluxOptions } from '../export/influx.js';
+import { PrometheusExporter } from '../export/prometheus.js';
+import { Progress } from './progress.js';
+import { VERSION } from './version.js';
 
-export interface RunOptions<O, R> {
+/** How a probe's figures are read, differenced and shown (src/report/<probe>.ts). */
+export interface ProbeOutputs<F> {
+  /** cumulative figures now */
+  read(state: State, kernelStats: bigint[]): F;
+  /** the figures of the interval between two readings */
+  diff(cur: F, prev: F | undefined): F;
+  /** one line of the JSON stream */
+  interval(f: F, span: { start: Date; end: Date; seq: number }, sampling: SamplingInfo): unknown;
+  metricSet(f: F, span: { start: Date; end: Date; cumulative: boolean }, sampling: SamplingInfo): MetricSet;
+  /** the live line's figures */
+  progress(f: F): { requests: number; p50_ms: number | null; p99_ms: number | null; lost: number };
+  /** for --sample-rate auto: exchanges finished (measured or not) and records lost, from the kernel counters */
+  demand(kernelStats: bigint[]): { seen: number; lost: number };
+}
+
+export type Format = 'json' | 'json-stream' | 'influx' | 'prometheus';
+export const FORMATS: Format[] = ['json', 'json-stream', 'influx', 'prometheus'];
+
+export interface OutputOptions {
+  format: Format;
+  output: string;
+  intervalS: number;
+  sampleRate: number | 'auto';
+  /** --sample-rate auto: measured exchanges per second to stay under */
+  maxEventRate: number;
+  influx?: InfluxOptions;
+  prometheus?: { port: number; host: string; le?: number[] };
+  /** the live progress line: undefined = when stderr is a terminal */
+  progress?: boolean;
+}
+
+export interface RunOptions<O, F, R> {
   def: ProbeDefinition<O>;
   probeOptions: O;
   pipeline: PipelineOptions;
   durationS?: number;
-  output: string;
-  buildReport(result: SessionResult): R;
+  out: OutputOptions;
+  outputs: ProbeOutputs<F>;
+  buildReport(result: SessionResult, extra: { sampling: SamplingInfo; exports?: Record<string, unknown> }): R;
   summary(report: R): string;
   quiet?: boolean;
 }
@@ -62,53 +104,166 @@ async function waitFor(seconds: number | undefined, signal: AbortSignal): Promis
   }
 }
 
-export async function runProbe<O, R>(o: RunOptions<O, R>): Promise<void> {
+/** How long InfluxDB writes may take at shutdown before what is left is reported lost. */
+export const INFLUX_CLOSE_TIMEOUT_MS = 10_000;
+
+export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
   // signals first: one that arrives while the programs load stops the run as soon as it has started
   const ac = new AbortController();
   let stopReason = 'duration';
+  const stop = (why: string) => {
+    if (!ac.signal.aborted) {
+      stopReason = why;
+      ac.abort();
+    }
+  };
   const onSignal = (sig: NodeJS.Signals) => {
     if (ac.signal.aborted) {
       log.warn(`${sig} again: exiting without waiting`);
       process.exit(130);
     }
-    stopReason = sig;
-    ac.abort();
+    stop(sig);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const session = await startSession(o.def, o.probeOptions, o.pipeline);
-  log.info(`${o.def.name}: measuring${o.durationS ? ` for ${o.durationS} s` : ' until Ctrl-C (SIGINT) or SIGTERM'}`);
-  const errorWatch = setInterval(() => {
-    if (session.error()) {
-      stopReason = 'error';
-      ac.abort();
+  const { out, outputs } = o;
+  const sampler = out.sampleRate === 'auto' ? new AutoSampler(out.maxEventRate) : undefined;
+  const sampling = (): SamplingInfo => sampler
+    ? { mode: 'auto', rate: sampler.rate, changes: sampler.changes }
+    : { mode: 'fixed', rate: out.sampleRate as number };
+
+  // outputs that can fail are set up before anything is loaded
+  let session: RunningSession | undefined;
+  let influx: InfluxExporter | undefined;
+  let prom: PrometheusExporter | undefined;
+  let stream: JsonStream | undefined;
+  const startedAt = new Date();
+  if (out.format === 'influx') {
+    await checkInfluxReachable(out.influx!);
+    influx = new InfluxExporter(out.influx!);
+  } else if (out.format === 'prometheus') {
+    prom = new PrometheusExporter({
+      port: out.prometheus!.port,
+      host: out.prometheus!.host,
+      le: out.prometheus!.le,
+      version: VERSION,
+      collect: () => {
+        const s = session!;
+        return outputs.metricSet(outputs.read(s.state, s.kernelStats()), { start: startedAt, end: new Date(), cumulative: true }, sampling());
+      },
+    });
+    await prom.start();
+  } else if (out.format === 'json-stream') {
+    stream = new JsonStream(out.output);
+  }
+
+  try {
+    session = await startSession(o.def, o.probeOptions, o.pipeline, sampler ? sampler.rate : (out.sampleRate as number));
+  } catch (e) {
+    await prom?.close();
+    stream?.close();
+    await influx?.close(1000);
+    throw e;
+  }
+  const s = session;
+  const t0 = process.hrtime.bigint();
+  log.info(`${o.def.name}: measuring${o.durationS ? ` for ${o.durationS} s` : ' until Ctrl-C (SIGINT) or SIGTERM'}` +
+    (prom ? `; metrics at http://${out.prometheus!.host}:${out.prometheus!.port}/metrics` : ''));
+
+  // every aggregation interval: the stream line or the InfluxDB points
+  let prev: F | undefined;
+  let intervalStart = new Date();
+  let seq = 0;
+  const emitInterval = (cur: F, end: Date) => {
+    const delta = outputs.diff(cur, prev);
+    prev = cur;
+    const span = { start: intervalStart, end, seq: seq++ };
+    intervalStart = end;
+    if (stream && !stream.write(outputs.interval(delta, span, sampling()))) {
+      log.info(`${o.def.name}: stopping: ${stream.closed}`);
+      stop('output closed');
     }
+    influx?.write(outputs.metricSet(delta, { ...span, cumulative: false }, sampling()));
+  };
+  const intervalTimer = stream || influx
+    ? setInterval(() => emitInterval(outputs.read(s.state, s.kernelStats()), new Date()), out.intervalS * 1000)
+    : undefined;
+
+  // every second: the sampler and the live line
+  const progress = (out.progress ?? process.stderr.isTTY) && !o.quiet ? new Progress(o.durationS) : undefined;
+  let lastStats = s.kernelStats();
+  let lastTick = process.hrtime.bigint();
+  let lastProgress: F | undefined;
+  const tick = setInterval(() => {
+    if (sampler) {
+      const now = process.hrtime.bigint();
+      const stats = s.kernelStats();
+      const a = outputs.demand(stats), b = outputs.demand(lastStats);
+      const seconds = Number(now - lastTick) / 1e9;
+      lastStats = stats;
+      lastTick = now;
+      const next = sampler.tick({ seen: a.seen - b.seen, lost: a.lost - b.lost, seconds }, Number(now - t0) / 1e9);
+      if (next !== undefined) {
+        s.setSampleRate(next);
+        const c = sampler.changes[sampler.changes.length - 1];
+        log.info(`sample rate ${c.from} -> ${c.to}: ${c.reason}`);
+      }
+    }
+    if (progress) {
+      const cur = outputs.read(s.state, s.kernelStats());
+      const recent = outputs.progress(outputs.diff(cur, lastProgress));
+      lastProgress = cur;
+      progress.update({ ...outputs.progress(cur), recent, rate: sampling().rate });
+    }
+  }, 1000);
+  const errorWatch = setInterval(() => {
+    if (s.error()) stop('error');
   }, 200);
-  // --log-level debug: the pipeline's counters every 5 s
   const counterLog = log.enabled('debug')
-    ? setInterval(() => log.debug('pipeline counters', { ...readCounters(session.state), kernel: session.kernelStats().map(Number) }), 5000)
+    ? setInterval(() => log.debug('pipeline counters', { ...readCounters(s.state), kernel: s.kernelStats().map(Number) }), 5000)
     : undefined;
 
   try {
     await waitFor(o.durationS, ac.signal);
   } catch {
-    // aborted by a signal or a worker error: stop and report what was measured
+    // aborted by a signal, a closed stream or a worker error: stop and report what was measured
   } finally {
-    clearInterval(errorWatch);
-    clearInterval(counterLog);
+    for (const t of [intervalTimer, tick, errorWatch, counterLog]) clearInterval(t);
+    progress?.end();
   }
   log.debug(`stopping (${stopReason})`);
-  const result = await session.stop();
+  const result = await s.stop();
   log.debug('pipeline totals', { ...result.pool, ...readCounters(result.state), kernel: result.kernelStats.map(Number) });
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
-  const report = o.buildReport(result);
-  const where = writeJson(o.output, report);
+
+  // the last (partial) interval, then the exporters' own accounting
+  if ((stream && !stream.closed) || influx) emitInterval(outputs.read(result.state, result.kernelStats), result.endedAt);
+  const exports: Record<string, unknown> = {};
+  if (stream) exports.json_stream = { lines: stream.lines, ...(stream.closed ? { closed: stream.closed } : {}) };
+  if (influx) {
+    const st = await influx.close(INFLUX_CLOSE_TIMEOUT_MS);
+    exports.influx = st;
+    if (st.points_dropped > 0) log.warn(`InfluxDB: ${st.points_dropped} points could not be written${st.last_error ? ` (${st.last_error})` : ''}; the report holds every figure`);
+  }
+  if (prom) {
+    exports.prometheus = prom.stats();
+    await prom.close();
+  }
+  const report = o.buildReport(result, { sampling: sampling(), exports: Object.keys(exports).length ? exports : undefined });
+
+  let where: string | undefined;
+  if (stream) {
+    if (!stream.closed) stream.write({ type: 'summary', ...(report as object) });
+    stream.close();
+  } else {
+    where = writeJson(out.output, report);
+  }
   if (!o.quiet) {
     process.stderr.write(o.summary(report) + '\n');
-    if (where !== 'stdout') process.stderr.write(`report: ${where}\n`);
+    if (where && where !== 'stdout') process.stderr.write(`report: ${where}\n`);
   }
-  const err = session.error();
+  const err = s.error();
   if (err) throw new MeshprobeError(err.code, `${err.message} (the report above holds what was measured before it)`);
 }

@@ -42,3 +42,11 @@ export interface MetricSet {
 
 /** Everything in the metric names exporters write starts with this. */
 export const METRIC_PREFIX = 'meshprobe_';
+
+/** Sampling as every output states it. */
+export interface SamplingInfo {
+  mode: 'fixed' | 'auto';
+  /** the rate in force at the end of the span: 1 request in `rate` is measured */
+  rate: number;
+  changes?: { at_s: number; from: number; to: number; reason: string }[];
+}

@@ -99,10 +99,19 @@ export interface RunningSession {
   state: State;
   hooks: HookChoice[];
   kernelStats(): bigint[];
+  /** measure 1 request in n from now on (bpf/filter.bpf.h sample_rate) */
+  setSampleRate(n: number): void;
   error(): MeshprobeError | undefined;
 }
 
-export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe: PipelineOptions): Promise<RunningSession> {
+/** Writes the sample rate map every probe has (bpf/filter.bpf.h). */
+function writeSampleRate(obj: BpfObject, n: number): void {
+  const v = new Uint8Array(4);
+  new DataView(v.buffer).setUint32(0, Math.max(1, Math.floor(n)), true);
+  obj.mapUpdate('sample_rate', new Uint8Array(4), v);
+}
+
+export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe: PipelineOptions, sampleRate = 1): Promise<RunningSession> {
   let hooks = checkPrerequisites(def as ProbeDefinition<unknown>);
   addon().setDebug(log.enabled('debug'));
   // kernels before 5.12 refuse BPF atomics: the build makes a variant without them
@@ -132,6 +141,7 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
   let pool: WorkerPool | undefined;
   try {
     def.afterLoad?.(obj, options);
+    writeSampleRate(obj, sampleRate);
     const wanted = new Set(hooks.flatMap((h) => h.chosen!.programs));
     const state = createState({
       connCapacity: pipe.connCapacity,
@@ -161,6 +171,9 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       state,
       hooks,
       kernelStats: () => loaded.readPercpuArray('stats', def.statCount),
+      setSampleRate: (n) => {
+        if (!stopped) writeSampleRate(loaded, n);
+      },
       error: () => running.error,
       stop() {
         stopped ??= (async () => {

@@ -7,10 +7,12 @@ import { STAT__COUNT } from '../records.js';
 import { listeners } from '../kernel/listeners.js';
 import { log } from '../log.js';
 import type { ProbeDefinition } from '../pipeline/session.js';
+import { applyFilter } from '../filter/kernel.js';
+import type { ResolvedFilter } from '../filter/resolve.js';
 
 export interface LatencyOptions {
-  /** 0 = every port; else only sockets whose local or remote port is this */
-  port: number;
+  /** --filter, resolved (src/filter/) */
+  filter: ResolvedFilter;
   /** sockets the kernel side tracks at once (rounded up to a power of two; 4-way sets, LRU within a set) */
   socketTableSize: number;
   /** adopt connections that existed before the probe started */
@@ -42,7 +44,7 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
     ],
   },
   configure(obj: BpfObject, o: LatencyOptions) {
-    obj.setGlobal('filter_port', o.port);
+    applyFilter(obj, o.filter);
     obj.setGlobal('infer_roles', o.inferRoles);
     // a set-associative table of 4-way sets: a power of two, at least one set
     const entries = 2 ** Math.ceil(Math.log2(Math.max(4, o.socketTableSize)));
@@ -66,4 +68,4 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
 };
 
 /** Names of the kernel counters, in MP_STAT_* order (bpf/records.h; test/records-layout.test.ts checks the count). */
-export const LATENCY_STATS = ['send', 'receive', 'cleanup', 'tracked', 'evicted', 'output_failures', 'filtered', 'emitted', 'discarded'] as const;
+export const LATENCY_STATS = ['send', 'receive', 'cleanup', 'tracked', 'evicted', 'output_failures', 'filtered', 'emitted', 'discarded', 'unsampled'] as const;

@@ -1,16 +1,27 @@
 /**
- * latency-probe's report: the client, server and network views, each
- * connection and each service, the event counters and every loss.
+ * latency-probe's figures and report: the client, server and network views,
+ * each service and each connection, the event counters and every loss.
+ *
+ * readLatencyFigures() reads the shared memory into cumulative figures;
+ * diffLatencyFigures() turns two of them into one interval's; the JSON
+ * report (final or per interval), the stream, InfluxDB and Prometheus all
+ * come from figures, so they agree by construction.
  */
 import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { ROLE_CLIENT, ROLE_SERVER, CONN_F_ROLE_INFERRED } from '../records.js';
-import { readConnTable, readCounters, readGlobalHistograms, readSvcTable, type ConnSlot, type ServiceSlot } from '../wasm.js';
+import { readConnTable, readCounters, readGlobalHistograms, readSvcTable, type ConnSlot, type Counters, type ServiceSlot, type State } from '../wasm.js';
+import { diff, mergeAll, type HistogramSnapshot } from '../histogram.js';
 import { LATENCY_STATS } from '../probes/latency.js';
 import type { SessionResult } from '../pipeline/session.js';
+import { matchService, type ServiceDef } from '../filter/services.js';
+import { cgroupPathOf, netnsInode, defaultResolveEnv } from '../filter/resolve.js';
+import type { MetricSet, HistogramSeries, SamplingInfo, ScalarSeries } from '../export/model.js';
 import { ms, percentilesMs, viewSummary, type ViewSummary } from './views.js';
 
-export const REPORT_VERSION = 1;
+export const REPORT_VERSION = 2;
+
+export type LatencyStat = (typeof LATENCY_STATS)[number];
 
 const roleName = (r: number) => (r === ROLE_CLIENT ? 'client' : r === ROLE_SERVER ? 'server' : 'unknown');
 const endpoint = (addr: string, port: number, family: number) => (family === 10 ? `[${addr}]:${port}` : `${addr}:${port}`);
@@ -23,29 +34,195 @@ function procComm(tgid: number): string | undefined {
   }
 }
 
+/** One service slot of the decoder (role, port, peer), named. */
+export interface ServiceFigure {
+  key: string;
+  name: string;
+  role: 'client' | 'server' | 'unknown';
+  port: number;
+  peer?: string;
+  requests: number;
+  hist: HistogramSnapshot;
+}
+
+export interface LatencyFigures {
+  client: HistogramSnapshot;
+  server: HistogramSnapshot;
+  network: HistogramSnapshot;
+  services: ServiceFigure[];
+  kernel: Record<LatencyStat, number>;
+  counters: Counters;
+}
+
 /**
- * What a service is: a server is named after the process that owns the
- * listening port, "comm:port"; a client's service is the peer it talks to,
- * named after that server when the probe saw its side too, else "addr:port".
+ * What a service is (see src/filter/services.ts): a --services entry when one
+ * matches; else a server is "comm:port" of the process owning the listening
+ * port, and a client's service is the peer it talks to, named after that
+ * server when the probe sees its side too, else "addr:port".
  */
-export function nameServices(svcs: ServiceSlot[], conns: ConnSlot[]): Map<ServiceSlot, string> {
-  const serverComm = new Map<number, string>(); // lport -> comm
-  const serverAt = new Map<string, number>(); // "laddr|lport" -> lport
+export function serviceNamer(conns: readonly ConnSlot[], defs: readonly ServiceDef[] = []): (s: ServiceSlot) => string {
+  const servers = new Map<number, ConnSlot>(); // lport -> a server connection on it
+  const serverAt = new Map<string, ConnSlot>(); // "laddr|lport" -> that connection
   for (const c of conns) {
     if (c.role !== ROLE_SERVER) continue;
-    if (c.comm && !serverComm.has(c.lport)) serverComm.set(c.lport, c.comm);
-    serverAt.set(`${c.laddr}|${c.lport}`, c.lport);
+    if (!servers.has(c.lport) || (!servers.get(c.lport)!.comm && c.comm)) servers.set(c.lport, c);
+    serverAt.set(`${c.laddr}|${c.lport}`, c);
   }
-  const names = new Map<ServiceSlot, string>();
-  for (const s of svcs) {
+  const env = defaultResolveEnv();
+  const netns = (n: string) => netnsInode(n, env);
+  const byDefs = (port: number, side: ConnSlot | undefined) =>
+    defs.length
+      ? matchService(defs, {
+        port,
+        comm: side?.comm || undefined,
+        cgroupPath: side ? cgroupPathOf(side.cgroup_id) : undefined,
+        netns: side?.netns,
+      }, netns)
+      : undefined;
+  return (s) => {
     if (s.role === ROLE_SERVER) {
-      names.set(s, `${serverComm.get(s.port) ?? procComm(s.tgid) ?? `pid${s.tgid}`}:${s.port}`);
-    } else {
-      const local = serverAt.get(`${s.raddr}|${s.port}`);
-      names.set(s, local !== undefined && serverComm.has(local) ? `${serverComm.get(local)}:${local}` : endpoint(s.raddr, s.port, s.family));
+      const side = servers.get(s.port);
+      return byDefs(s.port, side) ?? `${side?.comm || procComm(s.tgid) || `pid${s.tgid}`}:${s.port}`;
     }
+    const local = serverAt.get(`${s.raddr}|${s.port}`);
+    return byDefs(s.port, local) ?? (local?.comm ? `${local.comm}:${local.lport}` : endpoint(s.raddr, s.port, s.family));
+  };
+}
+
+export function readLatencyFigures(state: State, kernelStats: bigint[], defs: readonly ServiceDef[] = [], conns?: ConnSlot[]): LatencyFigures {
+  const g = readGlobalHistograms(state);
+  const counters = readCounters(state, { flush: false });
+  const slots = readSvcTable(state, { flush: false });
+  const name = serviceNamer(conns ?? readConnTable(state, { histograms: false }), defs);
+  return {
+    ...g,
+    services: slots.map((s) => ({
+      key: s.key.toString(),
+      name: name(s),
+      role: roleName(s.role),
+      port: s.port,
+      ...(s.role === ROLE_CLIENT ? { peer: endpoint(s.raddr, s.port, s.family) } : {}),
+      requests: s.requests,
+      hist: s.hist!,
+    })),
+    kernel: Object.fromEntries(LATENCY_STATS.map((n, i) => [n, Number(kernelStats[i] ?? 0n)])) as Record<LatencyStat, number>,
+    counters,
+  };
+}
+
+/** The figures of the interval between two cumulative readings. */
+export function diffLatencyFigures(cur: LatencyFigures, prev: LatencyFigures | undefined): LatencyFigures {
+  if (!prev) return cur;
+  const before = new Map(prev.services.map((s) => [s.key, s]));
+  const sub = <K extends string>(a: Record<K, number>, b: Record<K, number>) =>
+    Object.fromEntries(Object.entries(a).map(([k, v]) => [k, (v as number) - ((b as Record<string, number>)[k] ?? 0)])) as Record<K, number>;
+  return {
+    client: diff(cur.client, prev.client),
+    server: diff(cur.server, prev.server),
+    network: diff(cur.network, prev.network),
+    services: cur.services
+      .map((s) => ({ ...s, requests: s.requests - (before.get(s.key)?.requests ?? 0), hist: diff(s.hist, before.get(s.key)?.hist) }))
+      .filter((s) => s.requests > 0),
+    kernel: sub(cur.kernel, prev.kernel),
+    counters: sub(cur.counters, prev.counters),
+  };
+}
+
+
+/**
+ * Measured exchanges against every exchange the kernel saw (sampled or
+ * not): the factor that scales measured counts into estimated ones. Exact
+ * under a fixed rate and under changing ones (the kernel counts both).
+ */
+export function samplingFactor(k: Record<LatencyStat, number>): number {
+  return k.emitted > 0 ? (k.emitted + k.unsampled) / k.emitted : 1;
+}
+
+/** Services merged by name and role (several slots may carry one name). */
+function servicesOut(services: readonly ServiceFigure[], factor: number) {
+  const groups = new Map<string, ServiceFigure[]>();
+  for (const s of services) {
+    const k = `${s.name}\u0000${s.role}`;
+    groups.set(k, [...(groups.get(k) ?? []), s]);
   }
-  return names;
+  return [...groups.values()]
+    .map((g) => {
+      const hist = mergeAll(g.map((s) => s.hist));
+      const requests = g.reduce((a, s) => a + s.requests, 0);
+      const peers = [...new Set(g.map((s) => s.peer).filter((p): p is string => !!p))];
+      return {
+        service: g[0].name,
+        role: g[0].role,
+        port: g[0].port,
+        ...(peers.length ? { peer: peers.length === 1 ? peers[0] : peers } : {}),
+        requests,
+        requests_estimated: Math.round(requests * factor),
+        percentiles: hist.count ? percentilesMs(hist) : null,
+        mean_ms: hist.count ? ms(hist.sum_ns / hist.count) : null,
+        latency_histogram: hist.count ? viewSummary(hist).latency_histogram : null,
+        hist,
+      };
+    })
+    .sort((a, b) => b.requests - a.requests);
+}
+
+export interface LatencyMetrics {
+  view: 'client' | 'server' | 'none';
+  total_requests: number;
+  total_requests_estimated: number;
+  latency_histogram: ViewSummary['latency_histogram'];
+  percentiles: ViewSummary['percentiles'];
+  client: ViewSummary;
+  server: ViewSummary;
+  network: ViewSummary;
+  services: unknown[];
+  events: { send: number; receive: number; cleanup: number; lost: number };
+  loss: Record<string, number>;
+  sampling: SamplingInfo & { requests_measured: number; exchanges_seen: number; factor: number };
+  overhead_analysis: Record<string, unknown>;
+}
+
+/** The "metrics" object of a report, for the whole run or one interval. */
+export function latencyMetrics(f: LatencyFigures, sampling: SamplingInfo): LatencyMetrics {
+  const client = viewSummary(f.client);
+  const server = viewSummary(f.server);
+  const network = viewSummary(f.network);
+  const view = client.total_requests > 0 ? 'client' : server.total_requests > 0 ? 'server' : 'none';
+  const top = view === 'server' ? server : client;
+  const factor = samplingFactor(f.kernel);
+  const k = f.kernel;
+  return {
+    view,
+    total_requests: top.total_requests,
+    total_requests_estimated: Math.round(top.total_requests * factor),
+    latency_histogram: top.latency_histogram,
+    percentiles: top.percentiles,
+    client,
+    server,
+    network,
+    services: servicesOut(f.services, factor).map(({ hist: _h, ...s }) => s),
+    // A full ring fails the kernel's output (counted per record in output_failures)
+    // and perf also reports it as lost samples of up to 64 records: not the same unit, never added.
+    events: { send: k.send, receive: k.receive, cleanup: k.cleanup, lost: k.output_failures },
+    loss: {
+      records_lost: k.output_failures,
+      perf_lost_samples: f.counters.lost_records,
+      perf_lost_notices: f.counters.lost_events,
+      sockets_evicted: k.evicted,
+      exchanges_discarded: k.discarded,
+      connection_table_full: f.counters.conn_table_full,
+      service_table_full: f.counters.svc_table_full,
+      unknown_records: f.counters.unknown_records,
+      unknown_role: f.counters.unknown_role,
+    },
+    sampling: {
+      ...sampling,
+      requests_measured: k.emitted,
+      exchanges_seen: k.emitted + k.unsampled,
+      factor: Math.round(factor * 1000) / 1000,
+    },
+    overhead_analysis: overheadAnalysis(client, server, network),
+  };
 }
 
 export interface LatencyReport {
@@ -55,35 +232,21 @@ export interface LatencyReport {
   report_version: number;
   host: string;
   kernel: string;
-  metrics: {
-    view: 'client' | 'server' | 'none';
-    total_requests: number;
-    latency_histogram: ViewSummary['latency_histogram'];
-    percentiles: ViewSummary['percentiles'];
-    client: ViewSummary;
-    server: ViewSummary;
-    network: ViewSummary;
-    connections: unknown[];
-    services: unknown[];
-    events: { send: number; receive: number; cleanup: number; lost: number };
-    loss: Record<string, number>;
-    overhead_analysis: Record<string, unknown>;
-  };
+  metrics: LatencyMetrics & { connections: unknown[] };
   pipeline: Record<string, unknown>;
+  exports?: Record<string, unknown>;
 }
 
-export function buildLatencyReport(r: SessionResult, opts: { filters: Record<string, unknown> }): LatencyReport {
-  const g = readGlobalHistograms(r.state);
-  const counters = readCounters(r.state);
+export interface ReportContext {
+  filters: string[];
+  services: readonly ServiceDef[];
+  sampling: SamplingInfo;
+  exports?: Record<string, unknown>;
+}
+
+export function buildLatencyReport(r: SessionResult, ctx: ReportContext): LatencyReport {
   const conns = readConnTable(r.state);
-  const svcs = readSvcTable(r.state);
-  const ks = Object.fromEntries(LATENCY_STATS.map((n, i) => [n, Number(r.kernelStats[i] ?? 0n)])) as Record<(typeof LATENCY_STATS)[number], number>;
-  const client = viewSummary(g.client);
-  const server = viewSummary(g.server);
-  const network = viewSummary(g.network);
-  const view = client.total_requests > 0 ? 'client' : server.total_requests > 0 ? 'server' : 'none';
-  const top = view === 'server' ? server : client;
-  const names = nameServices(svcs, conns);
+  const f = readLatencyFigures(r.state, r.kernelStats, ctx.services, conns);
   const durationS = Number(r.endNs - r.startNs) / 1e9;
 
   const connections = conns
@@ -98,6 +261,7 @@ export function buildLatencyReport(r: SessionResult, opts: { filters: Record<str
       comm: c.comm || procComm(c.tgid) || '',
       netns: c.netns,
       cgroup_id: c.cgroup_id.toString(),
+      cgroup: cgroupPathOf(c.cgroup_id) ?? null,
       requests: c.requests,
       percentiles: c.hist && c.hist.count > 0 ? percentilesMs(c.hist) : null,
       srtt_ms: c.srtt_us / 1000,
@@ -106,21 +270,6 @@ export function buildLatencyReport(r: SessionResult, opts: { filters: Record<str
       closed: c.closed,
     }));
 
-  const services = svcs
-    .sort((a, b) => b.requests - a.requests)
-    .map((s) => ({
-      service: names.get(s)!,
-      role: roleName(s.role),
-      port: s.port,
-      ...(s.role === ROLE_CLIENT ? { peer: endpoint(s.raddr, s.port, s.family) } : {}),
-      requests: s.requests,
-      percentiles: s.hist ? percentilesMs(s.hist) : null,
-      latency_histogram: s.hist ? viewSummary(s.hist).latency_histogram : null,
-    }));
-
-  // A full ring fails the kernel's output (counted per record in output_failures)
-  // and perf also reports it as lost samples of up to 64 records: not the same unit, never added.
-  const lostRecords = ks.output_failures;
   return {
     timestamp: r.startedAt.toISOString(),
     duration_seconds: Math.round(durationS * 1000) / 1000,
@@ -128,40 +277,17 @@ export function buildLatencyReport(r: SessionResult, opts: { filters: Record<str
     report_version: REPORT_VERSION,
     host: os.hostname(),
     kernel: os.release(),
-    metrics: {
-      view,
-      total_requests: top.total_requests,
-      latency_histogram: top.latency_histogram,
-      percentiles: top.percentiles,
-      client,
-      server,
-      network,
-      connections,
-      services,
-      events: { send: ks.send, receive: ks.receive, cleanup: ks.cleanup, lost: lostRecords },
-      loss: {
-        records_lost: ks.output_failures,
-        perf_lost_samples: counters.lost_records,
-        perf_lost_notices: counters.lost_events,
-        sockets_evicted: ks.evicted,
-        exchanges_discarded: ks.discarded,
-        connection_table_full: counters.conn_table_full,
-        service_table_full: counters.svc_table_full,
-        unknown_records: counters.unknown_records,
-        unknown_role: counters.unknown_role,
-      },
-      overhead_analysis: overheadAnalysis(client, server, network),
-    },
+    metrics: { ...latencyMetrics(f, ctx.sampling), connections },
     pipeline: {
       hooks: Object.fromEntries(r.hooks.map((h) => [h.slot, h.chosen?.name])),
-      filters: opts.filters,
+      filters: ctx.filters,
       workers: r.pool.workers,
       batches: r.pool.batches,
       bytes: r.pool.bytes,
-      records: counters.records_total,
-      sockets_tracked: ks.tracked,
-      sockets_filtered: ks.filtered,
-      records_emitted: ks.emitted,
+      records: f.counters.records_total,
+      sockets_tracked: f.kernel.tracked,
+      sockets_filtered: f.kernel.filtered,
+      records_emitted: f.kernel.emitted,
       programs: r.programs.map((p) => ({
         name: p.name,
         id: p.id,
@@ -170,7 +296,59 @@ export function buildLatencyReport(r: SessionResult, opts: { filters: Record<str
         ns_per_run: p.runCount > 0n ? Math.round(Number(p.runTimeNs) / Number(p.runCount)) : null,
       })),
     },
+    ...(ctx.exports ? { exports: ctx.exports } : {}),
   };
+}
+
+/** One interval of the JSON stream: the report's fields for [start, end). */
+export function latencyIntervalReport(f: LatencyFigures, span: { start: Date; end: Date; seq: number }, sampling: SamplingInfo) {
+  return {
+    type: 'interval',
+    probe: 'latency-probe',
+    report_version: REPORT_VERSION,
+    host: os.hostname(),
+    seq: span.seq,
+    start: span.start.toISOString(),
+    end: span.end.toISOString(),
+    duration_seconds: Math.round((span.end.getTime() - span.start.getTime())) / 1000,
+    metrics: latencyMetrics(f, sampling),
+  };
+}
+
+/** The figures as exporter series (InfluxDB, Prometheus): names and labels in src/export/model.ts terms. */
+export function latencyMetricSet(f: LatencyFigures, span: { start: Date; end: Date; cumulative: boolean }, sampling: SamplingInfo): MetricSet {
+  const factor = samplingFactor(f.kernel);
+  const histograms: HistogramSeries[] = [
+    ...(['client', 'server'] as const).map((view) => ({
+      name: 'request_duration', help: 'Request to response time of TCP exchanges seen by the kernel, per view (client: first byte written to first byte of the response read; server: request read to response written)',
+      labels: { view }, hist: f[view],
+    })),
+    { name: 'network_rtt', help: "The kernel's smoothed TCP round-trip time (srtt) of measured connections", labels: {}, hist: f.network },
+    ...servicesOut(f.services, factor).map((s) => ({
+      name: 'service_request_duration', help: 'Request to response time per service and role (client or server side)',
+      labels: { service: s.service, role: s.role }, hist: s.hist,
+    })),
+  ];
+  const k = f.kernel;
+  const c = (name: string, help: string, value: number, labels: Record<string, string> = {}): ScalarSeries => ({ name, help, labels, value });
+  const counters: ScalarSeries[] = [
+    c('requests', 'Exchanges measured (sampled), per view', f.client.count, { view: 'client' }),
+    c('requests', 'Exchanges measured (sampled), per view', f.server.count, { view: 'server' }),
+    c('exchanges_seen', 'Exchanges the kernel saw finish, measured or not (sampling)', k.emitted + k.unsampled),
+    c('socket_events', 'Reads and writes seen on tracked sockets', k.send, { event: 'send' }),
+    c('socket_events', 'Reads and writes seen on tracked sockets', k.receive, { event: 'receive' }),
+    c('lost_records', 'Records the kernel could not write because the perf ring was full', k.output_failures),
+    c('sockets_evicted', 'Sockets pushed out of the full in-kernel socket table', k.evicted),
+    c('sockets_filtered', 'Sockets left out by --filter', k.filtered),
+    c('exchanges_discarded', 'Exchanges dropped as inconsistent', k.discarded),
+    c('table_full', 'Records that found the user-space table full', f.counters.conn_table_full, { table: 'connections' }),
+    c('table_full', 'Records that found the user-space table full', f.counters.svc_table_full, { table: 'services' }),
+  ];
+  const gauges: ScalarSeries[] = [
+    c('sample_rate', '1 request in this many is measured', sampling.rate),
+    c('sampling_factor', 'Exchanges seen per exchange measured (scales measured counts into estimates)', Math.round(factor * 1000) / 1000),
+  ];
+  return { probe: 'latency-probe', host: os.hostname(), start: span.start, end: span.end, cumulative: span.cumulative, histograms, counters, gauges };
 }
 
 /**
@@ -197,7 +375,8 @@ export function summaryLine(rep: LatencyReport): string {
   const m = rep.metrics;
   const v = (name: string, s: ViewSummary) =>
     s.total_requests > 0 ? `${name} p50 ${s.percentiles.p50} ms p99 ${s.percentiles.p99} ms (${s.total_requests})` : `${name} none`;
-  return `latency-probe: ${m.total_requests} requests in ${rep.duration_seconds} s; ${v('client', m.client)}; ` +
+  const sampled = m.sampling.rate > 1 || m.sampling.mode === 'auto' ? `; sampled 1 in ${m.sampling.rate}, ~${m.total_requests_estimated} estimated` : '';
+  return `latency-probe: ${m.total_requests} requests in ${rep.duration_seconds} s${sampled}; ${v('client', m.client)}; ` +
     `${v('server', m.server)}; ${m.connections.length} connections; lost ${m.events.lost}`;
 }
 

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The in-kernel filter and sampling every probe shares.
+ *
+ * Filter: --filter port=, pid=, comm=, cgroup=, netns= (and service= and
+ * namespace=, which user space turns into those) become selectors, written
+ * before load into the const volatile array below. It is evaluated once per
+ * socket, at its first read or write, in the context of the process doing it
+ * (a socket accepted in softirq context has no process yet).
+ *
+ * Sampling: 1 in sample_rate requests is measured, decided when the request
+ * starts, so that a request and its response stay together. The rate lives in
+ * a map, not a constant: --sample-rate auto changes it while the probe runs.
+ */
+#ifndef MESHPROBE_FILTER_BPF_H
+#define MESHPROBE_FILTER_BPF_H
+
+#include "filter.h"
+
+const volatile struct mp_selector selectors[MP_MAX_SELECTORS] = {};
+const volatile __u32 selector_count = 0; /* 0: no filter */
+const volatile __u32 clause_mask = 0;    /* a bit per clause; all must hold */
+const volatile bool filter_by_comm = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} sample_rate SEC(".maps");
+
+/* Does the current process's use of socket `sk` (local/remote ports given) pass the filter? */
+static __always_inline bool filter_pass(struct sock *sk, __u16 lport, __u16 rport)
+{
+	__u32 held = 0, tgid, netns = 0, i;
+	char comm[16] = {};
+
+	if (selector_count == 0)
+		return true;
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	if (filter_by_comm)
+		bpf_get_current_comm(comm, sizeof(comm));
+	for (i = 0; i < MP_MAX_SELECTORS; i++) {
+		const volatile struct mp_selector *f = &selectors[i];
+
+		if (i >= selector_count)
+			break;
+		if (f->port && f->port != lport && f->port != rport)
+			continue;
+		if (f->tgid && f->tgid != tgid)
+			continue;
+		if (f->netns) {
+			if (!netns)
+				netns = sock_netns(sk);
+			if (f->netns != netns)
+				continue;
+		}
+		if (f->comm[0]) {
+			if (*(__u64 *)&comm[0] != *(const volatile __u64 *)&f->comm[0] ||
+			    *(__u64 *)&comm[8] != *(const volatile __u64 *)&f->comm[8])
+				continue;
+		}
+		if (f->cgroup_id && bpf_get_current_ancestor_cgroup_id(f->cgroup_level) != f->cgroup_id)
+			continue;
+		held |= 1u << (f->clause & 31);
+	}
+	return held == clause_mask;
+}
+
+/* Is the request starting now measured? */
+static __always_inline bool sample_request(void)
+{
+	__u32 zero = 0, *rate = bpf_map_lookup_elem(&sample_rate, &zero);
+	__u32 n = rate ? *rate : 1;
+
+	return n <= 1 || bpf_get_prandom_u32() % n == 0;
+}
+
+#endif

@@ -1,0 +1,653 @@
+/**
+ * InfluxDB exporter: MetricSets as InfluxDB line protocol, written through
+ * @influxdata/influxdb-client to InfluxDB 2.x (/api/v2/write, --org/--bucket/
+ * --token), InfluxDB 1.x (/write, --db) or anything that speaks either
+ * (VictoriaMetrics accepts both paths).
+ *
+ * Schema (prefix "meshprobe_" by default; tags of every point: the series'
+ * labels plus host=<MetricSet.host> and probe=<MetricSet.probe>, empty values
+ * left out, keys sorted; timestamp: MetricSet.end in ns; an Influx MetricSet
+ * normally covers one interval (cumulative=false), so counts are per interval):
+ *
+ *   histogram series <name>:
+ *     meshprobe_<name>  count=<n>i,sum_seconds=<f>,mean_seconds=<f>,
+ *                       p50_seconds=<f>,p90_seconds=<f>,p99_seconds=<f>,
+ *                       p999_seconds=<f>,min_seconds=<f>,max_seconds=<f>
+ *       (an empty histogram: count=0i,sum_seconds=0 only)
+ *     meshprobe_<name>_bucket,le=<upper bound in s>  count=<n>i,lower_seconds=<f>
+ *       one point per non-empty fine bucket of the log-linear histogram;
+ *       count is that bucket's own count (NOT cumulative over le), so buckets
+ *       add up across hosts and intervals and sum to the summary's count.
+ *       le is the bucket's exclusive upper bound as an exact decimal string
+ *       ("0.000000128", "0.001015808"), "+Inf" for the overflow bucket;
+ *       lower_seconds its inclusive lower bound.
+ *   counter series <name> (name without "_total"):
+ *     meshprobe_<name>  value=<n>i   (a float when the value is not integral)
+ *   gauge series <name>:
+ *     meshprobe_<name>  value=<f>    (always a float: a field's type must not
+ *                                     change between points, and a gauge may
+ *                                     be integral one time and not the next)
+ *
+ * VictoriaMetrics stores `m f=v` as metric m_f, so these become e.g.
+ * meshprobe_request_duration_p99_seconds{host,probe,...} and
+ * meshprobe_request_duration_bucket_count{le,...}.
+ *
+ * Delivery: write() only queues lines (bounded by maxBufferLines; the oldest
+ * are dropped and counted when it is full). One background loop sends
+ * batches, one request at a time; a failure that can pass (network error,
+ * timeout, HTTP 408/429/5xx) is retried with exponential backoff and jitter
+ * up to maxRetries times, then the batch is dropped and counted; any other
+ * HTTP error (400 bad line, 401, 404 unknown database, ...) drops the batch at
+ * once. The client's own retry buffer is not used (maxRetries 0 there), so
+ * every line is accounted for exactly: written, or dropped.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import { HttpError, InfluxDB, escape, setLogger, type WriteApi } from '@influxdata/influxdb-client';
+import { EXIT_USAGE, MeshprobeError, errorCode, usageError } from '../errors.js';
+import { bucketLower, bucketUpper, mean, overflowIndex, percentile } from '../histogram.js';
+import { log } from '../log.js';
+import { METRIC_PREFIX, type Labels, type MetricSet } from './model.js';
+
+export interface InfluxOptions {
+  /** base URL, e.g. http://127.0.0.1:8086 */
+  url: string;
+  /** InfluxDB 2.x */
+  org?: string;
+  bucket?: string;
+  token?: string;
+  /** InfluxDB 1.x */
+  db?: string;
+  username?: string;
+  password?: string;
+  retentionPolicy?: string;
+  /** per request (write or ping), default 10 000 ms for writes, 3 000 ms for the ping */
+  timeoutMs?: number;
+  /** lines kept while the server cannot take them, default 50 000 */
+  maxBufferLines?: number;
+  /** retries of a failed batch before its lines are dropped, default 10 */
+  maxRetries?: number;
+  /** first retry delay, default 1 000 ms (doubles each time, with up to 20 % jitter) */
+  minRetryDelayMs?: number;
+  /** longest retry delay, default 30 000 ms */
+  maxRetryDelayMs?: number;
+  /** lines per request, default 5 000 */
+  batchSize?: number;
+  /** measurement prefix, default "meshprobe_" */
+  measurementPrefix?: string;
+}
+
+export interface InfluxStats {
+  /** lines the server confirmed (HTTP 204) */
+  points_written: number;
+  /** lines given up: buffer overflow, retries exhausted, rejected by the server, unsent at close */
+  points_dropped: number;
+  /** failed write requests (each attempt counts) */
+  write_errors: number;
+  /** requests that were retries of a failed batch */
+  retries: number;
+  last_error?: string;
+}
+
+const DEFAULTS = {
+  timeoutMs: 10_000,
+  pingTimeoutMs: 3_000,
+  maxBufferLines: 50_000,
+  maxRetries: 10,
+  minRetryDelayMs: 1_000,
+  maxRetryDelayMs: 30_000,
+  batchSize: 5_000,
+};
+
+// ---------------------------------------------------------------- options
+
+type Target = { kind: 'v1'; url: URL } | { kind: 'v2'; url: URL };
+
+/** Checks the flag combination; throws usageError (exit 2) with a one-line message. */
+export function validateInfluxOptions(opts: InfluxOptions): Target {
+  let url: URL;
+  try {
+    url = new URL(opts.url);
+  } catch {
+    throw usageError(`--url ${JSON.stringify(opts.url)} is not a URL: give e.g. --url http://127.0.0.1:8086`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw usageError(`--url ${opts.url}: InfluxDB needs an http:// or https:// URL`);
+  }
+  const v1 = opts.db !== undefined && opts.db !== '';
+  const v2 = opts.bucket !== undefined && opts.bucket !== '';
+  if (v1 && v2) {
+    throw usageError('InfluxDB: give either --db (InfluxDB 1.x) or --org/--bucket/--token (InfluxDB 2.x), not both');
+  }
+  if (!v1 && !v2) {
+    throw usageError('InfluxDB: give --db (InfluxDB 1.x), or --org/--bucket/--token (InfluxDB 2.x)');
+  }
+  if (v2 && !opts.org) throw usageError('InfluxDB 2.x: --bucket needs --org (and --token)');
+  for (const [k, v] of [
+    ['timeoutMs', opts.timeoutMs],
+    ['maxBufferLines', opts.maxBufferLines],
+    ['maxRetries', opts.maxRetries],
+    ['batchSize', opts.batchSize],
+  ] as const) {
+    if (v !== undefined && !(v >= 0 && Number.isFinite(v))) throw usageError(`InfluxDB: ${k} must be a number >= 0, not ${v}`);
+  }
+  return { kind: v1 ? 'v1' : 'v2', url };
+}
+
+/** The v1 write path: /write?db=&rp=&u=&p=&precision=ns */
+function v1WritePath(opts: InfluxOptions): string {
+  const q = new URLSearchParams({ db: opts.db! });
+  if (opts.retentionPolicy) q.set('rp', opts.retentionPolicy);
+  if (opts.username) q.set('u', opts.username);
+  if (opts.password) q.set('p', opts.password);
+  q.set('precision', 'ns');
+  return `/write?${q.toString()}`;
+}
+
+// ---------------------------------------------------------------- reachability
+
+/**
+ * One GET /ping (InfluxDB 1.x, 2.x and VictoriaMetrics all answer it with
+ * 204) with a short timeout. Rejects with MeshprobeError MP_INFLUX_UNREACHABLE
+ * (exit 2) when nothing answers or the answer is not a 2xx; with MP_USAGE for
+ * a wrong flag combination.
+ */
+export async function checkInfluxReachable(opts: InfluxOptions): Promise<void> {
+  const { url } = validateInfluxOptions(opts);
+  const timeoutMs = Math.min(opts.timeoutMs ?? DEFAULTS.pingTimeoutMs, DEFAULTS.pingTimeoutMs * 2);
+  const base = opts.url.replace(/\/+$/, '');
+  const target = new URL(base + '/ping');
+  const fail = (why: string) =>
+    new MeshprobeError(
+      'MP_INFLUX_UNREACHABLE',
+      `cannot reach InfluxDB at ${base} (${why}): check --url, or start the server`,
+      EXIT_USAGE,
+    );
+  await new Promise<void>((resolve, reject) => {
+    const mod = url.protocol === 'https:' ? https : http;
+    let done = false;
+    const finish = (err?: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (err) reject(err);
+      else resolve();
+    };
+    const req = mod.request(target, { method: 'GET', agent: false }, (res) => {
+      res.resume();
+      const status = res.statusCode ?? 0;
+      if (status >= 200 && status < 300) finish();
+      else finish(fail(`HTTP ${status} on /ping`));
+    });
+    const timer = setTimeout(() => {
+      finish(fail(`no answer within ${timeoutMs} ms`));
+      req.destroy();
+    }, timeoutMs);
+    req.on('error', (e) => finish(fail(errorCode(e) ?? e.message)));
+    req.end();
+  });
+}
+
+// ---------------------------------------------------------------- line protocol
+
+const escMeasurement = escape.measurement;
+const escTag = escape.tag;
+
+/** Exact decimal seconds of an integer count of ns: 128 → "0.000000128", 1e9 → "1". */
+export function nsToSecondsString(ns: number): string {
+  if (!Number.isFinite(ns)) return ns > 0 ? '+Inf' : '-Inf';
+  if (!Number.isSafeInteger(ns)) return String(ns / 1e9);
+  const neg = ns < 0;
+  const a = BigInt(Math.abs(ns));
+  const whole = a / 1_000_000_000n;
+  const frac = (a % 1_000_000_000n).toString().padStart(9, '0').replace(/0+$/, '');
+  return (neg ? '-' : '') + whole.toString() + (frac ? '.' + frac : '');
+}
+
+function float(x: number): string | undefined {
+  return Number.isFinite(x) ? String(x) : undefined;
+}
+
+function tagString(labels: Labels, extra: Labels): string {
+  const all: Labels = { ...labels, ...extra };
+  let s = '';
+  for (const k of Object.keys(all).sort()) {
+    const v = all[k];
+    if (k === '' || v === undefined || v === null || v === '') continue;
+    s += ',' + escTag(k) + '=' + escTag(String(v));
+  }
+  return s;
+}
+
+function fieldString(fields: [string, string | undefined][]): string {
+  return fields
+    .filter((f): f is [string, string] => f[1] !== undefined)
+    .map(([k, v]) => `${escTag(k)}=${v}`)
+    .join(',');
+}
+
+/** MetricSet.end as a line protocol timestamp in ns. */
+function nsTimestamp(d: Date): string {
+  const ms = d.getTime();
+  if (!Number.isFinite(ms)) throw new Error('MetricSet.end is not a valid date');
+  return (BigInt(Math.trunc(ms)) * 1_000_000n).toString();
+}
+
+/**
+ * The lines of one MetricSet (schema at the top of this file). Pure: same
+ * input, same output.
+ */
+export function toLineProtocol(m: MetricSet, opts: { measurementPrefix?: string } = {}): string[] {
+  const prefix = opts.measurementPrefix ?? METRIC_PREFIX;
+  const ts = nsTimestamp(m.end);
+  const base: Labels = { host: m.host, probe: m.probe };
+  const lines: string[] = [];
+  const ovf = overflowIndex();
+
+  for (const s of m.histograms) {
+    const h = s.hist;
+    const meas = escMeasurement(prefix + s.name);
+    const tags = tagString(s.labels, base);
+    const count = Math.max(0, Math.round(h.count));
+    const fields: [string, string | undefined][] = [
+      ['count', `${count}i`],
+      ['sum_seconds', float(h.sum_ns / 1e9)],
+    ];
+    if (count > 0) {
+      fields.push(
+        ['mean_seconds', float(mean(h) / 1e9)],
+        ['p50_seconds', float(percentile(h, 0.5) / 1e9)],
+        ['p90_seconds', float(percentile(h, 0.9) / 1e9)],
+        ['p99_seconds', float(percentile(h, 0.99) / 1e9)],
+        ['p999_seconds', float(percentile(h, 0.999) / 1e9)],
+        ['min_seconds', float(h.min_ns / 1e9)],
+        ['max_seconds', float(h.max_ns / 1e9)],
+      );
+    }
+    lines.push(`${meas}${tags} ${fieldString(fields)} ${ts}`);
+
+    const bmeas = escMeasurement(prefix + s.name + '_bucket');
+    for (const [idx, c] of h.buckets) {
+      if (!(c > 0)) continue;
+      const le = idx >= ovf ? '+Inf' : nsToSecondsString(bucketUpper(idx));
+      const btags = tagString(s.labels, { ...base, le });
+      lines.push(`${bmeas}${btags} count=${Math.round(c)}i,lower_seconds=${bucketLower(idx) / 1e9} ${ts}`);
+    }
+  }
+  for (const s of m.counters) {
+    if (!Number.isFinite(s.value)) continue;
+    const v = Number.isSafeInteger(s.value) ? `${s.value}i` : String(s.value);
+    lines.push(`${escMeasurement(prefix + s.name)}${tagString(s.labels, base)} value=${v} ${ts}`);
+  }
+  for (const s of m.gauges) {
+    if (!Number.isFinite(s.value)) continue;
+    lines.push(`${escMeasurement(prefix + s.name)}${tagString(s.labels, base)} value=${String(s.value)} ${ts}`);
+  }
+  return lines;
+}
+
+// ---------------------------------------------------------------- exporter
+
+let clientLoggerSet = false;
+/** The client logs every failed request to the console: route it to our debug level. */
+function quietClientLogger(): void {
+  if (clientLoggerSet) return;
+  clientLoggerSet = true;
+  setLogger({
+    error: (msg: string, err?: unknown) => log.debug(`influxdb-client: ${msg}`, err ? { error: describeError(err) } : undefined),
+    warn: (msg: string, err?: unknown) => log.debug(`influxdb-client: ${msg}`, err ? { error: describeError(err) } : undefined),
+  });
+}
+
+/** A short description of a write failure: "ECONNREFUSED", "HTTP 404: database not found: \"x\"". */
+function describeError(err: unknown): string {
+  if (err instanceof HttpError) {
+    let msg = err.message || '';
+    if (err.body && !msg.includes(err.body)) msg = err.body;
+    msg = msg.replace(/\s+/g, ' ').trim();
+    if (msg.length > 200) msg = msg.slice(0, 200) + '…';
+    return `HTTP ${err.statusCode}${msg ? ': ' + msg : ''}`;
+  }
+  const code = errorCode(err);
+  const msg = err instanceof Error ? err.message : String(err);
+  return code && !msg.includes(code) ? `${code}: ${msg}` : code ?? msg;
+}
+
+/** Whether trying the same lines again later can succeed. */
+function retriable(err: unknown): boolean {
+  if (err instanceof HttpError) {
+    const s = err.statusCode;
+    return s === 408 || s === 429 || s >= 500;
+  }
+  return true; // network errors, timeouts, resets
+}
+
+interface Batch {
+  lines: string[];
+  /** failed attempts so far */
+  failures: number;
+}
+
+type SendResult = { ok: true } | { ok: false; err: unknown };
+
+type State = 'ok' | 'failing' | 'rejecting';
+
+/**
+ * Non-blocking writer: write() queues, a background loop sends. Never throws
+ * out of write(), never leaves a promise rejection unhandled.
+ */
+export class InfluxExporter {
+  private readonly opts: InfluxOptions;
+  private readonly prefix: string;
+  private readonly maxBufferLines: number;
+  private readonly maxRetries: number;
+  private readonly batchSize: number;
+  private readonly timeoutMs: number;
+  private readonly minDelay: number;
+  private readonly maxDelay: number;
+  private readonly agent: http.Agent;
+  private readonly api: WriteApi;
+
+  // queue of lines not yet taken into a batch: queue[head..]
+  private queue: string[] = [];
+  private head = 0;
+  /** a failed batch waiting for its retry (the oldest lines) */
+  private retryBatch: Batch | undefined;
+  /** the batch of the request in flight */
+  private inflight: Batch | undefined;
+
+  private st: InfluxStats = { points_written: 0, points_dropped: 0, write_errors: 0, retries: 0 };
+  private state: State = 'ok';
+  private overflowing = false;
+
+  private pumping = false;
+  private scheduled = false;
+  private wakeSleep: (() => void) | undefined;
+  private idleWaiters: (() => void)[] = [];
+  private closed = false;
+  private finalized = false;
+  private deadline = Infinity;
+  private closing: Promise<InfluxStats> | undefined;
+
+  constructor(opts: InfluxOptions) {
+    const target = validateInfluxOptions(opts);
+    this.opts = opts;
+    this.prefix = opts.measurementPrefix ?? METRIC_PREFIX;
+    this.maxBufferLines = Math.floor(opts.maxBufferLines ?? DEFAULTS.maxBufferLines);
+    this.maxRetries = Math.floor(opts.maxRetries ?? DEFAULTS.maxRetries);
+    this.batchSize = Math.max(1, Math.floor(opts.batchSize ?? DEFAULTS.batchSize));
+    this.timeoutMs = opts.timeoutMs && opts.timeoutMs > 0 ? opts.timeoutMs : DEFAULTS.timeoutMs;
+    this.minDelay = Math.max(1, opts.minRetryDelayMs ?? DEFAULTS.minRetryDelayMs);
+    this.maxDelay = Math.max(this.minDelay, opts.maxRetryDelayMs ?? DEFAULTS.maxRetryDelayMs);
+    quietClientLogger();
+    // our own agent: close() destroys its sockets, so nothing outlives the exporter
+    this.agent = target.url.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+    const client = new InfluxDB({
+      url: opts.url,
+      token: opts.token || undefined,
+      timeout: this.timeoutMs,
+      transportOptions: { agent: this.agent },
+    });
+    this.api = client.getWriteApi(opts.org ?? '-', opts.bucket ?? '-', 'ns', {
+      // batching and retries are ours: the client sends exactly what flush() is given, once
+      batchSize: Number.MAX_SAFE_INTEGER,
+      maxBatchBytes: Number.MAX_SAFE_INTEGER,
+      flushInterval: 0,
+      maxRetries: 0,
+      maxBufferLines: 1,
+    });
+    if (target.kind === 'v1') this.api.path = v1WritePath(opts);
+  }
+
+  /** Queues the lines of m; returns at once. Never throws. */
+  write(m: MetricSet): void {
+    let lines: string[];
+    try {
+      lines = toLineProtocol(m, { measurementPrefix: this.prefix });
+    } catch (e) {
+      this.st.last_error = `cannot convert metrics to line protocol: ${describeError(e)}`;
+      log.warn(`InfluxDB: ${this.st.last_error}`);
+      return;
+    }
+    this.writeLines(lines);
+  }
+
+  /** Queues ready-made line protocol lines (as write() does). Never throws. */
+  writeLines(lines: readonly string[]): void {
+    if (lines.length === 0) return;
+    if (this.closed) {
+      this.st.points_dropped += lines.length;
+      return;
+    }
+    for (const l of lines) this.queue.push(l);
+    this.trim();
+    this.schedule();
+  }
+
+  stats(): InfluxStats {
+    return { ...this.st };
+  }
+
+  /** Lines queued or waiting for a retry (not counting a request in flight). */
+  pendingLines(): number {
+    return this.queue.length - this.head + (this.retryBatch?.lines.length ?? 0);
+  }
+
+  /**
+   * Stops taking lines, sends what it can within timeoutMs (retrying with
+   * the usual backoff, capped at the deadline), then counts whatever is left
+   * (including a request still in flight) as dropped, and frees every socket.
+   * Resolves with the final stats; never rejects. Calling it again returns
+   * the same promise.
+   */
+  close(timeoutMs = 5_000): Promise<InfluxStats> {
+    this.closing ??= this.doClose(timeoutMs);
+    return this.closing;
+  }
+
+  private async doClose(timeoutMs: number): Promise<InfluxStats> {
+    this.closed = true;
+    this.deadline = Date.now() + Math.max(0, timeoutMs);
+    this.wakeSleep?.(); // a retry waiting for its delay: retry now
+    this.schedule();
+    if (!this.isIdle()) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((r) => this.idleWaiters.push(r)),
+        new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, this.deadline - Date.now())))),
+      ]);
+      clearTimeout(timer);
+    }
+    this.finalized = true;
+    const lost = (this.inflight?.lines.length ?? 0) + this.pendingLines();
+    this.inflight = undefined;
+    this.retryBatch = undefined;
+    this.queue = [];
+    this.head = 0;
+    if (lost > 0) {
+      this.st.points_dropped += lost;
+      log.warn(`InfluxDB: ${lost} points could not be written before exit`, this.st.last_error ? { last_error: this.st.last_error } : undefined);
+    }
+    this.wakeSleep?.();
+    try {
+      this.api.dispose();
+    } catch {
+      /* nothing to dispose */
+    }
+    this.agent.destroy(); // ends a request still in flight
+    for (const w of this.idleWaiters.splice(0)) w();
+    return this.stats();
+  }
+
+  private isIdle(): boolean {
+    return !this.inflight && this.pendingLines() === 0;
+  }
+
+  /** Keeps queued + retry lines within maxBufferLines by dropping the oldest. */
+  private trim(): void {
+    let over = this.pendingLines() - this.maxBufferLines;
+    if (over <= 0) return;
+    let dropped = 0;
+    if (this.retryBatch) {
+      const n = Math.min(over, this.retryBatch.lines.length);
+      this.retryBatch.lines.splice(0, n);
+      if (this.retryBatch.lines.length === 0) this.retryBatch = undefined;
+      over -= n;
+      dropped += n;
+    }
+    if (over > 0) {
+      this.head += over;
+      dropped += over;
+      this.compact();
+    }
+    this.st.points_dropped += dropped;
+    if (!this.overflowing) {
+      this.overflowing = true;
+      log.warn(`InfluxDB: buffer full (${this.maxBufferLines} lines): dropping the oldest points`);
+    }
+  }
+
+  private compact(): void {
+    if (this.head > 4096 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  private takeBatch(): Batch | undefined {
+    if (this.retryBatch) {
+      const b = this.retryBatch;
+      this.retryBatch = undefined;
+      return b;
+    }
+    const n = Math.min(this.batchSize, this.queue.length - this.head);
+    if (n <= 0) return undefined;
+    const lines = this.queue.slice(this.head, this.head + n);
+    this.head += n;
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else this.compact();
+    return { lines, failures: 0 };
+  }
+
+  private schedule(): void {
+    if (this.pumping || this.scheduled || this.finalized) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.pump().catch((e) => {
+        // not expected: pump handles its own failures; keep the exporter usable
+        this.pumping = false;
+        this.st.last_error = describeError(e);
+        log.debug('InfluxDB exporter loop failed', { error: this.st.last_error });
+      });
+    });
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (!this.finalized) {
+        if (this.closed && Date.now() >= this.deadline) break; // close() counts the rest
+        const batch = this.takeBatch();
+        if (!batch) break;
+        if (batch.failures > 0) this.st.retries++;
+        this.inflight = batch;
+        const res = await this.send(batch.lines);
+        if (this.finalized) return; // close() has counted it already
+        this.inflight = undefined;
+        if (res.ok) {
+          this.st.points_written += batch.lines.length;
+          this.overflowing = false;
+          this.setState('ok');
+          continue;
+        }
+        this.st.write_errors++;
+        const why = describeError(res.err);
+        this.st.last_error = why;
+        if (!retriable(res.err)) {
+          this.st.points_dropped += batch.lines.length;
+          this.setState('rejecting', why, batch.lines.length);
+          continue;
+        }
+        this.setState('failing', why);
+        batch.failures++;
+        if (batch.failures > this.maxRetries) {
+          this.st.points_dropped += batch.lines.length;
+          log.debug(`InfluxDB: ${batch.lines.length} points dropped after ${batch.failures} attempts`);
+        } else {
+          this.retryBatch = batch;
+          this.trim(); // lines written meanwhile may have arrived while this batch was out of the count
+        }
+        await this.sleep(this.backoff(batch.failures));
+      }
+    } finally {
+      this.pumping = false;
+    }
+    if (this.isIdle()) for (const w of this.idleWaiters.splice(0)) w();
+    else if (!this.finalized && !(this.closed && Date.now() >= this.deadline)) this.schedule(); // lines arrived meanwhile
+  }
+
+  /** Exponential backoff with up to 20 % jitter; during close() capped at the deadline. */
+  private backoff(failures: number): number {
+    const exp = Math.min(this.maxDelay, this.minDelay * 2 ** Math.min(30, failures - 1));
+    const d = exp * (1 + Math.random() * 0.2);
+    return Math.min(d, this.maxDelay * 1.2);
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (this.closed) ms = Math.min(ms, Math.max(0, this.deadline - Date.now()));
+    if (ms <= 0 || this.finalized) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.wakeSleep = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      timer.unref(); // a probe that forgets close() can still exit
+      this.wakeSleep = done;
+    });
+  }
+
+  /** One request; settles once (ok or the error), never rejects; gives up after timeoutMs. */
+  private send(lines: string[]): Promise<SendResult> {
+    return new Promise<SendResult>((resolve) => {
+      let settled = false;
+      const settle = (r: SendResult) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(r);
+      };
+      let limit = this.timeoutMs;
+      if (this.closed) limit = Math.min(limit, Math.max(0, this.deadline - Date.now()) + 50);
+      const timer = setTimeout(() => {
+        const err = Object.assign(new Error(`no answer within ${this.timeoutMs} ms`), { code: 'ETIMEDOUT' });
+        settle({ ok: false, err });
+        // free the socket of this (only) request in flight
+        for (const list of Object.values(this.agent.sockets)) for (const s of list ?? []) s.destroy();
+      }, limit);
+      try {
+        this.api.writeRecords(lines);
+        this.api.flush().then(
+          () => settle({ ok: true }),
+          (err: unknown) => settle({ ok: false, err }),
+        );
+      } catch (err) {
+        settle({ ok: false, err });
+      }
+    });
+  }
+
+  private setState(next: State, why?: string, lines?: number): void {
+    if (next === this.state) return;
+    const prev = this.state;
+    this.state = next;
+    if (next === 'failing') log.warn(`InfluxDB write failed (${why}): retrying`);
+    else if (next === 'rejecting') log.warn(`InfluxDB rejected a write (${why}): ${lines} points dropped`);
+    else if (prev !== 'ok') log.warn('InfluxDB writes work again');
+  }
+}

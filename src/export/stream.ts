@@ -1,0 +1,65 @@
+/**
+ * --format json-stream: one JSON object per line (NDJSON), written and
+ * flushed (a synchronous write) at each aggregation interval. A consumer that
+ * goes away (EPIPE: the pipe was closed) is reported once through `closed`,
+ * never thrown: the probe then stops cleanly.
+ */
+import { closeSync, openSync, writeSync } from 'node:fs';
+
+export class JsonStream {
+  private fd: number;
+  private own: boolean;
+  /** set when the reader went away (EPIPE) or the file cannot be written any more */
+  closed: string | undefined;
+  lines = 0;
+
+  constructor(file: string) {
+    if (file === '-' || file === '/dev/stdout') {
+      this.fd = 1;
+      this.own = false;
+    } else {
+      this.fd = openSync(file, 'w');
+      this.own = true;
+    }
+  }
+
+  /** Writes one object as a line; false when the stream is closed. */
+  write(obj: unknown): boolean {
+    if (this.closed) return false;
+    const buf = Buffer.from(JSON.stringify(obj) + '\n');
+    try {
+      for (let off = 0; off < buf.length;) off += writeSync(this.fd, buf, off);
+      this.lines++;
+      return true;
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      if (err.code === 'EAGAIN') return this.retry(buf);
+      this.closed = err.code === 'EPIPE' ? 'the reader closed the stream' : `${err.code ?? err.message}`;
+      return false;
+    }
+  }
+
+  /** stdout may be non-blocking (a pipe): wait for room, briefly, rather than lose a line. */
+  private retry(buf: Buffer): boolean {
+    const deadline = Date.now() + 5000;
+    let off = 0;
+    while (off < buf.length) {
+      try {
+        off += writeSync(this.fd, buf, off);
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        if (err.code !== 'EAGAIN' || Date.now() > deadline) {
+          this.closed = err.code === 'EPIPE' ? 'the reader closed the stream' : `${err.code ?? err.message}`;
+          return false;
+        }
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+      }
+    }
+    this.lines++;
+    return true;
+  }
+
+  close(): void {
+    if (this.own) closeSync(this.fd);
+  }
+}
