@@ -245,6 +245,8 @@ export interface ClientOptions {
   samplesFile?: string;
   /** run inside this network namespace */
   netns?: string;
+  /** the mpload binary to run, e.g. a copy under another name (its comm) */
+  bin?: string;
   /** resolve even when some requests failed (default: reject, with .result) */
   allowErrors?: boolean;
   /** kill the client after this long (default 300 s) */
@@ -262,7 +264,7 @@ export class ClientError extends Error {
 }
 
 export async function runClient(opts: ClientOptions): Promise<ClientResult> {
-  const bin = await buildTools();
+  const bin = opts.bin ?? (await buildTools());
   const args = [
     "client",
     "--connect",
