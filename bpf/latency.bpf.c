@@ -393,7 +393,7 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 			stat_inc(MP_STAT_DISCARDED);
 		} else if (st->unsampled) {
 			st->requests++; /* counted on the connection, not measured */
-			stat_inc(MP_STAT_UNSAMPLED);
+			stat_inc(st->role == MP_ROLE_CLIENT ? MP_STAT_UNSAMPLED_CLIENT : MP_STAT_UNSAMPLED_SERVER);
 		} else {
 			emit_latency(ctx, sk, st, start, now);
 		}

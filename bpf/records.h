@@ -93,8 +93,9 @@ struct mp_conn_close_rec {
 #define MP_STAT_FILTERED      6 /* sockets skipped by the in-kernel filter */
 #define MP_STAT_EMITTED       7 /* latency records emitted */
 #define MP_STAT_DISCARDED     8 /* exchanges dropped as inconsistent (socket taken over mid-exchange) */
-#define MP_STAT_UNSAMPLED     9 /* exchanges finished but not measured (--sample-rate) */
-#define MP_STAT__COUNT        10
+#define MP_STAT_UNSAMPLED_CLIENT 9  /* client-side exchanges finished but not measured (--sample-rate) */
+#define MP_STAT_UNSAMPLED_SERVER 10 /* server-side exchanges finished but not measured */
+#define MP_STAT__COUNT        11
 
 
 #endif

@@ -79,8 +79,9 @@ export const STAT_OUTPUT_FAIL = 5;
 export const STAT_FILTERED = 6;
 export const STAT_EMITTED = 7;
 export const STAT_DISCARDED = 8;
-export const STAT_UNSAMPLED = 9;
-export const STAT__COUNT = 10;
+export const STAT_UNSAMPLED_CLIENT = 9;
+export const STAT_UNSAMPLED_SERVER = 10;
+export const STAT__COUNT = 11;
 
 // perf_event_header framing
 export const PERF_RECORD_LOST = 2;

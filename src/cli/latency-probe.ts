@@ -34,7 +34,7 @@ export function latencyOutputs(services: readonly ServiceDef[]): ProbeOutputs<La
       };
     },
     demand: (k) => ({
-      seen: Number(k[stat('emitted')] ?? 0n) + Number(k[stat('unsampled')] ?? 0n),
+      seen: Number(k[stat('emitted')] ?? 0n) + Number(k[stat('unsampled_client')] ?? 0n) + Number(k[stat('unsampled_server')] ?? 0n),
       lost: Number(k[stat('output_failures')] ?? 0n),
     }),
   };

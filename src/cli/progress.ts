@@ -32,7 +32,7 @@ export class Progress {
 
   update(f: ProgressFigures): void {
     const line = progressLine((Date.now() - this.t0) / 1000, this.durationS, f);
-    const width = this.out.columns ?? 120;
+    const width = this.out.columns || 160; // a pty without a size says 0
     this.out.write(`\r\x1b[K${line.slice(0, Math.max(20, width - 1))}`);
     this.drawn = true;
   }

@@ -123,6 +123,8 @@ export function validateInfluxOptions(opts: InfluxOptions): Target {
     throw usageError('InfluxDB: give --db (InfluxDB 1.x), or --org/--bucket/--token (InfluxDB 2.x)');
   }
   if (v2 && !opts.org) throw usageError('InfluxDB 2.x: --bucket needs --org (and --token)');
+  if (v2 && opts.retentionPolicy) throw usageError('--retention-policy is for InfluxDB 1.x (--db); InfluxDB 2.x keeps it in the --bucket');
+  if (v2 && opts.username) throw usageError('--username is for InfluxDB 1.x (--db); InfluxDB 2.x uses --token');
   for (const [k, v] of [
     ['timeoutMs', opts.timeoutMs],
     ['maxBufferLines', opts.maxBufferLines],
@@ -302,8 +304,16 @@ function quietClientLogger(): void {
 /** A short description of a write failure: "ECONNREFUSED", "HTTP 404: database not found: \"x\"". */
 function describeError(err: unknown): string {
   if (err instanceof HttpError) {
-    let msg = err.message || '';
-    if (err.body && !msg.includes(err.body)) msg = err.body;
+    // InfluxDB 1.x answers {"error":"..."}, 2.x {"code":"...","message":"..."}, VictoriaMetrics text
+    let msg = err.body ?? '';
+    try {
+      const j = JSON.parse(msg) as { error?: unknown; message?: unknown };
+      if (typeof j.error === 'string') msg = j.error;
+      else if (typeof j.message === 'string') msg = j.message;
+    } catch {
+      /* not JSON */
+    }
+    if (!msg) msg = err.statusMessage ?? '';
     msg = msg.replace(/\s+/g, ' ').trim();
     if (msg.length > 200) msg = msg.slice(0, 200) + '…';
     return `HTTP ${err.statusCode}${msg ? ': ' + msg : ''}`;
@@ -337,7 +347,6 @@ type State = 'ok' | 'failing' | 'rejecting';
  * out of write(), never leaves a promise rejection unhandled.
  */
 export class InfluxExporter {
-  private readonly opts: InfluxOptions;
   private readonly prefix: string;
   private readonly maxBufferLines: number;
   private readonly maxRetries: number;
@@ -371,7 +380,6 @@ export class InfluxExporter {
 
   constructor(opts: InfluxOptions) {
     const target = validateInfluxOptions(opts);
-    this.opts = opts;
     this.prefix = opts.measurementPrefix ?? METRIC_PREFIX;
     this.maxBufferLines = Math.floor(opts.maxBufferLines ?? DEFAULTS.maxBufferLines);
     this.maxRetries = Math.floor(opts.maxRetries ?? DEFAULTS.maxRetries);
@@ -390,7 +398,7 @@ export class InfluxExporter {
     });
     this.api = client.getWriteApi(opts.org ?? '-', opts.bucket ?? '-', 'ns', {
       // batching and retries are ours: the client sends exactly what flush() is given, once
-      batchSize: Number.MAX_SAFE_INTEGER,
+      batchSize: this.batchSize + 1, // (an array of this size is allocated up front)
       maxBatchBytes: Number.MAX_SAFE_INTEGER,
       flushInterval: 0,
       maxRetries: 0,
@@ -620,6 +628,9 @@ export class InfluxExporter {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        // a failed request (the only one in flight) must not keep its socket: the
+        // client's own timeout does not end it, and a hung server never would
+        if (!r.ok) this.destroyActiveSockets();
         resolve(r);
       };
       let limit = this.timeoutMs;
@@ -627,8 +638,6 @@ export class InfluxExporter {
       const timer = setTimeout(() => {
         const err = Object.assign(new Error(`no answer within ${this.timeoutMs} ms`), { code: 'ETIMEDOUT' });
         settle({ ok: false, err });
-        // free the socket of this (only) request in flight
-        for (const list of Object.values(this.agent.sockets)) for (const s of list ?? []) s.destroy();
       }, limit);
       try {
         this.api.writeRecords(lines);
@@ -640,6 +649,10 @@ export class InfluxExporter {
         settle({ ok: false, err });
       }
     });
+  }
+
+  private destroyActiveSockets(): void {
+    for (const list of Object.values(this.agent.sockets)) for (const sock of list ?? []) sock.destroy();
   }
 
   private setState(next: State, why?: string, lines?: number): void {

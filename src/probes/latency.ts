@@ -68,4 +68,4 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
 };
 
 /** Names of the kernel counters, in MP_STAT_* order (bpf/records.h; test/records-layout.test.ts checks the count). */
-export const LATENCY_STATS = ['send', 'receive', 'cleanup', 'tracked', 'evicted', 'output_failures', 'filtered', 'emitted', 'discarded', 'unsampled'] as const;
+export const LATENCY_STATS = ['send', 'receive', 'cleanup', 'tracked', 'evicted', 'output_failures', 'filtered', 'emitted', 'discarded', 'unsampled_client', 'unsampled_server'] as const;

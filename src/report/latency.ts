@@ -129,17 +129,27 @@ export function diffLatencyFigures(cur: LatencyFigures, prev: LatencyFigures | u
 }
 
 
+/** Exchanges the kernel saw finish, measured or not, per role. */
+export function exchangesSeen(f: LatencyFigures): { client: number; server: number } {
+  return { client: f.client.count + f.kernel.unsampled_client, server: f.server.count + f.kernel.unsampled_server };
+}
+
 /**
- * Measured exchanges against every exchange the kernel saw (sampled or
- * not): the factor that scales measured counts into estimated ones. Exact
- * under a fixed rate and under changing ones (the kernel counts both).
+ * Every exchange the kernel saw (sampled or not) per exchange measured, per
+ * role: the factor that scales measured counts into estimated ones (the
+ * kernel counts the exchanges it did not measure, so view totals are exact
+ * and per-service figures are scaled). Exact under changing rates too.
  */
-export function samplingFactor(k: Record<LatencyStat, number>): number {
-  return k.emitted > 0 ? (k.emitted + k.unsampled) / k.emitted : 1;
+export function samplingFactors(f: LatencyFigures): { client: number; server: number } {
+  const seen = exchangesSeen(f);
+  return {
+    client: f.client.count > 0 ? seen.client / f.client.count : 1,
+    server: f.server.count > 0 ? seen.server / f.server.count : 1,
+  };
 }
 
 /** Services merged by name and role (several slots may carry one name). */
-function servicesOut(services: readonly ServiceFigure[], factor: number) {
+function servicesOut(services: readonly ServiceFigure[], factors: { client: number; server: number }) {
   const groups = new Map<string, ServiceFigure[]>();
   for (const s of services) {
     const k = `${s.name}\u0000${s.role}`;
@@ -156,7 +166,7 @@ function servicesOut(services: readonly ServiceFigure[], factor: number) {
         port: g[0].port,
         ...(peers.length ? { peer: peers.length === 1 ? peers[0] : peers } : {}),
         requests,
-        requests_estimated: Math.round(requests * factor),
+        requests_estimated: Math.round(requests * (g[0].role === 'server' ? factors.server : factors.client)),
         percentiles: hist.count ? percentilesMs(hist) : null,
         mean_ms: hist.count ? ms(hist.sum_ns / hist.count) : null,
         latency_histogram: hist.count ? viewSummary(hist).latency_histogram : null,
@@ -178,7 +188,7 @@ export interface LatencyMetrics {
   services: unknown[];
   events: { send: number; receive: number; cleanup: number; lost: number };
   loss: Record<string, number>;
-  sampling: SamplingInfo & { requests_measured: number; exchanges_seen: number; factor: number };
+  sampling: SamplingInfo & { requests_measured: number; exchanges_seen: number; factor: { client: number; server: number } };
   overhead_analysis: Record<string, unknown>;
 }
 
@@ -189,18 +199,20 @@ export function latencyMetrics(f: LatencyFigures, sampling: SamplingInfo): Laten
   const network = viewSummary(f.network);
   const view = client.total_requests > 0 ? 'client' : server.total_requests > 0 ? 'server' : 'none';
   const top = view === 'server' ? server : client;
-  const factor = samplingFactor(f.kernel);
+  const factors = samplingFactors(f);
+  const seen = exchangesSeen(f);
   const k = f.kernel;
+  const r3 = (x: number) => Math.round(x * 1000) / 1000;
   return {
     view,
     total_requests: top.total_requests,
-    total_requests_estimated: Math.round(top.total_requests * factor),
+    total_requests_estimated: view === 'server' ? seen.server : view === 'client' ? seen.client : 0,
     latency_histogram: top.latency_histogram,
     percentiles: top.percentiles,
     client,
     server,
     network,
-    services: servicesOut(f.services, factor).map(({ hist: _h, ...s }) => s),
+    services: servicesOut(f.services, factors).map(({ hist: _h, ...s }) => s),
     // A full ring fails the kernel's output (counted per record in output_failures)
     // and perf also reports it as lost samples of up to 64 records: not the same unit, never added.
     events: { send: k.send, receive: k.receive, cleanup: k.cleanup, lost: k.output_failures },
@@ -217,9 +229,9 @@ export function latencyMetrics(f: LatencyFigures, sampling: SamplingInfo): Laten
     },
     sampling: {
       ...sampling,
-      requests_measured: k.emitted,
-      exchanges_seen: k.emitted + k.unsampled,
-      factor: Math.round(factor * 1000) / 1000,
+      requests_measured: f.client.count + f.server.count,
+      exchanges_seen: seen.client + seen.server,
+      factor: { client: r3(factors.client), server: r3(factors.server) },
     },
     overhead_analysis: overheadAnalysis(client, server, network),
   };
@@ -317,14 +329,15 @@ export function latencyIntervalReport(f: LatencyFigures, span: { start: Date; en
 
 /** The figures as exporter series (InfluxDB, Prometheus): names and labels in src/export/model.ts terms. */
 export function latencyMetricSet(f: LatencyFigures, span: { start: Date; end: Date; cumulative: boolean }, sampling: SamplingInfo): MetricSet {
-  const factor = samplingFactor(f.kernel);
+  const factors = samplingFactors(f);
+  const seen = exchangesSeen(f);
   const histograms: HistogramSeries[] = [
     ...(['client', 'server'] as const).map((view) => ({
       name: 'request_duration', help: 'Request to response time of TCP exchanges seen by the kernel, per view (client: first byte written to first byte of the response read; server: request read to response written)',
       labels: { view }, hist: f[view],
     })),
     { name: 'network_rtt', help: "The kernel's smoothed TCP round-trip time (srtt) of measured connections", labels: {}, hist: f.network },
-    ...servicesOut(f.services, factor).map((s) => ({
+    ...servicesOut(f.services, factors).map((s) => ({
       name: 'service_request_duration', help: 'Request to response time per service and role (client or server side)',
       labels: { service: s.service, role: s.role }, hist: s.hist,
     })),
@@ -334,7 +347,8 @@ export function latencyMetricSet(f: LatencyFigures, span: { start: Date; end: Da
   const counters: ScalarSeries[] = [
     c('requests', 'Exchanges measured (sampled), per view', f.client.count, { view: 'client' }),
     c('requests', 'Exchanges measured (sampled), per view', f.server.count, { view: 'server' }),
-    c('exchanges_seen', 'Exchanges the kernel saw finish, measured or not (sampling)', k.emitted + k.unsampled),
+    c('exchanges_seen', 'Exchanges the kernel saw finish, measured or not (sampling), per view', seen.client, { view: 'client' }),
+    c('exchanges_seen', 'Exchanges the kernel saw finish, measured or not (sampling), per view', seen.server, { view: 'server' }),
     c('socket_events', 'Reads and writes seen on tracked sockets', k.send, { event: 'send' }),
     c('socket_events', 'Reads and writes seen on tracked sockets', k.receive, { event: 'receive' }),
     c('lost_records', 'Records the kernel could not write because the perf ring was full', k.output_failures),
@@ -346,7 +360,8 @@ export function latencyMetricSet(f: LatencyFigures, span: { start: Date; end: Da
   ];
   const gauges: ScalarSeries[] = [
     c('sample_rate', '1 request in this many is measured', sampling.rate),
-    c('sampling_factor', 'Exchanges seen per exchange measured (scales measured counts into estimates)', Math.round(factor * 1000) / 1000),
+    c('sampling_factor', 'Exchanges seen per exchange measured, per view (scales measured counts into estimates)', Math.round(factors.client * 1000) / 1000, { view: 'client' }),
+    c('sampling_factor', 'Exchanges seen per exchange measured, per view (scales measured counts into estimates)', Math.round(factors.server * 1000) / 1000, { view: 'server' }),
   ];
   return { probe: 'latency-probe', host: os.hostname(), start: span.start, end: span.end, cumulative: span.cumulative, histograms, counters, gauges };
 }

@@ -27,6 +27,8 @@ export interface ProbeRun {
   /** resolves once the probe says it is measuring */
   ready: Promise<void>;
   stderr(): string;
+  /** what it wrote to stdout so far */
+  stdoutSoFar(): string;
   /** sends `signal` (default SIGINT) and waits for the exit */
   stop(signal?: NodeJS.Signals): Promise<ProbeExit>;
   exited: Promise<ProbeExit>;
@@ -89,6 +91,7 @@ export function startProbe(name: string, args: string[], opts: { output?: string
   return {
     proc, pid: proc.pid!, output, ready, exited,
     stderr: () => err,
+    stdoutSoFar: () => out,
     stop(signal: NodeJS.Signals = 'SIGINT') {
       if (proc.exitCode === null && proc.signalCode === null) process.kill(proc.pid!, signal);
       return exited;

@@ -1,0 +1,201 @@
+// latency-probe's outputs and controls against real traffic: the JSON stream
+// (intervals add up to the run; a reader that goes away ends the probe
+// cleanly), sampling (fixed N decided in the kernel; auto keeps loss at zero),
+// the live line on a terminal, and bad output options.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import path from 'node:path';
+import { buildTools, runClient, startServer, type RunningServer } from './helpers/workload.js';
+import { cliPath, needsRoot, programsAfterExit, runCli, startProbe, tempDir } from './helpers/probe.js';
+import { repoRoot } from './helpers/workload.js';
+
+async function server(t: any): Promise<RunningServer> {
+  await buildTools();
+  const s = await startServer({ addr: '127.0.0.1' });
+  t.after(() => s.stop().catch(() => undefined));
+  return s;
+}
+
+test('--format json-stream: a line per interval, flushed as it ends; the intervals add up to the run', async (t) => {
+  if (!needsRoot(t)) return;
+  const s = await server(t);
+  const probe = startProbe('latency-probe', ['--filter', `port=${s.port}`, '--format', 'json-stream', '--aggregate-interval', '500ms'],
+    { output: '/dev/stdout' });
+  t.after(() => probe.stop('SIGKILL'));
+  await probe.ready;
+  const c1 = await runClient({ addr: s.addr, port: s.port, requests: 400, concurrency: 2, sleeps: [1000] });
+  await sleep(1300);
+  // lines are there while the probe still runs: written and flushed at each interval
+  const early = (await waitForLines(probe, 2)).map((l) => JSON.parse(l));
+  assert.ok(early.every((o) => o.type === 'interval'));
+  const c2 = await runClient({ addr: s.addr, port: s.port, requests: 300, concurrency: 2, sleeps: [5000] });
+  await sleep(200);
+  const exit = await probe.stop('SIGINT');
+  assert.equal(exit.code, 0, exit.stderr);
+  const lines = exit.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const intervals = lines.filter((o) => o.type === 'interval');
+  const summary = lines[lines.length - 1];
+  assert.equal(summary.type, 'summary');
+  assert.equal(lines.filter((o) => o.type === 'summary').length, 1);
+  assert.ok(intervals.length >= 4, `${intervals.length} intervals`);
+  // contiguous spans with start and end, numbered
+  intervals.forEach((o, i) => {
+    assert.equal(o.seq, i);
+    assert.ok(Date.parse(o.end) > Date.parse(o.start));
+    if (i > 0) assert.equal(o.start, intervals[i - 1].end);
+    for (const k of ['client', 'server', 'network', 'percentiles', 'latency_histogram', 'services', 'loss', 'sampling']) {
+      assert.ok(k in o.metrics, `interval has metrics.${k}`);
+    }
+  });
+  const sum = (v: 'client' | 'server') => intervals.reduce((a, o) => a + o.metrics[v].total_requests, 0);
+  assert.equal(sum('client'), c1.requests + c2.requests);
+  assert.equal(sum('server'), c1.requests + c2.requests);
+  assert.equal(summary.metrics.client.total_requests, c1.requests + c2.requests);
+  // each burst lands in the intervals it ran in: a 1 ms interval and a 5 ms one
+  const busy = intervals.filter((o) => o.metrics.server.total_requests > 0);
+  assert.ok(busy.some((o) => Math.abs(o.metrics.server.percentiles.p50 - 1) < 0.1), 'an interval of the 1 ms burst');
+  assert.ok(busy.some((o) => Math.abs(o.metrics.server.percentiles.p50 - 5) < 0.2), 'an interval of the 5 ms burst');
+  assert.equal(summary.exports.json_stream.lines, intervals.length);
+});
+
+async function waitForLines(probe: ReturnType<typeof startProbe>, n: number): Promise<string[]> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const lines = probe.stdoutSoFar().trim().split('\n').filter(Boolean);
+    if (lines.length >= n) return lines;
+    if (Date.now() > deadline) throw new Error(`only ${lines.length} lines after 5 s`);
+    await sleep(100);
+  }
+}
+
+test('json-stream into a pipe whose reader goes away: the probe ends cleanly, exit 0, no stack trace, nothing attached', async (t) => {
+  if (!needsRoot(t)) return;
+  const s = await server(t);
+  const cmd = `"${process.execPath}" "${cliPath('latency-probe')}" --filter port=${s.port} --format json-stream --output /dev/stdout ` +
+    `--aggregate-interval 200ms --duration 30 | head -n 1; echo "probe=\${PIPESTATUS[0]}" >&2`;
+  const sh = spawn('bash', ['-c', cmd], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => {
+    if (sh.exitCode === null) process.kill(sh.pid!, 'SIGKILL');
+  });
+  let out = '', err = '';
+  sh.stdout.on('data', (b) => (out += b));
+  sh.stderr.on('data', (b) => (err += b));
+  const traffic = runClient({ addr: s.addr, port: s.port, requests: 200, concurrency: 1, sleeps: [2000] });
+  const t0 = Date.now();
+  const code = await new Promise<number | null>((r) => sh.on('close', r));
+  await traffic;
+  assert.equal(code, 0);
+  assert.ok(Date.now() - t0 < 10_000, 'ended long before --duration');
+  assert.equal(JSON.parse(out.trim()).type, 'interval');
+  assert.match(err, /probe=0/, err);
+  assert.doesNotMatch(err, /\n\s+at |Error:|EPIPE/, err);
+  assert.match(err, /stopping: the reader closed the stream/);
+  assert.deepEqual(await programsAfterExit('latency'), []);
+});
+
+test('--sample-rate 10: about 1 in 10 requests measured, in the kernel; counts seen and estimated reported', async (t) => {
+  if (!needsRoot(t)) return;
+  const s = await server(t);
+  const probe = startProbe('latency-probe', ['--filter', `port=${s.port}`, '--sample-rate', '10']);
+  t.after(() => probe.stop('SIGKILL'));
+  await probe.ready;
+  const N = 6000;
+  const c = await runClient({ addr: s.addr, port: s.port, requests: N, concurrency: 4 });
+  await sleep(150);
+  const exit = await probe.stop('SIGINT');
+  assert.equal(exit.code, 0, exit.stderr);
+  const m = exit.report.metrics;
+  // binomial(6000, 0.1): mean 600, sd 23; 5 sd either side
+  for (const v of ['client', 'server'] as const) {
+    assert.ok(Math.abs(m[v].total_requests - N / 10) < 5 * 23.3, `${v}: ${m[v].total_requests} measured of ${N}`);
+  }
+  // the kernel saw every exchange, on both sides: the estimate rests on it
+  assert.equal(m.sampling.exchanges_seen, 2 * c.requests);
+  assert.equal(m.sampling.requests_measured, m.client.total_requests + m.server.total_requests);
+  assert.equal(m.sampling.rate, 10);
+  assert.equal(m.sampling.mode, 'fixed');
+  // the kernel counts what it does not measure: the view's estimate is exact
+  assert.equal(m.total_requests_estimated, N);
+  const svc = m.services.find((x: any) => x.role === 'server');
+  assert.ok(Math.abs(svc.requests_estimated - N) < N * 0.2, `service estimate ${svc.requests_estimated}`);
+  // fewer records: the records the kernel sent fell by about 10
+  assert.ok(exit.report.pipeline.records_emitted < (2 * N) / 5, `records ${exit.report.pipeline.records_emitted}`);
+  assert.match(exit.stderr, /sampled 1 in 10/);
+});
+
+test('--sample-rate auto: the rate rises under load, each change reported, zero loss, estimate near the truth', async (t) => {
+  if (!needsRoot(t)) return;
+  const s = await server(t);
+  // a budget far below the load, so that the controller must act
+  const probe = startProbe('latency-probe', ['--filter', `port=${s.port}`, '--sample-rate', 'auto', '--max-event-rate', '500']);
+  t.after(() => probe.stop('SIGKILL'));
+  await probe.ready;
+  const c = await runClient({ addr: s.addr, port: s.port, requests: 30000, concurrency: 4, rate: 6000 });
+  await sleep(150);
+  const exit = await probe.stop('SIGINT');
+  assert.equal(exit.code, 0, exit.stderr);
+  const m = exit.report.metrics;
+  assert.equal(m.sampling.mode, 'auto');
+  assert.ok(m.sampling.changes.length >= 1, 'changes reported');
+  assert.ok(m.sampling.rate > 1, `rate ${m.sampling.rate}`);
+  for (const ch of m.sampling.changes) assert.ok(ch.to !== ch.from && ch.reason.length > 0);
+  assert.match(exit.stderr, /sample rate 1 -> \d+/);
+  assert.equal(m.events.lost, 0);
+  assert.equal(m.sampling.exchanges_seen, 2 * c.requests);
+  assert.equal(m.total_requests_estimated, c.requests);
+});
+
+test('on a terminal: a live line with elapsed and remaining time, requests, p50, p99 and loss', async (t) => {
+  if (!needsRoot(t)) return;
+  const s = await server(t);
+  const out = path.join(tempDir(), 'r.json');
+  // script(1) gives the probe a pseudo-terminal
+  const cmd = `"${process.execPath}" "${cliPath('latency-probe')}" --filter port=${s.port} --duration 4 --output ${out}`;
+  const sc = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => {
+    if (sc.exitCode === null) process.kill(sc.pid!, 'SIGKILL');
+  });
+  let tty = '';
+  sc.stdout.on('data', (b) => (tty += b));
+  await sleep(1200);
+  await runClient({ addr: s.addr, port: s.port, requests: 2000, concurrency: 2, rate: 1000, sleeps: [1000] });
+  const code = await new Promise<number | null>((r) => sc.on('close', r));
+  assert.equal(code, 0, tty);
+  const frames = tty.split('\r').map((l) => l.replace(/\x1b\[K/g, '').trim()).filter((l) => /elapsed/.test(l));
+  assert.ok(frames.length >= 3, `${frames.length} redraws: ${JSON.stringify(tty.slice(0, 400))}`);
+  assert.ok(frames.some((f) => /0:0\d elapsed, 0:0\d left/.test(f)), frames.join('\n'));
+  const busy = frames.find((f) => /p50 1\.\d+ ms p99 1\.\d+ ms/.test(f));
+  assert.ok(busy, `a frame during traffic shows p50/p99 near 1 ms: ${frames.join('\n')}`);
+  assert.match(busy!, /[\d,]+ requests \(\d+\/s\)/);
+  assert.match(busy!, /lost 0/);
+
+  // in a pipe: no live line
+  const piped = spawnSync(process.execPath, [cliPath('latency-probe'), '--filter', `port=${s.port}`, '--duration', '1.5', '--output', out],
+    { cwd: repoRoot, encoding: 'utf8' });
+  assert.equal(piped.status, 0, piped.stderr);
+  assert.doesNotMatch(piped.stderr, /elapsed/);
+});
+
+test('bad output options: one line naming the fix, exit 2, nothing loaded', async (t) => {
+  if (!needsRoot(t)) return;
+  for (const [args, re] of [
+    [['--format', 'xml'], /unknown --format "xml": use one of json, json-stream, influx, prometheus/],
+    [['--format', 'influx'], /--format influx needs --url/],
+    [['--format', 'influx', '--url', 'http://127.0.0.1:1', '--db', 'x'], /cannot reach InfluxDB at http:\/\/127\.0\.0\.1:1/],
+    [['--format', 'influx', '--url', 'http://127.0.0.1:1'], /--db|--bucket/],
+    [['--db', 'x'], /--db is for --format influx/],
+    [['--aggregate-interval', 'soon'], /invalid --aggregate-interval "soon"/],
+    [['--sample-rate', '0'], /--sample-rate/],
+    [['--sample-rate', 'sometimes'], /--sample-rate/],
+    [['--format', 'prometheus', '--port', '99999'], /--port/],
+    [['--format', 'prometheus', '--buckets', '0.1,0.01'], /--buckets/],
+  ] as const) {
+    const r = runCli('latency-probe', ['--duration', '1', ...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, re, args.join(' '));
+    assert.equal(r.stderr.trim().split('\n').length, 1, `one line for ${args.join(' ')}: ${r.stderr}`);
+  }
+  assert.deepEqual(await programsAfterExit('latency'), []);
+});
