@@ -13,7 +13,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildTools, runClient, startServer, type ClientOptions, type RunningServer } from './helpers/workload.js';
-import { loadedPrograms, needsRoot, programsAfterExit, runCli, startProbe, tempDir, type ProbeRun } from './helpers/probe.js';
+import { loadedPrograms, needsRoot, runCli, startProbe, tempDir, type ProbeRun } from './helpers/probe.js';
 import { PROMTOOL_BIN, freePort, startPrometheus } from './helpers/prometheus-server.js';
 import { DEFAULT_LE_SECONDS, parseBuckets } from '../src/export/prometheus.js';
 
@@ -100,23 +100,49 @@ function tryConnect(host: string, port: number): Promise<'connected' | string> {
   });
 }
 
-async function setup(t: TestContext, probeArgs: string[]): Promise<{ server: RunningServer; probe: ProbeRun; port: number }> {
+/**
+ * IDs of the "latency*" programs loaded now. The tests compare IDs rather than
+ * expect none at all (programsAfterExit), so that a probe another test run
+ * has loaded on the same host cannot make them fail.
+ */
+function latencyIds(): Set<number> {
+  const r = spawnSync('bpftool', ['-j', 'prog', 'list'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`bpftool prog list failed: ${r.stderr}`);
+  return new Set((JSON.parse(r.stdout) as { id: number; name?: string }[]).filter((p) => p.name?.startsWith('latency')).map((p) => p.id));
+}
+
+/** Waits (up to 5 s: the kernel frees a program after an RCU grace period) until none of `ids` is loaded; returns those still loaded. */
+async function stillLoaded(ids: Iterable<number>): Promise<number[]> {
+  const want = [...ids];
+  let left = want.filter((id) => latencyIds().has(id));
+  for (let i = 0; i < 50 && left.length > 0; i++) {
+    await sleep(100);
+    const now = latencyIds();
+    left = want.filter((id) => now.has(id));
+  }
+  return left;
+}
+
+async function setup(t: TestContext, probeArgs: string[]): Promise<{ server: RunningServer; probe: ProbeRun; port: number; ours: number[] }> {
   await buildTools();
   // every concurrent sleeper may busy-wait its last 150 µs, so sleeps are exact
   const server = await startServer({ addr: '127.0.0.1', maxSpinners: TRAFFIC.concurrency });
   t.after(() => server.stop().catch(() => undefined));
   const port = await freePort();
+  const before = latencyIds();
   const probe = startProbe('latency-probe', ['--format', 'prometheus', '--port', String(port), '--filter', `port=${server.port}`, ...probeArgs]);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
-  return { server, probe, port };
+  const ours = [...latencyIds()].filter((id) => !before.has(id));
+  assert.ok(ours.length >= 3, `the probe's programs are loaded: ${ours}`);
+  return { server, probe, port, ours };
 }
 
 // ---------------------------------------------------------------- tests
 
 test('/metrics while measuring: promtool-clean, exact counts per view, loopback only', async (t) => {
   if (!needsRoot(t)) return;
-  const { server, probe, port } = await setup(t, []);
+  const { server, probe, port, ours } = await setup(t, []);
   assert.match(probe.stderr(), new RegExp(`metrics at http://127\\.0\\.0\\.1:${port}/metrics`));
 
   const client = await runClient({ addr: '127.0.0.1', port: server.port, requests: 3000, ...TRAFFIC });
@@ -182,14 +208,14 @@ test('/metrics while measuring: promtool-clean, exact counts per view, loopback 
   assert.equal(exit.code, 0, exit.stderr);
   assert.equal(exit.report?.metrics.client.total_requests, client.requests);
   assert.ok(exit.report.exports?.prometheus?.scrapes >= 1, JSON.stringify(exit.report.exports));
-  assert.deepEqual(await programsAfterExit('latency'), []);
+  assert.deepEqual(await stillLoaded(ours), [], 'the probe\'s programs are gone after it exits');
 });
 
 test('a real Prometheus scraping during traffic: histogram_quantile(0.99) agrees with the report p99 within a bucket', async (t) => {
   if (!needsRoot(t)) return;
   const BUCKETS = '0.0005,0.001,0.002,0.003,0.004,0.0045,0.0065,0.008,0.01,0.025,0.1';
   const bounds = parseBuckets(BUCKETS);
-  const { server, probe, port } = await setup(t, ['--buckets', BUCKETS]);
+  const { server, probe, port, ours } = await setup(t, ['--buckets', BUCKETS]);
   const prom = await startPrometheus(t, { targets: [`127.0.0.1:${port}`], scrapeInterval: '1s' });
   await prom.waitFor('up{job="meshprobe"} == 1');
 
@@ -237,12 +263,12 @@ test('a real Prometheus scraping during traffic: histogram_quantile(0.99) agrees
 
   const lines: string[] = [];
   for (const view of ['client', 'server'] as const) {
-    const ours = m[view].percentiles.p99 / 1000; // ms -> s
-    const [lo, hi] = bucketOf(ours, bounds);
+    const ourP99 = m[view].percentiles.p99 / 1000; // ms -> s
+    const [lo, hi] = bucketOf(ourP99, bounds);
     const theirs = promP99[view];
-    lines.push(`${view}: report p99 ${(ours * 1e3).toFixed(4)} ms, Prometheus ${(theirs * 1e3).toFixed(4)} ms, bucket (${lo * 1e3}, ${hi * 1e3}] ms`);
-    assert.ok(Number.isFinite(hi), `${view} p99 ${ours} s beyond the last bound`);
-    assert.ok(Math.abs(theirs - ours) <= hi - lo, `${view}: Prometheus p99 ${theirs} s vs ours ${ours} s: more than the bucket width ${hi - lo} s`);
+    lines.push(`${view}: report p99 ${(ourP99 * 1e3).toFixed(4)} ms, Prometheus ${(theirs * 1e3).toFixed(4)} ms, bucket (${lo * 1e3}, ${hi * 1e3}] ms`);
+    assert.ok(Number.isFinite(hi), `${view} p99 ${ourP99} s beyond the last bound`);
+    assert.ok(Math.abs(theirs - ourP99) <= hi - lo, `${view}: Prometheus p99 ${theirs} s vs ourP99 ${ourP99} s: more than the bucket width ${hi - lo} s`);
     // histogram_quantile interpolates inside the bucket holding the 0.99 rank, the one our p99 falls in
     assert.ok(theirs >= lo && theirs <= hi, `${view}: Prometheus p99 ${theirs} s outside (${lo}, ${hi}]`);
   }
@@ -252,12 +278,13 @@ test('a real Prometheus scraping during traffic: histogram_quantile(0.99) agrees
   assert.equal(serverSvc[0].metric.service, `mpload:${server.port}`);
   lines.push(`service ${serverSvc[0].metric.service} role=server count ${serverSvc[0].value[1]}; traffic ${trafficS} s, ${stored.length} scrapes stored`);
   for (const l of lines) t.diagnostic(l);
-  assert.deepEqual(await programsAfterExit('latency'), []);
+  assert.deepEqual(await stillLoaded(ours), [], 'the probe\'s programs are gone after it exits');
 });
 
 test('--port already in use: exit 2, one line naming --port, nothing loaded', async (t) => {
   if (!needsRoot(t)) return;
-  assert.deepEqual(loadedPrograms('latency'), [], 'no latency programs before the test');
+  const before = latencyIds();
+  if (before.size) t.diagnostic(`latency programs of another run loaded: ${loadedPrograms('latency')}`);
   const blocker: Server = createServer();
   await new Promise<void>((res, rej) => {
     blocker.once('error', rej);
@@ -274,5 +301,11 @@ test('--port already in use: exit 2, one line naming --port, nothing loaded', as
   assert.match(lines[0], new RegExp(`--port ${port}\\b`));
   assert.match(lines[0], /already in use/);
   assert.equal(existsSync(output), false, 'no report written');
-  assert.deepEqual(await programsAfterExit('latency'), []);
+  // the port is bound before anything is loaded; whatever it might have loaded is freed once it exited
+  let added = [...latencyIds()].filter((id) => !before.has(id));
+  for (let i = 0; i < 50 && added.length > 0; i++) {
+    await sleep(100);
+    added = [...latencyIds()].filter((id) => !before.has(id));
+  }
+  assert.deepEqual(added, [], 'no BPF programs left loaded');
 });

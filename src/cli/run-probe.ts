@@ -105,7 +105,7 @@ async function waitFor(seconds: number | undefined, signal: AbortSignal): Promis
 }
 
 /** How long InfluxDB writes may take at shutdown before what is left is reported lost. */
-export const INFLUX_CLOSE_TIMEOUT_MS = 10_000;
+export const INFLUX_CLOSE_TIMEOUT_MS = 5_000;
 
 export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
   // signals first: one that arrives while the programs load stops the run as soon as it has started
