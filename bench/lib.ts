@@ -85,3 +85,30 @@ export async function withBpfStats<T>(fn: () => Promise<T>): Promise<T> {
 export function freePort(): number {
   return 20000 + (process.pid % 20000);
 }
+
+/**
+ * The machine is a shared VM whose speed drifts by 10-15 % over seconds:
+ * many short rounds, alternating which half goes first, and the median of
+ * the per-round ratios beside the ratio of the sums.
+ */
+export async function alternateRounds(rounds: number, without: () => number, withProbe: () => Promise<number>) {
+  const w: number[] = [];
+  const wo: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    if (i % 2 === 0) {
+      wo.push(without());
+      w.push(await withProbe());
+    } else {
+      w.push(await withProbe());
+      wo.push(without());
+    }
+  }
+  const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
+  const ratios = w.map((x, i) => x / wo[i]).sort((a, b) => a - b);
+  return {
+    without: wo,
+    withProbe: w,
+    ratio: sum(w) / sum(wo),
+    median: (ratios[(rounds - 1) >> 1] + ratios[rounds >> 1]) / 2,
+  };
+}

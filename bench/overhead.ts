@@ -4,7 +4,7 @@
 // BPF program's kernel cost per run (a separate pass with bpf_stats_enabled,
 // which itself costs time, so it is not part of the ratio).
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startNginx, startProbe, withBpfStats, wrk, freePort } from './lib.js';
+import { alternateRounds, startNginx, startProbe, withBpfStats, wrk, freePort } from './lib.js';
 
 // The machine is a shared 2-vCPU VM whose speed drifts by 10-15 % over
 // seconds: many short rounds, alternating which half goes first, and the
@@ -17,8 +17,6 @@ const nginx = await startNginx(freePort());
 const url = `http://127.0.0.1:${nginx.port}/`;
 try {
   wrk(url, 2, 1, CONNECTIONS); // warm-up
-  const without: number[] = [];
-  const withProbe: number[] = [];
   let lost = 0;
   let measured = 0;
   const attached = async () => {
@@ -30,19 +28,8 @@ try {
     measured += rep.metrics.server.total_requests;
     return rps;
   };
-  for (let i = 0; i < ROUNDS; i++) {
-    if (i % 2 === 0) {
-      without.push(wrk(url, SECONDS, 1, CONNECTIONS).rps);
-      withProbe.push(await attached());
-    } else {
-      withProbe.push(await attached());
-      without.push(wrk(url, SECONDS, 1, CONNECTIONS).rps);
-    }
-  }
+  const { without, withProbe, ratio, median } = await alternateRounds(ROUNDS, () => wrk(url, SECONDS, 1, CONNECTIONS).rps, attached);
   const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
-  const ratio = sum(withProbe) / sum(without);
-  const pairRatios = withProbe.map((w, i) => w / without[i]).sort((a, b) => a - b);
-  const median = (pairRatios[(ROUNDS - 1) >> 1] + pairRatios[ROUNDS >> 1]) / 2;
   const costs = await withBpfStats(async () => {
     const probe = await startProbe('latency-probe', []);
     wrk(url, SECONDS, 1, CONNECTIONS);

@@ -7,6 +7,7 @@ const benches = [
   ['bench/decode-rate.mjs'],
   ['dist/bench/pipeline-rate.js'],
   ['dist/bench/overhead.js'],
+  ['dist/bench/sampling.js'],
 ];
 let failed = 0;
 for (const [file] of benches) {

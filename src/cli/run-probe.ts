@@ -6,6 +6,7 @@
  * stop on --duration, a signal, a closed stream or an error; build and write
  * the report. A signal or an error never loses what was measured.
  */
+import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { log } from '../log.js';
 import { MeshprobeError } from '../errors.js';
@@ -149,7 +150,9 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
       le: out.prometheus!.le,
       version: VERSION,
       collect: () => {
-        const s = session!;
+        const s = session;
+        // scraped while the programs load: nothing measured yet, an empty set (build_info only)
+        if (!s) return { probe: o.def.name, host: os.hostname(), start: startedAt, end: new Date(), cumulative: true, histograms: [], counters: [], gauges: [] };
         return outputs.metricSet(outputs.read(s.state, s.kernelStats()), { start: startedAt, end: new Date(), cumulative: true }, sampling());
       },
     });
