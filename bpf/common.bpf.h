@@ -181,6 +181,17 @@ static __always_inline __u32 sock_netns(struct sock *sk)
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
+/*
+ * The name of the current process (its thread group leader's comm): worker
+ * threads often carry names of their own ("wrk:worker_0"), the process one.
+ */
+static __always_inline void current_process_comm(char comm[16])
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	BPF_CORE_READ_INTO(comm, task, group_leader, comm);
+}
+
 /* The kernel's smoothed RTT of a TCP socket, in microseconds. */
 static __always_inline __u32 tcp_srtt_us(struct sock *sk)
 {

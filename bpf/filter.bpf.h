@@ -22,6 +22,18 @@ const volatile __u32 selector_count = 0; /* 0: no filter */
 const volatile __u32 clause_mask = 0;    /* a bit per clause; all must hold */
 const volatile bool filter_by_comm = false;
 
+/*
+ * The cgroups of cgroup=/namespace= filters, by fd (user space writes them):
+ * bpf_current_task_under_cgroup() then holds whatever cgroup namespace the
+ * probe runs in, where ids and depths seen from inside would not.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, MP_MAX_SELECTORS);
+	__type(key, __u32);
+	__type(value, __u32);
+} filter_cgroups SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -39,7 +51,7 @@ static __always_inline bool filter_pass(struct sock *sk, __u16 lport, __u16 rpor
 		return true;
 	tgid = bpf_get_current_pid_tgid() >> 32;
 	if (filter_by_comm)
-		bpf_get_current_comm(comm, sizeof(comm));
+		current_process_comm(comm);
 	for (i = 0; i < MP_MAX_SELECTORS; i++) {
 		const volatile struct mp_selector *f = &selectors[i];
 
@@ -60,7 +72,7 @@ static __always_inline bool filter_pass(struct sock *sk, __u16 lport, __u16 rpor
 			    *(__u64 *)&comm[8] != *(const volatile __u64 *)&f->comm[8])
 				continue;
 		}
-		if (f->cgroup_id && bpf_get_current_ancestor_cgroup_id(f->cgroup_level) != f->cgroup_id)
+		if (f->cgroup_id && bpf_current_task_under_cgroup(&filter_cgroups, f->cgroup_slot) != 1)
 			continue;
 		held |= 1u << (f->clause & 31);
 	}

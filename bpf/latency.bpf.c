@@ -225,7 +225,6 @@ static __always_inline struct sock_slot *track_in(struct sock_slot *s, __u64 key
 	if (!s)
 		return NULL;
 	init_slot(s, key, role, flags, t);
-	stat_inc(MP_STAT_TRACKED);
 	return s;
 }
 
@@ -264,7 +263,7 @@ static __always_inline void emit_open(void *ctx, struct sock *sk, struct sock_st
 	r->flags = st->flags;
 	__builtin_memcpy(r->laddr, st->tuple.laddr, 16);
 	__builtin_memcpy(r->raddr, st->tuple.raddr, 16);
-	bpf_get_current_comm(&r->comm, sizeof(r->comm));
+	current_process_comm(r->comm);
 	if (batched)
 		batch_end(b);
 	else
@@ -280,6 +279,7 @@ static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock
 
 	st->requests++;
 	stat_inc(MP_STAT_EMITTED);
+	stat_inc(st->role == MP_ROLE_CLIENT ? MP_STAT_MEASURED_CLIENT : MP_STAT_MEASURED_SERVER);
 	r = batched ? batch_reserve(ctx, b, sizeof(*r)) : &alone;
 	fill_hdr(&r->hdr, MP_REC_LATENCY, st);
 	r->end_ns = now;
@@ -359,6 +359,7 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 			stat_inc(MP_STAT_FILTERED);
 			return 0;
 		}
+		stat_inc(MP_STAT_TRACKED);
 	}
 	if (starter == MP_ROLE_CLIENT) {
 		stat_inc(MP_STAT_SEND);

@@ -87,7 +87,7 @@ struct mp_conn_close_rec {
 #define MP_STAT_SEND          0 /* writes seen on tracked sockets */
 #define MP_STAT_RECV          1 /* reads seen on tracked sockets */
 #define MP_STAT_CLEANUP       2 /* tracked sockets closed (entry removed) */
-#define MP_STAT_TRACKED       3 /* sockets that entered the table */
+#define MP_STAT_TRACKED       3 /* sockets measured: used by a process and inside the filter */
 #define MP_STAT_EVICTED       4 /* entries pushed out of the full LRU table */
 #define MP_STAT_OUTPUT_FAIL   5 /* bpf_perf_event_output failed (ring full) */
 #define MP_STAT_FILTERED      6 /* sockets skipped by the in-kernel filter */
@@ -95,7 +95,9 @@ struct mp_conn_close_rec {
 #define MP_STAT_DISCARDED     8 /* exchanges dropped as inconsistent (socket taken over mid-exchange) */
 #define MP_STAT_UNSAMPLED_CLIENT 9  /* client-side exchanges finished but not measured (--sample-rate) */
 #define MP_STAT_UNSAMPLED_SERVER 10 /* server-side exchanges finished but not measured */
-#define MP_STAT__COUNT        11
+#define MP_STAT_MEASURED_CLIENT 11 /* client-side exchanges measured (records emitted) */
+#define MP_STAT_MEASURED_SERVER 12 /* server-side exchanges measured */
+#define MP_STAT__COUNT        13
 
 
 #endif

@@ -30,6 +30,13 @@ if ((${#missing[@]})); then
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # and must not start them at the next boot either
+  for svc in prometheus influxdb victoria-metrics; do
+    if [[ " ${missing[*]} " == *" $svc "* ]] && command -v deb-systemd-helper >/dev/null; then
+      deb-systemd-helper disable "$svc.service" >/dev/null 2>&1 ||
+        echo "setup: could not disable $svc.service; stop it with systemctl disable $svc if it starts at boot" >&2
+    fi
+  done
   if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 

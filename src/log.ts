@@ -20,10 +20,16 @@ export function logLevel(): LogLevel {
   return current;
 }
 
+/** Something drawn on stderr's current line (the live progress line): cleared before a log line. */
+let statusLine = false;
+export function setStatusLine(on: boolean): void {
+  statusLine = on;
+}
+
 function emit(level: LogLevel, msg: string, fields?: Record<string, unknown>): void {
   if (ORDER[level] > ORDER[current]) return;
   const extra = fields ? ' ' + JSON.stringify(fields) : '';
-  process.stderr.write(`[meshprobe ${level}] ${msg}${extra}\n`);
+  process.stderr.write(`${statusLine ? '\r\x1b[K' : ''}[meshprobe ${level}] ${msg}${extra}\n`);
 }
 
 export const log = {

@@ -81,7 +81,9 @@ export const STAT_EMITTED = 7;
 export const STAT_DISCARDED = 8;
 export const STAT_UNSAMPLED_CLIENT = 9;
 export const STAT_UNSAMPLED_SERVER = 10;
-export const STAT__COUNT = 11;
+export const STAT_MEASURED_CLIENT = 11;
+export const STAT_MEASURED_SERVER = 12;
+export const STAT__COUNT = 13;
 
 // perf_event_header framing
 export const PERF_RECORD_LOST = 2;

@@ -17,6 +17,9 @@ import { loadServices, type ServiceDef } from '../filter/services.js';
 
 export { VERSION };
 
+/** --format prometheus without --port: not 9090, which Prometheus itself takes */
+export const DEFAULT_METRICS_PORT = 9435;
+
 export function newCommand(name: string, description: string): Command {
   const cmd = new Command(name)
     .description(description)
@@ -41,9 +44,9 @@ export function addProbeOptions(cmd: Command, defaultOutput: string): Command {
       '(repeat: all must hold; a,b: any of them)')
     .option('--services <file>', 'service names: name -> ports, comm, cgroup, netns (JSON or lines)')
     .option('--sample-rate <n>', 'measure 1 request in N, or auto (keeps ring loss at zero)', '1')
-    .option('--max-event-rate <n>', 'with --sample-rate auto: measured requests per second to stay under', '100000')
-    .option('--port <n>', '--format prometheus: port of /metrics', '9090')
-    .option('--listen <addr>', '--format prometheus: address to listen on', '127.0.0.1')
+    .option('--max-event-rate <n>', 'with --sample-rate auto: records per second (measured exchanges, both sides) to stay under (default 100000)')
+    .option('--port <n>', `--format prometheus: port of /metrics (default ${DEFAULT_METRICS_PORT})`)
+    .option('--listen <addr>', '--format prometheus: address to listen on (default 127.0.0.1)')
     .option('--buckets <seconds>', '--format prometheus: histogram bounds, e.g. 0.001,0.01,0.1,1')
     .option('--url <url>', '--format influx: InfluxDB base URL, e.g. http://influxdb:8086')
     .option('--org <org>', '--format influx (InfluxDB 2): organization')
@@ -70,9 +73,9 @@ export interface CommonProbeFlags {
   filter?: string[];
   services?: string;
   sampleRate: string;
-  maxEventRate: string;
-  port: string;
-  listen: string;
+  maxEventRate?: string;
+  port?: string;
+  listen?: string;
   buckets?: string;
   url?: string;
   org?: string;
@@ -125,7 +128,9 @@ export function filtersFrom(f: CommonProbeFlags): { filter: ResolvedFilter; serv
 export function outputFrom(f: CommonProbeFlags): OutputOptions {
   const format = f.format as Format;
   const intervalS = parseDuration(f.aggregateInterval, '--aggregate-interval');
-  if (intervalS < 0.1) throw new MeshprobeError('MP_USAGE', `--aggregate-interval ${f.aggregateInterval} is too short: use 100ms or more`, EXIT_USAGE);
+  if (intervalS < 0.1 || intervalS > 3600) {
+    throw new MeshprobeError('MP_USAGE', `--aggregate-interval ${f.aggregateInterval} is out of range: use 100ms to 1h`, EXIT_USAGE);
+  }
   let sampleRate: number | 'auto';
   if (f.sampleRate.trim() === 'auto') sampleRate = 'auto';
   else sampleRate = parsePositiveInt(f.sampleRate, '--sample-rate (a whole number, or auto)', 1 << 20);
@@ -134,10 +139,17 @@ export function outputFrom(f: CommonProbeFlags): OutputOptions {
     output: f.output,
     intervalS,
     sampleRate,
-    maxEventRate: parsePositiveInt(f.maxEventRate, '--max-event-rate', 1e9),
+    maxEventRate: parsePositiveInt(f.maxEventRate ?? '100000', '--max-event-rate', 1e9),
     progress: f.progress === false ? false : undefined,
   };
   const given = (names: (keyof CommonProbeFlags)[]) => names.filter((n) => f[n] !== undefined);
+  if (f.maxEventRate !== undefined && sampleRate !== 'auto') {
+    throw new MeshprobeError('MP_USAGE', '--max-event-rate is for --sample-rate auto', EXIT_USAGE);
+  }
+  if (format !== 'prometheus') {
+    const stray = given(['port', 'listen', 'buckets']);
+    if (stray.length) throw new MeshprobeError('MP_USAGE', `--${kebab(stray[0])} is for --format prometheus (the format is ${format})`, EXIT_USAGE);
+  }
   if (format !== 'influx') {
     const stray = given(['url', 'org', 'bucket', 'token', 'db', 'username', 'password', 'retentionPolicy']);
     if (stray.length) throw new MeshprobeError('MP_USAGE', `--${kebab(stray[0])} is for --format influx (the format is ${format})`, EXIT_USAGE);
@@ -159,8 +171,8 @@ export function outputFrom(f: CommonProbeFlags): OutputOptions {
   }
   if (format === 'prometheus') {
     out.prometheus = {
-      port: parsePositiveInt(f.port, '--port', 65535),
-      host: f.listen,
+      port: parsePositiveInt(f.port ?? String(DEFAULT_METRICS_PORT), '--port', 65535),
+      host: f.listen ?? '127.0.0.1',
       le: f.buckets ? parseBuckets(f.buckets) : undefined,
     };
   }

@@ -1,3 +1,5 @@
+import { setStatusLine } from '../log.js';
+
 /**
  * The live line on a terminal: elapsed and remaining time, requests seen,
  * p50 and p99 of the last second, loss, sample rate. Redrawn in place on
@@ -35,11 +37,13 @@ export class Progress {
     const width = this.out.columns || 160; // a pty without a size says 0
     this.out.write(`\r\x1b[K${line.slice(0, Math.max(20, width - 1))}`);
     this.drawn = true;
+    setStatusLine(true);
   }
 
   /** Clears the line, so that what follows starts on a clean one. */
   end(): void {
     if (this.drawn) this.out.write('\r\x1b[K');
     this.drawn = false;
+    setStatusLine(false);
   }
 }

@@ -7,6 +7,7 @@
  * the report. A signal or an error never loses what was measured.
  */
 import os from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { log } from '../log.js';
 import { MeshprobeError } from '../errors.js';
@@ -130,8 +131,9 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
 
   const { out, outputs } = o;
   const sampler = out.sampleRate === 'auto' ? new AutoSampler(out.maxEventRate) : undefined;
-  const sampling = (): SamplingInfo => sampler
-    ? { mode: 'auto', rate: sampler.rate, changes: sampler.changes }
+  /** sampling as a span reports it: the changes made since `sinceS` (seconds since the start) */
+  const sampling = (sinceS = 0): SamplingInfo => sampler
+    ? { mode: 'auto', rate: sampler.rate, changes: sampler.changes.filter((c) => c.at_s >= sinceS), change_count: sampler.changeCount }
     : { mode: 'fixed', rate: out.sampleRate as number };
 
   // outputs that can fail are set up before anything is loaded
@@ -140,133 +142,171 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
   let prom: PrometheusExporter | undefined;
   let stream: JsonStream | undefined;
   const startedAt = new Date();
-  if (out.format === 'influx') {
-    await checkInfluxReachable(out.influx!);
-    influx = new InfluxExporter(out.influx!);
-  } else if (out.format === 'prometheus') {
-    prom = new PrometheusExporter({
-      port: out.prometheus!.port,
-      host: out.prometheus!.host,
-      le: out.prometheus!.le,
-      version: VERSION,
-      collect: () => {
-        const s = session;
-        // scraped while the programs load: nothing measured yet, an empty set (build_info only)
-        if (!s) return { probe: o.def.name, host: os.hostname(), start: startedAt, end: new Date(), cumulative: true, histograms: [], counters: [], gauges: [] };
-        return outputs.metricSet(outputs.read(s.state, s.kernelStats()), { start: startedAt, end: new Date(), cumulative: true }, sampling());
-      },
-    });
-    await prom.start();
-  } else if (out.format === 'json-stream') {
-    stream = new JsonStream(out.output);
-  }
-
+  const closeOutputs = async () => {
+    await prom?.close();
+    prom = undefined;
+    stream?.close();
+    stream = undefined;
+    if (influx) {
+      const i = influx;
+      influx = undefined;
+      return i.close(INFLUX_CLOSE_TIMEOUT_MS);
+    }
+    return undefined;
+  };
   try {
+    if (out.format === 'influx') {
+      await checkInfluxReachable(out.influx!);
+      influx = new InfluxExporter(out.influx!);
+    } else if (out.format === 'prometheus') {
+      prom = new PrometheusExporter({
+        port: out.prometheus!.port,
+        host: out.prometheus!.host,
+        le: out.prometheus!.le,
+        version: VERSION,
+        collect: () => {
+          const s = session;
+          // scraped while the programs load: nothing measured yet, an empty set (build_info only)
+          if (!s) return { probe: o.def.name, host: os.hostname(), start: startedAt, end: new Date(), cumulative: true, histograms: [], counters: [], gauges: [] };
+          return outputs.metricSet(outputs.read(s.state, s.kernelStats()), { start: startedAt, end: new Date(), cumulative: true }, sampling());
+        },
+      });
+      await prom.start();
+    } else if (out.format === 'json-stream') {
+      stream = new JsonStream(out.output);
+    }
     session = await startSession(o.def, o.probeOptions, o.pipeline, sampler ? sampler.rate : (out.sampleRate as number));
   } catch (e) {
-    await prom?.close();
-    stream?.close();
-    await influx?.close(1000);
+    await closeOutputs();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     throw e;
   }
   const s = session;
   const t0 = process.hrtime.bigint();
+  const sinceStart = () => Number(process.hrtime.bigint() - t0) / 1e9;
   log.info(`${o.def.name}: measuring${o.durationS ? ` for ${o.durationS} s` : ' until Ctrl-C (SIGINT) or SIGTERM'}` +
     (prom ? `; metrics at http://${out.prometheus!.host}:${out.prometheus!.port}/metrics` : ''));
 
   // every aggregation interval: the stream line or the InfluxDB points
   let prev: F | undefined;
   let intervalStart = new Date();
+  let intervalStartS = 0;
   let seq = 0;
+  let outputError: MeshprobeError | undefined;
   const emitInterval = (cur: F, end: Date) => {
     const delta = outputs.diff(cur, prev);
     prev = cur;
     const span = { start: intervalStart, end, seq: seq++ };
+    const sampled = sampling(intervalStartS);
     intervalStart = end;
-    if (stream && !stream.write(outputs.interval(delta, span, sampling()))) {
-      log.info(`${o.def.name}: stopping: ${stream.closed}`);
-      stop('output closed');
-    }
-    influx?.write(outputs.metricSet(delta, { ...span, cumulative: false }, sampling()));
-  };
-  const intervalTimer = stream || influx
-    ? setInterval(() => emitInterval(outputs.read(s.state, s.kernelStats()), new Date()), out.intervalS * 1000)
-    : undefined;
-
-  // every second: the sampler and the live line
-  const progress = (out.progress ?? process.stderr.isTTY) && !o.quiet ? new Progress(o.durationS) : undefined;
-  let lastStats = s.kernelStats();
-  let lastTick = process.hrtime.bigint();
-  let lastProgress: F | undefined;
-  const tick = setInterval(() => {
-    if (sampler) {
-      const now = process.hrtime.bigint();
-      const stats = s.kernelStats();
-      const a = outputs.demand(stats), b = outputs.demand(lastStats);
-      const seconds = Number(now - lastTick) / 1e9;
-      lastStats = stats;
-      lastTick = now;
-      const next = sampler.tick({ seen: a.seen - b.seen, lost: a.lost - b.lost, seconds }, Number(now - t0) / 1e9);
-      if (next !== undefined) {
-        s.setSampleRate(next);
-        const c = sampler.changes[sampler.changes.length - 1];
-        log.info(`sample rate ${c.from} -> ${c.to}: ${c.reason}`);
+    intervalStartS = sinceStart();
+    if (stream && !stream.write(outputs.interval(delta, span, sampled))) {
+      if (stream.failed) {
+        outputError = new MeshprobeError('MP_OUTPUT', `${stream.closed} to ${out.output}`);
+        stop('error');
+      } else {
+        log.info(`${o.def.name}: stopping: ${stream.closed}`);
+        stop('output closed');
       }
     }
-    if (progress) {
-      const cur = outputs.read(s.state, s.kernelStats());
-      const recent = outputs.progress(outputs.diff(cur, lastProgress));
-      lastProgress = cur;
-      progress.update({ ...outputs.progress(cur), recent, rate: sampling().rate });
-    }
-  }, 1000);
-  const errorWatch = setInterval(() => {
-    if (s.error()) stop('error');
-  }, 200);
-  const counterLog = log.enabled('debug')
-    ? setInterval(() => log.debug('pipeline counters', { ...readCounters(s.state), kernel: s.kernelStats().map(Number) }), 5000)
-    : undefined;
+    influx?.write(outputs.metricSet(delta, { ...span, cumulative: false }, sampled));
+  };
 
+  const progress = (out.progress ?? process.stderr.isTTY) && !o.quiet ? new Progress(o.durationS) : undefined;
+  const timers: NodeJS.Timeout[] = [];
+  let result: SessionResult;
   try {
-    await waitFor(o.durationS, ac.signal);
-  } catch {
-    // aborted by a signal, a closed stream or a worker error: stop and report what was measured
+    if (stream || influx) timers.push(setInterval(() => emitInterval(outputs.read(s.state, s.kernelStats()), new Date()), out.intervalS * 1000));
+    // every second: the sampler and the live line
+    let lastStats = s.kernelStats();
+    let lastTick = process.hrtime.bigint();
+    let lastProgress: F | undefined;
+    timers.push(setInterval(() => {
+      if (sampler) {
+        const now = process.hrtime.bigint();
+        const stats = s.kernelStats();
+        const a = outputs.demand(stats), b = outputs.demand(lastStats);
+        const seconds = Number(now - lastTick) / 1e9;
+        lastStats = stats;
+        lastTick = now;
+        const next = sampler.tick({ seen: a.seen - b.seen, lost: a.lost - b.lost, seconds }, sinceStart());
+        if (next !== undefined) {
+          s.setSampleRate(next);
+          const c = sampler.changes[sampler.changes.length - 1];
+          log.info(`sample rate ${c.from} -> ${c.to}: ${c.reason}`);
+        }
+      }
+      if (progress) {
+        const cur = outputs.read(s.state, s.kernelStats());
+        const recent = outputs.progress(outputs.diff(cur, lastProgress));
+        lastProgress = cur;
+        progress.update({ ...outputs.progress(cur), recent, rate: sampling().rate });
+      }
+    }, 1000));
+    timers.push(setInterval(() => {
+      if (s.error()) stop('error');
+    }, 200));
+    if (log.enabled('debug')) {
+      timers.push(setInterval(() => log.debug('pipeline counters', { ...readCounters(s.state), kernel: s.kernelStats().map(Number) }), 5000));
+    }
+    try {
+      await waitFor(o.durationS, ac.signal);
+    } catch {
+      // aborted by a signal, a closed stream or a worker error: stop and report what was measured
+    }
   } finally {
-    for (const t of [intervalTimer, tick, errorWatch, counterLog]) clearInterval(t);
+    for (const t of timers) clearInterval(t);
     progress?.end();
+    log.debug(`stopping (${stopReason})`);
+    try {
+      result = await s.stop();
+    } catch (e) {
+      await closeOutputs();
+      throw e;
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
   }
-  log.debug(`stopping (${stopReason})`);
-  const result = await s.stop();
   log.debug('pipeline totals', { ...result.pool, ...readCounters(result.state), kernel: result.kernelStats.map(Number) });
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
 
-  // the last (partial) interval, then the exporters' own accounting
-  if ((stream && !stream.closed) || influx) emitInterval(outputs.read(result.state, result.kernelStats), result.endedAt);
-  const exports: Record<string, unknown> = {};
-  if (stream) exports.json_stream = { lines: stream.lines, ...(stream.closed ? { closed: stream.closed } : {}) };
-  if (influx) {
-    const st = await influx.close(INFLUX_CLOSE_TIMEOUT_MS);
-    exports.influx = st;
-    if (st.points_dropped > 0) log.warn(`InfluxDB: ${st.points_dropped} points could not be written${st.last_error ? ` (${st.last_error})` : ''}; the report holds every figure`);
-  }
-  if (prom) {
-    exports.prometheus = prom.stats();
-    await prom.close();
-  }
-  const report = o.buildReport(result, { sampling: sampling(), exports: Object.keys(exports).length ? exports : undefined });
-
+  let report: R;
   let where: string | undefined;
-  if (stream) {
-    if (!stream.closed) stream.write({ type: 'summary', ...(report as object) });
-    stream.close();
-  } else {
-    where = writeJson(out.output, report);
+  try {
+    // the last (partial) interval, then the exporters' own accounting
+    if ((stream && !stream.closed) || influx) emitInterval(outputs.read(result.state, result.kernelStats), result.endedAt);
+    const exports: Record<string, unknown> = {};
+    if (stream) exports.json_stream = { lines: stream.lines, ...(stream.closed ? { closed: stream.closed } : {}) };
+    if (prom) exports.prometheus = prom.stats();
+    const stillStreaming = stream && !stream.closed ? stream : undefined;
+    if (stream && !stillStreaming) stream.close();
+    if (stillStreaming) stream = undefined; // closed below, after the summary line
+    const influxStats = await closeOutputs();
+    if (influxStats) {
+      exports.influx = influxStats;
+      if (influxStats.points_dropped > 0) {
+        log.warn(`InfluxDB: ${influxStats.points_dropped} points could not be written${influxStats.last_error ? ` (${influxStats.last_error})` : ''}; the report holds every figure`);
+      }
+    }
+    report = o.buildReport(result, { sampling: sampling(), exports: Object.keys(exports).length ? exports : undefined });
+    if (stillStreaming) {
+      stillStreaming.write({ type: 'summary', ...(report as object) });
+      stillStreaming.close();
+    } else if (out.format === 'json-stream') {
+      // the stream broke: the report goes to a file of its own rather than nowhere
+      if (outputError) where = writeJson(path.join(os.tmpdir(), `meshprobe-report-${process.pid}.json`), report);
+    } else {
+      where = writeJson(out.output, report);
+    }
+  } finally {
+    await closeOutputs();
   }
   if (!o.quiet) {
     process.stderr.write(o.summary(report) + '\n');
     if (where && where !== 'stdout') process.stderr.write(`report: ${where}\n`);
   }
+  if (outputError) throw new MeshprobeError(outputError.code, `${outputError.message}; the report was saved to ${where}`);
   const err = s.error();
   if (err) throw new MeshprobeError(err.code, `${err.message} (the report above holds what was measured before it)`);
 }

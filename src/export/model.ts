@@ -48,5 +48,8 @@ export interface SamplingInfo {
   mode: 'fixed' | 'auto';
   /** the rate in force at the end of the span: 1 request in `rate` is measured */
   rate: number;
+  /** the changes in the span (auto), each with its time in seconds since the start */
   changes?: { at_s: number; from: number; to: number; reason: string }[];
+  /** all changes since the start (auto) */
+  change_count?: number;
 }

@@ -11,6 +11,8 @@ export class JsonStream {
   private own: boolean;
   /** set when the reader went away (EPIPE) or the file cannot be written any more */
   closed: string | undefined;
+  /** true when `closed` is an error (ENOSPC, EIO, ...), not a reader that went away */
+  failed = false;
   lines = 0;
 
   constructor(file: string) {
@@ -34,7 +36,7 @@ export class JsonStream {
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       if (err.code === 'EAGAIN') return this.retry(buf);
-      this.closed = err.code === 'EPIPE' ? 'the reader closed the stream' : `${err.code ?? err.message}`;
+      this.fail(err);
       return false;
     }
   }
@@ -49,7 +51,7 @@ export class JsonStream {
       } catch (e) {
         const err = e as NodeJS.ErrnoException;
         if (err.code !== 'EAGAIN' || Date.now() > deadline) {
-          this.closed = err.code === 'EPIPE' ? 'the reader closed the stream' : `${err.code ?? err.message}`;
+          this.fail(err);
           return false;
         }
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
@@ -57,6 +59,11 @@ export class JsonStream {
     }
     this.lines++;
     return true;
+  }
+
+  private fail(err: NodeJS.ErrnoException): void {
+    this.failed = err.code !== 'EPIPE';
+    this.closed = err.code === 'EPIPE' ? 'the reader closed the stream' : `cannot write the stream (${err.code ?? err.message})`;
   }
 
   close(): void {

@@ -3,8 +3,9 @@
  * (bpf/filter.h): names become numbers here, once, at start-up.
  *
  *   netns=NAME      the inode of /run/netns/NAME (what `ip netns add` made), or a number
- *   cgroup=PATH     a cgroup v2 directory (absolute, or relative to the cgroup2 mount):
- *                   its inode is the id bpf_get_current_cgroup_id() returns, its depth the level
+ *   cgroup=PATH     a cgroup v2 directory (absolute, or relative to the cgroup2 mount); the
+ *                   kernel is given an fd of it (bpf_current_task_under_cgroup), which holds in
+ *                   any cgroup namespace; its inode (the cgroup id) goes in the report
  *   namespace=NS    the pods of Kubernetes namespace NS on this node: their UIDs from the
  *                   kubelet's pod log directories (/var/log/pods/<ns>_<pod>_<uid>), their
  *                   cgroups found by "pod<uid>" in the cgroup2 tree (systemd and cgroupfs drivers)
@@ -23,7 +24,8 @@ export interface Selector {
   comm?: string;
   netns?: number;
   cgroupId?: bigint;
-  cgroupLevel?: number;
+  /** the cgroup's directory, opened by src/filter/kernel.ts for the kernel */
+  cgroupDir?: string;
 }
 
 export interface ResolvedFilter {
@@ -76,14 +78,14 @@ export function netnsInode(name: string, env: Pick<ResolveEnv, 'netnsDir'>): num
   }
 }
 
-/** id and depth of a cgroup v2 directory; undefined if it does not exist. */
-export function cgroupInfo(p: string, root: string): { id: bigint; level: number; path: string } | undefined {
+/** id (inode) and absolute directory of a cgroup v2; undefined if it does not exist. */
+export function cgroupInfo(p: string, root: string): { id: bigint; dir: string; path: string } | undefined {
   const rel = path.posix.normalize('/' + (p.startsWith(root + '/') ? p.slice(root.length) : p)).replace(/\/+$/, '') || '/';
   const abs = path.join(root, rel);
   try {
     const st = statSync(abs, { bigint: true });
     if (!st.isDirectory()) return undefined;
-    return { id: st.ino, level: rel === '/' ? 0 : rel.split('/').length - 1, path: rel };
+    return { id: st.ino, dir: abs, path: rel };
   } catch {
     return undefined;
   }
@@ -128,6 +130,15 @@ export function podCgroups(uids: readonly string[], root: string, maxDepth = 6):
   return found;
 }
 
+function tgidOf(pid: string): number | undefined {
+  try {
+    const m = /^Tgid:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 const IP_LIKE = /^(\d{1,3}(\.\d{1,3}){3}|\[?[0-9a-f:]*:[0-9a-f:]*\]?)$/i;
 
 export function resolveFilters(clauses: readonly FilterClause[], services: readonly ServiceDef[], env: ResolveEnv): ResolvedFilter {
@@ -148,10 +159,11 @@ function valueSelectors(c: FilterClause, v: string, clause: number, services: re
     if (!env.cgroupRoot) throw bad('this machine has no cgroup v2 mount, which cgroup filters need');
     const info = cgroupInfo(p, env.cgroupRoot);
     if (!info) throw bad(`no cgroup ${p} under ${env.cgroupRoot}`);
-    return { clause, cgroupId: info.id, cgroupLevel: info.level };
+    return { clause, cgroupId: info.id, cgroupDir: info.dir };
   };
   const netns = (name: string): Selector => {
     const ino = netnsInode(name, env);
+    if (ino === 0) throw bad('netns 0 is no namespace: use an ip netns name or an inode number');
     if (ino === undefined) throw bad(`no network namespace "${name}" (ip netns list shows the names, in ${env.netnsDir})`);
     return { clause, netns: ino };
   };
@@ -160,6 +172,7 @@ function valueSelectors(c: FilterClause, v: string, clause: number, services: re
       return [{ clause, port: Number(v) }];
     case 'pid':
       if (!existsSync(`/proc/${v}`)) throw bad(`no process with pid ${v}`);
+      if (tgidOf(v) !== Number(v)) throw bad(`${v} is a thread of process ${tgidOf(v)}: filter by the process id`);
       return [{ clause, tgid: Number(v) }];
     case 'comm':
       return [{ clause, comm: v }];

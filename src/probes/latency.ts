@@ -7,7 +7,7 @@ import { STAT__COUNT } from '../records.js';
 import { listeners } from '../kernel/listeners.js';
 import { log } from '../log.js';
 import type { ProbeDefinition } from '../pipeline/session.js';
-import { applyFilter } from '../filter/kernel.js';
+import { applyFilter, loadFilterCgroups } from '../filter/kernel.js';
 import type { ResolvedFilter } from '../filter/resolve.js';
 
 export interface LatencyOptions {
@@ -52,6 +52,7 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
     obj.setMapMaxEntries('socks', entries);
   },
   afterLoad(obj: BpfObject, o: LatencyOptions) {
+    loadFilterCgroups(obj, o.filter);
     if (!o.inferRoles) return;
     // connections that predate the probe: a server if their local port listens (struct listen_key)
     const key = new Uint8Array(8);
@@ -68,4 +69,4 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
 };
 
 /** Names of the kernel counters, in MP_STAT_* order (bpf/records.h; test/records-layout.test.ts checks the count). */
-export const LATENCY_STATS = ['send', 'receive', 'cleanup', 'tracked', 'evicted', 'output_failures', 'filtered', 'emitted', 'discarded', 'unsampled_client', 'unsampled_server'] as const;
+export const LATENCY_STATS = ['send', 'receive', 'cleanup', 'tracked', 'evicted', 'output_failures', 'filtered', 'emitted', 'discarded', 'unsampled_client', 'unsampled_server', 'measured_client', 'measured_server'] as const;

@@ -129,9 +129,10 @@ export function diffLatencyFigures(cur: LatencyFigures, prev: LatencyFigures | u
 }
 
 
-/** Exchanges the kernel saw finish, measured or not, per role. */
+/** Exchanges the kernel saw finish, measured or not, per role (kernel counters: exact, whatever reached user space). */
 export function exchangesSeen(f: LatencyFigures): { client: number; server: number } {
-  return { client: f.client.count + f.kernel.unsampled_client, server: f.server.count + f.kernel.unsampled_server };
+  const k = f.kernel;
+  return { client: k.measured_client + k.unsampled_client, server: k.measured_server + k.unsampled_server };
 }
 
 /**
@@ -142,9 +143,10 @@ export function exchangesSeen(f: LatencyFigures): { client: number; server: numb
  */
 export function samplingFactors(f: LatencyFigures): { client: number; server: number } {
   const seen = exchangesSeen(f);
+  const k = f.kernel;
   return {
-    client: f.client.count > 0 ? seen.client / f.client.count : 1,
-    server: f.server.count > 0 ? seen.server / f.server.count : 1,
+    client: k.measured_client > 0 ? seen.client / k.measured_client : 1,
+    server: k.measured_server > 0 ? seen.server / k.measured_server : 1,
   };
 }
 
@@ -229,7 +231,7 @@ export function latencyMetrics(f: LatencyFigures, sampling: SamplingInfo): Laten
     },
     sampling: {
       ...sampling,
-      requests_measured: f.client.count + f.server.count,
+      requests_measured: k.measured_client + k.measured_server,
       exchanges_seen: seen.client + seen.server,
       factor: { client: r3(factors.client), server: r3(factors.server) },
     },
