@@ -3,13 +3,15 @@
 // No allocation anywhere (stub runtime): raw load/store/atomic builtins only.
 
 import {
-  REC_VERSION, REC_LATENCY, REC_CONN_OPEN, REC_CONN_CLOSE, ROLE_CLIENT, ROLE_SERVER, AF_INET,
+  REC_VERSION, REC_LATENCY, REC_CONN_OPEN, REC_CONN_CLOSE, REC_MEASURE, ROLE_CLIENT, ROLE_SERVER, AF_INET,
   HDR_SIZE, HDR_ROLE, HDR_FAMILY, HDR_TGID, HDR_CONN_ID, HDR_VERSION, HDR_KIND,
   LAT_SIZE, LAT_LATENCY_NS, LAT_SRTT_US, LAT_LPORT, LAT_RPORT, LAT_RADDR,
   OPEN_SIZE, OPEN_START_NS, OPEN_CGROUP_ID, OPEN_PID, OPEN_NETNS, OPEN_LPORT, OPEN_RPORT,
   OPEN_FLAGS, OPEN_LADDR, OPEN_RADDR, OPEN_COMM,
   CLOSE_SIZE, CLOSE_END_NS, CLOSE_DURATION_NS, CLOSE_REQUESTS, CLOSE_SRTT_US,
   CLOSE_BYTES_SENT, CLOSE_BYTES_RECEIVED, CLOSE_FLAGS,
+  MEAS_SIZE, MEAS_VALUE, MEAS_LPORT, MEAS_RPORT, MEAS_METRIC, MEAS_RESULT, MEAS_RADDR,
+  METRIC__COUNT, RESULT__COUNT,
   PERF_RECORD_LOST, PERF_RECORD_SAMPLE,
 } from "./records";
 import {
@@ -17,18 +19,18 @@ import {
   HEADER_BYTES, MAGIC, LAYOUT_VERSION, H_MAGIC, H_VERSION, H_CONN_CAP, H_SVC_CAP, H_WORKERS,
   H_STAGING_BYTES, H_NB, H_HIST_BYTES, H_CONN_SLOT_BYTES, H_SVC_SLOT_BYTES, H_COUNTERS,
   H_GLOBAL_HISTS, H_CONN_TABLE, H_SVC_TABLE, H_STAGING, H_END, H_COUNTERS_OFF, H_COUNTERS_N,
-  H_SCRATCH, H_SCRATCH_BYTES,
+  H_SCRATCH, H_SCRATCH_BYTES, H_MEASURE_RESULTS,
   FLUSH_RECORDS, SC_LOCK, SC_PENDING, SC_GDIRTYN, SC_BDIRTYN, SC_SDIRTYN, SC_COUNTERS, SC_GSTAT,
   SC_GPEND, SC_GDIRTY, SC_SVC, SC_SVC_ENTRY, SC_BCACHE, SC_BDIRTY,
   C_RECORDS_TOTAL, C_LATENCY_RECORDS, C_OPEN_RECORDS, C_CLOSE_RECORDS, C_LOST_RECORDS,
   C_LOST_EVENTS, C_UNKNOWN_RECORDS, C_CONN_TABLE_FULL, C_SVC_TABLE_FULL, C_BYTES_DECODED,
-  C_UNKNOWN_ROLE, C_PERF_OTHER, C_DECODE_CALLS, C_COUNT,
-  GH_CLIENT, GH_SERVER, GH_NETWORK, GH_COUNT,
+  C_UNKNOWN_ROLE, C_PERF_OTHER, C_DECODE_CALLS, C_MEASURE_RECORDS, C_MEASURE_UNKNOWN_METRIC, C_COUNT,
+  GH_CLIENT, GH_SERVER, GH_NETWORK, GH_COUNT, GH_MEASURE, GH_TOTAL, MR_RESULTS, MR_BYTES,
   CS_KEY, CS_TGID, CS_PID, CS_NETNS, CS_FLAGS, CS_ROLE, CS_FAMILY, CS_LPORT, CS_RPORT,
   CS_FILLED, CS_CLOSED, CS_SRTT_US, CS_REQUESTS_KERNEL, CS_CGROUP_ID, CS_START_NS, CS_END_NS,
   CS_BYTES_SENT, CS_BYTES_RECEIVED, CS_LADDR, CS_RADDR, CS_COMM, CS_HIST,
   CONN_SLOT_BYTES, CF_PEER, CF_OPEN, CF_CLOSE, CS_SVC,
-  SS_KEY, SS_TGID, SS_ROLE, SS_FAMILY, SS_PORT, SS_RADDR, SS_READY, SS_HIST,
+  SS_KEY, SS_TGID, SS_ROLE, SS_FAMILY, SS_PORT, SS_METRIC, SS_RADDR, SS_READY, SS_HIST,
   SVC_SLOT_BYTES, MAX_PROBE,
 } from "./layout";
 
@@ -89,7 +91,7 @@ function isPow2(x: u32): bool {
 /** End address of the whole region, 0 if the arguments are invalid or too large. */
 export function layoutBytes(connCap: u32, svcCap: u32, workers: u32, stagingBytes: u32): usize {
   if (!isPow2(connCap) || !isPow2(svcCap)) return 0;
-  let end: u64 = <u64>regionBase() + HEADER_BYTES + <u64>GH_COUNT * HIST_BYTES;
+  let end: u64 = <u64>regionBase() + HEADER_BYTES + <u64>GH_TOTAL * HIST_BYTES + MR_BYTES;
   end += <u64>connCap * CONN_SLOT_BYTES;
   end += <u64>svcCap * SVC_SLOT_BYTES;
   end += <u64>workers * stagingStride(stagingBytes);
@@ -109,7 +111,8 @@ export function init(connCap: u32, svcCap: u32, workers: u32, stagingBytes: u32)
   }
   const b = regionBase();
   const gh = b + HEADER_BYTES;
-  const conn = gh + <usize>GH_COUNT * HIST_BYTES;
+  const mr = gh + <usize>GH_TOTAL * HIST_BYTES;
+  const conn = mr + <usize>MR_BYTES;
   const svc = conn + <usize>connCap * CONN_SLOT_BYTES;
   const staging = svc + <usize>svcCap * SVC_SLOT_BYTES;
   const scratch = staging + <usize>workers * <usize>stagingStride(stagingBytes);
@@ -132,12 +135,13 @@ export function init(connCap: u32, svcCap: u32, workers: u32, stagingBytes: u32)
   store<u32>(b + H_END, <u32>end);
   store<u32>(b + H_SCRATCH, <u32>scratch);
   store<u32>(b + H_SCRATCH_BYTES, <u32>scStride);
+  store<u32>(b + H_MEASURE_RESULTS, <u32>mr);
   for (let w: u32 = 0; w <= workers; w++) {
     const sc = scratch + <usize>w * scStride;
     for (let i: u32 = 0; i < GH_COUNT; i++) store<u64>(sc + SC_GSTAT + (<usize>i << 5) + 16, u64.MAX_VALUE);
     for (let i: u32 = 0; i < svcCap; i++) store<u64>(sc + SC_SVC + <usize>i * SC_SVC_ENTRY + 16, u64.MAX_VALUE);
   }
-  for (let i: u32 = 0; i < GH_COUNT; i++) histInit(gh + <usize>i * HIST_BYTES);
+  for (let i: u32 = 0; i < GH_TOTAL; i++) histInit(gh + <usize>i * HIST_BYTES);
   for (let i: u32 = 0; i < connCap; i++) histInit(conn + <usize>i * CONN_SLOT_BYTES + CS_HIST);
   for (let i: u32 = 0; i < svcCap; i++) histInit(svc + <usize>i * SVC_SLOT_BYTES + SS_HIST);
   atomic.store<u32>(b + H_MAGIC, MAGIC); // last: marks the region as ready
@@ -155,6 +159,7 @@ export function counterAddr(i: u32): usize { return <usize>load<u32>(regionBase(
 export function counterCount(): u32 { return C_COUNT; }
 export function globalHistAddr(i: u32): usize { return <usize>load<u32>(regionBase() + H_GLOBAL_HISTS) + <usize>i * HIST_BYTES; }
 export function connSlotAddr(i: u32): usize { return <usize>load<u32>(regionBase() + H_CONN_TABLE) + <usize>i * CONN_SLOT_BYTES; }
+export function measureResultsAddr(): usize { return <usize>load<u32>(regionBase() + H_MEASURE_RESULTS); }
 export function svcSlotAddr(i: u32): usize { return <usize>load<u32>(regionBase() + H_SVC_TABLE) + <usize>i * SVC_SLOT_BYTES; }
 export function stagingPtr(i: u32): usize {
   const b = regionBase();
@@ -183,6 +188,7 @@ let svcCap: u32 = 0;
 let svcMask: u32 = 0;
 let svcProbe: u32 = 0;
 let ghBase: usize = 0;
+let mrBase: usize = 0;
 let countersBase: usize = 0;
 let scBase: usize = 0;       // the scratch area in use
 let scSvcDirty: usize = 0;   // its dirty service list
@@ -201,6 +207,8 @@ let nConnFull: u64 = 0;
 let nSvcFull: u64 = 0;
 let nUnknownRole: u64 = 0;
 let nPerfOther: u64 = 0;
+let nMeasure: u64 = 0;
+let nUnknownMetric: u64 = 0;
 
 // count/sum/min/max of the 3 global histograms in this call
 let cCount: u64 = 0; let cSum: u64 = 0; let cMin: u64 = u64.MAX_VALUE; let cMax: u64 = 0;
@@ -217,6 +225,7 @@ function cacheLayout(b: usize): void {
   svcMask = svcCap - 1;
   svcProbe = svcCap < MAX_PROBE ? svcCap : MAX_PROBE;
   ghBase = <usize>load<u32>(b + H_GLOBAL_HISTS);
+  mrBase = <usize>load<u32>(b + H_MEASURE_RESULTS);
   countersBase = <usize>load<u32>(b + H_COUNTERS);
 }
 
@@ -311,34 +320,40 @@ function copy16(dst: usize, src: usize): void {
   store<u64>(dst, load<u64>(src, 8, 4), 8);
 }
 
-function svcInsertMeta(s: usize, r: usize, role: u32, family: u32): void {
+function svcInsertMeta(s: usize, r: usize, role: u32, family: u32, metric: u32, port: u32, raddrOff: usize): void {
   store<u32>(s + SS_TGID, load<u32>(r + HDR_TGID, 0, 4));
   store<u8>(s + SS_ROLE, <u8>role);
   store<u8>(s + SS_FAMILY, <u8>family);
-  if (role == ROLE_SERVER) {
-    store<u16>(s + SS_PORT, load<u16>(r + LAT_LPORT, 0, 2));
-  } else {
-    store<u16>(s + SS_PORT, load<u16>(r + LAT_RPORT, 0, 2));
+  store<u8>(s + SS_METRIC, <u8>metric);
+  store<u16>(s + SS_PORT, <u16>port);
+  if (role != ROLE_SERVER) {
     if (family == AF_INET) {
-      store<u32>(s + SS_RADDR, load<u32>(r + LAT_RADDR, 0, 4));
+      store<u32>(s + SS_RADDR, load<u32>(r + raddrOff, 0, 4));
     } else {
-      copy16(s + SS_RADDR, r + LAT_RADDR);
+      copy16(s + SS_RADDR, r + raddrOff);
     }
   }
   atomic.store<u32>(s + SS_READY, 1);
 }
 
-/** Service slot for a latency record (inserting it if absent), 0 if none. */
-function svcFind(r: usize, role: u32, family: u32): usize {
+/**
+ * Service slot of (metric, role, port, family+raddr for clients) for record r
+ * (inserting it if absent), 0 if none. port: lport for servers, rport for
+ * clients; raddrOff: offset of the record's raddr. Metric 0 (latency records)
+ * gives the keys of layout version 1; another metric flips bits 48..55 of
+ * the (injective) input of the last mix64, a bijection: never the same key.
+ */
+function svcFind(r: usize, role: u32, family: u32, metric: u32, port: u32, raddrOff: usize): usize {
   let key: u64;
+  const m = <u64>metric << 48;
   if (role == ROLE_SERVER) {
-    key = mix64(TAG_SERVER | (<u64>role << 16) | <u64>load<u16>(r + LAT_LPORT, 0, 2));
+    key = mix64((TAG_SERVER | (<u64>role << 16) | <u64>port) ^ m);
   } else {
-    let a = load<u64>(r + LAT_RADDR, 0, 4);
+    let a = load<u64>(r + raddrOff, 0, 4);
     let b: u64 = 0;
     if (family == AF_INET) a &= 0xffffffff;
-    else b = load<u64>(r + LAT_RADDR, 8, 4);
-    key = mix64(mix64(a ^ TAG_CLIENT) ^ b ^ ((<u64>role << 40) | (<u64>family << 24) | <u64>load<u16>(r + LAT_RPORT, 0, 2)));
+    else b = load<u64>(r + raddrOff, 8, 4);
+    key = mix64(mix64(a ^ TAG_CLIENT) ^ b ^ (((<u64>role << 40) | (<u64>family << 24) | <u64>port) ^ m));
   }
   if (key == 0) key = 1;
   let i = <u32>(key >> 32) & svcMask;
@@ -348,7 +363,7 @@ function svcFind(r: usize, role: u32, family: u32): usize {
     if (k == key) return s;
     if (k == 0) {
       const o = atomic.cmpxchg<u64>(s + SS_KEY, 0, key);
-      if (o == 0) { svcInsertMeta(s, r, role, family); return s; }
+      if (o == 0) { svcInsertMeta(s, r, role, family, metric, port, raddrOff); return s; }
       if (o == key) return s;
     }
     i = (i + 1) & svcMask;
@@ -459,7 +474,8 @@ function onLatency(r: usize): void {
     si = <usize>(cached - 1);
     s = svcBase + si * SVC_SLOT_BYTES;
   } else {
-    s = svcFind(r, role, family);
+    const port = <u32>load<u16>(r + (role == ROLE_SERVER ? LAT_LPORT : LAT_RPORT), 0, 2);
+    s = svcFind(r, role, family, 0, port, LAT_RADDR);
     if (s != 0) {
       si = (s - svcBase) / SVC_SLOT_BYTES;
       if (c != 0) store<u32>(c + CS_SVC, <u32>si + 1);
@@ -531,6 +547,28 @@ function onClose(r: usize): void {
   atomic.or<u32>(c + CS_FILLED, CF_CLOSE);
 }
 
+// Measure records (connection-tracker: set-up, failed connects, TLS, lifetime,
+// requests, idle gaps) are rare next to latency records: they add to the
+// shared figures with atomics directly, no scratch. The counters
+// (C_MEASURE_*, C_UNKNOWN_ROLE, C_SVC_TABLE_FULL) go the usual way.
+function onMeasure(r: usize): void {
+  nMeasure++;
+  const metric = <u32>load<u8>(r + MEAS_METRIC);
+  if (metric == 0 || metric >= METRIC__COUNT) { nUnknownMetric++; return; }
+  let result = <u32>load<u8>(r + MEAS_RESULT);
+  if (result > RESULT__COUNT) result = RESULT__COUNT; // last column: results out of range
+  atomic.add<u64>(mrBase + ((<usize>metric * MR_RESULTS + <usize>result) << 3), 1);
+  const role = <u32>load<u8>(r + HDR_ROLE);
+  if (role != ROLE_CLIENT && role != ROLE_SERVER) { nUnknownRole++; return; }
+  const family = <u32>load<u8>(r + HDR_FAMILY);
+  const v = load<u64>(r + MEAS_VALUE, 0, 4);
+  histAdd(ghBase + <usize>(GH_MEASURE + ((metric - 1) << 1) + (role - 1)) * HIST_BYTES, v);
+  const port = <u32>load<u16>(r + (role == ROLE_SERVER ? MEAS_LPORT : MEAS_RPORT), 0, 2);
+  const s = svcFind(r, role, family, metric, port, MEAS_RADDR);
+  if (s == 0) { nSvcFull++; return; }
+  histAdd(s + SS_HIST, v);
+}
+
 // A perf sample holds one record, or several back to back (the kernel side
 // batches records made in process context). Each record's kind gives its size.
 // @ts-ignore: decorator
@@ -546,10 +584,12 @@ function onClose(r: usize): void {
     if (kind == REC_LATENCY) size = LAT_SIZE;
     else if (kind == REC_CONN_OPEN) size = OPEN_SIZE;
     else if (kind == REC_CONN_CLOSE) size = CLOSE_SIZE;
+    else if (kind == REC_MEASURE) size = MEAS_SIZE;
     if (size == 0 || rem < size) { nUnknown++; return; }
     if (kind == REC_LATENCY) onLatency(p);
     else if (kind == REC_CONN_OPEN) onOpen(p);
-    else onClose(p);
+    else if (kind == REC_CONN_CLOSE) onClose(p);
+    else onMeasure(p);
     off += size;
   } while (raw - off >= HDR_SIZE);
 }
@@ -590,11 +630,14 @@ function endCall(consumed: u64): void {
   addPending(sc, C_SVC_TABLE_FULL, nSvcFull);
   addPending(sc, C_UNKNOWN_ROLE, nUnknownRole);
   addPending(sc, C_PERF_OTHER, nPerfOther);
+  addPending(sc, C_MEASURE_RECORDS, nMeasure);
+  addPending(sc, C_MEASURE_UNKNOWN_METRIC, nUnknownMetric);
   addPending(sc, C_BYTES_DECODED, consumed);
   addPending(sc, C_DECODE_CALLS, 1);
   store<u64>(sc + SC_PENDING, load<u64>(sc + SC_PENDING) + nRecords + nLostEvents + nPerfOther);
   nRecords = 0; nLatency = 0; nOpen = 0; nClose = 0; nLostRecords = 0; nLostEvents = 0;
   nUnknown = 0; nConnFull = 0; nSvcFull = 0; nUnknownRole = 0; nPerfOther = 0;
+  nMeasure = 0; nUnknownMetric = 0;
   store<u32>(sc + SC_GDIRTYN, gDirtyN);
   store<u32>(sc + SC_BDIRTYN, bDirtyN);
   store<u32>(sc + SC_SDIRTYN, sDirtyN);

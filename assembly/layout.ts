@@ -14,7 +14,7 @@ export const HIST_BYTES: u32 = 15936;        // (1985*8 + 32) rounded up to 64
 // ---- header at regionBase() ----
 export const HEADER_BYTES: u32 = 256;
 export const MAGIC: u32 = 0x4d505242;        // "BRPM" little-endian bytes: 'B','R','P','M'
-export const LAYOUT_VERSION: u32 = 1;
+export const LAYOUT_VERSION: u32 = 2;       // 2: measure histograms/results, SS_METRIC
 export const H_MAGIC: u32 = 0;
 export const H_VERSION: u32 = 4;
 export const H_CONN_CAP: u32 = 8;
@@ -26,13 +26,14 @@ export const H_HIST_BYTES: u32 = 28;
 export const H_CONN_SLOT_BYTES: u32 = 32;
 export const H_SVC_SLOT_BYTES: u32 = 36;
 export const H_COUNTERS: u32 = 40;           // absolute address of the counter block
-export const H_GLOBAL_HISTS: u32 = 44;       // absolute address of the 3 global histograms
+export const H_GLOBAL_HISTS: u32 = 44;       // absolute address of the GH_TOTAL global histograms
 export const H_CONN_TABLE: u32 = 48;
 export const H_SVC_TABLE: u32 = 52;
 export const H_STAGING: u32 = 56;
 export const H_END: u32 = 60;
 export const H_SCRATCH: u32 = 64;            // absolute address of the per-worker scratch areas (workers + 1)
 export const H_SCRATCH_BYTES: u32 = 68;      // bytes per scratch area
+export const H_MEASURE_RESULTS: u32 = 72;    // absolute address of the measure results table (MR_*)
 export const H_COUNTERS_OFF: u32 = 128;      // counter block lives inside the header
 export const H_COUNTERS_N: u32 = 16;         // reserved u64 slots (only C_COUNT used)
 
@@ -45,18 +46,36 @@ export const C_LOST_RECORDS: u32 = 4;        // sum of PERF_RECORD_LOST.lost
 export const C_LOST_EVENTS: u32 = 5;         // number of PERF_RECORD_LOST records
 export const C_UNKNOWN_RECORDS: u32 = 6;     // bad version / kind / raw size
 export const C_CONN_TABLE_FULL: u32 = 7;     // latency/open/close records without a conn slot
-export const C_SVC_TABLE_FULL: u32 = 8;      // latency records without a service slot
+export const C_SVC_TABLE_FULL: u32 = 8;      // latency/measure records without a service slot
 export const C_BYTES_DECODED: u32 = 9;       // bytes consumed by decode()
-export const C_UNKNOWN_ROLE: u32 = 10;       // latency records with role not client/server
+export const C_UNKNOWN_ROLE: u32 = 10;       // latency/measure records with role not client/server
 export const C_PERF_OTHER: u32 = 11;         // other perf record types, skipped
 export const C_DECODE_CALLS: u32 = 12;
-export const C_COUNT: u32 = 13;
+export const C_MEASURE_RECORDS: u32 = 13;    // measure records (whatever their metric/role)
+export const C_MEASURE_UNKNOWN_METRIC: u32 = 14; // measure records with metric not 1..METRIC__COUNT-1 (nowhere else)
+export const C_COUNT: u32 = 15;
 
 // ---- global histograms (at H_GLOBAL_HISTS, HIST_BYTES apart) ----
+// 0..GH_COUNT-1: latency records, batched in the worker scratch areas.
 export const GH_CLIENT: u32 = 0;
 export const GH_SERVER: u32 = 1;
 export const GH_NETWORK: u32 = 2;
 export const GH_COUNT: u32 = 3;
+// then the `value`s of measure records, per (metric 1..7, role client/server):
+// index GH_MEASURE + 2*(metric-1) + (role-1), updated with atomics directly
+// (measure records are rare: no scratch).
+export const GH_MEASURE: u32 = 3;
+export const GH_MEASURE_N: u32 = 14;         // (METRIC__COUNT - 1) * 2
+export const GH_TOTAL: u32 = 17;
+
+// ---- measure results table (at H_MEASURE_RESULTS) ----
+// u64 [MR_METRICS][MR_RESULTS]: measure records per (metric, result), with
+// atomics directly. Row 0 is unused (unknown metrics are only counted in
+// C_MEASURE_UNKNOWN_METRIC); column MR_RESULTS-1 (= RESULT__COUNT) holds
+// results >= RESULT__COUNT. Records of any role are counted.
+export const MR_METRICS: u32 = 8;            // METRIC__COUNT
+export const MR_RESULTS: u32 = 8;            // RESULT__COUNT + 1
+export const MR_BYTES: u32 = 512;            // MR_METRICS * MR_RESULTS * 8, a multiple of 64
 
 // ---- connection table slot ----
 // The histogram comes first; the slot's hot fields (key, filled, cached
@@ -94,6 +113,9 @@ export const CF_OPEN: u32 = 2;
 export const CF_CLOSE: u32 = 4;
 
 // ---- service table slot (same idea) ----
+// Keyed by (metric, role, port, family+raddr for clients). Latency records use
+// metric 0 (and go through the scratch areas); measure records use their
+// metric and add to the slot with atomics directly.
 export const SS_HIST: u32 = 0;
 export const SS_REQUESTS: u32 = 1985 * 8;    // u64 atomic (= histogram count)
 export const SS_KEY: u32 = 15912;            // u64 hash, 0 = empty
@@ -102,6 +124,7 @@ export const SS_TGID: u32 = 15924;           // u32, first seen
 export const SS_ROLE: u32 = 15928;           // u8
 export const SS_FAMILY: u32 = 15929;         // u8
 export const SS_PORT: u32 = 15930;           // u16: lport (server) / rport (client)
+export const SS_METRIC: u32 = 15932;         // u8: 0 = latency records, else METRIC_* of measure records
 export const SS_RADDR: u32 = 15936;          // 16 bytes (clients only)
 export const SVC_SLOT_BYTES: u32 = 16000;    // multiple of 64
 

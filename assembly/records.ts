@@ -3,17 +3,38 @@
 // these values back as exported globals of build/meshprobe.wasm).
 // Naming: <PREFIX>_<FIELD> = byte offset of the field, <PREFIX>_SIZE = sizeof.
 //   HDR = struct mp_rec_hdr, LAT = mp_latency_rec, OPEN = mp_conn_open_rec,
-//   CLOSE = mp_conn_close_rec.
+//   CLOSE = mp_conn_close_rec, MEAS = mp_measure_rec.
 
 export const REC_VERSION: u32 = 1;
 
 export const REC_LATENCY: u32 = 1;
 export const REC_CONN_OPEN: u32 = 2;
 export const REC_CONN_CLOSE: u32 = 3;
+export const REC_MEASURE: u32 = 4;
 
 export const ROLE_UNKNOWN: u32 = 0;
 export const ROLE_CLIENT: u32 = 1;
 export const ROLE_SERVER: u32 = 2;
+
+// mp_measure_rec.metric
+export const METRIC_SETUP: u32 = 1;
+export const METRIC_CONNECT_FAIL: u32 = 2;
+export const METRIC_TLS: u32 = 3;
+export const METRIC_TLS_LIBSSL: u32 = 4;
+export const METRIC_LIFETIME: u32 = 5;
+export const METRIC_REQUESTS: u32 = 6;
+export const METRIC_IDLE: u32 = 7;
+export const METRIC__COUNT: u32 = 8;
+
+// mp_measure_rec.result
+export const RESULT_OK: u32 = 0;
+export const RESULT_REFUSED: u32 = 1;
+export const RESULT_TIMEOUT: u32 = 2;
+export const RESULT_RESET: u32 = 3;
+export const RESULT_UNREACH: u32 = 4;
+export const RESULT_ABORTED: u32 = 5;
+export const RESULT_OTHER: u32 = 6;
+export const RESULT__COUNT: u32 = 7;
 
 export const CONN_F_ROLE_INFERRED: u32 = 1;
 
@@ -66,6 +87,21 @@ export const CLOSE_BYTES_SENT: u32 = 40;
 export const CLOSE_BYTES_RECEIVED: u32 = 48;
 export const CLOSE_FLAGS: u32 = 56;
 export const CLOSE__PAD: u32 = 60;
+
+// struct mp_measure_rec
+export const MEAS_SIZE: u32 = 64;
+export const MEAS_HDR: u32 = 0;
+export const MEAS_VALUE: u32 = 16;
+export const MEAS_AT_NS: u32 = 24;
+export const MEAS_NETNS: u32 = 32;
+export const MEAS_LPORT: u32 = 36;
+export const MEAS_RPORT: u32 = 38;
+export const MEAS_METRIC: u32 = 40;
+export const MEAS_RESULT: u32 = 41;
+export const MEAS_DETAIL: u32 = 42;
+export const MEAS__PAD: u32 = 43;
+export const MEAS_ERR: u32 = 44;
+export const MEAS_RADDR: u32 = 48;
 
 // perf_event_header framing
 export const PERF_RECORD_LOST: u32 = 2;

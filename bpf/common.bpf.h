@@ -188,8 +188,10 @@ static __always_inline __u32 sock_netns(struct sock *sk)
 static __always_inline void current_process_comm(char comm[16])
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
 
-	BPF_CORE_READ_INTO(comm, task, group_leader, comm);
+	/* all 16 bytes (BPF_CORE_READ_INTO would copy sizeof(*comm), one) */
+	bpf_probe_read_kernel(comm, 16, __builtin_preserve_access_index(&leader->comm));
 }
 
 /* The kernel's smoothed RTT of a TCP socket, in microseconds. */

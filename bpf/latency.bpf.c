@@ -35,6 +35,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* Settings, written by user space before load. */
 const volatile __u64 sock_table_size = 65536; /* max_entries of socks: a power of two >= SOCK_WAYS */
 const volatile bool infer_roles = true;       /* track connections that predate the probe */
+const volatile bool measure_connections = false; /* connection-tracker: set-up, failures, idle gaps, lifetimes */
 
 #define TCP_ESTABLISHED_ 1
 #define TCP_SYN_SENT_    2
@@ -63,6 +64,9 @@ struct sock_state {
 	__u8 opened;  /* MP_REC_CONN_OPEN emitted */
 	__u8 ignored; /* outside the filter: kept only so that it is not looked at again */
 	__u8 unsampled; /* the request under way is not measured (sampling) */
+	__u8 connect_wanted; /* a client: the filter, decided at connect() (its failure has no process) */
+	__u64 setup_ns;    /* TCP set-up time, emitted with the first use (server) */
+	__u64 last_end_ns; /* when the last exchange ended (idle gaps) */
 	struct mp_tuple tuple;
 };
 
@@ -297,6 +301,50 @@ static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock
 		emit(ctx, r, sizeof(*r));
 }
 
+/*
+ * One figure of a connection's life (connection-tracker): batched when
+ * `batched_ok` (process context), else sent alone.
+ */
+static __always_inline void emit_measure(void *ctx, struct sock *sk, struct sock_state *st, __u8 metric, __u8 result,
+					 __u64 value, __u32 err)
+{
+	struct mp_batch *b = batch_get();
+	bool batched = batch_begin(b);
+	struct mp_measure_rec alone = {}, *r;
+
+	r = batched ? batch_reserve(ctx, b, sizeof(*r)) : &alone;
+	fill_hdr(&r->hdr, MP_REC_MEASURE, st);
+	r->value = value;
+	r->at_ns = bpf_ktime_get_ns();
+	r->netns = sock_netns(sk);
+	r->lport = st->tuple.lport;
+	r->rport = st->tuple.rport;
+	r->metric = metric;
+	r->result = result;
+	r->detail = 0;
+	r->_pad = 0;
+	r->err = err;
+	__builtin_memcpy(r->raddr, st->tuple.raddr, 16);
+	if (batched)
+		batch_end(b);
+	else
+		emit(ctx, r, sizeof(*r));
+}
+
+/* Why a connect() failed, from the socket's error (set before the state turns to CLOSE). */
+static __always_inline __u8 connect_result(__u32 err)
+{
+	switch (err) {
+	case 0:   return MP_RESULT_ABORTED;
+	case 111: return MP_RESULT_REFUSED; /* ECONNREFUSED */
+	case 110: return MP_RESULT_TIMEOUT; /* ETIMEDOUT */
+	case 104: return MP_RESULT_RESET;   /* ECONNRESET */
+	case 113: /* EHOSTUNREACH */
+	case 101: return MP_RESULT_UNREACH; /* ENETUNREACH */
+	default:  return MP_RESULT_OTHER;
+	}
+}
+
 MP_FLUSH_PROGRAM(latency_flush)
 
 /*
@@ -360,6 +408,8 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 			return 0;
 		}
 		stat_inc(MP_STAT_TRACKED);
+		if (measure_connections && st->setup_ns && st->role == MP_ROLE_SERVER)
+			emit_measure(ctx, sk, st, MP_METRIC_SETUP, MP_RESULT_OK, st->setup_ns, 0);
 	}
 	if (starter == MP_ROLE_CLIENT) {
 		stat_inc(MP_STAT_SEND);
@@ -374,6 +424,8 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 		if (st->phase != PHASE_REQUEST) {
 			st->phase = PHASE_REQUEST;
 			st->req_start_ns = bpf_ktime_get_ns();
+			if (measure_connections && st->last_end_ns && st->req_start_ns > st->last_end_ns)
+				emit_measure(ctx, sk, st, MP_METRIC_IDLE, MP_RESULT_OK, st->req_start_ns - st->last_end_ns, 0);
 			st->req_owner = (__u64)sk;
 			s->last_ns = st->req_start_ns;
 			st->req_bytes = ret;
@@ -390,6 +442,7 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 		 * the socket it took the way from may still have been writing into it:
 		 * the request must be this socket's own, started by this socket.
 		 */
+		st->last_end_ns = now;
 		if (!(s->sk == (__u64)sk && st->req_owner == (__u64)sk && start && start <= now)) {
 			stat_inc(MP_STAT_DISCARDED);
 		} else if (st->unsampled) {
@@ -541,7 +594,18 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		if (s) /* a reused struct sock whose close we missed: a new connection */
 			init_slot(s, key, role, 0, &t);
 		else
-			track(key, role, 0, &t);
+			s = track(key, role, 0, &t);
+		if (!s || !measure_connections)
+			return 0;
+		if (role == MP_ROLE_CLIENT) {
+			/* connect(): the process is here, so the filter can be decided for the set-up (the local port is not chosen yet) */
+			s->st.connect_wanted = filter_pass((struct sock *)ctx->skaddr, 0, t.rport);
+		} else {
+			/* the first RTT sample of an accepted socket is SYN-ACK sent -> this ACK (tcp_synack_rtt_meas) */
+			__u64 us = tcp_srtt_us((struct sock *)ctx->skaddr);
+
+			s->st.setup_ns = us ? us * 1000 : 0;
+		}
 		return 0;
 	}
 
@@ -552,7 +616,19 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	if (ctx->oldstate == TCP_SYN_SENT_ && ctx->newstate == TCP_ESTABLISHED_) {
 		read_tuple((struct sock *)ctx->skaddr, &st->tuple); /* source port is known now */
+		if (measure_connections && st->connect_wanted && st->role == MP_ROLE_CLIENT) {
+			st->setup_ns = bpf_ktime_get_ns() - st->first_ns;
+			emit_measure(ctx, (struct sock *)ctx->skaddr, st, MP_METRIC_SETUP, MP_RESULT_OK, st->setup_ns, 0);
+		}
 		return 0;
+	}
+
+	if (ctx->oldstate == TCP_SYN_SENT_ && ctx->newstate == TCP_CLOSE_ && measure_connections && st->connect_wanted) {
+		__u32 err = BPF_CORE_READ((struct sock *)ctx->skaddr, sk_err);
+
+		read_tuple((struct sock *)ctx->skaddr, &st->tuple);
+		emit_measure(ctx, (struct sock *)ctx->skaddr, st, MP_METRIC_CONNECT_FAIL, connect_result(err),
+			     bpf_ktime_get_ns() - st->first_ns, err);
 	}
 
 	if (ctx->newstate == TCP_CLOSE_) {
@@ -569,6 +645,12 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			r.bytes_received = st->bytes_received;
 			r.flags = st->flags;
 			emit(ctx, &r, sizeof(r));
+			if (measure_connections && !st->ignored) {
+				/* a connection adopted mid-life has no known start: its lifetime is not one */
+				if (!(st->flags & MP_CONN_F_ROLE_INFERRED))
+					emit_measure(ctx, (struct sock *)ctx->skaddr, st, MP_METRIC_LIFETIME, MP_RESULT_OK, r.duration_ns, 0);
+				emit_measure(ctx, (struct sock *)ctx->skaddr, st, MP_METRIC_REQUESTS, MP_RESULT_OK, st->requests, 0);
+			}
 		}
 		way_swap(&s->sk, key, 0); /* free the way, unless already reused */
 		if (!st->ignored)

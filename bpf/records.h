@@ -25,6 +25,28 @@
 #define MP_ROLE_CLIENT  1 /* connect()ed: sends a request, then reads */
 #define MP_ROLE_SERVER  2 /* accept()ed: reads a request, then answers */
 
+#define MP_REC_MEASURE    4 /* one figure of a connection's life (connection-tracker): set-up, TLS, lifetime... */
+
+/* what an mp_measure_rec measures (metric); values are ns unless said otherwise */
+#define MP_METRIC_SETUP        1 /* TCP set-up: client SYN sent -> SYN-ACK received; server SYN-ACK sent -> final ACK */
+#define MP_METRIC_CONNECT_FAIL 2 /* a connect that failed: time from SYN to the failure; result = cause */
+#define MP_METRIC_TLS          3 /* TLS handshake seen in the socket's TLS records: ClientHello -> done on this side */
+#define MP_METRIC_TLS_LIBSSL   4 /* TLS handshake timed by uprobes on libssl (SSL_do_handshake/connect/accept) */
+#define MP_METRIC_LIFETIME     5 /* a closed connection: first seen -> close */
+#define MP_METRIC_REQUESTS     6 /* a closed connection: its exchanges (a count, not ns) */
+#define MP_METRIC_IDLE         7 /* the gap between an exchange's end and the next one's start on a connection */
+#define MP_METRIC__COUNT       8
+
+/* mp_measure_rec.result */
+#define MP_RESULT_OK      0
+#define MP_RESULT_REFUSED 1 /* RST answered the SYN (ECONNREFUSED) */
+#define MP_RESULT_TIMEOUT 2 /* no answer: SYN retries ran out (ETIMEDOUT) */
+#define MP_RESULT_RESET   3 /* reset after the SYN-ACK, before the application used it (ECONNRESET) */
+#define MP_RESULT_UNREACH 4 /* ICMP unreachable (EHOSTUNREACH, ENETUNREACH) */
+#define MP_RESULT_ABORTED 5 /* closed by the application before it connected (no error) */
+#define MP_RESULT_OTHER   6
+#define MP_RESULT__COUNT  7
+
 /* flags in mp_conn_open_rec.flags and mp_conn_close_rec.flags */
 #define MP_CONN_F_ROLE_INFERRED 1 /* connection predates the probe: role taken from its first read/write */
 
@@ -81,6 +103,22 @@ struct mp_conn_close_rec {
 	__u64 bytes_received;  /* 48 */
 	__u32 flags;           /* 56 */
 	__u32 _pad;            /* 60 */
+};
+
+/* 64 bytes */
+struct mp_measure_rec {
+	struct mp_rec_hdr hdr; /* 0 */
+	__u64 value;           /* 16: ns (or a count, per metric) */
+	__u64 at_ns;           /* 24: CLOCK_MONOTONIC when it ended */
+	__u32 netns;           /* 32: network namespace inode of the socket */
+	__u16 lport;           /* 36 */
+	__u16 rport;           /* 38 */
+	__u8 metric;           /* 40: MP_METRIC_* */
+	__u8 result;           /* 41: MP_RESULT_* */
+	__u8 detail;           /* 42: TLS: minor version (2 = TLS 1.2, 3 = TLS 1.3), 0 if unknown */
+	__u8 _pad;             /* 43 */
+	__u32 err;             /* 44: the socket's error (errno) for failures */
+	__u8 raddr[16];        /* 48 */
 };
 
 /* per-CPU counters kept by the kernel side (array map "stats", one __u64 each) */

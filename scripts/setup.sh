@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # prometheus (with promtool).
 APT_PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make gcc g++ python3
           iproute2 nginx-light wrk curl procps qemu-system-x86 busybox-static cpio
-          victoria-metrics influxdb prometheus)
+          victoria-metrics influxdb prometheus iptables openssl)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -4,7 +4,7 @@
  * test/records-layout.test.ts. Constant names are the same as in
  * assembly/records.ts: <PREFIX>_<FIELD> is a byte offset, <PREFIX>_SIZE a sizeof
  * (HDR = mp_rec_hdr, LAT = mp_latency_rec, OPEN = mp_conn_open_rec,
- * CLOSE = mp_conn_close_rec).
+ * CLOSE = mp_conn_close_rec, MEAS = mp_measure_rec).
  */
 
 export const REC_VERSION = 1;
@@ -12,10 +12,32 @@ export const REC_VERSION = 1;
 export const REC_LATENCY = 1;
 export const REC_CONN_OPEN = 2;
 export const REC_CONN_CLOSE = 3;
+export const REC_MEASURE = 4;
 
 export const ROLE_UNKNOWN = 0;
 export const ROLE_CLIENT = 1;
 export const ROLE_SERVER = 2;
+
+/** mp_measure_rec.metric: what it measures (ns unless said otherwise) */
+export const METRIC_SETUP = 1;
+export const METRIC_CONNECT_FAIL = 2;
+export const METRIC_TLS = 3;
+export const METRIC_TLS_LIBSSL = 4;
+export const METRIC_LIFETIME = 5;
+/** a count of exchanges, not ns */
+export const METRIC_REQUESTS = 6;
+export const METRIC_IDLE = 7;
+export const METRIC__COUNT = 8;
+
+/** mp_measure_rec.result */
+export const RESULT_OK = 0;
+export const RESULT_REFUSED = 1;
+export const RESULT_TIMEOUT = 2;
+export const RESULT_RESET = 3;
+export const RESULT_UNREACH = 4;
+export const RESULT_ABORTED = 5;
+export const RESULT_OTHER = 6;
+export const RESULT__COUNT = 7;
 
 export const CONN_F_ROLE_INFERRED = 1;
 
@@ -68,6 +90,21 @@ export const CLOSE_BYTES_SENT = 40;
 export const CLOSE_BYTES_RECEIVED = 48;
 export const CLOSE_FLAGS = 56;
 export const CLOSE__PAD = 60;
+
+// struct mp_measure_rec
+export const MEAS_SIZE = 64;
+export const MEAS_HDR = 0;
+export const MEAS_VALUE = 16;
+export const MEAS_AT_NS = 24;
+export const MEAS_NETNS = 32;
+export const MEAS_LPORT = 36;
+export const MEAS_RPORT = 38;
+export const MEAS_METRIC = 40;
+export const MEAS_RESULT = 41;
+export const MEAS_DETAIL = 42;
+export const MEAS__PAD = 43;
+export const MEAS_ERR = 44;
+export const MEAS_RADDR = 48;
 
 // per-CPU kernel counters (array map "stats")
 export const STAT_SEND = 0;
@@ -127,6 +164,14 @@ export const LAYOUTS: Readonly<Record<string, StructLayout>> = {
       bytes_received: [CLOSE_BYTES_RECEIVED, 8], flags: [CLOSE_FLAGS, 4], _pad: [CLOSE__PAD, 4],
     },
   },
+  mp_measure_rec: {
+    size: MEAS_SIZE,
+    fields: {
+      hdr: [MEAS_HDR, HDR_SIZE], value: [MEAS_VALUE, 8], at_ns: [MEAS_AT_NS, 8], netns: [MEAS_NETNS, 4],
+      lport: [MEAS_LPORT, 2], rport: [MEAS_RPORT, 2], metric: [MEAS_METRIC, 1], result: [MEAS_RESULT, 1],
+      detail: [MEAS_DETAIL, 1], _pad: [MEAS__PAD, 1], err: [MEAS_ERR, 4], raddr: [MEAS_RADDR, 16],
+    },
+  },
 };
 
 /** Name prefix of each struct's constants (here and in assembly/records.ts). */
@@ -135,6 +180,7 @@ export const STRUCT_PREFIX: Readonly<Record<string, string>> = {
   mp_latency_rec: 'LAT',
   mp_conn_open_rec: 'OPEN',
   mp_conn_close_rec: 'CLOSE',
+  mp_measure_rec: 'MEAS',
 };
 
 // ---------------------------------------------------------------------------
@@ -184,6 +230,20 @@ export interface ConnCloseRecord extends RecHeader {
   bytes_sent?: U64;
   bytes_received?: U64;
   flags?: number;
+}
+
+export interface MeasureRecord extends RecHeader {
+  /** ns, or a count for METRIC_REQUESTS */
+  value: U64;
+  at_ns?: U64;
+  netns?: number;
+  lport?: number;
+  rport?: number;
+  metric: number;
+  result?: number;
+  detail?: number;
+  err?: number;
+  raddr?: Addr;
 }
 
 /** 16 address bytes: "a.b.c.d" fills the first 4, an IPv6 string all 16, bytes are copied. */
@@ -262,6 +322,23 @@ export function encodeClose(r: ConnCloseRecord): Uint8Array {
   dv.setBigUint64(CLOSE_BYTES_SENT, u64(r.bytes_sent), true);
   dv.setBigUint64(CLOSE_BYTES_RECEIVED, u64(r.bytes_received), true);
   dv.setUint32(CLOSE_FLAGS, r.flags ?? 0, true);
+  return b;
+}
+
+export function encodeMeasure(r: MeasureRecord): Uint8Array {
+  const b = new Uint8Array(MEAS_SIZE);
+  const dv = new DataView(b.buffer);
+  writeHdr(dv, REC_MEASURE, r);
+  dv.setBigUint64(MEAS_VALUE, u64(r.value), true);
+  dv.setBigUint64(MEAS_AT_NS, u64(r.at_ns), true);
+  dv.setUint32(MEAS_NETNS, r.netns ?? 0, true);
+  dv.setUint16(MEAS_LPORT, r.lport ?? 0, true);
+  dv.setUint16(MEAS_RPORT, r.rport ?? 0, true);
+  dv.setUint8(MEAS_METRIC, r.metric);
+  dv.setUint8(MEAS_RESULT, r.result ?? RESULT_OK);
+  dv.setUint8(MEAS_DETAIL, r.detail ?? 0);
+  dv.setUint32(MEAS_ERR, r.err ?? 0, true);
+  b.set(addrBytes(r.raddr), MEAS_RADDR);
   return b;
 }
 

@@ -1,7 +1,8 @@
 /**
  * Loads build/meshprobe.wasm on one shared WebAssembly.Memory (main thread or
  * worker_threads) and reads what the decoder keeps there: counters, global
- * histograms, connection and service tables.
+ * histograms (latency records; measure records per metric and role), measure
+ * results, connection and service tables.
  *
  * Main thread: createState(config) → instantiates, grows the memory, init().
  * Workers:     attachState(memory) → instantiates on the same memory (no init);
@@ -29,6 +30,7 @@ export interface DecoderExports {
   globalHistAddr(i: number): number;
   connSlotAddr(i: number): number;
   svcSlotAddr(i: number): number;
+  measureResultsAddr(): number;
   stagingPtr(i: number): number;
   stagingSize(): number;
   connCapacity(): number;
@@ -66,6 +68,8 @@ export interface Layout {
   svcSlotBytes: number;
   counters: number;
   globalHists: number;
+  /** the u64 [MR_METRICS][MR_RESULTS] table of measure records per (metric, result) */
+  measureResults: number;
   connTable: number;
   svcTable: number;
   staging: number;
@@ -176,6 +180,7 @@ function readLayout(memory: WebAssembly.Memory, ex: DecoderExports): Layout {
     svcSlotBytes: u32('H_SVC_SLOT_BYTES'),
     counters: u32('H_COUNTERS'),
     globalHists: u32('H_GLOBAL_HISTS'),
+    measureResults: u32('H_MEASURE_RESULTS'),
     connTable: u32('H_CONN_TABLE'),
     svcTable: u32('H_SVC_TABLE'),
     staging: u32('H_STAGING'),
@@ -256,6 +261,10 @@ export const COUNTER_NAMES = [
   'unknown_role',
   'perf_other',
   'decode_calls',
+  /** measure records (MP_REC_MEASURE) decoded, whatever their metric and role */
+  'measure_records',
+  /** measure records whose metric is not one of METRIC_* (counted nowhere else) */
+  'measure_unknown_metric',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, number>;
@@ -345,6 +354,65 @@ export function readGlobalHistograms(state: State, opts: FlushOption = {}): Glob
   };
 }
 
+export interface MeasureHistogramPair {
+  /** measure records with role client */
+  client: HistogramSnapshot;
+  /** measure records with role server */
+  server: HistogramSnapshot;
+}
+
+/** Per metric (METRIC_SETUP .. METRIC_IDLE, see src/records.ts), the `value`s of its measure records. */
+export type MeasureHistograms = { [metric: number]: MeasureHistogramPair };
+
+/** Metrics with histograms: 1 .. METRIC__COUNT-1. */
+export function measureMetrics(): number[] {
+  const n = wasmConst('METRIC__COUNT');
+  return Array.from({ length: n - 1 }, (_, i) => i + 1);
+}
+
+/**
+ * Global histograms of measure records' `value` (ns; a count for
+ * METRIC_REQUESTS), per metric and role. Records with a role other than
+ * client/server are in none (counted in unknown_role).
+ */
+export function readMeasureHistograms(state: State, opts: FlushOption = {}): MeasureHistograms {
+  if (opts.flush !== false) flush(state);
+  const v = u64view(state);
+  const hb = state.layout.histBytes;
+  const g = state.layout.globalHists;
+  const first = wasmConst('GH_MEASURE');
+  const out: MeasureHistograms = {};
+  for (const m of measureMetrics()) {
+    const i = first + 2 * (m - 1);
+    out[m] = {
+      client: readHistogramAt(state, g + i * hb, v),
+      server: readHistogramAt(state, g + (i + 1) * hb, v),
+    };
+  }
+  return out;
+}
+
+/**
+ * Measure records per [metric][result]: METRIC__COUNT rows (row 0 unused:
+ * records of unknown metrics are only in the measure_unknown_metric counter),
+ * RESULT__COUNT + 1 columns (the last one: results >= RESULT__COUNT). Records
+ * of every role are counted.
+ */
+export function readMeasureResults(state: State, opts: FlushOption = {}): number[][] {
+  if (opts.flush !== false) flush(state);
+  const v = u64view(state);
+  const rows = wasmConst('MR_METRICS');
+  const cols = wasmConst('MR_RESULTS');
+  const i0 = state.layout.measureResults >>> 3;
+  const out: number[][] = [];
+  for (let m = 0; m < rows; m++) {
+    const row: number[] = [];
+    for (let r = 0; r < cols; r++) row.push(Number(Atomics.load(v, i0 + m * cols + r)));
+    out.push(row);
+  }
+  return out;
+}
+
 /** "a.b.c.d" for AF_INET, RFC 5952-ish text for AF_INET6, hex otherwise. */
 export function formatAddr(bytes: Uint8Array, family: number): string {
   if (family === 2) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
@@ -402,6 +470,8 @@ export interface ConnSlot {
 export interface ServiceSlot {
   slot: number;
   key: bigint;
+  /** 0: latency records (requests, latencies); else the METRIC_* of the measure records it holds */
+  metric: number;
   role: number;
   family: number;
   /** lport for servers, rport for clients */
@@ -410,13 +480,20 @@ export interface ServiceSlot {
   raddr: string;
   /** tgid of the first record seen */
   tgid: number;
+  /** records in the slot (latency records, or measure records of `metric`) */
   requests: number;
+  /** latencies, or measure values of `metric` */
   hist?: HistogramSnapshot;
 }
 
 export interface ReadOptions extends FlushOption {
   /** include each slot's histogram (default true) */
   histograms?: boolean;
+}
+
+export interface SvcReadOptions extends ReadOptions {
+  /** readSvcTable: only the slots of this metric (0 = latency records); all by default */
+  metric?: number;
 }
 
 const K = (n: string) => wasmConst(n);
@@ -428,7 +505,7 @@ function off(): Record<string, number> {
       'CS_KEY', 'CS_TGID', 'CS_PID', 'CS_NETNS', 'CS_FLAGS', 'CS_ROLE', 'CS_FAMILY', 'CS_LPORT', 'CS_RPORT',
       'CS_FILLED', 'CS_CLOSED', 'CS_SRTT_US', 'CS_REQUESTS_KERNEL', 'CS_CGROUP_ID', 'CS_START_NS', 'CS_END_NS',
       'CS_REQUESTS', 'CS_BYTES_SENT', 'CS_BYTES_RECEIVED', 'CS_LADDR', 'CS_RADDR', 'CS_COMM', 'CS_HIST', 'CF_OPEN',
-      'SS_KEY', 'SS_TGID', 'SS_ROLE', 'SS_FAMILY', 'SS_PORT', 'SS_RADDR', 'SS_REQUESTS', 'SS_HIST',
+      'SS_KEY', 'SS_TGID', 'SS_ROLE', 'SS_FAMILY', 'SS_PORT', 'SS_METRIC', 'SS_RADDR', 'SS_REQUESTS', 'SS_HIST',
     ]) slotOffsets[n] = K(n);
   }
   return slotOffsets;
@@ -502,6 +579,7 @@ export function readSvcSlot(state: State, i: number, opts: ReadOptions = {}): Se
   return {
     slot: i,
     key,
+    metric: dv.getUint8(o.SS_METRIC),
     role: dv.getUint8(o.SS_ROLE),
     family,
     port: dv.getUint16(o.SS_PORT, true),
@@ -512,13 +590,17 @@ export function readSvcSlot(state: State, i: number, opts: ReadOptions = {}): Se
   };
 }
 
-/** All non-empty service slots. */
-export function readSvcTable(state: State, opts: ReadOptions = {}): ServiceSlot[] {
+/**
+ * All non-empty service slots: latency ones (metric 0) and measure ones
+ * (metric > 0) unless opts.metric picks one.
+ */
+export function readSvcTable(state: State, opts: SvcReadOptions = {}): ServiceSlot[] {
   if (opts.flush !== false) flush(state);
   const out: ServiceSlot[] = [];
+  const one = { ...opts, flush: false };
   for (let i = 0; i < state.layout.svcCap; i++) {
-    const c = readSvcSlot(state, i, { ...opts, flush: false });
-    if (c) out.push(c);
+    const c = readSvcSlot(state, i, one);
+    if (c && (opts.metric === undefined || c.metric === opts.metric)) out.push(c);
   }
   return out;
 }

@@ -5,16 +5,18 @@ import * as R from '../src/records.js';
 import * as H from '../src/histogram.js';
 import {
   createState, decodeBytes, readCounters, readGlobalHistograms, readConnTable, readSvcTable, stagingView,
-  flush, type State,
+  flush, readMeasureHistograms, readMeasureResults, type State, type ServiceSlot,
 } from '../src/wasm.js';
 
-const { encodeLatency, encodeOpen, encodeClose, perfSample, perfLost, perfOther, concatBytes } = R;
+const { encodeLatency, encodeOpen, encodeClose, encodeMeasure, perfSample, perfLost, perfOther, concatBytes } = R;
 
 function state(connCapacity = 64, serviceCapacity = 16, workers = 2, stagingBytes = 1 << 16): State {
   return createState({ connCapacity, serviceCapacity, workers, stagingBytes });
 }
 const lat = (conn_id: number, role: number, latency_ns: number, extra: Partial<R.LatencyRecord> = {}) =>
   perfSample(encodeLatency({ conn_id, role, latency_ns, ...extra }));
+const meas = (conn_id: number, role: number, metric: number, value: number, extra: Partial<R.MeasureRecord> = {}) =>
+  perfSample(encodeMeasure({ conn_id, role, metric, value, ...extra }));
 
 test('all three record kinds: counters, global histograms, connection and service tables', () => {
   const st = state();
@@ -369,4 +371,334 @@ test('a perf sample carrying a batch of records (as the kernel side packs them) 
   const c2 = readCounters(st2);
   assert.equal(c2.latency_records, 9);
   assert.equal(c2.unknown_records, 1);
+});
+
+// ---------------------------------------------------------------------------
+// Measure records (MP_REC_MEASURE)
+
+const METRICS = [R.METRIC_SETUP, R.METRIC_CONNECT_FAIL, R.METRIC_TLS, R.METRIC_TLS_LIBSSL, R.METRIC_LIFETIME, R.METRIC_REQUESTS, R.METRIC_IDLE];
+const ROLES = [R.ROLE_CLIENT, R.ROLE_SERVER] as const;
+const roleKey = (role: number) => (role === R.ROLE_CLIENT ? 'client' : 'server');
+
+/** Exact nearest-rank percentile of the values. */
+function exactPercentile(vals: readonly number[], q: number): number {
+  const s = [...vals].sort((a, b) => a - b);
+  return s[Math.max(1, Math.ceil(q * s.length)) - 1];
+}
+
+/** Values of (metric, role): distinct sets, ns except METRIC_REQUESTS (a small count). */
+function measureValues(metric: number, role: number): number[] {
+  const n = 5 + 3 * metric + role;
+  return Array.from({ length: n }, (_, k) =>
+    metric === R.METRIC_REQUESTS ? 1 + k * (role + 1) : metric * 1_000_000 + role * 250_000 + k * k * 9_973 + k * 101);
+}
+
+const SRV_PORT = 8443;
+const CLI_PORT = 443;
+const CLI_ADDR = '10.0.0.9';
+
+test('measure records: each metric and role in its global histogram and service slot; results per (metric, result)', () => {
+  const st = state(64, 64, 1);
+  const parts: Uint8Array[] = [];
+  const results = Array.from({ length: 8 }, () => new Array<number>(8).fill(0));
+  const causes = [R.RESULT_OK, R.RESULT_REFUSED, R.RESULT_TIMEOUT, R.RESULT_RESET, R.RESULT_UNREACH, R.RESULT_ABORTED, R.RESULT_OTHER, 9 /* out of range */];
+  let n = 0;
+  for (const metric of METRICS) {
+    for (const role of ROLES) {
+      measureValues(metric, role).forEach((value, k) => {
+        const result = metric === R.METRIC_CONNECT_FAIL ? causes[k % causes.length] : R.RESULT_OK;
+        results[metric][Math.min(result, R.RESULT__COUNT)]++;
+        const conn = 100 + (n++ % 13);
+        parts.push(meas(conn, role, metric, value, role === R.ROLE_SERVER
+          ? { lport: SRV_PORT, rport: 50000 + k, raddr: `10.1.0.${k}`, result, tgid: 7 }
+          : { lport: 40000 + k, rport: CLI_PORT, raddr: CLI_ADDR, result, tgid: 8, detail: 3, err: result ? 111 : 0, netns: 4026531840 }));
+        // latency records of the same ports and peer, interleaved
+        if (k % 3 === 0) {
+          parts.push(lat(conn, role, 2_000_000 + k, role === R.ROLE_SERVER
+            ? { lport: SRV_PORT, rport: 50000 + k, raddr: `10.1.0.${k}` }
+            : { lport: 40000 + k, rport: CLI_PORT, raddr: CLI_ADDR }));
+        }
+      });
+    }
+  }
+  // an IPv6 client peer: its own slot
+  const v6 = [3_000_000, 5_000_000, 4_000_000];
+  for (const v of v6) parts.push(meas(200, R.ROLE_CLIENT, R.METRIC_TLS, v, { family: R.AF_INET6, rport: CLI_PORT, raddr: 'fd00::9', detail: 2 }));
+  results[R.METRIC_TLS][R.RESULT_OK] += v6.length;
+  const bytes = concatBytes(parts);
+  assert.equal(decodeBytes(st, 0, bytes), bytes.length);
+
+  const nMeasure = METRICS.reduce((a, m) => a + ROLES.reduce((b, r) => b + measureValues(m, r).length, 0), 0) + v6.length;
+  const c = readCounters(st);
+  assert.equal(c.measure_records, nMeasure);
+  assert.equal(c.latency_records, parts.length - nMeasure);
+  assert.equal(c.records_total, parts.length);
+  assert.equal(c.unknown_records, 0);
+  assert.equal(c.unknown_role, 0);
+  assert.equal(c.measure_unknown_metric, 0);
+  assert.equal(c.svc_table_full, 0);
+
+  // global histograms of each (metric, role): exact counts, sums, min/max, buckets; percentiles within 1%
+  const mh = readMeasureHistograms(st);
+  assert.deepEqual(Object.keys(mh).map(Number), METRICS);
+  for (const metric of METRICS) {
+    for (const role of ROLES) {
+      const vals = measureValues(metric, role);
+      if (metric === R.METRIC_TLS && role === R.ROLE_CLIENT) vals.push(...v6);
+      const h = mh[metric][roleKey(role)];
+      assert.equal(h.count, vals.length, `count ${metric}/${role}`);
+      assert.equal(h.sum_ns, vals.reduce((a, b) => a + b, 0), `sum ${metric}/${role}`);
+      assert.equal(h.min_ns, Math.min(...vals));
+      assert.equal(h.max_ns, Math.max(...vals));
+      assert.deepEqual(h, H.histogramOf(vals), `histogram ${metric}/${role}`);
+      for (const q of [0.5, 0.9, 0.99]) {
+        const want = exactPercentile(vals, q);
+        assert.ok(Math.abs(H.percentile(h, q) - want) <= want * 0.01, `p${q * 100} ${metric}/${role}: ${H.percentile(h, q)} vs ${want}`);
+      }
+    }
+  }
+  // METRIC_REQUESTS values < 128 are exact
+  assert.equal(H.percentile(mh[R.METRIC_REQUESTS].server, 0.5), exactPercentile(measureValues(R.METRIC_REQUESTS, R.ROLE_SERVER), 0.5));
+
+  // latency global histograms hold latency records only
+  const g = readGlobalHistograms(st);
+  assert.equal(g.client.count + g.server.count, c.latency_records);
+  assert.ok(g.client.min_ns >= 2_000_000 && g.server.max_ns < 2_000_100);
+
+  // results per (metric, result), every role
+  assert.deepEqual(readMeasureResults(st), results);
+
+  // service slots: one per (metric, role, port[, peer]) plus the two latency ones
+  const svcs = readSvcTable(st);
+  assert.equal(svcs.length, 2 + METRICS.length * 2 + 1);
+  const latencySlots = svcs.filter((s) => s.metric === 0);
+  assert.equal(latencySlots.length, 2);
+  assert.deepEqual(readSvcTable(st, { metric: 0 }), latencySlots);
+  assert.equal(latencySlots.reduce((a, s) => a + s.requests, 0), c.latency_records);
+  for (const metric of METRICS) {
+    assert.equal(readSvcTable(st, { metric }).length, metric === R.METRIC_TLS ? 3 : 2);
+    for (const role of ROLES) {
+      const vals = measureValues(metric, role);
+      const slot = svcs.find((s) => s.metric === metric && s.role === role && (role === R.ROLE_SERVER || s.raddr === CLI_ADDR))!;
+      assert.ok(slot, `slot ${metric}/${role}`);
+      assert.equal(slot.port, role === R.ROLE_SERVER ? SRV_PORT : CLI_PORT);
+      assert.equal(slot.family, R.AF_INET);
+      assert.equal(slot.tgid, role === R.ROLE_SERVER ? 7 : 8);
+      assert.equal(slot.requests, vals.length);
+      assert.deepEqual(slot.hist, H.histogramOf(vals));
+    }
+  }
+  const v6slot = svcs.find((s) => s.family === R.AF_INET6)!;
+  assert.equal(v6slot.metric, R.METRIC_TLS);
+  assert.equal(v6slot.raddr, 'fd00::9');
+  assert.equal(v6slot.port, CLI_PORT);
+  assert.deepEqual(v6slot.hist, H.histogramOf(v6));
+
+  // measure records do not touch the connection table
+  for (const x of readConnTable(st)) assert.equal(x.requests, x.hist!.count);
+  assert.equal(readConnTable(st).reduce((a, x) => a + x.requests, 0), c.latency_records);
+});
+
+// The key formula of layout version 1 (assembly/index.ts svcFind), for latency records.
+const M64 = (1n << 64n) - 1n;
+function mix64(x: bigint): bigint {
+  x ^= x >> 33n; x = (x * 0xff51afd7ed558ccdn) & M64;
+  x ^= x >> 33n; x = (x * 0xc4ceb9fe1a85ec53n) & M64;
+  x ^= x >> 33n;
+  return x;
+}
+function v1Key(s: ServiceSlot, raddr: Uint8Array): bigint {
+  let k: bigint;
+  if (s.role === R.ROLE_SERVER) {
+    k = mix64(0x5345525645520000n | (BigInt(s.role) << 16n) | BigInt(s.port));
+  } else {
+    const dv = new DataView(raddr.buffer);
+    let a = dv.getBigUint64(0, true);
+    let b = 0n;
+    if (s.family === R.AF_INET) a &= 0xffffffffn;
+    else b = dv.getBigUint64(8, true);
+    k = mix64(mix64(a ^ 0x434c49454e540000n) ^ b ^ ((BigInt(s.role) << 40n) | (BigInt(s.family) << 24n) | BigInt(s.port)));
+  }
+  return k === 0n ? 1n : k;
+}
+
+test('latency-record service slots: same keys and figures with or without measure records on the same ports', () => {
+  const latParts: Uint8Array[] = [];
+  const mixed: Uint8Array[] = [];
+  for (let i = 0; i < 300; i++) {
+    const conn = 1 + (i % 60);
+    const role = conn % 2 ? R.ROLE_SERVER : R.ROLE_CLIENT;
+    const family = conn % 5 === 0 ? R.AF_INET6 : R.AF_INET;
+    const raddr = family === R.AF_INET6 ? `fd00::${1 + (conn % 3)}` : `10.0.0.${1 + (conn % 3)}`;
+    const ports = role === R.ROLE_SERVER ? { lport: 80 + (conn % 4), rport: 40000 + conn } : { lport: 40000 + conn, rport: 443 + (conn % 4) };
+    const l = lat(conn, role, 10_000 + i * 997, { family, raddr, ...ports, tgid: 5 });
+    latParts.push(l);
+    // around each latency record: measure records of some metrics with the same role, ports and peer
+    for (const metric of METRICS) if ((i + metric) % 4 === 0) mixed.push(meas(conn, role, metric, 1000 + i, { family, raddr, ...ports, tgid: 5 }));
+    mixed.push(l);
+    if (i % 7 === 0) mixed.push(meas(conn, role, R.METRIC_IDLE, 77 + i, { family, raddr, ...ports, tgid: 5 }));
+  }
+  const a = state(64, 64, 1);
+  const b = state(64, 64, 1);
+  decodeBytes(a, 0, concatBytes(latParts));
+  decodeBytes(b, 0, concatBytes(mixed));
+  const strip = (xs: ServiceSlot[]) => xs.map(({ slot: _slot, ...rest }) => rest).sort((x, y) => (x.key < y.key ? -1 : 1));
+  const only = strip(readSvcTable(a));
+  assert.ok(only.every((s) => s.metric === 0));
+  assert.equal(only.length, 2 + 2 * 3 * 2, 'servers on 2 ports; clients: 2 ports x 3 peers x 2 families');
+  assert.deepEqual(strip(readSvcTable(b, { metric: 0 })), only);
+  assert.ok(readSvcTable(b).length > only.length, 'measure slots of the same ports are separate');
+  // the keys are those of layout version 1
+  for (const s of readSvcTable(a)) assert.equal(s.key, v1Key(s, R.addrBytes(s.raddr)), `key of ${s.role} ${s.raddr}:${s.port}`);
+  // measure slots never share a key with a latency slot of the same (role, port, peer)
+  const keys = readSvcTable(b).map((s) => s.key);
+  assert.equal(new Set(keys).size, keys.length);
+  assert.deepEqual(readGlobalHistograms(b), readGlobalHistograms(a));
+  assert.deepEqual(readConnTable(b), readConnTable(a));
+  const ca = readCounters(a), cb = readCounters(b);
+  assert.equal(cb.latency_records, ca.latency_records);
+  assert.equal(cb.measure_records, mixed.length - latParts.length);
+});
+
+test('measure records: truncated, unknown version, unknown metric, unknown role, service table full', () => {
+  const st = state(64, 4, 1);
+  const good = encodeMeasure({ conn_id: 1, role: R.ROLE_CLIENT, metric: R.METRIC_SETUP, value: 5000, rport: 80, raddr: '10.0.0.1' });
+  const bytes = concatBytes([
+    perfSample(good),                                                                     // ok
+    perfSample(good.subarray(0, 40)),                                                     // raw size 44 < 64: unknown
+    perfSample(good, 60),                                                                 // raw_size says 60: unknown
+    perfSample(encodeMeasure({ conn_id: 1, role: R.ROLE_CLIENT, metric: R.METRIC_SETUP, value: 1, version: 2 })), // unknown
+    perfSample(concatBytes([encodeLatency({ conn_id: 2, role: R.ROLE_SERVER, latency_ns: 700, lport: 9 }), good.subarray(0, 63)]), 64 + 63), // latency ok + unknown
+    meas(3, R.ROLE_CLIENT, 0, 1000),                                                      // metric 0: unknown metric
+    meas(3, R.ROLE_SERVER, R.METRIC__COUNT, 1000),                                        // metric 8: unknown metric
+    meas(3, R.ROLE_SERVER, 255, 1000),                                                    // unknown metric
+    meas(4, R.ROLE_UNKNOWN, R.METRIC_CONNECT_FAIL, 9000, { result: R.RESULT_REFUSED }),   // unknown role: results only
+    meas(4, 7, R.METRIC_LIFETIME, 9000),                                                  // unknown role
+  ]);
+  assert.equal(decodeBytes(st, 0, bytes), bytes.length);
+  let c = readCounters(st);
+  assert.equal(c.records_total, 11);
+  assert.equal(c.unknown_records, 4);
+  assert.equal(c.latency_records, 1);
+  assert.equal(c.measure_records, 6);
+  assert.equal(c.measure_unknown_metric, 3);
+  assert.equal(c.unknown_role, 2);
+  assert.equal(c.svc_table_full, 0);
+  const mh = readMeasureHistograms(st);
+  assert.deepEqual(mh[R.METRIC_SETUP].client, H.histogramOf([5000]));
+  for (const m of METRICS) {
+    for (const r of ROLES) if (!(m === R.METRIC_SETUP && r === R.ROLE_CLIENT)) assert.equal(mh[m][roleKey(r)].count, 0, `${m}/${r}`);
+  }
+  const res = readMeasureResults(st);
+  assert.equal(res[R.METRIC_SETUP][R.RESULT_OK], 1);
+  assert.equal(res[R.METRIC_CONNECT_FAIL][R.RESULT_REFUSED], 1);
+  assert.equal(res[R.METRIC_LIFETIME][R.RESULT_OK], 1);
+  assert.equal(res.flat().reduce((a, b) => a + b, 0), 3);
+  assert.deepEqual(res[0], new Array(8).fill(0));
+  assert.deepEqual(readSvcTable(st).map((s) => [s.metric, s.role, s.port]).sort(), [[0, R.ROLE_SERVER, 9], [R.METRIC_SETUP, R.ROLE_CLIENT, 80]]);
+
+  // a full service table: counted; the global figures keep everything
+  const vals: number[] = [];
+  const more: Uint8Array[] = [];
+  for (let i = 0; i < 40; i++) {
+    vals.push(100_000 + i);
+    more.push(meas(10 + i, R.ROLE_SERVER, R.METRIC_IDLE, 100_000 + i, { lport: 1000 + i }));
+  }
+  decodeBytes(st, 0, concatBytes(more));
+  c = readCounters(st);
+  const idle = readSvcTable(st, { metric: R.METRIC_IDLE });
+  assert.equal(readSvcTable(st).length, 4);
+  assert.equal(idle.length, 2);
+  assert.equal(c.svc_table_full + idle.reduce((a, s) => a + s.requests, 0), 40);
+  assert.deepEqual(readMeasureHistograms(st)[R.METRIC_IDLE].server, H.histogramOf(vals));
+  assert.equal(readMeasureResults(st)[R.METRIC_IDLE][R.RESULT_OK], 40);
+});
+
+test('two worker_threads decoding interleaved latency and measure batches: exact totals', async () => {
+  const st = state(512, 256, 2, 1 << 15);
+  const passes = 10;
+  const mk = (w: number) => {
+    const parts: Uint8Array[] = [];
+    const lats: number[] = [];
+    const mvals = new Map<string, number[]>(); // "metric/role" -> values
+    const perSlot = new Map<string, number[]>(); // "metric/role/port/raddr" -> values
+    const results = Array.from({ length: 8 }, () => new Array<number>(8).fill(0));
+    let x = 999 + w * 4242;
+    const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+    for (let i = 0; i < 5000; i++) {
+      const r = next();
+      const conn = 1 + (r % 200);
+      const role = conn % 3 === 0 ? R.ROLE_SERVER : R.ROLE_CLIENT;
+      const lport = role === R.ROLE_SERVER ? 80 + (conn % 5) : 30000 + conn;
+      const rport = role === R.ROLE_SERVER ? 40000 + conn : 443 + (conn % 7);
+      const raddr = `10.0.${conn % 7}.1`;
+      if (r % 5 === 0) {
+        const metric = METRICS[(r >>> 3) % METRICS.length];
+        const value = metric === R.METRIC_REQUESTS ? (r >>> 5) % 500 : 1000 + ((r >>> 5) % 80_000_000);
+        const result = metric === R.METRIC_CONNECT_FAIL ? (r >>> 11) % R.RESULT__COUNT : R.RESULT_OK;
+        results[metric][result]++;
+        const k = `${metric}/${role}`;
+        (mvals.get(k) ?? mvals.set(k, []).get(k)!).push(value);
+        const sk = `${metric}/${role}/${role === R.ROLE_SERVER ? lport : rport}/${role === R.ROLE_SERVER ? '0.0.0.0' : raddr}`;
+        (perSlot.get(sk) ?? perSlot.set(sk, []).get(sk)!).push(value);
+        parts.push(meas(conn, role, metric, value, { lport, rport, raddr, result }));
+      } else {
+        const v = 1000 + (r % 50_000_000);
+        lats.push(v);
+        parts.push(lat(conn, role, v, { lport, rport, raddr, srtt_us: 100 + (r % 900) }));
+      }
+    }
+    const chunks: Uint8Array[] = [];
+    for (let i = 0; i < parts.length; i += 250) chunks.push(concatBytes(parts.slice(i, i + 250)));
+    return { chunks, lats, mvals, perSlot, results, measures: parts.length - lats.length, bytes: chunks.reduce((a, c) => a + c.length, 0) };
+  };
+  const work = [mk(0), mk(1)];
+  const signal = new SharedArrayBuffer(8);
+  const sig = new Int32Array(signal);
+  const wasmUrl = new URL('../src/wasm.js', import.meta.url).href;
+  const done = work.map((wk, index) => {
+    const w = new Worker(WORKER_SRC, { eval: true, workerData: { wasmUrl, memory: st.memory, index, chunks: wk.chunks, passes, signal } });
+    return new Promise<number>((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+  });
+  while (Atomics.load(sig, 1) < 2) await new Promise((r) => setTimeout(r, 2));
+  Atomics.store(sig, 0, 1);
+  Atomics.notify(sig, 0);
+  assert.deepEqual(await Promise.all(done), work.map((w) => w.bytes * passes));
+
+  const times = <T>(xs: T[]) => Array.from({ length: passes }, () => xs).flat();
+  const allLats = times([...work[0].lats, ...work[1].lats]);
+  const c = readCounters(st);
+  assert.equal(c.latency_records, allLats.length);
+  assert.equal(c.measure_records, (work[0].measures + work[1].measures) * passes);
+  assert.equal(c.records_total, c.latency_records + c.measure_records);
+  assert.equal(c.bytes_decoded, (work[0].bytes + work[1].bytes) * passes);
+  assert.equal(c.svc_table_full, 0);
+  assert.equal(c.conn_table_full, 0);
+  const g = readGlobalHistograms(st);
+  assert.deepEqual(H.merge(g.client, g.server), H.histogramOf(allLats));
+
+  const mh = readMeasureHistograms(st);
+  for (const metric of METRICS) {
+    for (const role of ROLES) {
+      const k = `${metric}/${role}`;
+      const vals = times([...(work[0].mvals.get(k) ?? []), ...(work[1].mvals.get(k) ?? [])]);
+      assert.deepEqual(mh[metric][roleKey(role)], H.histogramOf(vals), k);
+    }
+  }
+  const results = work[0].results.map((row, m) => row.map((n, r) => (n + work[1].results[m][r]) * passes));
+  assert.deepEqual(readMeasureResults(st), results);
+
+  const svcs = readSvcTable(st);
+  const lat0 = svcs.filter((s) => s.metric === 0);
+  assert.equal(lat0.reduce((a, s) => a + s.requests, 0), allLats.length);
+  assert.deepEqual(H.mergeAll(lat0.map((s) => s.hist!)), H.histogramOf(allLats));
+  const slotKeys = new Set([...work[0].perSlot.keys(), ...work[1].perSlot.keys()]);
+  assert.equal(svcs.length - lat0.length, slotKeys.size);
+  for (const s of svcs) {
+    assert.equal(s.hist!.count, s.requests);
+    if (s.metric === 0) continue;
+    const k = `${s.metric}/${s.role}/${s.port}/${s.role === R.ROLE_SERVER ? '0.0.0.0' : s.raddr}`;
+    const vals = times([...(work[0].perSlot.get(k) ?? []), ...(work[1].perSlot.get(k) ?? [])]);
+    assert.deepEqual(s.hist, H.histogramOf(vals), k);
+  }
 });

@@ -15,28 +15,16 @@ import { preflight, chooseHooks, candidateAvailable, tracefsPath } from '../kern
 import { startSession, type PipelineOptions, type ProbeDefinition, type RunningSession, type SessionResult } from '../pipeline/session.js';
 import { AutoSampler } from '../pipeline/sampling.js';
 import { writeJson } from '../report/write.js';
-import { readCounters, type State } from '../wasm.js';
-import type { MetricSet, SamplingInfo } from '../export/model.js';
+import { readCounters } from '../wasm.js';
+import type { ProbeOutputs, SamplingInfo } from '../export/model.js';
+
+export type { ProbeOutputs };
 import { JsonStream } from '../export/stream.js';
 import { InfluxExporter, checkInfluxReachable, type InfluxOptions } from '../export/influx.js';
 import { PrometheusExporter } from '../export/prometheus.js';
 import { Progress } from './progress.js';
 import { VERSION } from './version.js';
 
-/** How a probe's figures are read, differenced and shown (src/report/<probe>.ts). */
-export interface ProbeOutputs<F> {
-  /** cumulative figures now */
-  read(state: State, kernelStats: bigint[]): F;
-  /** the figures of the interval between two readings */
-  diff(cur: F, prev: F | undefined): F;
-  /** one line of the JSON stream */
-  interval(f: F, span: { start: Date; end: Date; seq: number }, sampling: SamplingInfo): unknown;
-  metricSet(f: F, span: { start: Date; end: Date; cumulative: boolean }, sampling: SamplingInfo): MetricSet;
-  /** the live line's figures */
-  progress(f: F): { requests: number; p50_ms: number | null; p99_ms: number | null; lost: number };
-  /** for --sample-rate auto: exchanges finished (measured or not) and records lost, from the kernel counters */
-  demand(kernelStats: bigint[]): { seen: number; lost: number };
-}
 
 export type Format = 'json' | 'json-stream' | 'influx' | 'prometheus';
 export const FORMATS: Format[] = ['json', 'json-stream', 'influx', 'prometheus'];

@@ -8,6 +8,7 @@
  * seconds, the base unit (Prometheus `_seconds`, Influx fields `*_seconds`).
  */
 import { type HistogramSnapshot } from '../histogram.js';
+import type { State } from '../wasm.js';
 
 export type Labels = Record<string, string>;
 
@@ -52,4 +53,19 @@ export interface SamplingInfo {
   changes?: { at_s: number; from: number; to: number; reason: string }[];
   /** all changes since the start (auto) */
   change_count?: number;
+}
+
+/** How a probe's figures are read, differenced and shown (src/report/<probe>.ts). */
+export interface ProbeOutputs<F> {
+  /** cumulative figures now */
+  read(state: State, kernelStats: bigint[]): F;
+  /** the figures of the interval between two readings */
+  diff(cur: F, prev: F | undefined): F;
+  /** one line of the JSON stream */
+  interval(f: F, span: { start: Date; end: Date; seq: number }, sampling: SamplingInfo): unknown;
+  metricSet(f: F, span: { start: Date; end: Date; cumulative: boolean }, sampling: SamplingInfo): MetricSet;
+  /** the live line's figures */
+  progress(f: F): { requests: number; p50_ms: number | null; p99_ms: number | null; lost: number };
+  /** for --sample-rate auto: exchanges finished (measured or not) and records lost, from the kernel counters */
+  demand(kernelStats: bigint[]): { seen: number; lost: number };
 }

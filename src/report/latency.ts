@@ -11,12 +11,12 @@ import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { ROLE_CLIENT, ROLE_SERVER, CONN_F_ROLE_INFERRED } from '../records.js';
 import { readConnTable, readCounters, readGlobalHistograms, readSvcTable, type ConnSlot, type Counters, type ServiceSlot, type State } from '../wasm.js';
-import { diff, mergeAll, type HistogramSnapshot } from '../histogram.js';
+import { diff, mergeAll, percentile, type HistogramSnapshot } from '../histogram.js';
 import { LATENCY_STATS } from '../probes/latency.js';
 import type { SessionResult } from '../pipeline/session.js';
 import { matchService, type ServiceDef } from '../filter/services.js';
 import { cgroupPathOf, netnsInode, defaultResolveEnv } from '../filter/resolve.js';
-import type { MetricSet, HistogramSeries, SamplingInfo, ScalarSeries } from '../export/model.js';
+import type { MetricSet, HistogramSeries, ProbeOutputs, SamplingInfo, ScalarSeries } from '../export/model.js';
 import { ms, percentilesMs, viewSummary, type ViewSummary } from './views.js';
 
 export const REPORT_VERSION = 2;
@@ -92,7 +92,7 @@ export function serviceNamer(conns: readonly ConnSlot[], defs: readonly ServiceD
 export function readLatencyFigures(state: State, kernelStats: bigint[], defs: readonly ServiceDef[] = [], conns?: ConnSlot[]): LatencyFigures {
   const g = readGlobalHistograms(state);
   const counters = readCounters(state, { flush: false });
-  const slots = readSvcTable(state, { flush: false });
+  const slots = readSvcTable(state, { flush: false, metric: 0 }); // the latency slots (connection-tracker's measures have their own)
   const name = serviceNamer(conns ?? readConnTable(state, { histograms: false }), defs);
   return {
     ...g,
@@ -395,6 +395,38 @@ export function summaryLine(rep: LatencyReport): string {
   const sampled = m.sampling.rate > 1 || m.sampling.mode === 'auto' ? `; sampled 1 in ${m.sampling.rate}, ~${m.total_requests_estimated} estimated` : '';
   return `latency-probe: ${m.total_requests} requests in ${rep.duration_seconds} s${sampled}; ${v('client', m.client)}; ` +
     `${v('server', m.server)}; ${m.connections.length} connections; lost ${m.events.lost}`;
+}
+
+/** How the run loop reads, differences and shows latency figures (src/cli/run-probe.ts). */
+export function latencyOutputs(services: readonly ServiceDef[]): ProbeOutputs<LatencyFigures> {
+  return {
+    read: (state, kernelStats) => readLatencyFigures(state, kernelStats, services),
+    diff: diffLatencyFigures,
+    interval: latencyIntervalReport,
+    metricSet: latencyMetricSet,
+    progress: latencyProgress,
+    demand: latencyDemand,
+  };
+}
+
+/** The live line's figures: the client view, else the server view. */
+export function latencyProgress(f: LatencyFigures) {
+  const h = f.client.count > 0 ? f.client : f.server;
+  return {
+    requests: h.count,
+    p50_ms: h.count ? ms(percentile(h, 0.5)) : null,
+    p99_ms: h.count ? ms(percentile(h, 0.99)) : null,
+    lost: f.kernel.output_failures,
+  };
+}
+
+/** For --sample-rate auto: every exchange the kernel saw finish, and the records it could not send. */
+export function latencyDemand(kernelStats: bigint[]): { seen: number; lost: number } {
+  const k = (name: LatencyStat) => Number(kernelStats[LATENCY_STATS.indexOf(name)] ?? 0n);
+  return {
+    seen: k('measured_client') + k('measured_server') + k('unsampled_client') + k('unsampled_server'),
+    lost: k('output_failures'),
+  };
 }
 
 export { ms };

@@ -1,0 +1,62 @@
+/**
+ * The command line of the probes built on the TCP socket programs
+ * (latency-probe, connection-tracker): the options they share on top of
+ * every probe's, their parsing, and the run. Each command is its probe
+ * definition, its outputs and its report.
+ */
+import type { Command } from 'commander';
+import type { LatencyOptions } from '../probes/latency.js';
+import type { ProbeDefinition, SessionResult } from '../pipeline/session.js';
+import type { ServiceDef } from '../filter/services.js';
+import type { SamplingInfo } from '../export/model.js';
+import { addProbeOptions, applyCommon, filtersFrom, newCommand, outputFrom, pipelineFrom, type CommonProbeFlags } from './program.js';
+import { checkWritable, parseDuration, parsePositiveInt } from './options.js';
+import { printCheck, runProbe, type ProbeOutputs } from './run-probe.js';
+
+interface Flags extends CommonProbeFlags {
+  socketTableSize: string;
+  inferRoles: boolean;
+}
+
+export interface TcpCommand<F, R> {
+  name: string;
+  description: string;
+  defaultOutput: string;
+  def: ProbeDefinition<LatencyOptions>;
+  outputs(services: readonly ServiceDef[]): ProbeOutputs<F>;
+  buildReport(r: SessionResult, ctx: { filters: string[]; services: readonly ServiceDef[]; sampling: SamplingInfo; exports?: Record<string, unknown> }): R;
+  summary(report: R): string;
+}
+
+export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
+  return addProbeOptions(newCommand(c.name, c.description), c.defaultOutput)
+    .option('--socket-table-size <n>', 'sockets the kernel side tracks at once (LRU)', '65536')
+    .option('--no-infer-roles', 'ignore connections opened before the probe started')
+    .action(async (f: Flags) => {
+      applyCommon(f);
+      if (f.check) {
+        process.exitCode = printCheck(c.def as never) ? 0 : 4;
+        return;
+      }
+      const out = outputFrom(f);
+      const { filter, services } = filtersFrom(f);
+      const options: LatencyOptions = {
+        filter,
+        socketTableSize: parsePositiveInt(f.socketTableSize, '--socket-table-size', 1 << 24),
+        inferRoles: f.inferRoles,
+      };
+      const pipeline = pipelineFrom(f);
+      checkWritable(f.output);
+      await runProbe({
+        def: c.def,
+        probeOptions: options,
+        pipeline,
+        durationS: f.duration !== undefined ? parseDuration(f.duration, '--duration') : undefined,
+        out,
+        outputs: c.outputs(services),
+        quiet: f.quiet,
+        buildReport: (r, extra) => c.buildReport(r, { filters: filter.expressions, services, ...extra }),
+        summary: c.summary,
+      });
+    });
+}

@@ -1,0 +1,310 @@
+/**
+ * connection-tracker's figures and report: TCP set-up time, failed connects
+ * by cause, TLS handshake time, connection reuse and pool efficiency.
+ *
+ * Definitions (also in the README):
+ * - opened: connections set up while the probe ran (a set-up time was
+ *   measured), per side; closed: connections that closed while it ran.
+ * - set-up time: client, SYN sent -> SYN-ACK received (what connect() waits
+ *   for); server, SYN-ACK sent -> the final ACK (the kernel's first RTT sample).
+ * - requests per connection: the exchanges of each connection that closed
+ *   (every exchange, sampled or not, counted in the kernel).
+ * - reused request ratio: of the requests on those connections, the share
+ *   sent on a connection that had carried one before: (requests - connections
+ *   with at least one request) / requests. 1 - 1/N for one connection of N
+ *   requests; 0 for a new connection per request.
+ * - new connections per second, requests per second: client side, over the run.
+ * - idle gap: from the end of an exchange (its first response byte) to the
+ *   start of the next request on the same connection.
+ * - pool efficiency of a client service: the mean number of its connections
+ *   busy with a request (sum of the client-view latencies / duration) against
+ *   the mean number open (sum of the connections' open time in the run /
+ *   duration); busy / open is how much of the pool is used.
+ */
+import os from 'node:os';
+import { ROLE_CLIENT } from '../records.js';
+import {
+  METRIC_SETUP, METRIC_CONNECT_FAIL, METRIC_TLS, METRIC_TLS_LIBSSL, METRIC_LIFETIME, METRIC_REQUESTS, METRIC_IDLE,
+  RESULT_OK, RESULT_REFUSED, RESULT_TIMEOUT, RESULT_RESET, RESULT_UNREACH, RESULT_ABORTED, RESULT_OTHER,
+} from '../records.js';
+import { readConnTable, readMeasureHistograms, readMeasureResults, readSvcTable, type ConnSlot, type State } from '../wasm.js';
+import { diff, emptyHistogram, mergeAll, percentile, type HistogramSnapshot } from '../histogram.js';
+import type { SessionResult } from '../pipeline/session.js';
+import type { ServiceDef } from '../filter/services.js';
+import type { HistogramSeries, MetricSet, ProbeOutputs, SamplingInfo, ScalarSeries } from '../export/model.js';
+import {
+  buildLatencyReport, diffLatencyFigures, latencyDemand, latencyMetricSet, latencyProgress, readLatencyFigures, serviceNamer,
+  exchangesSeen, REPORT_VERSION, type LatencyFigures, type ReportContext,
+} from './latency.js';
+import { ms, percentilesMs } from './views.js';
+
+export const MEASURE_METRICS = {
+  setup: METRIC_SETUP,
+  connect_fail: METRIC_CONNECT_FAIL,
+  tls: METRIC_TLS,
+  tls_libssl: METRIC_TLS_LIBSSL,
+  lifetime: METRIC_LIFETIME,
+  requests: METRIC_REQUESTS,
+  idle: METRIC_IDLE,
+} as const;
+export type MeasureName = keyof typeof MEASURE_METRICS;
+
+export const FAILURE_CAUSES: [string, number][] = [
+  ['refused', RESULT_REFUSED], ['timeout', RESULT_TIMEOUT], ['reset', RESULT_RESET],
+  ['unreachable', RESULT_UNREACH], ['aborted', RESULT_ABORTED], ['other', RESULT_OTHER],
+];
+
+type Sides = { client: HistogramSnapshot; server: HistogramSnapshot };
+
+/** One (metric, role, port, peer) series of the decoder's service table. */
+export interface MeasureSeries {
+  key: string;
+  metric: MeasureName;
+  name: string;
+  role: 'client' | 'server';
+  port: number;
+  peer?: string;
+  hist: HistogramSnapshot;
+}
+
+export interface ConnectionFigures {
+  latency: LatencyFigures;
+  measures: Record<MeasureName, Sides>;
+  /** [metric][result] */
+  results: number[][];
+  series: MeasureSeries[];
+  /** client connections and their open time (for pools), read with the figures */
+  conns: ConnSlot[];
+  /** ns timestamps (CLOCK_MONOTONIC) of the span, for open times */
+  nowNs: number;
+}
+
+const metricName = new Map<number, MeasureName>(Object.entries(MEASURE_METRICS).map(([k, v]) => [v, k as MeasureName]));
+const endpoint = (addr: string, port: number, family: number) => (family === 10 ? `[${addr}]:${port}` : `${addr}:${port}`);
+
+function monotonicNs(): number {
+  return Number(process.hrtime.bigint());
+}
+
+export function readConnectionFigures(state: State, kernelStats: bigint[], defs: readonly ServiceDef[] = []): ConnectionFigures {
+  const conns = readConnTable(state, { histograms: false });
+  const latency = readLatencyFigures(state, kernelStats, defs, conns);
+  const hs = readMeasureHistograms(state);
+  const measures = Object.fromEntries(Object.entries(MEASURE_METRICS).map(([k, m]) => [k, hs[m] ?? { client: emptyHistogram(), server: emptyHistogram() }])) as Record<MeasureName, Sides>;
+  const name = serviceNamer(conns, defs);
+  const series = readSvcTable(state, { flush: false })
+    .filter((s) => s.metric !== 0 && metricName.has(s.metric))
+    .map((s) => ({
+      key: s.key.toString(),
+      metric: metricName.get(s.metric)!,
+      name: name(s),
+      role: s.role === ROLE_CLIENT ? 'client' as const : 'server' as const,
+      port: s.port,
+      ...(s.role === ROLE_CLIENT ? { peer: endpoint(s.raddr, s.port, s.family) } : {}),
+      hist: s.hist!,
+    }));
+  return { latency, measures, results: readMeasureResults(state), series, conns, nowNs: monotonicNs() };
+}
+
+export function diffConnectionFigures(cur: ConnectionFigures, prev: ConnectionFigures | undefined): ConnectionFigures {
+  if (!prev) return cur;
+  const before = new Map(prev.series.map((s) => [s.key, s]));
+  return {
+    latency: diffLatencyFigures(cur.latency, prev.latency),
+    measures: Object.fromEntries(Object.entries(cur.measures).map(([k, v]) => [k, {
+      client: diff(v.client, prev.measures[k as MeasureName].client),
+      server: diff(v.server, prev.measures[k as MeasureName].server),
+    }])) as Record<MeasureName, Sides>,
+    results: cur.results.map((row, m) => row.map((v, r) => v - (prev.results[m]?.[r] ?? 0))),
+    series: cur.series.map((s) => ({ ...s, hist: diff(s.hist, before.get(s.key)?.hist) })).filter((s) => s.hist.count > 0),
+    conns: cur.conns,
+    nowNs: cur.nowNs,
+  };
+}
+
+const pct = (h: HistogramSnapshot) => (h.count ? percentilesMs(h) : null);
+const countPct = (h: HistogramSnapshot) => h.count
+  ? { p50: percentile(h, 0.5), p90: percentile(h, 0.9), p99: percentile(h, 0.99), p999: percentile(h, 0.999), mean: Math.round((h.sum_ns / h.count) * 100) / 100 }
+  : null;
+
+/** Of the requests on closed connections, the share sent on a connection already used. */
+export function reusedRatio(requestsPerConn: HistogramSnapshot): number | null {
+  const total = requestsPerConn.sum_ns; // the REQUESTS metric holds counts, summed exactly
+  if (total <= 0) return null;
+  const withRequests = requestsPerConn.count - (requestsPerConn.buckets.find(([i]) => i === 0)?.[1] ?? 0);
+  return Math.round(((total - withRequests) / total) * 1e6) / 1e6;
+}
+
+/** Mean connections open and busy per client service over the span. */
+function pools(f: ConnectionFigures, spanNs: number, startNs: number) {
+  const open = new Map<string, number>(); // "raddr|rport" -> sum of open ns within the span
+  for (const c of f.conns) {
+    if (c.role !== ROLE_CLIENT || !c.opened) continue;
+    const from = Math.max(c.start_ns, startNs);
+    const to = c.closed && c.end_ns ? c.end_ns : f.nowNs;
+    if (to > from) open.set(`${c.raddr}|${c.rport}`, (open.get(`${c.raddr}|${c.rport}`) ?? 0) + (to - from));
+  }
+  return (peer: string | undefined, busyNs: number) => {
+    const key = peer ? peer.replace(/^\[?(.*?)\]?:(\d+)$/, '$1|$2') : '';
+    const openNs = open.get(key) ?? 0;
+    return {
+      connections_open_avg: Math.round((openNs / spanNs) * 1000) / 1000,
+      connections_busy_avg: Math.round((busyNs / spanNs) * 1000) / 1000,
+      efficiency: openNs > 0 ? Math.round((busyNs / openNs) * 1000) / 1000 : null,
+    };
+  };
+}
+
+export function connectionsSection(f: ConnectionFigures, durationS: number, startNs: number) {
+  const m = f.measures;
+  const failedRow = f.results[METRIC_CONNECT_FAIL] ?? [];
+  const failed = Object.fromEntries(FAILURE_CAUSES.map(([n, r]) => [n, failedRow[r] ?? 0])) as Record<string, number>;
+  const seen = exchangesSeen(f.latency);
+  const d = durationS > 0 ? durationS : 1;
+  const rpc = m.requests.client.count ? m.requests.client : m.requests.server;
+  const pool = pools(f, d * 1e9, startNs);
+
+  // by service: every (name, role) with any figure
+  const groups = new Map<string, MeasureSeries[]>();
+  for (const s of f.series) groups.set(`${s.name}\u0000${s.role}`, [...(groups.get(`${s.name}\u0000${s.role}`) ?? []), s]);
+  const latencyBy = new Map(f.latency.services.map((s) => [`${s.name}\u0000${s.role}`, s]));
+  const by_service = [...groups.entries()].map(([k, g]) => {
+    const of = (metric: MeasureName) => mergeAll(g.filter((s) => s.metric === metric).map((s) => s.hist));
+    const requests = of('requests');
+    const lat = latencyBy.get(k);
+    const role = g[0].role;
+    const peers = [...new Set(g.map((s) => s.peer).filter((p): p is string => !!p))];
+    return {
+      service: g[0].name,
+      role,
+      port: g[0].port,
+      ...(peers.length ? { peer: peers.length === 1 ? peers[0] : peers } : {}),
+      opened: of('setup').count,
+      closed: requests.count,
+      failed: of('connect_fail').count,
+      setup_ms: pct(of('setup')),
+      tls_handshake_ms: pct(of('tls')),
+      tls_handshake_libssl_ms: pct(of('tls_libssl')),
+      requests_per_connection: countPct(requests),
+      reused_request_ratio: reusedRatio(requests),
+      lifetime_ms: pct(of('lifetime')),
+      idle_gap_ms: pct(of('idle')),
+      ...(role === 'client' ? { pool: pool(peers[0], lat?.hist.sum_ns ?? 0) } : {}),
+    };
+  }).sort((a, b) => b.opened + b.closed - (a.opened + a.closed));
+
+  return {
+    opened: m.setup.client.count + m.setup.server.count,
+    opened_by_side: { client: m.setup.client.count, server: m.setup.server.count },
+    closed: m.requests.client.count + m.requests.server.count,
+    closed_by_side: { client: m.requests.client.count, server: m.requests.server.count },
+    failed: { ...failed, total: Object.values(failed).reduce((a, b) => a + b, 0) },
+    setup_ms: pct(m.setup.client.count ? m.setup.client : m.setup.server),
+    setup_ms_by_side: { client: pct(m.setup.client), server: pct(m.setup.server) },
+    tls_handshake_ms: pct(m.tls.client.count ? m.tls.client : m.tls.server),
+    tls_handshake_ms_by_side: { client: pct(m.tls.client), server: pct(m.tls.server) },
+    tls_handshakes: { client: m.tls.client.count, server: m.tls.server.count },
+    tls_handshake_libssl_ms: { client: pct(m.tls_libssl.client), server: pct(m.tls_libssl.server), count: m.tls_libssl.client.count + m.tls_libssl.server.count },
+    reuse: {
+      requests_per_connection: countPct(rpc),
+      reused_request_ratio: reusedRatio(rpc),
+      new_connections_per_s: Math.round((m.setup.client.count / d) * 1000) / 1000,
+      requests_per_s: Math.round((seen.client / d) * 1000) / 1000,
+    },
+    lifetime_ms: pct(m.lifetime.client.count ? m.lifetime.client : m.lifetime.server),
+    idle_gap_ms: pct(m.idle.client.count ? m.idle.client : m.idle.server),
+    by_service,
+  };
+}
+
+export function buildConnectionReport(r: SessionResult, ctx: ReportContext) {
+  const base = buildLatencyReport(r, ctx);
+  const f = readConnectionFigures(r.state, r.kernelStats, ctx.services);
+  f.nowNs = Number(r.endNs);
+  return {
+    timestamp: base.timestamp,
+    duration_seconds: base.duration_seconds,
+    probe: 'connection-tracker' as const,
+    report_version: REPORT_VERSION,
+    host: base.host,
+    kernel: base.kernel,
+    connections: connectionsSection(f, base.duration_seconds, Number(r.startNs)),
+    metrics: base.metrics,
+    pipeline: base.pipeline,
+    ...(base.exports ? { exports: base.exports } : {}),
+  };
+}
+export type ConnectionReport = ReturnType<typeof buildConnectionReport>;
+
+export function connectionMetricSet(f: ConnectionFigures, span: { start: Date; end: Date; cumulative: boolean }, sampling: SamplingInfo): MetricSet {
+  const base = latencyMetricSet(f.latency, span, sampling);
+  const help: Record<MeasureName, string> = {
+    setup: 'TCP set-up time: client SYN sent to SYN-ACK received; server SYN-ACK sent to the final ACK',
+    connect_fail: 'Time from SYN to the failure of connects that failed',
+    tls: 'TLS handshake time from the TLS records on the socket: ClientHello to the handshake done on this side',
+    tls_libssl: 'TLS handshake time from uprobes on libssl (SSL_do_handshake, SSL_connect, SSL_accept)',
+    lifetime: 'Lifetime of connections that closed',
+    requests: 'Requests (exchanges) per closed connection (a count, not seconds)',
+    idle: 'Idle gap between exchanges on a connection',
+  };
+  const histName: Record<MeasureName, string> = {
+    setup: 'connection_setup_duration', connect_fail: 'connection_failure_duration', tls: 'tls_handshake_duration',
+    tls_libssl: 'tls_handshake_libssl_duration', lifetime: 'connection_lifetime', requests: '', idle: 'connection_idle_gap',
+  };
+  const histograms: HistogramSeries[] = [];
+  for (const [k, v] of Object.entries(f.measures) as [MeasureName, Sides][]) {
+    if (k === 'requests') continue; // a count: as counters below
+    for (const side of ['client', 'server'] as const) histograms.push({ name: histName[k], help: help[k], labels: { side }, hist: v[side] });
+  }
+  for (const s of f.series) {
+    if (s.metric === 'requests') continue;
+    histograms.push({ name: `service_${histName[s.metric]}`, help: `${help[s.metric]}, per service`, labels: { service: s.name, role: s.role }, hist: s.hist });
+  }
+  const c = (name: string, help: string, value: number, labels: Record<string, string> = {}): ScalarSeries => ({ name, help, labels, value });
+  const counters: ScalarSeries[] = [
+    ...(['client', 'server'] as const).map((side) => c('connections_opened', 'Connections set up', f.measures.setup[side].count, { side })),
+    ...(['client', 'server'] as const).map((side) => c('connections_closed', 'Connections closed', f.measures.requests[side].count, { side })),
+    ...(['client', 'server'] as const).map((side) => c('connection_requests', 'Requests on connections that closed', f.measures.requests[side].sum_ns, { side })),
+    ...FAILURE_CAUSES.map(([cause, r]) => c('connections_failed', 'Connects that failed, by cause', f.results[METRIC_CONNECT_FAIL]?.[r] ?? 0, { cause })),
+  ];
+  const ratio = reusedRatio(f.measures.requests.client);
+  const gauges: ScalarSeries[] = ratio === null ? [] : [c('reused_request_ratio', 'Share of requests sent on an already used connection (closed client connections)', ratio)];
+  return { ...base, probe: 'connection-tracker', histograms: [...base.histograms, ...histograms], counters: [...base.counters, ...counters], gauges: [...base.gauges, ...gauges] };
+}
+
+export function connectionIntervalReport(f: ConnectionFigures, span: { start: Date; end: Date; seq: number }, sampling: SamplingInfo) {
+  const s = (span.end.getTime() - span.start.getTime()) / 1000;
+  return {
+    type: 'interval',
+    probe: 'connection-tracker',
+    report_version: REPORT_VERSION,
+    host: os.hostname(),
+    seq: span.seq,
+    start: span.start.toISOString(),
+    end: span.end.toISOString(),
+    duration_seconds: s,
+    connections: connectionsSection(f, s, f.nowNs - s * 1e9),
+    sampling,
+  };
+}
+
+export function connectionOutputs(services: readonly ServiceDef[]): ProbeOutputs<ConnectionFigures> {
+  return {
+    read: (state, k) => readConnectionFigures(state, k, services),
+    diff: diffConnectionFigures,
+    interval: connectionIntervalReport,
+    metricSet: connectionMetricSet,
+    progress: (f) => latencyProgress(f.latency),
+    demand: latencyDemand,
+  };
+}
+
+export function connectionSummary(rep: ConnectionReport): string {
+  const c = rep.connections;
+  const setup = c.setup_ms ? `set-up p50 ${c.setup_ms.p50} ms p99 ${c.setup_ms.p99} ms` : 'no set-up seen';
+  const tls = c.tls_handshake_ms ? `; TLS p50 ${c.tls_handshake_ms.p50} ms (${c.tls_handshakes.client} client handshakes)` : '';
+  return `connection-tracker: ${c.opened} opened, ${c.closed} closed, ${c.failed.total} failed in ${rep.duration_seconds} s; ${setup}${tls}; ` +
+    `reused ${c.reuse.reused_request_ratio ?? '-'} of requests; lost ${rep.metrics.events.lost}`;
+}
+
+export { ms };
