@@ -1,0 +1,136 @@
+// connection-tracker against real traffic: reuse (a keep-alive client
+// against a new connection per request, ratios exact), set-up time against
+// the client's own timing of connect(), failed connects classified by cause
+// (a closed port: refused; SYNs dropped by an iptables rule inside a
+// namespace the test made: timed out), and the same figures in Prometheus.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { buildTools, runClient, startServer, type RunningServer } from './helpers/workload.js';
+import { createVethPair, ip, ipBin } from './helpers/netns.js';
+import { near, needsRoot, startProbe } from './helpers/probe.js';
+import { freePort } from './helpers/servers.js';
+
+async function server(t: any, opts: { addr?: string; netns?: string } = {}): Promise<RunningServer> {
+  await buildTools();
+  const s = await startServer({ addr: opts.addr ?? '127.0.0.1', netns: opts.netns });
+  t.after(() => s.stop().catch(() => undefined));
+  return s;
+}
+
+async function tracked(t: any, args: string[], traffic: () => Promise<unknown>) {
+  const probe = startProbe('connection-tracker', args);
+  t.after(() => probe.stop('SIGKILL'));
+  await probe.ready;
+  await traffic();
+  await sleep(200);
+  const exit = await probe.stop('SIGINT');
+  assert.equal(exit.code, 0, exit.stderr);
+  return exit.report;
+}
+
+test('keep-alive against a new connection per request: requests per connection and reuse ratios exact', async (t) => {
+  if (!needsRoot(t)) return;
+  const s = await server(t);
+  const keep = await tracked(t, ['--filter', `port=${s.port}`], () => runClient({ addr: s.addr, port: s.port, requests: 500, concurrency: 1 }));
+  let c = keep.connections;
+  assert.equal(keep.probe, 'connection-tracker');
+  assert.deepEqual(c.opened_by_side, { client: 1, server: 1 });
+  assert.deepEqual(c.closed_by_side, { client: 1, server: 1 });
+  assert.equal(c.reuse.reused_request_ratio, 499 / 500);
+  assert.ok(near(c.reuse.requests_per_connection.p50, 500, 0.01, 0), `requests per connection ${c.reuse.requests_per_connection.p50}`);
+  assert.equal(c.reuse.requests_per_connection.mean, 500);
+  assert.ok(near(c.reuse.requests_per_s * keep.duration_seconds, 500, 0.001, 1));
+  assert.ok(c.idle_gap_ms.p50 > 0, 'idle gaps measured between exchanges');
+  assert.ok(c.lifetime_ms.p50 > 0);
+
+  const fresh = await tracked(t, ['--filter', `port=${s.port}`], () => runClient({ addr: s.addr, port: s.port, requests: 300, concurrency: 2, newConn: true }));
+  c = fresh.connections;
+  assert.deepEqual(c.opened_by_side, { client: 300, server: 300 });
+  assert.deepEqual(c.closed_by_side, { client: 300, server: 300 });
+  assert.equal(c.reuse.reused_request_ratio, 0);
+  assert.equal(c.reuse.requests_per_connection.p99, 1);
+  assert.ok(near(c.reuse.new_connections_per_s * fresh.duration_seconds, 300, 0.001, 1));
+  assert.equal(c.failed.total, 0);
+  const svc = c.by_service.find((x: any) => x.role === 'client');
+  assert.equal(svc.service, `mpload:${s.port}`);
+  assert.equal(svc.opened, 300);
+  assert.ok(svc.pool.connections_open_avg > 0 && svc.pool.efficiency > 0 && svc.pool.efficiency <= 1, JSON.stringify(svc.pool));
+});
+
+test('set-up time against the client\'s own timing of connect(), across a veth pair', async (t) => {
+  if (!needsRoot(t)) return;
+  const pair = createVethPair();
+  t.after(() => pair.cleanup());
+  const s = await server(t, { addr: pair.addrB4, netns: pair.nsB });
+  let client: any;
+  const rep = await tracked(t, ['--filter', `port=${s.port}`], async () => {
+    client = await runClient({ addr: pair.addrB4, port: s.port, requests: 400, concurrency: 1, newConn: true, netns: pair.nsA });
+  });
+  const ours = rep.connections.setup_ms_by_side.client;
+  const truth = client.connect_us.p50 / 1000;
+  t.diagnostic(`client set-up p50 ${ours.p50} ms p99 ${ours.p99} ms; connect() p50 ${truth} ms p99 ${client.connect_us.p99 / 1000} ms`);
+  // the client's clock also holds the syscall and its wake-up; ours runs from SYN_SENT to ESTABLISHED
+  assert.ok(near(ours.p50, truth, 0.1, 0.05), `client set-up p50 ${ours.p50} ms vs connect() ${truth} ms`);
+  assert.ok(ours.p50 <= truth + 0.005, 'inside what connect() saw');
+  const srv = rep.connections.setup_ms_by_side.server;
+  assert.ok(srv.p50 > 0 && srv.p50 <= ours.p99, `server set-up (SYN-ACK -> ACK) ${srv.p50} ms`);
+  assert.deepEqual(rep.connections.opened_by_side, { client: 400, server: 400 });
+});
+
+/** Connects `n` times to addr:port from inside `netns` (or here), returns the error codes. */
+function connectMany(addr: string, port: number, n: number, netns?: string): string[] {
+  const script = `const net=require('net');let left=${n};const codes=[];for(let i=0;i<${n};i++){const s=net.connect({host:'${addr}',port:${port}});` +
+    `s.on('connect',()=>{codes.push('connected');s.destroy();if(--left===0)console.log(JSON.stringify(codes))});` +
+    `s.on('error',(e)=>{codes.push(e.code);if(--left===0)console.log(JSON.stringify(codes))});}`;
+  const argv = netns ? ['netns', 'exec', netns, process.execPath, '-e', script] : ['-e', script];
+  const r = spawnSync(netns ? ipBin() : process.execPath, argv, { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+test('failed connects by cause: a closed port is refused, dropped SYNs time out (iptables in a namespace the test made)', async (t) => {
+  if (!needsRoot(t)) return;
+  const closed = await freePort(); // nobody listens there
+  const refused = await tracked(t, ['--filter', `port=${closed}`], async () => {
+    assert.deepEqual(connectMany('127.0.0.1', closed, 20), Array(20).fill('ECONNREFUSED'));
+  });
+  assert.equal(refused.connections.failed.refused, 20);
+  assert.equal(refused.connections.failed.total, 20);
+  assert.equal(refused.connections.opened, 0);
+
+  const pair = createVethPair();
+  t.after(() => pair.cleanup());
+  // the client gives up after one SYN retry (3 s) instead of six (127 s): a per-namespace setting
+  ip('netns', 'exec', pair.nsA, 'sysctl', '-qw', 'net.ipv4.tcp_syn_retries=1');
+  const port = 18080;
+  const rule = ['netns', 'exec', pair.nsB, 'iptables', '-A', 'INPUT', '-p', 'tcp', '--dport', String(port), '-j', 'DROP'];
+  ip(...rule); // the namespace and its rules go when the test deletes it
+  const timedOut = await tracked(t, ['--filter', `port=${port}`], async () => {
+    assert.deepEqual(connectMany(pair.addrB4, port, 3, pair.nsA), Array(3).fill('ETIMEDOUT'));
+  });
+  const f = timedOut.connections.failed;
+  assert.deepEqual({ timeout: f.timeout, refused: f.refused, total: f.total }, { timeout: 3, refused: 0, total: 3 });
+});
+
+test('--format prometheus carries the connection figures', async (t) => {
+  if (!needsRoot(t)) return;
+  const s = await server(t);
+  const port = await freePort();
+  const probe = startProbe('connection-tracker', ['--filter', `port=${s.port}`, '--format', 'prometheus', '--port', String(port)]);
+  t.after(() => probe.stop('SIGKILL'));
+  await probe.ready;
+  await runClient({ addr: s.addr, port: s.port, requests: 100, newConn: true });
+  await sleep(300);
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const exit = await probe.stop('SIGINT');
+  assert.equal(exit.code, 0, exit.stderr);
+  const value = (re: RegExp) => Number(re.exec(text)?.[1]);
+  assert.equal(value(/^meshprobe_connections_opened_total\{side="client"\} (\d+)/m), 100);
+  assert.equal(value(/^meshprobe_connection_setup_duration_seconds_count\{side="client"\} (\d+)/m), 100);
+  assert.equal(value(/^meshprobe_connections_failed_total\{cause="refused"\} (\d+)/m), 0);
+  assert.match(text, /^meshprobe_service_connection_setup_duration_seconds_bucket\{.*role="client".*service="mpload:\d+".*\} 100$/m);
+  assert.equal(exit.report.connections.opened_by_side.client, 100);
+});
