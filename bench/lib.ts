@@ -91,16 +91,16 @@ export function freePort(): number {
  * many short rounds, alternating which half goes first, and the median of
  * the per-round ratios beside the ratio of the sums.
  */
-export async function alternateRounds(rounds: number, without: () => number, withProbe: () => Promise<number>) {
+export async function alternateRounds(rounds: number, without: () => number | Promise<number>, withProbe: () => Promise<number>) {
   const w: number[] = [];
   const wo: number[] = [];
   for (let i = 0; i < rounds; i++) {
     if (i % 2 === 0) {
-      wo.push(without());
+      wo.push(await without());
       w.push(await withProbe());
     } else {
       w.push(await withProbe());
-      wo.push(without());
+      wo.push(await without());
     }
   }
   const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);

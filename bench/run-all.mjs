@@ -8,6 +8,7 @@ const benches = [
   ['dist/bench/pipeline-rate.js'],
   ['dist/bench/overhead.js'],
   ['dist/bench/sampling.js'],
+  ['dist/bench/connections.js'],
 ];
 let failed = 0;
 for (const [file] of benches) {
