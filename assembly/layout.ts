@@ -14,7 +14,7 @@ export const HIST_BYTES: u32 = 15936;        // (1985*8 + 32) rounded up to 64
 // ---- header at regionBase() ----
 export const HEADER_BYTES: u32 = 256;
 export const MAGIC: u32 = 0x4d505242;        // "BRPM" little-endian bytes: 'B','R','P','M'
-export const LAYOUT_VERSION: u32 = 2;       // 2: measure histograms/results, SS_METRIC
+export const LAYOUT_VERSION: u32 = 3;       // 2: measure histograms/results, SS_METRIC; 3: metric TLS_CONNECT
 export const H_MAGIC: u32 = 0;
 export const H_VERSION: u32 = 4;
 export const H_CONN_CAP: u32 = 8;
@@ -61,21 +61,21 @@ export const GH_CLIENT: u32 = 0;
 export const GH_SERVER: u32 = 1;
 export const GH_NETWORK: u32 = 2;
 export const GH_COUNT: u32 = 3;
-// then the `value`s of measure records, per (metric 1..7, role client/server):
+// then the `value`s of measure records, per (metric 1..METRIC__COUNT-1, role client/server):
 // index GH_MEASURE + 2*(metric-1) + (role-1), updated with atomics directly
 // (measure records are rare: no scratch).
 export const GH_MEASURE: u32 = 3;
-export const GH_MEASURE_N: u32 = 14;         // (METRIC__COUNT - 1) * 2
-export const GH_TOTAL: u32 = 17;
+export const GH_MEASURE_N: u32 = 16;         // (METRIC__COUNT - 1) * 2
+export const GH_TOTAL: u32 = 19;
 
 // ---- measure results table (at H_MEASURE_RESULTS) ----
 // u64 [MR_METRICS][MR_RESULTS]: measure records per (metric, result), with
 // atomics directly. Row 0 is unused (unknown metrics are only counted in
 // C_MEASURE_UNKNOWN_METRIC); column MR_RESULTS-1 (= RESULT__COUNT) holds
 // results >= RESULT__COUNT. Records of any role are counted.
-export const MR_METRICS: u32 = 8;            // METRIC__COUNT
+export const MR_METRICS: u32 = 9;            // METRIC__COUNT
 export const MR_RESULTS: u32 = 8;            // RESULT__COUNT + 1
-export const MR_BYTES: u32 = 512;            // MR_METRICS * MR_RESULTS * 8, a multiple of 64
+export const MR_BYTES: u32 = 576;            // MR_METRICS * MR_RESULTS * 8, a multiple of 64
 
 // ---- connection table slot ----
 // The histogram comes first; the slot's hot fields (key, filled, cached

@@ -24,7 +24,8 @@ export const METRIC_TLS_LIBSSL: u32 = 4;
 export const METRIC_LIFETIME: u32 = 5;
 export const METRIC_REQUESTS: u32 = 6;
 export const METRIC_IDLE: u32 = 7;
-export const METRIC__COUNT: u32 = 8;
+export const METRIC_TLS_CONNECT: u32 = 8;
+export const METRIC__COUNT: u32 = 9;
 
 // mp_measure_rec.result
 export const RESULT_OK: u32 = 0;

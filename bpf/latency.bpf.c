@@ -562,6 +562,25 @@ int BPF_KRETPROBE(latency_recv_kr, int ret)
 	return sk ? on_recv(ctx, sk, ret, 0) : 0;
 }
 
+/*
+ * TLS (connection-tracker): bpf/tls.bpf.h times handshakes from the TLS
+ * records on each socket and through libssl uprobes. It asks this table when
+ * a socket became ESTABLISHED, for the time the application waits between
+ * connect() and a finished handshake.
+ */
+static __always_inline __u64 sock_established_ns(__u64 sk)
+{
+	struct sock_slot *s = sock_find(sk);
+
+	if (!s || s->st.owner != sk)
+		return 0;
+	if (s->st.role == MP_ROLE_CLIENT)
+		return s->st.setup_ns ? s->st.first_ns + s->st.setup_ns : 0;
+	return s->st.first_ns; /* a server's way starts when it turns ESTABLISHED */
+}
+#define MP_TLS_SOCK_LOOKUP sock_established_ns
+#include "tls.bpf.h"
+
 SEC("tracepoint/sock/inet_sock_set_state")
 int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {

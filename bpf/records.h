@@ -35,7 +35,9 @@
 #define MP_METRIC_LIFETIME     5 /* a closed connection: first seen -> close */
 #define MP_METRIC_REQUESTS     6 /* a closed connection: its exchanges (a count, not ns) */
 #define MP_METRIC_IDLE         7 /* the gap between an exchange's end and the next one's start on a connection */
-#define MP_METRIC__COUNT       8
+#define MP_METRIC_TLS_CONNECT  8 /* TCP connected (ESTABLISHED) -> TLS handshake done on this side: what the
+				    application waits for after connect(), library set-up included */
+#define MP_METRIC__COUNT       9
 
 /* mp_measure_rec.result */
 #define MP_RESULT_OK      0
@@ -135,7 +137,17 @@ struct mp_measure_rec {
 #define MP_STAT_UNSAMPLED_SERVER 10 /* server-side exchanges finished but not measured */
 #define MP_STAT_MEASURED_CLIENT 11 /* client-side exchanges measured (records emitted) */
 #define MP_STAT_MEASURED_SERVER 12 /* server-side exchanges measured */
-#define MP_STAT__COUNT        13
+/* TLS (bpf/tls.bpf.h, connection-tracker) */
+#define MP_STAT_TLS_HELLO          13 /* ClientHellos seen (handshakes started, one per side) */
+#define MP_STAT_TLS_DONE           14 /* socket-level handshakes measured */
+#define MP_STAT_TLS_LOST_SYNC      15 /* handshakes dropped: the record walk was lost */
+#define MP_STAT_TLS_GAP            16 /* segments skipped: they start beyond the byte wanted */
+#define MP_STAT_TLS_SPLIT_HDR      17 /* record headers split across segments, reassembled */
+#define MP_STAT_TLS_ABORTED        18 /* connections closed or reused mid-handshake */
+#define MP_STAT_TLS_NO_VERSION     19 /* ServerHello not parsed: version from record behaviour */
+#define MP_STAT_TLS_LIBSSL_DONE    20 /* libssl handshakes measured */
+#define MP_STAT_TLS_LIBSSL_NO_ROLE 21 /* libssl handshakes measured with role unknown */
+#define MP_STAT__COUNT        22
 
 
 #endif

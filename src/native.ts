@@ -18,6 +18,10 @@ export interface BpfObject {
   programs(): ProgramInfo[];
   load(): void;
   attach(program: string): void;
+  /** attaches a cgroup program (its SEC() says ingress/egress/sockops...) to a cgroup v2 directory, as a link */
+  attachCgroup(program: string, cgroupPath: string): void;
+  /** uprobe (or uretprobe) on `funcName` in the ELF file `binaryPath`, every process */
+  attachUprobe(program: string, binaryPath: string, funcName: string, retprobe: boolean): void;
   detachAll(): void;
   mapFd(map: string): number;
   readPercpuArray(map: string, count: number): bigint[];

@@ -27,7 +27,8 @@ export const METRIC_LIFETIME = 5;
 /** a count of exchanges, not ns */
 export const METRIC_REQUESTS = 6;
 export const METRIC_IDLE = 7;
-export const METRIC__COUNT = 8;
+export const METRIC_TLS_CONNECT = 8;
+export const METRIC__COUNT = 9;
 
 /** mp_measure_rec.result */
 export const RESULT_OK = 0;
@@ -120,7 +121,16 @@ export const STAT_UNSAMPLED_CLIENT = 9;
 export const STAT_UNSAMPLED_SERVER = 10;
 export const STAT_MEASURED_CLIENT = 11;
 export const STAT_MEASURED_SERVER = 12;
-export const STAT__COUNT = 13;
+export const STAT_TLS_HELLO = 13;
+export const STAT_TLS_DONE = 14;
+export const STAT_TLS_LOST_SYNC = 15;
+export const STAT_TLS_GAP = 16;
+export const STAT_TLS_SPLIT_HDR = 17;
+export const STAT_TLS_ABORTED = 18;
+export const STAT_TLS_NO_VERSION = 19;
+export const STAT_TLS_LIBSSL_DONE = 20;
+export const STAT_TLS_LIBSSL_NO_ROLE = 21;
+export const STAT__COUNT = 22;
 
 // perf_event_header framing
 export const PERF_RECORD_LOST = 2;

@@ -10,7 +10,8 @@ import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildTools, runClient, startServer, type RunningServer } from './helpers/workload.js';
 import { createVethPair, ip, ipBin } from './helpers/netns.js';
-import { near, needsRoot, startProbe } from './helpers/probe.js';
+import { near, needsRoot, startProbe, tempDir } from './helpers/probe.js';
+import { curlOnce, makeCert, median, runAsync, spawnServer, startNginx, waitListening, type CurlRun } from './helpers/tls.js';
 import { freePort } from './helpers/servers.js';
 
 async function server(t: any, opts: { addr?: string; netns?: string } = {}): Promise<RunningServer> {
@@ -133,4 +134,46 @@ test('--format prometheus carries the connection figures', async (t) => {
   assert.equal(value(/^meshprobe_connections_failed_total\{cause="refused"\} (\d+)/m), 0);
   assert.match(text, /^meshprobe_service_connection_setup_duration_seconds_bucket\{.*role="client".*service="mpload:\d+".*\} 100$/m);
   assert.equal(exit.report.connections.opened_by_side.client, 100);
+});
+
+test('TLS: curl against nginx (1.3 and 1.2), openssl s_client against s_server; against curl\'s own appconnect - connect', async (t) => {
+  if (!needsRoot(t)) return;
+  const dir = tempDir();
+  const cert = makeCert(dir);
+  const port = await freePort();
+  const nginx = startNginx(dir, port, cert);
+  t.after(() => nginx.stop());
+  await waitListening(port, nginx);
+  const sport = await freePort();
+  const runs = 40;
+  const curls: Record<number, CurlRun[]> = { 2: [], 3: [] };
+  const rep = await tracked(t, ['--filter', `port=${port},${sport}`], async () => {
+    for (const v of [3, 2] as const) for (let i = 0; i < runs; i++) curls[v].push(curlOnce(port, v, false));
+    // openssl s_client never calls SSL_connect or SSL_do_handshake: only the TLS records show its handshakes
+    const server = spawnServer('openssl', ['s_server', '-accept', `127.0.0.1:${sport}`, '-cert', cert.cert, '-key', cert.key, '-www', '-quiet']);
+    try {
+      await waitListening(sport, server);
+      for (const v of ['-tls1_3', '-tls1_2']) {
+        const r = await runAsync('sh', ['-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client -connect 127.0.0.1:${sport} ${v} -quiet -no_ign_eof`]);
+        assert.equal(r.status, 0, r.stderr);
+      }
+    } finally {
+      await server.stop();
+    }
+  });
+  const c = rep.connections;
+  const all = [...curls[2], ...curls[3]];
+  // every handshake once per side: 80 curl + 2 s_client (the readiness probe above is plain TCP, no TLS)
+  assert.deepEqual(c.tls_handshakes, { client: all.length + 2, server: all.length + 2 });
+  // the libssl uprobes see curl's (SSL_connect) and nginx's (SSL_do_handshake), not s_client's nor s_server -www's
+  assert.equal(c.tls_handshake_libssl_ms.count, 2 * all.length);
+  const curlMs = median(all.map((r) => r.appMinusConnectNs)) / 1e6;
+  const ours = c.tls_after_connect_ms.client.p50;
+  t.diagnostic(`TLS client: connected -> done p50 ${ours} ms vs curl appconnect - connect p50 ${curlMs.toFixed(4)} ms; ` +
+    `ClientHello -> done p50 ${c.tls_handshake_ms_by_side.client.p50} ms; server ${c.tls_handshake_ms_by_side.server.p50} ms; ` +
+    `libssl client ${c.tls_handshake_libssl_ms.client.p50} ms`);
+  assert.ok(near(ours, curlMs, 0.1, 0.2), `TLS after connect p50 ${ours} ms vs curl's ${curlMs} ms`);
+  assert.ok(c.tls_handshake_ms_by_side.client.p50 < ours, 'the handshake proper is a part of it');
+  const svc = c.by_service.find((x: any) => x.role === 'client' && x.port === port);
+  assert.ok(svc.tls_handshake_ms.p50 > 0 && svc.tls_after_connect_ms.p50 > 0, 'per service');
 });

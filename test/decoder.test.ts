@@ -376,7 +376,7 @@ test('a perf sample carrying a batch of records (as the kernel side packs them) 
 // ---------------------------------------------------------------------------
 // Measure records (MP_REC_MEASURE)
 
-const METRICS = [R.METRIC_SETUP, R.METRIC_CONNECT_FAIL, R.METRIC_TLS, R.METRIC_TLS_LIBSSL, R.METRIC_LIFETIME, R.METRIC_REQUESTS, R.METRIC_IDLE];
+const METRICS = [R.METRIC_SETUP, R.METRIC_CONNECT_FAIL, R.METRIC_TLS, R.METRIC_TLS_LIBSSL, R.METRIC_LIFETIME, R.METRIC_REQUESTS, R.METRIC_IDLE, R.METRIC_TLS_CONNECT];
 const ROLES = [R.ROLE_CLIENT, R.ROLE_SERVER] as const;
 const roleKey = (role: number) => (role === R.ROLE_CLIENT ? 'client' : 'server');
 
@@ -400,7 +400,7 @@ const CLI_ADDR = '10.0.0.9';
 test('measure records: each metric and role in its global histogram and service slot; results per (metric, result)', () => {
   const st = state(64, 64, 1);
   const parts: Uint8Array[] = [];
-  const results = Array.from({ length: 8 }, () => new Array<number>(8).fill(0));
+  const results = Array.from({ length: R.METRIC__COUNT }, () => new Array<number>(R.RESULT__COUNT + 1).fill(0));
   const causes = [R.RESULT_OK, R.RESULT_REFUSED, R.RESULT_TIMEOUT, R.RESULT_RESET, R.RESULT_UNREACH, R.RESULT_ABORTED, R.RESULT_OTHER, 9 /* out of range */];
   let n = 0;
   for (const metric of METRICS) {
@@ -594,7 +594,7 @@ test('measure records: truncated, unknown version, unknown metric, unknown role,
   assert.equal(res[R.METRIC_CONNECT_FAIL][R.RESULT_REFUSED], 1);
   assert.equal(res[R.METRIC_LIFETIME][R.RESULT_OK], 1);
   assert.equal(res.flat().reduce((a, b) => a + b, 0), 3);
-  assert.deepEqual(res[0], new Array(8).fill(0));
+  assert.deepEqual(res[0], new Array(R.RESULT__COUNT + 1).fill(0));
   assert.deepEqual(readSvcTable(st).map((s) => [s.metric, s.role, s.port]).sort(), [[0, R.ROLE_SERVER, 9], [R.METRIC_SETUP, R.ROLE_CLIENT, 80]]);
 
   // a full service table: counted; the global figures keep everything
@@ -622,7 +622,7 @@ test('two worker_threads decoding interleaved latency and measure batches: exact
     const lats: number[] = [];
     const mvals = new Map<string, number[]>(); // "metric/role" -> values
     const perSlot = new Map<string, number[]>(); // "metric/role/port/raddr" -> values
-    const results = Array.from({ length: 8 }, () => new Array<number>(8).fill(0));
+    const results = Array.from({ length: R.METRIC__COUNT }, () => new Array<number>(R.RESULT__COUNT + 1).fill(0));
     let x = 999 + w * 4242;
     const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
     for (let i = 0; i < 5000; i++) {

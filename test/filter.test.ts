@@ -13,8 +13,9 @@ import { parseServices, matchService } from '../src/filter/services.js';
 import { cgroup2Root, cgroupInfo, podCgroups, podUids, resolveFilters, type ResolveEnv } from '../src/filter/resolve.js';
 import { encodeSelectors, SELECTOR } from '../src/filter/kernel.js';
 import { MeshprobeError } from '../src/errors.js';
-import { buildTools, mploadBinary, runClient, startServer, type RunningServer } from './helpers/workload.js';
+import { mploadBinary, runClient, startTestServer, type RunningServer } from './helpers/workload.js';
 import { createVethPair, onProcessExit } from './helpers/netns.js';
+import type { AfterHook } from './helpers/servers.js';
 import { needsRoot, runCli, startProbe, tempDir } from './helpers/probe.js';
 import { repoRoot } from './helpers/workload.js';
 
@@ -56,31 +57,58 @@ test('struct mp_selector: the encoder uses the offsets the C compiler gives', ()
   const src = `#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n#include "${path.join(repoRoot, 'bpf', 'filter.h')}"\n` +
     'int main(void){printf("%zu %zu %zu %zu %zu %zu %zu %zu %d\\n", sizeof(struct mp_selector), offsetof(struct mp_selector, cgroup_id),' +
     'offsetof(struct mp_selector, tgid), offsetof(struct mp_selector, netns), offsetof(struct mp_selector, port),' +
-    'offsetof(struct mp_selector, cgroup_level), offsetof(struct mp_selector, clause), offsetof(struct mp_selector, comm), MP_MAX_SELECTORS);return 0;}';
+    'offsetof(struct mp_selector, cgroup_slot), offsetof(struct mp_selector, clause), offsetof(struct mp_selector, comm), MP_MAX_SELECTORS);return 0;}';
   const dir = tempDir();
   writeFileSync(path.join(dir, 'l.c'), src);
   execFileSync('cc', ['-o', path.join(dir, 'l'), path.join(dir, 'l.c')]);
-  const [size, cg, tgid, netns, port, level, clause, comm, max] = execFileSync(path.join(dir, 'l'), { encoding: 'utf8' }).trim().split(' ').map(Number);
+  const [size, cg, tgid, netns, port, slot, clause, comm, max] = execFileSync(path.join(dir, 'l'), { encoding: 'utf8' }).trim().split(' ').map(Number);
   assert.deepEqual(
-    { size, cg, tgid, netns, port, level, clause, comm },
-    { size: SELECTOR.size, cg: SELECTOR.cgroup_id, tgid: SELECTOR.tgid, netns: SELECTOR.netns, port: SELECTOR.port, level: SELECTOR.cgroup_level, clause: SELECTOR.clause, comm: SELECTOR.comm },
+    { size, cg, tgid, netns, port, slot, clause, comm },
+    { size: SELECTOR.size, cg: SELECTOR.cgroup_id, tgid: SELECTOR.tgid, netns: SELECTOR.netns, port: SELECTOR.port, slot: SELECTOR.cgroup_slot, clause: SELECTOR.clause, comm: SELECTOR.comm },
   );
-  const bytes = encodeSelectors([{ clause: 1, port: 8080, comm: 'nginx', tgid: 42, cgroupId: 7n, cgroupLevel: 3, netns: 99 }]);
-  assert.equal(bytes.length, max * size);
-  const dv = new DataView(bytes.buffer);
+  const bytes = encodeSelectors([
+    { clause: 0, cgroupId: 5n, cgroupDir: '/sys/fs/cgroup/a' },
+    { clause: 1, port: 8080, comm: 'nginx', tgid: 42, cgroupId: 7n, cgroupDir: '/sys/fs/cgroup/b', netns: 99 },
+  ]).subarray(size);
+  assert.equal(bytes.length, (max - 1) * size);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset);
   assert.equal(dv.getUint16(SELECTOR.port, true), 8080);
   assert.equal(dv.getUint32(SELECTOR.tgid, true), 42);
   assert.equal(dv.getBigUint64(SELECTOR.cgroup_id, true), 7n);
-  assert.equal(bytes[SELECTOR.cgroup_level], 3);
+  assert.equal(bytes[SELECTOR.cgroup_slot], 1, 'the second distinct cgroup');
   assert.equal(bytes[SELECTOR.clause], 1);
   assert.equal(Buffer.from(bytes.subarray(SELECTOR.comm, SELECTOR.comm + 5)).toString(), 'nginx');
   assert.equal(bytes[SELECTOR.comm + 5], 0);
 });
 
-/** A fake node: a kubelet pod log directory and pod cgroups under a private subtree of the cgroup2 mount. */
-function fakeNode(root: string, pods: { ns: string; name: string; uid: string }[]) {
+/**
+ * A fake node: a kubelet pod log directory and pod cgroups under a private
+ * subtree of the cgroup2 mount. Its cleanup is registered before the first
+ * cgroup is made (the test's end, and this process's exit if the test never
+ * gets there); it moves out whatever process is still inside, then removes
+ * the cgroups.
+ */
+function fakeNode(t: AfterHook, root: string, pods: { ns: string; name: string; uid: string }[]) {
   const podsDir = tempDir();
   const made: string[] = [];
+  const cleanup = () => {
+    for (const d of [...made].reverse()) {
+      try {
+        for (const pid of readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+          writeFileSync(path.join(root, 'cgroup.procs'), pid);
+        }
+        rmdirSync(d);
+        made.splice(made.indexOf(d), 1);
+      } catch {
+        /* gone already, or a process that is exiting: the exit-time cleanup tries again */
+      }
+    }
+  };
+  const unregister = onProcessExit(cleanup);
+  t.after(() => {
+    cleanup();
+    if (made.length === 0) unregister();
+  });
   const mk = (rel: string) => {
     const abs = path.join(root, rel);
     if (!existsSync(abs)) {
@@ -101,27 +129,17 @@ function fakeNode(root: string, pods: { ns: string; name: string; uid: string }[
     mk(scope);
     scopes[p.name] = scope;
   }
-  const cleanup = () => {
-    for (const d of [...made].reverse()) {
-      try {
-        rmdirSync(d);
-      } catch {
-        /* a process may still be inside: it ends first, then the next cleanup */
-      }
-    }
-  };
-  return { podsDir, scopes, cleanup };
+  return { podsDir, scopes };
 }
 
 test('resolve: netns names, cgroup paths (id = inode, level = depth), namespaces through pod UIDs', (t) => {
   if (!needsRoot(t)) return;
   const root = cgroup2Root();
   assert.ok(root, 'a cgroup2 mount');
-  const node = fakeNode(root!, [
+  const node = fakeNode(t, root!, [
     { ns: 'production', name: 'web-0', uid: '0b5c1a2e-1111-4c3b-9a53-2f1f6f5e0001' },
     { ns: 'staging', name: 'web-0', uid: '0b5c1a2e-2222-4c3b-9a53-2f1f6f5e0002' },
   ]);
-  t.after(node.cleanup);
   const env: ResolveEnv = { netnsDir: '/run/netns', podsDir: node.podsDir, cgroupRoot: root };
   assert.deepEqual(podUids('production', node.podsDir), ['0b5c1a2e-1111-4c3b-9a53-2f1f6f5e0001']);
   const cgs = podCgroups(podUids('production', node.podsDir), root!);
@@ -129,7 +147,7 @@ test('resolve: netns names, cgroup paths (id = inode, level = depth), namespaces
   assert.match(cgs[0], /kubepods-besteffort-pod0b5c1a2e_1111_4c3b_9a53_2f1f6f5e0001\.slice$/);
   const info = cgroupInfo(cgs[0], root!)!;
   assert.equal(info.id, statSync(path.join(root!, cgs[0]), { bigint: true }).ino);
-  assert.equal(info.level, cgs[0].split('/').length - 1);
+  assert.equal(info.dir, path.join(root!, cgs[0]));
   const r = resolveFilters(parseFilters(['namespace=production', 'port=80,443']), [], env);
   assert.deepEqual(r.selectors.map((s) => s.clause), [0, 1, 1]);
   assert.equal(r.selectors[0].cgroupId, info.id);
@@ -163,14 +181,9 @@ async function probeWith(t: any, args: string[], traffic: () => Promise<void>, e
   return { client: m.client.total_requests, server: m.server.total_requests, report: exit.report };
 }
 
-async function servers(t: any, n: number, opts: { netns?: string; addr?: string } = {}): Promise<RunningServer[]> {
-  await buildTools();
+async function servers(t: AfterHook, n: number, opts: { netns?: string; addr?: string } = {}): Promise<RunningServer[]> {
   const out: RunningServer[] = [];
-  for (let i = 0; i < n; i++) {
-    const s = await startServer({ addr: opts.addr ?? '127.0.0.1', netns: opts.netns });
-    t.after(() => s.stop().catch(() => undefined));
-    out.push(s);
-  }
+  for (let i = 0; i < n; i++) out.push(await startTestServer(t, opts));
   return out;
 }
 
@@ -233,34 +246,34 @@ test('netns=NAME: only sockets in that network namespace (a veth pair the test m
   assert.deepEqual([both.client, both.server], [300, 300]);
 });
 
-/** Moves a process into a cgroup v2 directory (and back to the root at exit). */
-function moveInto(root: string, rel: string, pid: number): void {
-  writeFileSync(path.join(root, rel, 'cgroup.procs'), String(pid));
-  const undo = onProcessExit(() => {
+/**
+ * Moves a test server into a cgroup v2 directory, and back to the root if
+ * this process exits while the server still runs there: the exit handler goes
+ * once the server has stopped, and checks that the pid is still in our cgroup
+ * (never a process that took its number).
+ */
+function moveInto(root: string, rel: string, s: RunningServer): void {
+  writeFileSync(path.join(root, rel, 'cgroup.procs'), String(s.pid));
+  const unregister = onProcessExit(() => {
     try {
-      writeFileSync(path.join(root, 'cgroup.procs'), String(pid));
+      if (readFileSync(`/proc/${s.pid}/cgroup`, 'utf8').trim().endsWith(`:${rel}`)) writeFileSync(path.join(root, 'cgroup.procs'), String(s.pid));
     } catch {
       /* it ended */
     }
   });
-  void undo;
+  void s.exited.then(unregister);
 }
 
 test('cgroup=PATH and namespace=NS: the process is in that cgroup or below it (pods found through their UIDs)', async (t) => {
   if (!needsRoot(t)) return;
   const root = cgroup2Root()!;
-  const node = fakeNode(root, [
+  const node = fakeNode(t, root, [
     { ns: 'production', name: 'api-0', uid: '7d3c1a2e-1111-4c3b-9a53-2f1f6f5e0001' },
     { ns: 'staging', name: 'api-1', uid: '7d3c1a2e-2222-4c3b-9a53-2f1f6f5e0002' },
   ]);
   const [prod, staging, other] = await servers(t, 3);
-  // servers end (t.after, registered earlier, runs later) before the cgroups are removed
-  t.after(async () => {
-    for (const s of [prod, staging, other]) await s.stop().catch(() => undefined);
-    node.cleanup();
-  });
-  moveInto(root, node.scopes['api-0'], prod.pid);
-  moveInto(root, node.scopes['api-1'], staging.pid);
+  moveInto(root, node.scopes['api-0'], prod);
+  moveInto(root, node.scopes['api-1'], staging);
   assert.match(readFileSync(`/proc/${prod.pid}/cgroup`, 'utf8'), /kubepods-besteffort-pod7d3c1a2e_1111/);
 
   const traffic = async () => {

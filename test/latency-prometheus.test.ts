@@ -12,9 +12,10 @@ import { createServer, connect, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildTools, runClient, startServer, type ClientOptions, type RunningServer } from './helpers/workload.js';
+import { runClient, startTestServer, type ClientOptions, type RunningServer } from './helpers/workload.js';
 import { loadedPrograms, needsRoot, runCli, startProbe, tempDir, type ProbeRun } from './helpers/probe.js';
-import { PROMTOOL_BIN, freePort, startPrometheus } from './helpers/prometheus-server.js';
+import { PROMTOOL_BIN, startPrometheus } from './helpers/prometheus-server.js';
+import { freePort } from './helpers/servers.js';
 import { DEFAULT_LE_SECONDS, parseBuckets } from '../src/export/prometheus.js';
 
 // cumulative 45/85/100: p99 falls inside the 5 ms cluster, not on an edge
@@ -124,10 +125,8 @@ async function stillLoaded(ids: Iterable<number>): Promise<number[]> {
 }
 
 async function setup(t: TestContext, probeArgs: string[]): Promise<{ server: RunningServer; probe: ProbeRun; port: number; ours: number[] }> {
-  await buildTools();
   // every concurrent sleeper may busy-wait its last 150 µs, so sleeps are exact
-  const server = await startServer({ addr: '127.0.0.1', maxSpinners: TRAFFIC.concurrency });
-  t.after(() => server.stop().catch(() => undefined));
+  const server = await startTestServer(t, { maxSpinners: TRAFFIC.concurrency });
   const port = await freePort();
   const before = latencyIds();
   const probe = startProbe('latency-probe', ['--format', 'prometheus', '--port', String(port), '--filter', `port=${server.port}`, ...probeArgs]);

@@ -2,6 +2,10 @@
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <string>
 
@@ -18,6 +22,8 @@ Napi::Function BpfObject::Define(Napi::Env env) {
                          InstanceMethod<&BpfObject::Programs>("programs"),
                          InstanceMethod<&BpfObject::Load>("load"),
                          InstanceMethod<&BpfObject::Attach>("attach"),
+                         InstanceMethod<&BpfObject::AttachCgroup>("attachCgroup"),
+                         InstanceMethod<&BpfObject::AttachUprobe>("attachUprobe"),
                          InstanceMethod<&BpfObject::DetachAll>("detachAll"),
                          InstanceMethod<&BpfObject::MapFd>("mapFd"),
                          InstanceMethod<&BpfObject::ReadPercpuArray>("readPercpuArray"),
@@ -189,6 +195,50 @@ Napi::Value BpfObject::Attach(const Napi::CallbackInfo &info) {
   bpf_link *link = bpf_program__attach(p);
   int err = libbpf_get_error(link);
   if (err) ThrowCode(env, "MP_ERR_ATTACH", "cannot attach " + name, err);
+  links_.push_back(link);
+  return env.Undefined();
+}
+
+// attachCgroup(program, cgroupPath): bpf_program__attach_cgroup on the cgroup v2
+// directory (a BPF link: gone when detachAll() or close() destroys it)
+Napi::Value BpfObject::AttachCgroup(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString())
+    ThrowCode(env, "MP_ERR_ARG", "attachCgroup(program, cgroupPath)");
+  std::string name = info[0].As<Napi::String>();
+  std::string path = info[1].As<Napi::String>();
+  bpf_program *p = RequireProgram(env, name);
+  if (bpf_program__fd(p) < 0) ThrowCode(env, "MP_ERR_STATE", name + " is not loaded");
+  int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) ThrowCode(env, "MP_ERR_CGROUP", "cannot open cgroup " + path, -errno);
+  TakeLibbpfLog();
+  bpf_link *link = bpf_program__attach_cgroup(p, fd);
+  int err = libbpf_get_error(link);
+  close(fd);  // the link holds the cgroup
+  if (err) ThrowCode(env, "MP_ERR_ATTACH", "cannot attach " + name + " to cgroup " + path, err);
+  links_.push_back(link);
+  return env.Undefined();
+}
+
+// attachUprobe(program, binaryPath, funcName, retprobe): a uprobe (or uretprobe)
+// on a function of an ELF file, every process (pid -1); libbpf finds the offset
+Napi::Value BpfObject::AttachUprobe(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsString())
+    ThrowCode(env, "MP_ERR_ARG", "attachUprobe(program, binaryPath, funcName, retprobe)");
+  std::string name = info[0].As<Napi::String>();
+  std::string binary = info[1].As<Napi::String>();
+  std::string func = info[2].As<Napi::String>();
+  bool ret = info.Length() > 3 && info[3].ToBoolean();
+  bpf_program *p = RequireProgram(env, name);
+  if (bpf_program__fd(p) < 0) ThrowCode(env, "MP_ERR_STATE", name + " is not loaded");
+  LIBBPF_OPTS(bpf_uprobe_opts, opts, .retprobe = ret, .func_name = func.c_str());
+  TakeLibbpfLog();
+  bpf_link *link = bpf_program__attach_uprobe_opts(p, -1, binary.c_str(), 0, &opts);
+  int err = libbpf_get_error(link);
+  if (err)
+    ThrowCode(env, "MP_ERR_ATTACH",
+              "cannot attach " + name + std::string(ret ? " (uretprobe)" : " (uprobe)") + " to " + func + " in " + binary, err);
   links_.push_back(link);
   return env.Undefined();
 }

@@ -19,6 +19,8 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   Napi::Value Programs(const Napi::CallbackInfo &info);
   Napi::Value Load(const Napi::CallbackInfo &info);
   Napi::Value Attach(const Napi::CallbackInfo &info);
+  Napi::Value AttachCgroup(const Napi::CallbackInfo &info);
+  Napi::Value AttachUprobe(const Napi::CallbackInfo &info);
   Napi::Value DetachAll(const Napi::CallbackInfo &info);
   Napi::Value MapFd(const Napi::CallbackInfo &info);
   Napi::Value ReadPercpuArray(const Napi::CallbackInfo &info);

@@ -70,8 +70,9 @@ export function printCheck(def: ProbeDefinition<unknown>): boolean {
   const tracefs = tracefsPath();
   let ok = p.btf && p.caps.can_trace && !!p.tracefs;
   for (const choice of chooseHooks(def.hooks)) {
-    ok &&= !!choice.chosen;
-    lines.push(`hook ${choice.slot}: ${choice.chosen ? choice.chosen.name : 'NONE available'}`);
+    const optional = def.optionalSlots?.includes(choice.slot);
+    if (!optional) ok &&= !!choice.chosen;
+    lines.push(`hook ${choice.slot}: ${choice.chosen ? choice.chosen.name : optional ? 'none (optional: not measured)' : 'NONE available'}`);
     for (const c of def.hooks[choice.slot]) {
       const a = candidateAvailable(c, tracefs);
       lines.push(`  ${a.ok ? '+' : '-'} ${c.name}${a.ok ? '' : `: ${a.why}`}`);
@@ -119,9 +120,12 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
 
   const { out, outputs } = o;
   const sampler = out.sampleRate === 'auto' ? new AutoSampler(out.maxEventRate) : undefined;
-  /** sampling as a span reports it: the changes made since `sinceS` (seconds since the start) */
-  const sampling = (sinceS = 0): SamplingInfo => sampler
-    ? { mode: 'auto', rate: sampler.rate, changes: sampler.changes.filter((c) => c.at_s >= sinceS), change_count: sampler.changeCount }
+  /** sampling as a span reports it: the changes made after the first `since` (by count: times are rounded) */
+  const sampling = (since = 0): SamplingInfo => sampler
+    ? {
+      mode: 'auto', rate: sampler.rate, change_count: sampler.changeCount,
+      changes: sampler.changes.slice(Math.max(0, sampler.changes.length - (sampler.changeCount - since))),
+    }
     : { mode: 'fixed', rate: out.sampleRate as number };
 
   // outputs that can fail are set up before anything is loaded
@@ -179,16 +183,16 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
   // every aggregation interval: the stream line or the InfluxDB points
   let prev: F | undefined;
   let intervalStart = new Date();
-  let intervalStartS = 0;
+  let changesBefore = 0; // the sampler's changes made before the current interval
   let seq = 0;
   let outputError: MeshprobeError | undefined;
   const emitInterval = (cur: F, end: Date) => {
     const delta = outputs.diff(cur, prev);
     prev = cur;
     const span = { start: intervalStart, end, seq: seq++ };
-    const sampled = sampling(intervalStartS);
+    const sampled = sampling(changesBefore);
     intervalStart = end;
-    intervalStartS = sinceStart();
+    changesBefore = sampler?.changeCount ?? 0;
     if (stream && !stream.write(outputs.interval(delta, span, sampled))) {
       if (stream.failed) {
         outputError = new MeshprobeError('MP_OUTPUT', `${stream.closed} to ${out.output}`);

@@ -68,5 +68,6 @@ export class JsonStream {
 
   close(): void {
     if (this.own) closeSync(this.fd);
+    this.own = false; // once
   }
 }

@@ -6,8 +6,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
-import { addon } from '../native.js';
+import { addon, type BpfObject } from '../native.js';
 import { log } from '../log.js';
+import { EXIT_KERNEL, MeshprobeError } from '../errors.js';
+import { cgroup2Root } from '../filter/resolve.js';
+import { findLibssl, LIBSSL_PROBES } from './libssl.js';
 
 export const CAP = { NET_ADMIN: 12, SYS_ADMIN: 21, PERFMON: 38, BPF: 39 } as const;
 
@@ -110,8 +113,8 @@ export function fentryCanAttach(func: string): { ok: boolean; reason?: string } 
 export interface HookCandidate {
   /** short name used in logs and reports, e.g. "raw_tracepoint:sock_send_length" */
   name: string;
-  kind: 'tracepoint' | 'raw_tracepoint' | 'fentry' | 'kprobe';
-  /** tracepoint "group/name" or kernel function name */
+  kind: 'tracepoint' | 'raw_tracepoint' | 'fentry' | 'kprobe' | 'cgroup_skb' | 'uprobe';
+  /** tracepoint "group/name", kernel function name, "cgroup2" (the root, for cgroup_skb), or "libssl" (uprobes) */
   target: string;
   programs: string[];
 }
@@ -133,7 +136,45 @@ export function candidateAvailable(c: HookCandidate, tracefs = tracefsPath()): {
       const r = fentryCanAttach(c.target);
       return r.ok ? { ok: true } : { ok: false, why: `fentry refused: ${r.reason}` };
     }
+    case 'cgroup_skb':
+      return cgroup2Root() ? { ok: true } : { ok: false, why: 'no cgroup v2 mount (mount -t cgroup2 none /sys/fs/cgroup)' };
+    case 'uprobe': {
+      const lib = findLibssl();
+      return lib ? { ok: true } : { ok: false, why: 'no OpenSSL libssl (libssl.so.3 or .so.1.1) exporting SSL_do_handshake, SSL_connect and SSL_accept' };
+    }
   }
+}
+
+/**
+ * Attaches a chosen hook's programs: tracepoints, raw tracepoints, fentry
+ * and kprobes by their section; cgroup_skb programs to the cgroup2 root
+ * (every local socket); uprobes to libssl's functions (every process that
+ * maps it).
+ */
+export function attachHook(obj: BpfObject, c: HookCandidate): string[] {
+  const attached: string[] = [];
+  if (c.kind === 'cgroup_skb') {
+    const root = cgroup2Root();
+    if (!root) throw new MeshprobeError('MP_NO_CGROUP2', 'no cgroup v2 mount to attach to', EXIT_KERNEL);
+    for (const p of c.programs) {
+      obj.attachCgroup(p, root);
+      attached.push(`${p} (cgroup ${root})`);
+    }
+  } else if (c.kind === 'uprobe') {
+    const lib = findLibssl();
+    if (!lib) throw new MeshprobeError('MP_NO_LIBSSL', 'libssl is gone', EXIT_KERNEL);
+    for (const u of LIBSSL_PROBES) {
+      if (!c.programs.includes(u.program) || !lib.functions.includes(u.func)) continue;
+      obj.attachUprobe(u.program, lib.path, u.func, u.retprobe);
+      attached.push(`${u.program} (${u.retprobe ? 'uretprobe' : 'uprobe'} ${lib.path}:${u.func})`);
+    }
+  } else {
+    for (const p of c.programs) {
+      obj.attach(p);
+      attached.push(p);
+    }
+  }
+  return attached;
 }
 
 /** Picks, per slot, the first candidate this kernel supports (candidates in order of preference). */

@@ -11,7 +11,7 @@ import { addon, type BpfObject, type ProgramStats } from '../native.js';
 import { bpfObjectPath } from '../paths.js';
 import { EXIT_KERNEL, EXIT_PRIVILEGE, MeshprobeError, errorCode } from '../errors.js';
 import { log } from '../log.js';
-import { canTraceWithBpf, chooseHooks, ensureMounts, nextChoice, refusedProgram, VMLINUX_BTF, DEFAULT_VMLINUX_BTF, type HookCandidate, type HookChoice } from '../kernel/features.js';
+import { attachHook, canTraceWithBpf, chooseHooks, ensureMounts, nextChoice, refusedProgram, VMLINUX_BTF, DEFAULT_VMLINUX_BTF, type HookCandidate, type HookChoice } from '../kernel/features.js';
 import { createState, type State } from '../wasm.js';
 import { onlineCpus } from './cpus.js';
 import { WorkerPool, type PoolTotals } from './pool.js';
@@ -23,6 +23,8 @@ export interface ProbeDefinition<O> {
   object: string;
   /** per slot, the hooks that can serve it, best first */
   hooks: Record<string, HookCandidate[]>;
+  /** slots the probe can run without (a warning names what is not measured then) */
+  optionalSlots?: string[];
   /** number of MP_STAT_* counters in the object's "stats" map */
   statCount: number;
   /** a raw_tp program that sends the CPU's batch of records (run on each CPU periodically and at stop) */
@@ -84,13 +86,17 @@ export function checkPrerequisites(def: ProbeDefinition<unknown>): HookChoice[] 
   }
   const choices = chooseHooks(def.hooks);
   for (const c of choices) {
+    if (!c.chosen && def.optionalSlots?.includes(c.slot)) {
+      log.warn(`${c.slot} not measured: ${c.tried.map((t) => `${t.name}: ${t.why}`).join('; ')}`);
+      continue;
+    }
     if (!c.chosen) {
       const tried = c.tried.map((t) => `${t.name}: ${t.why}`).join('; ');
       throw new MeshprobeError('MP_NO_HOOK', `this kernel offers no hook for ${c.slot} (${tried})`, EXIT_KERNEL);
     }
     log.debug(`hook ${c.slot}: using ${c.chosen.name}`);
   }
-  return choices;
+  return choices.filter((c) => c.chosen);
 }
 
 export interface RunningSession {
@@ -142,7 +148,6 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
   try {
     def.afterLoad?.(obj, options);
     writeSampleRate(obj, sampleRate);
-    const wanted = new Set(hooks.flatMap((h) => h.chosen!.programs));
     const state = createState({
       connCapacity: pipe.connCapacity,
       serviceCapacity: pipe.serviceCapacity,
@@ -156,9 +161,8 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       // the kernel caps the watermark at the ring's size: wake at a quarter of the ring at most
       wakeupBytes: Math.min(pipe.wakeupBytes, (pipe.pagesPerCpu * PAGE_SIZE) / 4),
     });
-    for (const p of wanted) {
-      obj.attach(p);
-      log.debug(`attached ${p}`);
+    for (const h of hooks) {
+      for (const what of attachHook(obj, h.chosen!)) log.debug(`attached ${what}`);
     }
     const flush = batchFlusher(obj, def.flushProgram, cpus);
     const flushTimer = setInterval(flush, FLUSH_INTERVAL_MS);

@@ -9,12 +9,25 @@
 import type { BpfObject } from '../native.js';
 import type { ProbeDefinition } from '../pipeline/session.js';
 import { latencyProbe, type LatencyOptions } from './latency.js';
+import { LIBSSL_PROBES } from '../kernel/libssl.js';
 
 export type ConnectionOptions = LatencyOptions;
 
 export const connectionProbe: ProbeDefinition<ConnectionOptions> = {
   ...latencyProbe,
   name: 'connection-tracker',
+  hooks: {
+    ...latencyProbe.hooks,
+    // TLS handshakes from the TLS records of every local socket (bpf/tls.bpf.h), whatever the library
+    'tls records': [
+      { name: 'cgroup_skb:ingress+egress', kind: 'cgroup_skb', target: 'cgroup2', programs: ['tls_skb_ingress', 'tls_skb_egress'] },
+    ],
+    // and, where OpenSSL's libssl is there, its handshake calls
+    'libssl handshakes': [
+      { name: 'uprobe:libssl', kind: 'uprobe', target: 'libssl', programs: [...new Set(LIBSSL_PROBES.map((p) => p.program))] },
+    ],
+  },
+  optionalSlots: ['tls records', 'libssl handshakes'],
   configure(obj: BpfObject, o: ConnectionOptions) {
     latencyProbe.configure(obj, o);
     obj.setGlobal('measure_connections', true);

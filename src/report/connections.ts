@@ -24,7 +24,7 @@
 import os from 'node:os';
 import { ROLE_CLIENT } from '../records.js';
 import {
-  METRIC_SETUP, METRIC_CONNECT_FAIL, METRIC_TLS, METRIC_TLS_LIBSSL, METRIC_LIFETIME, METRIC_REQUESTS, METRIC_IDLE,
+  METRIC_SETUP, METRIC_CONNECT_FAIL, METRIC_TLS, METRIC_TLS_LIBSSL, METRIC_LIFETIME, METRIC_REQUESTS, METRIC_IDLE, METRIC_TLS_CONNECT,
   RESULT_OK, RESULT_REFUSED, RESULT_TIMEOUT, RESULT_RESET, RESULT_UNREACH, RESULT_ABORTED, RESULT_OTHER,
 } from '../records.js';
 import { readConnTable, readMeasureHistograms, readMeasureResults, readSvcTable, type ConnSlot, type State } from '../wasm.js';
@@ -46,6 +46,7 @@ export const MEASURE_METRICS = {
   lifetime: METRIC_LIFETIME,
   requests: METRIC_REQUESTS,
   idle: METRIC_IDLE,
+  tls_connect: METRIC_TLS_CONNECT,
 } as const;
 export type MeasureName = keyof typeof MEASURE_METRICS;
 
@@ -185,6 +186,7 @@ export function connectionsSection(f: ConnectionFigures, durationS: number, star
       setup_ms: pct(of('setup')),
       tls_handshake_ms: pct(of('tls')),
       tls_handshake_libssl_ms: pct(of('tls_libssl')),
+      tls_after_connect_ms: pct(of('tls_connect')),
       requests_per_connection: countPct(requests),
       reused_request_ratio: reusedRatio(requests),
       lifetime_ms: pct(of('lifetime')),
@@ -205,6 +207,7 @@ export function connectionsSection(f: ConnectionFigures, durationS: number, star
     tls_handshake_ms_by_side: { client: pct(m.tls.client), server: pct(m.tls.server) },
     tls_handshakes: { client: m.tls.client.count, server: m.tls.server.count },
     tls_handshake_libssl_ms: { client: pct(m.tls_libssl.client), server: pct(m.tls_libssl.server), count: m.tls_libssl.client.count + m.tls_libssl.server.count },
+    tls_after_connect_ms: { client: pct(m.tls_connect.client), server: pct(m.tls_connect.server) },
     reuse: {
       requests_per_connection: countPct(rpc),
       reused_request_ratio: reusedRatio(rpc),
@@ -246,10 +249,12 @@ export function connectionMetricSet(f: ConnectionFigures, span: { start: Date; e
     lifetime: 'Lifetime of connections that closed',
     requests: 'Requests (exchanges) per closed connection (a count, not seconds)',
     idle: 'Idle gap between exchanges on a connection',
+    tls_connect: 'TCP connected to TLS handshake done on this side: what the application waits for after connect(), library set-up included',
   };
   const histName: Record<MeasureName, string> = {
     setup: 'connection_setup_duration', connect_fail: 'connection_failure_duration', tls: 'tls_handshake_duration',
     tls_libssl: 'tls_handshake_libssl_duration', lifetime: 'connection_lifetime', requests: '', idle: 'connection_idle_gap',
+    tls_connect: 'tls_after_connect_duration',
   };
   const histograms: HistogramSeries[] = [];
   for (const [k, v] of Object.entries(f.measures) as [MeasureName, Sides][]) {

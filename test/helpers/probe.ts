@@ -1,11 +1,13 @@
 // Runs a probe command (dist/src/cli/<name>.js) as a child process the way a
 // user would, waits until it is attached, stops it with a signal or lets
 // --duration end it, and returns its exit status, stderr and JSON report.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
+import { onProcessExit } from './netns.js';
+import type { AfterHook } from './servers.js';
 import { repoRoot } from './workload.js';
 
 export function cliPath(name: string): string {
@@ -97,6 +99,59 @@ export function startProbe(name: string, args: string[], opts: { output?: string
       return exited;
     },
   };
+}
+
+/** Every process below pid (children, grandchildren, ...), from /proc. */
+function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue; // it ended meanwhile
+    }
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]); // "pid (comm) state ppid ..."
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
+  }
+  const out: number[] = [];
+  for (let queue = [pid]; queue.length > 0;) {
+    for (const c of children.get(queue.shift()!) ?? []) {
+      out.push(c);
+      queue.push(c);
+    }
+  }
+  return out;
+}
+
+/**
+ * Spawns a command that runs a probe below it (a shell pipeline, script(1))
+ * in a process group of its own. When the test ends, or failing that this
+ * process, the group and every process below the command are killed by PID
+ * (script(1) puts its child in a session of its own, out of the group), so
+ * that no probe stays attached whatever the test did.
+ */
+export function spawnGroup(t: AfterHook, file: string, args: string[]): ChildProcessWithoutNullStreams {
+  const child = spawn(file, args, { cwd: repoRoot, stdio: 'pipe', detached: true });
+  const pid = child.pid!;
+  const kill = () => {
+    // the group id stays taken while a member lives; the tree is walked only while pid is still ours
+    const running = child.exitCode === null && child.signalCode === null;
+    for (const target of [-pid, ...(running ? descendants(pid) : [])]) {
+      try {
+        process.kill(target, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  const unregister = onProcessExit(kill);
+  t.after(() => {
+    kill();
+    unregister();
+  });
+  return child;
 }
 
 /** Runs a command to completion (for the bad-input tests). */

@@ -209,6 +209,12 @@ export interface VictoriaMetrics extends ServerProcess {
    * series, timestamps in ms.
    */
   exportSeries(match: string): Promise<VmSeries[]>;
+  /**
+   * flush() and exportSeries() until ok(series) or timeoutMs (default 10 s),
+   * then the last answer: samples written a moment ago may take a second or
+   * two to become searchable, even after a flush.
+   */
+  exportWhen(match: string, ok: (series: VmSeries[]) => boolean, timeoutMs?: number): Promise<VmSeries[]>;
 }
 
 export interface VmSeries {
@@ -272,7 +278,16 @@ export async function startVictoriaMetrics(t?: AfterHook, opts: VictoriaMetricsO
         .filter((l) => l.trim() !== "")
         .map((l) => JSON.parse(l) as VmSeries);
     };
-    return { ...srv, flush, exportSeries };
+    const exportWhen = async (match: string, ok: (series: VmSeries[]) => boolean, timeoutMs = 10_000): Promise<VmSeries[]> => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        await flush();
+        const series = await exportSeries(match);
+        if (ok(series) || Date.now() > deadline) return series;
+        await sleep(200);
+      }
+    };
+    return { ...srv, flush, exportSeries, exportWhen };
   });
 }
 

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ipBin, onProcessExit } from "./netns.js";
+import type { AfterHook } from "./servers.js";
 
 /** Repo root: this file is compiled to dist/test/helpers/workload.js. */
 export const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
@@ -219,6 +220,19 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       return stopping;
     },
   };
+}
+
+/**
+ * startServer() for a test: on 127.0.0.1 unless told otherwise, stopped when
+ * the test ends (t.after). Give maxSpinners the client's concurrency when the
+ * test compares latencies with the sleeps: every concurrent sleeper may then
+ * busy-wait its last 150 µs, and the sleeps are exact on a busy machine too.
+ */
+export async function startTestServer(t: AfterHook, opts: Partial<ServerOptions> = {}): Promise<RunningServer> {
+  await buildTools();
+  const s = await startServer({ ...opts, addr: opts.addr ?? "127.0.0.1" });
+  t.after(() => s.stop().catch(() => undefined));
+  return s;
 }
 
 export interface ClientOptions {

@@ -1,0 +1,345 @@
+// TLS handshake time (bpf/tls.bpf.h, built alone as build/bpf/tls_dev.bpf.o),
+// against real TLS peers on loopback:
+//   curl -> nginx (TLS 1.3, then 1.2): every handshake caught once per side by
+//     the socket-level source and by the libssl uprobes; the client-side p50
+//     compared with curl's own timings;
+//   openssl s_client -> s_server (1.3 and 1.2): caught by the socket-level
+//     source (s_client's handshake runs inside SSL_read/SSL_write).
+//
+// About curl's reference: time_appconnect - time_connect also holds what
+// curl does between the TCP connect and its ClientHello (SSL_CTX_new, CA
+// store, SSL_new: over 1 ms here, about as long as the handshake) and after
+// the handshake (certificate checks), which no observer of the ClientHello
+// can see. So each version runs curl twice RUNS times: plain, as the issue
+// says (counts; the p50s printed; our handshake must lie inside curl's
+// connect -> appconnect in every run), and traced (-v --trace-time), where
+// curl logs its own ClientHello (OUT) and the end of its handshake
+// ("Finished (20)", OUT in TLS 1.3, IN in 1.2, from OpenSSL's message
+// callback): our client-side p50 must be within max(10%, 200 µs) of the
+// p50 of that interval.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { addon, type BpfObject, type PerfReader } from '../src/native.js';
+import { bpfObjectPath } from '../src/paths.js';
+import { elfDynamicFunctions, findLibssl, inspectLibssl, LIBSSL_PROBES, parseLdconfig } from '../src/kernel/libssl.js';
+import { near, needsRoot, programsAfterExit, tempDir } from './helpers/probe.js';
+import { freePort } from './helpers/servers.js';
+import { onProcessExit } from './helpers/netns.js';
+import { median, us, run, runAsync, makeCert, Proc, spawnServer, waitListening, startNginx, CurlRun, traceTimeNs, curlOnce, chunkingProxy } from './helpers/tls.js';
+
+import { STAT__COUNT, STAT_TLS_HELLO } from '../src/records.js';
+
+const CGROUP_ROOT = '/sys/fs/cgroup/unified';
+const MP_REC_MEASURE = 4;
+const MP_METRIC_TLS = 3;
+const MP_METRIC_TLS_LIBSSL = 4;
+const ROLE_CLIENT = 1;
+const ROLE_SERVER = 2;
+const PERF_RECORD_SAMPLE = 9;
+const PERF_RECORD_LOST = 2;
+/** the TLS counters of the stats map, MP_STAT_TLS_* in bpf/records.h, from STAT_TLS_HELLO on */
+const TLS_STATS = ['hello', 'done', 'lost_sync', 'gap', 'split_hdr', 'aborted', 'no_version', 'libssl_done', 'libssl_no_role'] as const;
+const RUNS = 60;
+
+interface Measure {
+  role: number;
+  family: number;
+  tgid: number;
+  valueNs: number;
+  atNs: bigint;
+  netns: number;
+  lport: number;
+  rport: number;
+  metric: number;
+  result: number;
+  detail: number;
+  /** remote address: IPv4 in the first 4 bytes */
+  raddr: string;
+}
+
+function addrText(b: Uint8Array, family: number): string {
+  if (family === 2) return [...b.subarray(0, 4)].join('.');
+  const words: string[] = [];
+  for (let i = 0; i < 16; i += 2) words.push(((b[i] << 8) | b[i + 1]).toString(16));
+  return words.join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
+}
+
+/** The dev object loaded and attached: cgroup_skb on the cgroup v2 root, uprobes on libssl. */
+class TlsDevProbe {
+  readonly obj: BpfObject;
+  private readonly reader: PerfReader;
+  private readonly buf = new Uint8Array(4 << 20);
+  lost = 0;
+
+  constructor(libsslPath: string) {
+    const a = addon();
+    this.obj = new a.BpfObject(bpfObjectPath('tls_dev'));
+    try {
+      for (const p of this.obj.programs()) this.obj.setAutoload(p.name, p.name.startsWith('tls_'));
+      this.obj.load();
+      this.obj.attachCgroup('tls_skb_ingress', CGROUP_ROOT);
+      this.obj.attachCgroup('tls_skb_egress', CGROUP_ROOT);
+      for (const p of LIBSSL_PROBES) this.obj.attachUprobe(p.program, libsslPath, p.func, p.retprobe);
+      const cpus = [...Array(a.possibleCpus()).keys()];
+      this.reader = new a.PerfReader(this.obj.mapFd('events'), cpus, 64, 0);
+    } catch (e) {
+      this.obj.close();
+      throw e;
+    }
+  }
+
+  /** every record in the rings now */
+  drain(): Measure[] {
+    const out: Measure[] = [];
+    const dv = new DataView(this.buf.buffer);
+    for (;;) {
+      const n = this.reader.drain(this.buf);
+      if (n === 0) return out;
+      for (let off = 0; off + 8 <= n;) {
+        const type = dv.getUint32(off, true);
+        const size = dv.getUint16(off + 6, true);
+        if (size === 0) throw new Error('perf record of size 0');
+        if (type === PERF_RECORD_LOST) this.lost += Number(dv.getBigUint64(off + 16, true));
+        if (type === PERF_RECORD_SAMPLE && this.buf[off + 12] === MP_REC_MEASURE) {
+          const d = off + 12;
+          out.push({
+            role: this.buf[d + 2], family: this.buf[d + 3], tgid: dv.getUint32(d + 4, true),
+            valueNs: Number(dv.getBigUint64(d + 16, true)), atNs: dv.getBigUint64(d + 24, true),
+            netns: dv.getUint32(d + 32, true), lport: dv.getUint16(d + 36, true), rport: dv.getUint16(d + 38, true),
+            metric: this.buf[d + 40], result: this.buf[d + 41], detail: this.buf[d + 42],
+            raddr: addrText(this.buf.subarray(d + 48, d + 64), this.buf[d + 3]),
+          });
+        }
+        off += size;
+      }
+    }
+  }
+
+  stats(): Record<string, number> {
+    const v = this.obj.readPercpuArray('stats', STAT__COUNT);
+    return Object.fromEntries(TLS_STATS.map((name, i) => [name, Number(v[STAT_TLS_HELLO + i])]));
+  }
+
+  close(): void {
+    this.reader.close();
+    this.obj.close(); // destroys the links
+  }
+}
+
+test('libssl: found through ldconfig, its handshake functions read from the ELF dynamic symbols', () => {
+  const ld = `	libssl3.so (libc6,x86-64) => /lib/x86_64-linux-gnu/libssl3.so
+	libssl.so.3 (libc6,x86-64) => /lib/x86_64-linux-gnu/libssl.so.3
+	libssl.so.1.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libssl.so.1.1
+	libssl.so (libc6,x86-64) => /lib/x86_64-linux-gnu/libssl.so
+	libssl.so.3 (libc6) => /lib/i386-linux-gnu/libssl.so.3`;
+  // OpenSSL's sonames only (libssl3.so is NSS), this architecture, 3 before 1.1
+  assert.deepEqual(parseLdconfig(ld), ['/lib/x86_64-linux-gnu/libssl.so.3', '/usr/lib/x86_64-linux-gnu/libssl.so.1.1']);
+  assert.throws(() => elfDynamicFunctions(Buffer.from('#!/bin/sh\n'.padEnd(64, ' '))), /not an ELF/);
+  const lib = findLibssl();
+  assert.ok(lib, 'libssl.so.3 is installed here (libssl3, a dependency of curl and nginx)');
+  assert.ok(lib.usable);
+  assert.deepEqual(lib.missing, []);
+  for (const p of LIBSSL_PROBES) assert.ok(lib.functions.includes(p.func), p.func);
+  // a library without them (libc) is not taken
+  const libc = inspectLibssl('/lib/x86_64-linux-gnu/libc.so.6');
+  assert.equal(libc.usable, false);
+  assert.equal(findLibssl(['/lib/x86_64-linux-gnu/libc.so.6', '/nonexistent/libssl.so.3']), undefined);
+  assert.ok(elfDynamicFunctions(readFileSync('/lib/x86_64-linux-gnu/libc.so.6')).has('malloc'));
+});
+
+test('TLS handshake time: socket-level records and libssl uprobes against curl/nginx and openssl s_client/s_server', async (t) => {
+  if (!needsRoot(t)) return;
+  for (const bin of ['nginx', 'curl', 'openssl']) {
+    assert.equal(spawnSync('sh', ['-c', `command -v ${bin}`]).status, 0, `${bin} is missing: run scripts/setup.sh`);
+  }
+  assert.ok(existsSync(CGROUP_ROOT), `no cgroup v2 at ${CGROUP_ROOT}`);
+  const libssl = findLibssl();
+  assert.ok(libssl, 'no OpenSSL libssl with SSL_do_handshake/SSL_connect/SSL_accept found');
+
+  const dir = tempDir();
+  const cert = makeCert(dir);
+  const port = await freePort();
+  const nginx = startNginx(dir, port, cert);
+  t.after(() => nginx.stop());
+  await waitListening(port, nginx);
+
+  const probe = new TlsDevProbe(libssl.path);
+  let closed = false;
+  const closeProbe = () => { if (!closed) { closed = true; probe.close(); } };
+  t.after(closeProbe);
+  const unregister = onProcessExit(closeProbe);
+  t.after(unregister);
+
+  for (const version of [3, 2] as const) {
+    await t.test(`curl -> nginx, TLS 1.${version}: ${RUNS} plain runs, ${RUNS} traced`, async () => {
+      probe.drain(); // whatever came before
+      const plain: CurlRun[] = [];
+      const traced: CurlRun[] = [];
+      for (let i = 0; i < RUNS; i++) plain.push(curlOnce(port, version, false));
+      for (let i = 0; i < RUNS; i++) traced.push(curlOnce(port, version, true));
+      await sleep(300); // nginx finishes its side (libssl returns after the client's Finished)
+      const recs = probe.drain();
+      const runs = [...plain, ...traced];
+      const n = runs.length;
+      const lports = new Set(runs.map((r) => r.lport));
+      const pids = new Set(runs.map((r) => r.pid));
+
+      // socket level: one record per run and side, on the run's own socket, version seen
+      const cli = recs.filter((r) => r.metric === MP_METRIC_TLS && r.rport === port && lports.has(r.lport));
+      const srv = recs.filter((r) => r.metric === MP_METRIC_TLS && r.lport === port && lports.has(r.rport));
+      assert.equal(cli.filter((r) => r.role === ROLE_CLIENT).length, n, 'client-side socket records');
+      assert.equal(srv.filter((r) => r.role === ROLE_SERVER).length, n, 'server-side socket records');
+      assert.equal(cli.length + srv.length, 2 * n, 'no record with a wrong role');
+      for (const r of [...cli, ...srv]) {
+        assert.equal(r.detail, version, 'TLS version');
+        assert.equal(r.family, 2);
+        assert.equal(r.result, 0);
+        assert.equal(r.tgid, 0);
+        assert.equal(r.raddr, '127.0.0.1');
+        assert.ok(r.netns > 0);
+        assert.ok(r.valueNs > 0 && r.valueNs < 1e9, `value ${r.valueNs}`);
+      }
+      const byPort = new Map(cli.map((r) => [r.lport, r]));
+      assert.equal(byPort.size, n, 'one client record per curl socket');
+      assert.equal(new Set(srv.map((r) => r.rport)).size, n, 'one server record per nginx socket');
+
+      // libssl: curl's SSL_connect (client, its PID), nginx's SSL_do_handshake (server, after SSL_set_accept_state)
+      const sslCli = recs.filter((r) => r.metric === MP_METRIC_TLS_LIBSSL && pids.has(r.tgid));
+      assert.equal(sslCli.length, n, 'libssl records of curl');
+      assert.ok(sslCli.every((r) => r.role === ROLE_CLIENT), 'curl is the client');
+      assert.equal(new Set(sslCli.map((r) => r.tgid)).size, n, 'one per curl process');
+      const sslSrv = recs.filter((r) => r.metric === MP_METRIC_TLS_LIBSSL && r.tgid === nginx.pid);
+      assert.equal(sslSrv.length, n, 'libssl records of nginx');
+      assert.ok(sslSrv.every((r) => r.role === ROLE_SERVER), 'nginx is the server');
+
+      const ours = (rs: CurlRun[]) => rs.map((r) => byPort.get(r.lport)!.valueNs);
+      const oursPlain = median(ours(plain));
+      const curlPlain = median(plain.map((r) => r.appMinusConnectNs));
+      const oursTraced = median(ours(traced));
+      const curlHello = median(traced.map((r) => r.helloToEndNs!));
+      const setup = median(traced.map((r) => r.connectToHelloNs!));
+      // what curl's appconnect - connect holds besides the handshake itself
+      const rest = plain.map((r) => r.appMinusConnectNs - byPort.get(r.lport)!.valueNs);
+      t.diagnostic(`TLS 1.${version} client p50: ours ${us(oursPlain)} vs curl appconnect-connect ${us(curlPlain)} ` +
+        `(plain runs; the difference, p50 ${us(median(rest))}, min ${us(Math.min(...rest))}, is curl's own work before its ClientHello ` +
+        `and after the handshake); traced runs: ours ${us(oursTraced)} vs curl's ClientHello->end ${us(curlHello)}, ` +
+        `curl's connect->ClientHello ${us(setup)}; server p50 ${us(median(srv.map((r) => r.valueNs)))}; ` +
+        `libssl p50: curl ${us(median(sslCli.map((r) => r.valueNs)))}, nginx ${us(median(sslSrv.map((r) => r.valueNs)))}`);
+      assert.ok(near(oursTraced, curlHello, 0.1, 200_000), `client p50 ${us(oursTraced)} vs curl's ClientHello->end p50 ${us(curlHello)}`);
+      // the handshake lies inside curl's connect -> appconnect, every time
+      assert.ok(rest.every((x) => x > 0), `ours longer than curl's appconnect-connect: ${rest.filter((x) => x <= 0).map(us)}`);
+    });
+  }
+
+  await t.test('curl -> nginx over IPv6 (::1), TLS 1.3 and 1.2', async () => {
+    probe.drain();
+    for (const version of [3, 2] as const) {
+      const runs: CurlRun[] = [];
+      for (let i = 0; i < 10; i++) runs.push(curlOnce(port, version, false, '[::1]'));
+      await sleep(200);
+      const lports = new Set(runs.map((r) => r.lport));
+      const recs = probe.drain().filter((r) => r.metric === MP_METRIC_TLS);
+      const cli = recs.filter((r) => r.role === ROLE_CLIENT && r.rport === port && lports.has(r.lport));
+      const srv = recs.filter((r) => r.role === ROLE_SERVER && r.lport === port && lports.has(r.rport));
+      assert.equal(cli.length, runs.length, `TLS 1.${version} client records`);
+      assert.equal(srv.length, runs.length, `TLS 1.${version} server records`);
+      for (const r of [...cli, ...srv]) {
+        assert.equal(r.family, 10);
+        assert.equal(r.raddr, '::1');
+        assert.equal(r.detail, version);
+      }
+    }
+  });
+
+  await t.test('openssl s_client -> s_server, TLS 1.3 and 1.2, full and resumed: socket level', async () => {
+    const sport = await freePort();
+    const server = spawnServer('openssl', ['s_server', '-accept', `127.0.0.1:${sport}`, '-cert', cert.cert, '-key', cert.key, '-www']);
+    try {
+      await waitListening(sport, server);
+      await sleep(100);
+      probe.drain();
+      const per = 5;
+      const clients: number[] = [];
+      const sess = join(dir, 'session.pem');
+      for (const version of [3, 2] as const) {
+        for (let i = 0; i < per; i++) {
+          const r = spawnSync('openssl', ['s_client', '-connect', `127.0.0.1:${sport}`, `-tls1_${version}`, '-brief'],
+            { encoding: 'utf8', input: '', timeout: 20_000 });
+          assert.match(r.stderr, new RegExp(`CONNECTION ESTABLISHED[\\s\\S]*Protocol version: TLSv1\\.${version}`), r.stderr);
+          clients.push(r.pid!);
+        }
+        // and a resumed (abbreviated) handshake: the first run keeps its session
+        // (stdin stays open a moment so that a TLS 1.3 ticket arrives), the second offers it
+        for (const arg of ['-sess_out', '-sess_in']) {
+          const r = spawnSync('sh', ['-c', `sleep 0.2 | openssl s_client -connect 127.0.0.1:${sport} -tls1_${version} ${arg} ${sess}`],
+            { encoding: 'utf8', timeout: 20_000 });
+          assert.match(r.stdout, new RegExp(`^${arg === '-sess_out' ? 'New' : 'Reused'}, TLSv1\\.${version}`, 'm'), r.stdout + r.stderr);
+        }
+        const total = per + 2;
+        await sleep(200);
+        const all = probe.drain();
+        const recs = all.filter((r) => r.metric === MP_METRIC_TLS);
+        // libssl: s_client's handshake runs inside SSL_read/SSL_write (no SSL_connect/SSL_do_handshake)
+        const ssl = all.filter((r) => r.metric === MP_METRIC_TLS_LIBSSL);
+        t.diagnostic(`TLS 1.${version} libssl records: s_client ${ssl.filter((r) => clients.includes(r.tgid)).length}, ` +
+          `s_server ${ssl.filter((r) => r.tgid === server.pid).length}`);
+        const byTime = (a: Measure, b: Measure) => (a.atNs < b.atNs ? -1 : a.atNs > b.atNs ? 1 : 0);
+        const cli = recs.filter((r) => r.rport === sport && r.role === ROLE_CLIENT).sort(byTime);
+        const srv = recs.filter((r) => r.lport === sport && r.role === ROLE_SERVER).sort(byTime);
+        assert.equal(cli.length, total, `TLS 1.${version} s_client records`);
+        assert.equal(srv.length, total, `TLS 1.${version} s_server records`);
+        assert.ok([...cli, ...srv].every((r) => r.detail === version), `TLS 1.${version} version`);
+        t.diagnostic(`s_client TLS 1.${version} p50 ${us(median(cli.map((r) => r.valueNs)))}, s_server ${us(median(srv.map((r) => r.valueNs)))}; ` +
+          `resumed: client ${us(cli[cli.length - 1].valueNs)}, server ${us(srv[srv.length - 1].valueNs)}`);
+      }
+
+      // through a proxy that cuts every direction it forwards into 7-byte segments
+      const proxy = await chunkingProxy(sport, 7);
+      try {
+        const before = probe.stats();
+        for (const version of [3, 2] as const) {
+          // not spawnSync: the proxy runs on this event loop
+          const r = await runAsync('openssl', ['s_client', '-connect', `127.0.0.1:${proxy.port}`, `-tls1_${version}`, '-brief']);
+          assert.match(r.stderr, new RegExp(`CONNECTION ESTABLISHED[\\s\\S]*Protocol version: TLSv1\\.${version}`), r.stderr);
+          await sleep(300);
+          const recs = probe.drain().filter((x) => x.metric === MP_METRIC_TLS);
+          // s_client -> proxy, and proxy -> s_server: a client and a server record on each leg
+          const legs = [
+            recs.filter((x) => x.role === ROLE_CLIENT && x.rport === proxy.port),
+            recs.filter((x) => x.role === ROLE_SERVER && x.lport === proxy.port),
+            recs.filter((x) => x.role === ROLE_CLIENT && x.rport === sport),
+            recs.filter((x) => x.role === ROLE_SERVER && x.lport === sport),
+          ];
+          assert.deepEqual(legs.map((l) => l.length), [1, 1, 1, 1], `TLS 1.${version} through the proxy`);
+          assert.ok(legs.every((l) => l[0].detail === version), `TLS 1.${version} version, from record behaviour`);
+          t.diagnostic(`TLS 1.${version} in 7-byte segments: ${legs.map((l) => us(l[0].valueNs)).join(', ')} (client, proxy, proxy, server)`);
+        }
+        const after = probe.stats();
+        const d = (k: string) => after[k] - before[k];
+        assert.ok(d('split_hdr') > 0, 'split record headers reassembled');
+        assert.equal(d('lost_sync'), 0, 'no walk lost');
+        assert.equal(d('no_version'), 4, 'ServerHellos longer than a segment: version from record behaviour');
+      } finally {
+        await proxy.close();
+      }
+    } finally {
+      await server.stop();
+    }
+  });
+
+  await t.test('counters, and nothing left attached', async () => {
+    const s = probe.stats();
+    t.diagnostic(`TLS counters ${JSON.stringify(s)}; perf lost ${probe.lost}`);
+    assert.equal(s.lost_sync, 0, 'no record walk lost on loopback');
+    assert.equal(s.no_version, 4, 'every ServerHello parsed but those cut by the proxy');
+    assert.ok(s.hello >= 2 * (4 * RUNS + 20 + 14 + 4), 'every ClientHello seen, on both sides');
+    assert.equal(probe.lost, 0);
+    closeProbe();
+    assert.deepEqual(await programsAfterExit('tls_'), [], 'programs gone once the object is closed');
+  });
+});
