@@ -195,10 +195,20 @@ static __always_inline __u64 next_conn_id(void)
 {
 	__u32 zero = 0;
 	__u64 *seq = bpf_map_lookup_elem(&conn_seq, &zero);
+	__u64 n;
+
 	if (!seq)
 		return 0;
-	*seq += 1;
-	return ((__u64)(bpf_get_smp_processor_id() + 1) << 48) | (*seq & 0xffffffffffffULL);
+	/*
+	 * A program in process context can be preempted by another task that runs
+	 * it on the same CPU: a plain increment could hand two connections one id.
+	 */
+#ifndef MP_NO_ATOMICS
+	n = __sync_fetch_and_add(seq, 1) + 1;
+#else
+	n = ++*seq;
+#endif
+	return ((__u64)(bpf_get_smp_processor_id() + 1) << 48) | (n & 0xffffffffffffULL);
 }
 
 /*
