@@ -41,7 +41,11 @@ struct {
 	__type(value, __u32);
 } sample_rate SEC(".maps");
 
-/* Does the current process's use of socket `sk` (local/remote ports given) pass the filter? */
+/*
+ * Does the current process's use of socket `sk` (local/remote ports given)
+ * pass the filter? Without a socket (sk NULL: a libssl call), the port and
+ * netns conditions cannot be told and count as met.
+ */
 static __always_inline bool filter_pass(struct sock *sk, __u16 lport, __u16 rport)
 {
 	__u32 held = 0, tgid, netns = 0, i;
@@ -57,11 +61,11 @@ static __always_inline bool filter_pass(struct sock *sk, __u16 lport, __u16 rpor
 
 		if (i >= selector_count)
 			break;
-		if (f->port && f->port != lport && f->port != rport)
+		if (sk && f->port && f->port != lport && f->port != rport)
 			continue;
 		if (f->tgid && f->tgid != tgid)
 			continue;
-		if (f->netns) {
+		if (sk && f->netns) {
 			if (!netns)
 				netns = sock_netns(sk);
 			if (f->netns != netns)

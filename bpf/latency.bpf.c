@@ -588,7 +588,17 @@ static __always_inline __u64 sock_established_ns(__u64 sk)
 		return s->st.setup_ns ? s->st.first_ns + s->st.setup_ns : 0;
 	return s->st.first_ns; /* a server's way starts when it turns ESTABLISHED */
 }
+/* Is the socket inside --filter? Decided at its first read or write; a socket the table does not hold is, without a filter. */
+static __always_inline bool sock_wanted(__u64 sk)
+{
+	struct sock_slot *s = sock_find(sk);
+
+	if (s && s->st.owner == sk)
+		return !s->st.ignored;
+	return selector_count == 0;
+}
 #define MP_TLS_SOCK_LOOKUP sock_established_ns
+#define MP_TLS_SOCK_WANTED sock_wanted
 #include "tls.bpf.h"
 
 SEC("tracepoint/sock/inet_sock_set_state")

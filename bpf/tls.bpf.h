@@ -357,6 +357,19 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct tls_key *k, s
 				     struct tcp_sock *tp)
 {
 	struct mp_measure_rec r = {};
+#ifdef MP_TLS_SOCK_LOOKUP
+	/*
+	 * The includer's socket table (keyed by the socket's address, read here
+	 * as a number) says whether the socket is inside --filter and when it
+	 * became ESTABLISHED.
+	 */
+	void *p = tp;
+	__u64 key = 0, est;
+
+	bpf_probe_read_kernel(&key, sizeof(key), &p);
+	if (!MP_TLS_SOCK_WANTED(key))
+		return;
+#endif
 
 	r.hdr.kind = MP_REC_MEASURE;
 	r.hdr.version = MP_REC_VERSION;
@@ -375,16 +388,7 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct tls_key *k, s
 	tls_stat_inc(MP_STAT_TLS_DONE);
 #ifdef MP_TLS_SOCK_LOOKUP
 	{
-		/*
-		 * The includer's socket table knows when the socket became
-		 * ESTABLISHED: from then to now is what the application waited
-		 * after connect() (or accept()). The table is keyed by the socket's
-		 * address: read it as a number (it is hashed there).
-		 */
-		void *p = tp;
-		__u64 key = 0, est;
-
-		bpf_probe_read_kernel(&key, sizeof(key), &p);
+		/* from ESTABLISHED to now: what the application waited after connect() (or accept()) */
 		est = MP_TLS_SOCK_LOOKUP(key);
 		if (est && est <= now) {
 			r.value = now - est;
@@ -670,6 +674,11 @@ int BPF_KRETPROBE(tls_ssl_hs_ret, long ret)
 	s = bpf_map_lookup_elem(&tls_ssl, &k);
 	if (!s || s->done || !s->start_ns)
 		return 0;
+#ifdef MESHPROBE_FILTER_BPF_H
+	/* no socket here: --filter's port and netns cannot select it, its process conditions can */
+	if (!filter_pass(NULL, 0, 0))
+		return 0;
+#endif
 	now = bpf_ktime_get_ns();
 	r.hdr.kind = MP_REC_MEASURE;
 	r.hdr.version = MP_REC_VERSION;
