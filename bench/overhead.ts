@@ -12,6 +12,8 @@ import { alternateRounds, startNginx, startProbe, withBpfStats, wrk, freePort } 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 12);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+// BENCH_PROBE=connection-tracker: the same with connection-tracker (its TLS programs see every packet)
+const PROBE = process.env.BENCH_PROBE ?? 'latency-probe';
 
 const nginx = await startNginx(freePort());
 const url = `http://127.0.0.1:${nginx.port}/`;
@@ -20,7 +22,7 @@ try {
   let lost = 0;
   let measured = 0;
   const attached = async () => {
-    const probe = await startProbe('latency-probe', []);
+    const probe = await startProbe(PROBE, []);
     await sleep(1000); // let the probe's start-up (JIT, worker threads) settle before measuring
     const rps = wrk(url, SECONDS, 1, CONNECTIONS).rps;
     const rep = await probe.stop();
@@ -31,13 +33,13 @@ try {
   const { without, withProbe, ratio, median } = await alternateRounds(ROUNDS, () => wrk(url, SECONDS, 1, CONNECTIONS).rps, attached);
   const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
   const costs = await withBpfStats(async () => {
-    const probe = await startProbe('latency-probe', []);
+    const probe = await startProbe(PROBE, []);
     wrk(url, SECONDS, 1, CONNECTIONS);
     const rep = await probe.stop();
     return rep.pipeline.programs as { name: string; run_count: number; ns_per_run: number | null }[];
   });
   const result = {
-    bench: 'latency-probe overhead (wrk -t1 -c' + CONNECTIONS + ' against nginx, loopback)',
+    bench: PROBE + ' overhead (wrk -t1 -c' + CONNECTIONS + ' against nginx, loopback)',
     rounds: ROUNDS,
     seconds: SECONDS,
     rps_without: without.map(Math.round),

@@ -43,8 +43,8 @@ struct {
 
 /*
  * Does the current process's use of socket `sk` (local/remote ports given)
- * pass the filter? Without a socket (sk NULL: a libssl call), the port and
- * netns conditions cannot be told and count as met.
+ * pass the filter? Without a socket (sk NULL: a libssl call), port and netns
+ * conditions cannot be told: a selector with one does not match.
  */
 static __always_inline bool filter_pass(struct sock *sk, __u16 lport, __u16 rport)
 {
@@ -61,11 +61,13 @@ static __always_inline bool filter_pass(struct sock *sk, __u16 lport, __u16 rpor
 
 		if (i >= selector_count)
 			break;
-		if (sk && f->port && f->port != lport && f->port != rport)
+		if (f->port && (!sk || (f->port != lport && f->port != rport)))
 			continue;
 		if (f->tgid && f->tgid != tgid)
 			continue;
-		if (sk && f->netns) {
+		if (f->netns && !sk)
+			continue;
+		if (f->netns) {
 			if (!netns)
 				netns = sock_netns(sk);
 			if (f->netns != netns)

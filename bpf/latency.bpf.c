@@ -434,12 +434,13 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 		if (st->phase != PHASE_REQUEST) {
 			st->phase = PHASE_REQUEST;
 			st->req_start_ns = bpf_ktime_get_ns();
-			if (measure_connections && st->last_end_ns && st->req_start_ns > st->last_end_ns)
+			st->unsampled = !sample_request();
+			/* the idle gap before a request, for the requests sampled */
+			if (measure_connections && !st->unsampled && st->last_end_ns && st->req_start_ns > st->last_end_ns)
 				emit_measure(ctx, sk, st, MP_METRIC_IDLE, MP_RESULT_OK, st->req_start_ns - st->last_end_ns, 0);
 			st->req_owner = (__u64)sk;
 			s->last_ns = st->req_start_ns;
 			st->req_bytes = ret;
-			st->unsampled = !sample_request();
 		} else if (st->req_bytes < 0xffffffffu - (__u32)ret) {
 			st->req_bytes += ret;
 		}
@@ -455,12 +456,18 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 		st->last_end_ns = now;
 		if (!(s->sk == (__u64)sk && st->req_owner == (__u64)sk && start && start <= now)) {
 			stat_inc(MP_STAT_DISCARDED);
-		} else if (st->unsampled) {
+			goto done;
+		}
+		/* an exchange on a connection that carried one before (measured or not): reuse */
+		if (st->requests > 0)
+			stat_inc(st->role == MP_ROLE_CLIENT ? MP_STAT_REUSED_CLIENT : MP_STAT_REUSED_SERVER);
+		if (st->unsampled) {
 			st->requests++; /* counted on the connection, not measured */
 			stat_inc(st->role == MP_ROLE_CLIENT ? MP_STAT_UNSAMPLED_CLIENT : MP_STAT_UNSAMPLED_SERVER);
 		} else {
 			emit_latency(ctx, sk, st, start, now);
 		}
+done:
 		st->phase = PHASE_RESPONSE;
 	}
 	return 0;
@@ -616,9 +623,14 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		struct listen_key lk = { .netns = sock_netns((struct sock *)ctx->skaddr), .port = ctx->sport };
 		__u8 one = 1;
 
+		/*
+		 * A listener closing is LISTEN -> CLOSE. Every accepted connection also
+		 * shows LISTEN -> SYN_RECV (its socket is cloned from the listener's):
+		 * that one leaves the listener where it is.
+		 */
 		if (ctx->newstate == TCP_LISTEN_)
 			bpf_map_update_elem(&listeners, &lk, &one, BPF_ANY);
-		else
+		else if (ctx->newstate == TCP_CLOSE_)
 			bpf_map_delete_elem(&listeners, &lk);
 		return 0;
 	}
@@ -662,12 +674,22 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		return 0;
 	}
 
-	if (ctx->oldstate == TCP_SYN_SENT_ && ctx->newstate == TCP_CLOSE_ && measure_connections && st->connect_wanted) {
-		__u32 err = BPF_CORE_READ((struct sock *)ctx->skaddr, sk_err);
+	if (ctx->newstate == TCP_CLOSE_ && measure_connections && st->connect_wanted && st->role == MP_ROLE_CLIENT) {
+		struct sock *sk = (struct sock *)ctx->skaddr;
+		__u32 err = BPF_CORE_READ(sk, sk_err);
 
-		read_tuple((struct sock *)ctx->skaddr, &st->tuple);
-		emit_measure(ctx, (struct sock *)ctx->skaddr, st, MP_METRIC_CONNECT_FAIL, connect_result(err),
-			     bpf_ktime_get_ns() - st->first_ns, err);
+		if (ctx->oldstate == TCP_SYN_SENT_) {
+			/* the application gave up (no error) while its SYNs went unanswered: a time-out too */
+			__u8 cause = connect_result(err);
+
+			if (cause == MP_RESULT_ABORTED && BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits) > 0)
+				cause = MP_RESULT_TIMEOUT;
+			read_tuple(sk, &st->tuple);
+			emit_measure(ctx, sk, st, MP_METRIC_CONNECT_FAIL, cause, bpf_ktime_get_ns() - st->first_ns, err);
+		} else if (err == 104 && !st->opened && st->requests == 0) {
+			/* reset after the SYN-ACK, before the application used the connection */
+			emit_measure(ctx, sk, st, MP_METRIC_CONNECT_FAIL, MP_RESULT_RESET, bpf_ktime_get_ns() - st->first_ns, err);
+		}
 	}
 
 	if (ctx->newstate == TCP_CLOSE_) {

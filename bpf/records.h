@@ -147,7 +147,9 @@ struct mp_measure_rec {
 #define MP_STAT_TLS_NO_VERSION     19 /* ServerHello not parsed: version from record behaviour */
 #define MP_STAT_TLS_LIBSSL_DONE    20 /* libssl handshakes measured */
 #define MP_STAT_TLS_LIBSSL_NO_ROLE 21 /* libssl handshakes measured with role unknown */
-#define MP_STAT__COUNT        22
+#define MP_STAT_REUSED_CLIENT      22 /* client-side exchanges on a connection that carried one before */
+#define MP_STAT_REUSED_SERVER      23 /* server-side exchanges on a connection that carried one before */
+#define MP_STAT__COUNT        24
 
 
 #endif

@@ -130,7 +130,9 @@ export const STAT_TLS_ABORTED = 18;
 export const STAT_TLS_NO_VERSION = 19;
 export const STAT_TLS_LIBSSL_DONE = 20;
 export const STAT_TLS_LIBSSL_NO_ROLE = 21;
-export const STAT__COUNT = 22;
+export const STAT_REUSED_CLIENT = 22;
+export const STAT_REUSED_SERVER = 23;
+export const STAT__COUNT = 24;
 
 // perf_event_header framing
 export const PERF_RECORD_LOST = 2;

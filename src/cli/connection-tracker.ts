@@ -13,4 +13,6 @@ await main(tcpProbeCommand({
   outputs: connectionOutputs,
   buildReport: buildConnectionReport,
   summary: connectionSummary,
+  // every service has a series per figure (set-up, TLS, lifetime, ...) beside its latency
+  pipelineDefaults: { serviceCapacity: 2048 },
 }));

@@ -34,7 +34,8 @@ export function newCommand(name: string, description: string): Command {
 }
 
 /** Options of the decoding pipeline, shared by the three probes. */
-export function addProbeOptions(cmd: Command, defaultOutput: string): Command {
+export function addProbeOptions(cmd: Command, defaultOutput: string, defaults: Partial<PipelineOptions> = {}): Command {
+  const d = { ...DEFAULT_PIPELINE, ...defaults };
   return cmd
     .option('-d, --duration <time>', 'how long to measure: 60, 60s, 500ms, 2m (default: until SIGINT/SIGTERM)')
     .option('-o, --output <file>', 'where the JSON report goes (- for stdout)', defaultOutput)
@@ -60,7 +61,7 @@ export function addProbeOptions(cmd: Command, defaultOutput: string): Command {
     .option('--check', 'print what this kernel offers and the hooks that would be used, then exit')
     .option('--workers <n>', 'decoding worker threads', String(DEFAULT_PIPELINE.workers))
     .option('--max-connections <n>', 'connections tracked with their own histogram', String(DEFAULT_PIPELINE.connCapacity))
-    .option('--max-services <n>', 'services tracked with their own histogram', String(DEFAULT_PIPELINE.serviceCapacity))
+    .option('--max-services <n>', 'services tracked with their own histogram', String(d.serviceCapacity))
     .option('--ring-pages <n>', 'perf ring pages per CPU (power of two)', String(DEFAULT_PIPELINE.pagesPerCpu))
     .option('-q, --quiet', 'no summary on stderr');
 }

@@ -6,7 +6,7 @@
  */
 import type { Command } from 'commander';
 import type { LatencyOptions } from '../probes/latency.js';
-import type { ProbeDefinition, SessionResult } from '../pipeline/session.js';
+import type { PipelineOptions, ProbeDefinition, SessionResult } from '../pipeline/session.js';
 import type { ServiceDef } from '../filter/services.js';
 import type { SamplingInfo } from '../export/model.js';
 import { addProbeOptions, applyCommon, filtersFrom, newCommand, outputFrom, pipelineFrom, type CommonProbeFlags } from './program.js';
@@ -26,10 +26,12 @@ export interface TcpCommand<F, R> {
   outputs(services: readonly ServiceDef[]): ProbeOutputs<F>;
   buildReport(r: SessionResult, ctx: { filters: string[]; services: readonly ServiceDef[]; sampling: SamplingInfo; exports?: Record<string, unknown> }): R;
   summary(report: R): string;
+  /** pipeline defaults of this command (e.g. a larger service table) */
+  pipelineDefaults?: Partial<PipelineOptions>;
 }
 
 export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
-  return addProbeOptions(newCommand(c.name, c.description), c.defaultOutput)
+  return addProbeOptions(newCommand(c.name, c.description), c.defaultOutput, c.pipelineDefaults)
     .option('--socket-table-size <n>', 'sockets the kernel side tracks at once (LRU)', '65536')
     .option('--no-infer-roles', 'ignore connections opened before the probe started')
     .action(async (f: Flags) => {

@@ -137,6 +137,13 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       // a hook that exists but whose program this kernel refuses: try the next one for that slot
       const refused = refusedProgram((e as { libbpfLog?: string }).libbpfLog);
       const next = refused ? nextChoice(def.hooks, hooks, refused, 'refused by the verifier') : undefined;
+      const optional = refused ? hooks.find((h) => h.chosen!.programs.includes(refused) && def.optionalSlots?.includes(h.slot)) : undefined;
+      if (!next && optional) {
+        // an optional measurement this kernel cannot verify: the probe runs without it
+        log.warn(`${optional.slot} not measured: the kernel refused ${refused} (--log-level debug shows why)`);
+        hooks = hooks.filter((h) => h !== optional);
+        continue;
+      }
       if (!next) throw asMeshprobeError(e);
       const moved = next.find((c, i) => c.chosen !== hooks[i].chosen)!;
       log.warn(`the kernel refused ${refused}; using ${moved.chosen!.name} for ${moved.slot}`);
@@ -162,7 +169,12 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       wakeupBytes: Math.min(pipe.wakeupBytes, (pipe.pagesPerCpu * PAGE_SIZE) / 4),
     });
     for (const h of hooks) {
-      for (const what of attachHook(obj, h.chosen!)) log.debug(`attached ${what}`);
+      try {
+        for (const what of attachHook(obj, h.chosen!)) log.debug(`attached ${what}`);
+      } catch (e) {
+        if (!def.optionalSlots?.includes(h.slot)) throw e;
+        log.warn(`${h.slot} not measured: ${(e as Error).message}`);
+      }
     }
     const flush = batchFlusher(obj, def.flushProgram, cpus);
     const flushTimer = setInterval(flush, FLUSH_INTERVAL_MS);

@@ -9,10 +9,13 @@
  *   for); server, SYN-ACK sent -> the final ACK (the kernel's first RTT sample).
  * - requests per connection: the exchanges of each connection that closed
  *   (every exchange, sampled or not, counted in the kernel).
- * - reused request ratio: of the requests on those connections, the share
- *   sent on a connection that had carried one before: (requests - connections
- *   with at least one request) / requests. 1 - 1/N for one connection of N
- *   requests; 0 for a new connection per request.
+ * - reused request ratio: of the client's requests (every exchange the kernel
+ *   saw, sampled or not, on open and closed connections alike), the share sent
+ *   on a connection that had carried one before (kernel counters). 1 - 1/N for
+ *   one connection of N requests; 0 for a new connection per request. Per
+ *   service, from the connections that closed.
+ * - the top-level figures are the client side's (what callers experience);
+ *   *_by_side gives both.
  * - new connections per second, requests per second: client side, over the run.
  * - idle gap: from the end of an exchange (its first response byte) to the
  *   start of the next request on the same connection.
@@ -34,7 +37,7 @@ import type { ServiceDef } from '../filter/services.js';
 import type { HistogramSeries, MetricSet, ProbeOutputs, SamplingInfo, ScalarSeries } from '../export/model.js';
 import {
   buildLatencyReport, diffLatencyFigures, latencyDemand, latencyMetricSet, latencyProgress, readLatencyFigures, serviceNamer,
-  exchangesSeen, REPORT_VERSION, type LatencyFigures, type ReportContext,
+  exchangesSeen, samplingFactors, REPORT_VERSION, type LatencyFigures, type ReportContext,
 } from './latency.js';
 import { ms, percentilesMs } from './views.js';
 
@@ -124,6 +127,11 @@ export function diffConnectionFigures(cur: ConnectionFigures, prev: ConnectionFi
 }
 
 const pct = (h: HistogramSnapshot) => (h.count ? percentilesMs(h) : null);
+
+/** Handshakes per TLS version: socket-level TLS records carry the minor version as their result. */
+function tlsVersions(row: number[]): Record<string, number> {
+  return { 'TLS 1.2': row[2] ?? 0, 'TLS 1.3': row[3] ?? 0, unknown: (row[0] ?? 0) + (row[1] ?? 0) };
+}
 const countPct = (h: HistogramSnapshot) => h.count
   ? { p50: percentile(h, 0.5), p90: percentile(h, 0.9), p99: percentile(h, 0.99), p999: percentile(h, 0.999), mean: Math.round((h.sum_ns / h.count) * 100) / 100 }
   : null;
@@ -136,18 +144,26 @@ export function reusedRatio(requestsPerConn: HistogramSnapshot): number | null {
   return Math.round(((total - withRequests) / total) * 1e6) / 1e6;
 }
 
-/** Mean connections open and busy per client service over the span. */
+/**
+ * Mean connections open and busy per client service over the span. Open
+ * time comes from the connection table: when it overflowed, some connections
+ * are missing from it and the figures would be wrong, so there are none.
+ */
 function pools(f: ConnectionFigures, spanNs: number, startNs: number) {
-  const open = new Map<string, number>(); // "raddr|rport" -> sum of open ns within the span
+  const open = new Map<string, number>(); // endpoint "addr:port" -> sum of open ns within the span
   for (const c of f.conns) {
     if (c.role !== ROLE_CLIENT || !c.opened) continue;
     const from = Math.max(c.start_ns, startNs);
     const to = c.closed && c.end_ns ? c.end_ns : f.nowNs;
-    if (to > from) open.set(`${c.raddr}|${c.rport}`, (open.get(`${c.raddr}|${c.rport}`) ?? 0) + (to - from));
+    const key = endpoint(c.raddr, c.rport, c.family);
+    if (to > from) open.set(key, (open.get(key) ?? 0) + (to - from));
   }
-  return (peer: string | undefined, busyNs: number) => {
-    const key = peer ? peer.replace(/^\[?(.*?)\]?:(\d+)$/, '$1|$2') : '';
-    const openNs = open.get(key) ?? 0;
+  const incomplete = f.latency.counters.conn_table_full > 0;
+  const factor = samplingFactors(f.latency).client;
+  return (peers: string[], busyMeasuredNs: number) => {
+    if (incomplete) return null;
+    const openNs = peers.reduce((a, p) => a + (open.get(p) ?? 0), 0);
+    const busyNs = busyMeasuredNs * factor; // sampled requests stand for the others
     return {
       connections_open_avg: Math.round((openNs / spanNs) * 1000) / 1000,
       connections_busy_avg: Math.round((busyNs / spanNs) * 1000) / 1000,
@@ -162,17 +178,21 @@ export function connectionsSection(f: ConnectionFigures, durationS: number, star
   const failed = Object.fromEntries(FAILURE_CAUSES.map(([n, r]) => [n, failedRow[r] ?? 0])) as Record<string, number>;
   const seen = exchangesSeen(f.latency);
   const d = durationS > 0 ? durationS : 1;
-  const rpc = m.requests.client.count ? m.requests.client : m.requests.server;
+  const rpc = m.requests.client;
+  const k = f.latency.kernel;
   const pool = pools(f, d * 1e9, startNs);
 
   // by service: every (name, role) with any figure
   const groups = new Map<string, MeasureSeries[]>();
-  for (const s of f.series) groups.set(`${s.name}\u0000${s.role}`, [...(groups.get(`${s.name}\u0000${s.role}`) ?? []), s]);
-  const latencyBy = new Map(f.latency.services.map((s) => [`${s.name}\u0000${s.role}`, s]));
-  const by_service = [...groups.entries()].map(([k, g]) => {
+  // libssl handshakes have no socket, hence no service: they are in the totals only
+  for (const s of f.series.filter((x) => x.metric !== 'tls_libssl')) {
+    groups.set(`${s.name}\u0000${s.role}`, [...(groups.get(`${s.name}\u0000${s.role}`) ?? []), s]);
+  }
+  const busyBy = new Map<string, number>();
+  for (const s of f.latency.services) busyBy.set(`${s.name}\u0000${s.role}`, (busyBy.get(`${s.name}\u0000${s.role}`) ?? 0) + s.hist.sum_ns);
+  const by_service = [...groups.entries()].map(([key, g]) => {
     const of = (metric: MeasureName) => mergeAll(g.filter((s) => s.metric === metric).map((s) => s.hist));
     const requests = of('requests');
-    const lat = latencyBy.get(k);
     const role = g[0].role;
     const peers = [...new Set(g.map((s) => s.peer).filter((p): p is string => !!p))];
     return {
@@ -191,7 +211,7 @@ export function connectionsSection(f: ConnectionFigures, durationS: number, star
       reused_request_ratio: reusedRatio(requests),
       lifetime_ms: pct(of('lifetime')),
       idle_gap_ms: pct(of('idle')),
-      ...(role === 'client' ? { pool: pool(peers[0], lat?.hist.sum_ns ?? 0) } : {}),
+      ...(role === 'client' ? { pool: pool(peers, busyBy.get(key) ?? 0) } : {}),
     };
   }).sort((a, b) => b.opened + b.closed - (a.opened + a.closed));
 
@@ -201,21 +221,24 @@ export function connectionsSection(f: ConnectionFigures, durationS: number, star
     closed: m.requests.client.count + m.requests.server.count,
     closed_by_side: { client: m.requests.client.count, server: m.requests.server.count },
     failed: { ...failed, total: Object.values(failed).reduce((a, b) => a + b, 0) },
-    setup_ms: pct(m.setup.client.count ? m.setup.client : m.setup.server),
+    setup_ms: pct(m.setup.client),
     setup_ms_by_side: { client: pct(m.setup.client), server: pct(m.setup.server) },
-    tls_handshake_ms: pct(m.tls.client.count ? m.tls.client : m.tls.server),
+    tls_handshake_ms: pct(m.tls.client),
     tls_handshake_ms_by_side: { client: pct(m.tls.client), server: pct(m.tls.server) },
     tls_handshakes: { client: m.tls.client.count, server: m.tls.server.count },
+    tls_versions: tlsVersions(f.results[METRIC_TLS] ?? []),
     tls_handshake_libssl_ms: { client: pct(m.tls_libssl.client), server: pct(m.tls_libssl.server), count: m.tls_libssl.client.count + m.tls_libssl.server.count },
     tls_after_connect_ms: { client: pct(m.tls_connect.client), server: pct(m.tls_connect.server) },
     reuse: {
       requests_per_connection: countPct(rpc),
-      reused_request_ratio: reusedRatio(rpc),
+      reused_request_ratio: seen.client > 0 ? Math.round((k.reused_client / seen.client) * 1e6) / 1e6 : null,
       new_connections_per_s: Math.round((m.setup.client.count / d) * 1000) / 1000,
       requests_per_s: Math.round((seen.client / d) * 1000) / 1000,
     },
-    lifetime_ms: pct(m.lifetime.client.count ? m.lifetime.client : m.lifetime.server),
-    idle_gap_ms: pct(m.idle.client.count ? m.idle.client : m.idle.server),
+    lifetime_ms: pct(m.lifetime.client),
+    lifetime_ms_by_side: { client: pct(m.lifetime.client), server: pct(m.lifetime.server) },
+    idle_gap_ms: pct(m.idle.client),
+    idle_gap_ms_by_side: { client: pct(m.idle.client), server: pct(m.idle.server) },
     by_service,
   };
 }
@@ -261,8 +284,15 @@ export function connectionMetricSet(f: ConnectionFigures, span: { start: Date; e
     if (k === 'requests') continue; // a count: as counters below
     for (const side of ['client', 'server'] as const) histograms.push({ name: histName[k], help: help[k], labels: { side }, hist: v[side] });
   }
+  // one series per (figure, service, role): slots of one name are merged (InfluxDB would keep only one of equal tags)
+  const merged = new Map<string, MeasureSeries>();
   for (const s of f.series) {
-    if (s.metric === 'requests') continue;
+    if (s.metric === 'requests' || s.metric === 'tls_libssl') continue;
+    const key = `${s.metric}\u0000${s.name}\u0000${s.role}`;
+    const m = merged.get(key);
+    merged.set(key, m ? { ...m, hist: mergeAll([m.hist, s.hist]) } : s);
+  }
+  for (const s of merged.values()) {
     histograms.push({ name: `service_${histName[s.metric]}`, help: `${help[s.metric]}, per service`, labels: { service: s.name, role: s.role }, hist: s.hist });
   }
   const c = (name: string, help: string, value: number, labels: Record<string, string> = {}): ScalarSeries => ({ name, help, labels, value });
@@ -272,8 +302,22 @@ export function connectionMetricSet(f: ConnectionFigures, span: { start: Date; e
     ...(['client', 'server'] as const).map((side) => c('connection_requests', 'Requests on connections that closed', f.measures.requests[side].sum_ns, { side })),
     ...FAILURE_CAUSES.map(([cause, r]) => c('connections_failed', 'Connects that failed, by cause', f.results[METRIC_CONNECT_FAIL]?.[r] ?? 0, { cause })),
   ];
-  const ratio = reusedRatio(f.measures.requests.client);
-  const gauges: ScalarSeries[] = ratio === null ? [] : [c('reused_request_ratio', 'Share of requests sent on an already used connection (closed client connections)', ratio)];
+  const seen = exchangesSeen(f.latency);
+  const k = f.latency.kernel;
+  counters.push(
+    c('requests_reused', 'Client requests sent on a connection that carried one before', k.reused_client, { side: 'client' }),
+    c('requests_reused', 'Client requests sent on a connection that carried one before', k.reused_server, { side: 'server' }),
+  );
+  const gauges: ScalarSeries[] = seen.client > 0 ? [c('reused_request_ratio', 'Share of client requests sent on a connection already used', k.reused_client / seen.client)] : [];
+  const spanS = Math.max(1e-9, (span.end.getTime() - span.start.getTime()) / 1000);
+  const section = connectionsSection(f, spanS, f.nowNs - spanS * 1e9);
+  for (const s of section.by_service) {
+    if (s.role !== 'client' || !s.pool) continue;
+    gauges.push(
+      c('pool_connections_open', 'Mean connections open to the service over the span', s.pool.connections_open_avg, { service: s.service }),
+      c('pool_connections_busy', 'Mean connections busy with a request over the span', s.pool.connections_busy_avg, { service: s.service }),
+    );
+  }
   return { ...base, probe: 'connection-tracker', histograms: [...base.histograms, ...histograms], counters: [...base.counters, ...counters], gauges: [...base.gauges, ...gauges] };
 }
 
