@@ -9,14 +9,14 @@
  *    a loopback connection are two entries) they walk the TLS record headers
  *    of both directions by TCP sequence number, from the ClientHello on:
  *      start  the ClientHello (record 0x16, handshake type 1) at the start of
- *             a segment (also after plaintext, as in STARTTLS, as long as
- *             it starts a segment): sent -> this socket is the client,
- *             received -> the server;
+ *             the socket's first payload segment, either way: sent -> this
+ *             socket is the client, received -> the server;
  *      version  the ServerHello's supported_versions extension (or its
- *             legacy_version), parsed when it lies in one segment; otherwise
- *             from the records: a 0x17 record from a side that has not sent
- *             ChangeCipherSpec + Finished is TLS 1.3, a 0x16 after a 0x14 is
- *             the Finished of TLS <= 1.2;
+ *             legacy_version when it has no such extension), parsed when the
+ *             segment holds it up to there; otherwise (cut earlier, in its
+ *             extensions too) from the records: a 0x17 record from a side
+ *             that has not sent ChangeCipherSpec + Finished is TLS 1.3, a
+ *             0x16 after a 0x14 is the Finished of TLS <= 1.2;
  *      end    TLS 1.3: client when it sends its first 0x17 record after
  *             the server's encrypted flight (its Finished), server when it
  *             receives that record;
@@ -24,10 +24,22 @@
  *             Finished (0x16 after 0x14), so: full handshake, client when it
  *             receives the server's Finished, server when it sends its own;
  *             resumed (abbreviated), the other way round.
- *    Then the entry is removed: a packet with payload of an established
- *    connection costs four small bpf_skb_load_bytes, two reads for the
- *    socket's netns and one hash lookup (a miss); a pure ACK, three loads.
- *    Entries live only during handshakes (tls_flows, LRU, 16384 by default).
+ *    Then the entry is removed. Entries live only during handshakes
+ *    (tls_flows, LRU, 16384 by default).
+ *    Fast path (tls_sk, socket storage): a socket is marked "plain" after
+ *    TLS_PLAIN_AFTER payload segments with no ClientHello, and "done" once
+ *    its handshake is measured (or given up: walk lost, closed, entry gone);
+ *    every later packet of a marked socket costs one socket-storage lookup,
+ *    before any header is read. The storage dies with the socket, so a new
+ *    connection on the same addresses starts unmarked. Consequences: TLS that
+ *    starts after more than TLS_PLAIN_AFTER plaintext segments (a long
+ *    STARTTLS dialogue) is not seen; nor is anything after the first
+ *    handshake: TLS <= 1.2 renegotiation (encrypted anyway), TLS 1.3
+ *    post-handshake messages. Resumption is a new connection, so it is seen.
+ *    Not marked: a listening socket (a client's ACK carrying data, or a fast
+ *    open SYN, is filtered against the listener). Until marked (the
+ *    ClientHello's socket until done), packets take the path below: parse
+ *    IPv4/IPv6 and TCP, one hash lookup.
  *    A header split across two segments is reassembled. A record header that
  *    makes no sense, or more than TLS_MAX_RECS records in one segment, drop
  *    the entry (lost sync). A segment beyond the byte wanted (reordered on
@@ -40,6 +52,12 @@
  *    IPv4 fragments.
  *    hdr.tgid is 0: the programs run in softirq or in whichever task sent
  *    the packet, so the current task says nothing about the socket's owner.
+ *    The record's family, addresses and ports are the socket's (as in the
+ *    latency records): an AF_INET6 socket talking IPv4 says family 10 and
+ *    ::ffff:a.b.c.d, though its packets carry IPv4 headers. result and
+ *    detail are both the minor version (2 = TLS 1.2, 3 = TLS 1.3, 0
+ *    unknown), so counts per (metric, result) are counts per version; the same
+ *    in the MP_METRIC_TLS_CONNECT record sent beside it (latency.bpf.c).
  *
  * 2. MP_METRIC_TLS_LIBSSL, from uprobes on OpenSSL's libssl (attach by
  *    function name to the library file, see src/kernel/libssl.ts):
@@ -62,52 +80,10 @@
  *    ports, detail 0 (version unknown): SSL's layout is private to OpenSSL
  *    and the socket may hide behind a custom BIO (curl's has no fd).
  *
- * Counters: MP_STAT_TLS_* below, in the `stats` map once records.h has them,
- * in a map of their own (tls_stats) until then.
+ * Counters: MP_STAT_TLS_* (records.h), in the `stats` map.
  */
 #ifndef MESHPROBE_TLS_BPF_H
 #define MESHPROBE_TLS_BPF_H
-
-#ifndef MP_STAT_TLS_HELLO
-/*
- * Wanted in records.h (then this block goes away and stat_inc() counts them):
- *   MP_STAT_TLS_HELLO        ClientHellos seen (handshakes started, one per side)
- *   MP_STAT_TLS_DONE         socket-level TLS handshakes measured (records emitted)
- *   MP_STAT_TLS_LOST_SYNC    handshakes dropped: record walk lost (bad header, too many records)
- *   MP_STAT_TLS_GAP          segments skipped: they start beyond the byte wanted (reordered/missed)
- *   MP_STAT_TLS_SPLIT_HDR    record headers split across segments (reassembled)
- *   MP_STAT_TLS_ABORTED      connections closed (FIN/RST) or reused (SYN) mid-handshake
- *   MP_STAT_TLS_NO_VERSION   ServerHello not parsed: version taken from record behaviour
- *   MP_STAT_TLS_LIBSSL_DONE  libssl handshakes measured
- *   MP_STAT_TLS_LIBSSL_NO_ROLE  libssl handshakes measured with role unknown
- */
-#define MP_STAT_TLS_HELLO           0
-#define MP_STAT_TLS_DONE            1
-#define MP_STAT_TLS_LOST_SYNC       2
-#define MP_STAT_TLS_GAP             3
-#define MP_STAT_TLS_SPLIT_HDR       4
-#define MP_STAT_TLS_ABORTED         5
-#define MP_STAT_TLS_NO_VERSION      6
-#define MP_STAT_TLS_LIBSSL_DONE     7
-#define MP_STAT_TLS_LIBSSL_NO_ROLE  8
-#define MP_TLS_STAT__COUNT          9
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MP_TLS_STAT__COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} tls_stats SEC(".maps");
-
-static __always_inline void tls_stat_inc(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&tls_stats, &idx);
-	if (v)
-		*v += 1;
-}
-#else
-#define tls_stat_inc(idx) stat_inc(idx)
-#endif
 
 #define TLS_REC_CCS       20 /* 0x14 */
 #define TLS_REC_ALERT     21
@@ -162,6 +138,60 @@ struct {
 	__type(value, struct tls_flow);
 } tls_flows SEC(".maps");
 
+/* tls_sk: what is known of a socket (socket storage, freed with the socket) */
+#define TLS_SK_HANDSHAKE 1 /* its first payload was a ClientHello: a handshake under way */
+#define TLS_SK_PLAIN     2 /* TLS_PLAIN_AFTER payload segments and no ClientHello: never looked at again */
+#define TLS_SK_DONE      3 /* its handshake measured, or given up: never looked at again */
+
+struct tls_sk {
+	__u8 state;      /* TLS_SK_*; 0 (or no storage): nothing decided yet */
+	__u8 plain_segs; /* payload segments seen without a ClientHello */
+};
+
+/*
+ * A socket is taken for plain after this many payload segments with no
+ * ClientHello, not the first: TLS that starts a few messages in (STARTTLS,
+ * PostgreSQL's SSLRequest) is still seen; keep-alive connections pay the
+ * slow path for their first few segments only.
+ */
+#define TLS_PLAIN_AFTER 8
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tls_sk);
+} tls_sk SEC(".maps");
+
+#define TLS_TCP_LISTEN 10 /* sk_state of a listening socket (BPF_TCP_LISTEN) */
+
+/* Marks the socket; `s` is its storage when it has one already. Never a listening socket. */
+static __always_inline void tls_sk_mark(struct bpf_sock *bsk, struct tls_sk *s, __u8 state)
+{
+	if (!s) {
+		if (bsk->state == TLS_TCP_LISTEN)
+			return;
+		s = bpf_sk_storage_get(&tls_sk, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!s)
+			return; /* not a full socket, or out of memory: the slow path again next time */
+	}
+	s->state = state;
+}
+
+/* One more payload segment without a ClientHello: plain once there were TLS_PLAIN_AFTER. */
+static __always_inline void tls_sk_plain_seen(struct bpf_sock *bsk, struct tls_sk *s)
+{
+	if (!s) {
+		if (bsk->state == TLS_TCP_LISTEN)
+			return;
+		s = bpf_sk_storage_get(&tls_sk, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!s)
+			return;
+	}
+	if (++s->plain_segs >= TLS_PLAIN_AFTER)
+		s->state = TLS_SK_PLAIN;
+}
+
 /* a before b, modulo 2^32 */
 static __always_inline bool tls_seq_before(__u32 a, __u32 b)
 {
@@ -177,49 +207,59 @@ static __always_inline __u8 tls_minor(__u16 v)
 }
 
 /*
- * The ServerHello whose handshake message starts at packet offset `off`:
- * the version it chooses, 0 if it cannot be read in this segment.
+ * The ServerHello whose handshake message starts at packet offset `off`, in
+ * a segment that ends at `end`: the version it chooses, 0 if this segment
+ * does not tell (cut before the end of supported_versions, or before the
+ * end of the extensions when that one is absent). legacy_version only when
+ * the message is seen to have no supported_versions: a TLS 1.3 ServerHello
+ * always carries it, and taking a cut one for TLS 1.2 would wait for 1.2's
+ * two Finished messages forever.
  */
 static __always_inline __u8 tls_server_hello_version(struct __sk_buff *skb, __u32 off, __u32 end)
 {
 	__u8 b[6];
 	__u8 sid_len;
-	__u16 legacy, ext_total;
-	__u32 p, ext_end;
+	__u16 legacy;
+	__u32 p, msg_end, ext_end;
+	int i;
 
 	/* type(1) len(3) legacy_version(2) */
-	if (bpf_skb_load_bytes(skb, off, b, 6) < 0 || b[0] != 2)
+	if (off + 6 > end || bpf_skb_load_bytes(skb, off, b, 6) < 0 || b[0] != 2)
 		return 0;
 	legacy = ((__u16)b[4] << 8) | b[5];
+	msg_end = off + 4 + (((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3]);
 	/* random(32), then the session id's length */
-	if (bpf_skb_load_bytes(skb, off + 38, &sid_len, 1) < 0 || sid_len > 32)
+	if (off + 39 > end || bpf_skb_load_bytes(skb, off + 38, &sid_len, 1) < 0 || sid_len > 32)
 		return 0;
-	/* session id, cipher suite(2), compression(1), extensions' length(2) */
+	/* session id, cipher suite(2), compression(1), then the extensions' length(2) */
 	p = off + 39 + sid_len + 3;
-	if (bpf_skb_load_bytes(skb, p, b, 2) < 0)
+	if (p >= msg_end)
 		return tls_minor(legacy); /* no extensions: TLS <= 1.2 */
-	ext_total = ((__u16)b[0] << 8) | b[1];
+	if (p + 2 > end || bpf_skb_load_bytes(skb, p, b, 2) < 0)
+		return 0; /* cut before them */
 	p += 2;
-	ext_end = p + ext_total;
-	if (ext_end > end)
-		ext_end = end;
-	for (int i = 0; i < TLS_MAX_EXTS; i++) {
+	ext_end = p + (((__u32)b[0] << 8) | b[1]);
+	if (ext_end > msg_end)
+		return 0; /* makes no sense */
+	for (i = 0; i < TLS_MAX_EXTS; i++) {
 		__u16 type, len;
 
-		if (p + 4 > ext_end)
+		if (p >= ext_end)
 			break;
-		if (bpf_skb_load_bytes(skb, p, b, 4) < 0)
-			break;
+		if (p + 4 > end || bpf_skb_load_bytes(skb, p, b, 4) < 0)
+			return 0; /* cut inside the extensions */
 		type = ((__u16)b[0] << 8) | b[1];
 		len = ((__u16)b[2] << 8) | b[3];
 		if (type == 0x002b) { /* supported_versions: the chosen one */
-			if (len != 2 || bpf_skb_load_bytes(skb, p + 4, b, 2) < 0)
+			if (len != 2 || p + 6 > end || bpf_skb_load_bytes(skb, p + 4, b, 2) < 0)
 				return 0;
 			return tls_minor(((__u16)b[0] << 8) | b[1]);
 		}
 		p += 4 + len;
 	}
-	/* a TLS 1.3 ServerHello always carries supported_versions */
+	if (p != ext_end)
+		return 0; /* more extensions than walked, or lengths that make no sense */
+	/* every extension seen, none of them supported_versions: TLS <= 1.2 */
 	return tls_minor(legacy);
 }
 
@@ -255,7 +295,7 @@ static __always_inline int tls_walk(struct __sk_buff *skb, struct tls_flow *f, s
 
 		if (off < 0) {
 			/* starts beyond the byte wanted: a reordered or missed segment */
-			tls_stat_inc(MP_STAT_TLS_GAP);
+			stat_inc(MP_STAT_TLS_GAP);
 			return TLS_WALK_OK;
 		}
 		if ((__u32)off >= plen) {
@@ -279,7 +319,7 @@ static __always_inline int tls_walk(struct __sk_buff *skb, struct tls_flow *f, s
 		if (take < need) {
 			/* the header goes on in the next segment */
 			d->have = have + take;
-			tls_stat_inc(MP_STAT_TLS_SPLIT_HDR);
+			stat_inc(MP_STAT_TLS_SPLIT_HDR);
 			walked = true;
 			break;
 		}
@@ -298,7 +338,7 @@ static __always_inline int tls_walk(struct __sk_buff *skb, struct tls_flow *f, s
 			if (body >= 0 && (__u32)body < plen)
 				sh_off = base + body + 1; /* +1: 0 means none */
 			else if (!f->version)
-				tls_stat_inc(MP_STAT_TLS_NO_VERSION); /* its body starts in the next segment */
+				stat_inc(MP_STAT_TLS_NO_VERSION); /* its body starts in the next segment */
 		}
 		if (d->records < 255)
 			d->records++;
@@ -321,7 +361,7 @@ static __always_inline int tls_walk(struct __sk_buff *skb, struct tls_flow *f, s
 	if (sh_off && !f->version) {
 		f->version = tls_server_hello_version(skb, sh_off - 1, base + plen);
 		if (!f->version)
-			tls_stat_inc(MP_STAT_TLS_NO_VERSION);
+			stat_inc(MP_STAT_TLS_NO_VERSION);
 	}
 	return TLS_WALK_OK;
 }
@@ -357,6 +397,7 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct tls_key *k, s
 				     struct tcp_sock *tp)
 {
 	struct mp_measure_rec r = {};
+	struct mp_tuple t = {};
 #ifdef MP_TLS_SOCK_LOOKUP
 	/*
 	 * The includer's socket table (keyed by the socket's address, read here
@@ -374,18 +415,31 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct tls_key *k, s
 	r.hdr.kind = MP_REC_MEASURE;
 	r.hdr.version = MP_REC_VERSION;
 	r.hdr.role = f->role;
-	r.hdr.family = f->family;
 	r.value = now - f->start_ns;
 	r.at_ns = now;
 	r.netns = k->netns;
-	r.lport = k->lport;
-	r.rport = k->rport;
 	r.metric = MP_METRIC_TLS;
-	r.result = MP_RESULT_OK;
 	r.detail = f->version ? f->version - 1 : 0; /* TLS 1.x: x (1.0 reads as 0, unknown) */
-	__builtin_memcpy(r.raddr, k->raddr, 16);
+	r.result = r.detail; /* counts per (metric, result): per version */
+	/*
+	 * The socket's family and addresses, as the latency records have them
+	 * (an AF_INET6 socket talking IPv4: family 10, ::ffff:a.b.c.d). The
+	 * packet's, if the socket is not this connection's (a listener).
+	 */
+	read_tuple((struct sock *)tp, &t);
+	if (t.lport == k->lport && t.rport == k->rport && (t.family == AF_INET || t.family == AF_INET6)) {
+		r.hdr.family = t.family;
+		r.lport = t.lport;
+		r.rport = t.rport;
+		__builtin_memcpy(r.raddr, t.raddr, 16);
+	} else {
+		r.hdr.family = f->family;
+		r.lport = k->lport;
+		r.rport = k->rport;
+		__builtin_memcpy(r.raddr, k->raddr, 16);
+	}
 	emit(skb, &r, sizeof(r));
-	tls_stat_inc(MP_STAT_TLS_DONE);
+	stat_inc(MP_STAT_TLS_DONE);
 #ifdef MP_TLS_SOCK_LOOKUP
 	{
 		/* from ESTABLISHED to now: what the application waited after connect() (or accept()) */
@@ -418,12 +472,22 @@ static __always_inline int tls_skb(struct __sk_buff *skb, bool egress)
 	struct tls_key k = {};
 	struct tls_flow *f;
 	struct bpf_sock *bsk;
+	struct tls_sk *sks;
 	struct tcp_sock *tp;
 	__u8 b0, family, tcpflags;
-	__u32 l3len, l4off, tcplen, seq, plen, base, skblen = skb->len;
+	__u32 l3len, l4off, tcplen, seq, plen, base, skblen;
 	__u8 tcph[20];
 	__u64 now;
 
+	/* the fast path: a socket known plain, or done, before anything is read */
+	bsk = skb->sk;
+	if (!bsk)
+		return 1;
+	sks = bpf_sk_storage_get(&tls_sk, bsk, 0, 0);
+	if (sks && sks->state >= TLS_SK_PLAIN)
+		return 1;
+
+	skblen = skb->len;
 	if (bpf_skb_load_bytes(skb, 0, &b0, 1) < 0)
 		return 1;
 	if ((b0 >> 4) == 4) {
@@ -473,9 +537,6 @@ static __always_inline int tls_skb(struct __sk_buff *skb, bool egress)
 	if (plen == 0 && !(tcpflags & (TCPF_FIN_ | TCPF_SYN_ | TCPF_RST_)))
 		return 1; /* a pure ACK */
 
-	bsk = skb->sk;
-	if (!bsk)
-		return 1;
 	tp = bpf_skc_to_tcp_sock(bsk);
 	if (!tp)
 		return 1;
@@ -490,20 +551,35 @@ static __always_inline int tls_skb(struct __sk_buff *skb, bool egress)
 	if (tcpflags & TCPF_SYN_)
 		seq++; /* data in a SYN (fast open) starts after it */
 
+	/*
+	 * The entry is keyed by the packet's addresses, not the socket: a
+	 * server's ClientHello may be filtered against the listener (in the
+	 * client's ACK, or a fast open SYN), the rest against the new socket.
+	 */
 	f = bpf_map_lookup_elem(&tls_flows, &k);
 	if (f && (tcpflags & (TCPF_SYN_ | TCPF_RST_))) {
 		/* a new connection on the same addresses, or a reset: drop the old entry */
 		bpf_map_delete_elem(&tls_flows, &k);
-		tls_stat_inc(MP_STAT_TLS_ABORTED);
+		stat_inc(MP_STAT_TLS_ABORTED);
 		f = NULL;
-		if (tcpflags & TCPF_RST_)
+		if (tcpflags & TCPF_RST_) {
+			tls_sk_mark(bsk, sks, TLS_SK_DONE);
 			return 1;
+		}
 	}
 	if (!f) {
 		struct tls_flow nf = {};
 
-		if (plen == 0 || !tls_is_client_hello(skb, base, plen))
+		if (plen == 0)
 			return 1;
+		if (!tls_is_client_hello(skb, base, plen)) {
+			/* plain so far, or a handshake this probe has stopped following */
+			if (sks && sks->state == TLS_SK_HANDSHAKE)
+				tls_sk_mark(bsk, sks, TLS_SK_DONE);
+			else
+				tls_sk_plain_seen(bsk, sks);
+			return 1;
+		}
 		now = bpf_ktime_get_ns();
 		nf.start_ns = now;
 		nf.role = egress ? MP_ROLE_CLIENT : MP_ROLE_SERVER;
@@ -513,7 +589,8 @@ static __always_inline int tls_skb(struct __sk_buff *skb, bool egress)
 		f = bpf_map_lookup_elem(&tls_flows, &k);
 		if (!f)
 			return 1;
-		tls_stat_inc(MP_STAT_TLS_HELLO);
+		stat_inc(MP_STAT_TLS_HELLO);
+		tls_sk_mark(bsk, sks, TLS_SK_HANDSHAKE);
 	} else {
 		now = bpf_ktime_get_ns();
 	}
@@ -533,18 +610,21 @@ static __always_inline int tls_skb(struct __sk_buff *skb, bool egress)
 		ret = tls_walk(skb, f, d, o, srv, base, seq, plen);
 		if (ret == TLS_WALK_LOST) {
 			bpf_map_delete_elem(&tls_flows, &k);
-			tls_stat_inc(MP_STAT_TLS_LOST_SYNC);
+			stat_inc(MP_STAT_TLS_LOST_SYNC);
+			tls_sk_mark(bsk, sks, TLS_SK_DONE);
 			return 1;
 		}
 		if (tls_done(f)) {
 			tls_emit(skb, &k, f, now, tp);
 			bpf_map_delete_elem(&tls_flows, &k);
+			tls_sk_mark(bsk, sks, TLS_SK_DONE);
 			return 1;
 		}
 	}
 	if (tcpflags & TCPF_FIN_) {
 		bpf_map_delete_elem(&tls_flows, &k);
-		tls_stat_inc(MP_STAT_TLS_ABORTED);
+		stat_inc(MP_STAT_TLS_ABORTED);
+		tls_sk_mark(bsk, sks, TLS_SK_DONE);
 	}
 	return 1;
 }
@@ -695,9 +775,9 @@ int BPF_KRETPROBE(tls_ssl_hs_ret, long ret)
 	s->done = 1;
 	s->start_ns = 0;
 	emit(ctx, &r, sizeof(r));
-	tls_stat_inc(MP_STAT_TLS_LIBSSL_DONE);
+	stat_inc(MP_STAT_TLS_LIBSSL_DONE);
 	if (!r.hdr.role)
-		tls_stat_inc(MP_STAT_TLS_LIBSSL_NO_ROLE);
+		stat_inc(MP_STAT_TLS_LIBSSL_NO_ROLE);
 	return 0;
 }
 

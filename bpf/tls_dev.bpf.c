@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
- * Development object for bpf/tls.bpf.h (TLS handshake time) on its own, for
- * test/tls.test.ts, until latency.bpf.c includes the header.
+ * bpf/tls.bpf.h (TLS handshake time) on its own, for test/tls.test.ts:
+ * latency.bpf.c includes the same header with its socket table
+ * (MP_TLS_SOCK_LOOKUP/MP_TLS_SOCK_WANTED); here there is none, so no
+ * MP_METRIC_TLS_CONNECT records and no --filter.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
