@@ -116,7 +116,7 @@ struct mp_measure_rec {
 	__u16 lport;           /* 36 */
 	__u16 rport;           /* 38 */
 	__u8 metric;           /* 40: MP_METRIC_* */
-	__u8 result;           /* 41: MP_RESULT_* */
+	__u8 result;           /* 41: MP_RESULT_*; for TLS metrics the minor version (2, 3; 0 unknown) */
 	__u8 detail;           /* 42: TLS: minor version (2 = TLS 1.2, 3 = TLS 1.3), 0 if unknown */
 	__u8 _pad;             /* 43 */
 	__u32 err;             /* 44: the socket's error (errno) for failures */
