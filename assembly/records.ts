@@ -3,7 +3,8 @@
 // these values back as exported globals of build/meshprobe.wasm).
 // Naming: <PREFIX>_<FIELD> = byte offset of the field, <PREFIX>_SIZE = sizeof.
 //   HDR = struct mp_rec_hdr, LAT = mp_latency_rec, OPEN = mp_conn_open_rec,
-//   CLOSE = mp_conn_close_rec, MEAS = mp_measure_rec.
+//   CLOSE = mp_conn_close_rec, MEAS = mp_measure_rec, DKEY = mp_drop_key,
+//   DVAL = mp_drop_val, PKEY = mp_pkt_key.
 
 export const REC_VERSION: u32 = 1;
 
@@ -103,6 +104,37 @@ export const MEAS_DETAIL: u32 = 42;
 export const MEAS__PAD: u32 = 43;
 export const MEAS_ERR: u32 = 44;
 export const MEAS_RADDR: u32 = 48;
+
+// mp_drop_key.dir
+export const DIR_UNKNOWN: u32 = 0;
+export const DIR_INGRESS: u32 = 1;
+export const DIR_EGRESS: u32 = 2;
+
+// struct mp_drop_key
+export const DKEY_SIZE: u32 = 56;
+export const DKEY_LOCATION: u32 = 0;
+export const DKEY_REASON: u32 = 8;
+export const DKEY_NETNS: u32 = 12;
+export const DKEY_LPORT: u32 = 16;
+export const DKEY_RPORT: u32 = 18;
+export const DKEY_PROTOCOL: u32 = 20;
+export const DKEY_FAMILY: u32 = 21;
+export const DKEY_DIR: u32 = 22;
+export const DKEY__PAD: u32 = 23;
+export const DKEY_LADDR: u32 = 24;
+export const DKEY_RADDR: u32 = 40;
+
+// struct mp_drop_val
+export const DVAL_SIZE: u32 = 16;
+export const DVAL_PACKETS: u32 = 0;
+export const DVAL_BYTES: u32 = 8;
+
+// struct mp_pkt_key
+export const PKEY_SIZE: u32 = 8;
+export const PKEY_NETNS: u32 = 0;
+export const PKEY_LPORT: u32 = 4;
+export const PKEY_PROTOCOL: u32 = 6;
+export const PKEY__PAD: u32 = 7;
 
 // perf_event_header framing
 export const PERF_RECORD_LOST: u32 = 2;

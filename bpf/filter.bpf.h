@@ -42,25 +42,43 @@ struct {
 } sample_rate SEC(".maps");
 
 /*
- * Does the current process's use of socket `sk` (local/remote ports given)
- * pass the filter? Without a socket (sk NULL: a libssl call), port and netns
- * conditions cannot be told: a selector with one does not match.
+ * The selector walk shared by filter_pass() and filter_pass_packet().
+ * `packet` is a compile-time constant (the function is always inlined), so
+ * each caller gets its own loop with the other's tests folded away.
+ *  - packet false: the current process's use of socket `sk` (NULL: no socket;
+ *    then port and netns conditions cannot be told and do not match);
+ *  - packet true: a packet seen in softirq context (no process of its own):
+ *    only port and netns (`pkt_netns`) can be told; a selector that also
+ *    asks for pid, comm or cgroup does not match.
  */
-static __always_inline bool filter_pass(struct sock *sk, __u16 lport, __u16 rport)
+static __always_inline bool filter_eval(struct sock *sk, __u16 lport, __u16 rport, __u32 pkt_netns,
+					const bool packet)
 {
-	__u32 held = 0, tgid, netns = 0, i;
+	__u32 held = 0, tgid = 0, netns = 0, i;
 	char comm[16] = {};
 
 	if (selector_count == 0)
 		return true;
-	tgid = bpf_get_current_pid_tgid() >> 32;
-	if (filter_by_comm)
-		current_process_comm(comm);
+	if (!packet) {
+		tgid = bpf_get_current_pid_tgid() >> 32;
+		if (filter_by_comm)
+			current_process_comm(comm);
+	}
 	for (i = 0; i < MP_MAX_SELECTORS; i++) {
 		const volatile struct mp_selector *f = &selectors[i];
 
 		if (i >= selector_count)
 			break;
+		if (packet) {
+			if (f->tgid || f->comm[0] || f->cgroup_id)
+				continue;
+			if (f->port && f->port != lport && f->port != rport)
+				continue;
+			if (f->netns && f->netns != pkt_netns)
+				continue;
+			held |= 1u << (f->clause & 31);
+			continue;
+		}
 		if (f->port && (!sk || (f->port != lport && f->port != rport)))
 			continue;
 		if (f->tgid && f->tgid != tgid)
@@ -83,6 +101,27 @@ static __always_inline bool filter_pass(struct sock *sk, __u16 lport, __u16 rpor
 		held |= 1u << (f->clause & 31);
 	}
 	return held == clause_mask;
+}
+
+/*
+ * Does the current process's use of socket `sk` (local/remote ports given)
+ * pass the filter? Without a socket (sk NULL: a libssl call), port and netns
+ * conditions cannot be told: a selector with one does not match.
+ */
+static __always_inline bool filter_pass(struct sock *sk, __u16 lport, __u16 rport)
+{
+	return filter_eval(sk, lport, rport, 0, false);
+}
+
+/*
+ * Does a packet (local/remote ports, network namespace inode) pass the
+ * filter? For programs without a process context (kfree_skb in softirq):
+ * port= and netns= are told from the packet; a selector that also has pid=,
+ * comm= or cgroup= conditions cannot be, and does not match.
+ */
+static __always_inline bool filter_pass_packet(__u16 lport, __u16 rport, __u32 netns)
+{
+	return filter_eval(NULL, lport, rport, netns, true);
 }
 
 /* Is the request starting now measured? */

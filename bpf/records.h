@@ -149,7 +149,69 @@ struct mp_measure_rec {
 #define MP_STAT_TLS_LIBSSL_NO_ROLE 21 /* libssl handshakes measured with role unknown */
 #define MP_STAT_REUSED_CLIENT      22 /* client-side exchanges on a connection that carried one before */
 #define MP_STAT_REUSED_SERVER      23 /* server-side exchanges on a connection that carried one before */
-#define MP_STAT__COUNT        24
+/* packet drops (bpf/drops.bpf.c, packet-drop-probe) */
+#define MP_STAT_DROP_SEEN          24 /* kfree_skb hits inside the filter */
+#define MP_STAT_DROP_FILTERED      25 /* kfree_skb hits left out by the in-kernel filter */
+#define MP_STAT_DROP_TABLE_FULL    26 /* drops whose key did not fit the full "drops" map (still in SEEN) */
+#define MP_STAT_DROP_NO_HEADER     27 /* drops without a readable IP header: counted with zero addresses/ports */
+#define MP_STAT__COUNT        28
+
+/* mp_drop_key.dir */
+#define MP_DIR_UNKNOWN 0
+#define MP_DIR_INGRESS 1 /* towards a local socket (or no socket: a packet arriving) */
+#define MP_DIR_EGRESS  2 /* from a local socket */
+
+/*
+ * Packet drops (bpf/drops.bpf.c): per-CPU hash "drops", struct mp_drop_key ->
+ * struct mp_drop_val, one entry per (where, why, who) of the kfree_skb
+ * tracepoint. The local side:
+ *  - a socket is known (skb->sk, else the tracepoint's rx_sk): local = the
+ *    socket's own address and port, remote = its peer's, or, when the socket
+ *    is not connected (a listener, an unconnected UDP socket), the other end
+ *    of the packet; dir = EGRESS when the packet's source port is the
+ *    socket's port (sent by it), else INGRESS;
+ *  - a socket that is not AF_INET/AF_INET6, or none: the packet is taken
+ *    as arriving, so local = its destination address and port, remote = its
+ *    source; dir = INGRESS when the skb came in through a device
+ *    (skb->skb_iif set), else UNKNOWN (e.g. a locally made packet without a
+ *    socket, which reads the same way).
+ * Ports are host order; addresses as on the wire, IPv4 in the first 4 bytes.
+ * Without an IP header (MP_STAT_DROP_NO_HEADER) family is 0 and addresses and
+ * ports are zero.
+ */
+/* 56 bytes */
+struct mp_drop_key {
+	__u64 location;  /* 0: kernel address of the kfree_skb caller (symbolize with /proc/kallsyms) */
+	__u32 reason;    /* 8: enum skb_drop_reason (kernel BTF gives the names); 0 when the kernel has none */
+	__u32 netns;     /* 12: network namespace inode (socket's, else the device's) */
+	__u16 lport;     /* 16: local port, host order */
+	__u16 rport;     /* 18: remote port, host order */
+	__u8 protocol;   /* 20: IPPROTO_* (L4); 0 when unknown */
+	__u8 family;     /* 21: MP_AF_* ; 0 when no IP header */
+	__u8 dir;        /* 22: MP_DIR_* */
+	__u8 _pad;       /* 23 */
+	__u8 laddr[16];  /* 24 */
+	__u8 raddr[16];  /* 40 */
+};
+
+/* 16 bytes: value of "drops" and "pkts" */
+struct mp_drop_val {
+	__u64 packets;   /* 0 */
+	__u64 bytes;     /* 8: sum of skb->len (drops: at the drop point, so headers already pulled are not in it) */
+};
+
+/*
+ * Packets per local port (service), both directions, counted by cgroup_skb
+ * programs on the cgroup v2 root: per-CPU hash "pkts", struct mp_pkt_key ->
+ * struct mp_drop_val. The rate of drops per 1000 packets of a service.
+ */
+/* 8 bytes */
+struct mp_pkt_key {
+	__u32 netns;     /* 0 */
+	__u16 lport;     /* 4: the local socket's port, host order */
+	__u8 protocol;   /* 6: IPPROTO_* */
+	__u8 _pad;       /* 7 */
+};
 
 
 #endif

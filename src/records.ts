@@ -4,7 +4,8 @@
  * test/records-layout.test.ts. Constant names are the same as in
  * assembly/records.ts: <PREFIX>_<FIELD> is a byte offset, <PREFIX>_SIZE a sizeof
  * (HDR = mp_rec_hdr, LAT = mp_latency_rec, OPEN = mp_conn_open_rec,
- * CLOSE = mp_conn_close_rec, MEAS = mp_measure_rec).
+ * CLOSE = mp_conn_close_rec, MEAS = mp_measure_rec, DKEY = mp_drop_key,
+ * DVAL = mp_drop_val, PKEY = mp_pkt_key).
  */
 
 export const REC_VERSION = 1;
@@ -132,7 +133,42 @@ export const STAT_TLS_LIBSSL_DONE = 20;
 export const STAT_TLS_LIBSSL_NO_ROLE = 21;
 export const STAT_REUSED_CLIENT = 22;
 export const STAT_REUSED_SERVER = 23;
-export const STAT__COUNT = 24;
+export const STAT_DROP_SEEN = 24;
+export const STAT_DROP_FILTERED = 25;
+export const STAT_DROP_TABLE_FULL = 26;
+export const STAT_DROP_NO_HEADER = 27;
+export const STAT__COUNT = 28;
+
+/** mp_drop_key.dir */
+export const DIR_UNKNOWN = 0;
+export const DIR_INGRESS = 1;
+export const DIR_EGRESS = 2;
+
+// struct mp_drop_key
+export const DKEY_SIZE = 56;
+export const DKEY_LOCATION = 0;
+export const DKEY_REASON = 8;
+export const DKEY_NETNS = 12;
+export const DKEY_LPORT = 16;
+export const DKEY_RPORT = 18;
+export const DKEY_PROTOCOL = 20;
+export const DKEY_FAMILY = 21;
+export const DKEY_DIR = 22;
+export const DKEY__PAD = 23;
+export const DKEY_LADDR = 24;
+export const DKEY_RADDR = 40;
+
+// struct mp_drop_val
+export const DVAL_SIZE = 16;
+export const DVAL_PACKETS = 0;
+export const DVAL_BYTES = 8;
+
+// struct mp_pkt_key
+export const PKEY_SIZE = 8;
+export const PKEY_NETNS = 0;
+export const PKEY_LPORT = 4;
+export const PKEY_PROTOCOL = 6;
+export const PKEY__PAD = 7;
 
 // perf_event_header framing
 export const PERF_RECORD_LOST = 2;
@@ -184,6 +220,22 @@ export const LAYOUTS: Readonly<Record<string, StructLayout>> = {
       detail: [MEAS_DETAIL, 1], _pad: [MEAS__PAD, 1], err: [MEAS_ERR, 4], raddr: [MEAS_RADDR, 16],
     },
   },
+  mp_drop_key: {
+    size: DKEY_SIZE,
+    fields: {
+      location: [DKEY_LOCATION, 8], reason: [DKEY_REASON, 4], netns: [DKEY_NETNS, 4], lport: [DKEY_LPORT, 2],
+      rport: [DKEY_RPORT, 2], protocol: [DKEY_PROTOCOL, 1], family: [DKEY_FAMILY, 1], dir: [DKEY_DIR, 1],
+      _pad: [DKEY__PAD, 1], laddr: [DKEY_LADDR, 16], raddr: [DKEY_RADDR, 16],
+    },
+  },
+  mp_drop_val: {
+    size: DVAL_SIZE,
+    fields: { packets: [DVAL_PACKETS, 8], bytes: [DVAL_BYTES, 8] },
+  },
+  mp_pkt_key: {
+    size: PKEY_SIZE,
+    fields: { netns: [PKEY_NETNS, 4], lport: [PKEY_LPORT, 2], protocol: [PKEY_PROTOCOL, 1], _pad: [PKEY__PAD, 1] },
+  },
 };
 
 /** Name prefix of each struct's constants (here and in assembly/records.ts). */
@@ -193,6 +245,9 @@ export const STRUCT_PREFIX: Readonly<Record<string, string>> = {
   mp_conn_open_rec: 'OPEN',
   mp_conn_close_rec: 'CLOSE',
   mp_measure_rec: 'MEAS',
+  mp_drop_key: 'DKEY',
+  mp_drop_val: 'DVAL',
+  mp_pkt_key: 'PKEY',
 };
 
 // ---------------------------------------------------------------------------

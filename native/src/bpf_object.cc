@@ -30,6 +30,7 @@ Napi::Function BpfObject::Define(Napi::Env env) {
                          InstanceMethod<&BpfObject::ProgramStats>("programStats"),
                          InstanceMethod<&BpfObject::TestRun>("testRun"),
                          InstanceMethod<&BpfObject::MapUpdate>("mapUpdate"),
+                         InstanceMethod<&BpfObject::ReadPercpuHash>("readPercpuHash"),
                          InstanceMethod<&BpfObject::Close>("close"),
                      });
 }
@@ -313,6 +314,58 @@ Napi::Value BpfObject::MapUpdate(const Napi::CallbackInfo &info) {
   if (bpf_map_update_elem(bpf_map__fd(m), key.Data(), value.Data(), BPF_ANY))
     ThrowCode(env, "MP_ERR_MAP_WRITE", std::string("cannot update map ") + bpf_map__name(m), -errno);
   return env.Undefined();
+}
+
+// readPercpuHash(map): [[key: Uint8Array, value: BigUint64Array], ...] for
+// every key of a per-CPU hash (or array) map whose value is a run of u64
+// words: each word summed over the possible CPUs. Keys deleted while the walk
+// runs are skipped; the walk restarts from the first key at most a few times
+// if the key it stood on vanished (bpf_map_get_next_key then starts over).
+Napi::Value BpfObject::ReadPercpuHash(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) ThrowCode(env, "MP_ERR_ARG", "readPercpuHash(map: string)");
+  bpf_map *m = RequireMap(env, info[0].As<Napi::String>());
+  int fd = bpf_map__fd(m);
+  if (fd < 0) ThrowCode(env, "MP_ERR_STATE", std::string("map ") + bpf_map__name(m) + " is not loaded", fd);
+  uint32_t ksize = bpf_map__key_size(m);
+  uint32_t vsize = bpf_map__value_size(m);
+  if (vsize % 8 != 0)
+    ThrowCode(env, "MP_ERR_ARG", std::string("readPercpuHash: value of ") + bpf_map__name(m) + " is not a run of u64");
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) ThrowCode(env, "MP_ERR_SYS", "cannot count CPUs", ncpu);
+  size_t words = vsize / 8;
+  // per-CPU values are each rounded up to 8 bytes: here already a multiple
+  std::vector<uint64_t> vals(words * static_cast<size_t>(ncpu));
+  std::vector<uint8_t> key(ksize), next(ksize);
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
+  bool first = true;
+  for (;;) {
+    int err = bpf_map_get_next_key(fd, first ? nullptr : key.data(), next.data());
+    if (err) {
+      if (errno == ENOENT) break;
+      ThrowCode(env, "MP_ERR_MAP_READ", std::string("cannot walk map ") + bpf_map__name(m), -errno);
+    }
+    first = false;
+    key = next;
+    if (bpf_map_lookup_elem(fd, key.data(), vals.data())) {
+      if (errno == ENOENT) continue;  // deleted meanwhile
+      ThrowCode(env, "MP_ERR_MAP_READ", std::string("cannot read map ") + bpf_map__name(m), -errno);
+    }
+    Napi::Uint8Array k = Napi::Uint8Array::New(env, ksize);
+    memcpy(k.Data(), key.data(), ksize);
+    Napi::BigUint64Array v = Napi::BigUint64Array::New(env, words);
+    for (size_t w = 0; w < words; w++) {
+      uint64_t sum = 0;
+      for (int c = 0; c < ncpu; c++) sum += vals[static_cast<size_t>(c) * words + w];
+      v[w] = sum;
+    }
+    Napi::Array pair = Napi::Array::New(env, 2);
+    pair.Set(0u, k);
+    pair.Set(1u, v);
+    out.Set(n++, pair);
+  }
+  return out;
 }
 
 // testRun(program, cpu): runs a loaded raw_tp program once on that CPU

@@ -27,6 +27,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   Napi::Value ProgramStats(const Napi::CallbackInfo &info);
   Napi::Value TestRun(const Napi::CallbackInfo &info);
   Napi::Value MapUpdate(const Napi::CallbackInfo &info);
+  Napi::Value ReadPercpuHash(const Napi::CallbackInfo &info);
   Napi::Value Close(const Napi::CallbackInfo &info);
 
   bpf_object *RequireOpen(Napi::Env env);

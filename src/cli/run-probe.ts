@@ -160,7 +160,7 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
           const s = session;
           // scraped while the programs load: nothing measured yet, an empty set (build_info only)
           if (!s) return { probe: o.def.name, host: os.hostname(), start: startedAt, end: new Date(), cumulative: true, histograms: [], counters: [], gauges: [] };
-          return outputs.metricSet(outputs.read(s.state, s.kernelStats()), { start: startedAt, end: new Date(), cumulative: true }, sampling());
+          return outputs.metricSet(outputs.read(s.state, s.kernelStats(), s.maps), { start: startedAt, end: new Date(), cumulative: true }, sampling());
         },
       });
       await prom.start();
@@ -209,7 +209,7 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
   const timers: NodeJS.Timeout[] = [];
   let result: SessionResult;
   try {
-    if (stream || influx) timers.push(setInterval(() => emitInterval(outputs.read(s.state, s.kernelStats()), new Date()), out.intervalS * 1000));
+    if (stream || influx) timers.push(setInterval(() => emitInterval(outputs.read(s.state, s.kernelStats(), s.maps), new Date()), out.intervalS * 1000));
     // every second: the sampler and the live line
     let lastStats = s.kernelStats();
     let lastTick = process.hrtime.bigint();
@@ -230,7 +230,7 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
         }
       }
       if (progress) {
-        const cur = outputs.read(s.state, s.kernelStats());
+        const cur = outputs.read(s.state, s.kernelStats(), s.maps);
         const recent = outputs.progress(outputs.diff(cur, lastProgress));
         lastProgress = cur;
         progress.update({ ...outputs.progress(cur), recent, rate: sampling().rate });
@@ -267,7 +267,7 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
   let where: string | undefined;
   try {
     // the last (partial) interval, then the exporters' own accounting
-    if ((stream && !stream.closed) || influx) emitInterval(outputs.read(result.state, result.kernelStats), result.endedAt);
+    if ((stream && !stream.closed) || influx) emitInterval(outputs.read(result.state, result.kernelStats, result.maps), result.endedAt);
     const exports: Record<string, unknown> = {};
     if (stream) exports.json_stream = { lines: stream.lines, ...(stream.closed ? { closed: stream.closed } : {}) };
     if (prom) exports.prometheus = prom.stats();

@@ -9,6 +9,7 @@
  */
 import { type HistogramSnapshot } from '../histogram.js';
 import type { State } from '../wasm.js';
+import type { MapReader } from '../pipeline/session.js';
 
 export type Labels = Record<string, string>;
 
@@ -57,8 +58,8 @@ export interface SamplingInfo {
 
 /** How a probe's figures are read, differenced and shown (src/report/<probe>.ts). */
 export interface ProbeOutputs<F> {
-  /** cumulative figures now */
-  read(state: State, kernelStats: bigint[]): F;
+  /** cumulative figures now (maps: the probe's own per-CPU count maps) */
+  read(state: State, kernelStats: bigint[], maps: MapReader): F;
   /** the figures of the interval between two readings */
   diff(cur: F, prev: F | undefined): F;
   /** one line of the JSON stream */

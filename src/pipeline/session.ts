@@ -33,6 +33,13 @@ export interface ProbeDefinition<O> {
   configure(obj: BpfObject, options: O): void;
   /** fills the object's maps after load, before anything is attached */
   afterLoad?(obj: BpfObject, options: O): void;
+  /** per-CPU hash maps the probe's figures are read from (kept in the result at stop) */
+  countMaps?: string[];
+}
+
+/** Per-CPU hash maps as [key, u64 words summed over CPUs] (the probe's own counting in the kernel). */
+export interface MapReader {
+  percpuHash(name: string): [Uint8Array, BigUint64Array][];
 }
 
 export interface PipelineOptions {
@@ -67,6 +74,8 @@ export interface SessionResult {
   endedAt: Date;
   startNs: bigint;
   endNs: bigint;
+  /** the countMaps as they were at stop */
+  maps: MapReader;
 }
 
 /** Checks what can be checked before anything is loaded. Throws MeshprobeError. */
@@ -105,6 +114,8 @@ export interface RunningSession {
   state: State;
   hooks: HookChoice[];
   kernelStats(): bigint[];
+  /** the probe's countMaps, live */
+  maps: MapReader;
   /** measure 1 request in n from now on (bpf/filter.bpf.h sample_rate) */
   setSampleRate(n: number): void;
   error(): MeshprobeError | undefined;
@@ -187,6 +198,7 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       state,
       hooks,
       kernelStats: () => loaded.readPercpuArray('stats', def.statCount),
+      maps: { percpuHash: (name) => loaded.readPercpuHash(name) },
       setSampleRate: (n) => {
         if (!stopped) writeSampleRate(loaded, n);
       },
@@ -202,8 +214,16 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
           const totals = await running.stop();
           const kernelStats = loaded.readPercpuArray('stats', def.statCount);
           const programs = loaded.programStats();
+          const kept = new Map((def.countMaps ?? []).map((m) => [m, loaded.readPercpuHash(m)]));
           loaded.close();
-          return { state, hooks, kernelStats, programs, pool: totals, startedAt, endedAt, startNs, endNs };
+          const maps: MapReader = {
+            percpuHash(name) {
+              const v = kept.get(name);
+              if (!v) throw new Error(`map ${name} was not kept at stop (countMaps)`);
+              return v;
+            },
+          };
+          return { state, hooks, kernelStats, programs, pool: totals, startedAt, endedAt, startNs, endNs, maps };
         })();
         return stopped;
       },

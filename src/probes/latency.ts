@@ -71,4 +71,4 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
 /** Names of the kernel counters, in MP_STAT_* order (bpf/records.h; test/records-layout.test.ts checks the count). */
 export const LATENCY_STATS = ['send', 'receive', 'cleanup', 'tracked', 'evicted', 'output_failures', 'filtered', 'emitted', 'discarded', 'unsampled_client', 'unsampled_server', 'measured_client', 'measured_server',
   'tls_hello', 'tls_done', 'tls_lost_sync', 'tls_gap', 'tls_split_hdr', 'tls_aborted', 'tls_no_version', 'tls_libssl_done',
-  'tls_libssl_no_role', 'reused_client', 'reused_server'] as const;
+  'tls_libssl_no_role', 'reused_client', 'reused_server', 'drop_seen', 'drop_filtered', 'drop_table_full', 'drop_no_header'] as const;

@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/*
+ * packet-drop-probe, kernel side: every packet the kernel frees as dropped
+ * (tracepoint skb:kfree_skb) counted per (location, reason, netns, protocol,
+ * local/remote address and port, direction) in the per-CPU hash "drops";
+ * and, for a rate per 1000 packets, every packet of a local socket per
+ * (netns, local port, protocol) in the per-CPU hash "pkts" (cgroup_skb
+ * ingress/egress programs, attached to the cgroup v2 root).
+ *
+ * Layouts and the rule for the local side: bpf/records.h (mp_drop_key).
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "common.bpf.h"
+#include "filter.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#ifndef ETH_P_IP
+#define ETH_P_IP 0x0800
+#endif
+#ifndef ETH_P_IPV6
+#define ETH_P_IPV6 0x86DD
+#endif
+#ifndef IPPROTO_UDP
+#define IPPROTO_UDP 17
+#endif
+#ifndef IPPROTO_UDPLITE
+#define IPPROTO_UDPLITE 136
+#endif
+#ifndef IPPROTO_SCTP
+#define IPPROTO_SCTP 132
+#endif
+
+/* max_entries: user space sets it before load (setMapMaxEntries) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mp_drop_key);
+	__type(value, struct mp_drop_val);
+} drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mp_pkt_key);
+	__type(value, struct mp_drop_val);
+} pkts SEC(".maps");
+
+/* Adds one packet of `len` bytes to `key` in the per-CPU hash `map`; false when the map is full. */
+static __always_inline bool count_packet(void *map, void *key, __u64 len)
+{
+	struct mp_drop_val *v = bpf_map_lookup_elem(map, key), init = { .packets = 1, .bytes = len };
+
+	if (v) {
+		v->packets++;
+		v->bytes += len;
+		return true;
+	}
+	if (bpf_map_update_elem(map, key, &init, BPF_NOEXIST) == 0)
+		return true;
+	/* another CPU made the entry meanwhile */
+	v = bpf_map_lookup_elem(map, key);
+	if (!v)
+		return false;
+	v->packets++;
+	v->bytes += len;
+	return true;
+}
+
+static __always_inline bool addr_zero(const __u8 a[16], __u8 family)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	if (family == AF_INET)
+		return w[0] == 0;
+	return (w[0] | w[1] | w[2] | w[3]) == 0;
+}
+
+static __always_inline bool has_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE || proto == IPPROTO_SCTP;
+}
+
+SEC("tracepoint/skb/kfree_skb")
+int drops_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
+{
+	struct mp_drop_key key = {};
+	struct sk_buff *skb;
+	struct sock *sk = NULL;
+	struct net_device *dev;
+	unsigned char *head;
+	__u16 eth, nh, th;
+	/* the packet's own view: source and destination */
+	__u8 saddr[16] = {}, daddr[16] = {};
+	__u16 sport = 0, dport = 0;
+	__u8 pfamily = 0, proto = 0;
+	bool hdr = false;
+	__u32 len;
+
+	/* field offsets relocated against the running kernel (CO-RE); reason appeared in 5.17, rx_sk in 6.11 */
+	if (bpf_core_field_exists(ctx->reason))
+		key.reason = ctx->reason;
+	skb = ctx->skbaddr;
+	key.location = (__u64)ctx->location;
+	if (!skb)
+		return 0;
+
+	sk = BPF_CORE_READ(skb, sk);
+	if (!sk && bpf_core_field_exists(ctx->rx_sk))
+		sk = ctx->rx_sk;
+	len = BPF_CORE_READ(skb, len);
+	/* skb->protocol, big-endian (the tracepoint's copy is byte-swapped) */
+	eth = BPF_CORE_READ(skb, protocol);
+
+	/* the IP header, and the ports of TCP/UDP/SCTP */
+	head = BPF_CORE_READ(skb, head);
+	nh = BPF_CORE_READ(skb, network_header);
+	th = BPF_CORE_READ(skb, transport_header);
+	if (eth == bpf_htons(ETH_P_IP) && nh != 0xffff) {
+		struct iphdr ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh) == 0 && ip.version == 4) {
+			hdr = true;
+			pfamily = AF_INET;
+			proto = ip.protocol;
+			*(__u32 *)saddr = ip.saddr;
+			*(__u32 *)daddr = ip.daddr;
+			/* transport header unset, or not yet moved past the IP header (early drops) */
+			if (th == 0xffff || th <= nh)
+				th = nh + ip.ihl * 4;
+			/* ports only in the first fragment */
+			if (ip.frag_off & bpf_htons(0x1fff))
+				th = 0xffff;
+		}
+	} else if (eth == bpf_htons(ETH_P_IPV6) && nh != 0xffff) {
+		struct ipv6hdr ip6;
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh) == 0 && ip6.version == 6) {
+			hdr = true;
+			pfamily = AF_INET6;
+			proto = ip6.nexthdr; /* extension headers are not walked */
+			__builtin_memcpy(saddr, &ip6.saddr, 16);
+			__builtin_memcpy(daddr, &ip6.daddr, 16);
+			if (th == 0xffff || th <= nh)
+				th = nh + sizeof(struct ipv6hdr);
+		}
+	}
+	if (hdr && has_ports(proto) && th != 0xffff) {
+		__u16 ports[2];
+
+		if (bpf_probe_read_kernel(ports, sizeof(ports), head + th) == 0) {
+			sport = bpf_ntohs(ports[0]);
+			dport = bpf_ntohs(ports[1]);
+		}
+	}
+	key.protocol = proto;
+
+	if (sk) {
+		__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+		key.netns = sock_netns(sk);
+		if (fam == AF_INET || fam == AF_INET6) {
+			struct mp_tuple t = {};
+
+			read_tuple(sk, &t);
+			/* sent by the socket when the packet comes from its port */
+			key.dir = hdr && sport == t.lport && dport != t.lport ? MP_DIR_EGRESS : MP_DIR_INGRESS;
+			if (hdr && sport == t.lport && dport == t.lport)
+				key.dir = MP_DIR_UNKNOWN; /* talking to itself */
+			key.lport = t.lport;
+			key.rport = t.rport;
+			key.family = t.family;
+			__builtin_memcpy(key.laddr, t.laddr, 16);
+			__builtin_memcpy(key.raddr, t.raddr, 16);
+			if (!key.protocol)
+				key.protocol = BPF_CORE_READ(sk, sk_protocol);
+			/* not connected (listener, unconnected UDP): the other end from the packet */
+			if (hdr && pfamily == t.family) {
+				bool out = key.dir == MP_DIR_EGRESS;
+
+				if (!key.rport)
+					key.rport = out ? dport : sport;
+				if (addr_zero(key.raddr, key.family))
+					__builtin_memcpy(key.raddr, out ? daddr : saddr, 16);
+				if (addr_zero(key.laddr, key.family))
+					__builtin_memcpy(key.laddr, out ? saddr : daddr, 16);
+			}
+		} else if (hdr) {
+			goto by_packet;
+		}
+	} else {
+		dev = BPF_CORE_READ(skb, dev);
+		if (dev)
+			key.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+		if (hdr) {
+by_packet:
+			/* no socket: taken as arriving, the destination is the local side */
+			key.family = pfamily;
+			key.lport = dport;
+			key.rport = sport;
+			__builtin_memcpy(key.laddr, daddr, 16);
+			__builtin_memcpy(key.raddr, saddr, 16);
+			/* known to have come in through a device */
+			key.dir = BPF_CORE_READ(skb, skb_iif) ? MP_DIR_INGRESS : MP_DIR_UNKNOWN;
+		}
+	}
+
+	if (!filter_pass_packet(key.lport, key.rport, key.netns)) {
+		stat_inc(MP_STAT_DROP_FILTERED);
+		return 0;
+	}
+	stat_inc(MP_STAT_DROP_SEEN);
+	if (!hdr)
+		stat_inc(MP_STAT_DROP_NO_HEADER);
+	if (!count_packet(&drops, &key, len))
+		stat_inc(MP_STAT_DROP_TABLE_FULL);
+	return 0;
+}
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+/* Packets of local sockets, per (netns, local port, protocol): no parsing. */
+static __always_inline int count_socket_packet(struct __sk_buff *ctx)
+{
+	struct bpf_sock *bs = ctx->sk, *fs;
+	struct mp_pkt_key key = {};
+	struct sk_buff *skb;
+
+	if (!bs)
+		return 1;
+	key.lport = bs->src_port;
+	fs = bpf_sk_fullsock(bs);
+	/* request and time-wait sockets are TCP's */
+	key.protocol = fs ? fs->protocol : IPPROTO_TCP;
+	skb = bpf_cast_to_kern_ctx(ctx);
+	key.netns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
+	count_packet(&pkts, &key, ctx->len);
+	return 1;
+}
+
+SEC("cgroup_skb/ingress")
+int drops_pkt_in(struct __sk_buff *ctx)
+{
+	return count_socket_packet(ctx);
+}
+
+SEC("cgroup_skb/egress")
+int drops_pkt_out(struct __sk_buff *ctx)
+{
+	return count_socket_packet(ctx);
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+/** packet-drop-probe: every packet the kernel drops, where, why, and whose. */
+import { dropProbe, type DropOptions } from '../probes/drops.js';
+import { buildDropReport, dropOutputs, dropSummary, DropNamer } from '../report/drops.js';
+import { addProbeOptions, applyCommon, filtersFrom, main, newCommand, outputFrom, pipelineFrom, type CommonProbeFlags } from './program.js';
+import { checkWritable, parseDuration, parsePositiveInt } from './options.js';
+import { printCheck, runProbe } from './run-probe.js';
+
+interface Flags extends CommonProbeFlags {
+  maxDropKeys: string;
+  maxLabelValues: string;
+}
+
+const cmd = addProbeOptions(
+  newCommand('packet-drop-probe', 'Counts every packet the kernel drops: reason, kernel function, layer, flow and service.'),
+  'drops.json',
+)
+  .option('--max-drop-keys <n>', 'distinct (function, reason, flow) keys counted in the kernel', '16384')
+  .option('--max-label-values <n>', 'distinct services and functions reported; the rest go to "other"', '50')
+  .action(async (f: Flags) => {
+    applyCommon(f);
+    if (f.check) {
+      process.exitCode = printCheck(dropProbe as never) ? 0 : 4;
+      return;
+    }
+    const out = outputFrom(f);
+    const { filter, services } = filtersFrom(f);
+    const options: DropOptions = { filter, maxKeys: parsePositiveInt(f.maxDropKeys, '--max-drop-keys', 1 << 20) };
+    const maxLabels = parsePositiveInt(f.maxLabelValues, '--max-label-values', 10000);
+    const pipeline = pipelineFrom(f);
+    checkWritable(f.output);
+    const namer = new DropNamer(services);
+    await runProbe({
+      def: dropProbe,
+      probeOptions: options,
+      pipeline: { ...pipeline, workers: 1 }, // drops are counted in the kernel: the perf rings stay empty
+      durationS: f.duration !== undefined ? parseDuration(f.duration, '--duration') : undefined,
+      out,
+      outputs: dropOutputs(namer, maxLabels),
+      quiet: f.quiet,
+      buildReport: (r, extra) => buildDropReport(r, { filters: filter.expressions, namer, maxLabels, ...extra }),
+      summary: dropSummary,
+    });
+  });
+
+await main(cmd);

@@ -1,0 +1,341 @@
+/**
+ * packet-drop-probe's figures and report: every packet the kernel dropped
+ * (skb:kfree_skb), by reason, layer, kernel function and service, with drop
+ * rates per service; counted in the kernel (bpf/drops.bpf.c: the `drops` and
+ * `pkts` per-CPU maps), read here each interval.
+ *
+ * - reason: the tracepoint's, named from the running kernel's BTF (enum
+ *   skb_drop_reason, "SKB_DROP_REASON_" left off), never from a table here;
+ *   "unknown" where the tracepoint has no reason field.
+ * - function: the tracepoint's location, symbolized through /proc/kallsyms.
+ * - layer: layerOf() below, from the reason, else from the function's name.
+ * - service: the local port's --services entry, else the process that
+ *   listens on (TCP) or is bound to (UDP) that port, "comm:port", else
+ *   "port/proto".
+ */
+import os from 'node:os';
+import { btfEnum } from '../kernel/btf-enum.js';
+import { Kallsyms } from '../kernel/kallsyms.js';
+import { portOwners } from '../kernel/owners.js';
+import { listenCounters, listenDelta, type ListenCounters } from '../kernel/netstat.js';
+import { formatAddr } from '../wasm.js';
+import { LATENCY_STATS } from '../probes/latency.js';
+import type { ServiceDef } from '../filter/services.js';
+import { matchService } from '../filter/services.js';
+import { defaultResolveEnv, netnsInode } from '../filter/resolve.js';
+import type { MapReader, SessionResult } from '../pipeline/session.js';
+import type { MetricSet, ProbeOutputs, SamplingInfo, ScalarSeries } from '../export/model.js';
+import * as R from '../records.js';
+import { REPORT_VERSION } from './latency.js';
+
+export const LAYERS = ['xdp', 'tc', 'netfilter', 'ip', 'tcp', 'udp', 'socket', 'qdisc', 'device', 'other'] as const;
+export type Layer = (typeof LAYERS)[number];
+
+/**
+ * The layer a drop belongs to: its reason when the reason says, else the
+ * function's name, else "other". By reason: NETFILTER_DROP netfilter; TC_x
+ * tc; XDP xdp; QDISC_x, FQ_x, CAKE_x qdisc; SOCKET_x, PROTO_MEM socket; TCP_x
+ * tcp; UDP_x udp; NO_SOCKET the packet's protocol; IP_x, IPV6_x, OTHERHOST,
+ * fragments, ICMP_x ip; NEIGH_x, DEV_x, FULL_RING, CPU_BACKLOG, MAC_x, VXLAN_x,
+ * tunnels device. By function: tcp, udp, nf_ nft_ ipt_ (netfilter), sch_ and
+ * qdisc (qdisc), tcf_ tc_ (tc), xdp, ip_ ip6_ icmp (ip), sk_ sock_ (socket),
+ * netif_ dev_ napi (device).
+ */
+export function layerOf(reason: string, fn: string, protocol: number): Layer {
+  const r = reason;
+  if (r === 'NETFILTER_DROP') return 'netfilter';
+  if (/^TC_/.test(r)) return 'tc';
+  if (r === 'XDP') return 'xdp';
+  if (/^(QDISC_|FQ_|CAKE_|DUALPI2_)/.test(r)) return 'qdisc';
+  if (/^(SOCKET_|PROTO_MEM|UNIX_|PACKET_SOCK)/.test(r)) return 'socket';
+  if (/^TCP_/.test(r)) return 'tcp';
+  if (/^UDP_/.test(r)) return 'udp';
+  if (r === 'NO_SOCKET') return protocol === 6 ? 'tcp' : protocol === 17 ? 'udp' : 'socket';
+  if (/^(IP_|IPV6|OTHERHOST|PKT_TOO_|DUP_FRAG|FRAG_|ICMP_|XFRM_|INVALID_PROTO|UNICAST_IN_L2)/.test(r)) return 'ip';
+  if (/^(NEIGH_|DEV_|FULL_RING|CPU_BACKLOG|MAC_|LOCAL_MAC|VXLAN_|TUNNEL_|IP_TUNNEL|NO_TX_TARGET|BRIDGE_|UNHANDLED_PROTO|SKB_|TAP_|HDR_TRUNC)/.test(r)) return 'device';
+  const f = fn.replace(/^_+/, '');
+  if (/^tcp/.test(f)) return 'tcp';
+  if (/^udp/.test(f)) return 'udp';
+  if (/^(nf_|nft_|ipt_|ip6t_|xt_|nfnl)/.test(f)) return 'netfilter';
+  if (/^(sch_|qdisc|pfifo|fq_|htb_|tbf_)/.test(f)) return 'qdisc';
+  if (/^(tcf_|tc_)/.test(f)) return 'tc';
+  if (/xdp/.test(f)) return 'xdp';
+  if (/^(ip_|ip6_|ipv6_|icmp|raw_|inet_)/.test(f)) return 'ip';
+  if (/^(sk_|sock_|skb_queue)/.test(f)) return 'socket';
+  if (/^(netif_|dev_|napi|net_rx|veth|loopback|neigh_|arp_)/.test(f)) return 'device';
+  return 'other';
+}
+
+/** One kernel map entry: drops of one (location, reason, flow). */
+export interface DropEntry {
+  key: string;
+  location: bigint;
+  reason: number;
+  netns: number;
+  lport: number;
+  rport: number;
+  protocol: number;
+  family: number;
+  dir: number;
+  laddr: string;
+  raddr: string;
+  packets: number;
+  bytes: number;
+}
+
+export interface PacketCount { key: string; netns: number; lport: number; protocol: number; packets: number; bytes: number }
+
+export interface DropFigures {
+  drops: DropEntry[];
+  pkts: PacketCount[];
+  kernel: Record<string, number>;
+}
+
+function decodeDrop(k: Uint8Array, v: BigUint64Array): DropEntry {
+  const dv = new DataView(k.buffer, k.byteOffset, k.byteLength);
+  const family = dv.getUint8(R.DKEY_FAMILY);
+  return {
+    key: Buffer.from(k).toString('hex'),
+    location: dv.getBigUint64(R.DKEY_LOCATION, true),
+    reason: dv.getUint32(R.DKEY_REASON, true),
+    netns: dv.getUint32(R.DKEY_NETNS, true),
+    lport: dv.getUint16(R.DKEY_LPORT, true),
+    rport: dv.getUint16(R.DKEY_RPORT, true),
+    protocol: dv.getUint8(R.DKEY_PROTOCOL),
+    family,
+    dir: dv.getUint8(R.DKEY_DIR),
+    laddr: formatAddr(k.slice(R.DKEY_LADDR, R.DKEY_LADDR + 16), family),
+    raddr: formatAddr(k.slice(R.DKEY_RADDR, R.DKEY_RADDR + 16), family),
+    packets: Number(v[0]),
+    bytes: Number(v[1]),
+  };
+}
+
+function decodePkt(k: Uint8Array, v: BigUint64Array): PacketCount {
+  const dv = new DataView(k.buffer, k.byteOffset, k.byteLength);
+  return {
+    key: Buffer.from(k).toString('hex'),
+    netns: dv.getUint32(R.PKEY_NETNS, true),
+    lport: dv.getUint16(R.PKEY_LPORT, true),
+    protocol: dv.getUint8(R.PKEY_PROTOCOL),
+    packets: Number(v[0]),
+    bytes: Number(v[1]),
+  };
+}
+
+export const DROP_STATS = ['drop_seen', 'drop_filtered', 'drop_table_full', 'drop_no_header'] as const;
+
+export function readDropFigures(kernelStats: bigint[], maps: MapReader): DropFigures {
+  const kernel = Object.fromEntries(DROP_STATS.map((n) => [n, Number(kernelStats[LATENCY_STATS.indexOf(n as never)] ?? 0n)]));
+  return {
+    drops: maps.percpuHash('drops').map(([k, v]) => decodeDrop(k, v)),
+    pkts: maps.percpuHash('pkts').map(([k, v]) => decodePkt(k, v)),
+    kernel,
+  };
+}
+
+export function diffDropFigures(cur: DropFigures, prev: DropFigures | undefined): DropFigures {
+  if (!prev) return cur;
+  const pd = new Map(prev.drops.map((d) => [d.key, d]));
+  const pp = new Map(prev.pkts.map((p) => [p.key, p]));
+  return {
+    drops: cur.drops.map((d) => ({ ...d, packets: d.packets - (pd.get(d.key)?.packets ?? 0), bytes: d.bytes - (pd.get(d.key)?.bytes ?? 0) })).filter((d) => d.packets > 0),
+    pkts: cur.pkts.map((p) => ({ ...p, packets: p.packets - (pp.get(p.key)?.packets ?? 0), bytes: p.bytes - (pp.get(p.key)?.bytes ?? 0) })).filter((p) => p.packets > 0),
+    kernel: Object.fromEntries(Object.entries(cur.kernel).map(([k, v]) => [k, v - (prev.kernel[k] ?? 0)])),
+  };
+}
+
+/** Names: reasons from BTF, functions from kallsyms, services from --services or the ports' owners. */
+export class DropNamer {
+  private reasons: Map<number, string>;
+  private readonly syms = new Kallsyms();
+  private owners = new Map<string, string>(); // "netns|port|proto" -> comm
+  readonly kallsymsRestricted: boolean;
+  /** the kernel's listen-queue counters when the probe started */
+  readonly listenAtStart: ListenCounters[] = listenCounters();
+
+  constructor(private readonly defs: readonly ServiceDef[] = []) {
+    let names: Map<number, string>;
+    try {
+      names = btfEnum('skb_drop_reason');
+    } catch {
+      names = new Map(); // a kernel without the enum: every reason reads "unknown"
+    }
+    this.reasons = new Map([...names].map(([v, n]) => [v, n.replace(/^SKB_DROP_REASON_/, '')]));
+    this.kallsymsRestricted = this.syms.restricted;
+  }
+
+  reason(v: number): string {
+    return this.reasons.size === 0 ? 'unknown' : this.reasons.get(v) ?? `reason_${v}`;
+  }
+
+  fn(addr: bigint): string {
+    const s = this.syms.lookup(addr);
+    return s ? s.name : `0x${addr.toString(16)}`;
+  }
+
+  /** Looks up the owners of ports not named yet (once per port). */
+  learn(entries: readonly { netns: number; lport: number; protocol: number }[]): void {
+    const want = new Set(entries.filter((e) => e.lport && !this.owners.has(`${e.netns}|${e.lport}|${e.protocol}`)).map((e) => e.lport));
+    if (want.size === 0) return;
+    for (const o of portOwners(want)) this.owners.set(`${o.netns}|${o.port}|${o.protocol === 'tcp' ? 6 : 17}`, o.comm);
+    for (const e of entries) this.owners.set(`${e.netns}|${e.lport}|${e.protocol}`, this.owners.get(`${e.netns}|${e.lport}|${e.protocol}`) ?? '');
+  }
+
+  service(e: { netns: number; lport: number; protocol: number }): string {
+    if (!e.lport) return 'none';
+    const env = defaultResolveEnv();
+    const comm = this.owners.get(`${e.netns}|${e.lport}|${e.protocol}`) || undefined;
+    const named = this.defs.length ? matchService(this.defs, { port: e.lport, comm, netns: e.netns }, (n) => netnsInode(n, env)) : undefined;
+    if (named) return named;
+    return comm ? `${comm}:${e.lport}` : `${e.lport}/${e.protocol === 6 ? 'tcp' : e.protocol === 17 ? 'udp' : e.protocol}`;
+  }
+}
+
+/** Label values past `max` distinct ones go to "other" (and are counted). */
+function bounded<T>(rows: [string, T][], max: number, merge: (a: T, b: T) => T, weight: (x: T) => number): { rows: [string, T][]; folded: number } {
+  const sorted = [...rows].sort((a, b) => weight(b[1]) - weight(a[1]));
+  if (sorted.length <= max) return { rows: sorted, folded: 0 };
+  const keep = sorted.slice(0, Math.max(0, max - 1));
+  const rest = sorted.slice(keep.length);
+  return { rows: [...keep, ['other', rest.map((r) => r[1]).reduce(merge)]], folded: rest.length };
+}
+
+const PROTO: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6', 132: 'sctp' };
+
+export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number, maxLabels: number) {
+  namer.learn(f.drops);
+  namer.learn(f.pkts);
+  const d = durationS > 0 ? durationS : 1;
+  const named = f.drops.map((e) => {
+    const reason = namer.reason(e.reason);
+    const fn = namer.fn(e.location);
+    return { ...e, reasonName: reason, fn, layer: layerOf(reason, fn, e.protocol), service: namer.service(e) };
+  });
+  const total = named.reduce((a, e) => a + e.packets, 0);
+  const sum = (xs: typeof named) => xs.reduce((a, e) => a + e.packets, 0);
+  const group = <K extends string>(key: (e: (typeof named)[number]) => K) => {
+    const m = new Map<K, typeof named>();
+    for (const e of named) m.set(key(e), [...(m.get(key(e)) ?? []), e]);
+    return m;
+  };
+  const countBy = (xs: typeof named, key: (e: (typeof named)[number]) => string) => {
+    const m: Record<string, number> = {};
+    for (const e of xs) m[key(e)] = (m[key(e)] ?? 0) + e.packets;
+    return Object.fromEntries(Object.entries(m).sort((a, b) => b[1] - a[1]));
+  };
+  const pktsBy = new Map<string, number>();
+  for (const p of f.pkts) {
+    const s = namer.service(p);
+    pktsBy.set(s, (pktsBy.get(s) ?? 0) + p.packets);
+  }
+  const svc = bounded([...group((e) => e.service)].map(([k, v]) => [k, v] as [string, typeof named]), maxLabels, (a, b) => [...a, ...b], sum);
+  const fns = bounded([...group((e) => e.fn)].map(([k, v]) => [k, v] as [string, typeof named]), maxLabels, (a, b) => [...a, ...b], sum);
+  return {
+    total,
+    rate_per_s: Math.round((total / d) * 1000) / 1000,
+    by_reason: countBy(named, (e) => e.reasonName),
+    by_layer: countBy(named, (e) => e.layer),
+    by_protocol: countBy(named, (e) => PROTO[e.protocol] ?? String(e.protocol)),
+    by_service: svc.rows.map(([service, xs]) => {
+      const drops = sum(xs);
+      const packets = pktsBy.get(service);
+      return {
+        service,
+        drops,
+        rate_per_s: Math.round((drops / d) * 1000) / 1000,
+        // drops per 1,000 packets of the service (packets its local sockets sent or received, plus these drops)
+        per_1000_packets: Math.round((drops / (((packets ?? 0) + drops) / 1000)) * 1000) / 1000,
+        packets: packets ?? 0,
+        by_reason: countBy(xs, (e) => e.reasonName),
+        by_layer: countBy(xs, (e) => e.layer),
+      };
+    }),
+    top_functions: fns.rows.slice(0, 20).map(([fn, xs]) => ({
+      function: fn, drops: sum(xs), layer: xs[0].layer, by_reason: countBy(xs, (e) => e.reasonName),
+    })),
+    top_flows: [...named].sort((a, b) => b.packets - a.packets).slice(0, 20).map((e) => ({
+      protocol: PROTO[e.protocol] ?? String(e.protocol),
+      local: e.family === 10 ? `[${e.laddr}]:${e.lport}` : `${e.laddr}:${e.lport}`,
+      remote: e.family === 10 ? `[${e.raddr}]:${e.rport}` : `${e.raddr}:${e.rport}`,
+      direction: e.dir === 1 ? 'in' : e.dir === 2 ? 'out' : 'unknown',
+      netns: e.netns, reason: e.reasonName, function: e.fn, layer: e.layer, service: e.service, drops: e.packets,
+    })),
+    labels_folded: { services: svc.folded, functions: fns.folded },
+    kernel: f.kernel,
+  };
+}
+
+export function buildDropReport(r: SessionResult, ctx: { filters: string[]; namer: DropNamer; maxLabels: number; sampling: SamplingInfo; exports?: Record<string, unknown> }) {
+  const f = readDropFigures(r.kernelStats, r.maps);
+  const durationS = Number(r.endNs - r.startNs) / 1e9;
+  return {
+    timestamp: r.startedAt.toISOString(),
+    duration_seconds: Math.round(durationS * 1000) / 1000,
+    probe: 'packet-drop-probe' as const,
+    report_version: REPORT_VERSION,
+    host: os.hostname(),
+    kernel: os.release(),
+    drops: {
+      ...dropsSection(f, ctx.namer, durationS, ctx.maxLabels),
+      // full accept queues: freed with consume_skb, never seen by kfree_skb; the kernel's own counters
+      listen_queue_overflows: listenDelta(ctx.namer.listenAtStart, listenCounters()),
+    },
+    pipeline: {
+      hooks: Object.fromEntries(r.hooks.map((h) => [h.slot, h.chosen?.name])),
+      filters: ctx.filters,
+      kallsyms_restricted: ctx.namer.kallsymsRestricted,
+      programs: r.programs.map((p) => ({
+        name: p.name, id: p.id, run_count: Number(p.runCount), run_time_ns: Number(p.runTimeNs),
+        ns_per_run: p.runCount > 0n ? Math.round(Number(p.runTimeNs) / Number(p.runCount)) : null,
+      })),
+    },
+    ...(ctx.exports ? { exports: ctx.exports } : {}),
+  };
+}
+export type DropReport = ReturnType<typeof buildDropReport>;
+
+export function dropOutputs(namer: DropNamer, maxLabels: number): ProbeOutputs<DropFigures> {
+  return {
+    read: (_state, k, maps) => readDropFigures(k, maps),
+    diff: diffDropFigures,
+    interval: (f, span, sampling) => ({
+      type: 'interval', probe: 'packet-drop-probe', report_version: REPORT_VERSION, host: os.hostname(), seq: span.seq,
+      start: span.start.toISOString(), end: span.end.toISOString(),
+      duration_seconds: (span.end.getTime() - span.start.getTime()) / 1000,
+      drops: dropsSection(f, namer, (span.end.getTime() - span.start.getTime()) / 1000, maxLabels), sampling,
+    }),
+    metricSet: (f, span): MetricSet => {
+      const s = dropsSection(f, namer, (span.end.getTime() - span.start.getTime()) / 1000, maxLabels);
+      const counters: ScalarSeries[] = [];
+      // meshprobe_drops_total{reason,layer,service}: label values bounded as in the JSON
+      const top = new Set(s.by_service.map((x) => x.service));
+      const agg = new Map<string, { reason: string; layer: string; service: string; n: number }>();
+      namer.learn(f.drops);
+      for (const e of f.drops) {
+        const reason = namer.reason(e.reason);
+        const layer = layerOf(reason, namer.fn(e.location), e.protocol);
+        const svcName = namer.service(e);
+        const service = top.has(svcName) ? svcName : 'other';
+        const k = `${reason}|${layer}|${service}`;
+        const a = agg.get(k) ?? { reason, layer, service, n: 0 };
+        a.n += e.packets;
+        agg.set(k, a);
+      }
+      for (const a of agg.values()) counters.push({ name: 'drops', help: 'Packets the kernel dropped (skb:kfree_skb), by reason, layer and service', labels: { reason: a.reason, layer: a.layer, service: a.service }, value: a.n });
+      for (const x of s.by_service) {
+        if (x.packets !== null) counters.push({ name: 'service_packets', help: 'Packets the local sockets of the service sent or received', labels: { service: x.service }, value: x.packets });
+      }
+      counters.push({ name: 'drop_labels_folded', help: 'Distinct label values folded into "other"', labels: { label: 'service' }, value: s.labels_folded.services });
+      counters.push({ name: 'drops_not_in_table', help: 'Drops counted in the total whose key did not fit the kernel map', labels: {}, value: f.kernel.drop_table_full ?? 0 });
+      return { probe: 'packet-drop-probe', host: os.hostname(), start: span.start, end: span.end, cumulative: span.cumulative, histograms: [], counters, gauges: [] };
+    },
+    progress: (f) => ({ requests: f.drops.reduce((a, e) => a + e.packets, 0), p50_ms: null, p99_ms: null, lost: f.kernel.drop_table_full ?? 0 }),
+    demand: () => ({ seen: 0, lost: 0 }),
+  };
+}
+
+export function dropSummary(rep: DropReport): string {
+  const top = Object.entries(rep.drops.by_reason).slice(0, 3).map(([k, v]) => `${k} ${v}`).join(', ');
+  return `packet-drop-probe: ${rep.drops.total} drops in ${rep.duration_seconds} s (${rep.drops.rate_per_s}/s)${top ? `; ${top}` : ''}`;
+}
