@@ -9,6 +9,7 @@ const benches = [
   ['dist/bench/overhead.js'],
   ['dist/bench/sampling.js'],
   ['dist/bench/connections.js'],
+  ['dist/bench/drops.js'],
 ];
 let failed = 0;
 for (const [file] of benches) {

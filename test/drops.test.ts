@@ -13,6 +13,7 @@ import { createVethPair, ip, ipBin, onProcessExit, type VethPair } from './helpe
 import { needsRoot, startProbe } from './helpers/probe.js';
 import { repoRoot } from './helpers/workload.js';
 import { runAsync } from './helpers/tls.js';
+import { freePort } from './helpers/servers.js';
 import { statSync } from 'node:fs';
 
 const netnsInode = (name: string) => statSync(`/run/netns/${name}`).ino;
@@ -144,3 +145,20 @@ function spawnOk(cmd: string, args: string[]): void {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   assert.equal(r.status, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
 }
+
+test('--format prometheus: meshprobe_drops_total{reason,layer,service}', async (t) => {
+  if (!needsRoot(t)) return;
+  const pair = pairWithCleanup(t);
+  const port = 17007;
+  const mport = await freePort();
+  const probe = startProbe('packet-drop-probe', ['--filter', `port=${port}`, '--format', 'prometheus', '--port', String(mport)]);
+  t.after(() => probe.stop('SIGKILL'));
+  await probe.ready;
+  await sendUdp(pair, pair.addrB4, port, 50);
+  await sleep(200);
+  const text = await (await fetch(`http://127.0.0.1:${mport}/metrics`)).text();
+  const exit = await probe.stop('SIGINT');
+  assert.equal(exit.code, 0, exit.stderr);
+  assert.match(text, new RegExp(`^meshprobe_drops_total\\{layer="udp",reason="NO_SOCKET",service="${port}/udp"\\} 50$`, 'm'), text);
+  assert.equal(exit.report.drops.total, 50);
+});
