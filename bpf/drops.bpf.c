@@ -212,9 +212,12 @@ by_packet:
 		stat_inc(MP_STAT_DROP_FILTERED);
 		return 0;
 	}
-	stat_inc(MP_STAT_DROP_SEEN);
+	stat_inc(MP_STAT_DROP_SEEN); /* every drop inside the filter: the exact total */
 	if (!hdr)
 		stat_inc(MP_STAT_DROP_NO_HEADER);
+	/* --sample-rate N: 1 drop in N goes into the breakdown, which is scaled back up */
+	if (!sample_request())
+		return 0;
 	if (!count_packet(&drops, &key, len))
 		stat_inc(MP_STAT_DROP_TABLE_FULL);
 	return 0;

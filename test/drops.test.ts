@@ -162,3 +162,15 @@ test('--format prometheus: meshprobe_drops_total{reason,layer,service}', async (
   assert.match(text, new RegExp(`^meshprobe_drops_total\\{layer="udp",reason="NO_SOCKET",service="${port}/udp"\\} 50$`, 'm'), text);
   assert.equal(exit.report.drops.total, 50);
 });
+
+test('--sample-rate 10: the total stays exact, the breakdown is scaled back to it', async (t) => {
+  if (!needsRoot(t)) return;
+  const pair = pairWithCleanup(t);
+  const port = 17008;
+  const rep = await dropsDuring(t, ['--filter', `port=${port}`, '--sample-rate', '10'], () => sendUdp(pair, pair.addrB4, port, 400));
+  const d = rep.drops;
+  assert.equal(d.total, 400);
+  // binomial(400, 0.1): mean 40, sd 6; 5 sd either side
+  assert.ok(Math.abs(d.breakdown.counted - 40) <= 30, `counted ${d.breakdown.counted}`);
+  assert.equal(d.by_reason.NO_SOCKET, 400);
+});

@@ -212,7 +212,13 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
     const fn = namer.fn(e.location);
     return { ...e, reasonName: reason, fn, layer: layerOf(reason, fn, e.protocol), service: namer.service(e) };
   });
-  const total = named.reduce((a, e) => a + e.packets, 0);
+  const counted = named.reduce((a, e) => a + e.packets, 0);
+  // the kernel counts every drop inside the filter; the breakdown holds the sampled ones
+  // (--sample-rate) that fitted its map: scale it back to the total
+  const seen = f.kernel.drop_seen ?? counted;
+  const total = Math.max(seen, counted);
+  const factor = counted > 0 ? total / counted : 1;
+  if (factor !== 1) for (const e of named) e.packets = Math.round(e.packets * factor);
   const sum = (xs: typeof named) => xs.reduce((a, e) => a + e.packets, 0);
   const group = <K extends string>(key: (e: (typeof named)[number]) => K) => {
     const m = new Map<K, typeof named>();
@@ -262,6 +268,7 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
       netns: e.netns, reason: e.reasonName, function: e.fn, layer: e.layer, service: e.service, drops: e.packets,
     })),
     labels_folded: { services: svc.folded, functions: fns.folded },
+    breakdown: { counted, scale: Math.round(factor * 1000) / 1000 },
     kernel: f.kernel,
   };
 }
@@ -319,10 +326,10 @@ export function dropOutputs(namer: DropNamer, maxLabels: number): ProbeOutputs<D
         const service = top.has(svcName) ? svcName : 'other';
         const k = `${reason}|${layer}|${service}`;
         const a = agg.get(k) ?? { reason, layer, service, n: 0 };
-        a.n += e.packets;
+        a.n += e.packets * s.breakdown.scale;
         agg.set(k, a);
       }
-      for (const a of agg.values()) counters.push({ name: 'drops', help: 'Packets the kernel dropped (skb:kfree_skb), by reason, layer and service', labels: { reason: a.reason, layer: a.layer, service: a.service }, value: a.n });
+      for (const a of agg.values()) counters.push({ name: 'drops', help: 'Packets the kernel dropped (skb:kfree_skb), by reason, layer and service', labels: { reason: a.reason, layer: a.layer, service: a.service }, value: Math.round(a.n) });
       for (const x of s.by_service) {
         if (x.packets !== null) counters.push({ name: 'service_packets', help: 'Packets the local sockets of the service sent or received', labels: { service: x.service }, value: x.packets });
       }
