@@ -240,6 +240,9 @@ static __always_inline int count_socket_packet(struct __sk_buff *ctx)
 	key.protocol = fs ? fs->protocol : IPPROTO_TCP;
 	skb = bpf_cast_to_kern_ctx(ctx);
 	key.netns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
+	/* only the services --filter keeps: the others' packets are not needed, nor their cost */
+	if (!filter_pass_packet(key.lport, bpf_ntohs(bs->dst_port), key.netns))
+		return 1;
 	count_packet(&pkts, &key, ctx->len);
 	return 1;
 }

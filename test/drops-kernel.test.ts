@@ -7,6 +7,7 @@
 //   - the cgroup_skb egress program counts the sender's N datagrams on its
 //     local port.
 // Plus unit tests of src/kernel/btf-enum.ts and src/kernel/kallsyms.ts.
+import { cgroup2Root } from '../src/filter/resolve.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -24,7 +25,7 @@ import {
 import { needsRoot } from './helpers/probe.js';
 import { createVethPair, ipBin } from './helpers/netns.js';
 
-const CGROUP_ROOT = '/sys/fs/cgroup/unified';
+const CGROUP_ROOT = cgroup2Root() ?? '/sys/fs/cgroup';
 const IPPROTO_UDP = 17;
 const N = 40;
 

@@ -5,6 +5,7 @@ import { buildDropReport, dropOutputs, dropSummary, DropNamer } from '../report/
 import { addProbeOptions, applyCommon, filtersFrom, main, newCommand, outputFrom, pipelineFrom, type CommonProbeFlags } from './program.js';
 import { checkWritable, parseDuration, parsePositiveInt } from './options.js';
 import { printCheck, runProbe } from './run-probe.js';
+import { usageError } from '../errors.js';
 
 interface Flags extends CommonProbeFlags {
   maxDropKeys: string;
@@ -25,6 +26,12 @@ const cmd = addProbeOptions(
     }
     const out = outputFrom(f);
     const { filter, services } = filtersFrom(f);
+    // drops happen in softirq context, with no process: only the packet's port and netns can select them
+    const byProcess = (f.filter ?? []).find((x) => /^\s*(pid|comm|cgroup|namespace)\s*=/.test(x));
+    if (byProcess) throw usageError(`--filter ${byProcess}: drops have no process to match; packet-drop-probe filters by port= and netns= (and service= entries of ports or netns)`);
+    const named = (f.filter ?? []).flatMap((x) => /^\s*service\s*=(.*)$/.exec(x)?.[1].split(',').map((v) => v.trim()) ?? []);
+    const svcByProcess = services.find((d) => (d.comm.length || d.cgroup.length) && named.includes(d.name));
+    if (svcByProcess) throw usageError(`--filter service=${svcByProcess.name}: its --services entry names a comm or cgroup, which drops do not have; use its ports`);
     const options: DropOptions = { filter, maxKeys: parsePositiveInt(f.maxDropKeys, '--max-drop-keys', 1 << 20) };
     const maxLabels = parsePositiveInt(f.maxLabelValues, '--max-label-values', 10000);
     const pipeline = pipelineFrom(f);

@@ -207,6 +207,7 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
 
   const progress = (out.progress ?? process.stderr.isTTY) && !o.quiet ? new Progress(o.durationS) : undefined;
   const timers: NodeJS.Timeout[] = [];
+  let watchFailed = false;
   let result: SessionResult;
   try {
     if (stream || influx) timers.push(setInterval(() => emitInterval(outputs.read(s.state, s.kernelStats(), s.maps), new Date()), out.intervalS * 1000));
@@ -227,6 +228,14 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
           s.setSampleRate(next);
           const c = sampler.changes[sampler.changes.length - 1];
           log.info(`sample rate ${c.from} -> ${c.to}: ${c.reason}`);
+        }
+      }
+      if (outputs.watch) {
+        try {
+          outputs.watch(s.state, s.kernelStats(), s.maps);
+        } catch (e) {
+          if (!watchFailed) log.warn(`${o.def.name}: ${(e as Error).message} (names may be missing from the report)`);
+          watchFailed = true;
         }
       }
       if (progress) {

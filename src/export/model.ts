@@ -65,6 +65,8 @@ export interface ProbeOutputs<F> {
   /** one line of the JSON stream */
   interval(f: F, span: { start: Date; end: Date; seq: number }, sampling: SamplingInfo): unknown;
   metricSet(f: F, span: { start: Date; end: Date; cumulative: boolean }, sampling: SamplingInfo): MetricSet;
+  /** called every second while the probe runs (e.g. to learn who owns what before it goes away) */
+  watch?(state: State, kernelStats: bigint[], maps: MapReader): void;
   /** the live line's figures */
   progress(f: F): { requests: number; p50_ms: number | null; p99_ms: number | null; lost: number };
   /** for --sample-rate auto: exchanges finished (measured or not) and records lost, from the kernel counters */

@@ -40,6 +40,8 @@ export interface ProbeDefinition<O> {
 /** Per-CPU hash maps as [key, u64 words summed over CPUs] (the probe's own counting in the kernel). */
 export interface MapReader {
   percpuHash(name: string): [Uint8Array, BigUint64Array][];
+  /** the kernel counters (the stats map), for reading them after the maps */
+  stats(): bigint[];
 }
 
 export interface PipelineOptions {
@@ -198,7 +200,7 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       state,
       hooks,
       kernelStats: () => loaded.readPercpuArray('stats', def.statCount),
-      maps: { percpuHash: (name) => loaded.readPercpuHash(name) },
+      maps: { percpuHash: (name) => loaded.readPercpuHash(name), stats: () => loaded.readPercpuArray('stats', def.statCount) },
       setSampleRate: (n) => {
         if (!stopped) writeSampleRate(loaded, n);
       },
@@ -222,6 +224,7 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
               if (!v) throw new Error(`map ${name} was not kept at stop (countMaps)`);
               return v;
             },
+            stats: () => kernelStats,
           };
           return { state, hooks, kernelStats, programs, pool: totals, startedAt, endedAt, startNs, endNs, maps };
         })();

@@ -125,13 +125,13 @@ function decodePkt(k: Uint8Array, v: BigUint64Array): PacketCount {
 
 export const DROP_STATS = ['drop_seen', 'drop_filtered', 'drop_table_full', 'drop_no_header'] as const;
 
-export function readDropFigures(kernelStats: bigint[], maps: MapReader): DropFigures {
+/** The maps first, then the counters: a drop counted in between shows in the total, never only in the breakdown. */
+export function readDropFigures(maps: MapReader): DropFigures {
+  const drops = maps.percpuHash('drops').map(([k, v]) => decodeDrop(k, v));
+  const pkts = maps.percpuHash('pkts').map(([k, v]) => decodePkt(k, v));
+  const kernelStats = maps.stats();
   const kernel = Object.fromEntries(DROP_STATS.map((n) => [n, Number(kernelStats[LATENCY_STATS.indexOf(n as never)] ?? 0n)]));
-  return {
-    drops: maps.percpuHash('drops').map(([k, v]) => decodeDrop(k, v)),
-    pkts: maps.percpuHash('pkts').map(([k, v]) => decodePkt(k, v)),
-    kernel,
-  };
+  return { drops, pkts, kernel };
 }
 
 export function diffDropFigures(cur: DropFigures, prev: DropFigures | undefined): DropFigures {
@@ -174,21 +174,43 @@ export class DropNamer {
     return s ? s.name : `0x${addr.toString(16)}`;
   }
 
-  /** Looks up the owners of ports not named yet (once per port). */
+  private readonly env = defaultResolveEnv();
+  private lastScan = 0;
+  private readonly admitted = new Set<string>();
+
+  /**
+   * Looks up the owners of ports with drops not named yet: a /proc walk, at
+   * most once a second; a port nobody held is asked again later (its owner
+   * may start after), a port once named keeps its name.
+   */
   learn(entries: readonly { netns: number; lport: number; protocol: number }[]): void {
-    const want = new Set(entries.filter((e) => e.lport && !this.owners.has(`${e.netns}|${e.lport}|${e.protocol}`)).map((e) => e.lport));
-    if (want.size === 0) return;
-    for (const o of portOwners(want)) this.owners.set(`${o.netns}|${o.port}|${o.protocol === 'tcp' ? 6 : 17}`, o.comm);
-    for (const e of entries) this.owners.set(`${e.netns}|${e.lport}|${e.protocol}`, this.owners.get(`${e.netns}|${e.lport}|${e.protocol}`) ?? '');
+    const key = (e: { netns: number; lport: number; protocol: number }) => `${e.netns}|${e.lport}|${e.protocol}`;
+    const want = new Set(entries.filter((e) => e.lport && !this.owners.get(key(e))).map((e) => e.lport));
+    if (want.size === 0 || Date.now() - this.lastScan < 1000) return;
+    this.lastScan = Date.now();
+    for (const o of portOwners(want)) if (o.comm) this.owners.set(`${o.netns}|${o.port}|${o.protocol === 'tcp' ? 6 : 17}`, o.comm);
   }
 
   service(e: { netns: number; lport: number; protocol: number }): string {
     if (!e.lport) return 'none';
-    const env = defaultResolveEnv();
     const comm = this.owners.get(`${e.netns}|${e.lport}|${e.protocol}`) || undefined;
-    const named = this.defs.length ? matchService(this.defs, { port: e.lport, comm, netns: e.netns }, (n) => netnsInode(n, env)) : undefined;
+    const named = this.defs.length ? matchService(this.defs, { port: e.lport, comm, netns: e.netns }, (n) => netnsInode(n, this.env)) : undefined;
     if (named) return named;
     return comm ? `${comm}:${e.lport}` : `${e.lport}/${e.protocol === 6 ? 'tcp' : e.protocol === 17 ? 'udp' : e.protocol}`;
+  }
+
+  /**
+   * The service label exporters use: the first `max - 1` services ever seen
+   * keep theirs for the whole run, later ones are "other" (a label that came
+   * and went between scrapes would look like a counter reset).
+   */
+  label(service: string, max: number): string {
+    if (this.admitted.has(service)) return service;
+    if (this.admitted.size < max - 1) {
+      this.admitted.add(service);
+      return service;
+    }
+    return 'other';
   }
 }
 
@@ -203,9 +225,8 @@ function bounded<T>(rows: [string, T][], max: number, merge: (a: T, b: T) => T, 
 
 const PROTO: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6', 132: 'sctp' };
 
-export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number, maxLabels: number) {
+export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number, maxLabels: number, sampleRate = 1) {
   namer.learn(f.drops);
-  namer.learn(f.pkts);
   const d = durationS > 0 ? durationS : 1;
   const named = f.drops.map((e) => {
     const reason = namer.reason(e.reason);
@@ -213,12 +234,12 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
     return { ...e, reasonName: reason, fn, layer: layerOf(reason, fn, e.protocol), service: namer.service(e) };
   });
   const counted = named.reduce((a, e) => a + e.packets, 0);
-  // the kernel counts every drop inside the filter; the breakdown holds the sampled ones
-  // (--sample-rate) that fitted its map: scale it back to the total
-  const seen = f.kernel.drop_seen ?? counted;
-  const total = Math.max(seen, counted);
-  const factor = counted > 0 ? total / counted : 1;
-  if (factor !== 1) for (const e of named) e.packets = Math.round(e.packets * factor);
+  // the kernel counts every drop inside the filter (the exact total); the breakdown holds 1 in
+  // --sample-rate of them, scaled by that rate; what the full map could not hold is "unattributed"
+  const total = f.kernel.drop_seen ?? counted;
+  const factor = sampleRate;
+  if (factor !== 1) for (const e of named) e.packets *= factor;
+  const unattributed = Math.max(0, total - counted * factor);
   const sum = (xs: typeof named) => xs.reduce((a, e) => a + e.packets, 0);
   const group = <K extends string>(key: (e: (typeof named)[number]) => K) => {
     const m = new Map<K, typeof named>();
@@ -268,13 +289,13 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
       netns: e.netns, reason: e.reasonName, function: e.fn, layer: e.layer, service: e.service, drops: e.packets,
     })),
     labels_folded: { services: svc.folded, functions: fns.folded },
-    breakdown: { counted, scale: Math.round(factor * 1000) / 1000 },
+    breakdown: { counted, scale: factor, unattributed, table_full: f.kernel.drop_table_full ?? 0 },
     kernel: f.kernel,
   };
 }
 
 export function buildDropReport(r: SessionResult, ctx: { filters: string[]; namer: DropNamer; maxLabels: number; sampling: SamplingInfo; exports?: Record<string, unknown> }) {
-  const f = readDropFigures(r.kernelStats, r.maps);
+  const f = readDropFigures(r.maps);
   const durationS = Number(r.endNs - r.startNs) / 1e9;
   return {
     timestamp: r.startedAt.toISOString(),
@@ -284,7 +305,7 @@ export function buildDropReport(r: SessionResult, ctx: { filters: string[]; name
     host: os.hostname(),
     kernel: os.release(),
     drops: {
-      ...dropsSection(f, ctx.namer, durationS, ctx.maxLabels),
+      ...dropsSection(f, ctx.namer, durationS, ctx.maxLabels, ctx.sampling.rate),
       // full accept queues: freed with consume_skb, never seen by kfree_skb; the kernel's own counters
       listen_queue_overflows: listenDelta(ctx.namer.listenAtStart, listenCounters()),
     },
@@ -304,39 +325,40 @@ export type DropReport = ReturnType<typeof buildDropReport>;
 
 export function dropOutputs(namer: DropNamer, maxLabels: number): ProbeOutputs<DropFigures> {
   return {
-    read: (_state, k, maps) => readDropFigures(k, maps),
+    read: (_state, _k, maps) => readDropFigures(maps),
     diff: diffDropFigures,
     interval: (f, span, sampling) => ({
       type: 'interval', probe: 'packet-drop-probe', report_version: REPORT_VERSION, host: os.hostname(), seq: span.seq,
       start: span.start.toISOString(), end: span.end.toISOString(),
       duration_seconds: (span.end.getTime() - span.start.getTime()) / 1000,
-      drops: dropsSection(f, namer, (span.end.getTime() - span.start.getTime()) / 1000, maxLabels), sampling,
+      drops: dropsSection(f, namer, (span.end.getTime() - span.start.getTime()) / 1000, maxLabels, sampling.rate), sampling,
     }),
-    metricSet: (f, span): MetricSet => {
-      const s = dropsSection(f, namer, (span.end.getTime() - span.start.getTime()) / 1000, maxLabels);
+    metricSet: (f, span, sampling): MetricSet => {
+      const s = dropsSection(f, namer, (span.end.getTime() - span.start.getTime()) / 1000, maxLabels, sampling.rate);
       const counters: ScalarSeries[] = [];
       // meshprobe_drops_total{reason,layer,service}: label values bounded as in the JSON
-      const top = new Set(s.by_service.map((x) => x.service));
       const agg = new Map<string, { reason: string; layer: string; service: string; n: number }>();
       namer.learn(f.drops);
       for (const e of f.drops) {
         const reason = namer.reason(e.reason);
         const layer = layerOf(reason, namer.fn(e.location), e.protocol);
-        const svcName = namer.service(e);
-        const service = top.has(svcName) ? svcName : 'other';
+        const service = namer.label(namer.service(e), maxLabels);
         const k = `${reason}|${layer}|${service}`;
         const a = agg.get(k) ?? { reason, layer, service, n: 0 };
-        a.n += e.packets * s.breakdown.scale;
+        a.n += e.packets * s.breakdown.scale; // a fixed factor: counters never go down
         agg.set(k, a);
       }
       for (const a of agg.values()) counters.push({ name: 'drops', help: 'Packets the kernel dropped (skb:kfree_skb), by reason, layer and service', labels: { reason: a.reason, layer: a.layer, service: a.service }, value: Math.round(a.n) });
       for (const x of s.by_service) {
         if (x.packets !== null) counters.push({ name: 'service_packets', help: 'Packets the local sockets of the service sent or received', labels: { service: x.service }, value: x.packets });
       }
-      counters.push({ name: 'drop_labels_folded', help: 'Distinct label values folded into "other"', labels: { label: 'service' }, value: s.labels_folded.services });
-      counters.push({ name: 'drops_not_in_table', help: 'Drops counted in the total whose key did not fit the kernel map', labels: {}, value: f.kernel.drop_table_full ?? 0 });
-      return { probe: 'packet-drop-probe', host: os.hostname(), start: span.start, end: span.end, cumulative: span.cumulative, histograms: [], counters, gauges: [] };
+
+      counters.push({ name: 'drops_unattributed', help: 'Drops in the total that the breakdown does not hold (the kernel map was full)', labels: {}, value: s.breakdown.unattributed });
+      return { probe: 'packet-drop-probe', host: os.hostname(), start: span.start, end: span.end, cumulative: span.cumulative, histograms: [], counters,
+        gauges: [{ name: 'drop_labels_folded', help: 'Distinct services folded into "other" in this span', labels: { label: 'service' }, value: s.labels_folded.services }] };
     },
+    // while the probe runs: the owners of ports with drops, before they go away
+    watch: (_state, _k, maps) => namer.learn(maps.percpuHash('drops').map(([k, v]) => decodeDrop(k, v))),
     progress: (f) => ({ requests: f.drops.reduce((a, e) => a + e.packets, 0), p50_ms: null, p99_ms: null, lost: f.kernel.drop_table_full ?? 0 }),
     demand: () => ({ seen: 0, lost: 0 }),
   };
