@@ -235,7 +235,14 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
         `and after the handshake); traced runs: ours ${us(oursTraced)} vs curl's ClientHello->end ${us(curlHello)}, ` +
         `curl's connect->ClientHello ${us(setup)}; server p50 ${us(median(srv.map((r) => r.valueNs)))}; ` +
         `libssl p50: curl ${us(median(sslCli.map((r) => r.valueNs)))}, nginx ${us(median(sslSrv.map((r) => r.valueNs)))}`);
-      assert.ok(near(oursTraced, curlHello, 0.1, 200_000), `client p50 ${us(oursTraced)} vs curl's ClientHello->end p50 ${us(curlHello)}`);
+      if (version === 3) {
+        assert.ok(near(oursTraced, curlHello, 0.1, 200_000), `client p50 ${us(oursTraced)} vs curl's ClientHello->end p50 ${us(curlHello)}`);
+      } else {
+        // TLS 1.2: the client's end is the server's Finished, which we stamp when it reaches the socket and curl
+        // logs once it has read and processed the server's last flight (150-260 µs later here): never after curl's
+        assert.ok(oursTraced <= curlHello + 50_000 && oursTraced >= curlHello * 0.8,
+          `client p50 ${us(oursTraced)} vs curl's ClientHello->end p50 ${us(curlHello)} (ours stamps the Finished on arrival)`);
+      }
       // the handshake lies inside curl's connect -> appconnect, every time
       assert.ok(rest.every((x) => x > 0), `ours longer than curl's appconnect-connect: ${rest.filter((x) => x <= 0).map(us)}`);
     });
