@@ -16,6 +16,8 @@
 import os from 'node:os';
 import { btfEnum } from '../kernel/btf-enum.js';
 import { Kallsyms } from '../kernel/kallsyms.js';
+import { VMLINUX_BTF } from '../kernel/features.js';
+import { log } from '../log.js';
 import { portOwners } from '../kernel/owners.js';
 import { listenCounters, listenDelta, type ListenCounters } from '../kernel/netstat.js';
 import { formatAddr } from '../wasm.js';
@@ -148,7 +150,8 @@ export function diffDropFigures(cur: DropFigures, prev: DropFigures | undefined)
 /** Names: reasons from BTF, functions from kallsyms, services from --services or the ports' owners. */
 export class DropNamer {
   private reasons: Map<number, string>;
-  private readonly syms = new Kallsyms();
+  private syms = new Kallsyms();
+  private symsLoadedAt = Date.now();
   private owners = new Map<string, string>(); // "netns|port|proto" -> comm
   readonly kallsymsRestricted: boolean;
   /** the kernel's listen-queue counters when the probe started */
@@ -157,9 +160,11 @@ export class DropNamer {
   constructor(private readonly defs: readonly ServiceDef[] = []) {
     let names: Map<number, string>;
     try {
-      names = btfEnum('skb_drop_reason');
-    } catch {
-      names = new Map(); // a kernel without the enum: every reason reads "unknown"
+      names = btfEnum('skb_drop_reason', VMLINUX_BTF);
+    } catch (e) {
+      // a kernel without the enum (or its BTF unreadable): every reason reads "unknown", and says why once
+      log.warn(`drop reasons will read "unknown": ${(e as Error).message}`);
+      names = new Map();
     }
     this.reasons = new Map([...names].map(([v, n]) => [v, n.replace(/^SKB_DROP_REASON_/, '')]));
     this.kallsymsRestricted = this.syms.restricted;
@@ -170,8 +175,14 @@ export class DropNamer {
   }
 
   fn(addr: bigint): string {
-    const s = this.syms.lookup(addr);
-    return s ? s.name : `0x${addr.toString(16)}`;
+    let s = this.syms.lookup(addr);
+    // far past its nearest symbol: a module loaded after start (nft, sch_*): read kallsyms again, at most every 10 s
+    if ((!s || s.offset > 1 << 20) && Date.now() - this.symsLoadedAt > 10_000) {
+      this.syms = new Kallsyms();
+      this.symsLoadedAt = Date.now();
+      s = this.syms.lookup(addr);
+    }
+    return s && s.offset <= 1 << 20 ? s.name : `0x${addr.toString(16)}`;
   }
 
   private readonly env = defaultResolveEnv();
