@@ -9,8 +9,8 @@ import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildTools, runClient, startServer, type RunningServer } from './helpers/workload.js';
 import { createVethPair, ip, ipBin } from './helpers/netns.js';
-import { near, needsRoot, startProbe, tempDir } from './helpers/probe.js';
-import { curlOnce, makeCert, median, runAsync, spawnServer, startNginx, waitListening, type CurlRun } from './helpers/tls.js';
+import { near, needsRoot, reportDuring, startProbe, tempDir } from './helpers/probe.js';
+import { curlOnce, median, runAsync, spawnServer, tlsNginx, waitListening, type CurlRun } from './helpers/tls.js';
 import { freePort } from './helpers/servers.js';
 
 async function server(t: any, opts: { addr?: string; netns?: string } = {}): Promise<RunningServer> {
@@ -20,16 +20,7 @@ async function server(t: any, opts: { addr?: string; netns?: string } = {}): Pro
   return s;
 }
 
-async function tracked(t: any, args: string[], traffic: () => Promise<unknown>) {
-  const probe = startProbe('connection-tracker', args);
-  t.after(() => probe.stop('SIGKILL'));
-  await probe.ready;
-  await traffic();
-  await sleep(200);
-  const exit = await probe.stop('SIGINT');
-  assert.equal(exit.code, 0, exit.stderr);
-  return exit.report;
-}
+const tracked = (t: any, args: string[], traffic: () => Promise<unknown>) => reportDuring(t, 'connection-tracker', args, traffic);
 
 test('keep-alive against a new connection per request: requests per connection and reuse ratios exact', async (t) => {
   if (!needsRoot(t)) return;
@@ -167,12 +158,7 @@ test('--format prometheus carries the connection figures', async (t) => {
 
 test('TLS: curl against nginx (1.3 and 1.2), openssl s_client against s_server; against curl\'s own appconnect - connect', async (t) => {
   if (!needsRoot(t)) return;
-  const dir = tempDir();
-  const cert = makeCert(dir);
-  const port = await freePort();
-  const nginx = startNginx(dir, port, cert);
-  t.after(() => nginx.stop());
-  await waitListening(port, nginx);
+  const { cert, port } = await tlsNginx(t, tempDir(), await freePort());
   const sport = await freePort();
   const runs = 40;
   const curls: Record<number, CurlRun[]> = { 2: [], 3: [] };

@@ -10,7 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createVethPair, ip, ipBin, onProcessExit, type VethPair } from './helpers/netns.js';
-import { needsRoot, startProbe } from './helpers/probe.js';
+import { needsRoot, reportDuring, startProbe } from './helpers/probe.js';
 import { repoRoot } from './helpers/workload.js';
 import { runAsync } from './helpers/tls.js';
 import { freePort } from './helpers/servers.js';
@@ -45,16 +45,7 @@ function inNs(t: any, ns: string, argv: string[]): { pid: number } {
   return { pid: p.pid! };
 }
 
-async function dropsDuring(t: any, args: string[], traffic: () => Promise<void>) {
-  const probe = startProbe('packet-drop-probe', args);
-  t.after(() => probe.stop('SIGKILL'));
-  await probe.ready;
-  await traffic();
-  await sleep(200);
-  const exit = await probe.stop('SIGINT');
-  assert.equal(exit.code, 0, exit.stderr);
-  return exit.report;
-}
+const dropsDuring = (t: any, args: string[], traffic: () => Promise<void>) => reportDuring(t, 'packet-drop-probe', args, traffic);
 
 function pairWithCleanup(t: any): VethPair {
   const pair = createVethPair();

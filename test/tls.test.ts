@@ -35,7 +35,7 @@ import { elfDynamicFunctions, findLibssl, inspectLibssl, LIBSSL_PROBES, parseLdc
 import { near, needsRoot, programsAfterExit, tempDir } from './helpers/probe.js';
 import { freePort } from './helpers/servers.js';
 import { onProcessExit } from './helpers/netns.js';
-import { median, us, run, runAsync, makeCert, Proc, spawnServer, waitListening, startNginx, CurlRun, traceTimeNs, curlOnce, chunkingProxy } from './helpers/tls.js';
+import { median, us, run, runAsync, makeCert, Proc, spawnServer, waitListening, startNginx, CurlRun, traceTimeNs, curlOnce, chunkingProxy, tlsNginx } from './helpers/tls.js';
 
 import { STAT__COUNT, STAT_TLS_HELLO } from '../src/records.js';
 
@@ -167,11 +167,7 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
   assert.ok(libssl, 'no OpenSSL libssl with SSL_do_handshake/SSL_connect/SSL_accept found');
 
   const dir = tempDir();
-  const cert = makeCert(dir);
-  const port = await freePort();
-  const nginx = startNginx(dir, port, cert);
-  t.after(() => nginx.stop());
-  await waitListening(port, nginx);
+  const { cert, port, nginx } = await tlsNginx(t, dir, await freePort());
 
   const probe = new TlsDevProbe(libssl.path);
   let closed = false;

@@ -8,7 +8,7 @@ export interface Listener { netns: number; port: number }
 
 const LISTEN = '0A';
 
-function netnsOf(pid: string): number | undefined {
+export function netnsOf(pid: string): number | undefined {
   try {
     const m = /^net:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/ns/net`));
     return m ? Number(m[1]) : undefined;
@@ -27,13 +27,22 @@ export function listeningPorts(text: string): number[] {
   return ports;
 }
 
-export function listeners(): Listener[] {
+/** One process of every network namespace that has one: [pid, netns inode]. */
+export function namespaceProcesses(): [string, number][] {
   const seen = new Set<number>();
-  const out = new Map<string, Listener>();
+  const out: [string, number][] = [];
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     const netns = netnsOf(pid);
     if (netns === undefined || seen.has(netns)) continue;
     seen.add(netns);
+    out.push([pid, netns]);
+  }
+  return out;
+}
+
+export function listeners(): Listener[] {
+  const out = new Map<string, Listener>();
+  for (const [pid, netns] of namespaceProcesses()) {
     for (const file of ['tcp', 'tcp6']) {
       let text: string;
       try {

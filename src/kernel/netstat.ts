@@ -4,7 +4,8 @@
  * freed with consume_skb, and only counted in TcpExt ListenOverflows /
  * ListenDrops (per network namespace, /proc/<pid>/net/netstat).
  */
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { namespaceProcesses } from './listeners.js';
 
 export interface ListenCounters { netns: number; overflows: number; drops: number }
 
@@ -23,16 +24,7 @@ export function tcpExt(text: string): Record<string, number> {
 /** ListenOverflows and ListenDrops of every network namespace that has a process. */
 export function listenCounters(): ListenCounters[] {
   const out = new Map<number, ListenCounters>();
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    let netns: number;
-    try {
-      const m = /^net:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/ns/net`));
-      if (!m) continue;
-      netns = Number(m[1]);
-    } catch {
-      continue;
-    }
-    if (out.has(netns)) continue;
+  for (const [pid, netns] of namespaceProcesses()) {
     try {
       const t = tcpExt(readFileSync(`/proc/${pid}/net/netstat`, 'utf8'));
       out.set(netns, { netns, overflows: t.ListenOverflows ?? 0, drops: t.ListenDrops ?? 0 });

@@ -5,6 +5,7 @@
  * which happen in softirq context with no process at hand.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { namespaceProcesses } from './listeners.js';
 
 export interface PortOwner { netns: number; port: number; protocol: 'tcp' | 'udp'; comm: string; pid: number }
 
@@ -26,19 +27,7 @@ export function boundPorts(text: string, tcp: boolean): Map<number, number> {
 export function portOwners(ports: ReadonlySet<number>): PortOwner[] {
   if (ports.size === 0) return [];
   const inodes = new Map<number, Omit<PortOwner, 'comm' | 'pid'>>();
-  const seenNs = new Set<number>();
-  const pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
-  for (const pid of pids) {
-    let netns: number;
-    try {
-      const m = /^net:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/ns/net`));
-      if (!m) continue;
-      netns = Number(m[1]);
-    } catch {
-      continue;
-    }
-    if (seenNs.has(netns)) continue;
-    seenNs.add(netns);
+  for (const [pid, netns] of namespaceProcesses()) {
     for (const [file, tcp] of [['tcp', true], ['tcp6', true], ['udp', false], ['udp6', false]] as const) {
       let text: string;
       try {
@@ -53,7 +42,7 @@ export function portOwners(ports: ReadonlySet<number>): PortOwner[] {
   }
   if (inodes.size === 0) return [];
   const out: PortOwner[] = [];
-  for (const pid of pids) {
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     let fds: string[];
     try {
       fds = readdirSync(`/proc/${pid}/fd`);

@@ -186,3 +186,15 @@ export async function programsAfterExit(prefix: string): Promise<string[]> {
   }
   return left;
 }
+
+/** Runs probe `name` with `args` around `traffic` (ready first, 200 ms after), SIGINT; asserts exit 0; the report. */
+export async function reportDuring(t: { after(fn: () => unknown): void }, name: string, args: string[], traffic: () => Promise<unknown>): Promise<any> {
+  const probe = startProbe(name, args);
+  t.after(() => probe.stop('SIGKILL'));
+  await probe.ready;
+  await traffic();
+  await new Promise((r) => setTimeout(r, 200));
+  const exit = await probe.stop('SIGINT');
+  if (exit.code !== 0) throw new Error(`${name} exited ${exit.code}: ${exit.stderr}`);
+  return exit.report;
+}

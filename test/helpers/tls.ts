@@ -207,3 +207,12 @@ export async function chunkingProxy(upstreamPort: number, chunk: number): Promis
   };
 }
 
+
+/** A self-signed certificate and nginx serving TLS with it on a free loopback port, stopped at the test's end. */
+export async function tlsNginx(t: { after(fn: () => unknown): void }, dir: string, port: number): Promise<{ cert: { cert: string; key: string }; port: number; nginx: Proc }> {
+  const cert = makeCert(dir);
+  const nginx = startNginx(dir, port, cert);
+  t.after(() => nginx.stop());
+  await waitListening(port, nginx);
+  return { cert, port, nginx };
+}
