@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 # test peers: iproute2 (netns, veth), nginx and wrk (overhead bench), curl;
 # other kernels under qemu: qemu-system-x86, busybox-static, cpio;
 # exporter peers the tests start themselves: victoria-metrics, influxdb (1.x),
-# prometheus (with promtool).
+# prometheus (with promtool); the sidecar proxy of the mesh-overhead test: haproxy;
+# the browser that renders generate-report's HTML in its test: chromium (+ a font).
 APT_PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make gcc g++ python3
           iproute2 nginx-light wrk curl procps qemu-system-x86 busybox-static cpio
-          victoria-metrics influxdb prometheus iptables openssl)
+          victoria-metrics influxdb prometheus iptables openssl
+          haproxy chromium fonts-dejavu-core)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -31,7 +33,7 @@ if ((${#missing[@]})); then
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
   # and must not start them at the next boot either
-  for svc in prometheus influxdb victoria-metrics; do
+  for svc in prometheus influxdb victoria-metrics haproxy; do
     if [[ " ${missing[*]} " == *" $svc "* ]] && command -v deb-systemd-helper >/dev/null; then
       deb-systemd-helper disable "$svc.service" >/dev/null 2>&1 ||
         echo "setup: could not disable $svc.service; stop it with systemctl disable $svc if it starts at boot" >&2
