@@ -1,0 +1,162 @@
+/**
+ * Where the time goes: the overhead analysis as stacked bars, overall and
+ * per service: application (the server's own time), kernel and network (what
+ * lies between client and server), and mesh (sidecar proxies) when one was
+ * seen. Means, because means add up and percentiles do not.
+ */
+import { html, type Html } from '../html.js';
+import { arr, isObj, num, str, type Obj } from '../read.js';
+import { hbarChart, type BarSeries, type Category } from '../charts/bars.js';
+import { emptyChart } from '../charts/frame.js';
+import { fmtCount, fmtMs, fmtPct, tickMs } from '../format.js';
+import { OVERHEAD_COLOR } from '../palette.js';
+import { grid, note, section, table, type ReportInputs, type Section } from '../section.js';
+import { latencySource } from './latency.js';
+
+export interface OverheadRow {
+  key: string;
+  label: string;
+  requests: number | null;
+  total: number | null;
+  application: number | null;
+  kernel: number | null;
+  /** null: no sidecar seen */
+  mesh: number | null;
+}
+
+/** The overhead analysis: from the latency figures, else the one analyze-latency copied. */
+export function overheadSource(inputs: ReportInputs): { oa: Obj; from: string } | undefined {
+  const src = latencySource(inputs);
+  if (src && isObj(src.metrics.overhead_analysis)) return { oa: src.metrics.overhead_analysis, from: src.input.file };
+  const c = inputs.compare?.report.overhead_analysis;
+  if (isObj(c)) return { oa: c, from: inputs.compare!.file };
+  return undefined;
+}
+
+function rowOf(key: string, label: string, o: Obj): OverheadRow {
+  return {
+    key, label,
+    requests: num(o.requests),
+    total: num(o.total_ms),
+    application: num(o.application_ms),
+    kernel: num(o.kernel_processing_ms),
+    mesh: num(o.mesh_processing_ms),
+  };
+}
+
+export function overheadRows(oa: Obj): OverheadRow[] {
+  const rows = [rowOf('all', 'all requests', oa)];
+  for (const s of arr(oa.by_service).filter(isObj)) {
+    const name = str(s.service) ?? '?';
+    rows.push(rowOf(`svc:${name}`, name, s));
+  }
+  return rows;
+}
+
+const SERIES: (BarSeries & { field: 'application' | 'kernel' | 'mesh' | 'other' | 'unsplit' })[] = [
+  { key: 'application', label: 'application (server view)', color: OVERHEAD_COLOR.application, field: 'application' },
+  { key: 'kernel', label: 'kernel and network', color: OVERHEAD_COLOR.kernel, field: 'kernel' },
+  { key: 'mesh', label: 'mesh (sidecar proxies)', color: OVERHEAD_COLOR.mesh, field: 'mesh' },
+  { key: 'other', label: 'not attributed', color: OVERHEAD_COLOR.other, field: 'other' },
+  { key: 'unsplit', label: 'total, not split (no server view)', color: OVERHEAD_COLOR.total, field: 'unsplit' },
+];
+
+/** The stacked parts of a row: [application, kernel, mesh, other, unsplit] in ms. */
+export function parts(r: OverheadRow): (number | null)[] {
+  const total = r.total ?? (r.application !== null ? r.application + (r.kernel ?? 0) + (r.mesh ?? 0) : null);
+  if (r.application === null) return [null, null, null, null, total];
+  const sum = r.application + (r.kernel ?? 0) + (r.mesh ?? 0);
+  const rest = total !== null ? total - sum : 0;
+  const other = total !== null && rest > Math.max(1e-4, total * 0.01) ? rest : null;
+  return [r.application, r.kernel, r.mesh ?? 0, other, null];
+}
+
+export function overheadChart(rows: OverheadRow[]): Html {
+  const drawable = rows.filter((r) => r.total !== null || r.application !== null);
+  if (drawable.length === 0) return emptyChart('overhead-breakdown', 'Where the time goes', 'Neither a client view nor a server view was measured: there is nothing to split.');
+  const noMesh = drawable.every((r) => r.mesh === null);
+  const values = drawable.map(parts);
+  const used = SERIES.filter((s, i) => s.field === 'mesh' || s.field === 'application' || s.field === 'kernel' || values.some((v) => v[i] !== null && v[i]! > 0));
+  const idx = used.map((s) => SERIES.indexOf(s));
+  const cats: Category[] = drawable.map((r) => {
+    const total = r.total ?? values[drawable.indexOf(r)].reduce<number>((a, v) => a + (v ?? 0), 0);
+    return { key: r.key, label: r.label, note: `${fmtMs(total)}${r.mesh === null ? ' · no sidecar seen' : ''}` };
+  });
+  return hbarChart({
+    chart: 'overhead-breakdown',
+    title: 'Where the time goes',
+    subtitle: 'mean per request, overall and per service',
+    categories: cats,
+    series: used.map((s) => ({ key: s.key, label: s.key === 'mesh' && noMesh ? 'mesh (sidecar proxies): none seen' : s.label, color: s.color })),
+    values: values.map((v) => idx.map((i) => v[i])),
+    mode: 'stacked',
+    valueLabel: 'mean time per request',
+    format: tickMs,
+    tip: (c, s, v) => `${c.label}: ${s.label} ${fmtMs(v)}`,
+    alt: `Mean request time split into application, kernel and network, and mesh, for ${drawable.length} row(s)`,
+    data: { rows: drawable.length, mesh: noMesh ? 'none' : 'seen' },
+  });
+}
+
+/** The kernel and mesh parts alone, on their own scale: what the path adds, which the full bars make too thin to see. */
+export function addedChart(rows: OverheadRow[]): Html | '' {
+  const split = rows.filter((r) => r.application !== null && (r.kernel !== null || r.mesh !== null));
+  if (split.length === 0 || split.every((r) => (r.kernel ?? 0) + (r.mesh ?? 0) <= 0)) return '';
+  const noMesh = split.every((r) => r.mesh === null);
+  return hbarChart({
+    chart: 'overhead-added',
+    title: 'What the path adds',
+    subtitle: 'kernel, network and mesh only, mean per request',
+    categories: split.map((r) => ({
+      key: r.key, label: r.label,
+      note: `${fmtMs((r.kernel ?? 0) + (r.mesh ?? 0))}${r.total ? ` (${fmtPct(((r.kernel ?? 0) + (r.mesh ?? 0)) / r.total)})` : ''}`,
+    })),
+    series: [
+      { key: 'kernel', label: 'kernel and network', color: OVERHEAD_COLOR.kernel },
+      { key: 'mesh', label: noMesh ? 'mesh (sidecar proxies): none seen' : 'mesh (sidecar proxies)', color: OVERHEAD_COLOR.mesh },
+    ],
+    values: split.map((r) => [r.kernel, r.mesh ?? 0]),
+    mode: 'stacked',
+    valueLabel: 'mean time added per request',
+    format: tickMs,
+    tip: (c, s, v) => `${c.label}: ${s.label} ${fmtMs(v)}`,
+    alt: 'Mean time the kernel, the network and sidecars add per request',
+    data: { rows: split.length },
+  });
+}
+
+export function overheadSection(inputs: ReportInputs): Section | undefined {
+  const src = overheadSource(inputs);
+  if (!src) return undefined;
+  const { oa } = src;
+  const rows = overheadRows(oa);
+  const all = rows[0];
+  const proxies = arr(oa.proxies).filter(isObj);
+  const srtt = num(oa.network_srtt_ms);
+  const lead = all.total !== null && all.application !== null
+    ? html`<p class="lead">Of a mean ${fmtMs(all.total)} per request, the servers spent ${fmtMs(all.application)} (${fmtPct(all.application / all.total)}); the kernel and network took ${fmtMs(all.kernel)}${all.mesh !== null ? html` and sidecars ${fmtMs(all.mesh)}` : ''}.</p>`
+    : '';
+  return section('overhead', 'Overhead breakdown',
+    lead,
+    grid(overheadChart(rows), addedChart(rows)),
+    all.mesh === null ? note('No sidecar seen: no mesh proxy carried the measured requests, so the mesh part is 0.', 'info', { 'no-sidecar': 'true' }) : '',
+    all.application === null && all.total !== null ? note('No server view: the servers are not on this host (or outside the filter), so the total cannot be split.', 'info') : '',
+    srtt !== null ? note(`The kernel's smoothed TCP round-trip time (p50 ${fmtMs(srtt)}) is shown for reference; it is not one of the parts.`, 'info') : '',
+    proxies.length ? table('proxies', [
+      { head: 'proxy', cell: (p) => str(p.comm) ?? '' },
+      { head: 'pid', cell: (p) => str(p.pid) ?? '', num: true },
+      { head: 'netns', cell: (p) => str(p.netns) ?? '', num: true },
+      { head: 'requests', cell: (p) => fmtCount(num(p.requests)), num: true },
+      { head: 'processing (mean)', cell: (p) => fmtMs(num(p.processing_ms)), num: true },
+    ], proxies, 'Sidecar proxies seen') : '',
+    rows.length > 1 ? table('overhead', [
+      { head: 'service', cell: (r) => r.label },
+      { head: 'requests', cell: (r) => fmtCount(r.requests), num: true },
+      { head: 'total', cell: (r) => fmtMs(r.total), num: true },
+      { head: 'application', cell: (r) => fmtMs(r.application), num: true },
+      { head: 'kernel + network', cell: (r) => fmtMs(r.kernel), num: true },
+      { head: 'mesh', cell: (r) => (r.mesh === null ? 'no sidecar seen' : fmtMs(r.mesh)), num: true },
+    ], rows) : '',
+    str(oa.method) ? html`<p class="method"><b>Method.</b> ${str(oa.method)}</p>` : '',
+  );
+}
