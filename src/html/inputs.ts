@@ -63,23 +63,24 @@ function describe(doc: Obj): string {
 
 function readText(file: string, kind: InputKind): string {
   const opt = INPUT_OPTION[kind];
-  let size: number;
+  let st;
   try {
-    const st = statSync(file);
-    if (st.isDirectory()) throw usageError(`${opt} ${file} is a directory: give the file ${INPUT_SOURCE[kind]} wrote`);
-    size = st.size;
+    st = statSync(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw usageError(`${opt} ${file}: no such file; give the report ${INPUT_SOURCE[kind]} wrote (its --output)`);
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw usageError(`${opt} ${file}: no such file; give the report ${INPUT_SOURCE[kind]} wrote (its --output)`);
     if (code === 'EACCES') throw usageError(`${opt} ${file}: permission denied; make it readable or run as its owner`);
-    if (code) throw usageError(`${opt} ${file}: cannot read it (${code})`);
-    throw e;
+    throw usageError(`${opt} ${file}: cannot read it (${code ?? (e as Error).message})`);
   }
+  if (st.isDirectory()) throw usageError(`${opt} ${file} is a directory: give the file ${INPUT_SOURCE[kind]} wrote`);
+  const size = st.size;
   if (size > MAX_INPUT_BYTES) throw usageError(`${opt} ${file} is ${Math.round(size / 1048576)} MB: not a report (at most ${MAX_INPUT_BYTES / 1048576} MB)`);
   try {
     return readFileSync(file, 'utf8');
   } catch (e) {
-    throw usageError(`${opt} ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EACCES') throw usageError(`${opt} ${file}: permission denied; make it readable or run as its owner`);
+    throw usageError(`${opt} ${file}: cannot read it (${code ?? (e as Error).message})`);
   }
 }
 

@@ -246,3 +246,27 @@ export function countNear(img: Image, colour: string, tolerance = 6): number {
   }
   return n;
 }
+
+// ------------------------------------------------------------ network log
+
+/**
+ * The URLs the page itself asked for, from a --log-net-log file: requests
+ * started with an origin (a file:// page's is "null"). Chromium's own
+ * background requests (update checks, time sync) have no origin ("not an
+ * origin") and are left out: they are the browser's, not the page's.
+ */
+export function pageRequests(netlogFile: string): string[] {
+  let text = readFileSync(netlogFile, 'utf8').trim();
+  let log: { constants: { logEventTypes: Record<string, number> }; events: { type: number; params?: Record<string, unknown> }[] };
+  try {
+    log = JSON.parse(text);
+  } catch {
+    // a log not closed (the browser was killed): close its event list
+    text = text.replace(/,\s*$/, '');
+    log = JSON.parse(`${text}]}`);
+  }
+  const start = log.constants.logEventTypes.URL_REQUEST_START_JOB;
+  return log.events
+    .filter((e) => e.type === start && e.params && typeof e.params.url === 'string' && e.params.initiator !== 'not an origin')
+    .map((e) => e.params!.url as string);
+}

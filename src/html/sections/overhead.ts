@@ -1,8 +1,13 @@
 /**
  * Where the time goes: the overhead analysis as stacked bars, overall and
- * per service: application (the server's own time), kernel and network (what
- * lies between client and server), and mesh (sidecar proxies) when one was
- * seen. Means, because means add up and percentiles do not.
+ * per service: application (the servers' own time), kernel and network
+ * (what lies between client and server, proxies excluded), and mesh (the
+ * sidecar proxies on the path). Means, because means add up and
+ * percentiles do not. A second chart shows the kernel and mesh parts alone,
+ * which next to the application's time are often too thin to see.
+ *
+ * Reports before sidecar recognition have mesh_processing_ms null and no
+ * proxies: the mesh part is drawn as 0 and said to be "no sidecar seen".
  */
 import { html, type Html } from '../html.js';
 import { arr, isObj, num, str, type Obj } from '../read.js';
@@ -20,8 +25,13 @@ export interface OverheadRow {
   total: number | null;
   application: number | null;
   kernel: number | null;
-  /** null: no sidecar seen */
   mesh: number | null;
+  /** none: no proxy on the path (the mesh part is 0); seen: proxies on it; their time may still be unknown (mesh null) */
+  sidecar: 'none' | 'seen';
+  /** the proxies on the path, from the client */
+  path: string[];
+  /** false: only the service's side is on this host, its clients are elsewhere */
+  clientsSeen: boolean;
 }
 
 /** The overhead analysis: from the latency figures, else the one analyze-latency copied. */
@@ -33,23 +43,29 @@ export function overheadSource(inputs: ReportInputs): { oa: Obj; from: string } 
   return undefined;
 }
 
-function rowOf(key: string, label: string, o: Obj): OverheadRow {
+function rowOf(key: string, label: string, o: Obj, sidecar: 'none' | 'seen'): OverheadRow {
   return {
-    key, label,
+    key, label, sidecar,
     requests: num(o.requests),
     total: num(o.total_ms),
     application: num(o.application_ms),
     kernel: num(o.kernel_processing_ms),
     mesh: num(o.mesh_processing_ms),
+    path: arr(o.path).map(String),
+    clientsSeen: o.clients_seen !== false,
   };
 }
 
 export function overheadRows(oa: Obj): OverheadRow[] {
-  const rows = [rowOf('all', 'all requests', oa)];
-  for (const s of arr(oa.by_service).filter(isObj)) {
+  const proxies = arr(oa.proxies);
+  const overall: 'none' | 'seen' = Array.isArray(oa.proxies) ? (proxies.length > 0 ? 'seen' : 'none') : num(oa.mesh_processing_ms) ? 'seen' : 'none';
+  const rows = [rowOf('all', 'all requests', oa, overall)];
+  arr(oa.by_service).filter(isObj).forEach((s, i) => {
     const name = str(s.service) ?? '?';
-    rows.push(rowOf(`svc:${name}`, name, s));
-  }
+    const path = arr(s.path);
+    const sidecar = Array.isArray(s.path) ? (path.length > 0 ? 'seen' : 'none') : num(s.mesh_processing_ms) ? 'seen' : 'none';
+    rows.push(rowOf(`svc${i}:${name}`, `${name}${s.clients_seen === false ? ' (server side only)' : ''}`, s, sidecar));
+  });
   return rows;
 }
 
@@ -61,27 +77,30 @@ const SERIES: (BarSeries & { field: 'application' | 'kernel' | 'mesh' | 'other' 
   { key: 'unsplit', label: 'total, not split (no server view)', color: OVERHEAD_COLOR.total, field: 'unsplit' },
 ];
 
-/** The stacked parts of a row: [application, kernel, mesh, other, unsplit] in ms. */
+/** The stacked parts of a row: [application, kernel, mesh, not attributed, not split] in ms. */
 export function parts(r: OverheadRow): (number | null)[] {
   const total = r.total ?? (r.application !== null ? r.application + (r.kernel ?? 0) + (r.mesh ?? 0) : null);
   if (r.application === null) return [null, null, null, null, total];
-  const sum = r.application + (r.kernel ?? 0) + (r.mesh ?? 0);
+  const mesh = r.mesh ?? (r.sidecar === 'none' ? 0 : null);
+  const sum = r.application + (r.kernel ?? 0) + (mesh ?? 0);
   const rest = total !== null ? total - sum : 0;
   const other = total !== null && rest > Math.max(1e-4, total * 0.01) ? rest : null;
-  return [r.application, r.kernel, r.mesh ?? 0, other, null];
+  return [r.application, r.kernel, mesh, other, null];
+}
+
+function rowNote(r: OverheadRow, total: number): string {
+  const side = r.sidecar === 'none' ? ' · no sidecar seen' : r.mesh === null ? ' · proxy time unknown' : '';
+  return `${fmtMs(total)}${side}`;
 }
 
 export function overheadChart(rows: OverheadRow[]): Html {
   const drawable = rows.filter((r) => r.total !== null || r.application !== null);
   if (drawable.length === 0) return emptyChart('overhead-breakdown', 'Where the time goes', 'Neither a client view nor a server view was measured: there is nothing to split.');
-  const noMesh = drawable.every((r) => r.mesh === null);
+  const noMesh = drawable.every((r) => r.sidecar === 'none');
   const values = drawable.map(parts);
-  const used = SERIES.filter((s, i) => s.field === 'mesh' || s.field === 'application' || s.field === 'kernel' || values.some((v) => v[i] !== null && v[i]! > 0));
+  const used = SERIES.filter((s, i) => ['application', 'kernel', 'mesh'].includes(s.field) || values.some((v) => v[i] !== null && v[i]! > 0));
   const idx = used.map((s) => SERIES.indexOf(s));
-  const cats: Category[] = drawable.map((r) => {
-    const total = r.total ?? values[drawable.indexOf(r)].reduce<number>((a, v) => a + (v ?? 0), 0);
-    return { key: r.key, label: r.label, note: `${fmtMs(total)}${r.mesh === null ? ' · no sidecar seen' : ''}` };
-  });
+  const cats: Category[] = drawable.map((r, i) => ({ key: r.key, label: r.label, note: rowNote(r, r.total ?? values[i].reduce<number>((a, v) => a + (v ?? 0), 0)) }));
   return hbarChart({
     chart: 'overhead-breakdown',
     title: 'Where the time goes',
@@ -98,19 +117,19 @@ export function overheadChart(rows: OverheadRow[]): Html {
   });
 }
 
-/** The kernel and mesh parts alone, on their own scale: what the path adds, which the full bars make too thin to see. */
+/** The kernel and mesh parts alone, on their own scale: what the path adds. */
 export function addedChart(rows: OverheadRow[]): Html | '' {
   const split = rows.filter((r) => r.application !== null && (r.kernel !== null || r.mesh !== null));
   if (split.length === 0 || split.every((r) => (r.kernel ?? 0) + (r.mesh ?? 0) <= 0)) return '';
-  const noMesh = split.every((r) => r.mesh === null);
+  const noMesh = split.every((r) => r.sidecar === 'none');
   return hbarChart({
     chart: 'overhead-added',
     title: 'What the path adds',
     subtitle: 'kernel, network and mesh only, mean per request',
-    categories: split.map((r) => ({
-      key: r.key, label: r.label,
-      note: `${fmtMs((r.kernel ?? 0) + (r.mesh ?? 0))}${r.total ? ` (${fmtPct(((r.kernel ?? 0) + (r.mesh ?? 0)) / r.total)})` : ''}`,
-    })),
+    categories: split.map((r) => {
+      const added = (r.kernel ?? 0) + (r.mesh ?? 0);
+      return { key: r.key, label: r.label, note: `${fmtMs(added)}${r.total ? ` (${fmtPct(added / r.total)})` : ''}` };
+    }),
     series: [
       { key: 'kernel', label: 'kernel and network', color: OVERHEAD_COLOR.kernel },
       { key: 'mesh', label: noMesh ? 'mesh (sidecar proxies): none seen' : 'mesh (sidecar proxies)', color: OVERHEAD_COLOR.mesh },
@@ -133,21 +152,26 @@ export function overheadSection(inputs: ReportInputs): Section | undefined {
   const all = rows[0];
   const proxies = arr(oa.proxies).filter(isObj);
   const srtt = num(oa.network_srtt_ms);
+  const unpaired = num(oa.requests_unpaired);
   const lead = all.total !== null && all.application !== null
-    ? html`<p class="lead">Of a mean ${fmtMs(all.total)} per request, the servers spent ${fmtMs(all.application)} (${fmtPct(all.application / all.total)}); the kernel and network took ${fmtMs(all.kernel)}${all.mesh !== null ? html` and sidecars ${fmtMs(all.mesh)}` : ''}.</p>`
+    ? html`<p class="lead">Of a mean ${fmtMs(all.total)} per request, the servers spent ${fmtMs(all.application)} (${fmtPct(all.application / all.total)}); the kernel and network took ${fmtMs(all.kernel)}${all.sidecar === 'seen' ? html` and sidecars ${fmtMs(all.mesh)}` : ''}.</p>`
     : '';
   return section('overhead', 'Overhead breakdown',
     lead,
     grid(overheadChart(rows), addedChart(rows)),
-    all.mesh === null ? note('No sidecar seen: no mesh proxy carried the measured requests, so the mesh part is 0.', 'info', { 'no-sidecar': 'true' }) : '',
+    all.sidecar === 'none' ? note('No sidecar seen: no mesh proxy carried the measured requests, so the mesh part is 0.', 'info', { 'no-sidecar': 'true' }) : '',
     all.application === null && all.total !== null ? note('No server view: the servers are not on this host (or outside the filter), so the total cannot be split.', 'info') : '',
+    unpaired !== null && unpaired > 0 ? note(`${fmtCount(unpaired)} client requests went to servers not on this host: they are in no split.`, 'info') : '',
     srtt !== null ? note(`The kernel's smoothed TCP round-trip time (p50 ${fmtMs(srtt)}) is shown for reference; it is not one of the parts.`, 'info') : '',
     proxies.length ? table('proxies', [
       { head: 'proxy', cell: (p) => str(p.comm) ?? '' },
       { head: 'pid', cell: (p) => str(p.pid) ?? '', num: true },
       { head: 'netns', cell: (p) => str(p.netns) ?? '', num: true },
       { head: 'requests', cell: (p) => fmtCount(num(p.requests)), num: true },
-      { head: 'processing (mean)', cell: (p) => fmtMs(num(p.processing_ms)), num: true },
+      { head: 'upstream requests', cell: (p) => fmtCount(num(p.upstream_requests)), num: true },
+      { head: 'downstream (mean)', cell: (p) => fmtMs(num(p.downstream_ms)), num: true },
+      { head: 'upstream (mean)', cell: (p) => fmtMs(num(p.upstream_ms)), num: true },
+      { head: 'inside the proxy', cell: (p) => fmtMs(num(p.processing_ms)), num: true },
     ], proxies, 'Sidecar proxies seen') : '',
     rows.length > 1 ? table('overhead', [
       { head: 'service', cell: (r) => r.label },
@@ -155,7 +179,8 @@ export function overheadSection(inputs: ReportInputs): Section | undefined {
       { head: 'total', cell: (r) => fmtMs(r.total), num: true },
       { head: 'application', cell: (r) => fmtMs(r.application), num: true },
       { head: 'kernel + network', cell: (r) => fmtMs(r.kernel), num: true },
-      { head: 'mesh', cell: (r) => (r.mesh === null ? 'no sidecar seen' : fmtMs(r.mesh)), num: true },
+      { head: 'mesh', cell: (r) => (r.sidecar === 'none' ? 'no sidecar seen' : fmtMs(r.mesh)), num: true },
+      { head: 'path', cell: (r) => (r.path.length ? r.path.join(' → ') : '–') },
     ], rows) : '',
     str(oa.method) ? html`<p class="method"><b>Method.</b> ${str(oa.method)}</p>` : '',
   );
