@@ -21,6 +21,8 @@ export interface EbpfView extends ViewFigures {
   view: 'client' | 'server';
   /** the probe's own service name (comm:port or a --services name) */
   probe_service: string;
+  /** the probe's estimate of the requests when it sampled (--sample-rate); optional */
+  requests_estimated?: number;
 }
 
 export interface MeshView extends ViewFigures {
@@ -32,6 +34,14 @@ export interface MeshView extends ViewFigures {
   metric: string;
   /** the upper bounds (ms) of the histogram's buckets, +Inf excluded: tells the resolution */
   bucket_bounds_ms: number[];
+  /** optional: the mesh's namespace of the service, when its labels say */
+  namespace?: string;
+  /** optional: the names the mesh's labels give the service (what matching used) */
+  aliases?: string[];
+  /** optional: the bucket (lower, upper] in ms each quantile was interpolated in; upper null = +Inf */
+  quantile_buckets_ms?: Partial<Record<'p50' | 'p90' | 'p99', [number, number | null]>>;
+  /** optional: where the figures came from (a file, or the Prometheus URL) */
+  input?: string;
 }
 
 export interface Difference {
@@ -45,6 +55,17 @@ export interface Difference {
   diff_ms: number | null;
   /** one sentence: why they differ (bucket resolution, truncation to whole ms, sidecar time, reporter side, ...) */
   likely_cause: string;
+  /** optional: the probe's view and service the mesh figure was compared with */
+  ebpf_view?: 'client' | 'server';
+  probe_service?: string;
+  /** optional: the mesh bucket (lower, upper] in ms the quantile was interpolated in; upper null = +Inf */
+  mesh_bucket_ms?: [number, number | null];
+  /**
+   * optional: what the mesh would report for the kernel's own requests (its
+   * histogram put in the mesh's buckets, after Istio's truncation to whole ms);
+   * only when the probe's report has the raw buckets of exactly these requests
+   */
+  mesh_from_ebpf_ms?: number | null;
 }
 
 export interface ServiceComparison {
@@ -65,4 +86,13 @@ export interface AnalysisReport {
   overhead_analysis?: Record<string, unknown>;
   /** what could not be matched or computed, one sentence each */
   notes: string[];
+  /** optional: the time each side covers */
+  windows?: {
+    /** the probe's start and duration */
+    ebpf_start?: string;
+    ebpf_duration_s?: number;
+    /** --prometheus-url: the range of increase() and the evaluation time */
+    prometheus_range_s?: number;
+    prometheus_time?: string;
+  };
 }
