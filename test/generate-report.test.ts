@@ -20,8 +20,9 @@ import { bucketsMs, cdfFromBuckets, rebinLog, totalOf } from '../src/html/distri
 import { linearScale, logScale, tailScale } from '../src/html/scale.js';
 import { fmtMs } from '../src/html/format.js';
 import { overheadRows, parts } from '../src/html/sections/overhead.js';
+import { chart, chartsOf, type ChartEl } from './helpers/chromium.js';
 
-export const FIXTURES = path.join(REPO_ROOT, 'test', 'fixtures', 'report');
+const FIXTURES = path.join(REPO_ROOT, 'test', 'fixtures', 'report');
 const fx = (name: string) => path.join(FIXTURES, name);
 const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'generate-report.js');
 
@@ -55,46 +56,6 @@ function loadObjects(objs: Partial<Record<InputKind, unknown>>): ReportInputs {
 }
 
 const ALL = { latency: fx('latency.json'), connections: fx('connections.json'), drops: fx('drops.json'), compare: fx('analysis.json') };
-
-// ------------------------------------------------------------ reading the page
-
-export interface ChartEl {
-  chart: string;
-  /** data-series, split */
-  series: string[];
-  attrs: Record<string, string>;
-  /** per <g class="series">: its key, bar count, drawn path lengths, point count */
-  groups: { key: string; bars: number; paths: string[]; points: number }[];
-  body: string;
-}
-
-const unescape = (s: string) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&');
-
-function attrsOf(s: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const m of s.matchAll(/([\w-]+)="([^"]*)"/g)) out[m[1]] = unescape(m[2]);
-  return out;
-}
-
-/** Every chart SVG of a page (or of Chromium's serialized DOM). */
-export function chartsOf(page: string): ChartEl[] {
-  return [...page.matchAll(/<svg class="chart"([^>]*)>([\s\S]*?)<\/svg>/g)].map((m) => {
-    const attrs = attrsOf(m[1]);
-    const groups = [...m[2].matchAll(/<g class="series([^"]*)"([^>]*)>([\s\S]*?)<\/g>/g)].map((g) => ({
-      key: attrsOf(g[2])['data-series'],
-      bars: (g[3].match(/<rect class="bar"/g) ?? []).length,
-      paths: [...g[3].matchAll(/<path class="line" d="([^"]*)"/g)].map((p) => p[1]),
-      points: (g[3].match(/<circle class="point"/g) ?? []).length,
-    }));
-    return { chart: attrs['data-chart'], series: attrs['data-series'] ? attrs['data-series'].split(',') : [], attrs, groups, body: m[2] };
-  });
-}
-
-export function chart(page: string, name: string): ChartEl {
-  const found = chartsOf(page).filter((c) => c.chart === name);
-  assert.equal(found.length, 1, `one ${name} chart (found ${found.length})`);
-  return found[0];
-}
 
 /** The count of marks each series of a chart draws. */
 const marks = (g: ChartEl['groups'][number]) => g.bars + g.points + g.paths.filter((d) => /^M[\d.]+,[\d.]+L/.test(d)).length;

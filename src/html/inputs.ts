@@ -146,6 +146,7 @@ export function loadInput(file: string, kind: InputKind): LoadedInput {
     file,
     format: stream || intervals.length > 0 ? 'json-stream' : 'json',
     report,
-    intervals: intervals.filter((i) => kindOf({ ...i, type: undefined }) === kind || i.probe === undefined),
+    // a stream holds one probe's lines; any other probe's are left out
+    intervals: intervals.filter((i) => i.probe === undefined || kindOf(i) === kind),
   };
 }

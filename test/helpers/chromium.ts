@@ -5,11 +5,12 @@
 // small PNG reader (IHDR, IDAT inflate, scanline unfiltering) to check that
 // a screenshot is not blank.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { inflateSync } from 'node:zlib';
+import assert from 'node:assert/strict';
 
 const CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/lib/chromium/chromium'];
 
@@ -46,11 +47,17 @@ export const HEADLESS_FLAGS = [
 ];
 
 export interface ChromiumResult {
+  /** the browser's pid, also its process group's id */
+  pid: number;
+  /** the profile dir it ran with (removed when it ended) */
+  profile: string;
   code: number | null;
   signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
   timedOut: boolean;
+  /** processes of its group still running 5 s after it was killed (none expected) */
+  leftover: number[];
 }
 
 /** Kills the process group we started (detached: its group id is its pid); a group already gone is fine. */
@@ -62,6 +69,33 @@ function killGroup(pid: number | undefined): void {
     /* ESRCH: every process of the group has exited */
   }
 }
+
+/**
+ * The processes of a group still running (from /proc; zombies are not
+ * running: they have exited and wait for a parent to reap them, which for
+ * orphans is PID 1's job, not ours).
+ */
+export function liveMembers(pgid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // state ppid pgrp ...
+    if (Number(rest[2]) === pgid && rest[0] !== 'Z' && rest[0] !== 'X') out.push(Number(name));
+  }
+  return out;
+}
+
+export function groupAlive(pgid: number): boolean {
+  return liveMembers(pgid).length > 0;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Runs chromium with HEADLESS_FLAGS, a fresh profile and `args`; ends it after timeoutMs. */
 export function runChromium(bin: string, args: string[], timeoutMs = 60_000): Promise<ChromiumResult> {
@@ -80,14 +114,19 @@ export function runChromium(bin: string, args: string[], timeoutMs = 60_000): Pr
       timedOut = true;
       killGroup(proc.pid);
     }, timeoutMs);
-    const done = (fn: () => void) => {
+    const done = async (): Promise<number[]> => {
       clearTimeout(timer);
       killGroup(proc.pid); // helpers it left behind
+      let left = proc.pid ? liveMembers(proc.pid) : [];
+      for (let i = 0; i < 250 && left.length; i++) {
+        await sleep(20);
+        left = liveMembers(proc.pid!);
+      }
       rmSync(profile, { recursive: true, force: true });
-      fn();
+      return left;
     };
-    proc.on('error', (e) => done(() => reject(e)));
-    proc.on('close', (code, signal) => done(() => resolve({ code, signal, stdout, stderr, timedOut })));
+    proc.on('error', (e) => void done().then(() => reject(e)));
+    proc.on('close', (code, signal) => void done().then((leftover) => resolve({ pid: proc.pid!, profile, code, signal, stdout, stderr, timedOut, leftover })));
   });
 }
 
@@ -269,4 +308,47 @@ export function pageRequests(netlogFile: string): string[] {
   return log.events
     .filter((e) => e.type === start && e.params && typeof e.params.url === 'string' && e.params.initiator !== 'not an origin')
     .map((e) => e.params!.url as string);
+}
+
+// ------------------------------------------------------------ the page's charts
+
+// Read from the page's text or from Chromium's serialized DOM alike: every
+// <svg class="chart">, its data attributes, and the marks of each series.
+
+export interface ChartEl {
+  chart: string;
+  /** data-series, split */
+  series: string[];
+  attrs: Record<string, string>;
+  /** per <g class="series">: its key, bar count, drawn path lengths, point count */
+  groups: { key: string; bars: number; paths: string[]; points: number }[];
+  body: string;
+}
+
+const unescape = (s: string) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&');
+
+function attrsOf(s: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const m of s.matchAll(/([\w-]+)="([^"]*)"/g)) out[m[1]] = unescape(m[2]);
+  return out;
+}
+
+/** Every chart SVG of a page (or of Chromium's serialized DOM). */
+export function chartsOf(page: string): ChartEl[] {
+  return [...page.matchAll(/<svg class="chart"([^>]*)>([\s\S]*?)<\/svg>/g)].map((m) => {
+    const attrs = attrsOf(m[1]);
+    const groups = [...m[2].matchAll(/<g class="series([^"]*)"([^>]*)>([\s\S]*?)<\/g>/g)].map((g) => ({
+      key: attrsOf(g[2])['data-series'],
+      bars: (g[3].match(/<rect class="bar"/g) ?? []).length,
+      paths: [...g[3].matchAll(/<path class="line" d="([^"]*)"/g)].map((p) => p[1]),
+      points: (g[3].match(/<circle class="point"/g) ?? []).length,
+    }));
+    return { chart: attrs['data-chart'], series: attrs['data-series'] ? attrs['data-series'].split(',') : [], attrs, groups, body: m[2] };
+  });
+}
+
+export function chart(page: string, name: string): ChartEl {
+  const found = chartsOf(page).filter((c) => c.chart === name);
+  assert.equal(found.length, 1, `one ${name} chart (found ${found.length})`);
+  return found[0];
 }

@@ -95,7 +95,7 @@ export function axes(box: Box, x: AxisSpec | undefined, y: AxisSpec | undefined)
   const parts: Part[] = [];
   const bottom = box.top + box.height;
   if (x) {
-    const ticks = thin(x.ticks ?? x.scale.ticks, (t) => x.format(t).length * 6.2 + 8, box.width, x.scale);
+    const ticks = thin(x.ticks ?? x.scale.ticks, (t) => x.format(t).length * 6.2 + 8, x.scale);
     for (const t of ticks) {
       const px = r1(x.scale(t));
       parts.push(html`<line class="grid" x1="${px}" x2="${px}" y1="${box.top}" y2="${bottom}" stroke="${GRID}"/>`);
@@ -120,7 +120,7 @@ export function axes(box: Box, x: AxisSpec | undefined, y: AxisSpec | undefined)
 }
 
 /** Drops ticks whose labels would overlap (keeps the first, then every one with room). */
-function thin(ticks: number[], widthOf: (t: number) => number, _span: number, scale: Scale): number[] {
+function thin(ticks: number[], widthOf: (t: number) => number, scale: Scale): number[] {
   const out: number[] = [];
   let lastRight = -Infinity;
   for (const t of ticks) {

@@ -10,7 +10,7 @@ import { hbarChart } from '../charts/bars.js';
 import { emptyChart } from '../charts/frame.js';
 import { fmtCount, fmtMs, fmtPct, tickCount } from '../format.js';
 import { SIDE_COLOR, seriesColor } from '../palette.js';
-import { grid, note, section, stats, table, type ReportInputs, type Section } from '../section.js';
+import { grid, section, stats, table, type ReportInputs, type Section } from '../section.js';
 import { ColorMap, countsChart, MAX_ROWS } from './drops.js';
 
 const SIDES = ['client', 'server'] as const;

@@ -312,7 +312,7 @@ export function latencySection(inputs: ReportInputs): Section | undefined {
     html`<h3>Per service</h3>`,
     services.length ? grid(serviceCdfChart(services), serviceHistogramChart(services)) : note('The report names no services (no requests were measured).', 'info'),
     services.length ? servicesTable(services) : '',
-    connectionsTable(src.metrics) ? html`<h3>Connections</h3>${connectionsTable(src.metrics)}` : '',
+    connectionsTable(src.metrics) ? html`<h3>Busiest connections</h3>${connectionsTable(src.metrics)}` : '',
   );
 }
 
