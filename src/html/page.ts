@@ -59,6 +59,7 @@ dl.stats dd { margin: 0; font-size: 16px; font-weight: 600; }
 code { font-family: "DejaVu Sans Mono", monospace; font-size: 12px; background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
 p.method, p.generator { color: var(--muted); font-size: 12px; max-width: 1000px; }
 ul.notes { margin: 4px 0; padding-left: 20px; }
+table.differences td:last-child { min-width: 320px; max-width: 640px; }
 @media print { nav.toc { display: none; } .card { break-inside: avoid; } }
 `;
 

@@ -39,6 +39,12 @@ export const QUANTILE_COLOR: Record<string, string> = {
 export const EBPF_COLORS = ['#4e79a7', '#76b7b2', '#2f4b7c'];
 export const MESH_COLORS = ['#e15759', '#f28e2b', '#b07aa1', '#9c755f'];
 
+/** A colour mixed with white: 0 keeps it, 1 is white. */
+export function tint(hex: string, amount: number): string {
+  const c = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  return `#${c.map((v) => Math.round(v + (255 - v) * amount).toString(16).padStart(2, '0')).join('')}`;
+}
+
 export const INK = '#2b2b2b';
 export const MUTED = '#6b6b6b';
 export const GRID = '#e6e6e6';

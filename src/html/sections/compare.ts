@@ -7,7 +7,7 @@ import { html, type Html } from '../html.js';
 import { arr, isObj, num, obj, str, type Obj } from '../read.js';
 import { columnChart, type BarSeries } from '../charts/bars.js';
 import { fmtMs, fmtCount, tickMs } from '../format.js';
-import { EBPF_COLORS, MESH_COLORS } from '../palette.js';
+import { EBPF_COLORS, MESH_COLORS, tint } from '../palette.js';
 import { grid, note, section, table, type ReportInputs, type Section } from '../section.js';
 
 const QUANTILES = [['p50_ms', 'p50'], ['p90_ms', 'p90'], ['p99_ms', 'p99'], ['mean_ms', 'mean']] as const;
@@ -82,7 +82,7 @@ export function compareChart(svc: Obj): Html {
     if (v !== null) fromEbpf.set(`${str(d.source)} ${str(d.reporter) ?? ''}`.trim() + `|${str(d.quantile)}`, v);
   }
   const sims: Source[] = sources.filter((s) => s.bounds.length > 0 && QUANTILES.some(([, l]) => fromEbpf.has(`${s.key}|${l}`)))
-    .map((s) => ({ key: `${s.key} from ebpf`, label: `${s.label}, computed from the kernel's requests`, color: '#bab0ac', fig: {}, bounds: s.bounds, qbuckets: {} }));
+    .map((s) => ({ key: `${s.key} from ebpf`, label: `${s.label}, computed from the kernel's requests`, color: tint(s.color, 0.55), fig: {}, bounds: s.bounds, qbuckets: {} }));
   const all = [...sources, ...sims];
   for (const [f, l] of QUANTILES) {
     const row = values[QUANTILES.findIndex(([g]) => g === f)];
@@ -107,7 +107,7 @@ export function compareChart(svc: Obj): Html {
       return `${s.label} ${c.label}: ${fmtMs(v)}${b ? ` (mesh bucket ${bucketText(b)})` : ''}${n !== null ? `; ${fmtCount(n)} requests` : ''}`;
     },
     caption: coarse.length || sims.length
-      ? `${coarse.length ? `${coarse.join('; ')}: a mesh quantile is interpolated inside such a bucket.` : ''}${sims.length ? ' Grey: what the mesh would report for the kernel\'s own requests (their histogram in the mesh\'s buckets).' : ''}`.trim()
+      ? `${coarse.length ? `${coarse.join('; ')}: a mesh quantile is interpolated inside such a bucket.` : ''}${sims.length ? ' Pale: what the mesh would report for the kernel\'s own requests (their histogram in the mesh\'s buckets).' : ''}`.trim()
       : undefined,
     alt: `Latency quantiles of ${name} as the kernel and the mesh saw them`,
     data: { service: name },

@@ -144,6 +144,22 @@ export function addedChart(rows: OverheadRow[]): Html | '' {
   });
 }
 
+/** The proxies seen, with the columns their entries have. */
+function proxiesTable(proxies: Obj[]): Html {
+  const cols: { field: string; head: string; cell: (p: Obj) => string; num?: boolean }[] = [
+    { field: 'comm', head: 'proxy', cell: (p) => str(p.comm) ?? '' },
+    { field: 'pid', head: 'pid', cell: (p) => str(p.pid) ?? '', num: true },
+    { field: 'netns', head: 'netns', cell: (p) => str(p.netns) ?? '', num: true },
+    { field: 'ports', head: 'ports', cell: (p) => arr(p.ports).map(String).join(', ') },
+    { field: 'requests', head: 'requests', cell: (p) => fmtCount(num(p.requests)), num: true },
+    { field: 'upstream_requests', head: 'upstream requests', cell: (p) => fmtCount(num(p.upstream_requests)), num: true },
+    { field: 'downstream_ms', head: 'downstream (mean)', cell: (p) => fmtMs(num(p.downstream_ms)), num: true },
+    { field: 'upstream_ms', head: 'upstream (mean)', cell: (p) => fmtMs(num(p.upstream_ms)), num: true },
+    { field: 'processing_ms', head: 'inside the proxy', cell: (p) => fmtMs(num(p.processing_ms)), num: true },
+  ];
+  return table('proxies', cols.filter((c) => proxies.some((p) => p[c.field] !== undefined && p[c.field] !== null)), proxies, 'Sidecar proxies seen');
+}
+
 export function overheadSection(inputs: ReportInputs): Section | undefined {
   const src = overheadSource(inputs);
   if (!src) return undefined;
@@ -163,16 +179,7 @@ export function overheadSection(inputs: ReportInputs): Section | undefined {
     all.application === null && all.total !== null ? note('No server view: the servers are not on this host (or outside the filter), so the total cannot be split.', 'info') : '',
     unpaired !== null && unpaired > 0 ? note(`${fmtCount(unpaired)} client requests went to servers not on this host: they are in no split.`, 'info') : '',
     srtt !== null ? note(`The kernel's smoothed TCP round-trip time (p50 ${fmtMs(srtt)}) is shown for reference; it is not one of the parts.`, 'info') : '',
-    proxies.length ? table('proxies', [
-      { head: 'proxy', cell: (p) => str(p.comm) ?? '' },
-      { head: 'pid', cell: (p) => str(p.pid) ?? '', num: true },
-      { head: 'netns', cell: (p) => str(p.netns) ?? '', num: true },
-      { head: 'requests', cell: (p) => fmtCount(num(p.requests)), num: true },
-      { head: 'upstream requests', cell: (p) => fmtCount(num(p.upstream_requests)), num: true },
-      { head: 'downstream (mean)', cell: (p) => fmtMs(num(p.downstream_ms)), num: true },
-      { head: 'upstream (mean)', cell: (p) => fmtMs(num(p.upstream_ms)), num: true },
-      { head: 'inside the proxy', cell: (p) => fmtMs(num(p.processing_ms)), num: true },
-    ], proxies, 'Sidecar proxies seen') : '',
+    proxies.length ? proxiesTable(proxies) : '',
     rows.length > 1 ? table('overhead', [
       { head: 'service', cell: (r) => r.label },
       { head: 'requests', cell: (r) => fmtCount(r.requests), num: true },
@@ -180,7 +187,7 @@ export function overheadSection(inputs: ReportInputs): Section | undefined {
       { head: 'application', cell: (r) => fmtMs(r.application), num: true },
       { head: 'kernel + network', cell: (r) => fmtMs(r.kernel), num: true },
       { head: 'mesh', cell: (r) => (r.sidecar === 'none' ? 'no sidecar seen' : fmtMs(r.mesh)), num: true },
-      { head: 'path', cell: (r) => (r.path.length ? r.path.join(' → ') : '–') },
+      ...(rows.some((r) => r.path.length) ? [{ head: 'path', cell: (r: OverheadRow) => (r.path.length ? r.path.join(' → ') : '–') }] : []),
     ], rows) : '',
     str(oa.method) ? html`<p class="method"><b>Method.</b> ${str(oa.method)}</p>` : '',
   );
