@@ -355,6 +355,27 @@ describe('inputs', () => {
     assert.deepEqual(chart(page, 'latency-cdf').series, ['client', 'server', 'network']);
   });
 
+  test('json-stream of packet-drop-probe and connection-tracker: their rates over time', () => {
+    const d = tmp();
+    const stream = (name: string, probe: string, rep: Record<string, any>, interval: (i: number) => Record<string, unknown>) => {
+      const t0 = Date.parse(rep.timestamp);
+      const lines = [0, 1, 2, 3].map((i) => ({
+        type: 'interval', probe, seq: i, start: new Date(t0 + i * 1000).toISOString(), end: new Date(t0 + (i + 1) * 1000).toISOString(), duration_seconds: 1, ...interval(i),
+      }));
+      writeFileSync(path.join(d, name), [...lines, { type: 'summary', ...rep }].map((l) => JSON.stringify(l)).join('\n') + '\n');
+      return path.join(d, name);
+    };
+    const drops = stream('drops.ndjson', 'packet-drop-probe', json('drops.json'), (i) => ({ drops: { total: [0, 50, 10, 0][i] } }));
+    const conns = stream('conns.ndjson', 'connection-tracker', json('connections.json'), (i) => ({ connections: { opened: [100, 300, 400, 68][i], failed: { total: [0, 20, 0, 0][i] } } }));
+    const page = buildReport(load({ drops, connections: conns }), GEN);
+    const dr = chart(page, 'drops-timeseries');
+    assert.deepEqual(dr.series, ['drops']);
+    assert.equal(dr.groups[0].points, 4);
+    const cn = chart(page, 'connections-timeseries');
+    assert.deepEqual(cn.series, ['opened', 'failed']);
+    assert.match(cn.body, /failed connects per second: 20 at 1\.5 s/);
+  });
+
   test('only drops: the other inputs are named as missing, with how to get them', () => {
     const page = buildReport(load({ drops: ALL.drops }), GEN);
     for (const k of ['latency', 'connections', 'compare']) assert.match(page, new RegExp(`data-missing="${k}"`));
