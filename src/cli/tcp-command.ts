@@ -12,9 +12,11 @@ import type { SamplingInfo } from '../export/model.js';
 import { addProbeOptions, applyCommon, filtersFrom, newCommand, outputFrom, pipelineFrom, type CommonProbeFlags } from './program.js';
 import { checkWritable, parseDuration, parsePositiveInt } from './options.js';
 import { printCheck, runProbe, type ProbeOutputs } from './run-probe.js';
+import { DEFAULT_PROXY_COMMS, parseProxyComms } from '../report/overhead.js';
 
 interface Flags extends CommonProbeFlags {
   socketTableSize: string;
+  proxyComm: string;
   inferRoles: boolean;
 }
 
@@ -24,7 +26,7 @@ export interface TcpCommand<F, R> {
   defaultOutput: string;
   def: ProbeDefinition<LatencyOptions>;
   outputs(services: readonly ServiceDef[]): ProbeOutputs<F>;
-  buildReport(r: SessionResult, ctx: { filters: string[]; services: readonly ServiceDef[]; sampling: SamplingInfo; exports?: Record<string, unknown> }): R;
+  buildReport(r: SessionResult, ctx: { filters: string[]; services: readonly ServiceDef[]; proxyComms: readonly string[]; sampling: SamplingInfo; exports?: Record<string, unknown> }): R;
   summary(report: R): string;
   /** pipeline defaults of this command (e.g. a larger service table) */
   pipelineDefaults?: Partial<PipelineOptions>;
@@ -34,6 +36,7 @@ export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
   return addProbeOptions(newCommand(c.name, c.description), c.defaultOutput, c.pipelineDefaults)
     .option('--socket-table-size <n>', 'sockets the kernel side tracks at once (LRU)', '65536')
     .option('--no-infer-roles', 'ignore connections opened before the probe started')
+    .option('--proxy-comm <names>', 'process names of sidecar proxies, for overhead_analysis (comma list)', DEFAULT_PROXY_COMMS.join(','))
     .action(async (f: Flags) => {
       applyCommon(f);
       if (f.check) {
@@ -42,6 +45,7 @@ export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
       }
       const out = outputFrom(f);
       const { filter, services } = filtersFrom(f);
+      const proxyComms = parseProxyComms(f.proxyComm);
       const options: LatencyOptions = {
         filter,
         socketTableSize: parsePositiveInt(f.socketTableSize, '--socket-table-size', 1 << 24),
@@ -57,7 +61,7 @@ export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
         out,
         outputs: c.outputs(services),
         quiet: f.quiet,
-        buildReport: (r, extra) => c.buildReport(r, { filters: filter.expressions, services, ...extra }),
+        buildReport: (r, extra) => c.buildReport(r, { filters: filter.expressions, services, proxyComms, ...extra }),
         summary: c.summary,
       });
     });

@@ -124,6 +124,8 @@ export interface ServerOptions {
   maxSpinners?: number;
   /** the server stops by itself after this many seconds */
   durationS?: number;
+  /** HTTP/1.1 framing (GET /mp/<sleep>/<len>/<seq>), so HTTP proxies can sit in between */
+  http?: boolean;
   /** how long to wait for it to listen, default 10 s */
   readyTimeoutMs?: number;
 }
@@ -147,6 +149,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   if (opts.spinUs !== undefined) args.push("--spin-us", String(opts.spinUs));
   if (opts.maxSpinners !== undefined) args.push("--max-spinners", String(opts.maxSpinners));
   if (opts.durationS !== undefined) args.push("--duration", String(opts.durationS));
+  if (opts.http) args.push("--http");
   const [file, argv] = command(bin, args, opts.netns);
   const child = spawn(file, argv, { stdio: ["ignore", "pipe", "pipe"] });
   trackServer(child);
@@ -247,6 +250,8 @@ export interface ClientOptions {
   weights?: number[];
   /** a new connection per request (connect, one request, close) */
   newConn?: boolean;
+  /** HTTP/1.1 framing: the server must run with http too */
+  http?: boolean;
   /** response size in bytes, >= 16 (default 64) */
   respLen?: number;
   /** open-loop pacing in requests/s across all threads (default closed loop) */
@@ -293,6 +298,7 @@ export async function runClient(opts: ClientOptions): Promise<ClientResult> {
   if (opts.sleeps) args.push("--sleeps", opts.sleeps.join(","));
   if (opts.weights) args.push("--weights", opts.weights.join(","));
   if (opts.newConn) args.push("--new-conn");
+  if (opts.http) args.push("--http");
   if (opts.respLen !== undefined) args.push("--resp-len", String(opts.respLen));
   if (opts.rate !== undefined) args.push("--rate", String(opts.rate));
   if (opts.seed !== undefined) args.push("--seed", String(opts.seed));

@@ -7,13 +7,18 @@
  * Wire protocol (all fields u32, network byte order):
  *   request  (16 bytes): magic, sleep_us, resp_len, seq
  *   response (resp_len bytes, >= 16): the 16 request bytes echoed, then filler
+ * or, with --http on both sides, HTTP/1.1 keep-alive (so HTTP proxies can sit
+ * between them):
+ *   request  "GET /mp/<sleep_us>/<resp_len>/<seq> HTTP/1.1" + Host, no body
+ *   response "HTTP/1.1 200 OK" + Content-Length: resp_len + X-Mp-Seq: <seq>,
+ *            a body of resp_len bytes
  *
  *   mpload server --listen ADDR --port P [--ready-file F] [--duration S]
  *                 [--spin-us 150] [--max-spinners 1]
  *   mpload client --connect ADDR --port P --requests N --concurrency C
  *                 [--sleeps "0,1000"] [--weights "50,50"] [--new-conn]
  *                 [--resp-len 64] [--rate R] [--seed S] [--timeout-ms MS]
- *                 [--out FILE] [--samples FILE]
+ *                 [--out FILE] [--samples FILE] [--http]
  *
  * The server prints a JSON summary on SIGTERM/SIGINT or after --duration;
  * the client prints a JSON report when done (exit 1 if any request failed).
@@ -22,6 +27,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <strings.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -46,6 +52,43 @@
 #define MP_MAGIC 0x4D504C44u /* "MPLD" */
 #define REQ_LEN 16u
 #define MAX_RESP_LEN (64u * 1024u * 1024u)
+#define HTTP_HDR_MAX 8192
+
+static int http_mode; /* --http: HTTP/1.1 framing instead of the binary one */
+static uint64_t now_ns(void);
+
+/* Reads into buf (cap bytes, *have already there) until "\r\n\r\n"; returns the
+ * header length (through the blank line), 0 on EOF/error/overflow. *t_first is
+ * set at the first byte read when it was 0. */
+static size_t http_read_head(int fd, char *buf, size_t cap, size_t *have, uint64_t *t_first) {
+  for (;;) {
+    if (*have >= 4) {
+      char *e = memmem(buf, *have, "\r\n\r\n", 4);
+      if (e) return (size_t)(e - buf) + 4;
+    }
+    if (*have >= cap) return 0;
+    ssize_t r = read(fd, buf + *have, cap - *have);
+    if (r > 0) {
+      if (t_first && !*t_first) *t_first = now_ns();
+      *have += (size_t)r;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    return 0;
+  }
+}
+
+/* The value of header `name` (case-insensitive, "Name:" at a line start) as a number, or -1. */
+static long long http_header_num(const char *head, size_t len, const char *name) {
+  size_t nl = strlen(name);
+  for (const char *p = head; p && p < head + len;) {
+    const char *eol = memmem(p, (size_t)(head + len - p), "\r\n", 2);
+    if (!eol) break;
+    if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') return strtoll(p + nl + 1, NULL, 10);
+    p = eol + 2;
+  }
+  return -1;
+}
 #define SERVER_MAX_SAMPLES (2u * 1024u * 1024u)
 #define MAX_SLEEPS 64
 #define THREAD_STACK (256u * 1024u)
@@ -68,10 +111,10 @@ static void die_usage(const char *msg) {
   fprintf(stderr,
           "usage:\n"
           "  mpload server --listen ADDR --port P [--ready-file F] [--duration S]\n"
-          "                [--spin-us US (150; 0 = pure clock_nanosleep)] [--max-spinners N (1)]\n"
+          "                [--spin-us US (150; 0 = pure clock_nanosleep)] [--max-spinners N (1)] [--http]\n"
           "  mpload client --connect ADDR --port P --requests N --concurrency C\n"
           "                [--sleeps LIST] [--weights LIST] [--new-conn] [--resp-len B]\n"
-          "                [--rate R] [--seed S] [--timeout-ms MS] [--out F] [--samples F]\n");
+          "                [--rate R] [--seed S] [--timeout-ms MS] [--out F] [--samples F] [--http]\n");
   exit(2);
 }
 
@@ -239,7 +282,42 @@ static void *srv_conn(void *arg) {
   char *resp = NULL;
   size_t resp_cap = 0;
   uint32_t req[4];
+  char *hbuf = http_mode ? malloc(HTTP_HDR_MAX) : NULL;
+  size_t hhave = 0;
   for (;;) {
+    if (http_mode) {
+      size_t hl = http_read_head(fd, hbuf, HTTP_HDR_MAX, &hhave, NULL);
+      if (!hl) goto done;
+      uint64_t t_read = now_ns();
+      unsigned sleep_us = 0, resp_len = 0, seq = 0;
+      if (sscanf(hbuf, "GET /mp/%u/%u/%u ", &sleep_us, &resp_len, &seq) != 3 || resp_len > MAX_RESP_LEN) {
+        atomic_fetch_add(&srv_bad, 1);
+        goto done;
+      }
+      memmove(hbuf, hbuf + hl, hhave - hl); /* a pipelined next request stays */
+      hhave -= hl;
+      char head[160];
+      int n = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %u\r\nX-Mp-Seq: %u\r\n\r\n", resp_len, seq);
+      if ((size_t)n + resp_len > resp_cap) {
+        char *nb = realloc(resp, (size_t)n + resp_len);
+        if (!nb) goto done;
+        resp = nb;
+        resp_cap = (size_t)n + resp_len;
+      }
+      memcpy(resp, head, (size_t)n);
+      for (size_t i = 0; i < resp_len; i++) resp[n + i] = (char)('a' + i % 26);
+      if (sleep_us) srv_sleep_until(t_read + (uint64_t)sleep_us * 1000ull);
+      uint64_t t_w = now_ns();
+      if (write_all(fd, resp, (size_t)n + resp_len) < 0) goto done;
+      uint64_t idx = atomic_fetch_add(&srv_nsamples, 1);
+      if (idx < SERVER_MAX_SAMPLES) {
+        uint64_t d = t_w - t_read;
+        srv_samples[idx].sleep_us = sleep_us;
+        __atomic_store_n(&srv_samples[idx].ns, d ? d : 1, __ATOMIC_RELEASE);
+      }
+      atomic_fetch_add(&srv_requests, 1);
+      continue;
+    }
     size_t got = 0;
     while (got < REQ_LEN) {
       ssize_t r = read(fd, (char *)req + got, REQ_LEN - got);
@@ -281,6 +359,7 @@ static void *srv_conn(void *arg) {
   }
 done:
   free(resp);
+  free(hbuf);
   close(fd);
   atomic_fetch_sub(&srv_active, 1);
   return NULL;
@@ -389,6 +468,7 @@ static int run_server(int argc, char **argv) {
     else if (!strcmp(a, "--duration")) duration = parse_double(NEXT(), "--duration");
     else if (!strcmp(a, "--spin-us")) srv_spin_ns = parse_u64(NEXT(), "--spin-us") * 1000ull;
     else if (!strcmp(a, "--max-spinners")) srv_max_spinners = (int)parse_u64(NEXT(), "--max-spinners");
+    else if (!strcmp(a, "--http")) http_mode = 1;
     else {
       char buf[256];
       snprintf(buf, sizeof buf, "unknown server option '%s'", a);
@@ -541,6 +621,7 @@ static void *cl_thread(void *arg) {
   (void)arg;
   int fd = -1;
   char *buf = malloc(C.resp_len);
+  char *hbuf = malloc(HTTP_HDR_MAX);
   if (!C.new_conn) fd = cl_connect(); /* not timed; failures are retried per request */
   pthread_barrier_wait(&bar);
   pthread_barrier_wait(&bar);
@@ -558,6 +639,53 @@ static void *cl_thread(void *arg) {
         continue;
       }
       if (C.new_conn) conn_ns[i] = c1 - c0;
+    }
+    if (http_mode) {
+      char rq[128];
+      int rn = snprintf(rq, sizeof rq, "GET /mp/%u/%u/%u HTTP/1.1\r\nHost: mpload\r\n\r\n", sleep_us, C.resp_len, (unsigned)i);
+      uint64_t t0 = now_ns(), t1 = 0;
+      if (write_all(fd, rq, (size_t)rn) < 0) {
+        count_err((errno == EAGAIN || errno == EWOULDBLOCK) ? &err_timeout : &err_io);
+        close(fd);
+        fd = -1;
+        continue;
+      }
+      size_t have = 0;
+      size_t hl = http_read_head(fd, hbuf, HTTP_HDR_MAX, &have, &t1);
+      long long clen = hl ? http_header_num(hbuf, hl, "Content-Length") : -1;
+      long long seq = hl ? http_header_num(hbuf, hl, "X-Mp-Seq") : -1;
+      int failed = 0;
+      if (!hl) {
+        count_err(have ? &err_io : &err_eof);
+        failed = 1;
+      } else if (strncmp(hbuf, "HTTP/1.1 200", 12) != 0 || clen != (long long)C.resp_len || seq != (long long)i) {
+        count_err(&err_mismatch);
+        failed = 1;
+      } else {
+        size_t body = have - hl; /* the rest of the body, read and dropped */
+        while (body < C.resp_len) {
+          ssize_t r = read(fd, buf, C.resp_len - body);
+          if (r > 0) {
+            body += (size_t)r;
+            continue;
+          }
+          if (r < 0 && errno == EINTR) continue;
+          count_err(r == 0 ? &err_eof : &err_io);
+          failed = 1;
+          break;
+        }
+      }
+      if (failed) {
+        close(fd);
+        fd = -1;
+        continue;
+      }
+      lat_ns[i] = t1 - t0;
+      if (C.new_conn) {
+        close(fd);
+        fd = -1;
+      }
+      continue;
     }
     uint32_t req[4] = {htonl(MP_MAGIC), htonl(sleep_us), htonl(C.resp_len), htonl((uint32_t)i)};
     uint64_t t0 = now_ns();
@@ -604,6 +732,7 @@ static void *cl_thread(void *arg) {
   }
   if (fd >= 0) close(fd);
   free(buf);
+  free(hbuf);
   return NULL;
 }
 
@@ -648,6 +777,7 @@ static int run_client(int argc, char **argv) {
     else if (!strcmp(a, "--timeout-ms")) C.timeout_ms = (int)parse_u64(NEXT(), "--timeout-ms");
     else if (!strcmp(a, "--out")) out = NEXT();
     else if (!strcmp(a, "--samples")) samples = NEXT();
+    else if (!strcmp(a, "--http")) http_mode = 1;
     else {
       char buf[256];
       snprintf(buf, sizeof buf, "unknown client option '%s'", a);

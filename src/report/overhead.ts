@@ -1,0 +1,266 @@
+/**
+ * Where the time of a request goes, with sidecar proxies in the path:
+ * latency-probe's overhead_analysis.
+ *
+ * Every connection the probe measured has, per side, the sum and count of
+ * its exchanges (the client view on a client socket, the server view on an
+ * accepted one). Both ends of a connection on this host are paired by their
+ * addresses (loopback pairs also by network namespace). A proxy is a
+ * process whose name is in the proxy list (envoy, haproxy, linkerd2-proxy
+ * by default; --proxy-comm): it serves requests on its accepted sockets and
+ * forwards them on its own client sockets, so
+ *
+ *   proxy processing = mean server view downstream - mean client view upstream
+ *
+ * is the time a request spends inside that proxy (both directions). For an
+ * application's client socket, the path is followed through proxies to the
+ * application servers it ends at, and what the client observes splits into
+ *
+ *   total       = mean client view of the application's sockets
+ *   application = mean server view of the servers at the end of the path
+ *   mesh        = sum of the processing of the proxies on the path
+ *   kernel      = total - mesh - application (kernel, loopback and network
+ *                 hops, on both sides of every proxy)
+ *
+ * Means, because means add up and percentiles do not. A proxy's processing
+ * is its mean over all the routes it serves (the kernel cannot tell which
+ * downstream request became which upstream one), which is exact for a
+ * sidecar that forwards one service.
+ */
+import type { ConnSlot } from '../wasm.js';
+import { ROLE_CLIENT, ROLE_SERVER } from '../records.js';
+import { usageError } from '../errors.js';
+
+export const DEFAULT_PROXY_COMMS = ['envoy', 'haproxy', 'linkerd2-proxy'] as const;
+
+export interface ProxyFigure {
+  comm: string;
+  pid: number;
+  netns: number;
+  /** requests it served (server view on its accepted sockets) */
+  requests: number;
+  /** requests it sent upstream (client view on its own connections) */
+  upstream_requests: number;
+  /** mean server view downstream: what the proxy's clients wait for, as it sees it */
+  downstream_ms: number;
+  /** mean client view upstream: what the proxy itself waits for; null when it has no measured upstream */
+  upstream_ms: number | null;
+  /** downstream - upstream: the time a request spends inside the proxy */
+  processing_ms: number | null;
+}
+
+export interface OverheadPart {
+  requests: number;
+  total_ms: number | null;
+  application_ms: number | null;
+  kernel_processing_ms: number | null;
+  mesh_processing_ms: number | null;
+}
+
+export interface ServiceOverhead extends OverheadPart {
+  service: string;
+  /** the proxies on the path, in order from the client (pid:comm) */
+  path: string[];
+  /** clients on this host (false: the service's own side only, its clients are elsewhere) */
+  clients_seen: boolean;
+}
+
+export interface OverheadAnalysis extends OverheadPart {
+  proxy_comms: string[];
+  proxies: ProxyFigure[];
+  by_service: ServiceOverhead[];
+  /** client requests whose server side was not on this host (in total_ms of no split) */
+  requests_unpaired: number;
+  network_srtt_ms?: number | null;
+  method: string;
+}
+
+interface Side {
+  c: ConnSlot;
+  sum: number;
+  count: number;
+  proxy: boolean;
+}
+
+const isLoopback = (a: string) => a.startsWith('127.') || a === '::1' || a.startsWith('::ffff:127.');
+const r4 = (x: number) => Math.round(x * 1e4) / 1e4;
+const msOf = (sum: number, count: number) => (count > 0 ? sum / count / 1e6 : null);
+
+/** The key both ends of one connection agree on (from the server's side). */
+function serverKey(laddr: string, lport: number, raddr: string, rport: number, netns: number): string {
+  const scope = isLoopback(laddr) || isLoopback(raddr) ? `${netns}|` : '';
+  return `${scope}${laddr}|${lport}|${raddr}|${rport}`;
+}
+
+export interface OverheadInputs {
+  conns: readonly ConnSlot[];
+  proxyComms: readonly string[];
+  /** the service name of an application's server socket (the report's namer) */
+  serviceOf(c: ConnSlot): string;
+  commOf(c: ConnSlot): string;
+}
+
+export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
+  const proxySet = new Set(inp.proxyComms);
+  const sides: Side[] = inp.conns
+    .filter((c) => c.hist && c.hist.count > 0 && (c.role === ROLE_CLIENT || c.role === ROLE_SERVER))
+    .map((c) => ({ c, sum: c.hist!.sum_ns, count: c.hist!.count, proxy: proxySet.has(inp.commOf(c)) }));
+
+  const servers = new Map<string, Side>();
+  for (const s of sides) if (s.c.role === ROLE_SERVER) servers.set(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns), s);
+  const clientsByKey = new Map<string, Side>();
+  for (const s of sides) if (s.c.role === ROLE_CLIENT) clientsByKey.set(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns), s);
+  const peerOfClient = (s: Side) => servers.get(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns));
+  const peerOfServer = (s: Side) => clientsByKey.get(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns));
+
+  // proxies, one per process
+  const byPid = new Map<number, { comm: string; netns: number; down: Side[]; up: Side[] }>();
+  for (const s of sides) {
+    if (!s.proxy) continue;
+    const p = byPid.get(s.c.tgid) ?? { comm: inp.commOf(s.c), netns: s.c.netns, down: [], up: [] };
+    (s.c.role === ROLE_SERVER ? p.down : p.up).push(s);
+    byPid.set(s.c.tgid, p);
+  }
+  const sum = (xs: Side[]) => xs.reduce((a, s) => [a[0] + s.sum, a[1] + s.count], [0, 0]);
+  const proxies = new Map<number, ProxyFigure & { processingNs: number | null }>();
+  for (const [pid, p] of byPid) {
+    const [ds, dc] = sum(p.down);
+    const [us, uc] = sum(p.up);
+    const down = msOf(ds, dc);
+    const up = msOf(us, uc);
+    const processingNs = dc > 0 && uc > 0 ? ds / dc - us / uc : null;
+    proxies.set(pid, {
+      comm: p.comm, pid, netns: p.netns, requests: dc, upstream_requests: uc,
+      downstream_ms: down === null ? 0 : r4(down), upstream_ms: up === null ? null : r4(up),
+      processing_ms: processingNs === null ? null : r4(processingNs / 1e6), processingNs,
+    });
+  }
+  const label = (pid: number) => `${pid}:${proxies.get(pid)?.comm}`;
+
+  /** From a server socket: the proxies crossed (in order) and the application servers reached. */
+  function forward(first: Side): { path: number[]; ends: Side[]; open: boolean } {
+    const path: number[] = [];
+    const ends: Side[] = [];
+    let open = false; // some upstream of a proxy leaves the host or is unmeasured
+    const seen = new Set<number>();
+    let frontier = [first];
+    while (frontier.length) {
+      const next: Side[] = [];
+      for (const srv of frontier) {
+        if (!srv.proxy) {
+          ends.push(srv);
+          continue;
+        }
+        const pid = srv.c.tgid;
+        if (seen.has(pid)) continue;
+        seen.add(pid);
+        path.push(pid);
+        const ups = byPid.get(pid)?.up ?? [];
+        if (!ups.length) open = true;
+        for (const u of ups) {
+          const peer = peerOfClient(u);
+          if (peer) next.push(peer);
+          else open = true;
+        }
+      }
+      frontier = next;
+    }
+    return { path, ends, open };
+  }
+
+  interface Group { service: string; path: number[]; clientSum: number; clientCount: number; ends: Side[]; clients_seen: boolean }
+  const groups = new Map<string, Group>();
+  let unpaired = 0;
+  let unpairedSum = 0;
+  const endsKey = (ends: Side[]) => [...new Set(ends.map((e) => inp.serviceOf(e.c)))].sort().join(',');
+  for (const cl of sides) {
+    if (cl.proxy || cl.c.role !== ROLE_CLIENT) continue;
+    const peer = peerOfClient(cl);
+    const walk = peer ? forward(peer) : undefined;
+    if (!walk || walk.ends.length === 0 || walk.open) {
+      unpaired += cl.count;
+      unpairedSum += cl.sum;
+      continue;
+    }
+    const service = endsKey(walk.ends);
+    const key = `${service}\u0000${walk.path.join('>')}`;
+    const g = groups.get(key) ?? { service, path: walk.path, clientSum: 0, clientCount: 0, ends: [], clients_seen: true };
+    g.clientSum += cl.sum;
+    g.clientCount += cl.count;
+    for (const e of walk.ends) if (!g.ends.includes(e)) g.ends.push(e);
+    groups.set(key, g);
+  }
+  // application servers reached only from clients elsewhere: their side of the path (inbound sidecars)
+  const covered = new Set([...groups.values()].flatMap((g) => g.ends));
+  for (const srv of sides) {
+    if (srv.proxy || srv.c.role !== ROLE_SERVER || covered.has(srv)) continue;
+    const path: number[] = [];
+    let s: Side | undefined = srv;
+    const seen = new Set<number>();
+    for (;;) {
+      const cl: Side | undefined = s && peerOfServer(s);
+      if (!cl || !cl.proxy || seen.has(cl.c.tgid)) break;
+      seen.add(cl.c.tgid);
+      path.unshift(cl.c.tgid);
+      const downs: Side[] = byPid.get(cl.c.tgid)?.down ?? [];
+      s = downs.length === 1 ? downs[0] : undefined; // one route back only
+    }
+    const service = inp.serviceOf(srv.c);
+    const key = `${service}\u0000${path.join('>')}\u0000inbound`;
+    const g = groups.get(key) ?? { service, path, clientSum: 0, clientCount: 0, ends: [], clients_seen: false };
+    g.ends.push(srv);
+    groups.set(key, g);
+  }
+
+  const byService: ServiceOverhead[] = [];
+  for (const g of groups.values()) {
+    const [es, ec] = sum(g.ends);
+    const appNs = ec > 0 ? es / ec : null;
+    const meshParts = g.path.map((pid) => proxies.get(pid)?.processingNs ?? null);
+    const meshNs = meshParts.some((x) => x === null) ? null : meshParts.reduce<number>((a, x) => a + (x as number), 0);
+    const totalNs = g.clientCount > 0 ? g.clientSum / g.clientCount : null;
+    const kernelNs = totalNs !== null && appNs !== null && meshNs !== null ? totalNs - meshNs - appNs : null;
+    byService.push({
+      service: g.service,
+      requests: g.clients_seen ? g.clientCount : ec,
+      total_ms: totalNs === null ? null : r4(totalNs / 1e6),
+      application_ms: appNs === null ? null : r4(appNs / 1e6),
+      kernel_processing_ms: kernelNs === null ? null : r4(kernelNs / 1e6),
+      mesh_processing_ms: meshNs === null ? null : r4(meshNs / 1e6),
+      path: g.path.map(label),
+      clients_seen: g.clients_seen,
+    });
+  }
+  byService.sort((a, b) => b.requests - a.requests);
+
+  // overall: request-weighted over the services whose clients are here and split completely
+  const full = byService.filter((s) => s.clients_seen && s.kernel_processing_ms !== null);
+  const n = full.reduce((a, s) => a + s.requests, 0);
+  const w = (k: keyof OverheadPart) => (n > 0 ? r4(full.reduce((a, s) => a + (s[k] as number) * s.requests, 0) / n) : null);
+  const allClients = sides.filter((s) => !s.proxy && s.c.role === ROLE_CLIENT);
+  const [cs, cc] = sum(allClients);
+  return {
+    requests: n,
+    total_ms: n > 0 ? w('total_ms') : cc > 0 ? r4(cs / cc / 1e6) : null,
+    application_ms: w('application_ms'),
+    kernel_processing_ms: w('kernel_processing_ms'),
+    mesh_processing_ms: w('mesh_processing_ms'),
+    proxy_comms: [...inp.proxyComms],
+    proxies: [...proxies.values()].map(({ processingNs: _p, ...p }) => p).sort((a, b) => b.requests - a.requests),
+    by_service: byService,
+    requests_unpaired: unpaired,
+    method:
+      'means over the measured connections: total = client view of applications (not proxies); application = server view of ' +
+      'the application servers their requests reach; mesh = per proxy on the path, its server view downstream minus its client ' +
+      'view upstream; kernel = total - mesh - application. Requests whose server side is not on this host are in requests_unpaired' +
+      (unpaired > 0 ? ` (mean ${r4(unpairedSum / unpaired / 1e6)} ms)` : ''),
+  };
+}
+
+/** A comma list of process names for --proxy-comm (15 characters at most: the kernel's comm). */
+export function parseProxyComms(v: string): string[] {
+  const names = v.split(',').map((s) => s.trim()).filter(Boolean);
+  if (!names.length) throw usageError('--proxy-comm: give process names, e.g. --proxy-comm envoy,haproxy');
+  for (const n of names) if (n.length > 15) throw usageError(`--proxy-comm: '${n}' is longer than 15 characters; the kernel keeps the first 15 of a process name: write '${n.slice(0, 15)}'`);
+  return names;
+}
