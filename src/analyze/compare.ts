@@ -464,8 +464,13 @@ export function analyze(opts: AnalyzeOptions): AnalysisReport {
   const display = (h: MeshHistogram) => (h.name && (nsOf.get(h.name)?.size ?? 0) > 1 && h.namespace ? `${h.name}.${h.namespace}` : h.name ?? WHOLE_PROBE);
 
   const wholeSources = new Set<string>();
+  const empty: string[] = [];
   for (const inp of opts.mesh) {
     for (const h of inp.histograms) {
+      if (requestsOf(h) === 0) {
+        empty.push(`${label(h)} for ${h.name ? display(h) : 'all traffic'}`);
+        continue;
+      }
       if (!h.name) {
         get(WHOLE_PROBE, WHOLE_PROBE, [], true).mesh.push({ h, input: inp });
         wholeSources.add(`${h.source} (${inp.input})`);
@@ -513,6 +518,9 @@ export function analyze(opts: AnalyzeOptions): AnalysisReport {
       }
     }
     services.push({ service: c.service, ebpf, mesh, differences: diffs });
+  }
+  if (empty.length) {
+    notes.push(`no requests${opts.live ? ` in the ${fmt(opts.live.rangeS)} s range` : ''}, left out: ${empty.join(', ')}`);
   }
   if (wholeSources.size) {
     notes.push(`${[...wholeSources].join(', ')}: the histograms name no destination (only labels like method and reporter), so they are compared with the probe's whole client and server views; Hubble's labelsContext=source_namespace,source_workload,destination_namespace,destination_workload gives per-service figures`);
