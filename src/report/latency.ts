@@ -11,7 +11,7 @@ import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { ROLE_CLIENT, ROLE_SERVER, CONN_F_ROLE_INFERRED } from '../records.js';
 import { readConnTable, readCounters, readGlobalHistograms, readSvcTable, type ConnSlot, type Counters, type ServiceSlot, type State } from '../wasm.js';
-import { diff, mergeAll, percentile, type HistogramSnapshot } from '../histogram.js';
+import { diff, mergeAll, percentile, toBucketList, type HistogramSnapshot } from '../histogram.js';
 import { LATENCY_STATS } from '../probes/latency.js';
 import type { SessionResult } from '../pipeline/session.js';
 import { matchService, type ServiceDef } from '../filter/services.js';
@@ -172,7 +172,10 @@ function servicesOut(services: readonly ServiceFigure[], factors: { client: numb
         requests_estimated: Math.round(requests * (g[0].role === 'server' ? factors.server : factors.client)),
         percentiles: hist.count ? percentilesMs(hist) : null,
         mean_ms: hist.count ? ms(hist.sum_ns / hist.count) : null,
+        min_ms: hist.count ? ms(hist.min_ns) : null,
+        max_ms: hist.count ? ms(hist.max_ns) : null,
         latency_histogram: hist.count ? viewSummary(hist).latency_histogram : null,
+        buckets: toBucketList(hist),
         hist,
       };
     })
