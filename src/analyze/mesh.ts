@@ -86,6 +86,8 @@ export interface MeshHistogram {
 export interface MeshSet {
   histograms: MeshHistogram[];
   notes: string[];
+  /** counts over a range (an API matrix) rather than totals since the proxies started */
+  ranged: boolean;
 }
 
 /** The service identity of a series. */
@@ -216,6 +218,7 @@ export function readMeshText(text: string, source: MeshSource, file: string): Me
   if (trimmed === '') throw new MeshInputError(`${file} is empty`);
   let samples: Sample[];
   let anonymous = false;
+  let ranged = false;
   if (trimmed.startsWith('{') || trimmed.startsWith('[')) {
     let doc: unknown;
     try {
@@ -232,6 +235,7 @@ export function readMeshText(text: string, source: MeshSource, file: string): Me
     samples = api.samples;
     anonymous = true;
     if (api.resultType === 'matrix') {
+      ranged = true;
       const span = api.span ? ` over ${Math.round(api.span[1] - api.span[0])} s` : '';
       notes.push(`${file}: a range query (matrix); each series counts its increase from the first to the last sample${span}, counter resets corrected${api.resets ? ` (${api.resets} series had a reset)` : ''}, nothing extrapolated`);
       if (api.singleSample) notes.push(`${file}: ${api.singleSample} series had a single sample and add nothing`);
@@ -270,7 +274,7 @@ export function readMeshText(text: string, source: MeshSource, file: string): Me
   if (bad) notes.push(`${file}: ${bad} bucket samples had an le that is not a number and were left out (as Prometheus does)`);
   const fractional = histograms.some((h) => h.buckets.some((b) => !Number.isInteger(b.count)));
   if (fractional && !anonymous) notes.push(`${file}: bucket counts are not whole numbers`);
-  return { histograms, notes };
+  return { histograms, notes, ranged };
 }
 
 export class MeshInputError extends Error {

@@ -51,25 +51,23 @@ export function renderReport(r: AnalysisReport): string {
       const diffs = s.differences.filter((d) => d.source === m.source && d.reporter === m.reporter);
       const view = diffs[0]?.ebpf_view;
       const e = s.ebpf.find((x) => x.view === view && x.probe_service === diffs[0]?.probe_service);
-      const widths = [22, 9, 17, 17, 17, 9];
-      out.push(row(['', 'requests', 'p50', 'p90', 'p99', 'mean'], widths));
+      const rows: string[][] = [['', 'requests', 'p50', 'p90', 'p99', 'mean']];
       if (e) {
         const req = e.requests_estimated !== undefined && e.requests_estimated !== e.requests ? `${count(e.requests)}~${count(e.requests_estimated)}` : count(e.requests);
-        out.push(row([`kernel ${e.view} view`, req, ...COLS.map((c) => num(fig(e, c)))], widths));
+        rows.push([`kernel ${e.view} view`, req, ...COLS.map((c) => num(fig(e, c)))]);
       }
       const qb = m.quantile_buckets_ms ?? {};
-      out.push(row([`${m.source} ${m.reporter}`, count(m.requests), ...QUANTILES.map(([n]) => `${num(fig(m, n))} ${bucketText(qb[n])}`), num(m.mean_ms)], widths));
+      rows.push([`${m.source} ${m.reporter}`, count(m.requests), ...QUANTILES.map(([n]) => `${num(fig(m, n))} ${bucketText(qb[n])}`), num(m.mean_ms)]);
+      const d = (c: string) => diffs.find((x) => x.quantile === c);
       if (e) {
-        const d = (c: string) => diffs.find((x) => x.quantile === c);
-        out.push(row(['mesh - kernel', '', ...COLS.map((c) => signed(d(c)?.diff_ms))], widths));
+        rows.push(['mesh - kernel', '', ...COLS.map((c) => signed(d(c)?.diff_ms))]);
         const exp = QUANTILES.map(([n]) => d(n)?.mesh_from_ebpf_ms);
-        if (exp.some((x) => x !== undefined)) {
-          out.push(row(['kernel in mesh buckets', '', ...exp.map((x) => num(x ?? null)), ''], widths));
-        }
-        for (const x of diffs) out.push(`    ${x.quantile}: ${x.likely_cause}`);
-      } else {
-        out.push('    no probe figures to compare with (see the notes)');
+        if (exp.some((x) => x !== undefined)) rows.push(['kernel in mesh buckets', '', ...exp.map((x) => num(x ?? null)), '']);
       }
+      const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+      for (const r of rows) out.push(row(r, widths));
+      if (e) for (const x of diffs) out.push(`    ${x.quantile}: ${x.likely_cause}`);
+      else out.push('    no probe figures to compare with (see the notes)');
       const bounds = m.bucket_bounds_ms;
       out.push(`    ${m.source} buckets (ms): ${bounds.map((b) => fmtBound(b)).join(' ')} +Inf`);
     }

@@ -7,7 +7,7 @@
  * results or a live Prometheus), the differences and their likely causes.
  */
 import { Option } from 'commander';
-import { EXIT_USAGE, MeshprobeError, usageError } from '../errors.js';
+import { EXIT_RUNTIME, MeshprobeError, usageError } from '../errors.js';
 import { loadServices } from '../filter/services.js';
 import { writeJson } from '../report/write.js';
 import { main, newCommand } from './program.js';
@@ -86,8 +86,7 @@ async function run(f: Flags): Promise<void> {
     try {
       const set = readMeshText(text, source, file);
       notes.push(...set.notes);
-      const ranged = text.trimStart().startsWith('{') || text.trimStart().startsWith('[') ? /"matrix"|"values"\s*:/.test(text) : false;
-      mesh.push({ source, input: file, ranged, histograms: set.histograms });
+      mesh.push({ source, input: file, ranged: set.ranged, histograms: set.histograms });
     } catch (e) {
       if (e instanceof MeshInputError) throw usageError(e.message);
       throw e;
@@ -159,7 +158,8 @@ const cmd = newCommand('analyze-latency', "Compares the kernel's latency (a late
   .option('--prometheus-url <url>', 'query a live Prometheus for the sources not given as files, e.g. http://prometheus:9090')
   .option('--range <time>', '--prometheus-url: the increase() window, e.g. 60s, 5m (default: the probe run\'s duration, else 5m)')
   .option('--time <time>', '--prometheus-url: evaluation time, now, RFC 3339 or unix seconds (default: the end of the probe run)')
-  .option('--service-map <probe=mesh>', 'pair a probe service with a mesh service (repeatable), e.g. nginx:8080=reviews', (v: string, acc: string[]) => [...acc, v], [] as string[])
+  .addOption(new Option('--service-map <probe=mesh>', 'pair a probe service with a mesh service (repeatable), e.g. nginx:8080=reviews')
+    .argParser((v: string, acc: string[]) => [...acc, v]).default([], 'none'))
   .option('--services <file>', "the probe's --services file: renames its comm:port services by port")
   .option('--json', 'write the AnalysisReport JSON (to stdout, or to --output)')
   .addOption(new Option('-o, --output <file>', 'write the AnalysisReport JSON to this file'))
@@ -170,7 +170,8 @@ const cmd = newCommand('analyze-latency', "Compares the kernel's latency (a late
       if (e instanceof MeshprobeError) throw e;
       const err = e as Error & { code?: string };
       if (err.code === 'MP_REPORT_WRITE') throw new MeshprobeError('MP_REPORT_WRITE', err.message, 1);
-      throw new MeshprobeError('MP_ANALYZE', err.message ?? String(e), EXIT_USAGE === 2 && err instanceof SyntaxError ? EXIT_USAGE : 1, err.stack);
+      // not foreseen: one line all the same (the stack with --log-level debug)
+      throw new MeshprobeError('MP_ANALYZE', err.message ?? String(e), EXIT_RUNTIME, err.stack);
     }
   });
 
