@@ -79,7 +79,9 @@ test('fixtures: each mesh figure against the probe view of its side, differences
   near(d50.mesh_ms, 0.7);
   near(d50.diff_ms, 0.7 - srv.percentiles!.p50!);
   assert.deepEqual(d50.mesh_bucket_ms, [0.5, 1]);
-  assert.equal(d50.mesh_from_ebpf_ms, undefined, 'four server services: the server view\'s raw buckets are not reviews\' alone');
+  // the report has reviews' own raw buckets: its requests truncated and put in Istio's buckets
+  assert.ok(typeof d50.mesh_from_ebpf_ms === 'number');
+  assert.match(d50.likely_cause, /the kernel's own requests in the mesh's buckets, truncated to whole ms, would read \d/);
   // the mesh's p50 bucket (0.5, 1] holds durations [1, 2) ms: at least 1 - 0.7004 = 0.2996 ms more than the kernel
   assert.match(d50.likely_cause, /at least 0\.3 ms more than the kernel/);
   assert.match(d50.likely_cause, /durations of 1 to 2 ms before Istio truncates them/);
@@ -120,6 +122,21 @@ test('fixtures: each mesh figure against the probe view of its side, differences
   assert.equal(mv.requests, 104);
   assert.deepEqual(r.overhead_analysis, JSON.parse(text('latency-probe.json')).metrics.overhead_analysis);
   assert.ok(r.notes.some((n) => /no mesh figures for the probe services details \(server\), python3:9080 \(server\)/.test(n)), r.notes.join(' | '));
+});
+
+test('a report without per-service buckets: a service alone on its side gets its view\'s, the others none', () => {
+  const p = probe();
+  for (const s of p.services) delete s.buckets;
+  // readProbeReport's rule, applied again: reviews is the only client service, with all the client view's requests
+  const again = readProbeReport(JSON.stringify({ ...JSON.parse(text('latency-probe.json')), metrics: { ...JSON.parse(text('latency-probe.json')).metrics,
+    services: JSON.parse(text('latency-probe.json')).metrics.services.map(({ buckets: _b, ...x }: Record<string, unknown>) => x) } }), 'x.json');
+  assert.deepEqual(again.services.find((s) => s.role === 'client')!.buckets, again.views.client!.buckets);
+  assert.equal(again.services.find((s) => s.service === 'reviews' && s.role === 'server')!.buckets, undefined, 'four server services');
+  const r = analyze({ probe: again, mesh: [meshFile('istio-envoy.txt', 'istio')], inputs: {} });
+  assert.equal(diff(r, 'reviews', 'istio', 'destination', 'p50').mesh_from_ebpf_ms, undefined);
+  assert.equal(typeof diff(r, 'reviews', 'istio', 'source', 'p50').mesh_from_ebpf_ms, 'number');
+  // without the kernel's buckets, the mean's truncation correction is the 0-1 ms band
+  assert.match(diff(r, 'reviews', 'istio', 'destination', 'mean').likely_cause, /takes 0 to 1 ms off its mean \(0\.5 ms when fractions spread evenly\)/);
 });
 
 test('only the other side seen: compared with it, and the cause says so', () => {
