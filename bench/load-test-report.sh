@@ -29,6 +29,7 @@ CONCURRENCY=4
 SLEEPS=0,1000,2000,5000
 DELAY=0
 MESH=1
+LOAD_FAILED=0
 ISTIO=
 CILIUM=
 while (($#)); do
@@ -55,7 +56,9 @@ for f in "$ISTIO" "$CILIUM"; do
   [ -z "$f" ] || [ -r "$f" ] || { echo "load-test-report: cannot read '$f'" >&2; exit 2; }
 done
 [ -x dist/src/cli/latency-probe.js ] || [ -f dist/src/cli/latency-probe.js ] || bash scripts/setup.sh
-[ -x test/tools/bin/mpload ] || cc -O2 -pthread -o test/tools/bin/mpload test/tools/mpload.c
+if [ ! -x test/tools/bin/mpload ] || [ test/tools/mpload.c -nt test/tools/bin/mpload ]; then
+  mkdir -p test/tools/bin && cc -O2 -pthread -o test/tools/bin/mpload test/tools/mpload.c
+fi
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -65,6 +68,9 @@ NS_A=mpload-a-$TAG
 NS_B=mpload-b-$TAG
 PIDS=()
 cleanup() {
+  local rc=$?
+  # on a failure, keep the probes' own output next to the results
+  if ((rc != 0)); then cp "$WORK"/*.out "$OUT"/ 2>/dev/null || true; fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   if ((MESH)); then ip netns del "$NS_A" 2>/dev/null || true; ip netns del "$NS_B" 2>/dev/null || true; fi
@@ -72,6 +78,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'echo "load-test-report: failed at line $LINENO: $BASH_COMMAND (logs in $OUT)" >&2' ERR
 
 inns() { local ns=$1; shift; if ((MESH)); then ip netns exec "$ns" "$@"; else "$@"; fi; }
 wait_listen() { # ns port
@@ -115,9 +122,12 @@ EOF
   echo "core.register_action(\"sidecar_delay\", { \"http-req\" }, function(txn) core.msleep($DELAY) end)" > "$WORK/delay.lua"
 fi
 
-inns "$NS_B" test/tools/bin/mpload server --listen 127.0.0.1 --port 8080 --http --max-spinners "$CONCURRENCY" \
-  > "$OUT/server.json" 2> "$WORK/server.err" &
-PIDS+=($!); SERVER=$!
+# started directly, not through a function, so that $! is mpload itself (`ip netns exec` execs)
+SRV=(test/tools/bin/mpload server --listen 127.0.0.1 --port 8080 --http --max-spinners "$CONCURRENCY")
+if ((MESH)); then ip netns exec "$NS_B" "${SRV[@]}" > "$OUT/server.json" 2> "$WORK/server.out" &
+else "${SRV[@]}" > "$OUT/server.json" 2> "$WORK/server.out" &
+fi
+SERVER=$!; PIDS+=($SERVER)
 wait_listen "$NS_B" 8080
 TARGET_PORT=8080
 FILTER=(--filter port=8080)
@@ -143,20 +153,19 @@ probe() { # name output
 }
 probe latency-probe ebpf-latency.json
 probe connection-tracker connections.json
-if ((MESH)); then DROPS_FILTER=(--filter "netns=$NS_A,$NS_B"); else DROPS_FILTER=(--filter port=8080); fi
-node dist/src/cli/packet-drop-probe.js "${DROPS_FILTER[@]}" --output "$OUT/drops.json" --no-progress > "$WORK/drops.out" 2>&1 &
-PIDS+=($!); PROBE_drops=$!
-for _ in $(seq 200); do grep -q "measuring" "$WORK/drops.out" && break; sleep 0.05; done
+probe packet-drop-probe drops.json
+PROBES=("$PROBE_latency_probe" "$PROBE_connection_tracker" "$PROBE_packet_drop_probe")
 
 echo "load-test-report: $REQUESTS requests, $CONCURRENCY connections, sleeps $SLEEPS µs$( ((MESH)) && echo ", through two haproxy sidecars (+$DELAY ms each)")"
 inns "$NS_A" test/tools/bin/mpload client --connect 127.0.0.1 --port "$TARGET_PORT" --http \
-  --requests "$REQUESTS" --concurrency "$CONCURRENCY" --sleeps "$SLEEPS" > "$OUT/client.json"
+  --requests "$REQUESTS" --concurrency "$CONCURRENCY" --sleeps "$SLEEPS" > "$OUT/client.json" ||
+  { LOAD_FAILED=1; echo "load-test-report: the load had failed requests (see $OUT/client.json); the reports are still written" >&2; }
 sleep 0.3
-for p in "$PROBE_latency_probe" "$PROBE_connection_tracker" "$PROBE_drops"; do kill -INT "$p"; done
-for p in "$PROBE_latency_probe" "$PROBE_connection_tracker" "$PROBE_drops"; do
-  wait "$p" || { echo "load-test-report: a probe failed; its output is in $OUT" >&2; cat "$WORK"/*.out >&2; exit 1; }
+for p in "${PROBES[@]}"; do kill -INT "$p" 2>/dev/null || { echo "load-test-report: a probe ended early (logs in $OUT)" >&2; exit 1; }; done
+for p in "${PROBES[@]}"; do
+  wait "$p" || { echo "load-test-report: a probe failed (logs in $OUT)" >&2; exit 1; }
 done
-kill "$SERVER"; wait "$SERVER" || true
+kill "$SERVER"; wait "$SERVER" || true  # it writes its summary to server.json on SIGTERM
 
 ANALYZE=(--ebpf-probe "$OUT/ebpf-latency.json")
 [ -z "$ISTIO" ] || ANALYZE+=(--istio-metrics "$ISTIO")
@@ -177,3 +186,4 @@ console.log(`client, as it timed itself: mean ${(cl.latency_us.mean / 1000).toFi
 console.log(`latency-probe overhead_analysis: total ${o.total_ms} ms = application ${o.application_ms} + mesh ${o.mesh_processing_ms} + kernel ${o.kernel_processing_ms}`);
 ' "$OUT/ebpf-latency.json" "$OUT/client.json"
 echo "load-test-report: $OUT/report.html (and ebpf-latency.json, connections.json, drops.json, client.json, server.json$( ((MESH)) && echo ", haproxy-*.log"))"
+exit $LOAD_FAILED

@@ -29,6 +29,9 @@ test('bench/load-test-report.sh: probes around a load through sidecars, then rep
   const client = JSON.parse(readFileSync(join(out, 'client.json'), 'utf8'));
   const o = lat.metrics.overhead_analysis;
   assert.equal(client.errors, 0);
+  // the server was stopped by the script (its summary is written on SIGTERM) and saw every request
+  const server = JSON.parse(readFileSync(join(out, 'server.json'), 'utf8'));
+  assert.equal(server.requests, 800);
   assert.equal(o.requests, 800);
   assert.equal(o.proxies.length, 2);
   assert.ok(near(o.total_ms, client.latency_us.mean / 1000, 0.03, 0.05), `total ${o.total_ms} vs the client's ${client.latency_us.mean / 1000}`);

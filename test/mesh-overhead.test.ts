@@ -15,7 +15,8 @@
 // and the client's own increase both give the truth.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createVethPair } from './helpers/netns.js';
+import { createVethPair, ipBin } from './helpers/netns.js';
+import { spawnSync } from 'node:child_process';
 import { near, needsRoot, reportDuring } from './helpers/probe.js';
 import { runClient, startTestServer, type ClientResult, type ServerSummary } from './helpers/workload.js';
 import { haproxyMissing, startSidecar, type Sidecar } from './helpers/haproxy.js';
@@ -46,15 +47,33 @@ function needsHaproxy(t: TestContext): boolean {
   return false;
 }
 
-async function meshRun(t: TestContext, delayMs: number): Promise<Run> {
+/**
+ * capture: as Istio does, the client connects to the server pod's address and
+ * iptables redirects it to the sidecars (OUTPUT in pod A, except the proxy's
+ * own user, PREROUTING in pod B), so the two ends of a captured connection do
+ * not have the same addresses.
+ */
+async function meshRun(t: TestContext, delayMs: number, capture = false): Promise<Run> {
   const pair = createVethPair();
   t.after(() => pair.cleanup());
   const server = await startTestServer(t, { addr: '127.0.0.1', port: 8080, netns: pair.nsB, http: true, maxSpinners: 2 });
-  const inbound = await startSidecar(t, { netns: pair.nsB, name: 'inbound', bind: `${pair.addrB4}:15006`, server: '127.0.0.1:8080', delayMs });
-  const outbound = await startSidecar(t, { netns: pair.nsA, name: 'outbound', bind: '127.0.0.1:15001', server: `${pair.addrB4}:15006`, delayMs });
+  const uid = capture ? 1337 : undefined;
+  const inbound = await startSidecar(t, { netns: pair.nsB, name: 'inbound', bind: capture ? '0.0.0.0:15006' : `${pair.addrB4}:15006`, server: '127.0.0.1:8080', delayMs, uid });
+  const outbound = await startSidecar(t, { netns: pair.nsA, name: 'outbound', bind: '127.0.0.1:15001', server: `${pair.addrB4}:${capture ? 8080 : 15006}`, delayMs, uid });
+  if (capture) {
+    // (the rules live in the namespaces, which cleanup deletes)
+    for (const [ns, rule] of [
+      [pair.nsA, ['-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '-d', pair.addrB4, '--dport', '8080', '-m', 'owner', '!', '--uid-owner', '1337', '-j', 'REDIRECT', '--to-ports', '15001']],
+      [pair.nsB, ['-t', 'nat', '-A', 'PREROUTING', '-i', pair.ifB, '-p', 'tcp', '--dport', '8080', '-j', 'REDIRECT', '--to-ports', '15006']],
+    ] as const) {
+      const r = spawnSync(ipBin(), ['netns', 'exec', ns, 'iptables', ...rule], { encoding: 'utf8' });
+      assert.equal(r.status, 0, `iptables ${rule.join(' ')}: ${r.stderr}`);
+    }
+  }
+  const target = capture ? { addr: pair.addrB4, port: 8080 } : { addr: '127.0.0.1', port: 15001 };
   let client!: ClientResult;
   const report = await reportDuring(t, 'latency-probe', ['--filter', `netns=${pair.nsA},${pair.nsB}`], async () => {
-    client = await runClient({ addr: '127.0.0.1', port: 15001, netns: pair.nsA, http: true, requests: REQUESTS, concurrency: 2, sleeps: SLEEPS });
+    client = await runClient({ ...target, netns: pair.nsA, http: true, requests: REQUESTS, concurrency: 2, sleeps: SLEEPS });
   });
   const summary = await server.stop();
   const overhead = report.metrics.overhead_analysis;
@@ -116,4 +135,11 @@ test('overhead_analysis splits client -> sidecar -> veth -> sidecar -> server in
   const addedByClient = (slow.client.latency_us.mean - plain.client.latency_us.mean) / 1000 - (slow.server.processing_us.mean - plain.server.processing_us.mean) / 1000;
   const addedByProbe = slow.service.mesh_processing_ms - plain.service.mesh_processing_ms;
   assert.ok(near(addedByProbe, addedByClient, 0.15, 0.1), `mesh grew ${addedByProbe} ms; the client's own total grew ${addedByClient} ms beyond the server's`);
+});
+
+test('overhead_analysis pairs connections that iptables redirected to the sidecars, as Istio captures traffic', { timeout: 120_000 }, async (t) => {
+  if (!needsRoot(t) || !needsHaproxy(t)) return;
+  const r = await meshRun(t, 0, true);
+  checkRun(r, 'sidecars behind iptables REDIRECT');
+  assert.equal(r.overhead.requests_unpaired, 0);
 });

@@ -5,7 +5,9 @@
  * Every connection the probe measured has, per side, the sum and count of
  * its exchanges (the client view on a client socket, the server view on an
  * accepted one). Both ends of a connection on this host are paired by their
- * addresses (loopback pairs also by network namespace). A proxy is a
+ * addresses (loopback pairs also by network namespace), or, for traffic that
+ * iptables redirected to a sidecar (the accepted socket's local address is
+ * not the one connected to), by the client's own address alone. A proxy is a
  * process whose name is in the proxy list (envoy, haproxy, linkerd2-proxy
  * by default; --proxy-comm): it serves requests on its accepted sockets and
  * forwards them on its own client sockets, so
@@ -41,8 +43,8 @@ export interface ProxyFigure {
   requests: number;
   /** requests it sent upstream (client view on its own connections) */
   upstream_requests: number;
-  /** mean server view downstream: what the proxy's clients wait for, as it sees it */
-  downstream_ms: number;
+  /** mean server view downstream: what the proxy's clients wait for, as it sees it; null when it served none measured */
+  downstream_ms: number | null;
   /** mean client view upstream: what the proxy itself waits for; null when it has no measured upstream */
   upstream_ms: number | null;
   /** downstream - upstream: the time a request spends inside the proxy */
@@ -82,12 +84,25 @@ interface Side {
   proxy: boolean;
 }
 
-const isLoopback = (a: string) => a.startsWith('127.') || a === '::1' || a.startsWith('::ffff:127.');
+/** An IPv4 address as a dual-stack socket shows it (::ffff:7f00:1) written as IPv4, so both ends compare. */
+export function plainAddr(a: string): string {
+  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(a);
+  if (m) {
+    const hi = parseInt(m[1], 16);
+    const lo = parseInt(m[2], 16);
+    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  }
+  const d = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);
+  return d ? d[1] : a;
+}
+const isLoopback = (a: string) => a.startsWith('127.') || a === '::1';
 const r4 = (x: number) => Math.round(x * 1e4) / 1e4;
 const msOf = (sum: number, count: number) => (count > 0 ? sum / count / 1e6 : null);
 
 /** The key both ends of one connection agree on (from the server's side). */
-function serverKey(laddr: string, lport: number, raddr: string, rport: number, netns: number): string {
+function serverKey(laddrIn: string, lport: number, raddrIn: string, rport: number, netns: number): string {
+  const laddr = plainAddr(laddrIn);
+  const raddr = plainAddr(raddrIn);
   const scope = isLoopback(laddr) || isLoopback(raddr) ? `${netns}|` : '';
   return `${scope}${laddr}|${lport}|${raddr}|${rport}`;
 }
@@ -110,8 +125,29 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
   for (const s of sides) if (s.c.role === ROLE_SERVER) servers.set(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns), s);
   const clientsByKey = new Map<string, Side>();
   for (const s of sides) if (s.c.role === ROLE_CLIENT) clientsByKey.set(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns), s);
-  const peerOfClient = (s: Side) => servers.get(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns));
-  const peerOfServer = (s: Side) => clientsByKey.get(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns));
+  // Traffic captured by iptables (Istio's REDIRECT to its sidecar) reaches a socket whose local
+  // address is not the one the client connected to: its ends pair by the client's own address
+  // alone, when exactly one socket on the other side has it.
+  const bySource = <T extends Side>(xs: T[], addr: (s: T) => [string, number]) => {
+    const m = new Map<string, T[]>();
+    for (const x of xs) {
+      const [a0, p] = addr(x);
+      const a = plainAddr(a0);
+      const k = isLoopback(a) ? `${x.c.netns}|${a}|${p}` : `${a}|${p}`;
+      m.set(k, [...(m.get(k) ?? []), x]);
+    }
+    return (a0: string, p: number, netns: number) => {
+      const a = plainAddr(a0);
+      const hit = m.get(isLoopback(a) ? `${netns}|${a}|${p}` : `${a}|${p}`);
+      return hit && hit.length === 1 ? hit[0] : undefined;
+    };
+  };
+  const serverByClientAddr = bySource(sides.filter((s) => s.c.role === ROLE_SERVER), (s) => [s.c.raddr, s.c.rport]);
+  const clientByOwnAddr = bySource(sides.filter((s) => s.c.role === ROLE_CLIENT), (s) => [s.c.laddr, s.c.lport]);
+  const peerOfClient = (s: Side) =>
+    servers.get(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns)) ?? serverByClientAddr(s.c.laddr, s.c.lport, s.c.netns);
+  const peerOfServer = (s: Side) =>
+    clientsByKey.get(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns)) ?? clientByOwnAddr(s.c.raddr, s.c.rport, s.c.netns);
 
   // proxies, one per process
   const byPid = new Map<number, { comm: string; netns: number; down: Side[]; up: Side[] }>();
@@ -125,20 +161,32 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
   const proxies = new Map<number, ProxyFigure & { processingNs: number | null }>();
   for (const [pid, p] of byPid) {
     const [ds, dc] = sum(p.down);
+    // A proxy's own side connections (its control plane, tracing, health checks) are not request
+    // routes: when some upstreams pair with a server here, only those are its routes.
+    const routes = p.up.filter((u) => peerOfClient(u));
+    if (routes.length) p.up = routes;
     const [us, uc] = sum(p.up);
     const down = msOf(ds, dc);
     const up = msOf(us, uc);
     const processingNs = dc > 0 && uc > 0 ? ds / dc - us / uc : null;
     proxies.set(pid, {
       comm: p.comm, pid, netns: p.netns, requests: dc, upstream_requests: uc,
-      downstream_ms: down === null ? 0 : r4(down), upstream_ms: up === null ? null : r4(up),
+      downstream_ms: down === null ? null : r4(down), upstream_ms: up === null ? null : r4(up),
       processing_ms: processingNs === null ? null : r4(processingNs / 1e6), processingNs,
     });
   }
   const label = (pid: number) => `${pid}:${proxies.get(pid)?.comm}`;
 
   /** From a server socket: the proxies crossed (in order) and the application servers reached. */
-  function forward(first: Side): { path: number[]; ends: Side[]; open: boolean } {
+  const walks = new Map<Side, { path: number[]; ends: Side[]; open: boolean; service?: string }>();
+  function forward(first: Side): { path: number[]; ends: Side[]; open: boolean; service?: string } {
+    const known = walks.get(first);
+    if (known) return known;
+    const w = walk(first);
+    walks.set(first, w);
+    return w;
+  }
+  function walk(first: Side): { path: number[]; ends: Side[]; open: boolean; service?: string } {
     const path: number[] = [];
     const ends: Side[] = [];
     let open = false; // some upstream of a proxy leaves the host or is unmeasured
@@ -168,7 +216,7 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
     return { path, ends, open };
   }
 
-  interface Group { service: string; path: number[]; clientSum: number; clientCount: number; ends: Side[]; clients_seen: boolean }
+  interface Group { service: string; path: number[]; clientSum: number; clientCount: number; ends: Set<Side>; clients_seen: boolean }
   const groups = new Map<string, Group>();
   let unpaired = 0;
   let unpairedSum = 0;
@@ -182,16 +230,16 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
       unpairedSum += cl.sum;
       continue;
     }
-    const service = endsKey(walk.ends);
+    const service = walk.service ??= endsKey(walk.ends);
     const key = `${service}\u0000${walk.path.join('>')}`;
-    const g = groups.get(key) ?? { service, path: walk.path, clientSum: 0, clientCount: 0, ends: [], clients_seen: true };
+    const g = groups.get(key) ?? { service, path: walk.path, clientSum: 0, clientCount: 0, ends: new Set<Side>(), clients_seen: true };
     g.clientSum += cl.sum;
     g.clientCount += cl.count;
-    for (const e of walk.ends) if (!g.ends.includes(e)) g.ends.push(e);
+    for (const e of walk.ends) g.ends.add(e);
     groups.set(key, g);
   }
   // application servers reached only from clients elsewhere: their side of the path (inbound sidecars)
-  const covered = new Set([...groups.values()].flatMap((g) => g.ends));
+  const covered = new Set([...groups.values()].flatMap((g) => [...g.ends]));
   for (const srv of sides) {
     if (srv.proxy || srv.c.role !== ROLE_SERVER || covered.has(srv)) continue;
     const path: number[] = [];
@@ -207,14 +255,14 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
     }
     const service = inp.serviceOf(srv.c);
     const key = `${service}\u0000${path.join('>')}\u0000inbound`;
-    const g = groups.get(key) ?? { service, path, clientSum: 0, clientCount: 0, ends: [], clients_seen: false };
-    g.ends.push(srv);
+    const g = groups.get(key) ?? { service, path, clientSum: 0, clientCount: 0, ends: new Set<Side>(), clients_seen: false };
+    g.ends.add(srv);
     groups.set(key, g);
   }
 
   const byService: ServiceOverhead[] = [];
   for (const g of groups.values()) {
-    const [es, ec] = sum(g.ends);
+    const [es, ec] = sum([...g.ends]);
     const appNs = ec > 0 ? es / ec : null;
     const meshParts = g.path.map((pid) => proxies.get(pid)?.processingNs ?? null);
     const meshNs = meshParts.some((x) => x === null) ? null : meshParts.reduce<number>((a, x) => a + (x as number), 0);

@@ -33,7 +33,7 @@ export interface Sidecar {
   output(): string;
 }
 
-export async function startSidecar(t: AfterHook, opts: { netns: string; name: string; bind: string; server: string; delayMs?: number }): Promise<Sidecar> {
+export async function startSidecar(t: AfterHook, opts: { netns: string; name: string; bind: string; server: string; delayMs?: number; uid?: number }): Promise<Sidecar> {
   const dir = mkdtempSync(join(tmpdir(), `meshprobe-${opts.name}-`));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const lua = join(dir, 'delay.lua');
@@ -44,6 +44,8 @@ export async function startSidecar(t: AfterHook, opts: { netns: string; name: st
     '  log stdout format raw local0',
     '  nbthread 1',
     `  lua-load ${lua}`,
+    // as Istio's istio-proxy user (1337), which its iptables capture leaves alone
+    ...(opts.uid !== undefined ? [`  uid ${opts.uid}`, `  gid ${opts.uid}`] : []),
     'defaults',
     '  mode http',
     '  log global',

@@ -282,7 +282,7 @@ static void *srv_conn(void *arg) {
   char *resp = NULL;
   size_t resp_cap = 0;
   uint32_t req[4];
-  char *hbuf = http_mode ? malloc(HTTP_HDR_MAX) : NULL;
+  char *hbuf = http_mode ? malloc(HTTP_HDR_MAX + 1) : NULL; /* + 1: room to end the head with a NUL */
   size_t hhave = 0;
   for (;;) {
     if (http_mode) {
@@ -290,7 +290,11 @@ static void *srv_conn(void *arg) {
       if (!hl) goto done;
       uint64_t t_read = now_ns();
       unsigned sleep_us = 0, resp_len = 0, seq = 0;
-      if (sscanf(hbuf, "GET /mp/%u/%u/%u ", &sleep_us, &resp_len, &seq) != 3 || resp_len > MAX_RESP_LEN) {
+      char after = hbuf[hl]; /* sscanf needs a string: end it at the head, then put the next byte back */
+      hbuf[hl] = 0;
+      int nf = sscanf(hbuf, "GET /mp/%u/%u/%u ", &sleep_us, &resp_len, &seq);
+      hbuf[hl] = after;
+      if (nf != 3 || resp_len > MAX_RESP_LEN) {
         atomic_fetch_add(&srv_bad, 1);
         goto done;
       }
