@@ -13,7 +13,7 @@ import { usageError } from '../errors.js';
 import { setLogLevel, type LogLevel } from '../log.js';
 import { loadInput, INPUT_OPTION, type InputKind } from '../html/inputs.js';
 import { buildReport } from '../html/report.js';
-import { writeTextAtomic } from '../html/write.js';
+import { writeTextAtomic } from '../report/write.js';
 import type { ReportInputs } from '../html/section.js';
 import { fmtBytes } from '../html/format.js';
 
