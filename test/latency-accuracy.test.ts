@@ -136,7 +136,9 @@ test('250 concurrent keep-alive connections', async (t) => {
   assertNoLoss(m.report);
   assertExactCounts(m.report, 5000);
   const clientConns = m.report.metrics.connections.filter((c: any) => c.role === 'client');
-  assert.equal(clientConns.length, 250);
+  // each of the 250 threads connects first, then takes requests from a shared counter: one that
+  // starts late can find none left, and a connection that never carried a request is not listed
+  assert.ok(clientConns.length <= 250 && clientConns.length >= 240, `${clientConns.length} client connections with requests`);
   assert.equal(clientConns.reduce((a: number, c: any) => a + c.requests, 0), 5000);
   // 250 threads on 2 cores: the server's own timing, not the nominal sleep, is the truth here
   const own = m.server.processing_us.p50 / 1000;
