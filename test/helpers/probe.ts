@@ -2,11 +2,12 @@
 // user would, waits until it is attached, stops it with a signal or lets
 // --duration end it, and returns its exit status, stderr and JSON report.
 import { spawn, spawnSync, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { onProcessExit } from './netns.js';
+import { processes } from './proc.js';
 import type { AfterHook } from './servers.js';
 import { repoRoot } from './workload.js';
 
@@ -104,17 +105,7 @@ export function startProbe(name: string, args: string[], opts: { output?: string
 /** Every process below pid (children, grandchildren, ...), from /proc. */
 function descendants(pid: number): number[] {
   const children = new Map<number, number[]>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-    } catch {
-      continue; // it ended meanwhile
-    }
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]); // "pid (comm) state ppid ..."
-    children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
-  }
+  for (const p of processes()) children.set(p.ppid, [...(children.get(p.ppid) ?? []), p.pid]);
   const out: number[] = [];
   for (let queue = [pid]; queue.length > 0;) {
     for (const c of children.get(queue.shift()!) ?? []) {
