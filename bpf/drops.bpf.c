@@ -223,14 +223,23 @@ by_packet:
 	return 0;
 }
 
-extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+/*
+ * A kfunc of 6.3+. Weak: on older kernels libbpf leaves it unresolved, and
+ * only the programs that call it (drops_pkt_in/out) cannot load there; user
+ * space then loads drops_pkt_in_port/out_port instead (src/probes/drops.ts).
+ */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
-/* Packets of local sockets, per (netns, local port, protocol): no parsing. */
-static __always_inline int count_socket_packet(struct __sk_buff *ctx)
+/*
+ * Packets of local sockets, per (netns, local port, protocol): no parsing.
+ * `with_netns`: the socket's network namespace, read through the kernel's
+ * sk_buff (bpf_cast_to_kern_ctx, 6.3+); without it the key's netns is 0 and
+ * the same port in two namespaces shares one count (user space says so).
+ */
+static __always_inline int count_socket_packet(struct __sk_buff *ctx, const bool with_netns)
 {
 	struct bpf_sock *bs = ctx->sk, *fs;
 	struct mp_pkt_key key = {};
-	struct sk_buff *skb;
 
 	if (!bs)
 		return 1;
@@ -238,10 +247,14 @@ static __always_inline int count_socket_packet(struct __sk_buff *ctx)
 	fs = bpf_sk_fullsock(bs);
 	/* request and time-wait sockets are TCP's */
 	key.protocol = fs ? fs->protocol : IPPROTO_TCP;
-	skb = bpf_cast_to_kern_ctx(ctx);
-	key.netns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
+	if (with_netns) {
+		struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+
+		key.netns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
+	}
 	/* only the services --filter keeps: the others' packets are not needed, nor their cost */
-	if (!filter_pass_packet(key.lport, bpf_ntohs(bs->dst_port), key.netns))
+	if (with_netns ? !filter_pass_packet(key.lport, bpf_ntohs(bs->dst_port), key.netns)
+		       : !filter_pass_packet_ports(key.lport, bpf_ntohs(bs->dst_port)))
 		return 1;
 	count_packet(&pkts, &key, ctx->len);
 	return 1;
@@ -250,11 +263,23 @@ static __always_inline int count_socket_packet(struct __sk_buff *ctx)
 SEC("cgroup_skb/ingress")
 int drops_pkt_in(struct __sk_buff *ctx)
 {
-	return count_socket_packet(ctx);
+	return count_socket_packet(ctx, true);
 }
 
 SEC("cgroup_skb/egress")
 int drops_pkt_out(struct __sk_buff *ctx)
 {
-	return count_socket_packet(ctx);
+	return count_socket_packet(ctx, true);
+}
+
+SEC("cgroup_skb/ingress")
+int drops_pkt_in_port(struct __sk_buff *ctx)
+{
+	return count_socket_packet(ctx, false);
+}
+
+SEC("cgroup_skb/egress")
+int drops_pkt_out_port(struct __sk_buff *ctx)
+{
+	return count_socket_packet(ctx, false);
 }

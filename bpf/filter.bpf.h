@@ -49,10 +49,12 @@ struct {
  *    then port and netns conditions cannot be told and do not match);
  *  - packet true: a packet seen in softirq context (no process of its own):
  *    only port and netns (`pkt_netns`) can be told; a selector that also
- *    asks for pid, comm or cgroup does not match.
+ *    asks for pid, comm or cgroup does not match. `pkt_netns` 0 with
+ *    `netns_unknown`: the caller cannot tell the namespace (a kernel without
+ *    the means to read it): netns conditions are not tested.
  */
 static __always_inline bool filter_eval(struct sock *sk, __u16 lport, __u16 rport, __u32 pkt_netns,
-					const bool packet)
+					const bool packet, const bool netns_unknown)
 {
 	__u32 held = 0, tgid = 0, netns = 0, i;
 	char comm[16] = {};
@@ -74,7 +76,7 @@ static __always_inline bool filter_eval(struct sock *sk, __u16 lport, __u16 rpor
 				continue;
 			if (f->port && f->port != lport && f->port != rport)
 				continue;
-			if (f->netns && f->netns != pkt_netns)
+			if (!netns_unknown && f->netns && f->netns != pkt_netns)
 				continue;
 			held |= 1u << (f->clause & 31);
 			continue;
@@ -110,7 +112,7 @@ static __always_inline bool filter_eval(struct sock *sk, __u16 lport, __u16 rpor
  */
 static __always_inline bool filter_pass(struct sock *sk, __u16 lport, __u16 rport)
 {
-	return filter_eval(sk, lport, rport, 0, false);
+	return filter_eval(sk, lport, rport, 0, false, false);
 }
 
 /*
@@ -121,7 +123,13 @@ static __always_inline bool filter_pass(struct sock *sk, __u16 lport, __u16 rpor
  */
 static __always_inline bool filter_pass_packet(__u16 lport, __u16 rport, __u32 netns)
 {
-	return filter_eval(NULL, lport, rport, netns, true);
+	return filter_eval(NULL, lport, rport, netns, true, false);
+}
+
+/* The same, for a packet whose network namespace cannot be told: by ports alone. */
+static __always_inline bool filter_pass_packet_ports(__u16 lport, __u16 rport)
+{
+	return filter_eval(NULL, lport, rport, 0, true, true);
 }
 
 /* Is the request starting now measured? */

@@ -15,7 +15,8 @@
  * Hooks (chosen by user space at start-up, see src/probes/latency.ts):
  *   sock:inet_sock_set_state                 connection start and end, role
  *   raw_tp sock_send_length/sock_recv_length reads and writes (kernel >= 6.3)
- *   or fexit tcp_sendmsg/tcp_recvmsg         (BTF trampolines, older kernels)
+ *   or fexit tcp_sendmsg/tcp_recvmsg         (BTF trampolines, older kernels;
+ *                                             two forms: with and without bpf_get_func_ret)
  *   or kprobe+kretprobe on the same          (no BTF trampolines)
  */
 #include "vmlinux.h"
@@ -521,6 +522,26 @@ int latency_recv_fx(__u64 *ctx)
 	if (bpf_get_func_arg(ctx, 0, &sk) || bpf_get_func_ret(ctx, &ret))
 		return 0;
 	return on_recv(ctx, (struct sock *)sk, (int)ret, 0);
+}
+
+/*
+ * 5.10 to 5.16: BTF trampolines without bpf_get_func_ret. The arguments and
+ * the return value are read at their places, which the verifier checks
+ * against the kernel's own prototype: tcp_recvmsg(sk, msg, len, nonblock,
+ * flags, addr_len) until 5.18 (5.19 dropped nonblock, and such kernels take
+ * the programs above). Their flags tell MSG_PEEK reads apart.
+ */
+SEC("fexit/tcp_sendmsg")
+int BPF_PROG(latency_send_fa, struct sock *sk, struct msghdr *msg, size_t size, int ret)
+{
+	return on_send(ctx, sk, ret);
+}
+
+SEC("fexit/tcp_recvmsg")
+int BPF_PROG(latency_recv_fa, struct sock *sk, struct msghdr *msg, size_t len, int nonblock, int flags, int *addr_len,
+	     int ret)
+{
+	return on_recv(ctx, sk, ret, flags);
 }
 
 struct {

@@ -1,6 +1,7 @@
 // Choosing hooks: parsing which program the kernel refused, and moving that
 // slot to its next candidate (what happens on Debian 5.10, where fentry
-// exists but the fexit programs' helpers do not; see test/kernels.test.ts).
+// exists but bpf_get_func_arg/ret do not: the fexit programs that read the
+// arguments by prototype load there instead; see test/kernel-matrix.test.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { nextChoice, refusedProgram, type HookChoice } from '../src/kernel/features.js';
@@ -32,14 +33,22 @@ test('nextChoice moves only the refused slot to its next available candidate', (
   const after = nextChoice(latencyProbe.hooks, before, 'latency_send_fx', 'refused by the verifier', () => ({ ok: true }));
   assert.ok(after);
   const send = after!.find((c) => c.slot === 'socket send')!;
-  assert.equal(send.chosen!.name, 'kprobe:tcp_sendmsg');
-  assert.deepEqual(send.tried.map((t) => [t.name, t.ok]), [['fexit:tcp_sendmsg', false], ['kprobe:tcp_sendmsg', true]]);
+  assert.equal(send.chosen!.name, 'fexit:tcp_sendmsg (by prototype)');
+  assert.deepEqual(send.tried.map((t) => [t.name, t.ok]), [['fexit:tcp_sendmsg', false], ['fexit:tcp_sendmsg (by prototype)', true]]);
+  // refused again (a kernel whose prototype differs): on to the kprobes
+  const third = nextChoice(latencyProbe.hooks, after!, 'latency_send_fa', 'refused by the verifier', () => ({ ok: true }))!;
+  const send3 = third.find((c) => c.slot === 'socket send')!;
+  assert.equal(send3.chosen!.name, 'kprobe:tcp_sendmsg');
+  assert.deepEqual(send3.tried.map((t) => [t.name, t.ok]),
+    [['fexit:tcp_sendmsg', false], ['fexit:tcp_sendmsg (by prototype)', false], ['kprobe:tcp_sendmsg', true]]);
   assert.equal(after!.find((c) => c.slot === 'socket receive')!.chosen!.name, 'fexit:tcp_recvmsg', 'other slots unchanged');
   assert.equal(after!.find((c) => c.slot === 'tcp state')!.chosen, before.find((c) => c.slot === 'tcp state')!.chosen);
 });
 
 test('nextChoice gives up when the refused hook is the last one, or unknown', () => {
-  const kp = nextChoice(latencyProbe.hooks, chosen(true), 'latency_send_fx', 'x', () => ({ ok: true }))!;
+  const fa = nextChoice(latencyProbe.hooks, chosen(true), 'latency_send_fx', 'x', () => ({ ok: true }))!;
+  const kp = nextChoice(latencyProbe.hooks, fa, 'latency_send_fa', 'x', () => ({ ok: true }))!;
+  assert.equal(kp.find((c) => c.slot === 'socket send')!.chosen!.name, 'kprobe:tcp_sendmsg');
   assert.equal(nextChoice(latencyProbe.hooks, kp, 'latency_send_kr', 'x', () => ({ ok: true })), undefined);
   assert.equal(nextChoice(latencyProbe.hooks, chosen(false), 'not_ours', 'x'), undefined);
   // a next candidate that is not available is skipped

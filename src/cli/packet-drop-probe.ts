@@ -20,10 +20,6 @@ const cmd = addProbeOptions(
   .option('--max-label-values <n>', 'distinct services and functions reported; the rest go to "other"', '50')
   .action(async (f: Flags) => {
     applyCommon(f);
-    if (f.check) {
-      process.exitCode = printCheck(dropProbe as never) ? 0 : 4;
-      return;
-    }
     const out = outputFrom(f);
     const { filter, services } = filtersFrom(f);
     // drops happen in softirq context, with no process: only the packet's port and netns can select them
@@ -33,6 +29,10 @@ const cmd = addProbeOptions(
     const svcByProcess = services.find((d) => (d.comm.length || d.cgroup.length) && named.includes(d.name));
     if (svcByProcess) throw usageError(`--filter service=${svcByProcess.name}: its --services entry names a comm or cgroup, which drops do not have; use its ports`);
     const options: DropOptions = { filter, maxKeys: parsePositiveInt(f.maxDropKeys, '--max-drop-keys', 1 << 20) };
+    if (f.check) {
+      process.exitCode = printCheck(dropProbe, options) ? 0 : 4;
+      return;
+    }
     const maxLabels = parsePositiveInt(f.maxLabelValues, '--max-label-values', 10000);
     const pipeline = pipelineFrom(f);
     checkWritable(f.output);

@@ -11,8 +11,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { log } from '../log.js';
 import { MeshprobeError } from '../errors.js';
-import { preflight, chooseHooks, candidateAvailable, tracefsPath } from '../kernel/features.js';
-import { startSession, type PipelineOptions, type ProbeDefinition, type RunningSession, type SessionResult } from '../pipeline/session.js';
+import { preflight, candidateAvailable, tracefsPath, VMLINUX_BTF } from '../kernel/features.js';
+import { loadProbe, startSession, type LoadedProbe, type PipelineOptions, type ProbeDefinition, type RunningSession, type SessionResult } from '../pipeline/session.js';
 import { AutoSampler } from '../pipeline/sampling.js';
 import { writeJson } from '../report/write.js';
 import { readCounters } from '../wasm.js';
@@ -54,12 +54,16 @@ export interface RunOptions<O, F, R> {
   quiet?: boolean;
 }
 
-/** --check: what this kernel offers, and the hook each slot would use. */
-export function printCheck(def: ProbeDefinition<unknown>): boolean {
+/**
+ * --check: what this kernel offers, and what the run would use: the probe's
+ * object is really loaded (the verifier has its say, fallbacks included)
+ * and closed again, nothing attached. Returns false when the probe cannot run.
+ */
+export function printCheck<O>(def: ProbeDefinition<O>, options: O): boolean {
   const p = preflight();
   const lines = [
     `kernel: ${p.kernel}`,
-    `BTF: ${p.btf ? 'yes (/sys/kernel/btf/vmlinux)' : 'NO: CO-RE programs cannot load'}`,
+    `BTF: ${p.btf ? `yes (${VMLINUX_BTF})` : 'NO: CO-RE programs cannot load'}`,
     `capabilities: CAP_BPF ${p.caps.bpf ? 'yes' : 'no'}, CAP_PERFMON ${p.caps.perfmon ? 'yes' : 'no'}, ` +
       `CAP_NET_ADMIN ${p.caps.net_admin ? 'yes' : 'no'}, CAP_SYS_ADMIN ${p.caps.sys_admin ? 'yes' : 'no'}`,
     `tracefs: ${p.tracefs ?? 'NOT mounted (mount -t tracefs nodev /sys/kernel/tracing)'}`,
@@ -69,15 +73,29 @@ export function printCheck(def: ProbeDefinition<unknown>): boolean {
   ];
   const tracefs = tracefsPath();
   let ok = p.btf && p.caps.can_trace && !!p.tracefs;
-  for (const choice of chooseHooks(def.hooks)) {
-    const optional = def.optionalSlots?.includes(choice.slot);
-    if (!optional) ok &&= !!choice.chosen;
-    lines.push(`hook ${choice.slot}: ${choice.chosen ? choice.chosen.name : optional ? 'none (optional: not measured)' : 'NONE available'}`);
-    for (const c of def.hooks[choice.slot]) {
-      const a = candidateAvailable(c, tracefs);
-      lines.push(`  ${a.ok ? '+' : '-'} ${c.name}${a.ok ? '' : `: ${a.why}`}`);
+  let loaded: LoadedProbe | undefined;
+  if (ok) {
+    try {
+      loaded = loadProbe(def, options);
+      loaded.obj.close();
+    } catch (e) {
+      ok = false;
+      lines.push(`load: FAILED: ${(e as Error).message}`);
     }
   }
+  for (const slot of Object.keys(def.hooks)) {
+    const optional = def.optionalSlots?.includes(slot);
+    const used = loaded?.hooks.find((h) => h.slot === slot)?.chosen;
+    const verdict = used ? `${used.name} (loaded: the kernel verified it)` : loaded ? (optional ? 'none (optional: not measured)' : 'NONE') : 'not loaded';
+    lines.push(`hook ${slot}: ${verdict}`);
+    for (const c of def.hooks[slot]) {
+      const a = candidateAvailable(c, tracefs);
+      const refused = loaded?.hooks.find((h) => h.slot === slot)?.tried.find((t) => t.name === c.name && !t.ok && /refused/.test(t.why ?? ''));
+      const why = refused?.why ?? (a.ok ? undefined : a.why);
+      lines.push(`  ${why ? '-' : '+'} ${c.name}${why ? `: ${why}` : ''}`);
+    }
+  }
+  for (const d of loaded?.degraded ?? []) lines.push(`degraded: ${d}`);
   lines.push(ok ? `${def.name}: ready` : `${def.name}: NOT ready (see above)`);
   process.stdout.write(lines.join('\n') + '\n');
   return ok;

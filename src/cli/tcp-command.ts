@@ -39,10 +39,6 @@ export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
     .option('--proxy-comm <names>', 'process names of sidecar proxies, for overhead_analysis (comma list)', DEFAULT_PROXY_COMMS.join(','))
     .action(async (f: Flags) => {
       applyCommon(f);
-      if (f.check) {
-        process.exitCode = printCheck(c.def as never) ? 0 : 4;
-        return;
-      }
       const out = outputFrom(f);
       const { filter, services } = filtersFrom(f);
       const proxyComms = parseProxyComms(f.proxyComm);
@@ -51,6 +47,10 @@ export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
         socketTableSize: parsePositiveInt(f.socketTableSize, '--socket-table-size', 1 << 24),
         inferRoles: f.inferRoles,
       };
+      if (f.check) {
+        process.exitCode = printCheck(c.def, options) ? 0 : 4;
+        return;
+      }
       const pipeline = pipelineFrom(f);
       checkWritable(f.output);
       await runProbe({

@@ -38,19 +38,12 @@ function extraSize(kind: number, vlen: number): number {
   }
 }
 
-const cache = new Map<string, Map<string, Map<number, string>>>();
+interface BtfType { kind: number; vlen: number; signed: boolean; data: number; name: () => string }
 
-/**
- * The values of `enum name` in the BTF file at `path`: value -> enumerator
- * name. Throws (code MP_BTF) when the file is not BTF or has no such enum.
- * Results are cached per (path, name).
- */
-export function btfEnum(name: string, path: string = BTF_PATH): Map<number, string> {
-  const byName = cache.get(path) ?? new Map<string, Map<number, string>>();
-  cache.set(path, byName);
-  const hit = byName.get(name);
-  if (hit) return hit;
+interface BtfFile { buf: Buffer; u32(o: number): number; i32(o: number): number; str(off: number): string; types(): Generator<BtfType> }
 
+/** Opens a BTF file. Throws MP_BTF when it cannot be read or is not BTF. */
+function openBtf(path: string): BtfFile {
   let buf: Buffer;
   try {
     buf = readFileSync(path);
@@ -78,36 +71,65 @@ export function btfEnum(name: string, path: string = BTF_PATH): Map<number, stri
     const end = buf.indexOf(0, start);
     return buf.toString('latin1', start, end < 0 || end > strOff + strLen ? strOff + strLen : end);
   };
+  function* types(): Generator<BtfType> {
+    for (let p = typeOff; p + 12 <= typeOff + typeLen;) {
+      const nameOff = u32(p);
+      const info = u32(p + 4);
+      const kind = (info >>> 24) & 0x1f;
+      const vlen = info & 0xffff;
+      const data = p + 12;
+      yield { kind, vlen, signed: (info >>> 31) === 1, data, name: () => (nameOff === 0 ? '' : str(nameOff)) };
+      p = data + extraSize(kind, vlen);
+    }
+  }
+  return { buf, u32, i32, str, types };
+}
 
+const cache = new Map<string, Map<string, Map<number, string>>>();
+
+/**
+ * The values of `enum name` in the BTF file at `path`: value -> enumerator
+ * name. Throws (code MP_BTF) when the file is not BTF or has no such enum.
+ * Results are cached per (path, name).
+ */
+export function btfEnum(name: string, path: string = BTF_PATH): Map<number, string> {
+  const byName = cache.get(path) ?? new Map<string, Map<number, string>>();
+  cache.set(path, byName);
+  const hit = byName.get(name);
+  if (hit) return hit;
+
+  const { u32, i32, str, types } = openBtf(path);
   let found: Map<number, string> | undefined;
-  for (let p = typeOff; p + 12 <= typeOff + typeLen;) {
-    const nameOff = u32(p);
-    const info = u32(p + 4);
-    const kind = (info >>> 24) & 0x1f;
-    const vlen = info & 0xffff;
-    const signed = (info >>> 31) === 1; // kind_flag: signed enum values
-    const data = p + 12;
-    if ((kind === KIND_ENUM || kind === KIND_ENUM64) && nameOff !== 0 && str(nameOff) === name) {
+  for (const t of types()) {
+    if ((t.kind === KIND_ENUM || t.kind === KIND_ENUM64) && t.name() === name) {
       found = new Map();
-      for (let i = 0; i < vlen; i++) {
-        if (kind === KIND_ENUM) {
-          const e = data + 8 * i;
-          const v = signed ? i32(e + 4) : u32(e + 4);
+      for (let i = 0; i < t.vlen; i++) {
+        if (t.kind === KIND_ENUM) {
+          const e = t.data + 8 * i;
+          const v = t.signed ? i32(e + 4) : u32(e + 4);
           found.set(v, str(u32(e)));
         } else {
-          const e = data + 12 * i;
+          const e = t.data + 12 * i;
           const lo = BigInt(u32(e + 4));
           const hi = BigInt(u32(e + 8));
           let v = (hi << 32n) | lo;
-          if (signed) v = BigInt.asIntN(64, v);
+          if (t.signed) v = BigInt.asIntN(64, v);
           found.set(Number(v), str(u32(e)));
         }
       }
       break;
     }
-    p = data + extraSize(kind, vlen);
   }
   if (!found) throw new MeshprobeError('MP_BTF', `${path}: no enum ${name}`);
   byName.set(name, found);
   return found;
+}
+
+/**
+ * Does the BTF file at `path` describe a function `name` (a kfunc a program
+ * calls, a function to attach to)? Throws MP_BTF when the file is not BTF.
+ */
+export function btfHasFunc(name: string, path: string = BTF_PATH): boolean {
+  for (const t of openBtf(path).types()) if (t.kind === KIND_FUNC && t.name() === name) return true;
+  return false;
 }

@@ -11,6 +11,7 @@ import { log } from '../log.js';
 import { EXIT_KERNEL, MeshprobeError } from '../errors.js';
 import { cgroup2Root } from '../filter/resolve.js';
 import { findLibssl, LIBSSL_PROBES } from './libssl.js';
+import { btfHasFunc } from './btf-enum.js';
 
 export const CAP = { NET_ADMIN: 12, SYS_ADMIN: 21, PERFMON: 38, BPF: 39 } as const;
 
@@ -93,6 +94,27 @@ export function tracepointExists(group: string, name: string, tracefs = tracefsP
   return !!tracefs && existsSync(`${tracefs}/events/${group}/${name}`);
 }
 
+/** Does tracepoint group/name carry `field` (its format file, e.g. kfree_skb's reason, 5.17+)? */
+export function tracepointHasField(group: string, name: string, field: string, tracefs = tracefsPath()): boolean {
+  if (!tracefs) return false;
+  try {
+    const format = readFileSync(`${tracefs}/events/${group}/${name}/format`, 'utf8');
+    return new RegExp(`^\\s*field:[^;]*[\\s*]${field}(\\[\\d*\\])?;`, 'm').test(format);
+  } catch {
+    return false;
+  }
+}
+
+/** Does the running kernel have kfunc `name` (its BTF says)? */
+export function kfuncExists(name: string): boolean {
+  try {
+    return btfHasFunc(name, VMLINUX_BTF);
+  } catch (e) {
+    log.debug(`cannot tell whether kfunc ${name} exists`, { error: (e as Error).message });
+    return false;
+  }
+}
+
 /** Kprobes need CONFIG_KPROBES; available_filter_functions lists what can be probed. */
 export function kprobeExists(func: string, tracefs = tracefsPath()): boolean {
   if (!tracefs || !existsSync(`${tracefs}/kprobe_events`)) return false;
@@ -117,12 +139,17 @@ export interface HookCandidate {
   /** tracepoint "group/name", kernel function name, "cgroup2" (the root, for cgroup_skb), or "libssl" (uprobes) */
   target: string;
   programs: string[];
+  /** a kfunc the programs call: the candidate is usable only where the kernel's BTF has it */
+  requiresKfunc?: string;
+  /** what is measured less well when this candidate is the one chosen (said at start and in the report) */
+  degraded?: string;
 }
 
 export interface HookChoice { slot: string; chosen?: HookCandidate; tried: { name: string; ok: boolean; why?: string }[] }
 
 export function candidateAvailable(c: HookCandidate, tracefs = tracefsPath()): { ok: boolean; why?: string } {
   if (disabledKinds().has(c.kind)) return { ok: false, why: 'disabled by MESHPROBE_DISABLE_HOOKS' };
+  if (c.requiresKfunc && !kfuncExists(c.requiresKfunc)) return { ok: false, why: `no kfunc ${c.requiresKfunc} in this kernel` };
   switch (c.kind) {
     case 'tracepoint':
     case 'raw_tracepoint': {

@@ -35,6 +35,8 @@ export interface ProbeDefinition<O> {
   afterLoad?(obj: BpfObject, options: O): void;
   /** per-CPU hash maps the probe's figures are read from (kept in the result at stop) */
   countMaps?: string[];
+  /** what this kernel makes the probe measure less well, apart from its hook choices (said at start, in the report) */
+  kernelNotes?(): string[];
 }
 
 /** Per-CPU hash maps as [key, u64 words summed over CPUs] (the probe's own counting in the kernel). */
@@ -69,6 +71,8 @@ export const DEFAULT_PIPELINE: PipelineOptions = {
 export interface SessionResult {
   state: State;
   hooks: HookChoice[];
+  /** what this kernel made the probe measure less well, or not at all (pipeline.degraded in reports) */
+  degraded: string[];
   kernelStats: bigint[];
   programs: ProgramStats[];
   pool: PoolTotals;
@@ -80,7 +84,7 @@ export interface SessionResult {
   maps: MapReader;
 }
 
-/** Checks what can be checked before anything is loaded. Throws MeshprobeError. */
+/** Checks what can be checked before anything is loaded, and picks each slot's hook (an optional slot may have none). Throws MeshprobeError. */
 export function checkPrerequisites(def: ProbeDefinition<unknown>): HookChoice[] {
   if (!canTraceWithBpf()) {
     throw new MeshprobeError('MP_NO_PRIVILEGE',
@@ -97,17 +101,14 @@ export function checkPrerequisites(def: ProbeDefinition<unknown>): HookChoice[] 
   }
   const choices = chooseHooks(def.hooks);
   for (const c of choices) {
-    if (!c.chosen && def.optionalSlots?.includes(c.slot)) {
-      log.warn(`${c.slot} not measured: ${c.tried.map((t) => `${t.name}: ${t.why}`).join('; ')}`);
-      continue;
-    }
+    if (!c.chosen && def.optionalSlots?.includes(c.slot)) continue; // named in the degradations (loadProbe)
     if (!c.chosen) {
       const tried = c.tried.map((t) => `${t.name}: ${t.why}`).join('; ');
       throw new MeshprobeError('MP_NO_HOOK', `this kernel offers no hook for ${c.slot} (${tried})`, EXIT_KERNEL);
     }
     log.debug(`hook ${c.slot}: using ${c.chosen.name}`);
   }
-  return choices.filter((c) => c.chosen);
+  return choices;
 }
 
 export interface RunningSession {
@@ -115,6 +116,7 @@ export interface RunningSession {
   stop(): Promise<SessionResult>;
   state: State;
   hooks: HookChoice[];
+  degraded: string[];
   kernelStats(): bigint[];
   /** the probe's countMaps, live */
   maps: MapReader;
@@ -130,8 +132,28 @@ function writeSampleRate(obj: BpfObject, n: number): void {
   obj.mapUpdate('sample_rate', new Uint8Array(4), v);
 }
 
-export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe: PipelineOptions, sampleRate = 1): Promise<RunningSession> {
-  let hooks = checkPrerequisites(def as ProbeDefinition<unknown>);
+/** The probe's object loaded into the kernel with the hooks it verified, and what it had to do without. */
+export interface LoadedProbe {
+  obj: BpfObject;
+  hooks: HookChoice[];
+  degraded: string[];
+  /** the object file, e.g. build/bpf/latency.noatomics.bpf.o */
+  path: string;
+}
+
+/**
+ * Chooses the hooks, opens and configures the object and loads it; a program
+ * the verifier refuses moves its slot to the next candidate, or leaves an
+ * optional slot out. What was given up is named in `degraded`. `--check`
+ * runs this too, so that it says what the run will really use.
+ */
+export function loadProbe<O>(def: ProbeDefinition<O>, options: O): LoadedProbe {
+  const choices = checkPrerequisites(def as ProbeDefinition<unknown>);
+  let hooks = choices.filter((c) => c.chosen);
+  const degraded = [...(def.kernelNotes?.() ?? [])];
+  for (const c of choices) {
+    if (!c.chosen) degraded.push(`${c.slot}: not measured (${c.tried.map((t) => `${t.name}: ${t.why}`).join('; ')})`);
+  }
   addon().setDebug(log.enabled('debug'));
   // kernels before 5.12 refuse BPF atomics: the build makes a variant without them
   const atomics = addon().atomicsSupported();
@@ -139,12 +161,13 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
   if (!existsSync(path)) throw new MeshprobeError('MP_NOT_BUILT', `BPF object not built (${path}): run npm run build`);
   log.debug(`BPF object ${path}${atomics ? '' : ' (this kernel has no BPF atomics)'}`);
 
-  let obj: BpfObject;
   for (;;) {
-    obj = openConfigured(def, options, path, hooks);
+    const obj = openConfigured(def, options, path, hooks);
     try {
       obj.load();
-      break;
+      for (const h of hooks) if (h.chosen?.degraded) degraded.push(`${h.slot}: ${h.chosen.degraded}`);
+      for (const d of degraded) log.warn(d);
+      return { obj, hooks, degraded, path };
     } catch (e) {
       obj.close();
       // a hook that exists but whose program this kernel refuses: try the next one for that slot
@@ -153,7 +176,7 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       const optional = refused ? hooks.find((h) => h.chosen!.programs.includes(refused) && def.optionalSlots?.includes(h.slot)) : undefined;
       if (!next && optional) {
         // an optional measurement this kernel cannot verify: the probe runs without it
-        log.warn(`${optional.slot} not measured: the kernel refused ${refused} (--log-level debug shows why)`);
+        degraded.push(`${optional.slot}: not measured: the kernel refused ${refused} (--log-level debug shows why)`);
         hooks = hooks.filter((h) => h !== optional);
         continue;
       }
@@ -163,7 +186,12 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       hooks = next;
     }
   }
+}
 
+export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe: PipelineOptions, sampleRate = 1): Promise<RunningSession> {
+  const loadedProbe = loadProbe(def, options);
+  const { obj, degraded } = loadedProbe;
+  const hooks = loadedProbe.hooks;
   let pool: WorkerPool | undefined;
   try {
     def.afterLoad?.(obj, options);
@@ -186,6 +214,7 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
         for (const what of attachHook(obj, h.chosen!)) log.debug(`attached ${what}`);
       } catch (e) {
         if (!def.optionalSlots?.includes(h.slot)) throw e;
+        degraded.push(`${h.slot}: not measured: ${(e as Error).message}`);
         log.warn(`${h.slot} not measured: ${(e as Error).message}`);
       }
     }
@@ -199,6 +228,7 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
     return {
       state,
       hooks,
+      degraded,
       kernelStats: () => loaded.readPercpuArray('stats', def.statCount),
       maps: { percpuHash: (name) => loaded.readPercpuHash(name), stats: () => loaded.readPercpuArray('stats', def.statCount) },
       setSampleRate: (n) => {
@@ -226,7 +256,7 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
             },
             stats: () => kernelStats,
           };
-          return { state, hooks, kernelStats, programs, pool: totals, startedAt, endedAt, startNs, endNs, maps };
+          return { state, hooks, degraded, kernelStats, programs, pool: totals, startedAt, endedAt, startNs, endNs, maps };
         })();
         return stopped;
       },

@@ -31,11 +31,14 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
     'socket send': [
       { name: 'raw_tracepoint:sock_send_length', kind: 'raw_tracepoint', target: 'sock/sock_send_length', programs: ['latency_send'] },
       { name: 'fexit:tcp_sendmsg', kind: 'fentry', target: 'tcp_sendmsg', programs: ['latency_send_fx'] },
+      // 5.10-5.16: no bpf_get_func_ret; the return value read at its place in the prototype
+      { name: 'fexit:tcp_sendmsg (by prototype)', kind: 'fentry', target: 'tcp_sendmsg', programs: ['latency_send_fa'] },
       { name: 'kprobe:tcp_sendmsg', kind: 'kprobe', target: 'tcp_sendmsg', programs: ['latency_send_kp', 'latency_send_kr'] },
     ],
     'socket receive': [
       { name: 'raw_tracepoint:sock_recv_length', kind: 'raw_tracepoint', target: 'sock/sock_recv_length', programs: ['latency_recv'] },
       { name: 'fexit:tcp_recvmsg', kind: 'fentry', target: 'tcp_recvmsg', programs: ['latency_recv_fx'] },
+      { name: 'fexit:tcp_recvmsg (by prototype)', kind: 'fentry', target: 'tcp_recvmsg', programs: ['latency_recv_fa'] },
       { name: 'kprobe:tcp_recvmsg', kind: 'kprobe', target: 'tcp_recvmsg', programs: ['latency_recv_kp', 'latency_recv_kr'] },
     ],
     // connection start (role) and end (cleanup)

@@ -202,9 +202,16 @@ export class DropNamer {
     for (const o of portOwners(want)) if (o.comm) this.owners.set(`${o.netns}|${o.port}|${o.protocol === 'tcp' ? 6 : 17}`, o.comm);
   }
 
+  private ownerInAnyNetns(lport: number, protocol: number): string | undefined {
+    const suffix = `|${lport}|${protocol}`;
+    for (const [k, comm] of this.owners) if (k.endsWith(suffix)) return comm;
+    return undefined;
+  }
+
   service(e: { netns: number; lport: number; protocol: number }): string {
     if (!e.lport) return 'none';
-    const comm = this.owners.get(`${e.netns}|${e.lport}|${e.protocol}`) || undefined;
+    // netns 0: counted where the kernel could not tell the namespace (packets by port before 6.3): any owner of the port
+    const comm = (e.netns === 0 ? this.ownerInAnyNetns(e.lport, e.protocol) : this.owners.get(`${e.netns}|${e.lport}|${e.protocol}`)) || undefined;
     const named = this.defs.length ? matchService(this.defs, { port: e.lport, comm, netns: e.netns }, (n) => netnsInode(n, this.env)) : undefined;
     if (named) return named;
     return comm ? `${comm}:${e.lport}` : `${e.lport}/${e.protocol === 6 ? 'tcp' : e.protocol === 17 ? 'udp' : e.protocol}`;
@@ -322,6 +329,8 @@ export function buildDropReport(r: SessionResult, ctx: { filters: string[]; name
     },
     pipeline: {
       hooks: Object.fromEntries(r.hooks.map((h) => [h.slot, h.chosen?.name])),
+      /** what this kernel made the probe measure less well or not at all (empty: nothing) */
+      degraded: r.degraded,
       filters: ctx.filters,
       kallsyms_restricted: ctx.namer.kallsymsRestricted,
       programs: r.programs.map((p) => ({

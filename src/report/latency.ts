@@ -313,6 +313,8 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
     },
     pipeline: {
       hooks: Object.fromEntries(r.hooks.map((h) => [h.slot, h.chosen?.name])),
+      /** what this kernel made the probe measure less well or not at all (empty: nothing) */
+      degraded: r.degraded,
       filters: ctx.filters,
       workers: r.pool.workers,
       batches: r.pool.batches,
