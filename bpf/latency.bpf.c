@@ -525,23 +525,34 @@ int latency_recv_fx(__u64 *ctx)
 }
 
 /*
- * 5.10 to 5.16: BTF trampolines without bpf_get_func_ret. The arguments and
- * the return value are read at their places, which the verifier checks
+ * 5.10 to 5.16: BTF trampolines without bpf_get_func_arg/ret. The arguments
+ * and the return value are read at their places, which the verifier checks
  * against the kernel's own prototype: tcp_recvmsg(sk, msg, len, nonblock,
- * flags, addr_len) until 5.18 (5.19 dropped nonblock, and such kernels take
- * the programs above). Their flags tell MSG_PEEK reads apart.
+ * flags, addr_len) until 5.18 (5.19 dropped nonblock; such kernels take the
+ * programs above). Their flags tell MSG_PEEK reads apart. The socket is read
+ * as a number (the socket table hashes its address, and the verifier forbids
+ * arithmetic on a typed pointer).
  */
-SEC("fexit/tcp_sendmsg")
-int BPF_PROG(latency_send_fa, struct sock *sk, struct msghdr *msg, size_t size, int ret)
+static __always_inline __u64 ctx_word(__u64 *ctx, int i)
 {
-	return on_send(ctx, sk, ret);
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), &ctx[i]);
+	return v;
+}
+
+SEC("fexit/tcp_sendmsg")
+int latency_send_fa(__u64 *ctx)
+{
+	/* tcp_sendmsg(sk, msg, size) = ret */
+	return on_send(ctx, (struct sock *)ctx_word(ctx, 0), (int)ctx[3]);
 }
 
 SEC("fexit/tcp_recvmsg")
-int BPF_PROG(latency_recv_fa, struct sock *sk, struct msghdr *msg, size_t len, int nonblock, int flags, int *addr_len,
-	     int ret)
+int latency_recv_fa(__u64 *ctx)
 {
-	return on_recv(ctx, sk, ret, flags);
+	/* tcp_recvmsg(sk, msg, len, nonblock, flags, addr_len) = ret */
+	return on_recv(ctx, (struct sock *)ctx_word(ctx, 0), (int)ctx[6], (int)ctx[4]);
 }
 
 struct {

@@ -309,12 +309,19 @@ static __always_inline int tls_walk(struct __sk_buff *skb, struct tls_flow *f, s
 		take = plen - off;
 		if (take > need)
 			take = need;
+		/*
+		 * 1..5 bytes, in a form every verifier can follow: before 6.8 a
+		 * `take != 0` test does not raise the lower bound, and a size that
+		 * may be 0 is refused ("invalid zero-sized read", 6.1 and 5.10).
+		 */
+		take -= 1;
 		barrier_var(take);
-		if (take < 1 || take > 5)
+		if (take > 4)
 			return TLS_WALK_LOST;
 		barrier_var(take);
-		if (bpf_skb_load_bytes(skb, base + off, &part, take) < 0)
+		if (bpf_skb_load_bytes(skb, base + off, &part, take + 1) < 0)
 			return TLS_WALK_LOST;
+		take += 1;
 		d->hdr |= part << (8 * have);
 		if (take < need) {
 			/* the header goes on in the next segment */
