@@ -22,6 +22,10 @@ export interface BpfObject {
   attachCgroup(program: string, cgroupPath: string): void;
   /** uprobe (or uretprobe) on `funcName` in the ELF file `binaryPath`, every process */
   attachUprobe(program: string, binaryPath: string, funcName: string, retprobe: boolean): void;
+  /** a kretprobe made through tracefs with `maxactive` return slots (libbpf's perf-based ones have the kernel's default, 10 on 2 CPUs) */
+  attachKretprobe(program: string, func: string, maxactive: number, tracefs: string): void;
+  /** returns missed by this object's kretprobes (no slot free), per tracefs event, while they are attached */
+  kretprobeMisses(): Record<string, number>;
   detachAll(): void;
   mapFd(map: string): number;
   readPercpuArray(map: string, count: number): bigint[];

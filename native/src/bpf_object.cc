@@ -3,7 +3,12 @@
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <fcntl.h>
+#include <linux/perf_event.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <fstream>
+#include <sstream>
 
 #include <cerrno>
 #include <cstring>
@@ -24,6 +29,8 @@ Napi::Function BpfObject::Define(Napi::Env env) {
                          InstanceMethod<&BpfObject::Attach>("attach"),
                          InstanceMethod<&BpfObject::AttachCgroup>("attachCgroup"),
                          InstanceMethod<&BpfObject::AttachUprobe>("attachUprobe"),
+                         InstanceMethod<&BpfObject::AttachKretprobe>("attachKretprobe"),
+                         InstanceMethod<&BpfObject::KretprobeMisses>("kretprobeMisses"),
                          InstanceMethod<&BpfObject::DetachAll>("detachAll"),
                          InstanceMethod<&BpfObject::MapFd>("mapFd"),
                          InstanceMethod<&BpfObject::ReadPercpuArray>("readPercpuArray"),
@@ -62,6 +69,7 @@ BpfObject::~BpfObject() { Destroy(); }
 void BpfObject::Destroy() {
   for (bpf_link *l : links_) bpf_link__destroy(l);
   links_.clear();
+  RemoveKprobeEvents();
   if (obj_) bpf_object__close(obj_);
   obj_ = nullptr;
 }
@@ -244,9 +252,91 @@ Napi::Value BpfObject::AttachUprobe(const Napi::CallbackInfo &info) {
   return env.Undefined();
 }
 
+// Writes one line to tracefs's kprobe_events; 0 or -errno.
+static int WriteKprobeEvents(const std::string &tracefs, const std::string &line) {
+  int fd = open((tracefs + "/kprobe_events").c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  ssize_t n = write(fd, line.c_str(), line.size());
+  int err = n < 0 ? -errno : 0;
+  close(fd);
+  return err;
+}
+
+void BpfObject::RemoveKprobeEvents() {
+  for (const std::string &e : kprobe_events_) WriteKprobeEvents(tracefs_, "-:" + e);
+  kprobe_events_.clear();
+}
+
+// attachKretprobe(program, func, maxactive, tracefs): a kretprobe made through
+// tracefs ("r<maxactive>:meshprobe/<event> <func>"), the program attached to
+// it as a perf event. The kernel keeps `maxactive` return slots for calls in
+// flight at once (10 by default on a 2-CPU machine): every call blocked in
+// tcp_recvmsg holds one, and a return with no slot left is missed. The
+// perf-based kretprobes libbpf makes cannot be given more; these can (up to
+// 4096), and their misses are counted in tracefs (kretprobeMisses()).
+Napi::Value BpfObject::AttachKretprobe(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsString() || !info[2].IsNumber() || !info[3].IsString())
+    ThrowCode(env, "MP_ERR_ARG", "attachKretprobe(program, func, maxactive, tracefs)");
+  std::string name = info[0].As<Napi::String>();
+  std::string func = info[1].As<Napi::String>();
+  int maxactive = info[2].As<Napi::Number>().Int32Value();
+  std::string tracefs = info[3].As<Napi::String>();
+  if (maxactive < 1 || maxactive > 4096) ThrowCode(env, "MP_ERR_ARG", "attachKretprobe: maxactive must be 1..4096");
+  bpf_program *p = RequireProgram(env, name);
+  if (bpf_program__fd(p) < 0) ThrowCode(env, "MP_ERR_STATE", name + " is not loaded");
+  tracefs_ = tracefs;
+  std::string event = "mp_" + std::to_string(getpid()) + "_" + name;
+  std::string full = "meshprobe/" + event;
+  int err = WriteKprobeEvents(tracefs, "r" + std::to_string(maxactive) + ":" + full + " " + func);
+  if (err) ThrowCode(env, "MP_ERR_ATTACH", "cannot make kretprobe " + full + " on " + func + " in " + tracefs + "/kprobe_events", err);
+  kprobe_events_.push_back(full);
+  std::ifstream idf(tracefs + "/events/" + full + "/id");
+  long long id = -1;
+  if (!(idf >> id) || id < 0) ThrowCode(env, "MP_ERR_ATTACH", "cannot read the id of kretprobe " + full, -ENOENT);
+  perf_event_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.size = sizeof attr;
+  attr.type = PERF_TYPE_TRACEPOINT;
+  attr.config = static_cast<__u64>(id);
+  attr.sample_period = 1;
+  attr.wakeup_events = 1;
+  int pfd = static_cast<int>(syscall(__NR_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC));
+  if (pfd < 0) ThrowCode(env, "MP_ERR_ATTACH", "perf_event_open for kretprobe " + full, -errno);
+  TakeLibbpfLog();
+  bpf_link *link = bpf_program__attach_perf_event(p, pfd);
+  err = libbpf_get_error(link);
+  if (err) {
+    close(pfd);
+    ThrowCode(env, "MP_ERR_ATTACH", "cannot attach " + name + " to kretprobe " + full, err);
+  }
+  links_.push_back(link);  // the link owns pfd
+  return env.Undefined();
+}
+
+// kretprobeMisses(): {event: missed} for this object's kretprobes, from
+// tracefs's kprobe_profile ("<event> <hits> <misses>")
+Napi::Value BpfObject::KretprobeMisses(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  if (kprobe_events_.empty()) return out;
+  std::ifstream f(tracefs_ + "/kprobe_profile");
+  std::string line;
+  while (std::getline(f, line)) {
+    std::istringstream in(line);
+    std::string ev;
+    unsigned long long hits = 0, missed = 0;
+    if (!(in >> ev >> hits >> missed)) continue;
+    for (const std::string &e : kprobe_events_)
+      if (e == ev || e.substr(e.find('/') + 1) == ev) out.Set(e, Napi::Number::New(env, static_cast<double>(missed)));
+  }
+  return out;
+}
+
 Napi::Value BpfObject::DetachAll(const Napi::CallbackInfo &info) {
   for (bpf_link *l : links_) bpf_link__destroy(l);
   links_.clear();
+  RemoveKprobeEvents();
   return info.Env().Undefined();
 }
 

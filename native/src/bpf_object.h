@@ -2,6 +2,7 @@
 #pragma once
 #include <napi.h>
 #include <bpf/libbpf.h>
+#include <string>
 #include <vector>
 
 namespace meshprobe {
@@ -21,6 +22,8 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   Napi::Value Attach(const Napi::CallbackInfo &info);
   Napi::Value AttachCgroup(const Napi::CallbackInfo &info);
   Napi::Value AttachUprobe(const Napi::CallbackInfo &info);
+  Napi::Value AttachKretprobe(const Napi::CallbackInfo &info);
+  Napi::Value KretprobeMisses(const Napi::CallbackInfo &info);
   Napi::Value DetachAll(const Napi::CallbackInfo &info);
   Napi::Value MapFd(const Napi::CallbackInfo &info);
   Napi::Value ReadPercpuArray(const Napi::CallbackInfo &info);
@@ -38,6 +41,10 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   bpf_object *obj_ = nullptr;
   bool loaded_ = false;
   std::vector<bpf_link *> links_;
+  // kretprobe events this object made in tracefs ("meshprobe/<event>"), removed at detach
+  std::vector<std::string> kprobe_events_;
+  std::string tracefs_;
+  void RemoveKprobeEvents();
 };
 
 }  // namespace meshprobe

@@ -3,7 +3,7 @@
  * tracepoint_exists, kprobe_exists, fentry_can_attach), and the preflight
  * that `--check` prints. Nothing here is assumed from the kernel version.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import { addon, type BpfObject } from '../native.js';
@@ -195,6 +195,20 @@ export function attachHook(obj: BpfObject, c: HookCandidate): string[] {
       obj.attachUprobe(u.program, lib.path, u.func, u.retprobe);
       attached.push(`${u.program} (${u.retprobe ? 'uretprobe' : 'uprobe'} ${lib.path}:${u.func})`);
     }
+  } else if (c.kind === 'kprobe') {
+    const tracefs = tracefsPath();
+    if (!tracefs) throw new MeshprobeError('MP_NO_TRACEFS', 'tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing', EXIT_KERNEL);
+    removeStaleKprobeEvents(tracefs);
+    const sections = new Map(obj.programs().map((p) => [p.name, p.section]));
+    for (const p of c.programs) {
+      if (sections.get(p)?.startsWith('kretprobe/')) {
+        obj.attachKretprobe(p, c.target, KRETPROBE_MAXACTIVE, tracefs);
+        attached.push(`${p} (kretprobe ${c.target}, ${KRETPROBE_MAXACTIVE} return slots)`);
+      } else {
+        obj.attach(p);
+        attached.push(p);
+      }
+    }
   } else {
     for (const p of c.programs) {
       obj.attach(p);
@@ -202,6 +216,34 @@ export function attachHook(obj: BpfObject, c: HookCandidate): string[] {
     }
   }
   return attached;
+}
+
+/**
+ * Return slots of each kretprobe: calls in flight at once (a thread blocked
+ * in tcp_recvmsg holds one). The kernel's default is max(10, 2 x CPUs); past
+ * it returns are missed, so a busy server of blocking threads lost most of
+ * its exchanges on 5.10 before. 4096 is the kernel's maximum.
+ */
+export const KRETPROBE_MAXACTIVE = 4096;
+
+/** Removes the kretprobe events of meshprobe runs that ended without removing theirs (killed). */
+function removeStaleKprobeEvents(tracefs: string): void {
+  let lines: string[];
+  try {
+    lines = readFileSync(`${tracefs}/kprobe_events`, 'utf8').split('\n');
+  } catch {
+    return;
+  }
+  for (const l of lines) {
+    const m = /^[pr]\d*:(meshprobe\/mp_(\d+)_\S+)/.exec(l);
+    if (!m || existsSync(`/proc/${m[2]}`)) continue;
+    try {
+      appendFileSync(`${tracefs}/kprobe_events`, `-:${m[1]}\n`);
+      log.debug(`removed the stale kretprobe ${m[1]}`);
+    } catch (e) {
+      log.debug(`could not remove the stale kretprobe ${m[1]}`, { error: (e as Error).message });
+    }
+  }
 }
 
 /** Picks, per slot, the first candidate this kernel supports (candidates in order of preference). */

@@ -73,6 +73,8 @@ export interface SessionResult {
   hooks: HookChoice[];
   /** what this kernel made the probe measure less well, or not at all (pipeline.degraded in reports) */
   degraded: string[];
+  /** calls whose return a kretprobe missed (no return slot free), over the run; null without kretprobes */
+  kretprobeMissed: number | null;
   kernelStats: bigint[];
   programs: ProgramStats[];
   pool: PoolTotals;
@@ -237,6 +239,9 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       error: () => running.error,
       stop() {
         stopped ??= (async () => {
+          const misses = Object.values(loaded.kretprobeMisses());
+          const kretprobeMissed = misses.length ? misses.reduce((a, b) => a + b, 0) : null;
+          if (kretprobeMissed) log.warn(`kretprobes missed ${kretprobeMissed} returns (calls in flight beyond their return slots): those reads and writes were not seen`);
           loaded.detachAll();
           clearInterval(flushTimer);
           const endNs = process.hrtime.bigint();
@@ -256,7 +261,7 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
             },
             stats: () => kernelStats,
           };
-          return { state, hooks, degraded, kernelStats, programs, pool: totals, startedAt, endedAt, startNs, endNs, maps };
+          return { state, hooks, degraded, kretprobeMissed, kernelStats, programs, pool: totals, startedAt, endedAt, startNs, endNs, maps };
         })();
         return stopped;
       },

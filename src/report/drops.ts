@@ -331,6 +331,8 @@ export function buildDropReport(r: SessionResult, ctx: { filters: string[]; name
       hooks: Object.fromEntries(r.hooks.map((h) => [h.slot, h.chosen?.name])),
       /** what this kernel made the probe measure less well or not at all (empty: nothing) */
       degraded: r.degraded,
+      /** returns the kprobe path's kretprobes missed (null: no kretprobes used) */
+      kretprobe_missed: r.kretprobeMissed,
       filters: ctx.filters,
       kallsyms_restricted: ctx.namer.kallsymsRestricted,
       programs: r.programs.map((p) => ({

@@ -315,6 +315,8 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
       hooks: Object.fromEntries(r.hooks.map((h) => [h.slot, h.chosen?.name])),
       /** what this kernel made the probe measure less well or not at all (empty: nothing) */
       degraded: r.degraded,
+      /** returns the kprobe path's kretprobes missed (null: no kretprobes used) */
+      kretprobe_missed: r.kretprobeMissed,
       filters: ctx.filters,
       workers: r.pool.workers,
       batches: r.pool.batches,
