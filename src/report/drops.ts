@@ -16,7 +16,7 @@
 import os from 'node:os';
 import { btfEnum } from '../kernel/btf-enum.js';
 import { Kallsyms } from '../kernel/kallsyms.js';
-import { VMLINUX_BTF } from '../kernel/features.js';
+import { tracepointHasField, VMLINUX_BTF } from '../kernel/features.js';
 import { log } from '../log.js';
 import { portOwners } from '../kernel/owners.js';
 import { listenCounters, listenDelta, type ListenCounters } from '../kernel/netstat.js';
@@ -162,8 +162,10 @@ export class DropNamer {
     try {
       names = btfEnum('skb_drop_reason', VMLINUX_BTF);
     } catch (e) {
-      // a kernel without the enum (or its BTF unreadable): every reason reads "unknown", and says why once
-      log.warn(`drop reasons will read "unknown": ${(e as Error).message}`);
+      // a kernel without the enum (or its BTF unreadable): every reason reads "unknown", and says why once;
+      // before 5.17 the tracepoint has no reason at all, which the probe's kernel notes say already
+      if (tracepointHasField('skb', 'kfree_skb', 'reason')) log.warn(`drop reasons will read "unknown": ${(e as Error).message}`);
+      else log.debug(`no drop reasons: ${(e as Error).message}`);
       names = new Map();
     }
     this.reasons = new Map([...names].map(([v, n]) => [v, n.replace(/^SKB_DROP_REASON_/, '')]));
