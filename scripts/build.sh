@@ -37,9 +37,3 @@ if newer test/tools/bin/mpload test/tools/mpload.c; then
   echo "build: test workload"
   cc -O2 -Wall -pthread -o test/tools/bin/mpload test/tools/mpload.c
 fi
-# static, so that it runs inside other kernels booted under qemu (test/kernels.test.ts)
-if newer test/tools/bin/hookcheck test/tools/hookcheck.c bpf/records.h; then
-  echo "build: hookcheck"
-  cc -O2 -Wall -static -pthread -o test/tools/bin/hookcheck test/tools/hookcheck.c -lbpf -lelf -lz 2>&1 |
-    { grep -v 'statically linked applications requires at runtime' || true; }
-fi

@@ -1,11 +1,10 @@
 // Other kernels to test the BPF programs on: Debian's cloud kernel images
-// (bookworm: 6.1, bullseye: 5.10), fetched with apt-get through a private apt
+// (bullseye: 5.10, bookworm: 6.1, trixie: 6.12), fetched with apt-get through a private apt
 // state (nothing of the system's apt configuration or lists is changed; the
 // mirror and keyring are those the system already uses), and booted under
-// qemu (software emulation) with a small initramfs made of busybox and the
-// files a test needs.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, copyFileSync, chmodSync } from 'node:fs';
+// qemu (software emulation) by test/helpers/guest.ts.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from './workload.js';
 
@@ -24,7 +23,7 @@ function privateSources(suite: string): string {
 export interface KernelImage { suite: string; release: string; vmlinuz: string }
 
 /** Debian's current cloud kernel of `suite`, downloaded once into build/kernels/<suite>. */
-export function debianKernel(suite: 'bookworm' | 'bullseye'): KernelImage {
+export function debianKernel(suite: 'bookworm' | 'bullseye' | 'trixie'): KernelImage {
   const dir = join(CACHE, suite);
   const found = existsSync(join(dir, 'root', 'boot')) ? readdirSync(join(dir, 'root', 'boot')).find((f) => f.startsWith('vmlinuz-')) : undefined;
   if (found) return { suite, release: found.slice('vmlinuz-'.length), vmlinuz: join(dir, 'root', 'boot', found) };
@@ -49,43 +48,4 @@ export function debianKernel(suite: 'bookworm' | 'bullseye'): KernelImage {
   rmSync(join(dir, deb));
   rmSync(apt, { recursive: true, force: true });
   return debianKernel(suite);
-}
-
-/**
- * Boots `kernel` with an initramfs of busybox, `files` (copied to /) and an
- * /init running `script` (sh), and returns what the console printed.
- */
-export function bootWith(kernel: KernelImage, files: string[], script: string, timeoutMs = 240_000): string {
-  const work = join(CACHE, `vm-${process.pid}`);
-  rmSync(work, { recursive: true, force: true });
-  const root = join(work, 'root');
-  for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp']) mkdirSync(join(root, d), { recursive: true });
-  copyFileSync('/bin/busybox', join(root, 'bin', 'busybox'));
-  chmodSync(join(root, 'bin', 'busybox'), 0o755);
-  for (const a of ['sh', 'mount', 'ip', 'poweroff', 'cat', 'echo']) symlinkSync('busybox', join(root, 'bin', a));
-  for (const f of files) copyFileSync(f, join(root, f.split('/').pop()!));
-  writeFileSync(join(root, 'init'), `#!/bin/sh
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
-ip link set lo up
-echo "VM-KERNEL $(cat /proc/sys/kernel/osrelease)"
-${script}
-echo VM-DONE
-poweroff -f
-`);
-  chmodSync(join(root, 'init'), 0o755);
-  for (const f of files) chmodSync(join(root, f.split('/').pop()!), 0o755);
-  const initrd = join(work, 'initrd.gz');
-  execFileSync('sh', ['-c', `cd "${root}" && find . | cpio -o -H newc 2>/dev/null | gzip -1 > "${initrd}"`]);
-  try {
-    const r = spawnSync('qemu-system-x86_64', [
-      '-nographic', '-no-reboot', '-m', '1024', '-smp', '2', '-kernel', kernel.vmlinuz, '-initrd', initrd,
-      '-append', 'console=ttyS0 panic=-1 quiet',
-    ], { encoding: 'utf8', timeout: timeoutMs });
-    if (r.error) throw r.error;
-    return r.stdout;
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
 }
