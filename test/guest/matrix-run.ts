@@ -1,14 +1,16 @@
 // The kernel matrix's workload, run with the real command-line tools on
 // one kernel: inside a qemu guest (test/helpers/guest.ts boots it) or
-// directly on this host. It measures and prints one line per step,
-// `MPRESULT {json}`, for test/kernel-matrix.test.ts to check: what each
-// probe counted against what the workload itself counted, the hooks the
-// probe chose, what it said it degraded, and the BPF programs' run time
-// (bpf_stats). It asserts nothing itself, so that every step runs and is
-// reported even when an earlier one went wrong.
+// directly on this host. It measures and prints one block per step
+// (emitBlock: gzip+base64 between `=== BEGIN n-step ===` / `=== END n-step ===`,
+// so that it survives a serial console) for test/kernel-matrix.test.ts to
+// check: what each probe counted against what the workload itself counted,
+// the hooks the probe chose, what it said it degraded, the BPF programs' run
+// time (bpf_stats), and the probe's whole --log-level debug stderr (libbpf's
+// and the verifier's log among it). It asserts nothing itself, so that every
+// step runs and is reported even when an earlier one went wrong.
 //
 //   node dist/test/guest/matrix-run.js
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -18,12 +20,24 @@ import { join } from 'node:path';
 import { runCli, startProbe, tempDir } from '../helpers/probe.js';
 import { freePort } from '../helpers/servers.js';
 import { mploadBinary, repoRoot, runClient, startServer } from '../helpers/workload.js';
+import { emitBlock } from '../helpers/guest.js';
 
 interface Program { name: string; run_count: number; ns_per_run: number | null }
 
+let seq = 0;
+let stepStarted = Date.now();
 function emit(step: string, data: Record<string, unknown>): void {
-  process.stdout.write(`MPRESULT ${JSON.stringify({ step, ...data })}\n`);
+  const now = Date.now();
+  emitBlock(`${++seq}-${step}`, { step, ms: now - stepStarted, ...data });
+  stepStarted = now;
 }
+
+/** Every probe runs with the debug log (a refused program's verifier log is in it); the host keeps it in a file. */
+const DEBUG = ['--log-level', 'debug'];
+const LOG_MAX = 2 << 20;
+const tail = (s: string | undefined) => (s && s.length > LOG_MAX ? `[... ${s.length - LOG_MAX} bytes cut]\n${s.slice(-LOG_MAX)}` : s);
+/** The lines a report reader wants from a debug log: errors, warnings and the verifier's verdicts, not libbpf's chatter. */
+const keyLines = (s: string | undefined) => (s ?? '').split('\n').filter((l) => !/^libbpf: |^\[meshprobe debug\]/.test(l) && l.trim()).slice(-20).join('\n');
 
 function programs(report: any): Program[] {
   return ((report?.pipeline?.programs ?? []) as Program[]).map((p) => ({ name: p.name, run_count: p.run_count, ns_per_run: p.ns_per_run }));
@@ -31,12 +45,12 @@ function programs(report: any): Program[] {
 
 /** The probe around `traffic`: ready, traffic, 300 ms, SIGINT. Never throws: what went wrong is in the result. */
 async function around(name: string, args: string[], env: Record<string, string>, traffic: () => Promise<unknown>) {
-  const probe = startProbe(name, args, { env });
+  const probe = startProbe(name, [...DEBUG, ...args], { env });
   try {
     await probe.ready;
   } catch (e) {
     const exit = await probe.stop('SIGKILL');
-    return { code: exit.code, stderr: exit.stderr.slice(-3000), report: undefined, error: (e as Error).message.slice(0, 300) };
+    return { code: exit.code, stderr: keyLines(exit.stderr), log: tail(exit.stderr), report: undefined, error: (e as Error).message.slice(0, 300) };
   }
   let trafficError: string | undefined;
   try {
@@ -46,7 +60,7 @@ async function around(name: string, args: string[], env: Record<string, string>,
   }
   await new Promise((r) => setTimeout(r, 300));
   const exit = await probe.stop('SIGINT');
-  return { code: exit.code, stderr: exit.stderr.slice(-3000), report: exit.report, error: trafficError };
+  return { code: exit.code, stderr: keyLines(exit.stderr), log: tail(exit.stderr), report: exit.report, error: trafficError };
 }
 
 /** Connects `n` times to a port nobody listens on; the refusals the client itself saw. */
@@ -100,6 +114,42 @@ async function udpToClosedPort(port: number, n: number): Promise<number> {
   return sent;
 }
 
+/**
+ * iptables here? In a guest, the kernel's ip_tables modules are loaded first (modload, from the
+ * modules the test put in the initramfs); its userspace is the host's iptables-legacy.
+ */
+function iptablesSetup(): { version?: string; modules?: string; error?: string } {
+  let modules: string | undefined;
+  if (existsSync('/bin/modload')) {
+    const m = spawnSync('/bin/modload', ['ip_tables', 'iptable_filter', 'xt_tcpudp'], { encoding: 'utf8' });
+    modules = `modload exit ${m.status}${m.stderr ? `: ${m.stderr.trim()}` : ''}`;
+  }
+  const v = spawnSync('iptables', ['-V'], { encoding: 'utf8' });
+  if (v.error || v.status !== 0) return { modules, error: `no iptables: ${v.error?.message ?? v.stderr}` };
+  const t = spawnSync('unshare', ['-n', 'iptables', '-S'], { encoding: 'utf8' });
+  if (t.error || t.status !== 0) return { modules, error: `iptables -S in a new network namespace: ${t.error?.message ?? t.stderr.trim()}` };
+  return { version: v.stdout.trim(), modules };
+}
+
+/** `n` UDP datagrams to 127.0.0.1:port in a new network namespace whose INPUT chain drops them. */
+async function iptablesDrops(port: number, n: number): Promise<{ sent: number; how: string }> {
+  const sender = join(tempDir(), 'send.mjs');
+  writeFileSync(sender, `import dgram from 'node:dgram';
+const s = dgram.createSocket('udp4');
+let sent = 0;
+for (let i = 0; i < ${n}; i++) await new Promise((r) => s.send(Buffer.from('meshprobe'), ${port}, '127.0.0.1', (e) => { if (!e) sent++; r(); }));
+s.close();
+console.log('SENT ' + sent);
+`);
+  const script = `set -e; ip link set lo up; iptables -A INPUT -p udp --dport ${port} -j DROP; ${process.execPath} ${sender}`;
+  const child = spawn('unshare', ['-n', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+  child.stderr.on('data', (b: Buffer) => { out += b.toString(); });
+  const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  return { sent: Number(/SENT (\d+)/.exec(out)?.[1] ?? 0), how: `unshare -n sh -c '${script}': exit ${code}: ${out.trim().slice(-500)}` };
+}
+
 /** Forced hook choices: MESHPROBE_DISABLE_HOOKS leaves one kind for reads and writes. */
 const PATHS: Record<string, string> = {
   raw_tracepoint: 'fentry,kprobe',
@@ -117,10 +167,18 @@ async function main(): Promise<void> {
     emit('bpf_stats', { error: (e as Error).message });
   }
   emit('kernel', { release: os.release() });
+  // in a guest: the kernel modules the test put in the initramfs, loaded with what they depend on
+  if (existsSync('/bin/modload')) {
+    const want = ['veth', 'sch_netem', 'ip_tables', 'iptable_filter', 'xt_tcpudp'];
+    const m = spawnSync('/bin/modload', want, { encoding: 'utf8' });
+    let loaded: string[] = [];
+    try { loaded = readFileSync('/proc/modules', 'utf8').split('\n').filter(Boolean).map((l) => l.split(' ')[0]); } catch { /* none */ }
+    emit('modules', { want, code: m.status, stderr: m.stderr, loaded });
+  }
   try {
     for (const p of ['latency-probe', 'connection-tracker', 'packet-drop-probe']) {
-      const r = runCli(p, ['--check']);
-      emit('check', { probe: p, code: r.code, stdout: r.stdout, stderr: r.stderr.slice(-2000) });
+      const r = runCli(p, ['--check', ...DEBUG]);
+      emit('check', { probe: p, code: r.code, stdout: r.stdout, stderr: keyLines(r.stderr), log: tail(r.stderr) });
     }
 
     const server = await startServer({ addr: '127.0.0.1', spinUs: 0 });
@@ -134,7 +192,7 @@ async function main(): Promise<void> {
           counted.client += (await runClient({ addr: '127.0.0.1', port: server.port, requests: 40, concurrency: 8, newConn: true, bin: mploadBinary })).requests;
         });
         emit('latency', {
-          path: 'default', code: r.code, error: r.error, stderr: r.code === 0 ? undefined : r.stderr, expected: counted.client,
+          path: 'default', code: r.code, error: r.error, stderr: r.code === 0 ? undefined : r.stderr, log: r.log, expected: counted.client,
           client: r.report?.metrics.client.total_requests, server: r.report?.metrics.server.total_requests,
           hooks: r.report?.pipeline.hooks, degraded: r.report?.pipeline.degraded, kretprobe_missed: r.report?.pipeline.kretprobe_missed,
           discarded: r.report?.metrics.loss.exchanges_discarded, programs: programs(r.report),
@@ -147,7 +205,7 @@ async function main(): Promise<void> {
           counted.client += (await runClient({ addr: '127.0.0.1', port: server.port, requests: 24, concurrency: 8, newConn: true, bin: mploadBinary })).requests;
         });
         emit('latency', {
-          path: kind, code: r.code, error: r.error, stderr: r.code === 0 ? undefined : r.stderr, expected: counted.client,
+          path: kind, code: r.code, error: r.error, stderr: r.code === 0 ? undefined : r.stderr, log: r.log, expected: counted.client,
           client: r.report?.metrics.client.total_requests, server: r.report?.metrics.server.total_requests,
           hooks: r.report?.pipeline.hooks, degraded: r.report?.pipeline.degraded, kretprobe_missed: r.report?.pipeline.kretprobe_missed,
           discarded: r.report?.metrics.loss.exchanges_discarded, programs: programs(r.report),
@@ -166,7 +224,7 @@ async function main(): Promise<void> {
         });
         const c = r.report?.connections;
         emit('connections', {
-          code: r.code, error: r.error, stderr: r.code === 0 ? undefined : r.stderr, expected: seen,
+          code: r.code, error: r.error, stderr: r.code === 0 ? undefined : r.stderr, log: r.log, expected: seen,
           opened: c?.opened_by_side, refused: c?.failed?.refused, failed_total: c?.failed?.total,
           tls_handshakes: c?.tls_handshakes, tls_ms: c?.tls_handshake_ms_by_side,
           hooks: r.report?.pipeline.hooks, degraded: r.report?.pipeline.degraded, programs: programs(r.report),
@@ -185,10 +243,32 @@ async function main(): Promise<void> {
       });
       const d = r.report?.drops;
       emit('drops', {
-        code: r.code, error: r.error, stderr: r.code === 0 ? undefined : r.stderr, expected: sent,
+        code: r.code, error: r.error, stderr: r.code === 0 ? undefined : r.stderr, log: r.log, expected: sent,
         total: d?.total, by_layer: d?.by_layer, by_reason: d?.by_reason, by_protocol: d?.by_protocol,
         hooks: r.report?.pipeline.hooks, degraded: r.report?.pipeline.degraded, programs: programs(r.report),
       });
+    }
+
+    // packet-drop-probe: an iptables DROP rule on a UDP port, in a network namespace of its own
+    // (unshare -n: on the host nothing outside it sees the rule; it goes with the namespace)
+    {
+      const port = await freePort();
+      const setup = iptablesSetup();
+      if (setup.error) emit('iptables', { unavailable: setup.error, modules: setup.modules });
+      else {
+        let sent = 0;
+        let how = '';
+        const r = await around('packet-drop-probe', ['--filter', `port=${port}`], {}, async () => {
+          ({ sent, how } = await iptablesDrops(port, 50));
+        });
+        const d = r.report?.drops;
+        emit('iptables', {
+          code: r.code, error: r.error ?? (sent === 50 ? undefined : how), stderr: r.code === 0 ? undefined : r.stderr, log: r.log, expected: sent,
+          iptables: setup.version, modules: setup.modules,
+          total: d?.total, by_layer: d?.by_layer, by_reason: d?.by_reason, by_protocol: d?.by_protocol,
+          hooks: r.report?.pipeline.hooks, degraded: r.report?.pipeline.degraded, programs: programs(r.report),
+        });
+      }
     }
 
     // npm run demo's program (setup.sh aside): its own workload, the probe, the comparison
