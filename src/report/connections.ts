@@ -2,7 +2,7 @@
  * connection-tracker's figures and report: TCP set-up time, failed connects
  * by cause, TLS handshake time, connection reuse and pool efficiency.
  *
- * Definitions (also in the README):
+ * Definitions (also in docs/connection-tracker.md):
  * - opened: connections set up while the probe ran (a set-up time was
  *   measured), per side; closed: connections that closed while it ran.
  * - set-up time: client, SYN sent -> SYN-ACK received (what connect() waits
