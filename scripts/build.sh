@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Builds what is stale: bpf/ objects, the native addon, the Wasm module, the
 # TypeScript, and the test workload. Each step runs only when its inputs changed.
+# --js: only the Wasm module and the TypeScript (what the unit tests need;
+# no clang, no kernel headers, no root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+js_only=0
+[ "${1:-}" = "--js" ] && js_only=1
 
 newer() { # newer OUTPUT INPUT...: true when OUTPUT is missing or older than any input
   local out=$1; shift
@@ -10,10 +14,10 @@ newer() { # newer OUTPUT INPUT...: true when OUTPUT is missing or older than any
   [ -n "$(find "$@" -newer "$out" -print -quit 2>/dev/null)" ]
 }
 
-make -s -C bpf
+[ "$js_only" = 1 ] || make -s -C bpf
 
 addon=native/build/Release/meshprobe_native.node
-if newer "$addon" native/src native/binding.gyp; then
+if [ "$js_only" = 0 ] && newer "$addon" native/src native/binding.gyp; then
   echo "build: native addon"
   nodedir=()
   [ -f /usr/include/node/node_api.h ] && nodedir=(--nodedir=/usr)
@@ -32,6 +36,7 @@ if newer dist/.stamp src test bench tsconfig.json; then
   touch dist/.stamp
 fi
 
+[ "$js_only" = 1 ] && exit 0
 mkdir -p test/tools/bin
 if newer test/tools/bin/mpload test/tools/mpload.c; then
   echo "build: test workload"

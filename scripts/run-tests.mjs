@@ -1,6 +1,9 @@
 // Runs every compiled test file (dist/test/**/*.test.js) with node's test
 // runner, one file at a time: the probe tests measure host-wide traffic and
 // must not overlap. Extra arguments filter file names (substring match).
+// --unit: only the tests that need no root, no Debian package and no
+// kernel (parsers, histograms, the Wasm decoder, exporters' formats,
+// analyze, report), for a contributor's quick loop (npm run test:unit).
 import { readdirSync, statSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -15,8 +18,14 @@ const files = [];
     else if (name.endsWith('.test.js')) files.push(p);
   }
 })(dir);
-const filters = process.argv.slice(2);
-const chosen = files.sort().filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
+const UNIT = ['analyze-cli', 'analyze-compare', 'analyze-fixtures', 'analyze-parse', 'analyze-quantile', 'decoder',
+  'generate-report.test', 'histogram', 'hooks', 'outputs-unit', 'overhead-unit', 'records-layout'];
+const args = process.argv.slice(2);
+const unit = args.includes('--unit');
+const filters = args.filter((a) => a !== '--unit');
+const chosen = files.sort()
+  .filter((f) => !unit || UNIT.some((u) => path.basename(f).startsWith(u)))
+  .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
 if (chosen.length === 0) {
   console.error(`run-tests: no test files matched in ${dir}`);
   process.exit(1);

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs what is missing on a bare Debian 12 machine (Debian packages, npm
 # packages) and builds whatever is stale. Quick when nothing is missing.
+# --js: no Debian packages, only npm ci and the JavaScript side of the build
+# (npm run test:unit, as any user).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+js_only=0
+[ "${1:-}" = "--js" ] && js_only=1
 
 # build: clang/llvm/libbpf/bpftool for bpf/, g++/python3/make for native/;
 # test peers: iproute2 (netns, veth), nginx and wrk (overhead bench), curl;
@@ -15,6 +19,7 @@ APT_PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make gcc g++ pytho
           victoria-metrics influxdb prometheus iptables openssl
           haproxy chromium fonts-dejavu-core)
 missing=()
+[ "$js_only" = 1 ] && APT_PKGS=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
@@ -49,4 +54,4 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   cp package-lock.json "$stamp"
 fi
 
-bash scripts/build.sh
+if [ "$js_only" = 1 ]; then bash scripts/build.sh --js; else bash scripts/build.sh; fi
