@@ -299,19 +299,20 @@ test('kernel matrix: this host\'s kernel, the same workloads', { timeout: 11 * 6
 after(() => {
   if (rows.length === 0) return;
   const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
+  const w = Math.max(...rows.map((r) => r.release.length)) + 1;
   const lines = ['', 'kernel matrix (build/kernel-matrix/<release>.json):',
-    `${pad('kernel', 26)} ${pad('wall', 7)} ${pad('checks', 9)} ${pad('latency send hook', 34)} failed`];
+    `${pad('', 9)}${pad('kernel', w)} ${pad('wall', 6)} ${pad('checks', 8)} ${pad('latency send hook', 34)} failed`];
   for (const r of rows) {
     const send = r.probes['latency-probe (default)']?.hooks?.['socket send'] ?? '-';
-    lines.push(`${pad(`${r.name} ${r.release}`, 26)} ${pad(`${Math.round(r.wallMs / 1000)}s`, 7)} ${pad(`${r.checks.passed}/${r.checks.passed + r.checks.failed.length}`, 9)} ${pad(send, 34)} ${r.checks.failed.map((f) => f.split(':')[0]).join('; ') || '-'}`);
+    lines.push(`${pad(r.name, 9)}${pad(r.release, w)} ${pad(`${Math.round(r.wallMs / 1000)}s`, 6)} ${pad(`${r.checks.passed}/${r.checks.passed + r.checks.failed.length}`, 8)} ${pad(send, 34)} ${r.checks.failed.map((f) => f.split(':')[0]).join('; ') || '-'}`);
   }
   lines.push('', 'ns per run (bpf_stats) of each program, by probe run:');
   for (const r of rows) {
     for (const [probe, p] of Object.entries(r.probes)) {
       const progs = (p.programs ?? []).filter((x) => x.run_count > 0).map((x) => `${x.name} ${x.ns_per_run === null ? '?' : Math.round(x.ns_per_run)}`).join(', ');
-      lines.push(`  ${pad(r.release, 24)} ${pad(probe, 30)} ${progs || `(no program ran${p.code !== 0 ? `; exit ${p.code}` : ''})`}`);
+      lines.push(`  ${pad(r.release, w)} ${pad(probe, 30)} ${progs || `(no program ran${p.code !== 0 ? `; exit ${p.code}` : ''})`}`);
     }
-    for (const n of r.notes) lines.push(`  ${pad(r.release, 24)} note: ${n}`);
+    for (const n of r.notes) lines.push(`  ${pad(r.release, w)} note: ${n}`);
   }
   console.log(lines.join('\n'));
 });
