@@ -37,8 +37,6 @@ export interface BpfObject {
   programStats(): ProgramStats[];
   /** runs a loaded raw_tp program once on `cpu` (BPF_PROG_TEST_RUN); returns its return value */
   testRun(program: string, cpu: number): number;
-  /** every entry of a per-CPU hash map: [key, its u64 words summed over the CPUs] */
-  readPercpuHash(map: string): [Uint8Array, BigUint64Array][];
   /** bpf_map_update_elem(BPF_ANY); key and value sizes must match the map's */
   mapUpdate(map: string, key: Uint8Array, value: Uint8Array): void;
   close(): void;

@@ -414,6 +414,11 @@ export function readMeasureResults(state: State, opts: FlushOption = {}): number
 }
 
 /** "a.b.c.d" for AF_INET, RFC 5952-ish text for AF_INET6, hex otherwise. */
+/** "addr:port", or "[addr]:port" for IPv6 (family 10): how every report writes an endpoint. */
+export function endpoint(addr: string, port: number, family: number): string {
+  return family === 10 ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
 export function formatAddr(bytes: Uint8Array, family: number): string {
   if (family === 2) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
   if (family === 10) {

@@ -18,6 +18,18 @@
 
 namespace meshprobe {
 
+// Arguments, checked: a wrong type throws MP_ERR_ARG with the call's usage.
+static std::string StringArg(const Napi::CallbackInfo &info, size_t i, const char *usage) {
+  if (info.Length() <= i || !info[i].IsString()) ThrowCode(info.Env(), "MP_ERR_ARG", usage);
+  return info[i].As<Napi::String>();
+}
+
+static uint32_t UintArg(const Napi::CallbackInfo &info, size_t i, const char *usage) {
+  if (info.Length() <= i || !info[i].IsNumber() || info[i].As<Napi::Number>().DoubleValue() < 0)
+    ThrowCode(info.Env(), "MP_ERR_ARG", usage);
+  return info[i].As<Napi::Number>().Uint32Value();
+}
+
 Napi::Function BpfObject::Define(Napi::Env env) {
   return DefineClass(env, "BpfObject",
                      {
@@ -154,15 +166,16 @@ Napi::Value BpfObject::SetGlobal(const Napi::CallbackInfo &info) {
 
 Napi::Value BpfObject::SetMapMaxEntries(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  bpf_map *m = RequireMap(env, info[0].As<Napi::String>());
-  int err = bpf_map__set_max_entries(m, info[1].As<Napi::Number>().Uint32Value());
+  const char *usage = "setMapMaxEntries(map, entries)";
+  bpf_map *m = RequireMap(env, StringArg(info, 0, usage));
+  int err = bpf_map__set_max_entries(m, UintArg(info, 1, usage));
   if (err) ThrowCode(env, "MP_ERR_STATE", "cannot size map", err);
   return env.Undefined();
 }
 
 Napi::Value BpfObject::SetAutoload(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  bpf_program *p = RequireProgram(env, info[0].As<Napi::String>());
+  bpf_program *p = RequireProgram(env, StringArg(info, 0, "setAutoload(program, on)"));
   int err = bpf_program__set_autoload(p, info[1].ToBoolean());
   if (err) ThrowCode(env, "MP_ERR_STATE", "cannot change autoload", err);
   return env.Undefined();
@@ -198,7 +211,7 @@ Napi::Value BpfObject::Load(const Napi::CallbackInfo &info) {
 // attach(program): bpf_program__attach, from the SEC() name
 Napi::Value BpfObject::Attach(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  std::string name = info[0].As<Napi::String>();
+  std::string name = StringArg(info, 0, "attach(program)");
   bpf_program *p = RequireProgram(env, name);
   TakeLibbpfLog();
   bpf_link *link = bpf_program__attach(p);
@@ -342,7 +355,7 @@ Napi::Value BpfObject::DetachAll(const Napi::CallbackInfo &info) {
 
 Napi::Value BpfObject::MapFd(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  int fd = bpf_map__fd(RequireMap(env, info[0].As<Napi::String>()));
+  int fd = bpf_map__fd(RequireMap(env, StringArg(info, 0, "mapFd(map)")));
   if (fd < 0) ThrowCode(env, "MP_ERR_STATE", "map has no fd: load() first", fd);
   return Napi::Number::New(env, fd);
 }
@@ -350,8 +363,9 @@ Napi::Value BpfObject::MapFd(const Napi::CallbackInfo &info) {
 // readPercpuArray(map, count): BigInt[count], each summed over all CPUs
 Napi::Value BpfObject::ReadPercpuArray(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  bpf_map *m = RequireMap(env, info[0].As<Napi::String>());
-  uint32_t count = info[1].As<Napi::Number>().Uint32Value();
+  const char *usage = "readPercpuArray(map, count)";
+  bpf_map *m = RequireMap(env, StringArg(info, 0, usage));
+  uint32_t count = UintArg(info, 1, usage);
   int ncpu = libbpf_num_possible_cpus();
   if (ncpu <= 0) ThrowCode(env, "MP_ERR_SYS", "cannot count CPUs", ncpu);
   std::vector<uint64_t> vals(ncpu);
@@ -394,7 +408,7 @@ Napi::Value BpfObject::ProgramStats(const Napi::CallbackInfo &info) {
 // mapUpdate(map, key: Uint8Array, value: Uint8Array): bpf_map_update_elem(BPF_ANY)
 Napi::Value BpfObject::MapUpdate(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  bpf_map *m = RequireMap(env, info[0].As<Napi::String>());
+  bpf_map *m = RequireMap(env, StringArg(info, 0, "mapUpdate(map, key, value)"));
   if (info.Length() < 3 || !info[1].IsTypedArray() || !info[2].IsTypedArray())
     ThrowCode(env, "MP_ERR_ARG", "mapUpdate(map, key: Uint8Array, value: Uint8Array)");
   Napi::Uint8Array key = info[1].As<Napi::Uint8Array>();
@@ -462,13 +476,15 @@ Napi::Value BpfObject::ReadPercpuHash(const Napi::CallbackInfo &info) {
 // (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU); returns its return value.
 Napi::Value BpfObject::TestRun(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
-  std::string name = info[0].As<Napi::String>();
+  const char *usage = "testRun(program, cpu)";
+  std::string name = StringArg(info, 0, usage);
+  uint32_t cpu = UintArg(info, 1, usage);
   bpf_program *p = RequireProgram(env, name);
   int fd = bpf_program__fd(p);
   if (fd < 0) ThrowCode(env, "MP_ERR_STATE", name + " is not loaded", fd);
   uint64_t args[1] = {0};
   LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = args, .ctx_size_in = sizeof args,
-              .flags = BPF_F_TEST_RUN_ON_CPU, .cpu = info[1].As<Napi::Number>().Uint32Value());
+              .flags = BPF_F_TEST_RUN_ON_CPU, .cpu = cpu);
   int err = bpf_prog_test_run_opts(fd, &opts);
   if (err) ThrowCode(env, "MP_ERR_TEST_RUN", "cannot run " + name, -errno);
   return Napi::Number::New(env, opts.retval);

@@ -30,7 +30,7 @@ import {
   METRIC_SETUP, METRIC_CONNECT_FAIL, METRIC_TLS, METRIC_TLS_LIBSSL, METRIC_LIFETIME, METRIC_REQUESTS, METRIC_IDLE, METRIC_TLS_CONNECT,
   RESULT_OK, RESULT_REFUSED, RESULT_TIMEOUT, RESULT_RESET, RESULT_UNREACH, RESULT_ABORTED, RESULT_OTHER,
 } from '../records.js';
-import { readConnTable, readMeasureHistograms, readMeasureResults, readSvcTable, type ConnSlot, type State } from '../wasm.js';
+import { endpoint, readConnTable, readMeasureHistograms, readMeasureResults, readSvcTable, type ConnSlot, type State } from '../wasm.js';
 import { diff, emptyHistogram, mergeAll, percentile, type HistogramSnapshot } from '../histogram.js';
 import type { SessionResult } from '../pipeline/session.js';
 import type { ServiceDef } from '../filter/services.js';
@@ -84,7 +84,6 @@ export interface ConnectionFigures {
 }
 
 const metricName = new Map<number, MeasureName>(Object.entries(MEASURE_METRICS).map(([k, v]) => [v, k as MeasureName]));
-const endpoint = (addr: string, port: number, family: number) => (family === 10 ? `[${addr}]:${port}` : `${addr}:${port}`);
 
 function monotonicNs(): number {
   return Number(process.hrtime.bigint());

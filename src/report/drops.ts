@@ -20,7 +20,7 @@ import { tracepointHasField, VMLINUX_BTF } from '../kernel/features.js';
 import { log } from '../log.js';
 import { portOwners } from '../kernel/owners.js';
 import { listenCounters, listenDelta, type ListenCounters } from '../kernel/netstat.js';
-import { formatAddr } from '../wasm.js';
+import { endpoint, formatAddr } from '../wasm.js';
 import { LATENCY_STATS } from '../probes/latency.js';
 import type { ServiceDef } from '../filter/services.js';
 import { matchService } from '../filter/services.js';
@@ -303,8 +303,8 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
     })),
     top_flows: [...named].sort((a, b) => b.packets - a.packets).slice(0, 20).map((e) => ({
       protocol: PROTO[e.protocol] ?? String(e.protocol),
-      local: e.family === 10 ? `[${e.laddr}]:${e.lport}` : `${e.laddr}:${e.lport}`,
-      remote: e.family === 10 ? `[${e.raddr}]:${e.rport}` : `${e.raddr}:${e.rport}`,
+      local: endpoint(e.laddr, e.lport, e.family),
+      remote: endpoint(e.raddr, e.rport, e.family),
       direction: e.dir === 1 ? 'in' : e.dir === 2 ? 'out' : 'unknown',
       netns: e.netns, reason: e.reasonName, function: e.fn, layer: e.layer, service: e.service, drops: e.packets,
     })),

@@ -10,7 +10,7 @@
 import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { ROLE_CLIENT, ROLE_SERVER, CONN_F_ROLE_INFERRED } from '../records.js';
-import { readConnTable, readCounters, readGlobalHistograms, readSvcTable, type ConnSlot, type Counters, type ServiceSlot, type State } from '../wasm.js';
+import { endpoint, readConnTable, readCounters, readGlobalHistograms, readSvcTable, type ConnSlot, type Counters, type ServiceSlot, type State } from '../wasm.js';
 import { diff, mergeAll, percentile, toBucketList, type HistogramSnapshot } from '../histogram.js';
 import { LATENCY_STATS } from '../probes/latency.js';
 import type { SessionResult } from '../pipeline/session.js';
@@ -25,7 +25,6 @@ export const REPORT_VERSION = 2;
 export type LatencyStat = (typeof LATENCY_STATS)[number];
 
 const roleName = (r: number) => (r === ROLE_CLIENT ? 'client' : r === ROLE_SERVER ? 'server' : 'unknown');
-const endpoint = (addr: string, port: number, family: number) => (family === 10 ? `[${addr}]:${port}` : `${addr}:${port}`);
 
 function procComm(tgid: number): string | undefined {
   try {
