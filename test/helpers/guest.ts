@@ -89,7 +89,7 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
+# /tmp stays the initramfs's own (writable): a tmpfs there would hide a project cloned under /tmp
 mount -t tmpfs run /run
 mount -t debugfs none /sys/kernel/debug
 mount -t tracefs none /sys/kernel/tracing 2>/dev/null
