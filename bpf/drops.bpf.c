@@ -224,7 +224,7 @@ by_packet:
 }
 
 /*
- * A kfunc of 6.3+. Weak: on older kernels libbpf leaves it unresolved, and
+ * A kfunc of 6.2+. Weak: on older kernels libbpf leaves it unresolved, and
  * only the programs that call it (drops_pkt_in/out) cannot load there; user
  * space then loads drops_pkt_in_port/out_port instead (src/probes/drops.ts).
  */
@@ -233,7 +233,7 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 /*
  * Packets of local sockets, per (netns, local port, protocol): no parsing.
  * `with_netns`: the socket's network namespace, read through the kernel's
- * sk_buff (bpf_cast_to_kern_ctx, 6.3+); without it the key's netns is 0 and
+ * sk_buff (bpf_cast_to_kern_ctx, 6.2+); without it the key's netns is 0 and
  * the same port in two namespaces shares one count (user space says so).
  */
 static __always_inline int count_socket_packet(struct __sk_buff *ctx, const bool with_netns)

@@ -48,7 +48,7 @@ interface Expect {
   paths: { raw_tracepoint?: string; fentry?: string; kprobe?: string };
   atomics: boolean;
   dropReasons: boolean;
-  /** bpf_cast_to_kern_ctx (6.3+): packets of a service per network namespace */
+  /** bpf_cast_to_kern_ctx (6.2+): packets of a service per network namespace */
   kfuncNetns: boolean;
   rxSk: boolean;
   /** kernel modules come in the initramfs and are loaded (guests only) */

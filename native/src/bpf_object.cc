@@ -11,6 +11,9 @@
 #include <sstream>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <cstring>
 #include <string>
 
@@ -299,7 +302,10 @@ Napi::Value BpfObject::AttachKretprobe(const Napi::CallbackInfo &info) {
   bpf_program *p = RequireProgram(env, name);
   if (bpf_program__fd(p) < 0) ThrowCode(env, "MP_ERR_STATE", name + " is not loaded");
   tracefs_ = tracefs;
-  std::string event = "mp_" + std::to_string(getpid()) + "_" + name;
+  // tracefs is the host's: a name of this run's own (PIDs repeat across PID namespaces)
+  char rnd[9];
+  snprintf(rnd, sizeof rnd, "%08x", static_cast<unsigned>(random() ^ (getpid() << 8) ^ time(nullptr)));
+  std::string event = "mp_" + std::to_string(getpid()) + "_" + rnd + "_" + name;
   std::string full = "meshprobe/" + event;
   int err = WriteKprobeEvents(tracefs, "r" + std::to_string(maxactive) + ":" + full + " " + func);
   if (err) ThrowCode(env, "MP_ERR_ATTACH", "cannot make kretprobe " + full + " on " + func + " in " + tracefs + "/kprobe_events", err);
@@ -315,7 +321,8 @@ Napi::Value BpfObject::AttachKretprobe(const Napi::CallbackInfo &info) {
   attr.sample_period = 1;
   attr.wakeup_events = 1;
   int pfd = static_cast<int>(syscall(__NR_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC));
-  if (pfd < 0) ThrowCode(env, "MP_ERR_ATTACH", "perf_event_open for kretprobe " + full, -errno);
+  int open_errno = errno;
+  if (pfd < 0) ThrowCode(env, "MP_ERR_ATTACH", "perf_event_open for kretprobe " + full, -open_errno);
   TakeLibbpfLog();
   bpf_link *link = bpf_program__attach_perf_event(p, pfd);
   err = libbpf_get_error(link);
@@ -328,11 +335,12 @@ Napi::Value BpfObject::AttachKretprobe(const Napi::CallbackInfo &info) {
 }
 
 // kretprobeMisses(): {event: missed} for this object's kretprobes, from
-// tracefs's kprobe_profile ("<event> <hits> <misses>")
+// tracefs's kprobe_profile ("<event> <hits> <misses>"); -1 for one not found there
 Napi::Value BpfObject::KretprobeMisses(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   Napi::Object out = Napi::Object::New(env);
   if (kprobe_events_.empty()) return out;
+  for (const std::string &e : kprobe_events_) out.Set(e, Napi::Number::New(env, -1));
   std::ifstream f(tracefs_ + "/kprobe_profile");
   std::string line;
   while (std::getline(f, line)) {

@@ -105,14 +105,20 @@ export function tracepointHasField(group: string, name: string, field: string, t
   }
 }
 
-/** Does the running kernel have kfunc `name` (its BTF says)? */
+const kfuncs = new Map<string, boolean>();
+
+/** Does the running kernel have kfunc `name` (its BTF says)? Read once per name. */
 export function kfuncExists(name: string): boolean {
+  let found = kfuncs.get(name);
+  if (found !== undefined) return found;
   try {
-    return btfHasFunc(name, VMLINUX_BTF);
+    found = btfHasFunc(name, VMLINUX_BTF);
   } catch (e) {
     log.debug(`cannot tell whether kfunc ${name} exists`, { error: (e as Error).message });
-    return false;
+    found = false;
   }
+  kfuncs.set(name, found);
+  return found;
 }
 
 /** Kprobes need CONFIG_KPROBES; available_filter_functions lists what can be probed. */
@@ -202,8 +208,16 @@ export function attachHook(obj: BpfObject, c: HookCandidate): string[] {
     const sections = new Map(obj.programs().map((p) => [p.name, p.section]));
     for (const p of c.programs) {
       if (sections.get(p)?.startsWith('kretprobe/')) {
-        obj.attachKretprobe(p, c.target, KRETPROBE_MAXACTIVE, tracefs);
-        attached.push(`${p} (kretprobe ${c.target}, ${KRETPROBE_MAXACTIVE} return slots)`);
+        try {
+          obj.attachKretprobe(p, c.target, KRETPROBE_MAXACTIVE, tracefs);
+          attached.push(`${p} (kretprobe ${c.target}, ${KRETPROBE_MAXACTIVE} return slots)`);
+        } catch (e) {
+          // tracefs not writable (a read-only mount in a container): libbpf's kretprobe, with the kernel's default slots
+          log.warn(`kretprobe on ${c.target} with ${KRETPROBE_MAXACTIVE} return slots not possible (${(e as Error).message}): ` +
+            'using the kernel\'s default number, past which concurrent blocked calls are missed');
+          obj.attach(p);
+          attached.push(`${p} (kretprobe ${c.target}, default return slots)`);
+        }
       } else {
         obj.attach(p);
         attached.push(p);
@@ -234,14 +248,16 @@ function removeStaleKprobeEvents(tracefs: string): void {
   } catch {
     return;
   }
+  // every meshprobe event: the kernel refuses (EBUSY) to remove one that a running probe uses,
+  // in whatever PID namespace it runs, so only those of runs that were killed go
   for (const l of lines) {
-    const m = /^[pr]\d*:(meshprobe\/mp_(\d+)_\S+)/.exec(l);
-    if (!m || existsSync(`/proc/${m[2]}`)) continue;
+    const m = /^[pr]\d*:(meshprobe\/mp_\S+)/.exec(l);
+    if (!m) continue;
     try {
       appendFileSync(`${tracefs}/kprobe_events`, `-:${m[1]}\n`);
       log.debug(`removed the stale kretprobe ${m[1]}`);
     } catch (e) {
-      log.debug(`could not remove the stale kretprobe ${m[1]}`, { error: (e as Error).message });
+      log.debug(`kretprobe ${m[1]} kept (in use by a running probe?)`, { error: (e as Error).message });
     }
   }
 }

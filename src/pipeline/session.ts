@@ -239,10 +239,16 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       error: () => running.error,
       stop() {
         stopped ??= (async () => {
-          const misses = Object.values(loaded.kretprobeMisses());
-          const kretprobeMissed = misses.length ? misses.reduce((a, b) => a + b, 0) : null;
-          if (kretprobeMissed) log.warn(`kretprobes missed ${kretprobeMissed} returns (calls in flight beyond their return slots): those reads and writes were not seen`);
-          loaded.detachAll();
+          // read while attached: detaching removes the kretprobe events and their counts
+          let kretprobeMissed: number | null = null;
+          try {
+            const misses = Object.values(loaded.kretprobeMisses());
+            if (misses.some((m) => m < 0)) log.warn('cannot read the kretprobes\' missed returns from kprobe_profile: kretprobe_missed is left out');
+            else if (misses.length) kretprobeMissed = misses.reduce((a, b) => a + b, 0);
+            if (kretprobeMissed) log.warn(`kretprobes missed ${kretprobeMissed} returns (calls in flight beyond their return slots): those reads and writes were not seen`);
+          } finally {
+            loaded.detachAll();
+          }
           clearInterval(flushTimer);
           const endNs = process.hrtime.bigint();
           const endedAt = new Date();

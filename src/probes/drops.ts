@@ -32,10 +32,10 @@ export const dropProbe: ProbeDefinition<DropOptions> = {
         name: 'cgroup_skb:ingress+egress', kind: 'cgroup_skb', target: 'cgroup2', programs: ['drops_pkt_in', 'drops_pkt_out'],
         requiresKfunc: 'bpf_cast_to_kern_ctx',
       },
-      // before 6.3 a cgroup_skb program cannot reach the socket's network namespace
+      // before 6.2 a cgroup_skb program cannot reach the socket's network namespace
       {
         name: 'cgroup_skb:ingress+egress (by port)', kind: 'cgroup_skb', target: 'cgroup2', programs: ['drops_pkt_in_port', 'drops_pkt_out_port'],
-        degraded: 'packets counted by local port alone (no bpf_cast_to_kern_ctx before 6.3): one port in several network namespaces shares one count',
+        degraded: 'packets counted by local port alone (no bpf_cast_to_kern_ctx before 6.2): one port in several network namespaces shares one count, and --filter netns= cannot narrow it',
       },
     ],
   },

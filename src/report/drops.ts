@@ -204,16 +204,9 @@ export class DropNamer {
     for (const o of portOwners(want)) if (o.comm) this.owners.set(`${o.netns}|${o.port}|${o.protocol === 'tcp' ? 6 : 17}`, o.comm);
   }
 
-  private ownerInAnyNetns(lport: number, protocol: number): string | undefined {
-    const suffix = `|${lport}|${protocol}`;
-    for (const [k, comm] of this.owners) if (k.endsWith(suffix)) return comm;
-    return undefined;
-  }
-
   service(e: { netns: number; lport: number; protocol: number }): string {
     if (!e.lport) return 'none';
-    // netns 0: counted where the kernel could not tell the namespace (packets by port before 6.3): any owner of the port
-    const comm = (e.netns === 0 ? this.ownerInAnyNetns(e.lport, e.protocol) : this.owners.get(`${e.netns}|${e.lport}|${e.protocol}`)) || undefined;
+    const comm = this.owners.get(`${e.netns}|${e.lport}|${e.protocol}`) || undefined;
     const named = this.defs.length ? matchService(this.defs, { port: e.lport, comm, netns: e.netns }, (n) => netnsInode(n, this.env)) : undefined;
     if (named) return named;
     return comm ? `${comm}:${e.lport}` : `${e.lport}/${e.protocol === 6 ? 'tcp' : e.protocol === 17 ? 'udp' : e.protocol}`;
@@ -271,10 +264,24 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
     for (const e of xs) m[key(e)] = (m[key(e)] ?? 0) + e.packets;
     return Object.fromEntries(Object.entries(m).sort((a, b) => b[1] - a[1]));
   };
+  // packets per service; those counted by port alone (netns 0: no bpf_cast_to_kern_ctx before 6.2)
+  // go to every service with drops on that port and protocol, whatever its namespace
   const pktsBy = new Map<string, number>();
+  const byPort = new Map<string, number>();
   for (const p of f.pkts) {
+    if (p.netns === 0) {
+      byPort.set(`${p.lport}|${p.protocol}`, (byPort.get(`${p.lport}|${p.protocol}`) ?? 0) + p.packets);
+      continue;
+    }
     const s = namer.service(p);
     pktsBy.set(s, (pktsBy.get(s) ?? 0) + p.packets);
+  }
+  if (byPort.size) {
+    const ports = new Map<string, Set<string>>();
+    for (const e of named) ports.set(e.service, (ports.get(e.service) ?? new Set()).add(`${e.lport}|${e.protocol}`));
+    for (const [service, keys] of ports) {
+      for (const k of keys) pktsBy.set(service, (pktsBy.get(service) ?? 0) + (byPort.get(k) ?? 0));
+    }
   }
   const svc = bounded([...group((e) => e.service)].map(([k, v]) => [k, v] as [string, typeof named]), maxLabels, (a, b) => [...a, ...b], sum);
   const fns = bounded([...group((e) => e.fn)].map(([k, v]) => [k, v] as [string, typeof named]), maxLabels, (a, b) => [...a, ...b], sum);
