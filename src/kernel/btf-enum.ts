@@ -40,7 +40,7 @@ function extraSize(kind: number, vlen: number): number {
 
 interface BtfType { kind: number; vlen: number; signed: boolean; data: number; name: () => string }
 
-interface BtfFile { buf: Buffer; u32(o: number): number; i32(o: number): number; str(off: number): string; types(): Generator<BtfType> }
+interface BtfFile { u32(o: number): number; i32(o: number): number; str(off: number): string; types(): Generator<BtfType> }
 
 /** Opens a BTF file. Throws MP_BTF when it cannot be read or is not BTF. */
 function openBtf(path: string): BtfFile {
@@ -82,7 +82,7 @@ function openBtf(path: string): BtfFile {
       p = data + extraSize(kind, vlen);
     }
   }
-  return { buf, u32, i32, str, types };
+  return { u32, i32, str, types };
 }
 
 const cache = new Map<string, Map<string, Map<number, string>>>();

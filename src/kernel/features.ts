@@ -234,9 +234,10 @@ export function attachHook(obj: BpfObject, c: HookCandidate): string[] {
 
 /**
  * Return slots of each kretprobe: calls in flight at once (a thread blocked
- * in tcp_recvmsg holds one). The kernel's default is max(10, 2 x CPUs); past
- * it returns are missed, so a busy server of blocking threads lost most of
- * its exchanges on 5.10 before. 4096 is the kernel's maximum.
+ * in tcp_recvmsg holds one). The kernel's default is max(10, 2 x CPUs) on
+ * preemptible kernels, the CPU count otherwise; past it returns are missed,
+ * so a busy server of blocking threads lost most of its exchanges on 5.10
+ * before. 4096 is the kernel's maximum.
  */
 export const KRETPROBE_MAXACTIVE = 4096;
 

@@ -1,4 +1,4 @@
-/* Kernel types for the BPF programs (CO-RE), x86_64: generated once with
+/* Kernel types for the BPF programs (CO-RE), x86: generated once with
  * scripts/gen-vmlinux-h.sh from a Linux 6.18 kernel's BTF and checked in, so that the
  * build never reads the build host's kernel. CO-RE relocates every field access
  * against the running kernel's own BTF at load (see docs/kernels.md). */
