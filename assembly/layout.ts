@@ -3,18 +3,18 @@
 // reads offsets from the module instead of duplicating them.
 
 // ---- histogram (log-linear, 64 sub-buckets per power of two) ----
-export const HIST_NB: u32 = 1985;            // buckets, index 1984 = overflow (>= 2^36 ns)
+export const HIST_NB: u32 = 1985; // buckets, index 1984 = overflow (>= 2^36 ns)
 export const HIST_OVERFLOW: u32 = 1984;
-export const HIST_COUNT: u32 = 1985 * 8;     // u64 count
-export const HIST_SUM: u32 = 1985 * 8 + 8;   // u64 sum_ns
-export const HIST_MIN: u32 = 1985 * 8 + 16;  // u64 min_ns (u64 max when empty)
-export const HIST_MAX: u32 = 1985 * 8 + 24;  // u64 max_ns
-export const HIST_BYTES: u32 = 15936;        // (1985*8 + 32) rounded up to 64
+export const HIST_COUNT: u32 = 1985 * 8; // u64 count
+export const HIST_SUM: u32 = 1985 * 8 + 8; // u64 sum_ns
+export const HIST_MIN: u32 = 1985 * 8 + 16; // u64 min_ns (u64 max when empty)
+export const HIST_MAX: u32 = 1985 * 8 + 24; // u64 max_ns
+export const HIST_BYTES: u32 = 15936; // (1985*8 + 32) rounded up to 64
 
 // ---- header at regionBase() ----
 export const HEADER_BYTES: u32 = 256;
-export const MAGIC: u32 = 0x4d505242;        // "BRPM" little-endian bytes: 'B','R','P','M'
-export const LAYOUT_VERSION: u32 = 3;       // 2: measure histograms/results, SS_METRIC; 3: metric TLS_CONNECT
+export const MAGIC: u32 = 0x4d505242; // "BRPM" little-endian bytes: 'B','R','P','M'
+export const LAYOUT_VERSION: u32 = 3; // 2: measure histograms/results, SS_METRIC; 3: metric TLS_CONNECT
 export const H_MAGIC: u32 = 0;
 export const H_VERSION: u32 = 4;
 export const H_CONN_CAP: u32 = 8;
@@ -25,33 +25,33 @@ export const H_NB: u32 = 24;
 export const H_HIST_BYTES: u32 = 28;
 export const H_CONN_SLOT_BYTES: u32 = 32;
 export const H_SVC_SLOT_BYTES: u32 = 36;
-export const H_COUNTERS: u32 = 40;           // absolute address of the counter block
-export const H_GLOBAL_HISTS: u32 = 44;       // absolute address of the GH_TOTAL global histograms
+export const H_COUNTERS: u32 = 40; // absolute address of the counter block
+export const H_GLOBAL_HISTS: u32 = 44; // absolute address of the GH_TOTAL global histograms
 export const H_CONN_TABLE: u32 = 48;
 export const H_SVC_TABLE: u32 = 52;
 export const H_STAGING: u32 = 56;
 export const H_END: u32 = 60;
-export const H_SCRATCH: u32 = 64;            // absolute address of the per-worker scratch areas (workers + 1)
-export const H_SCRATCH_BYTES: u32 = 68;      // bytes per scratch area
-export const H_MEASURE_RESULTS: u32 = 72;    // absolute address of the measure results table (MR_*)
-export const H_COUNTERS_OFF: u32 = 128;      // counter block lives inside the header
-export const H_COUNTERS_N: u32 = 16;         // reserved u64 slots (only C_COUNT used)
+export const H_SCRATCH: u32 = 64; // absolute address of the per-worker scratch areas (workers + 1)
+export const H_SCRATCH_BYTES: u32 = 68; // bytes per scratch area
+export const H_MEASURE_RESULTS: u32 = 72; // absolute address of the measure results table (MR_*)
+export const H_COUNTERS_OFF: u32 = 128; // counter block lives inside the header
+export const H_COUNTERS_N: u32 = 16; // reserved u64 slots (only C_COUNT used)
 
 // ---- global counters: u64 each, at counters + 8*index ----
-export const C_RECORDS_TOTAL: u32 = 0;       // PERF_RECORD_SAMPLEs seen (valid or not)
+export const C_RECORDS_TOTAL: u32 = 0; // PERF_RECORD_SAMPLEs seen (valid or not)
 export const C_LATENCY_RECORDS: u32 = 1;
 export const C_OPEN_RECORDS: u32 = 2;
 export const C_CLOSE_RECORDS: u32 = 3;
-export const C_LOST_RECORDS: u32 = 4;        // sum of PERF_RECORD_LOST.lost
-export const C_LOST_EVENTS: u32 = 5;         // number of PERF_RECORD_LOST records
-export const C_UNKNOWN_RECORDS: u32 = 6;     // bad version / kind / raw size
-export const C_CONN_TABLE_FULL: u32 = 7;     // latency/open/close records without a conn slot
-export const C_SVC_TABLE_FULL: u32 = 8;      // latency/measure records without a service slot
-export const C_BYTES_DECODED: u32 = 9;       // bytes consumed by decode()
-export const C_UNKNOWN_ROLE: u32 = 10;       // latency/measure records with role not client/server
-export const C_PERF_OTHER: u32 = 11;         // other perf record types, skipped
+export const C_LOST_RECORDS: u32 = 4; // sum of PERF_RECORD_LOST.lost
+export const C_LOST_EVENTS: u32 = 5; // number of PERF_RECORD_LOST records
+export const C_UNKNOWN_RECORDS: u32 = 6; // bad version / kind / raw size
+export const C_CONN_TABLE_FULL: u32 = 7; // latency/open/close records without a conn slot
+export const C_SVC_TABLE_FULL: u32 = 8; // latency/measure records without a service slot
+export const C_BYTES_DECODED: u32 = 9; // bytes consumed by decode()
+export const C_UNKNOWN_ROLE: u32 = 10; // latency/measure records with role not client/server
+export const C_PERF_OTHER: u32 = 11; // other perf record types, skipped
 export const C_DECODE_CALLS: u32 = 12;
-export const C_MEASURE_RECORDS: u32 = 13;    // measure records (whatever their metric/role)
+export const C_MEASURE_RECORDS: u32 = 13; // measure records (whatever their metric/role)
 export const C_MEASURE_UNKNOWN_METRIC: u32 = 14; // measure records with metric not 1..METRIC__COUNT-1 (nowhere else)
 export const C_COUNT: u32 = 15;
 
@@ -65,7 +65,7 @@ export const GH_COUNT: u32 = 3;
 // index GH_MEASURE + 2*(metric-1) + (role-1), updated with atomics directly
 // (measure records are rare: no scratch).
 export const GH_MEASURE: u32 = 3;
-export const GH_MEASURE_N: u32 = 16;         // (METRIC__COUNT - 1) * 2
+export const GH_MEASURE_N: u32 = 16; // (METRIC__COUNT - 1) * 2
 export const GH_TOTAL: u32 = 19;
 
 // ---- measure results table (at H_MEASURE_RESULTS) ----
@@ -73,40 +73,40 @@ export const GH_TOTAL: u32 = 19;
 // atomics directly. Row 0 is unused (unknown metrics are only counted in
 // C_MEASURE_UNKNOWN_METRIC); column MR_RESULTS-1 (= RESULT__COUNT) holds
 // results >= RESULT__COUNT. Records of any role are counted.
-export const MR_METRICS: u32 = 9;            // METRIC__COUNT
-export const MR_RESULTS: u32 = 8;            // RESULT__COUNT + 1
-export const MR_BYTES: u32 = 576;            // MR_METRICS * MR_RESULTS * 8, a multiple of 64
+export const MR_METRICS: u32 = 9; // METRIC__COUNT
+export const MR_RESULTS: u32 = 8; // RESULT__COUNT + 1
+export const MR_BYTES: u32 = 576; // MR_METRICS * MR_RESULTS * 8, a multiple of 64
 
 // ---- connection table slot ----
 // The histogram comes first; the slot's hot fields (key, filled, cached
 // service, srtt, role, family, lport) sit right after its count/sum/min/max,
 // in the same 64-byte line, so a latency record touches 2 lines of its
 // connection: that one and its bucket's. `requests` IS the histogram's count.
-export const CS_HIST: u32 = 0;               // histogram (HIST_COUNT..HIST_MAX used, no padding)
-export const CS_REQUESTS: u32 = 1985 * 8;    // u64 atomic, latency records decoded (= histogram count)
-export const CS_KEY: u32 = 15912;            // u64 conn_id, 0 = empty
-export const CS_FILLED: u32 = 15920;         // u32 bits: 1 peer info, 2 open seen, 4 close seen
-export const CS_SVC: u32 = 15924;            // u32 service slot index + 1 (0 = not resolved yet)
-export const CS_SRTT_US: u32 = 15928;        // u32 (close's, else the last latency record's)
-export const CS_ROLE: u32 = 15932;           // u8
-export const CS_FAMILY: u32 = 15933;         // u8
-export const CS_LPORT: u32 = 15934;          // u16
-export const CS_RPORT: u32 = 15936;          // u16
-export const CS_TGID: u32 = 15940;           // u32
-export const CS_PID: u32 = 15944;            // u32
-export const CS_NETNS: u32 = 15948;          // u32
-export const CS_FLAGS: u32 = 15952;          // u32, OR of open/close flags
-export const CS_CLOSED: u32 = 15956;         // u32
+export const CS_HIST: u32 = 0; // histogram (HIST_COUNT..HIST_MAX used, no padding)
+export const CS_REQUESTS: u32 = 1985 * 8; // u64 atomic, latency records decoded (= histogram count)
+export const CS_KEY: u32 = 15912; // u64 conn_id, 0 = empty
+export const CS_FILLED: u32 = 15920; // u32 bits: 1 peer info, 2 open seen, 4 close seen
+export const CS_SVC: u32 = 15924; // u32 service slot index + 1 (0 = not resolved yet)
+export const CS_SRTT_US: u32 = 15928; // u32 (close's, else the last latency record's)
+export const CS_ROLE: u32 = 15932; // u8
+export const CS_FAMILY: u32 = 15933; // u8
+export const CS_LPORT: u32 = 15934; // u16
+export const CS_RPORT: u32 = 15936; // u16
+export const CS_TGID: u32 = 15940; // u32
+export const CS_PID: u32 = 15944; // u32
+export const CS_NETNS: u32 = 15948; // u32
+export const CS_FLAGS: u32 = 15952; // u32, OR of open/close flags
+export const CS_CLOSED: u32 = 15956; // u32
 export const CS_REQUESTS_KERNEL: u32 = 15960; // u32, from the close record
-export const CS_CGROUP_ID: u32 = 15968;      // u64
-export const CS_START_NS: u32 = 15976;       // u64
-export const CS_END_NS: u32 = 15984;         // u64
-export const CS_BYTES_SENT: u32 = 15992;     // u64
+export const CS_CGROUP_ID: u32 = 15968; // u64
+export const CS_START_NS: u32 = 15976; // u64
+export const CS_END_NS: u32 = 15984; // u64
+export const CS_BYTES_SENT: u32 = 15992; // u64
 export const CS_BYTES_RECEIVED: u32 = 16000; // u64
-export const CS_LADDR: u32 = 16008;          // 16 bytes
-export const CS_RADDR: u32 = 16024;          // 16 bytes
-export const CS_COMM: u32 = 16040;           // 16 bytes
-export const CONN_SLOT_BYTES: u32 = 16128;   // multiple of 64
+export const CS_LADDR: u32 = 16008; // 16 bytes
+export const CS_RADDR: u32 = 16024; // 16 bytes
+export const CS_COMM: u32 = 16040; // 16 bytes
+export const CONN_SLOT_BYTES: u32 = 16128; // multiple of 64
 
 export const CF_PEER: u32 = 1;
 export const CF_OPEN: u32 = 2;
@@ -117,16 +117,16 @@ export const CF_CLOSE: u32 = 4;
 // metric 0 (and go through the scratch areas); measure records use their
 // metric and add to the slot with atomics directly.
 export const SS_HIST: u32 = 0;
-export const SS_REQUESTS: u32 = 1985 * 8;    // u64 atomic (= histogram count)
-export const SS_KEY: u32 = 15912;            // u64 hash, 0 = empty
-export const SS_READY: u32 = 15920;          // u32, 1 once the meta below is written
-export const SS_TGID: u32 = 15924;           // u32, first seen
-export const SS_ROLE: u32 = 15928;           // u8
-export const SS_FAMILY: u32 = 15929;         // u8
-export const SS_PORT: u32 = 15930;           // u16: lport (server) / rport (client)
-export const SS_METRIC: u32 = 15932;         // u8: 0 = latency records, else METRIC_* of measure records
-export const SS_RADDR: u32 = 15936;          // 16 bytes (clients only)
-export const SVC_SLOT_BYTES: u32 = 16000;    // multiple of 64
+export const SS_REQUESTS: u32 = 1985 * 8; // u64 atomic (= histogram count)
+export const SS_KEY: u32 = 15912; // u64 hash, 0 = empty
+export const SS_READY: u32 = 15920; // u32, 1 once the meta below is written
+export const SS_TGID: u32 = 15924; // u32, first seen
+export const SS_ROLE: u32 = 15928; // u8
+export const SS_FAMILY: u32 = 15929; // u8
+export const SS_PORT: u32 = 15930; // u16: lport (server) / rport (client)
+export const SS_METRIC: u32 = 15932; // u8: 0 = latency records, else METRIC_* of measure records
+export const SS_RADDR: u32 = 15936; // 16 bytes (clients only)
+export const SVC_SLOT_BYTES: u32 = 16000; // multiple of 64
 
 export const MAX_PROBE: u32 = 32;
 
@@ -139,18 +139,18 @@ export const MAX_PROBE: u32 = 32;
 // a spin lock taken by decode() and by flushPending(). Area i belongs to
 // staging area i; area `workers` serves decode() calls on other addresses.
 export const FLUSH_RECORDS: u32 = 131072;
-export const SC_LOCK: u32 = 0;               // u32
-export const SC_PENDING: u32 = 8;            // u64 samples since the last flush
-export const SC_GDIRTYN: u32 = 16;           // u32 entries in SC_GDIRTY
-export const SC_BDIRTYN: u32 = 20;           // u32 entries in SC_BDIRTY
-export const SC_SDIRTYN: u32 = 24;           // u32 entries in the service dirty list
-export const SC_COUNTERS: u32 = 64;          // H_COUNTERS_N u64 pending counter increments
-export const SC_GSTAT: u32 = 192;            // 3 x {u64 count, u64 sum, u64 min, u64 max}
-export const SC_GPEND: u32 = 320;            // 3*NB u32: pending global histogram bucket counts
-export const SC_GDIRTY: u32 = 320 + 23872;   // 3*NB u16: keys (hist*NB + bucket) with a pending count
-export const SC_BCACHE: u32 = 36160;         // SC_BCACHE_N x u64 {u32 key+1, u32 count}: pending service bucket
-export const SC_BCACHE_N: u32 = 16384;       //   counts, key = svcSlot*NB + bucket, direct-mapped, evicted with an atomic add
+export const SC_LOCK: u32 = 0; // u32
+export const SC_PENDING: u32 = 8; // u64 samples since the last flush
+export const SC_GDIRTYN: u32 = 16; // u32 entries in SC_GDIRTY
+export const SC_BDIRTYN: u32 = 20; // u32 entries in SC_BDIRTY
+export const SC_SDIRTYN: u32 = 24; // u32 entries in the service dirty list
+export const SC_COUNTERS: u32 = 64; // H_COUNTERS_N u64 pending counter increments
+export const SC_GSTAT: u32 = 192; // 3 x {u64 count, u64 sum, u64 min, u64 max}
+export const SC_GPEND: u32 = 320; // 3*NB u32: pending global histogram bucket counts
+export const SC_GDIRTY: u32 = 320 + 23872; // 3*NB u16: keys (hist*NB + bucket) with a pending count
+export const SC_BCACHE: u32 = 36160; // SC_BCACHE_N x u64 {u32 key+1, u32 count}: pending service bucket
+export const SC_BCACHE_N: u32 = 16384; //   counts, key = svcSlot*NB + bucket, direct-mapped, evicted with an atomic add
 export const SC_BDIRTY: u32 = 36160 + 16384 * 8; // SC_BCACHE_N u16: entries that became non-empty
-export const SC_SVC: u32 = 36160 + 16384 * 10;   // svcCap x {u64 count, u64 sum, u64 min, u64 max}
+export const SC_SVC: u32 = 36160 + 16384 * 10; // svcCap x {u64 count, u64 sum, u64 min, u64 max}
 export const SC_SVC_ENTRY: u32 = 32;
 // then svcCap u32: dirty service slot indexes

@@ -17,10 +17,14 @@ const THREADS = 8;
 
 await buildTools();
 const server = await startServer({ addr: '127.0.0.1' });
-const storm = async () => (await runClient({ addr: '127.0.0.1', port: server.port, requests: REQUESTS, concurrency: THREADS, newConn: true })).rps;
+const storm = async () =>
+  (await runClient({ addr: '127.0.0.1', port: server.port, requests: REQUESTS, concurrency: THREADS, newConn: true }))
+    .rps;
 try {
   await storm(); // warm-up (and TIME_WAIT reuse settles)
-  let counted = 0, sent = 0, lost = 0;
+  let counted = 0,
+    sent = 0,
+    lost = 0;
   const { ratio, median, without, withProbe } = await alternateRounds(ROUNDS, storm, async () => {
     const probe = await startProbe('connection-tracker', ['--filter', `port=${server.port}`]);
     await sleep(1000);
@@ -53,9 +57,11 @@ try {
     kernel_runs: Object.fromEntries(costs.map((c) => [c.name, c.run_count])),
   };
   console.log(JSON.stringify(result));
-  console.log(`connection storm: ${result.connections_per_s_with} connections/s with connection-tracker / ${result.connections_per_s_without} without = ` +
-    `${result.ratio} (median of rounds ${result.median_round_ratio}); counted ${counted} of ${sent}, lost ${lost}; kernel cost per run: ` +
-    costs.map((c) => `${c.name} ${c.ns_per_run} ns`).join(', '));
+  console.log(
+    `connection storm: ${result.connections_per_s_with} connections/s with connection-tracker / ${result.connections_per_s_without} without = ` +
+      `${result.ratio} (median of rounds ${result.median_round_ratio}); counted ${counted} of ${sent}, lost ${lost}; kernel cost per run: ` +
+      costs.map((c) => `${c.name} ${c.ns_per_run} ns`).join(', '),
+  );
 } finally {
   await server.stop();
 }

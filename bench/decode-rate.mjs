@@ -70,7 +70,11 @@ if (!isMainThread) {
   // deterministic PRNG
   let seed = 0x12345678;
   const rnd = () => {
-    seed ^= seed << 13; seed >>>= 0; seed ^= seed >>> 17; seed ^= seed << 5; seed >>>= 0;
+    seed ^= seed << 13;
+    seed >>>= 0;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    seed >>>= 0;
     return seed / 4294967296;
   };
   // ~20 services: 10 server ports on this host, 10 remote client destinations
@@ -79,7 +83,8 @@ if (!isMainThread) {
   const median = () => 100_000 * Math.exp(rnd() * Math.log(300));
   const services = [];
   for (let i = 0; i < 10; i++) services.push({ role: R.ROLE_SERVER, lport: 8000 + i, median: median() });
-  for (let i = 0; i < 10; i++) services.push({ role: R.ROLE_CLIENT, raddr: `10.1.${i}.${10 + i}`, rport: 443 + i, median: median() });
+  for (let i = 0; i < 10; i++)
+    services.push({ role: R.ROLE_CLIENT, raddr: `10.1.${i}.${10 + i}`, rport: 443 + i, median: median() });
   const conns = [];
   for (let i = 0; i < 2000; i++) {
     const s = services[Math.floor(rnd() * services.length)];
@@ -98,14 +103,26 @@ if (!isMainThread) {
   const latency = (c) => Math.max(1, Math.floor(c.median * Math.exp(0.5 * gauss()) * (rnd() < 0.01 ? 10 : 1)));
   const buildPage = (w) => {
     const parts = [];
-    let n = 0, bytes = 0;
+    let n = 0,
+      bytes = 0;
     const own = conns.filter((_, i) => i % poolSize === w);
     for (;;) {
       const c = rnd() < cross ? conns[Math.floor(rnd() * conns.length)] : own[Math.floor(rnd() * own.length)];
-      const rec = R.perfSample(R.encodeLatency({
-        conn_id: c.conn_id, role: c.role, tgid: c.tgid, latency_ns: latency(c), end_ns: BigInt(n) * 1000n,
-        srtt_us: c.srtt, lport: c.lport, rport: c.rport, raddr: c.raddr, seq: n + 1, req_bytes: 200,
-      }));
+      const rec = R.perfSample(
+        R.encodeLatency({
+          conn_id: c.conn_id,
+          role: c.role,
+          tgid: c.tgid,
+          latency_ns: latency(c),
+          end_ns: BigInt(n) * 1000n,
+          srtt_us: c.srtt,
+          lport: c.lport,
+          rport: c.rport,
+          raddr: c.raddr,
+          seq: n + 1,
+          req_bytes: 200,
+        }),
+      );
       if (bytes + rec.length > stagingBytes) break;
       parts.push(rec);
       bytes += rec.length;
@@ -130,10 +147,20 @@ if (!isMainThread) {
     for (let i = 0; i < nWorkers; i++) {
       const w = new Worker(new URL(import.meta.url), {
         workerData: {
-          memory: st.memory, index: i, len: pages[i].bytes.length, recordsPerPass: pages[i].records, seconds, signal,
+          memory: st.memory,
+          index: i,
+          len: pages[i].bytes.length,
+          recordsPerPass: pages[i].records,
+          seconds,
+          signal,
         },
       });
-      results.push(new Promise((res, rej) => { w.once('message', res); w.once('error', rej); }));
+      results.push(
+        new Promise((res, rej) => {
+          w.once('message', res);
+          w.once('error', rej);
+        }),
+      );
       workers.push(w);
     }
     while (Atomics.load(sig, 1) < nWorkers) await new Promise((r) => setTimeout(r, 5));
@@ -145,7 +172,10 @@ if (!isMainThread) {
     const ms = Math.max(...rs.map((r) => r.ms));
     const cpu = rs.reduce((a, r) => a + r.cpu, 0);
     return {
-      records, totalRecords: rs.reduce((a, r) => a + r.totalRecords, 0), ms, rate: records / (ms / 1000),
+      records,
+      totalRecords: rs.reduce((a, r) => a + r.totalRecords, 0),
+      ms,
+      rate: records / (ms / 1000),
       // share of the wall time the workers were on a CPU (< 1: the machine was busy with something else)
       cpuShare: cpu / nWorkers / (ms / 1000),
       perCpuRate: records / cpu,
@@ -183,7 +213,9 @@ if (!isMainThread) {
     counts_ok: c.latency_records === expected,
   };
   console.log(JSON.stringify(out));
-  console.log(`decode: 1 worker ${(one.rate / 1e6).toFixed(1)} M rec/s, ${poolSize} workers ${(two.rate / 1e6).toFixed(1)} M rec/s (ratio ${(two.rate / one.rate).toFixed(2)})`
-    + `; per worker-CPU-second ${(one.perCpuRate / 1e6).toFixed(1)} / ${(two.perCpuRate / 1e6).toFixed(1)} M`
-    + `, on-CPU share ${one.cpuShare.toFixed(2)} / ${two.cpuShare.toFixed(2)}`);
+  console.log(
+    `decode: 1 worker ${(one.rate / 1e6).toFixed(1)} M rec/s, ${poolSize} workers ${(two.rate / 1e6).toFixed(1)} M rec/s (ratio ${(two.rate / one.rate).toFixed(2)})` +
+      `; per worker-CPU-second ${(one.perCpuRate / 1e6).toFixed(1)} / ${(two.perCpuRate / 1e6).toFixed(1)} M` +
+      `, on-CPU share ${one.cpuShare.toFixed(2)} / ${two.cpuShare.toFixed(2)}`,
+  );
 }

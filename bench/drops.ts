@@ -15,21 +15,27 @@ const PORT = 17999;
 
 const pair = createVethPair();
 // a C-speed sender is not needed: one node process sends a few hundred thousand datagrams a second here
-const SENDER = `const d=require('dgram').createSocket('udp4');const b=Buffer.alloc(16);let n=0;const end=Date.now()+${SECONDS * 1000};` +
+const SENDER =
+  `const d=require('dgram').createSocket('udp4');const b=Buffer.alloc(16);let n=0;const end=Date.now()+${SECONDS * 1000};` +
   `const f=()=>{for(let i=0;i<256;i++){d.send(b,${PORT},'${pair.addrB4}');n++}if(Date.now()<end)setImmediate(f);else setTimeout(()=>{console.log(n);d.close()},200)};f()`;
 
 function flood(): Promise<number> {
   return new Promise((resolve, reject) => {
-    const p = spawn(ipBin(), ['netns', 'exec', pair.nsA, process.execPath, '-e', SENDER], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn(ipBin(), ['netns', 'exec', pair.nsA, process.execPath, '-e', SENDER], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     p.stdout.on('data', (b) => (out += b));
-    p.on('close', (code) => (code === 0 ? resolve(Number(out.trim()) / SECONDS) : reject(new Error(`sender exited ${code}`))));
+    p.on('close', (code) =>
+      code === 0 ? resolve(Number(out.trim()) / SECONDS) : reject(new Error(`sender exited ${code}`)),
+    );
   });
 }
 
 try {
   await flood(); // warm-up
-  let sent = 0, counted = 0;
+  let sent = 0,
+    counted = 0;
   const { ratio, median, without, withProbe } = await alternateRounds(ROUNDS, flood, async () => {
     const probe = await startProbe('packet-drop-probe', ['--filter', `port=${PORT}`]);
     await sleep(500);
@@ -60,9 +66,11 @@ try {
     kernel_ns_per_run: Object.fromEntries(costs.map((c) => [c.name, c.ns_per_run])),
   };
   console.log(JSON.stringify(result));
-  console.log(`drop flood: ${result.drops_per_s_with} drops/s with packet-drop-probe / ${result.drops_per_s_without} without = ${result.ratio} ` +
-    `(median of rounds ${result.median_round_ratio}); counted ${counted} of ${result.sent} sent; kernel cost per run: ` +
-    costs.map((c) => `${c.name} ${c.ns_per_run} ns`).join(', '));
+  console.log(
+    `drop flood: ${result.drops_per_s_with} drops/s with packet-drop-probe / ${result.drops_per_s_without} without = ${result.ratio} ` +
+      `(median of rounds ${result.median_round_ratio}); counted ${counted} of ${result.sent} sent; kernel cost per run: ` +
+      costs.map((c) => `${c.name} ${c.ns_per_run} ns`).join(', '),
+  );
 } finally {
   pair.cleanup();
 }

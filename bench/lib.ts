@@ -10,12 +10,17 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-export interface Nginx { port: number; stop(): Promise<void> }
+export interface Nginx {
+  port: number;
+  stop(): Promise<void>;
+}
 
 /** nginx with one worker answering a small 200 from memory on 127.0.0.1:port. */
 export async function startNginx(port: number, workers = 1): Promise<Nginx> {
   const dir = mkdtempSync(path.join(tmpdir(), 'meshprobe-nginx-'));
-  writeFileSync(path.join(dir, 'nginx.conf'), `
+  writeFileSync(
+    path.join(dir, 'nginx.conf'),
+    `
 worker_processes ${workers};
 daemon off;
 pid ${dir}/nginx.pid;
@@ -27,11 +32,14 @@ http {
   keepalive_requests 1000000;
   server { listen 127.0.0.1:${port}; location / { return 200 "ok\\n"; } }
 }
-`);
+`,
+  );
   const proc = spawn('nginx', ['-c', path.join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' });
   for (let i = 0; i < 100; i++) {
     await sleep(50);
-    const r = spawnSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}/`], { encoding: 'utf8' });
+    const r = spawnSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}/`], {
+      encoding: 'utf8',
+    });
     if (r.stdout === '200') break;
     if (proc.exitCode !== null) throw new Error(`nginx exited: ${readFileSync(path.join(dir, 'error.log'), 'utf8')}`);
   }
@@ -49,7 +57,9 @@ http {
 
 /** wrk's requests/s and latency (µs) for one run. */
 export function wrk(url: string, seconds: number, threads = 1, connections = 32): { rps: number; requests: number } {
-  const r = spawnSync('wrk', ['-t', String(threads), '-c', String(connections), '-d', `${seconds}s`, url], { encoding: 'utf8' });
+  const r = spawnSync('wrk', ['-t', String(threads), '-c', String(connections), '-d', `${seconds}s`, url], {
+    encoding: 'utf8',
+  });
   if (r.status !== 0) throw new Error(`wrk failed: ${r.stderr}`);
   const rps = Number(/Requests\/sec:\s*([\d.]+)/.exec(r.stdout)?.[1]);
   const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1]);
@@ -91,7 +101,11 @@ export function freePort(): number {
  * many short rounds, alternating which half goes first, and the median of
  * the per-round ratios beside the ratio of the sums.
  */
-export async function alternateRounds(rounds: number, without: () => number | Promise<number>, withProbe: () => Promise<number>) {
+export async function alternateRounds(
+  rounds: number,
+  without: () => number | Promise<number>,
+  withProbe: () => Promise<number>,
+) {
   const w: number[] = [];
   const wo: number[] = [];
   for (let i = 0; i < rounds; i++) {

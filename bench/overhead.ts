@@ -30,7 +30,11 @@ try {
     measured += rep.metrics.server.total_requests;
     return rps;
   };
-  const { without, withProbe, ratio, median } = await alternateRounds(ROUNDS, () => wrk(url, SECONDS, 1, CONNECTIONS).rps, attached);
+  const { without, withProbe, ratio, median } = await alternateRounds(
+    ROUNDS,
+    () => wrk(url, SECONDS, 1, CONNECTIONS).rps,
+    attached,
+  );
   const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
   const costs = await withBpfStats(async () => {
     const probe = await startProbe(PROBE, []);
@@ -51,8 +55,10 @@ try {
     kernel_ns_per_run: Object.fromEntries(costs.map((c) => [c.name, c.ns_per_run])),
   };
   console.log(JSON.stringify(result));
-  console.log(`overhead: ${Math.round(sum(withProbe) / ROUNDS)} req/s with the probe / ${Math.round(sum(without) / ROUNDS)} without = ${result.ratio} (median of rounds ${result.median_round_ratio}) ` +
-    `(lost ${lost} of ${measured}); kernel cost per run: ${costs.map((c) => `${c.name} ${c.ns_per_run} ns`).join(', ')}`);
+  console.log(
+    `overhead: ${Math.round(sum(withProbe) / ROUNDS)} req/s with the probe / ${Math.round(sum(without) / ROUNDS)} without = ${result.ratio} (median of rounds ${result.median_round_ratio}) ` +
+      `(lost ${lost} of ${measured}); kernel cost per run: ${costs.map((c) => `${c.name} ${c.ns_per_run} ns`).join(', ')}`,
+  );
 } finally {
   await nginx.stop();
 }

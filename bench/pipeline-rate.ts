@@ -20,15 +20,26 @@ import { buildTools, runClient, startServer } from '../test/helpers/workload.js'
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const PER_RUN = 256;
 
-async function synthetic(targetPerS: number): Promise<{ target: number; made: number; decoded: number; lost: number; lost_samples: number; rate: number }> {
+async function synthetic(
+  targetPerS: number,
+): Promise<{ target: number; made: number; decoded: number; lost: number; lost_samples: number; rate: number }> {
   const obj = new (addon().BpfObject)(bpfObjectPath('pipeline_gen'));
   obj.setGlobal('records_per_run', PER_RUN);
   obj.load();
-  const state = createState({ connCapacity: 4096, serviceCapacity: 512, workers: 2, stagingBytes: DEFAULT_PIPELINE.stagingBytes });
+  const state = createState({
+    connCapacity: 4096,
+    serviceCapacity: 512,
+    workers: 2,
+    stagingBytes: DEFAULT_PIPELINE.stagingBytes,
+  });
   const cpus = onlineCpus();
   const pool = await WorkerPool.start({
-    memory: state.memory, mapFd: obj.mapFd('events'), cpus, workers: 2,
-    pagesPerCpu: DEFAULT_PIPELINE.pagesPerCpu, wakeupBytes: DEFAULT_PIPELINE.wakeupBytes,
+    memory: state.memory,
+    mapFd: obj.mapFd('events'),
+    cpus,
+    workers: 2,
+    pagesPerCpu: DEFAULT_PIPELINE.pagesPerCpu,
+    wakeupBytes: DEFAULT_PIPELINE.wakeupBytes,
   });
   let made = 0;
   const t0 = performance.now();
@@ -52,8 +63,12 @@ async function synthetic(targetPerS: number): Promise<{ target: number; made: nu
   const cnt = readCounters(state);
   const g = readGlobalHistograms(state);
   return {
-    target: targetPerS, made, decoded: g.client.count + g.server.count,
-    lost: Number(stats[STAT_OUTPUT_FAIL]), lost_samples: cnt.lost_records, rate: Math.round(made / elapsed),
+    target: targetPerS,
+    made,
+    decoded: g.client.count + g.server.count,
+    lost: Number(stats[STAT_OUTPUT_FAIL]),
+    lost_samples: cnt.lost_records,
+    rate: Math.round(made / elapsed),
   };
 }
 
@@ -61,11 +76,19 @@ async function realTraffic(): Promise<Record<string, number>> {
   const server = await startServer({ addr: '127.0.0.1' });
   try {
     const probe = await startProbe('latency-probe', ['--filter', `port=${server.port}`]);
-    const c = await runClient({ addr: '127.0.0.1', port: server.port, requests: 400_000, concurrency: 64, sleeps: [0] });
+    const c = await runClient({
+      addr: '127.0.0.1',
+      port: server.port,
+      requests: 400_000,
+      concurrency: 64,
+      sleeps: [0],
+    });
     const rep = await probe.stop();
     return {
-      requests: c.requests, client_rps: Math.round(c.rps),
-      client_view: rep.metrics.client.total_requests, server_view: rep.metrics.server.total_requests,
+      requests: c.requests,
+      client_rps: Math.round(c.rps),
+      client_view: rep.metrics.client.total_requests,
+      server_view: rep.metrics.server.total_requests,
       records_per_s: Math.round((rep.metrics.client.total_requests + rep.metrics.server.total_requests) / c.elapsed_s),
       lost: rep.metrics.events.lost,
     };
@@ -79,15 +102,29 @@ let best = 0;
 for (const target of [250_000, 500_000, 1_000_000, 2_000_000, 4_000_000, 8_000_000]) {
   const r = await synthetic(target);
   runs.push(r);
-  if (r.decoded + r.lost !== r.made) throw new Error(`records unaccounted for: made ${r.made}, decoded ${r.decoded}, lost ${r.lost}`);
+  if (r.decoded + r.lost !== r.made)
+    throw new Error(`records unaccounted for: made ${r.made}, decoded ${r.decoded}, lost ${r.lost}`);
   if (r.lost === 0) best = Math.max(best, r.rate);
   if (r.rate < target * 0.9) break; // the generator itself cannot go faster
 }
 await buildTools();
 const real = await realTraffic();
-const targets = { decodeZeroLossRecordsPerS: 100_000, realZeroLoss: real.lost === 0 && real.client_view === real.requests && real.server_view === real.requests };
-console.log(JSON.stringify({ bench: 'pipeline-rate', seconds: SECONDS, synthetic: runs, best_zero_loss_records_per_s: best, real,
-  target_100k_per_s_zero_loss: best >= targets.decodeZeroLossRecordsPerS && targets.realZeroLoss }));
-console.log(`pipeline: ${(best / 1e6).toFixed(2)} M records/s with zero loss (synthetic, kernel to histograms); ` +
-  `real loopback traffic: ${real.client_rps} requests/s, ${real.records_per_s} records/s (client + server views), lost ${real.lost}, ` +
-  `counted ${real.client_view}/${real.requests} client and ${real.server_view}/${real.requests} server`);
+const targets = {
+  decodeZeroLossRecordsPerS: 100_000,
+  realZeroLoss: real.lost === 0 && real.client_view === real.requests && real.server_view === real.requests,
+};
+console.log(
+  JSON.stringify({
+    bench: 'pipeline-rate',
+    seconds: SECONDS,
+    synthetic: runs,
+    best_zero_loss_records_per_s: best,
+    real,
+    target_100k_per_s_zero_loss: best >= targets.decodeZeroLossRecordsPerS && targets.realZeroLoss,
+  }),
+);
+console.log(
+  `pipeline: ${(best / 1e6).toFixed(2)} M records/s with zero loss (synthetic, kernel to histograms); ` +
+    `real loopback traffic: ${real.client_rps} requests/s, ${real.records_per_s} records/s (client + server views), lost ${real.lost}, ` +
+    `counted ${real.client_view}/${real.requests} client and ${real.server_view}/${real.requests} server`,
+);

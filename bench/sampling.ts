@@ -13,7 +13,14 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const RATES = (process.env.BENCH_RATES ?? '1,10,100,auto').split(',');
 
-interface Tally { rps: number[]; lost: number; records: number; seen: number; measured: number; finalRate: number }
+interface Tally {
+  rps: number[];
+  lost: number;
+  records: number;
+  seen: number;
+  measured: number;
+  finalRate: number;
+}
 
 const nginx = await startNginx(freePort());
 const url = `http://127.0.0.1:${nginx.port}/`;
@@ -21,7 +28,9 @@ const sum = (a: number[]) => a.reduce((x, y) => x + y, 0);
 try {
   wrk(url, 2, 1, CONNECTIONS); // warm-up
   const without: number[] = [];
-  const tallies = new Map<string, Tally>(RATES.map((r) => [r, { rps: [], lost: 0, records: 0, seen: 0, measured: 0, finalRate: 0 }]));
+  const tallies = new Map<string, Tally>(
+    RATES.map((r) => [r, { rps: [], lost: 0, records: 0, seen: 0, measured: 0, finalRate: 0 }]),
+  );
   const modes = ['without', ...RATES];
   for (let round = 0; round < ROUNDS; round++) {
     const order = modes.map((_, i) => modes[(i + round) % modes.length]);
@@ -63,8 +72,10 @@ try {
   console.log(`\n${ROUNDS} rounds of ${SECONDS} s, wrk -t1 -c${CONNECTIONS} against nginx on loopback`);
   console.log('sample rate | req/s without | req/s with | ratio (median of rounds) | measured / seen | lost');
   for (const r of rows) {
-    console.log(`${r.sample_rate}${r.sample_rate === 'auto' ? ` (ended at ${r.final_rate})` : ''} | ${r.rps_without} | ${r.rps_with} | ` +
-      `${r.ratio} (${r.median_round_ratio}) | ${r.measured} / ${r.exchanges_seen} | ${r.lost}`);
+    console.log(
+      `${r.sample_rate}${r.sample_rate === 'auto' ? ` (ended at ${r.final_rate})` : ''} | ${r.rps_without} | ${r.rps_with} | ` +
+        `${r.ratio} (${r.median_round_ratio}) | ${r.measured} / ${r.exchanges_seen} | ${r.lost}`,
+    );
   }
 } finally {
   await nginx.stop();

@@ -67,12 +67,12 @@ static __always_inline void emit(void *ctx, void *rec, __u64 size)
  * (connection close) are sent directly with emit().
  */
 #define MP_BATCH_BYTES 4096 /* power of two; 64 latency records */
-#define MP_REC_MAX 96       /* largest record */
+#define MP_REC_MAX     96   /* largest record */
 
 struct mp_batch {
-	__u32 used;  /* bytes */
-	__u32 nrec;  /* records */
-	__u32 busy;  /* an append is under way on this CPU */
+	__u32 used; /* bytes */
+	__u32 nrec; /* records */
+	__u32 busy; /* an append is under way on this CPU */
 	__u32 _pad;
 	__u8 data[MP_BATCH_BYTES + MP_REC_MAX];
 };
@@ -143,14 +143,14 @@ static __always_inline void *batch_reserve(void *ctx, struct mp_batch *b, __u32 
  * Each object's flush program: never attached; user space runs it on every
  * CPU (BPF_PROG_TEST_RUN) to send what that CPU's batch holds.
  */
-#define MP_FLUSH_PROGRAM(name)                                      \
-	SEC("raw_tp")                                               \
-	int name(struct bpf_raw_tracepoint_args *ctx)               \
-	{                                                           \
-		struct mp_batch *b = batch_get();                   \
-		if (b && !b->busy)                                  \
-			batch_send(ctx, b);                         \
-		return 0;                                           \
+#define MP_FLUSH_PROGRAM(name)                                                                     \
+	SEC("raw_tp")                                                                              \
+	int name(struct bpf_raw_tracepoint_args *ctx)                                              \
+	{                                                                                          \
+		struct mp_batch *b = batch_get();                                                  \
+		if (b && !b->busy)                                                                 \
+			batch_send(ctx, b);                                                        \
+		return 0;                                                                          \
 	}
 
 struct mp_tuple {

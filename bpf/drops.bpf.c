@@ -52,7 +52,7 @@ struct {
 /* Adds one packet of `len` bytes to `key` in the per-CPU hash `map`; false when the map is full. */
 static __always_inline bool count_packet(void *map, void *key, __u64 len)
 {
-	struct mp_drop_val *v = bpf_map_lookup_elem(map, key), init = { .packets = 1, .bytes = len };
+	struct mp_drop_val *v = bpf_map_lookup_elem(map, key), init = {.packets = 1, .bytes = len};
 
 	if (v) {
 		v->packets++;
@@ -81,7 +81,8 @@ static __always_inline bool addr_zero(const __u8 a[16], __u8 family)
 
 static __always_inline bool has_ports(__u8 proto)
 {
-	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE || proto == IPPROTO_SCTP;
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_UDPLITE ||
+	       proto == IPPROTO_SCTP;
 }
 
 SEC("tracepoint/skb/kfree_skb")
@@ -100,7 +101,8 @@ int drops_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	bool hdr = false;
 	__u32 len;
 
-	/* field offsets relocated against the running kernel (CO-RE); reason appeared in 5.17, rx_sk in 6.11 */
+	/* field offsets relocated against the running kernel (CO-RE); reason appeared in 5.17,
+	 * rx_sk in 6.11 */
 	if (bpf_core_field_exists(ctx->reason))
 		key.reason = ctx->reason;
 	skb = ctx->skbaddr;
@@ -128,7 +130,8 @@ int drops_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 			proto = ip.protocol;
 			*(__u32 *)saddr = ip.saddr;
 			*(__u32 *)daddr = ip.daddr;
-			/* transport header unset, or not yet moved past the IP header (early drops) */
+			/* transport header unset, or not yet moved past the IP header (early drops)
+			 */
 			if (th == 0xffff || th <= nh)
 				th = nh + ip.ihl * 4;
 			/* ports only in the first fragment */
@@ -167,7 +170,8 @@ int drops_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 
 			read_tuple(sk, &t);
 			/* sent by the socket when the packet comes from its port */
-			key.dir = hdr && sport == t.lport && dport != t.lport ? MP_DIR_EGRESS : MP_DIR_INGRESS;
+			key.dir = hdr && sport == t.lport && dport != t.lport ? MP_DIR_EGRESS
+									      : MP_DIR_INGRESS;
 			if (hdr && sport == t.lport && dport == t.lport)
 				key.dir = MP_DIR_UNKNOWN; /* talking to itself */
 			key.lport = t.lport;
@@ -177,7 +181,8 @@ int drops_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 			__builtin_memcpy(key.raddr, t.raddr, 16);
 			if (!key.protocol)
 				key.protocol = BPF_CORE_READ(sk, sk_protocol);
-			/* not connected (listener, unconnected UDP): the other end from the packet */
+			/* not connected (listener, unconnected UDP): the other end from the packet
+			 */
 			if (hdr && pfamily == t.family) {
 				bool out = key.dir == MP_DIR_EGRESS;
 
@@ -196,7 +201,7 @@ int drops_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 		if (dev)
 			key.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
 		if (hdr) {
-by_packet:
+		by_packet:
 			/* no socket: taken as arriving, the destination is the local side */
 			key.family = pfamily;
 			key.lport = dport;

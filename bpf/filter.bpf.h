@@ -19,7 +19,7 @@
 
 const volatile struct mp_selector selectors[MP_MAX_SELECTORS] = {};
 const volatile __u32 selector_count = 0; /* 0: no filter */
-const volatile __u32 clause_mask = 0;    /* a bit per clause; all must hold */
+const volatile __u32 clause_mask = 0;	 /* a bit per clause; all must hold */
 const volatile bool filter_by_comm = false;
 
 /*
@@ -98,7 +98,8 @@ static __always_inline bool filter_eval(struct sock *sk, __u16 lport, __u16 rpor
 			    *(__u64 *)&comm[8] != *(const volatile __u64 *)&f->comm[8])
 				continue;
 		}
-		if (f->cgroup_id && bpf_current_task_under_cgroup(&filter_cgroups, f->cgroup_slot) != 1)
+		if (f->cgroup_id &&
+		    bpf_current_task_under_cgroup(&filter_cgroups, f->cgroup_slot) != 1)
 			continue;
 		held |= 1u << (f->clause & 31);
 	}

@@ -34,23 +34,25 @@
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Settings, written by user space before load. */
-const volatile __u64 sock_table_size = 65536; /* max_entries of socks: a power of two >= SOCK_WAYS */
-const volatile bool infer_roles = true;       /* track connections that predate the probe */
-const volatile bool measure_connections = false; /* connection-tracker: set-up, failures, idle gaps, lifetimes */
+const volatile __u64 sock_table_size =
+	65536;				/* max_entries of socks: a power of two >= SOCK_WAYS */
+const volatile bool infer_roles = true; /* track connections that predate the probe */
+const volatile bool measure_connections =
+	false; /* connection-tracker: set-up, failures, idle gaps, lifetimes */
 
 #define TCP_ESTABLISHED_ 1
-#define TCP_SYN_SENT_    2
-#define TCP_SYN_RECV_    3
-#define TCP_CLOSE_       7
-#define TCP_CLOSE_WAIT_  8
-#define TCP_LISTEN_      10
+#define TCP_SYN_SENT_	 2
+#define TCP_SYN_RECV_	 3
+#define TCP_CLOSE_	 7
+#define TCP_CLOSE_WAIT_	 8
+#define TCP_LISTEN_	 10
 
 #define PHASE_IDLE     0
 #define PHASE_REQUEST  1 /* request under way: its start time is set */
 #define PHASE_RESPONSE 2 /* latency emitted, response still flowing */
 
 struct sock_state {
-	__u64 owner;     /* the socket whose state this is, written last by init_slot() */
+	__u64 owner; /* the socket whose state this is, written last by init_slot() */
 	__u64 conn_id;
 	__u64 req_owner; /* the socket that started the request under way (see on_io) */
 	__u64 first_ns;
@@ -62,12 +64,13 @@ struct sock_state {
 	__u32 flags;
 	__u8 role;
 	__u8 phase;
-	__u8 opened;  /* MP_REC_CONN_OPEN emitted */
-	__u8 ignored; /* outside the filter: kept only so that it is not looked at again */
-	__u8 unsampled; /* the request under way is not measured (sampling) */
-	__u8 connect_wanted; /* a client: the filter, decided at connect() (its failure has no process) */
-	__u64 setup_ns;    /* TCP set-up time, emitted with the first use (server) */
-	__u64 last_end_ns; /* when the last exchange ended (idle gaps) */
+	__u8 opened;	     /* MP_REC_CONN_OPEN emitted */
+	__u8 ignored;	     /* outside the filter: kept only so that it is not looked at again */
+	__u8 unsampled;	     /* the request under way is not measured (sampling) */
+	__u8 connect_wanted; /* a client: the filter, decided at connect() (its failure has no
+				process) */
+	__u64 setup_ns;	     /* TCP set-up time, emitted with the first use (server) */
+	__u64 last_end_ns;   /* when the last exchange ended (idle gaps) */
 	struct mp_tuple tuple;
 };
 
@@ -96,7 +99,8 @@ struct {
 static __always_inline __u32 sock_set_base(__u64 sk)
 {
 	/* struct sock addresses differ above bit 6; mix them (Fibonacci hashing) */
-	__u32 set = (__u32)(((sk >> 6) * 0x9E3779B97F4A7C15ULL) >> 32) & (__u32)(sock_table_size / SOCK_WAYS - 1);
+	__u32 set = (__u32)(((sk >> 6) * 0x9E3779B97F4A7C15ULL) >> 32) &
+		    (__u32)(sock_table_size / SOCK_WAYS - 1);
 
 	return set * SOCK_WAYS;
 }
@@ -200,10 +204,10 @@ static __always_inline __u64 next_conn_id(void)
 
 	if (!seq)
 		return 0;
-	/*
-	 * A program in process context can be preempted by another task that runs
-	 * it on the same CPU: a plain increment could hand two connections one id.
-	 */
+		/*
+		 * A program in process context can be preempted by another task that runs
+		 * it on the same CPU: a plain increment could hand two connections one id.
+		 */
 #ifndef MP_NO_ATOMICS
 	n = __sync_fetch_and_add(seq, 1) + 1;
 #else
@@ -218,7 +222,8 @@ static __always_inline __u64 next_conn_id(void)
  * initialising the same way at once, which only a thrashing table does) is
  * not used until the socket claims it again.
  */
-static __always_inline void init_slot(struct sock_slot *s, __u64 key, __u8 role, __u32 flags, struct mp_tuple *t)
+static __always_inline void init_slot(struct sock_slot *s, __u64 key, __u8 role, __u32 flags,
+				      struct mp_tuple *t)
 {
 	struct sock_state *st = &s->st;
 
@@ -234,8 +239,8 @@ static __always_inline void init_slot(struct sock_slot *s, __u64 key, __u8 role,
 }
 
 /* Starts tracking a socket in way `s`. Returns `s`. */
-static __always_inline struct sock_slot *track_in(struct sock_slot *s, __u64 key, __u8 role, __u32 flags,
-						  struct mp_tuple *t)
+static __always_inline struct sock_slot *track_in(struct sock_slot *s, __u64 key, __u8 role,
+						  __u32 flags, struct mp_tuple *t)
 {
 	if (!s)
 		return NULL;
@@ -243,7 +248,8 @@ static __always_inline struct sock_slot *track_in(struct sock_slot *s, __u64 key
 	return s;
 }
 
-static __always_inline struct sock_slot *track(__u64 key, __u8 role, __u32 flags, struct mp_tuple *t)
+static __always_inline struct sock_slot *track(__u64 key, __u8 role, __u32 flags,
+					       struct mp_tuple *t)
 {
 	return track_in(sock_claim(key), key, role, flags, t);
 }
@@ -286,7 +292,8 @@ static __always_inline void emit_open(void *ctx, struct sock *sk, struct sock_st
 }
 
 /* One finished exchange (process context, batched). */
-static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock_state *st, __u64 start, __u64 now)
+static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock_state *st,
+					 __u64 start, __u64 now)
 {
 	struct mp_batch *b = batch_get();
 	bool batched = batch_begin(b);
@@ -299,7 +306,8 @@ static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock
 	fill_hdr(&r->hdr, MP_REC_LATENCY, st);
 	r->end_ns = now;
 	r->latency_ns = now - start;
-	/* the kernel's RTT changes slowly: read it on the first exchange and every 8th (0 = not read) */
+	/* the kernel's RTT changes slowly: read it on the first exchange and every 8th (0 = not
+	 * read) */
 	r->srtt_us = (st->requests & 7) == 1 ? tcp_srtt_us(sk) : 0;
 	r->req_bytes = st->req_bytes;
 	r->lport = st->tuple.lport;
@@ -316,8 +324,8 @@ static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock
  * One figure of a connection's life (connection-tracker): batched when
  * `batched_ok` (process context), else sent alone.
  */
-static __always_inline void emit_measure(void *ctx, struct sock *sk, struct sock_state *st, __u8 metric, __u8 result,
-					 __u64 value, __u32 err)
+static __always_inline void emit_measure(void *ctx, struct sock *sk, struct sock_state *st,
+					 __u8 metric, __u8 result, __u64 value, __u32 err)
 {
 	struct mp_batch *b = batch_get();
 	bool batched = batch_begin(b);
@@ -346,13 +354,19 @@ static __always_inline void emit_measure(void *ctx, struct sock *sk, struct sock
 static __always_inline __u8 connect_result(__u32 err)
 {
 	switch (err) {
-	case 0:   return MP_RESULT_ABORTED;
-	case 111: return MP_RESULT_REFUSED; /* ECONNREFUSED */
-	case 110: return MP_RESULT_TIMEOUT; /* ETIMEDOUT */
-	case 104: return MP_RESULT_RESET;   /* ECONNRESET */
-	case 113: /* EHOSTUNREACH */
-	case 101: return MP_RESULT_UNREACH; /* ENETUNREACH */
-	default:  return MP_RESULT_OTHER;
+	case 0:
+		return MP_RESULT_ABORTED;
+	case 111:
+		return MP_RESULT_REFUSED; /* ECONNREFUSED */
+	case 110:
+		return MP_RESULT_TIMEOUT; /* ETIMEDOUT */
+	case 104:
+		return MP_RESULT_RESET; /* ECONNRESET */
+	case 113:			/* EHOSTUNREACH */
+	case 101:
+		return MP_RESULT_UNREACH; /* ENETUNREACH */
+	default:
+		return MP_RESULT_OTHER;
 	}
 }
 
@@ -387,7 +401,7 @@ static __always_inline struct sock_slot *lookup_io(struct sock *sk)
 		return NULL;
 	read_tuple(sk, &t);
 	{
-		struct listen_key lk = { .netns = sock_netns(sk), .port = t.lport };
+		struct listen_key lk = {.netns = sock_netns(sk), .port = t.lport};
 		__u8 role = bpf_map_lookup_elem(&listeners, &lk) ? MP_ROLE_SERVER : MP_ROLE_CLIENT;
 
 		return track_in(s ? s : sock_claim(key), key, role, MP_CONN_F_ROLE_INFERRED, &t);
@@ -437,8 +451,10 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 			st->req_start_ns = bpf_ktime_get_ns();
 			st->unsampled = !sample_request();
 			/* the idle gap before a request, for the requests sampled */
-			if (measure_connections && !st->unsampled && st->last_end_ns && st->req_start_ns > st->last_end_ns)
-				emit_measure(ctx, sk, st, MP_METRIC_IDLE, MP_RESULT_OK, st->req_start_ns - st->last_end_ns, 0);
+			if (measure_connections && !st->unsampled && st->last_end_ns &&
+			    st->req_start_ns > st->last_end_ns)
+				emit_measure(ctx, sk, st, MP_METRIC_IDLE, MP_RESULT_OK,
+					     st->req_start_ns - st->last_end_ns, 0);
 			st->req_owner = (__u64)sk;
 			s->last_ns = st->req_start_ns;
 			st->req_bytes = ret;
@@ -447,7 +463,8 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 		}
 	} else if (st->phase == PHASE_REQUEST) {
 		__u64 now = bpf_ktime_get_ns();
-		__u64 start = READ_ONCE(st->req_start_ns); /* read once: checked and used as the same value */
+		__u64 start = READ_ONCE(
+			st->req_start_ns); /* read once: checked and used as the same value */
 
 		/*
 		 * Another CPU may have given this way to another socket meanwhile, or
@@ -461,14 +478,16 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 		}
 		/* an exchange on a connection that carried one before (measured or not): reuse */
 		if (st->requests > 0)
-			stat_inc(st->role == MP_ROLE_CLIENT ? MP_STAT_REUSED_CLIENT : MP_STAT_REUSED_SERVER);
+			stat_inc(st->role == MP_ROLE_CLIENT ? MP_STAT_REUSED_CLIENT
+							    : MP_STAT_REUSED_SERVER);
 		if (st->unsampled) {
 			st->requests++; /* counted on the connection, not measured */
-			stat_inc(st->role == MP_ROLE_CLIENT ? MP_STAT_UNSAMPLED_CLIENT : MP_STAT_UNSAMPLED_SERVER);
+			stat_inc(st->role == MP_ROLE_CLIENT ? MP_STAT_UNSAMPLED_CLIENT
+							    : MP_STAT_UNSAMPLED_SERVER);
 		} else {
 			emit_latency(ctx, sk, st, start, now);
 		}
-done:
+	done:
 		st->phase = PHASE_RESPONSE;
 	}
 	return 0;
@@ -627,7 +646,8 @@ static __always_inline __u64 sock_established_ns(__u64 sk)
 		return s->st.setup_ns ? s->st.first_ns + s->st.setup_ns : 0;
 	return s->st.first_ns; /* a server's way starts when it turns ESTABLISHED */
 }
-/* Is the socket inside --filter? Decided at its first read or write; a socket the table does not hold is, without a filter. */
+/* Is the socket inside --filter? Decided at its first read or write; a socket the table does not
+ * hold is, without a filter. */
 static __always_inline bool sock_wanted(__u64 sk)
 {
 	struct sock_slot *s = sock_find(sk);
@@ -652,7 +672,8 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		return 0;
 
 	if (ctx->newstate == TCP_LISTEN_ || ctx->oldstate == TCP_LISTEN_) {
-		struct listen_key lk = { .netns = sock_netns((struct sock *)ctx->skaddr), .port = ctx->sport };
+		struct listen_key lk = {.netns = sock_netns((struct sock *)ctx->skaddr),
+					.port = ctx->sport};
 		__u8 one = 1;
 
 		/*
@@ -681,10 +702,12 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		if (!s || !measure_connections)
 			return 0;
 		if (role == MP_ROLE_CLIENT) {
-			/* connect(): the process is here, so the filter can be decided for the set-up (the local port is not chosen yet) */
+			/* connect(): the process is here, so the filter can be decided for the
+			 * set-up (the local port is not chosen yet) */
 			s->st.connect_wanted = filter_pass((struct sock *)ctx->skaddr, 0, t.rport);
 		} else {
-			/* the first RTT sample of an accepted socket is SYN-ACK sent -> this ACK (tcp_synack_rtt_meas) */
+			/* the first RTT sample of an accepted socket is SYN-ACK sent -> this ACK
+			 * (tcp_synack_rtt_meas) */
 			__u64 us = tcp_srtt_us((struct sock *)ctx->skaddr);
 
 			s->st.setup_ns = us ? us * 1000 : 0;
@@ -701,26 +724,32 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		read_tuple((struct sock *)ctx->skaddr, &st->tuple); /* source port is known now */
 		if (measure_connections && st->connect_wanted && st->role == MP_ROLE_CLIENT) {
 			st->setup_ns = bpf_ktime_get_ns() - st->first_ns;
-			emit_measure(ctx, (struct sock *)ctx->skaddr, st, MP_METRIC_SETUP, MP_RESULT_OK, st->setup_ns, 0);
+			emit_measure(ctx, (struct sock *)ctx->skaddr, st, MP_METRIC_SETUP,
+				     MP_RESULT_OK, st->setup_ns, 0);
 		}
 		return 0;
 	}
 
-	if (ctx->newstate == TCP_CLOSE_ && measure_connections && st->connect_wanted && st->role == MP_ROLE_CLIENT) {
+	if (ctx->newstate == TCP_CLOSE_ && measure_connections && st->connect_wanted &&
+	    st->role == MP_ROLE_CLIENT) {
 		struct sock *sk = (struct sock *)ctx->skaddr;
 		__u32 err = BPF_CORE_READ(sk, sk_err);
 
 		if (ctx->oldstate == TCP_SYN_SENT_) {
-			/* the application gave up (no error) while its SYNs went unanswered: a time-out too */
+			/* the application gave up (no error) while its SYNs went unanswered: a
+			 * time-out too */
 			__u8 cause = connect_result(err);
 
-			if (cause == MP_RESULT_ABORTED && BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits) > 0)
+			if (cause == MP_RESULT_ABORTED &&
+			    BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits) > 0)
 				cause = MP_RESULT_TIMEOUT;
 			read_tuple(sk, &st->tuple);
-			emit_measure(ctx, sk, st, MP_METRIC_CONNECT_FAIL, cause, bpf_ktime_get_ns() - st->first_ns, err);
+			emit_measure(ctx, sk, st, MP_METRIC_CONNECT_FAIL, cause,
+				     bpf_ktime_get_ns() - st->first_ns, err);
 		} else if (err == 104 && !st->opened && st->requests == 0) {
 			/* reset after the SYN-ACK, before the application used the connection */
-			emit_measure(ctx, sk, st, MP_METRIC_CONNECT_FAIL, MP_RESULT_RESET, bpf_ktime_get_ns() - st->first_ns, err);
+			emit_measure(ctx, sk, st, MP_METRIC_CONNECT_FAIL, MP_RESULT_RESET,
+				     bpf_ktime_get_ns() - st->first_ns, err);
 		}
 	}
 
@@ -739,10 +768,14 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			r.flags = st->flags;
 			emit(ctx, &r, sizeof(r));
 			if (measure_connections && !st->ignored) {
-				/* a connection adopted mid-life has no known start: its lifetime is not one */
+				/* a connection adopted mid-life has no known start: its lifetime is
+				 * not one */
 				if (!(st->flags & MP_CONN_F_ROLE_INFERRED))
-					emit_measure(ctx, (struct sock *)ctx->skaddr, st, MP_METRIC_LIFETIME, MP_RESULT_OK, r.duration_ns, 0);
-				emit_measure(ctx, (struct sock *)ctx->skaddr, st, MP_METRIC_REQUESTS, MP_RESULT_OK, st->requests, 0);
+					emit_measure(ctx, (struct sock *)ctx->skaddr, st,
+						     MP_METRIC_LIFETIME, MP_RESULT_OK,
+						     r.duration_ns, 0);
+				emit_measure(ctx, (struct sock *)ctx->skaddr, st,
+					     MP_METRIC_REQUESTS, MP_RESULT_OK, st->requests, 0);
 			}
 		}
 		way_swap(&s->sk, key, 0); /* free the way, unless already reused */

@@ -16,41 +16,50 @@
 #define MP_REC_VERSION 1
 
 /* record kinds (first byte of every record) */
-#define MP_REC_LATENCY    1 /* one finished request/response exchange */
+#define MP_REC_LATENCY	  1 /* one finished request/response exchange */
 #define MP_REC_CONN_OPEN  2 /* first time a tracked socket is used by a process */
 #define MP_REC_CONN_CLOSE 3 /* a tracked socket reached TCP_CLOSE */
 
 /* socket roles */
 #define MP_ROLE_UNKNOWN 0
-#define MP_ROLE_CLIENT  1 /* connect()ed: sends a request, then reads */
-#define MP_ROLE_SERVER  2 /* accept()ed: reads a request, then answers */
+#define MP_ROLE_CLIENT	1 /* connect()ed: sends a request, then reads */
+#define MP_ROLE_SERVER	2 /* accept()ed: reads a request, then answers */
 
-#define MP_REC_MEASURE    4 /* one figure of a connection's life (connection-tracker): set-up, TLS, lifetime... */
+#define MP_REC_MEASURE                                                                             \
+	4 /* one figure of a connection's life (connection-tracker): set-up, TLS, lifetime... */
 
 /* what an mp_measure_rec measures (metric); values are ns unless said otherwise */
-#define MP_METRIC_SETUP        1 /* TCP set-up: client SYN sent -> SYN-ACK received; server SYN-ACK sent -> final ACK */
-#define MP_METRIC_CONNECT_FAIL 2 /* a connect that failed: time from SYN to the failure; result = cause */
-#define MP_METRIC_TLS          3 /* TLS handshake seen in the socket's TLS records: ClientHello -> done on this side */
-#define MP_METRIC_TLS_LIBSSL   4 /* TLS handshake timed by uprobes on libssl (SSL_do_handshake/connect/accept) */
-#define MP_METRIC_LIFETIME     5 /* a closed connection: first seen -> close */
-#define MP_METRIC_REQUESTS     6 /* a closed connection: its exchanges (a count, not ns) */
-#define MP_METRIC_IDLE         7 /* the gap between an exchange's end and the next one's start on a connection */
-#define MP_METRIC_TLS_CONNECT  8 /* TCP connected (ESTABLISHED) -> TLS handshake done on this side: what the
-				    application waits for after connect(), library set-up included */
-#define MP_METRIC__COUNT       9
+#define MP_METRIC_SETUP                                                                            \
+	1 /* TCP set-up: client SYN sent -> SYN-ACK received; server SYN-ACK sent -> final ACK */
+#define MP_METRIC_CONNECT_FAIL                                                                     \
+	2 /* a connect that failed: time from SYN to the failure; result = cause */
+#define MP_METRIC_TLS                                                                              \
+	3 /* TLS handshake seen in the socket's TLS records: ClientHello -> done on this side */
+#define MP_METRIC_TLS_LIBSSL                                                                       \
+	4 /* TLS handshake timed by uprobes on libssl (SSL_do_handshake/connect/accept) */
+#define MP_METRIC_LIFETIME 5 /* a closed connection: first seen -> close */
+#define MP_METRIC_REQUESTS 6 /* a closed connection: its exchanges (a count, not ns) */
+#define MP_METRIC_IDLE                                                                             \
+	7 /* the gap between an exchange's end and the next one's start on a connection */
+#define MP_METRIC_TLS_CONNECT                                                                      \
+	8 /* TCP connected (ESTABLISHED) -> TLS handshake done on this side: what the              \
+	     application waits for after connect(), library set-up included */
+#define MP_METRIC__COUNT 9
 
 /* mp_measure_rec.result */
-#define MP_RESULT_OK      0
+#define MP_RESULT_OK	  0
 #define MP_RESULT_REFUSED 1 /* RST answered the SYN (ECONNREFUSED) */
 #define MP_RESULT_TIMEOUT 2 /* no answer: SYN retries ran out (ETIMEDOUT) */
-#define MP_RESULT_RESET   3 /* reset after the SYN-ACK, before the application used it (ECONNRESET) */
+#define MP_RESULT_RESET	  3 /* reset after the SYN-ACK, before the application used it (ECONNRESET) \
+			     */
 #define MP_RESULT_UNREACH 4 /* ICMP unreachable (EHOSTUNREACH, ENETUNREACH) */
 #define MP_RESULT_ABORTED 5 /* closed by the application before it connected (no error) */
-#define MP_RESULT_OTHER   6
+#define MP_RESULT_OTHER	  6
 #define MP_RESULT__COUNT  7
 
 /* flags in mp_conn_open_rec.flags and mp_conn_close_rec.flags */
-#define MP_CONN_F_ROLE_INFERRED 1 /* connection predates the probe: role taken from its first read/write */
+#define MP_CONN_F_ROLE_INFERRED                                                                    \
+	1 /* connection predates the probe: role taken from its first read/write */
 
 /* address families as the kernel numbers them */
 #define MP_AF_INET  2
@@ -69,92 +78,99 @@ struct mp_rec_hdr {
 /* 64 bytes */
 struct mp_latency_rec {
 	struct mp_rec_hdr hdr; /* 0 */
-	__u64 end_ns;          /* 16: CLOCK_MONOTONIC when the exchange finished */
+	__u64 end_ns;	       /* 16: CLOCK_MONOTONIC when the exchange finished */
 	__u64 latency_ns;      /* 24: client view or server view, per hdr.role */
-	__u32 srtt_us;         /* 32: the kernel's smoothed RTT then, read on exchanges 1, 9, 17, ...; 0 on the others */
-	__u32 req_bytes;       /* 36: bytes of the request (saturates) */
-	__u16 lport;           /* 40: local port, host order */
-	__u16 rport;           /* 42: remote port, host order */
-	__u32 seq;             /* 44: 1-based number of this exchange on the socket */
-	__u8 raddr[16];        /* 48: remote address */
+	__u32 srtt_us; /* 32: the kernel's smoothed RTT then, read on exchanges 1, 9, 17, ...; 0 on
+			  the others */
+	__u32 req_bytes; /* 36: bytes of the request (saturates) */
+	__u16 lport;	 /* 40: local port, host order */
+	__u16 rport;	 /* 42: remote port, host order */
+	__u32 seq;	 /* 44: 1-based number of this exchange on the socket */
+	__u8 raddr[16];	 /* 48: remote address */
 };
 
 /* 96 bytes */
 struct mp_conn_open_rec {
 	struct mp_rec_hdr hdr; /* 0 */
-	__u64 start_ns;        /* 16: when the probe first saw the socket */
+	__u64 start_ns;	       /* 16: when the probe first saw the socket */
 	__u64 cgroup_id;       /* 24: cgroup v2 id of the process */
-	__u32 pid;             /* 32: thread id of the process */
-	__u32 netns;           /* 36: network namespace inode number */
-	__u16 lport;           /* 40 */
-	__u16 rport;           /* 42 */
-	__u32 flags;           /* 44: MP_CONN_F_* */
-	__u8 laddr[16];        /* 48 */
-	__u8 raddr[16];        /* 64 */
-	char comm[16];         /* 80 */
+	__u32 pid;	       /* 32: thread id of the process */
+	__u32 netns;	       /* 36: network namespace inode number */
+	__u16 lport;	       /* 40 */
+	__u16 rport;	       /* 42 */
+	__u32 flags;	       /* 44: MP_CONN_F_* */
+	__u8 laddr[16];	       /* 48 */
+	__u8 raddr[16];	       /* 64 */
+	char comm[16];	       /* 80 */
 };
 
 /* 64 bytes */
 struct mp_conn_close_rec {
 	struct mp_rec_hdr hdr; /* 0 */
-	__u64 end_ns;          /* 16 */
+	__u64 end_ns;	       /* 16 */
 	__u64 duration_ns;     /* 24: first seen to close */
-	__u32 requests;        /* 32: exchanges finished on the socket */
-	__u32 srtt_us;         /* 36 */
+	__u32 requests;	       /* 32: exchanges finished on the socket */
+	__u32 srtt_us;	       /* 36 */
 	__u64 bytes_sent;      /* 40 */
 	__u64 bytes_received;  /* 48 */
-	__u32 flags;           /* 56 */
-	__u32 _pad;            /* 60 */
+	__u32 flags;	       /* 56 */
+	__u32 _pad;	       /* 60 */
 };
 
 /* 64 bytes */
 struct mp_measure_rec {
 	struct mp_rec_hdr hdr; /* 0 */
-	__u64 value;           /* 16: ns (or a count, per metric) */
-	__u64 at_ns;           /* 24: CLOCK_MONOTONIC when it ended */
-	__u32 netns;           /* 32: network namespace inode of the socket */
-	__u16 lport;           /* 36 */
-	__u16 rport;           /* 38 */
-	__u8 metric;           /* 40: MP_METRIC_* */
-	__u8 result;           /* 41: MP_RESULT_*; for TLS metrics the minor version (2, 3; 0 unknown) */
-	__u8 detail;           /* 42: TLS: minor version (2 = TLS 1.2, 3 = TLS 1.3), 0 if unknown */
-	__u8 _pad;             /* 43 */
-	__u32 err;             /* 44: the socket's error (errno) for failures */
-	__u8 raddr[16];        /* 48 */
+	__u64 value;	       /* 16: ns (or a count, per metric) */
+	__u64 at_ns;	       /* 24: CLOCK_MONOTONIC when it ended */
+	__u32 netns;	       /* 32: network namespace inode of the socket */
+	__u16 lport;	       /* 36 */
+	__u16 rport;	       /* 38 */
+	__u8 metric;	       /* 40: MP_METRIC_* */
+	__u8 result;	/* 41: MP_RESULT_*; for TLS metrics the minor version (2, 3; 0 unknown) */
+	__u8 detail;	/* 42: TLS: minor version (2 = TLS 1.2, 3 = TLS 1.3), 0 if unknown */
+	__u8 _pad;	/* 43 */
+	__u32 err;	/* 44: the socket's error (errno) for failures */
+	__u8 raddr[16]; /* 48 */
 };
 
 /* per-CPU counters kept by the kernel side (array map "stats", one __u64 each) */
-#define MP_STAT_SEND          0 /* writes seen on tracked sockets */
-#define MP_STAT_RECV          1 /* reads seen on tracked sockets */
-#define MP_STAT_CLEANUP       2 /* tracked sockets closed (entry removed) */
-#define MP_STAT_TRACKED       3 /* sockets measured: used by a process and inside the filter */
-#define MP_STAT_EVICTED       4 /* entries pushed out of the full LRU table */
-#define MP_STAT_OUTPUT_FAIL   5 /* bpf_perf_event_output failed (ring full) */
-#define MP_STAT_FILTERED      6 /* sockets skipped by the in-kernel filter */
-#define MP_STAT_EMITTED       7 /* latency records emitted */
-#define MP_STAT_DISCARDED     8 /* exchanges dropped as inconsistent (socket taken over mid-exchange) */
-#define MP_STAT_UNSAMPLED_CLIENT 9  /* client-side exchanges finished but not measured (--sample-rate) */
+#define MP_STAT_SEND	    0 /* writes seen on tracked sockets */
+#define MP_STAT_RECV	    1 /* reads seen on tracked sockets */
+#define MP_STAT_CLEANUP	    2 /* tracked sockets closed (entry removed) */
+#define MP_STAT_TRACKED	    3 /* sockets measured: used by a process and inside the filter */
+#define MP_STAT_EVICTED	    4 /* entries pushed out of the full LRU table */
+#define MP_STAT_OUTPUT_FAIL 5 /* bpf_perf_event_output failed (ring full) */
+#define MP_STAT_FILTERED    6 /* sockets skipped by the in-kernel filter */
+#define MP_STAT_EMITTED	    7 /* latency records emitted */
+#define MP_STAT_DISCARDED   8 /* exchanges dropped as inconsistent (socket taken over mid-exchange) \
+			       */
+#define MP_STAT_UNSAMPLED_CLIENT                                                                   \
+	9 /* client-side exchanges finished but not measured (--sample-rate) */
 #define MP_STAT_UNSAMPLED_SERVER 10 /* server-side exchanges finished but not measured */
-#define MP_STAT_MEASURED_CLIENT 11 /* client-side exchanges measured (records emitted) */
-#define MP_STAT_MEASURED_SERVER 12 /* server-side exchanges measured */
+#define MP_STAT_MEASURED_CLIENT	 11 /* client-side exchanges measured (records emitted) */
+#define MP_STAT_MEASURED_SERVER	 12 /* server-side exchanges measured */
 /* TLS (bpf/tls.bpf.h, connection-tracker) */
-#define MP_STAT_TLS_HELLO          13 /* ClientHellos seen (handshakes started, one per side) */
-#define MP_STAT_TLS_DONE           14 /* socket-level handshakes measured */
-#define MP_STAT_TLS_LOST_SYNC      15 /* handshakes dropped: the record walk was lost */
-#define MP_STAT_TLS_GAP            16 /* segments skipped: they start beyond the byte wanted */
-#define MP_STAT_TLS_SPLIT_HDR      17 /* record headers split across segments, reassembled */
-#define MP_STAT_TLS_ABORTED        18 /* connections closed or reused mid-handshake */
-#define MP_STAT_TLS_NO_VERSION     19 /* ServerHello not parsed: version from record behaviour */
-#define MP_STAT_TLS_LIBSSL_DONE    20 /* libssl handshakes measured */
+#define MP_STAT_TLS_HELLO	   13 /* ClientHellos seen (handshakes started, one per side) */
+#define MP_STAT_TLS_DONE	   14 /* socket-level handshakes measured */
+#define MP_STAT_TLS_LOST_SYNC	   15 /* handshakes dropped: the record walk was lost */
+#define MP_STAT_TLS_GAP		   16 /* segments skipped: they start beyond the byte wanted */
+#define MP_STAT_TLS_SPLIT_HDR	   17 /* record headers split across segments, reassembled */
+#define MP_STAT_TLS_ABORTED	   18 /* connections closed or reused mid-handshake */
+#define MP_STAT_TLS_NO_VERSION	   19 /* ServerHello not parsed: version from record behaviour */
+#define MP_STAT_TLS_LIBSSL_DONE	   20 /* libssl handshakes measured */
 #define MP_STAT_TLS_LIBSSL_NO_ROLE 21 /* libssl handshakes measured with role unknown */
-#define MP_STAT_REUSED_CLIENT      22 /* client-side exchanges on a connection that carried one before */
-#define MP_STAT_REUSED_SERVER      23 /* server-side exchanges on a connection that carried one before */
+#define MP_STAT_REUSED_CLIENT	   22 /* client-side exchanges on a connection that carried one before \
+				       */
+#define MP_STAT_REUSED_SERVER 23 /* server-side exchanges on a connection that carried one before  \
+				  */
 /* packet drops (bpf/drops.bpf.c, packet-drop-probe) */
-#define MP_STAT_DROP_SEEN          24 /* kfree_skb hits inside the filter */
-#define MP_STAT_DROP_FILTERED      25 /* kfree_skb hits left out by the in-kernel filter */
-#define MP_STAT_DROP_TABLE_FULL    26 /* drops whose key did not fit the full "drops" map (still in SEEN) */
-#define MP_STAT_DROP_NO_HEADER     27 /* drops without a readable IP header: counted with zero addresses/ports */
-#define MP_STAT__COUNT        28
+#define MP_STAT_DROP_SEEN     24 /* kfree_skb hits inside the filter */
+#define MP_STAT_DROP_FILTERED 25 /* kfree_skb hits left out by the in-kernel filter */
+#define MP_STAT_DROP_TABLE_FULL                                                                    \
+	26 /* drops whose key did not fit the full "drops" map (still in SEEN) */
+#define MP_STAT_DROP_NO_HEADER                                                                     \
+	27 /* drops without a readable IP header: counted with zero addresses/ports */
+#define MP_STAT__COUNT 28
 
 /* mp_drop_key.dir */
 #define MP_DIR_UNKNOWN 0
@@ -181,23 +197,26 @@ struct mp_measure_rec {
  */
 /* 56 bytes */
 struct mp_drop_key {
-	__u64 location;  /* 0: kernel address of the kfree_skb caller (symbolize with /proc/kallsyms) */
-	__u32 reason;    /* 8: enum skb_drop_reason (kernel BTF gives the names); 0 when the kernel has none */
-	__u32 netns;     /* 12: network namespace inode (socket's, else the device's) */
-	__u16 lport;     /* 16: local port, host order */
-	__u16 rport;     /* 18: remote port, host order */
-	__u8 protocol;   /* 20: IPPROTO_* (L4); 0 when unknown */
-	__u8 family;     /* 21: MP_AF_* ; 0 when no IP header */
-	__u8 dir;        /* 22: MP_DIR_* */
-	__u8 _pad;       /* 23 */
-	__u8 laddr[16];  /* 24 */
-	__u8 raddr[16];  /* 40 */
+	__u64 location; /* 0: kernel address of the kfree_skb caller (symbolize with /proc/kallsyms)
+			 */
+	__u32 reason; /* 8: enum skb_drop_reason (kernel BTF gives the names); 0 when the kernel has
+			 none */
+	__u32 netns;  /* 12: network namespace inode (socket's, else the device's) */
+	__u16 lport;  /* 16: local port, host order */
+	__u16 rport;  /* 18: remote port, host order */
+	__u8 protocol;	/* 20: IPPROTO_* (L4); 0 when unknown */
+	__u8 family;	/* 21: MP_AF_* ; 0 when no IP header */
+	__u8 dir;	/* 22: MP_DIR_* */
+	__u8 _pad;	/* 23 */
+	__u8 laddr[16]; /* 24 */
+	__u8 raddr[16]; /* 40 */
 };
 
 /* 16 bytes: value of "drops" and "pkts" */
 struct mp_drop_val {
-	__u64 packets;   /* 0 */
-	__u64 bytes;     /* 8: sum of skb->len (drops: at the drop point, so headers already pulled are not in it) */
+	__u64 packets; /* 0 */
+	__u64 bytes; /* 8: sum of skb->len (drops: at the drop point, so headers already pulled are
+			not in it) */
 };
 
 /*
@@ -207,11 +226,10 @@ struct mp_drop_val {
  */
 /* 8 bytes */
 struct mp_pkt_key {
-	__u32 netns;     /* 0 */
-	__u16 lport;     /* 4: the local socket's port, host order */
-	__u8 protocol;   /* 6: IPPROTO_* */
-	__u8 _pad;       /* 7 */
+	__u32 netns;   /* 0 */
+	__u16 lport;   /* 4: the local socket's port, host order */
+	__u8 protocol; /* 6: IPPROTO_* */
+	__u8 _pad;     /* 7 */
 };
-
 
 #endif

@@ -85,14 +85,14 @@
 #ifndef MESHPROBE_TLS_BPF_H
 #define MESHPROBE_TLS_BPF_H
 
-#define TLS_REC_CCS       20 /* 0x14 */
-#define TLS_REC_ALERT     21
+#define TLS_REC_CCS	  20 /* 0x14 */
+#define TLS_REC_ALERT	  21
 #define TLS_REC_HANDSHAKE 22 /* 0x16 */
-#define TLS_REC_APPDATA   23 /* 0x17 */
+#define TLS_REC_APPDATA	  23 /* 0x17 */
 #define TLS_REC_HEARTBEAT 24
-#define TLS_REC_MAX_LEN   (16384 + 2048) /* TLSCiphertext.length bound */
-#define TLS_MAX_RECS      16 /* record headers walked in one segment */
-#define TLS_MAX_EXTS      16 /* ServerHello extensions walked */
+#define TLS_REC_MAX_LEN	  (16384 + 2048) /* TLSCiphertext.length bound */
+#define TLS_MAX_RECS	  16		 /* record headers walked in one segment */
+#define TLS_MAX_EXTS	  16		 /* ServerHello extensions walked */
 
 #define TCPF_FIN_ 0x01
 #define TCPF_SYN_ 0x02
@@ -109,16 +109,17 @@ struct tls_key {
 
 /* one direction of the stream */
 struct tls_dir {
-	__u64 hdr;     /* header bytes gathered so far, byte i at bits 8i */
-	__u32 hdr_seq; /* TCP sequence number of the record header wanted next */
-	__u8 have;     /* bytes of it gathered (0..4; 5 is handled at once) */
-	__u8 synced;   /* hdr_seq is known */
-	__u8 ccs;      /* a ChangeCipherSpec went this way */
-	__u8 fin;      /* a handshake record after it: the Finished of TLS <= 1.2 */
-	__u8 app;      /* an application-data (0x17) record went this way */
+	__u64 hdr;	     /* header bytes gathered so far, byte i at bits 8i */
+	__u32 hdr_seq;	     /* TCP sequence number of the record header wanted next */
+	__u8 have;	     /* bytes of it gathered (0..4; 5 is handled at once) */
+	__u8 synced;	     /* hdr_seq is known */
+	__u8 ccs;	     /* a ChangeCipherSpec went this way */
+	__u8 fin;	     /* a handshake record after it: the Finished of TLS <= 1.2 */
+	__u8 app;	     /* an application-data (0x17) record went this way */
 	__u8 app_before_fin; /* ... before any Finished: TLS 1.3 */
-	__u8 app_after_peer; /* ... after one came the other way: TLS 1.3's Finished, not 0-RTT early data */
-	__u8 records;  /* records seen, saturating */
+	__u8 app_after_peer; /* ... after one came the other way: TLS 1.3's Finished, not 0-RTT
+				early data */
+	__u8 records;	     /* records seen, saturating */
 };
 
 struct tls_flow {
@@ -140,11 +141,12 @@ struct {
 
 /* tls_sk: what is known of a socket (socket storage, freed with the socket) */
 #define TLS_SK_HANDSHAKE 1 /* its first payload was a ClientHello: a handshake under way */
-#define TLS_SK_PLAIN     2 /* TLS_PLAIN_AFTER payload segments and no ClientHello: never looked at again */
-#define TLS_SK_DONE      3 /* its handshake measured, or given up: never looked at again */
+#define TLS_SK_PLAIN                                                                               \
+	2 /* TLS_PLAIN_AFTER payload segments and no ClientHello: never looked at again */
+#define TLS_SK_DONE 3 /* its handshake measured, or given up: never looked at again */
 
 struct tls_sk {
-	__u8 state;      /* TLS_SK_*; 0 (or no storage): nothing decided yet */
+	__u8 state;	 /* TLS_SK_*; 0 (or no storage): nothing decided yet */
 	__u8 plain_segs; /* payload segments seen without a ClientHello */
 };
 
@@ -173,7 +175,8 @@ static __always_inline void tls_sk_mark(struct bpf_sock *bsk, struct tls_sk *s, 
 			return;
 		s = bpf_sk_storage_get(&tls_sk, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!s)
-			return; /* not a full socket, or out of memory: the slow path again next time */
+			return; /* not a full socket, or out of memory: the slow path again next
+				   time */
 	}
 	s->state = state;
 }
@@ -272,9 +275,10 @@ static __always_inline __u8 tls_server_hello_version(struct __sk_buff *skb, __u3
  * `srv` is the server-to-client direction (its first record is the ServerHello).
  */
 static __always_inline int tls_walk(struct __sk_buff *skb, struct tls_flow *f, struct tls_dir *d,
-				    struct tls_dir *other, bool srv, __u32 base, __u32 seq, __u32 plen)
+				    struct tls_dir *other, bool srv, __u32 base, __u32 seq,
+				    __u32 plen)
 {
-	__u32 sh_off = 0; /* packet offset of the ServerHello's message, if in this segment */
+	__u32 sh_off = 0;    /* packet offset of the ServerHello's message, if in this segment */
 	bool walked = false; /* left the loop at the end of what this segment holds */
 	int i;
 
@@ -345,7 +349,8 @@ static __always_inline int tls_walk(struct __sk_buff *skb, struct tls_flow *f, s
 			if (body >= 0 && (__u32)body < plen)
 				sh_off = base + body + 1; /* +1: 0 means none */
 			else if (!f->version)
-				stat_inc(MP_STAT_TLS_NO_VERSION); /* its body starts in the next segment */
+				stat_inc(MP_STAT_TLS_NO_VERSION); /* its body starts in the next
+								     segment */
 		}
 		if (d->records < 255)
 			d->records++;
@@ -400,8 +405,8 @@ static __always_inline bool tls_done(struct tls_flow *f)
 	return false;
 }
 
-static __always_inline void tls_emit(struct __sk_buff *skb, struct tls_key *k, struct tls_flow *f, __u64 now,
-				     struct tcp_sock *tp)
+static __always_inline void tls_emit(struct __sk_buff *skb, struct tls_key *k, struct tls_flow *f,
+				     __u64 now, struct tcp_sock *tp)
 {
 	struct mp_measure_rec r = {};
 	struct mp_tuple t = {};
@@ -427,14 +432,15 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct tls_key *k, s
 	r.netns = k->netns;
 	r.metric = MP_METRIC_TLS;
 	r.detail = f->version ? f->version - 1 : 0; /* TLS 1.x: x (1.0 reads as 0, unknown) */
-	r.result = r.detail; /* counts per (metric, result): per version */
+	r.result = r.detail;			    /* counts per (metric, result): per version */
 	/*
 	 * The socket's family and addresses, as the latency records have them
 	 * (an AF_INET6 socket talking IPv4: family 10, ::ffff:a.b.c.d). The
 	 * packet's, if the socket is not this connection's (a listener).
 	 */
 	read_tuple((struct sock *)tp, &t);
-	if (t.lport == k->lport && t.rport == k->rport && (t.family == AF_INET || t.family == AF_INET6)) {
+	if (t.lport == k->lport && t.rport == k->rport &&
+	    (t.family == AF_INET || t.family == AF_INET6)) {
 		r.hdr.family = t.family;
 		r.lport = t.lport;
 		r.rport = t.rport;
@@ -449,7 +455,8 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct tls_key *k, s
 	stat_inc(MP_STAT_TLS_DONE);
 #ifdef MP_TLS_SOCK_LOOKUP
 	{
-		/* from ESTABLISHED to now: what the application waited after connect() (or accept()) */
+		/* from ESTABLISHED to now: what the application waited after connect() (or
+		 * accept()) */
 		est = MP_TLS_SOCK_LOOKUP(key);
 		if (est && est <= now) {
 			r.value = now - est;
@@ -469,7 +476,8 @@ static __always_inline bool tls_is_client_hello(struct __sk_buff *skb, __u32 off
 	if (plen < 6 || bpf_skb_load_bytes(skb, off, b, 6) < 0)
 		return false;
 	len = ((__u16)b[3] << 8) | b[4];
-	/* type 0x16, version 3.1..3.4 (the record layer says 3.1 in a first ClientHello), handshake type 1 */
+	/* type 0x16, version 3.1..3.4 (the record layer says 3.1 in a first ClientHello), handshake
+	 * type 1 */
 	return b[0] == TLS_REC_HANDSHAKE && b[1] == 3 && b[2] <= 4 && b[5] == 1 && len >= 4 &&
 	       len <= TLS_REC_MAX_LEN;
 }
@@ -659,7 +667,7 @@ struct tls_ssl_key {
 struct tls_ssl_state {
 	__u64 start_ns; /* first handshake call; 0: none under way */
 	__u8 role;
-	__u8 done;      /* measured: later calls (which return 1 at once) are not handshakes */
+	__u8 done; /* measured: later calls (which return 1 at once) are not handshakes */
 	__u8 _pad[6];
 };
 
@@ -690,7 +698,8 @@ static __always_inline void tls_ssl_set_role(__u64 ssl, __u8 role)
 			s->done = 0;
 			s->start_ns = 0;
 		}
-		/* else keep a start already taken: SSL_connect calls SSL_set_connect_state itself */
+		/* else keep a start already taken: SSL_connect calls SSL_set_connect_state itself
+		 */
 		return;
 	}
 	struct tls_ssl_state ns = {.role = role};
@@ -741,7 +750,8 @@ int BPF_KPROBE(tls_ssl_hs, void *ssl) /* SSL_do_handshake */
 	return 0;
 }
 
-/* the return of SSL_connect, SSL_accept or SSL_do_handshake (nested calls: the innermost returns first) */
+/* the return of SSL_connect, SSL_accept or SSL_do_handshake (nested calls: the innermost returns
+ * first) */
 SEC("uretprobe")
 int BPF_KRETPROBE(tls_ssl_hs_ret, long ret)
 {

@@ -18,17 +18,33 @@ const files = [];
     else if (name.endsWith('.test.js')) files.push(p);
   }
 })(dir);
-const UNIT = ['analyze-cli', 'analyze-compare', 'analyze-fixtures', 'analyze-parse', 'analyze-quantile', 'decoder',
-  'generate-report.test', 'histogram', 'hooks', 'outputs-unit', 'overhead-unit', 'records-layout'];
+const UNIT = [
+  'analyze-cli',
+  'analyze-compare',
+  'analyze-fixtures',
+  'analyze-parse',
+  'analyze-quantile',
+  'decoder',
+  'generate-report.test',
+  'histogram',
+  'hooks',
+  'outputs-unit',
+  'overhead-unit',
+  'records-layout',
+];
 const args = process.argv.slice(2);
 const unit = args.includes('--unit');
 const filters = args.filter((a) => a !== '--unit');
-const chosen = files.sort()
+const chosen = files
+  .sort()
   .filter((f) => !unit || UNIT.some((u) => path.basename(f).startsWith(u)))
   .filter((f) => filters.length === 0 || filters.some((x) => f.includes(x)));
 if (chosen.length === 0) {
   console.error(`run-tests: no test files matched in ${dir}`);
   process.exit(1);
 }
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...chosen], { stdio: 'inherit', cwd: root });
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...chosen], {
+  stdio: 'inherit',
+  cwd: root,
+});
 process.exit(r.status ?? 1);

@@ -19,8 +19,12 @@ const SECONDS = 10;
 function collect(p: ChildProcess): Promise<{ code: number | null; out: string; err: string }> {
   let out = '';
   let err = '';
-  p.stdout?.on('data', (b) => { out += b; });
-  p.stderr?.on('data', (b) => { err += b; });
+  p.stdout?.on('data', (b) => {
+    out += b;
+  });
+  p.stderr?.on('data', (b) => {
+    err += b;
+  });
   return new Promise((resolve) => p.on('exit', (code) => resolve({ code, out, err })));
 }
 
@@ -31,28 +35,62 @@ async function main(): Promise<number> {
   }
   const dir = mkdtempSync(path.join(tmpdir(), 'meshprobe-demo-'));
   const ready = path.join(dir, 'port');
-  const server = spawn(MPLOAD, ['server', '--listen', '127.0.0.1', '--port', '0', '--ready-file', ready], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const server = spawn(MPLOAD, ['server', '--listen', '127.0.0.1', '--port', '0', '--ready-file', ready], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const serverDone = collect(server);
   try {
     let port = 0;
     for (let i = 0; i < 100 && !port; i++) {
       await sleep(50);
-      try { port = Number(readFileSync(ready, 'utf8').trim()); } catch { /* not listening yet */ }
+      try {
+        port = Number(readFileSync(ready, 'utf8').trim());
+      } catch {
+        /* not listening yet */
+      }
     }
     if (!port) throw new Error('the demo server did not start');
-    console.log(`demo: server on 127.0.0.1:${port} sleeps 0/1/5/20 ms (30/30/28/12 %); latency-probe runs ${SECONDS} s`);
+    console.log(
+      `demo: server on 127.0.0.1:${port} sleeps 0/1/5/20 ms (30/30/28/12 %); latency-probe runs ${SECONDS} s`,
+    );
 
-    const probe = spawn(process.execPath, [PROBE, '--duration', `${SECONDS}`, '--output', OUTPUT, '--filter', `port=${port}`], { stdio: ['ignore', 'inherit', 'pipe'] });
+    const probe = spawn(
+      process.execPath,
+      [PROBE, '--duration', `${SECONDS}`, '--output', OUTPUT, '--filter', `port=${port}`],
+      { stdio: ['ignore', 'inherit', 'pipe'] },
+    );
     let probeErr = '';
-    probe.stderr!.on('data', (b) => { probeErr += b; process.stderr.write(b); });
+    probe.stderr!.on('data', (b) => {
+      probeErr += b;
+      process.stderr.write(b);
+    });
     const probeDone = new Promise<number | null>((r) => probe.on('exit', r));
     while (!/measuring/.test(probeErr)) {
       if (probe.exitCode !== null) throw new Error('latency-probe did not start');
       await sleep(50);
     }
     // 8 s of load at 400 requests/s on 8 connections
-    const client = spawn(MPLOAD, ['client', '--connect', '127.0.0.1', '--port', String(port), '--requests', '3200',
-      '--concurrency', '8', '--rate', '400', '--sleeps', '0,1000,5000,20000', '--weights', '30,30,28,12'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const client = spawn(
+      MPLOAD,
+      [
+        'client',
+        '--connect',
+        '127.0.0.1',
+        '--port',
+        String(port),
+        '--requests',
+        '3200',
+        '--concurrency',
+        '8',
+        '--rate',
+        '400',
+        '--sleeps',
+        '0,1000,5000,20000',
+        '--weights',
+        '30,30,28,12',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     const c = await collect(client);
     if (c.code !== 0) throw new Error(`demo client failed: ${c.err.trim()}`);
     const own = JSON.parse(c.out);
@@ -63,7 +101,9 @@ async function main(): Promise<number> {
     const row = (name: string, p: Record<string, number>) =>
       `  ${name.padEnd(28)} ${['p50', 'p90', 'p99'].map((k) => `${k} ${p[k].toFixed(3)} ms`).join('  ')}`;
     const ownMs = Object.fromEntries(Object.entries(own.latency_us).map(([k, v]) => [k, (v as number) / 1000]));
-    console.log(`\ndemo: ${own.requests} requests sent; latency-probe counted ${m.client.total_requests} (client view), ${m.server.total_requests} (server view), lost ${m.events.lost}`);
+    console.log(
+      `\ndemo: ${own.requests} requests sent; latency-probe counted ${m.client.total_requests} (client view), ${m.server.total_requests} (server view), lost ${m.events.lost}`,
+    );
     console.log(row('client, as it timed itself', ownMs));
     console.log(row('client view (latency-probe)', m.client.percentiles));
     console.log(row('server view (latency-probe)', m.server.percentiles));
@@ -77,7 +117,12 @@ async function main(): Promise<number> {
   }
 }
 
-main().then((code) => { process.exitCode = code; }, (e) => {
-  console.error(`demo: ${(e as Error).message}`);
-  process.exitCode = 1;
-});
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e) => {
+    console.error(`demo: ${(e as Error).message}`);
+    process.exitCode = 1;
+  },
+);

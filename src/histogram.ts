@@ -93,7 +93,10 @@ export function emptyHistogram(): HistogramSnapshot {
 /** A snapshot of the given values (ns), with the same bucket math as the decoder. */
 export function histogramOf(values: Iterable<number | bigint>): HistogramSnapshot {
   const counts = new Map<number, number>();
-  let count = 0, sum = 0, min = Infinity, max = -Infinity;
+  let count = 0,
+    sum = 0,
+    min = Infinity,
+    max = -Infinity;
   for (const x of values) {
     const v = Number(x);
     const i = bucketIndex(x);
@@ -121,7 +124,10 @@ export function percentile(h: HistogramSnapshot, q: number): number {
   let idx = h.buckets[h.buckets.length - 1][0];
   for (const [i, c] of h.buckets) {
     cum += c;
-    if (cum >= target) { idx = i; break; }
+    if (cum >= target) {
+      idx = i;
+      break;
+    }
   }
   const mid = bucketMid(idx);
   return Math.min(Math.max(mid, h.min_ns), h.max_ns);
@@ -140,12 +146,18 @@ export function merge(a: HistogramSnapshot, b: HistogramSnapshot): HistogramSnap
   if (a.count === 0) return { ...b, buckets: b.buckets.map(([i, c]) => [i, c] as [number, number]) };
   if (b.count === 0) return { ...a, buckets: a.buckets.map(([i, c]) => [i, c] as [number, number]) };
   const out: [number, number][] = [];
-  let i = 0, j = 0;
-  const A = a.buckets, B = b.buckets;
+  let i = 0,
+    j = 0;
+  const A = a.buckets,
+    B = b.buckets;
   while (i < A.length || j < B.length) {
     if (j >= B.length || (i < A.length && A[i][0] < B[j][0])) out.push([A[i][0], A[i++][1]]);
     else if (i >= A.length || B[j][0] < A[i][0]) out.push([B[j][0], B[j++][1]]);
-    else { out.push([A[i][0], A[i][1] + B[j][1]]); i++; j++; }
+    else {
+      out.push([A[i][0], A[i][1] + B[j][1]]);
+      i++;
+      j++;
+    }
   }
   return {
     count: a.count + b.count,
@@ -179,7 +191,10 @@ export function rangeCounts(h: HistogramSnapshot): Record<RangeLabel, number> {
   for (const [i, c] of h.buckets) {
     const m = bucketMid(i);
     for (const [label, lo, hi] of RANGE_BINS) {
-      if (m >= lo && (m < hi || hi === Infinity)) { out[label as RangeLabel] += c; break; }
+      if (m >= lo && (m < hi || hi === Infinity)) {
+        out[label as RangeLabel] += c;
+        break;
+      }
     }
   }
   return out;
@@ -209,7 +224,8 @@ export function fromBucketList(
   if (counts.size === 0) return emptyHistogram();
   const buckets = [...counts.entries()].sort((a, b) => a[0] - b[0]);
   const count = buckets.reduce((a, [, c]) => a + c, 0);
-  const first = buckets[0][0], last = buckets[buckets.length - 1][0];
+  const first = buckets[0][0],
+    last = buckets[buckets.length - 1][0];
   const ovf = overflowIndex();
   const sum = buckets.reduce((a, [i, c]) => a + c * (i === ovf ? bucketLower(i) : bucketMid(i)), 0);
   return {

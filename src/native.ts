@@ -7,8 +7,17 @@ import { existsSync } from 'node:fs';
 import { ADDON_PATH } from './paths.js';
 import { MeshprobeError } from './errors.js';
 
-export interface ProgramInfo { name: string; section: string; autoload: boolean }
-export interface ProgramStats { name: string; id: number; runTimeNs: bigint; runCount: bigint }
+export interface ProgramInfo {
+  name: string;
+  section: string;
+  autoload: boolean;
+}
+export interface ProgramStats {
+  name: string;
+  id: number;
+  runTimeNs: bigint;
+  runCount: bigint;
+}
 
 export interface BpfObject {
   /** a const volatile setting: an integer, or the raw bytes of a struct/array (size must match) */

@@ -178,54 +178,98 @@ export const PERF_SAMPLE_RAW_OFF = 12;
 
 /** [offset, size] of every field, keyed by the C struct and field names. */
 export type FieldTable = Record<string, readonly [offset: number, size: number]>;
-export interface StructLayout { readonly size: number; readonly fields: FieldTable }
+export interface StructLayout {
+  readonly size: number;
+  readonly fields: FieldTable;
+}
 
 export const LAYOUTS: Readonly<Record<string, StructLayout>> = {
   mp_rec_hdr: {
     size: HDR_SIZE,
     fields: {
-      kind: [HDR_KIND, 1], version: [HDR_VERSION, 1], role: [HDR_ROLE, 1], family: [HDR_FAMILY, 1],
-      tgid: [HDR_TGID, 4], conn_id: [HDR_CONN_ID, 8],
+      kind: [HDR_KIND, 1],
+      version: [HDR_VERSION, 1],
+      role: [HDR_ROLE, 1],
+      family: [HDR_FAMILY, 1],
+      tgid: [HDR_TGID, 4],
+      conn_id: [HDR_CONN_ID, 8],
     },
   },
   mp_latency_rec: {
     size: LAT_SIZE,
     fields: {
-      hdr: [LAT_HDR, HDR_SIZE], end_ns: [LAT_END_NS, 8], latency_ns: [LAT_LATENCY_NS, 8],
-      srtt_us: [LAT_SRTT_US, 4], req_bytes: [LAT_REQ_BYTES, 4], lport: [LAT_LPORT, 2],
-      rport: [LAT_RPORT, 2], seq: [LAT_SEQ, 4], raddr: [LAT_RADDR, 16],
+      hdr: [LAT_HDR, HDR_SIZE],
+      end_ns: [LAT_END_NS, 8],
+      latency_ns: [LAT_LATENCY_NS, 8],
+      srtt_us: [LAT_SRTT_US, 4],
+      req_bytes: [LAT_REQ_BYTES, 4],
+      lport: [LAT_LPORT, 2],
+      rport: [LAT_RPORT, 2],
+      seq: [LAT_SEQ, 4],
+      raddr: [LAT_RADDR, 16],
     },
   },
   mp_conn_open_rec: {
     size: OPEN_SIZE,
     fields: {
-      hdr: [OPEN_HDR, HDR_SIZE], start_ns: [OPEN_START_NS, 8], cgroup_id: [OPEN_CGROUP_ID, 8],
-      pid: [OPEN_PID, 4], netns: [OPEN_NETNS, 4], lport: [OPEN_LPORT, 2], rport: [OPEN_RPORT, 2],
-      flags: [OPEN_FLAGS, 4], laddr: [OPEN_LADDR, 16], raddr: [OPEN_RADDR, 16], comm: [OPEN_COMM, 16],
+      hdr: [OPEN_HDR, HDR_SIZE],
+      start_ns: [OPEN_START_NS, 8],
+      cgroup_id: [OPEN_CGROUP_ID, 8],
+      pid: [OPEN_PID, 4],
+      netns: [OPEN_NETNS, 4],
+      lport: [OPEN_LPORT, 2],
+      rport: [OPEN_RPORT, 2],
+      flags: [OPEN_FLAGS, 4],
+      laddr: [OPEN_LADDR, 16],
+      raddr: [OPEN_RADDR, 16],
+      comm: [OPEN_COMM, 16],
     },
   },
   mp_conn_close_rec: {
     size: CLOSE_SIZE,
     fields: {
-      hdr: [CLOSE_HDR, HDR_SIZE], end_ns: [CLOSE_END_NS, 8], duration_ns: [CLOSE_DURATION_NS, 8],
-      requests: [CLOSE_REQUESTS, 4], srtt_us: [CLOSE_SRTT_US, 4], bytes_sent: [CLOSE_BYTES_SENT, 8],
-      bytes_received: [CLOSE_BYTES_RECEIVED, 8], flags: [CLOSE_FLAGS, 4], _pad: [CLOSE__PAD, 4],
+      hdr: [CLOSE_HDR, HDR_SIZE],
+      end_ns: [CLOSE_END_NS, 8],
+      duration_ns: [CLOSE_DURATION_NS, 8],
+      requests: [CLOSE_REQUESTS, 4],
+      srtt_us: [CLOSE_SRTT_US, 4],
+      bytes_sent: [CLOSE_BYTES_SENT, 8],
+      bytes_received: [CLOSE_BYTES_RECEIVED, 8],
+      flags: [CLOSE_FLAGS, 4],
+      _pad: [CLOSE__PAD, 4],
     },
   },
   mp_measure_rec: {
     size: MEAS_SIZE,
     fields: {
-      hdr: [MEAS_HDR, HDR_SIZE], value: [MEAS_VALUE, 8], at_ns: [MEAS_AT_NS, 8], netns: [MEAS_NETNS, 4],
-      lport: [MEAS_LPORT, 2], rport: [MEAS_RPORT, 2], metric: [MEAS_METRIC, 1], result: [MEAS_RESULT, 1],
-      detail: [MEAS_DETAIL, 1], _pad: [MEAS__PAD, 1], err: [MEAS_ERR, 4], raddr: [MEAS_RADDR, 16],
+      hdr: [MEAS_HDR, HDR_SIZE],
+      value: [MEAS_VALUE, 8],
+      at_ns: [MEAS_AT_NS, 8],
+      netns: [MEAS_NETNS, 4],
+      lport: [MEAS_LPORT, 2],
+      rport: [MEAS_RPORT, 2],
+      metric: [MEAS_METRIC, 1],
+      result: [MEAS_RESULT, 1],
+      detail: [MEAS_DETAIL, 1],
+      _pad: [MEAS__PAD, 1],
+      err: [MEAS_ERR, 4],
+      raddr: [MEAS_RADDR, 16],
     },
   },
   mp_drop_key: {
     size: DKEY_SIZE,
     fields: {
-      location: [DKEY_LOCATION, 8], reason: [DKEY_REASON, 4], netns: [DKEY_NETNS, 4], lport: [DKEY_LPORT, 2],
-      rport: [DKEY_RPORT, 2], protocol: [DKEY_PROTOCOL, 1], family: [DKEY_FAMILY, 1], dir: [DKEY_DIR, 1],
-      _pad: [DKEY__PAD, 1], laddr: [DKEY_LADDR, 16], raddr: [DKEY_RADDR, 16],
+      location: [DKEY_LOCATION, 8],
+      reason: [DKEY_REASON, 4],
+      netns: [DKEY_NETNS, 4],
+      lport: [DKEY_LPORT, 2],
+      rport: [DKEY_RPORT, 2],
+      protocol: [DKEY_PROTOCOL, 1],
+      family: [DKEY_FAMILY, 1],
+      dir: [DKEY_DIR, 1],
+      _pad: [DKEY__PAD, 1],
+      laddr: [DKEY_LADDR, 16],
+      raddr: [DKEY_RADDR, 16],
     },
   },
   mp_drop_val: {
@@ -322,7 +366,9 @@ export function addrBytes(a: Addr | undefined): Uint8Array {
     return out;
   }
   if (a.includes('.') && !a.includes(':')) {
-    a.split('.').forEach((p, i) => { if (i < 4) out[i] = Number(p) & 255; });
+    a.split('.').forEach((p, i) => {
+      if (i < 4) out[i] = Number(p) & 255;
+    });
     return out;
   }
   // IPv6 with optional "::"
@@ -330,7 +376,11 @@ export function addrBytes(a: Addr | undefined): Uint8Array {
   const hs = head ? head.split(':').filter((x) => x !== '') : [];
   const ts = tail ? tail.split(':').filter((x) => x !== '') : [];
   const groups = [...hs, ...new Array(8 - hs.length - ts.length).fill('0'), ...ts];
-  groups.forEach((g, i) => { const v = parseInt(g, 16); out[2 * i] = v >> 8; out[2 * i + 1] = v & 255; });
+  groups.forEach((g, i) => {
+    const v = parseInt(g, 16);
+    out[2 * i] = v >> 8;
+    out[2 * i + 1] = v & 255;
+  });
   return out;
 }
 
@@ -450,6 +500,9 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   const n = parts.reduce((a, p) => a + p.length, 0);
   const out = new Uint8Array(n);
   let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.length; }
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
   return out;
 }

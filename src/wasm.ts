@@ -100,7 +100,8 @@ function makeState(memory: WebAssembly.Memory, instance: WebAssembly.Instance): 
     layout,
     decode: (ptr, len) => dec(ptr, len) >>> 0,
     stagingPtr: (i) => {
-      if (!(i >= 0 && i < layout.workers)) throw new RangeError(`staging area ${i} out of range (workers=${layout.workers})`);
+      if (!(i >= 0 && i < layout.workers))
+        throw new RangeError(`staging area ${i} out of range (workers=${layout.workers})`);
       return layout.staging + i * layout.stagingBytes;
     },
     stagingSize: () => layout.stagingBytes,
@@ -198,11 +199,13 @@ export function createState(config: StateConfig): State {
   const { workers, stagingBytes } = config;
   const end = ex.layoutBytes(connCap, svcCap, workers, stagingBytes) >>> 0;
   if (end === 0) {
-    throw new RangeError(`meshprobe: layout too large (connCap=${connCap} svcCap=${svcCap} workers=${workers} stagingBytes=${stagingBytes})`);
+    throw new RangeError(
+      `meshprobe: layout too large (connCap=${connCap} svcCap=${svcCap} workers=${workers} stagingBytes=${stagingBytes})`,
+    );
   }
   const have = memory.buffer.byteLength;
   if (have < end) memory.grow(Math.ceil((end - have) / 65536));
-  if ((ex.init(connCap, svcCap, workers, stagingBytes) >>> 0) !== end) throw new Error('meshprobe: init failed');
+  if (ex.init(connCap, svcCap, workers, stagingBytes) >>> 0 !== end) throw new Error('meshprobe: init failed');
   return makeState(memory, instance);
 }
 
@@ -425,12 +428,19 @@ export function formatAddr(bytes: Uint8Array, family: number): string {
     const g: number[] = [];
     for (let i = 0; i < 16; i += 2) g.push((bytes[i] << 8) | bytes[i + 1]);
     // longest run of zero groups (>= 2) becomes "::"
-    let best = -1, bestLen = 0;
+    let best = -1,
+      bestLen = 0;
     for (let i = 0; i < 8;) {
-      if (g[i] !== 0) { i++; continue; }
+      if (g[i] !== 0) {
+        i++;
+        continue;
+      }
       let j = i;
       while (j < 8 && g[j] === 0) j++;
-      if (j - i > bestLen && j - i >= 2) { best = i; bestLen = j - i; }
+      if (j - i > bestLen && j - i >= 2) {
+        best = i;
+        bestLen = j - i;
+      }
       i = j;
     }
     const hex = (a: number[]) => a.map((x) => x.toString(16)).join(':');
@@ -507,11 +517,41 @@ function off(): Record<string, number> {
   if (!slotOffsets) {
     slotOffsets = {};
     for (const n of [
-      'CS_KEY', 'CS_TGID', 'CS_PID', 'CS_NETNS', 'CS_FLAGS', 'CS_ROLE', 'CS_FAMILY', 'CS_LPORT', 'CS_RPORT',
-      'CS_FILLED', 'CS_CLOSED', 'CS_SRTT_US', 'CS_REQUESTS_KERNEL', 'CS_CGROUP_ID', 'CS_START_NS', 'CS_END_NS',
-      'CS_REQUESTS', 'CS_BYTES_SENT', 'CS_BYTES_RECEIVED', 'CS_LADDR', 'CS_RADDR', 'CS_COMM', 'CS_HIST', 'CF_OPEN',
-      'SS_KEY', 'SS_TGID', 'SS_ROLE', 'SS_FAMILY', 'SS_PORT', 'SS_METRIC', 'SS_RADDR', 'SS_REQUESTS', 'SS_HIST',
-    ]) slotOffsets[n] = K(n);
+      'CS_KEY',
+      'CS_TGID',
+      'CS_PID',
+      'CS_NETNS',
+      'CS_FLAGS',
+      'CS_ROLE',
+      'CS_FAMILY',
+      'CS_LPORT',
+      'CS_RPORT',
+      'CS_FILLED',
+      'CS_CLOSED',
+      'CS_SRTT_US',
+      'CS_REQUESTS_KERNEL',
+      'CS_CGROUP_ID',
+      'CS_START_NS',
+      'CS_END_NS',
+      'CS_REQUESTS',
+      'CS_BYTES_SENT',
+      'CS_BYTES_RECEIVED',
+      'CS_LADDR',
+      'CS_RADDR',
+      'CS_COMM',
+      'CS_HIST',
+      'CF_OPEN',
+      'SS_KEY',
+      'SS_TGID',
+      'SS_ROLE',
+      'SS_FAMILY',
+      'SS_PORT',
+      'SS_METRIC',
+      'SS_RADDR',
+      'SS_REQUESTS',
+      'SS_HIST',
+    ])
+      slotOffsets[n] = K(n);
   }
   return slotOffsets;
 }

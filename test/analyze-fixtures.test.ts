@@ -27,7 +27,11 @@ function find(hs: MeshHistogram[], name: string | null, reporter: string): MeshH
 const near = (a: number | null, b: number, what: string) =>
   assert.ok(a !== null && Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b)), `${what}: ${a} != ${b}`);
 
-function expectFigures(h: MeshHistogram, want: { requests: number; p50: number; p90: number; p99: number; mean: number | null }, what: string) {
+function expectFigures(
+  h: MeshHistogram,
+  want: { requests: number; p50: number; p90: number; p99: number; mean: number | null },
+  what: string,
+) {
   assert.equal(requestsOf(h), want.requests, `${what} requests`);
   near(meshQuantile(h, 0.5).ms, want.p50, `${what} p50`);
   near(meshQuantile(h, 0.9).ms, want.p90, `${what} p90`);
@@ -57,9 +61,18 @@ const RATINGS_DEST = { requests: 50, p50: 0.25, p90: 0.45, p99: 0.495, mean: 0 }
 
 test('Envoy scrape (istio-envoy.txt): no HELP, le="0.5"/"1"/"3600000", empty grpc_response_status, both reporters', () => {
   const text = readFileSync(join(FIXTURES, 'istio-envoy.txt'), 'utf8');
-  assert.ok(!text.includes('# HELP') && text.includes('le="3600000"') && text.includes('grpc_response_status=""') && text.includes('le="1"}'));
+  assert.ok(
+    !text.includes('# HELP') &&
+      text.includes('le="3600000"') &&
+      text.includes('grpc_response_status=""') &&
+      text.includes('le="1"}'),
+  );
   const set = load('istio-envoy.txt', 'istio');
-  assert.equal(set.histograms.length, 3, 'reviews (destination, source) and ratings; envoy_cluster_* is not a mesh histogram');
+  assert.equal(
+    set.histograms.length,
+    3,
+    'reviews (destination, source) and ratings; envoy_cluster_* is not a mesh histogram',
+  );
   const dest = find(set.histograms, 'reviews', 'destination');
   expectFigures(dest, REVIEWS_DEST, 'reviews destination');
   assert.equal(dest.namespace, 'bookinfo');
@@ -74,12 +87,21 @@ test('Envoy scrape (istio-envoy.txt): no HELP, le="0.5"/"1"/"3600000", empty grp
 
 test('OpenMetrics / Prometheus 3 style (istio-openmetrics.txt): le="1.0", "3.6e+06", "1e+06", empty labels dropped, exemplar, # EOF', () => {
   const text = readFileSync(join(FIXTURES, 'istio-openmetrics.txt'), 'utf8');
-  assert.ok(text.includes('le="1.0"') && text.includes('le="1e+06"') && text.includes('le="3.6e+06"') && text.trimEnd().endsWith('# EOF'));
+  assert.ok(
+    text.includes('le="1.0"') &&
+      text.includes('le="1e+06"') &&
+      text.includes('le="3.6e+06"') &&
+      text.trimEnd().endsWith('# EOF'),
+  );
   assert.ok(!text.includes('=""') && text.includes('# {trace_id='));
   const set = load('istio-openmetrics.txt', 'istio');
   const envoy = load('istio-envoy.txt', 'istio');
   // the same requests as the Envoy scrape: identical figures, whatever the le spelling
-  for (const [name, rep] of [['reviews', 'destination'], ['reviews', 'source'], ['ratings', 'destination']]) {
+  for (const [name, rep] of [
+    ['reviews', 'destination'],
+    ['reviews', 'source'],
+    ['ratings', 'destination'],
+  ]) {
     const a = find(set.histograms, name, rep);
     const b = find(envoy.histograms, name, rep);
     assert.deepEqual(a.buckets, b.buckets, `${name} ${rep}`);
@@ -93,7 +115,10 @@ test('OpenMetrics / Prometheus 3 style (istio-openmetrics.txt): le="1.0", "3.6e+
   //   p99: rank 99 -> (100, 1000]:  100 + 900 * (99 - 95) / 4 = 1000
   //   mean: 12345.5 / 100 = 123.455
   const det = find(set.histograms, 'details', 'destination');
-  assert.deepEqual(det.buckets.map((b) => b.le), [1, 10, 100, 1000, 10000, 100000, 1e6, Infinity]);
+  assert.deepEqual(
+    det.buckets.map((b) => b.le),
+    [1, 10, 100, 1000, 10000, 100000, 1e6, Infinity],
+  );
   expectFigures(det, { requests: 100, p50: 7, p90: 82, p99: 1000, mean: 123.455 }, 'details destination');
 });
 
@@ -107,16 +132,23 @@ test('OpenMetrics / Prometheus 3 style (istio-openmetrics.txt): le="1.0", "3.6e+
 // reporter="client": .005: 60, .01: 90, .025: 98, .05..+Inf: 100
 //   p50: .005 * 50/60 = 4.1666... ms; p90: rank 90 = the count at .01 -> .005 + .005 * 30/30 = 10 ms;
 //   p99: .025 + .025 * (99 - 98) / 2 = 37.5 ms; mean 0.5874 / 100 s = 5.874 ms
-const HUBBLE_CLIENT = { requests: 100, p50: (0.005 * 50 / 60) * 1000, p90: 10, p99: 37.5, mean: 5.874 };
+const HUBBLE_CLIENT = { requests: 100, p50: ((0.005 * 50) / 60) * 1000, p90: 10, p99: 37.5, mean: 5.874 };
 
 test('Hubble (client_golang) scrape (hubble.txt): labels sorted, le last, labelsContext destination_app', () => {
   const text = readFileSync(join(FIXTURES, 'hubble.txt'), 'utf8');
-  assert.match(text, /hubble_http_request_duration_seconds_bucket\{destination_app="reviews",destination_namespace="bookinfo",method="GET",reporter="server",source_app="productpage",source_namespace="bookinfo",le="0.005"\} 80/);
+  assert.match(
+    text,
+    /hubble_http_request_duration_seconds_bucket\{destination_app="reviews",destination_namespace="bookinfo",method="GET",reporter="server",source_app="productpage",source_namespace="bookinfo",le="0.005"\} 80/,
+  );
   const set = load('hubble.txt', 'cilium');
   assert.equal(set.histograms.length, 2);
   const srv = find(set.histograms, 'reviews', 'server');
   assert.equal(srv.namespace, 'bookinfo');
-  expectFigures(srv, { requests: 110, p50: (0.005 * 55 / 90) * 1000, p90: 8.75, p99: 36.25, mean: ((0.4312 + 0.021) / 110) * 1000 }, 'hubble server');
+  expectFigures(
+    srv,
+    { requests: 110, p50: ((0.005 * 55) / 90) * 1000, p90: 8.75, p99: 36.25, mean: ((0.4312 + 0.021) / 110) * 1000 },
+    'hubble server',
+  );
   expectFigures(find(set.histograms, 'reviews', 'client'), HUBBLE_CLIENT, 'hubble client');
 });
 
@@ -124,7 +156,11 @@ test('Hubble with its default labels (hubble-basic.txt): method and reporter onl
   const set = load('hubble-basic.txt', 'cilium');
   // server: .005: 80, .01: 92, .025: 98, .05: 100
   //   p50: .005 * 50/80 = 3.125 ms; p90: .005 + .005 * (90 - 80) / 12 = 9.1666... ms; p99: .025 + .025 * 1/2 = 37.5 ms
-  expectFigures(find(set.histograms, null, 'server'), { requests: 100, p50: 3.125, p90: (0.005 + 0.005 * (10 / 12)) * 1000, p99: 37.5, mean: 4.312 }, 'basic server');
+  expectFigures(
+    find(set.histograms, null, 'server'),
+    { requests: 100, p50: 3.125, p90: (0.005 + 0.005 * (10 / 12)) * 1000, p99: 37.5, mean: 4.312 },
+    'basic server',
+  );
   expectFigures(find(set.histograms, null, 'client'), HUBBLE_CLIENT, 'basic client');
 });
 
@@ -137,12 +173,19 @@ test('API vector JSON (istio-vector.json): two pods of reviews from a Prometheus
   //   p90: rank 90 -> (1, 5]:    1 + 4 * (90 - 70) / 21     = 4.8095238...
   //   p99: rank 99 -> (10, 25]:  10 + 15 * (99 - 98) / 2    = 17.5
   //   mean: (95 + 80) / 100 = 1.75
-  expectFigures(find(set.histograms, 'reviews', 'destination'), { requests: 100, p50: 0.75, p90: 1 + 4 * (20 / 21), p99: 17.5, mean: 1.75 }, 'vector');
+  expectFigures(
+    find(set.histograms, 'reviews', 'destination'),
+    { requests: 100, p50: 0.75, p90: 1 + 4 * (20 / 21), p99: 17.5, mean: 1.75 },
+    'vector',
+  );
 });
 
 test('API matrix JSON (istio-matrix.json): increase from first to last sample, the pod restart corrected', () => {
   const set = load('istio-matrix.json', 'istio');
-  assert.ok(set.notes.some((n) => /range query .* counter resets corrected \(22 series had a reset\)/.test(n)), set.notes.join(' | '));
+  assert.ok(
+    set.notes.some((n) => /range query .* counter resets corrected \(22 series had a reset\)/.test(n)),
+    set.notes.join(' | '),
+  );
   // samples at t0..t3 (cumulative by le):  t0: 100 150 180 190 200   t1: 110 170 205 216 226
   //   t2 (restart): 5 10 12 12 12   t3: 15 30 40 44 50   (le 0.5, 1, 5, 10, and 25..+Inf)
   // increase = (t1 - t0) + t3 (the counter restarted from 0 before t2): 25, 50, 65, 70, 76
@@ -151,6 +194,9 @@ test('API matrix JSON (istio-matrix.json): increase from first to last sample, t
   //   p99: rank 75.24 -> (10, 25]:  10 + 15 * (75.24 - 70) / 6     = 23.1
   //   mean: _sum 900, 1000, 40, 160 -> (1000 - 900) + 160 = 260; / 76
   const h = find(set.histograms, 'reviews', 'destination');
-  assert.deepEqual(h.buckets.slice(0, 5).map((b) => b.count), [25, 50, 65, 70, 76]);
+  assert.deepEqual(
+    h.buckets.slice(0, 5).map((b) => b.count),
+    [25, 50, 65, 70, 76],
+  );
   expectFigures(h, { requests: 76, p50: 0.76, p90: 8.4, p99: 23.1, mean: 260 / 76 }, 'matrix');
 });

@@ -15,16 +15,24 @@ import { repoRoot } from './helpers/workload.js';
 test('make -C bpf builds every object with /sys/kernel/btf hidden', (t) => {
   if (!needsRoot(t)) return; // a mount namespace needs CAP_SYS_ADMIN
   const dest = tempDir();
-  const script = 'mount -t tmpfs none /sys/kernel/btf && ! test -e /sys/kernel/btf/vmlinux && ' +
+  const script =
+    'mount -t tmpfs none /sys/kernel/btf && ! test -e /sys/kernel/btf/vmlinux && ' +
     `make -s -B -C "${join(repoRoot, 'bpf')}" DEST="${dest}"`;
   const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8' });
   assert.equal(r.status, 0, `the build failed without the kernel's BTF:\n${r.stdout}\n${r.stderr}`);
-  const built = readdirSync(dest).filter((f) => f.endsWith('.bpf.o')).sort();
-  const shipped = readdirSync(join(repoRoot, 'build', 'bpf')).filter((f) => f.endsWith('.bpf.o')).sort();
+  const built = readdirSync(dest)
+    .filter((f) => f.endsWith('.bpf.o'))
+    .sort();
+  const shipped = readdirSync(join(repoRoot, 'build', 'bpf'))
+    .filter((f) => f.endsWith('.bpf.o'))
+    .sort();
   assert.deepEqual(built, shipped);
   for (const f of built) {
     // same compiler, same sources, same header: the same bytes
-    assert.ok(readFileSync(join(dest, f)).equals(readFileSync(join(repoRoot, 'build', 'bpf', f))), `${f} differs from the one built normally`);
+    assert.ok(
+      readFileSync(join(dest, f)).equals(readFileSync(join(repoRoot, 'build', 'bpf', f))),
+      `${f} differs from the one built normally`,
+    );
   }
 });
 

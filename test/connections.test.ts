@@ -20,24 +20,32 @@ async function server(t: any, opts: { addr?: string; netns?: string } = {}): Pro
   return s;
 }
 
-const tracked = (t: any, args: string[], traffic: () => Promise<unknown>) => reportDuring(t, 'connection-tracker', args, traffic);
+const tracked = (t: any, args: string[], traffic: () => Promise<unknown>) =>
+  reportDuring(t, 'connection-tracker', args, traffic);
 
 test('keep-alive against a new connection per request: requests per connection and reuse ratios exact', async (t) => {
   if (!needsRoot(t)) return;
   const s = await server(t);
-  const keep = await tracked(t, ['--filter', `port=${s.port}`], () => runClient({ addr: s.addr, port: s.port, requests: 500, concurrency: 1 }));
+  const keep = await tracked(t, ['--filter', `port=${s.port}`], () =>
+    runClient({ addr: s.addr, port: s.port, requests: 500, concurrency: 1 }),
+  );
   let c = keep.connections;
   assert.equal(keep.probe, 'connection-tracker');
   assert.deepEqual(c.opened_by_side, { client: 1, server: 1 });
   assert.deepEqual(c.closed_by_side, { client: 1, server: 1 });
   assert.equal(c.reuse.reused_request_ratio, 499 / 500);
-  assert.ok(near(c.reuse.requests_per_connection.p50, 500, 0.01, 0), `requests per connection ${c.reuse.requests_per_connection.p50}`);
+  assert.ok(
+    near(c.reuse.requests_per_connection.p50, 500, 0.01, 0),
+    `requests per connection ${c.reuse.requests_per_connection.p50}`,
+  );
   assert.equal(c.reuse.requests_per_connection.mean, 500);
   assert.ok(near(c.reuse.requests_per_s * keep.duration_seconds, 500, 0.001, 1));
   assert.ok(c.idle_gap_ms.p50 > 0, 'idle gaps measured between exchanges');
   assert.ok(c.lifetime_ms.p50 > 0);
 
-  const fresh = await tracked(t, ['--filter', `port=${s.port}`], () => runClient({ addr: s.addr, port: s.port, requests: 300, concurrency: 2, newConn: true }));
+  const fresh = await tracked(t, ['--filter', `port=${s.port}`], () =>
+    runClient({ addr: s.addr, port: s.port, requests: 300, concurrency: 2, newConn: true }),
+  );
   c = fresh.connections;
   assert.deepEqual(c.opened_by_side, { client: 300, server: 300 });
   assert.deepEqual(c.closed_by_side, { client: 300, server: 300 });
@@ -48,27 +56,42 @@ test('keep-alive against a new connection per request: requests per connection a
   const svc = c.by_service.find((x: any) => x.role === 'client');
   assert.equal(svc.service, `mpload:${s.port}`);
   assert.equal(svc.opened, 300);
-  assert.ok(svc.pool.connections_open_avg > 0 && svc.pool.efficiency > 0 && svc.pool.efficiency <= 1, JSON.stringify(svc.pool));
+  assert.ok(
+    svc.pool.connections_open_avg > 0 && svc.pool.efficiency > 0 && svc.pool.efficiency <= 1,
+    JSON.stringify(svc.pool),
+  );
 });
 
-test('set-up time against the client\'s own timing of connect(), across a veth pair', async (t) => {
+test("set-up time against the client's own timing of connect(), across a veth pair", async (t) => {
   if (!needsRoot(t)) return;
   const pair = createVethPair();
   t.after(() => pair.cleanup());
   const s = await server(t, { addr: pair.addrB4, netns: pair.nsB });
   let client: any;
   const rep = await tracked(t, ['--filter', `port=${s.port}`], async () => {
-    client = await runClient({ addr: pair.addrB4, port: s.port, requests: 400, concurrency: 1, newConn: true, netns: pair.nsA });
+    client = await runClient({
+      addr: pair.addrB4,
+      port: s.port,
+      requests: 400,
+      concurrency: 1,
+      newConn: true,
+      netns: pair.nsA,
+    });
   });
   const ours = rep.connections.setup_ms_by_side.client;
   const truth = client.connect_us.p50 / 1000;
-  t.diagnostic(`client set-up p50 ${ours.p50} ms p99 ${ours.p99} ms; connect() p50 ${truth} ms p99 ${client.connect_us.p99 / 1000} ms`);
+  t.diagnostic(
+    `client set-up p50 ${ours.p50} ms p99 ${ours.p99} ms; connect() p50 ${truth} ms p99 ${client.connect_us.p99 / 1000} ms`,
+  );
   // the client's clock also holds the syscall and its wake-up; ours runs from SYN_SENT to ESTABLISHED
   assert.ok(near(ours.p50, truth, 0.1, 0.05), `client set-up p50 ${ours.p50} ms vs connect() ${truth} ms`);
   assert.ok(ours.p50 > 0.001 && ours.p50 <= truth + 0.005, `inside what connect() saw: ${ours.p50} ms`);
   const srv = rep.connections.setup_ms_by_side.server;
   // the server's SYN-ACK -> ACK is the client's SYN-ACK -> ACK leg of the same handshake: a part of the client's
-  assert.ok(srv.p50 > 0.001 && srv.p50 <= ours.p50 + 0.002, `server set-up (SYN-ACK -> ACK) ${srv.p50} ms vs client ${ours.p50} ms`);
+  assert.ok(
+    srv.p50 > 0.001 && srv.p50 <= ours.p50 + 0.002,
+    `server set-up (SYN-ACK -> ACK) ${srv.p50} ms vs client ${ours.p50} ms`,
+  );
   assert.deepEqual(rep.connections.opened_by_side, { client: 400, server: 400 });
 });
 
@@ -76,11 +99,23 @@ test('set-up time against the client\'s own timing of connect(), across a veth p
  * Connects `n` times to addr:port from inside `netns` (or here), returns the error codes; with
  * `giveUpMs`, the application gives up by itself after that long ('gave-up').
  */
-async function connectMany(addr: string, port: number, n: number, netns?: string, giveUpMs = 0, hold = false): Promise<string[]> {
-  const script = `const net=require('net');let left=${n};const codes=[];const done=(c)=>{codes.push(c);if(--left===0)console.log(JSON.stringify(codes))};` +
+async function connectMany(
+  addr: string,
+  port: number,
+  n: number,
+  netns?: string,
+  giveUpMs = 0,
+  hold = false,
+): Promise<string[]> {
+  const script =
+    `const net=require('net');let left=${n};const codes=[];const done=(c)=>{codes.push(c);if(--left===0)console.log(JSON.stringify(codes))};` +
     `for(let i=0;i<${n};i++){const s=net.connect({host:'${addr}',port:${port}});let over=false;` +
-    (giveUpMs ? `const t=setTimeout(()=>{over=true;s.destroy();done('gave-up')},${giveUpMs});s.on('close',()=>clearTimeout(t));` : '') +
-    (hold ? `s.on('close',()=>{if(over)return;over=true;done('closed')});` : `s.on('connect',()=>{if(over)return;over=true;s.destroy();done('connected')});`) +
+    (giveUpMs
+      ? `const t=setTimeout(()=>{over=true;s.destroy();done('gave-up')},${giveUpMs});s.on('close',()=>clearTimeout(t));`
+      : '') +
+    (hold
+      ? `s.on('close',()=>{if(over)return;over=true;done('closed')});`
+      : `s.on('connect',()=>{if(over)return;over=true;s.destroy();done('connected')});`) +
     `s.on('error',(e)=>{if(over)return;over=true;done(e.code)});}`;
   const argv = netns ? ['netns', 'exec', netns, process.execPath, '-e', script] : ['-e', script];
   // not spawnSync: a server in this process must go on answering meanwhile
@@ -104,7 +139,20 @@ test('failed connects by cause: a closed port is refused, dropped SYNs time out 
   // the client gives up after one SYN retry (3 s) instead of six (127 s): a per-namespace setting
   ip('netns', 'exec', pair.nsA, 'sysctl', '-qw', 'net.ipv4.tcp_syn_retries=1');
   const port = 18080;
-  const rule = ['netns', 'exec', pair.nsB, 'iptables', '-A', 'INPUT', '-p', 'tcp', '--dport', String(port), '-j', 'DROP'];
+  const rule = [
+    'netns',
+    'exec',
+    pair.nsB,
+    'iptables',
+    '-A',
+    'INPUT',
+    '-p',
+    'tcp',
+    '--dport',
+    String(port),
+    '-j',
+    'DROP',
+  ];
   ip(...rule); // the namespace and its rules go when the test deletes it
   const timedOut = await tracked(t, ['--filter', `port=${port}`], async () => {
     assert.deepEqual(await connectMany(pair.addrB4, port, 3, pair.nsA), Array(3).fill('ETIMEDOUT'));
@@ -116,7 +164,10 @@ test('failed connects by cause: a closed port is refused, dropped SYNs time out 
   const gaveUp = await tracked(t, ['--filter', `port=${port}`], async () => {
     assert.deepEqual(await connectMany(pair.addrB4, port, 4, pair.nsA, 1500), Array(4).fill('gave-up'));
   });
-  assert.deepEqual({ timeout: gaveUp.connections.failed.timeout, aborted: gaveUp.connections.failed.aborted }, { timeout: 4, aborted: 0 });
+  assert.deepEqual(
+    { timeout: gaveUp.connections.failed.timeout, aborted: gaveUp.connections.failed.aborted },
+    { timeout: 4, aborted: 0 },
+  );
 });
 
 test('failed connects by cause: a reset right after the handshake, before the application used the connection', async (t) => {
@@ -140,7 +191,14 @@ test('--format prometheus carries the connection figures', async (t) => {
   if (!needsRoot(t)) return;
   const s = await server(t);
   const port = await freePort();
-  const probe = startProbe('connection-tracker', ['--filter', `port=${s.port}`, '--format', 'prometheus', '--port', String(port)]);
+  const probe = startProbe('connection-tracker', [
+    '--filter',
+    `port=${s.port}`,
+    '--format',
+    'prometheus',
+    '--port',
+    String(port),
+  ]);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   await runClient({ addr: s.addr, port: s.port, requests: 100, newConn: true });
@@ -152,11 +210,14 @@ test('--format prometheus carries the connection figures', async (t) => {
   assert.equal(value(/^meshprobe_connections_opened_total\{side="client"\} (\d+)/m), 100);
   assert.equal(value(/^meshprobe_connection_setup_duration_seconds_count\{side="client"\} (\d+)/m), 100);
   assert.equal(value(/^meshprobe_connections_failed_total\{cause="refused"\} (\d+)/m), 0);
-  assert.match(text, /^meshprobe_service_connection_setup_duration_seconds_bucket\{.*role="client".*service="mpload:\d+".*\} 100$/m);
+  assert.match(
+    text,
+    /^meshprobe_service_connection_setup_duration_seconds_bucket\{.*role="client".*service="mpload:\d+".*\} 100$/m,
+  );
   assert.equal(exit.report.connections.opened_by_side.client, 100);
 });
 
-test('TLS: curl against nginx (1.3 and 1.2), openssl s_client against s_server; against curl\'s own appconnect - connect', async (t) => {
+test("TLS: curl against nginx (1.3 and 1.2), openssl s_client against s_server; against curl's own appconnect - connect", async (t) => {
   if (!needsRoot(t)) return;
   const { cert, port } = await tlsNginx(t, tempDir(), await freePort());
   const sport = await freePort();
@@ -166,11 +227,24 @@ test('TLS: curl against nginx (1.3 and 1.2), openssl s_client against s_server; 
   const rep = await tracked(t, ['--filter', 'comm=curl,nginx,openssl'], async () => {
     for (const v of [3, 2] as const) for (let i = 0; i < runs; i++) curls[v].push(curlOnce(port, v, false));
     // openssl s_client never calls SSL_connect or SSL_do_handshake: only the TLS records show its handshakes
-    const server = spawnServer('openssl', ['s_server', '-accept', `127.0.0.1:${sport}`, '-cert', cert.cert, '-key', cert.key, '-www', '-quiet']);
+    const server = spawnServer('openssl', [
+      's_server',
+      '-accept',
+      `127.0.0.1:${sport}`,
+      '-cert',
+      cert.cert,
+      '-key',
+      cert.key,
+      '-www',
+      '-quiet',
+    ]);
     try {
       await waitListening(sport, server);
       for (const v of ['-tls1_3', '-tls1_2']) {
-        const r = await runAsync('sh', ['-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client -connect 127.0.0.1:${sport} ${v} -quiet -no_ign_eof`]);
+        const r = await runAsync('sh', [
+          '-c',
+          `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client -connect 127.0.0.1:${sport} ${v} -quiet -no_ign_eof`,
+        ]);
         assert.equal(r.status, 0, r.stderr);
       }
     } finally {
@@ -186,9 +260,11 @@ test('TLS: curl against nginx (1.3 and 1.2), openssl s_client against s_server; 
   assert.deepEqual(c.tls_versions, { 'TLS 1.2': 2 * (runs + 1), 'TLS 1.3': 2 * (runs + 1), unknown: 0 });
   const curlMs = median(all.map((r) => r.appMinusConnectNs)) / 1e6;
   const ours = c.tls_after_connect_ms.client.p50;
-  t.diagnostic(`TLS client: connected -> done p50 ${ours} ms vs curl appconnect - connect p50 ${curlMs.toFixed(4)} ms; ` +
-    `ClientHello -> done p50 ${c.tls_handshake_ms_by_side.client.p50} ms; server ${c.tls_handshake_ms_by_side.server.p50} ms; ` +
-    `libssl client ${c.tls_handshake_libssl_ms.client.p50} ms`);
+  t.diagnostic(
+    `TLS client: connected -> done p50 ${ours} ms vs curl appconnect - connect p50 ${curlMs.toFixed(4)} ms; ` +
+      `ClientHello -> done p50 ${c.tls_handshake_ms_by_side.client.p50} ms; server ${c.tls_handshake_ms_by_side.server.p50} ms; ` +
+      `libssl client ${c.tls_handshake_libssl_ms.client.p50} ms`,
+  );
   assert.ok(near(ours, curlMs, 0.1, 0.2), `TLS after connect p50 ${ours} ms vs curl's ${curlMs} ms`);
   assert.ok(c.tls_handshake_ms_by_side.client.p50 < ours, 'the handshake proper is a part of it');
   const svc = c.by_service.find((x: any) => x.role === 'client' && x.port === port);

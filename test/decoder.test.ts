@@ -4,8 +4,18 @@ import { Worker } from 'node:worker_threads';
 import * as R from '../src/records.js';
 import * as H from '../src/histogram.js';
 import {
-  createState, decodeBytes, readCounters, readGlobalHistograms, readConnTable, readSvcTable, stagingView,
-  flush, readMeasureHistograms, readMeasureResults, type State, type ServiceSlot,
+  createState,
+  decodeBytes,
+  readCounters,
+  readGlobalHistograms,
+  readConnTable,
+  readSvcTable,
+  stagingView,
+  flush,
+  readMeasureHistograms,
+  readMeasureResults,
+  type State,
+  type ServiceSlot,
 } from '../src/wasm.js';
 
 const { encodeLatency, encodeOpen, encodeClose, encodeMeasure, perfSample, perfLost, perfOther, concatBytes } = R;
@@ -21,19 +31,54 @@ const meas = (conn_id: number, role: number, metric: number, value: number, extr
 test('all three record kinds: counters, global histograms, connection and service tables', () => {
   const st = state();
   const bytes = concatBytes([
-    perfSample(encodeOpen({
-      conn_id: 10, role: R.ROLE_CLIENT, family: R.AF_INET, tgid: 100, pid: 101, comm: 'curl', netns: 4026531840,
-      cgroup_id: 77n, start_ns: 1_000n, lport: 40000, rport: 8080, laddr: '10.0.0.1', raddr: '10.0.0.2',
-      flags: R.CONN_F_ROLE_INFERRED,
-    })),
-    lat(10, R.ROLE_CLIENT, 1_500_000, { tgid: 100, srtt_us: 250, lport: 40000, rport: 8080, raddr: '10.0.0.2', seq: 1 }),
-    lat(10, R.ROLE_CLIENT, 2_500_000, { tgid: 100, srtt_us: 300, lport: 40000, rport: 8080, raddr: '10.0.0.2', seq: 2 }),
+    perfSample(
+      encodeOpen({
+        conn_id: 10,
+        role: R.ROLE_CLIENT,
+        family: R.AF_INET,
+        tgid: 100,
+        pid: 101,
+        comm: 'curl',
+        netns: 4026531840,
+        cgroup_id: 77n,
+        start_ns: 1_000n,
+        lport: 40000,
+        rport: 8080,
+        laddr: '10.0.0.1',
+        raddr: '10.0.0.2',
+        flags: R.CONN_F_ROLE_INFERRED,
+      }),
+    ),
+    lat(10, R.ROLE_CLIENT, 1_500_000, {
+      tgid: 100,
+      srtt_us: 250,
+      lport: 40000,
+      rport: 8080,
+      raddr: '10.0.0.2',
+      seq: 1,
+    }),
+    lat(10, R.ROLE_CLIENT, 2_500_000, {
+      tgid: 100,
+      srtt_us: 300,
+      lport: 40000,
+      rport: 8080,
+      raddr: '10.0.0.2',
+      seq: 2,
+    }),
     lat(20, R.ROLE_SERVER, 700_000, { tgid: 200, family: R.AF_INET6, lport: 80, rport: 51000, raddr: 'fd00::5' }),
     lat(21, R.ROLE_SERVER, 900_000, { tgid: 201, family: R.AF_INET6, lport: 80, rport: 51001, raddr: 'fd00::6' }),
-    perfSample(encodeClose({
-      conn_id: 10, role: R.ROLE_CLIENT, end_ns: 9_000n, duration_ns: 8_000n, requests: 2, srtt_us: 310,
-      bytes_sent: 1234n, bytes_received: 5678n,
-    })),
+    perfSample(
+      encodeClose({
+        conn_id: 10,
+        role: R.ROLE_CLIENT,
+        end_ns: 9_000n,
+        duration_ns: 8_000n,
+        requests: 2,
+        srtt_us: 310,
+        bytes_sent: 1234n,
+        bytes_received: 5678n,
+      }),
+    ),
   ]);
   assert.equal(decodeBytes(st, 0, bytes), bytes.length);
   const c = readCounters(st);
@@ -103,7 +148,20 @@ test('records of one connection in any order fill the same slot', () => {
   const bytes = concatBytes([
     perfSample(encodeClose({ conn_id: 5, role: R.ROLE_SERVER, tgid: 9, end_ns: 500n, duration_ns: 400n, requests: 1 })),
     lat(5, R.ROLE_SERVER, 42_000, { tgid: 9, lport: 443, rport: 1234, raddr: '192.168.1.9' }),
-    perfSample(encodeOpen({ conn_id: 5, role: R.ROLE_SERVER, tgid: 9, pid: 10, comm: 'nginx', start_ns: 100n, lport: 443, rport: 1234, laddr: '192.168.1.1', raddr: '192.168.1.9' })),
+    perfSample(
+      encodeOpen({
+        conn_id: 5,
+        role: R.ROLE_SERVER,
+        tgid: 9,
+        pid: 10,
+        comm: 'nginx',
+        start_ns: 100n,
+        lport: 443,
+        rport: 1234,
+        laddr: '192.168.1.1',
+        raddr: '192.168.1.9',
+      }),
+    ),
   ]);
   decodeBytes(st, 1, bytes);
   const [c] = readConnTable(st);
@@ -149,8 +207,16 @@ test('PERF_RECORD_LOST, unknown perf types, bad version / kind / raw size, unkno
   assert.equal(g.client.count, 1);
   assert.equal(g.server.count, 1);
   // role-0 records are nowhere else: no connection, no service
-  assert.deepEqual(readConnTable(st).map((x) => x.conn_id).sort(), [1n, 4n]);
-  assert.equal(readSvcTable(st).reduce((a, s) => a + s.requests, 0), 2);
+  assert.deepEqual(
+    readConnTable(st)
+      .map((x) => x.conn_id)
+      .sort(),
+    [1n, 4n],
+  );
+  assert.equal(
+    readSvcTable(st).reduce((a, s) => a + s.requests, 0),
+    2,
+  );
 });
 
 test('a truncated last record is not consumed; a record with size < 8 stops decoding', () => {
@@ -196,7 +262,9 @@ test('connection table overflow: what does not fit is counted, never lost from t
   const parts: Uint8Array[] = [];
   const vals: number[] = [];
   for (let conn = 1; conn <= 20; conn++) {
-    parts.push(perfSample(encodeOpen({ conn_id: conn, role: R.ROLE_CLIENT, lport: 1000 + conn, rport: 80, raddr: '10.9.9.9' })));
+    parts.push(
+      perfSample(encodeOpen({ conn_id: conn, role: R.ROLE_CLIENT, lport: 1000 + conn, rport: 80, raddr: '10.9.9.9' })),
+    );
     for (let k = 0; k < conn; k++) {
       const v = 1000 * conn + k;
       vals.push(v);
@@ -247,7 +315,10 @@ test('service table overflow: counted, global figures and connections keep every
   assert.ok(c.svc_table_full > 0);
   assert.equal(c.conn_table_full, 0);
   assert.deepEqual(readGlobalHistograms(st).server, H.histogramOf(vals));
-  assert.equal(readConnTable(st).reduce((a, x) => a + x.requests, 0), vals.length);
+  assert.equal(
+    readConnTable(st).reduce((a, x) => a + x.requests, 0),
+    vals.length,
+  );
 });
 
 test('pending figures reach the shared memory on flush (and by themselves every FLUSH_RECORDS)', () => {
@@ -286,12 +357,23 @@ test('two worker_threads decoding into one shared memory concurrently: exact tot
     const vals: number[] = [];
     let x = 12345 + w * 777;
     for (let i = 0; i < 6000; i++) {
-      x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+      x ^= x << 13;
+      x >>>= 0;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      x >>>= 0;
       const conn = 1 + (x % 300);
       const role = conn % 3 === 0 ? R.ROLE_SERVER : R.ROLE_CLIENT;
       const v = 1000 + (x % 50_000_000);
       vals.push(v);
-      parts.push(lat(conn, role, v, { lport: role === R.ROLE_SERVER ? 80 + (conn % 7) : 30000 + conn, rport: role === R.ROLE_SERVER ? 40000 + conn : 443 + (conn % 11), raddr: `10.0.${conn % 11}.1`, srtt_us: 100 + (x % 900) }));
+      parts.push(
+        lat(conn, role, v, {
+          lport: role === R.ROLE_SERVER ? 80 + (conn % 7) : 30000 + conn,
+          rport: role === R.ROLE_SERVER ? 40000 + conn : 443 + (conn % 11),
+          raddr: `10.0.${conn % 11}.1`,
+          srtt_us: 100 + (x % 900),
+        }),
+      );
       if (i % 1000 === 0) parts.push(perfLost(3));
     }
     // chunks of whole records, each smaller than the staging area
@@ -304,7 +386,10 @@ test('two worker_threads decoding into one shared memory concurrently: exact tot
   const sig = new Int32Array(signal);
   const wasmUrl = new URL('../src/wasm.js', import.meta.url).href;
   const results = work.map((wk, index) => {
-    const w = new Worker(WORKER_SRC, { eval: true, workerData: { wasmUrl, memory: st.memory, index, chunks: wk.chunks, passes, signal } });
+    const w = new Worker(WORKER_SRC, {
+      eval: true,
+      workerData: { wasmUrl, memory: st.memory, index, chunks: wk.chunks, passes, signal },
+    });
     return new Promise<number>((resolve, reject) => {
       w.once('message', resolve);
       w.once('error', reject);
@@ -314,7 +399,10 @@ test('two worker_threads decoding into one shared memory concurrently: exact tot
   Atomics.store(sig, 0, 1);
   Atomics.notify(sig, 0);
   const consumed = await Promise.all(results);
-  assert.deepEqual(consumed, work.map((w) => w.bytes * passes));
+  assert.deepEqual(
+    consumed,
+    work.map((w) => w.bytes * passes),
+  );
 
   const allVals: number[] = [];
   for (let p = 0; p < passes; p++) for (const w of work) allVals.push(...w.vals);
@@ -335,11 +423,17 @@ test('two worker_threads decoding into one shared memory concurrently: exact tot
 
   const conns = readConnTable(st);
   assert.equal(conns.length, 300);
-  assert.equal(conns.reduce((a, x) => a + x.requests, 0), total);
+  assert.equal(
+    conns.reduce((a, x) => a + x.requests, 0),
+    total,
+  );
   assert.deepEqual(H.mergeAll(conns.map((x) => x.hist!)), H.histogramOf(allVals));
   for (const x of conns) assert.equal(x.hist!.count, x.requests);
   const svcs = readSvcTable(st);
-  assert.equal(svcs.reduce((a, s) => a + s.requests, 0), total);
+  assert.equal(
+    svcs.reduce((a, s) => a + s.requests, 0),
+    total,
+  );
   assert.deepEqual(H.mergeAll(svcs.map((s) => s.hist!)), H.histogramOf(allVals));
   for (const s of svcs) assert.equal(s.hist!.count, s.requests);
 });
@@ -347,9 +441,37 @@ test('two worker_threads decoding into one shared memory concurrently: exact tot
 test('a perf sample carrying a batch of records (as the kernel side packs them) decodes every record', () => {
   const st = state();
   const batch = concatBytes([
-    encodeOpen({ conn_id: 30, role: R.ROLE_CLIENT, family: R.AF_INET, tgid: 300, pid: 300, comm: 'wrk', lport: 41000, rport: 80, laddr: '127.0.0.1', raddr: '127.0.0.1' }),
-    ...Array.from({ length: 9 }, (_, i) => encodeLatency({ conn_id: 30, role: R.ROLE_CLIENT, latency_ns: 1_000_000 + i * 1000, lport: 41000, rport: 80, raddr: '127.0.0.1', seq: i + 1 })),
-    encodeLatency({ conn_id: 31, role: R.ROLE_SERVER, latency_ns: 400_000, lport: 80, rport: 41000, raddr: '127.0.0.1' }),
+    encodeOpen({
+      conn_id: 30,
+      role: R.ROLE_CLIENT,
+      family: R.AF_INET,
+      tgid: 300,
+      pid: 300,
+      comm: 'wrk',
+      lport: 41000,
+      rport: 80,
+      laddr: '127.0.0.1',
+      raddr: '127.0.0.1',
+    }),
+    ...Array.from({ length: 9 }, (_, i) =>
+      encodeLatency({
+        conn_id: 30,
+        role: R.ROLE_CLIENT,
+        latency_ns: 1_000_000 + i * 1000,
+        lport: 41000,
+        rport: 80,
+        raddr: '127.0.0.1',
+        seq: i + 1,
+      }),
+    ),
+    encodeLatency({
+      conn_id: 31,
+      role: R.ROLE_SERVER,
+      latency_ns: 400_000,
+      lport: 80,
+      rport: 41000,
+      raddr: '127.0.0.1',
+    }),
   ]);
   const bytes = concatBytes([perfSample(batch), lat(30, R.ROLE_CLIENT, 2_000_000)]);
   assert.equal(decodeBytes(st, 0, bytes), bytes.length);
@@ -376,7 +498,16 @@ test('a perf sample carrying a batch of records (as the kernel side packs them) 
 // ---------------------------------------------------------------------------
 // Measure records (MP_REC_MEASURE)
 
-const METRICS = [R.METRIC_SETUP, R.METRIC_CONNECT_FAIL, R.METRIC_TLS, R.METRIC_TLS_LIBSSL, R.METRIC_LIFETIME, R.METRIC_REQUESTS, R.METRIC_IDLE, R.METRIC_TLS_CONNECT];
+const METRICS = [
+  R.METRIC_SETUP,
+  R.METRIC_CONNECT_FAIL,
+  R.METRIC_TLS,
+  R.METRIC_TLS_LIBSSL,
+  R.METRIC_LIFETIME,
+  R.METRIC_REQUESTS,
+  R.METRIC_IDLE,
+  R.METRIC_TLS_CONNECT,
+];
 const ROLES = [R.ROLE_CLIENT, R.ROLE_SERVER] as const;
 const roleKey = (role: number) => (role === R.ROLE_CLIENT ? 'client' : 'server');
 
@@ -390,7 +521,8 @@ function exactPercentile(vals: readonly number[], q: number): number {
 function measureValues(metric: number, role: number): number[] {
   const n = 5 + 3 * metric + role;
   return Array.from({ length: n }, (_, k) =>
-    metric === R.METRIC_REQUESTS ? 1 + k * (role + 1) : metric * 1_000_000 + role * 250_000 + k * k * 9_973 + k * 101);
+    metric === R.METRIC_REQUESTS ? 1 + k * (role + 1) : metric * 1_000_000 + role * 250_000 + k * k * 9_973 + k * 101,
+  );
 }
 
 const SRV_PORT = 8443;
@@ -401,7 +533,16 @@ test('measure records: each metric and role in its global histogram and service 
   const st = state(64, 64, 1);
   const parts: Uint8Array[] = [];
   const results = Array.from({ length: R.METRIC__COUNT }, () => new Array<number>(R.RESULT__COUNT + 1).fill(0));
-  const causes = [R.RESULT_OK, R.RESULT_REFUSED, R.RESULT_TIMEOUT, R.RESULT_RESET, R.RESULT_UNREACH, R.RESULT_ABORTED, R.RESULT_OTHER, 9 /* out of range */];
+  const causes = [
+    R.RESULT_OK,
+    R.RESULT_REFUSED,
+    R.RESULT_TIMEOUT,
+    R.RESULT_RESET,
+    R.RESULT_UNREACH,
+    R.RESULT_ABORTED,
+    R.RESULT_OTHER,
+    9 /* out of range */,
+  ];
   let n = 0;
   for (const metric of METRICS) {
     for (const role of ROLES) {
@@ -409,26 +550,54 @@ test('measure records: each metric and role in its global histogram and service 
         const result = metric === R.METRIC_CONNECT_FAIL ? causes[k % causes.length] : R.RESULT_OK;
         results[metric][Math.min(result, R.RESULT__COUNT)]++;
         const conn = 100 + (n++ % 13);
-        parts.push(meas(conn, role, metric, value, role === R.ROLE_SERVER
-          ? { lport: SRV_PORT, rport: 50000 + k, raddr: `10.1.0.${k}`, result, tgid: 7 }
-          : { lport: 40000 + k, rport: CLI_PORT, raddr: CLI_ADDR, result, tgid: 8, detail: 3, err: result ? 111 : 0, netns: 4026531840 }));
+        parts.push(
+          meas(
+            conn,
+            role,
+            metric,
+            value,
+            role === R.ROLE_SERVER
+              ? { lport: SRV_PORT, rport: 50000 + k, raddr: `10.1.0.${k}`, result, tgid: 7 }
+              : {
+                  lport: 40000 + k,
+                  rport: CLI_PORT,
+                  raddr: CLI_ADDR,
+                  result,
+                  tgid: 8,
+                  detail: 3,
+                  err: result ? 111 : 0,
+                  netns: 4026531840,
+                },
+          ),
+        );
         // latency records of the same ports and peer, interleaved
         if (k % 3 === 0) {
-          parts.push(lat(conn, role, 2_000_000 + k, role === R.ROLE_SERVER
-            ? { lport: SRV_PORT, rport: 50000 + k, raddr: `10.1.0.${k}` }
-            : { lport: 40000 + k, rport: CLI_PORT, raddr: CLI_ADDR }));
+          parts.push(
+            lat(
+              conn,
+              role,
+              2_000_000 + k,
+              role === R.ROLE_SERVER
+                ? { lport: SRV_PORT, rport: 50000 + k, raddr: `10.1.0.${k}` }
+                : { lport: 40000 + k, rport: CLI_PORT, raddr: CLI_ADDR },
+            ),
+          );
         }
       });
     }
   }
   // an IPv6 client peer: its own slot
   const v6 = [3_000_000, 5_000_000, 4_000_000];
-  for (const v of v6) parts.push(meas(200, R.ROLE_CLIENT, R.METRIC_TLS, v, { family: R.AF_INET6, rport: CLI_PORT, raddr: 'fd00::9', detail: 2 }));
+  for (const v of v6)
+    parts.push(
+      meas(200, R.ROLE_CLIENT, R.METRIC_TLS, v, { family: R.AF_INET6, rport: CLI_PORT, raddr: 'fd00::9', detail: 2 }),
+    );
   results[R.METRIC_TLS][R.RESULT_OK] += v6.length;
   const bytes = concatBytes(parts);
   assert.equal(decodeBytes(st, 0, bytes), bytes.length);
 
-  const nMeasure = METRICS.reduce((a, m) => a + ROLES.reduce((b, r) => b + measureValues(m, r).length, 0), 0) + v6.length;
+  const nMeasure =
+    METRICS.reduce((a, m) => a + ROLES.reduce((b, r) => b + measureValues(m, r).length, 0), 0) + v6.length;
   const c = readCounters(st);
   assert.equal(c.measure_records, nMeasure);
   assert.equal(c.latency_records, parts.length - nMeasure);
@@ -447,18 +616,28 @@ test('measure records: each metric and role in its global histogram and service 
       if (metric === R.METRIC_TLS && role === R.ROLE_CLIENT) vals.push(...v6);
       const h = mh[metric][roleKey(role)];
       assert.equal(h.count, vals.length, `count ${metric}/${role}`);
-      assert.equal(h.sum_ns, vals.reduce((a, b) => a + b, 0), `sum ${metric}/${role}`);
+      assert.equal(
+        h.sum_ns,
+        vals.reduce((a, b) => a + b, 0),
+        `sum ${metric}/${role}`,
+      );
       assert.equal(h.min_ns, Math.min(...vals));
       assert.equal(h.max_ns, Math.max(...vals));
       assert.deepEqual(h, H.histogramOf(vals), `histogram ${metric}/${role}`);
       for (const q of [0.5, 0.9, 0.99]) {
         const want = exactPercentile(vals, q);
-        assert.ok(Math.abs(H.percentile(h, q) - want) <= want * 0.01, `p${q * 100} ${metric}/${role}: ${H.percentile(h, q)} vs ${want}`);
+        assert.ok(
+          Math.abs(H.percentile(h, q) - want) <= want * 0.01,
+          `p${q * 100} ${metric}/${role}: ${H.percentile(h, q)} vs ${want}`,
+        );
       }
     }
   }
   // METRIC_REQUESTS values < 128 are exact
-  assert.equal(H.percentile(mh[R.METRIC_REQUESTS].server, 0.5), exactPercentile(measureValues(R.METRIC_REQUESTS, R.ROLE_SERVER), 0.5));
+  assert.equal(
+    H.percentile(mh[R.METRIC_REQUESTS].server, 0.5),
+    exactPercentile(measureValues(R.METRIC_REQUESTS, R.ROLE_SERVER), 0.5),
+  );
 
   // latency global histograms hold latency records only
   const g = readGlobalHistograms(st);
@@ -474,12 +653,17 @@ test('measure records: each metric and role in its global histogram and service 
   const latencySlots = svcs.filter((s) => s.metric === 0);
   assert.equal(latencySlots.length, 2);
   assert.deepEqual(readSvcTable(st, { metric: 0 }), latencySlots);
-  assert.equal(latencySlots.reduce((a, s) => a + s.requests, 0), c.latency_records);
+  assert.equal(
+    latencySlots.reduce((a, s) => a + s.requests, 0),
+    c.latency_records,
+  );
   for (const metric of METRICS) {
     assert.equal(readSvcTable(st, { metric }).length, metric === R.METRIC_TLS ? 3 : 2);
     for (const role of ROLES) {
       const vals = measureValues(metric, role);
-      const slot = svcs.find((s) => s.metric === metric && s.role === role && (role === R.ROLE_SERVER || s.raddr === CLI_ADDR))!;
+      const slot = svcs.find(
+        (s) => s.metric === metric && s.role === role && (role === R.ROLE_SERVER || s.raddr === CLI_ADDR),
+      )!;
       assert.ok(slot, `slot ${metric}/${role}`);
       assert.equal(slot.port, role === R.ROLE_SERVER ? SRV_PORT : CLI_PORT);
       assert.equal(slot.family, R.AF_INET);
@@ -496,14 +680,19 @@ test('measure records: each metric and role in its global histogram and service 
 
   // measure records do not touch the connection table
   for (const x of readConnTable(st)) assert.equal(x.requests, x.hist!.count);
-  assert.equal(readConnTable(st).reduce((a, x) => a + x.requests, 0), c.latency_records);
+  assert.equal(
+    readConnTable(st).reduce((a, x) => a + x.requests, 0),
+    c.latency_records,
+  );
 });
 
 // The key formula of layout version 1 (assembly/index.ts svcFind), for latency records.
 const M64 = (1n << 64n) - 1n;
 function mix64(x: bigint): bigint {
-  x ^= x >> 33n; x = (x * 0xff51afd7ed558ccdn) & M64;
-  x ^= x >> 33n; x = (x * 0xc4ceb9fe1a85ec53n) & M64;
+  x ^= x >> 33n;
+  x = (x * 0xff51afd7ed558ccdn) & M64;
+  x ^= x >> 33n;
+  x = (x * 0xc4ceb9fe1a85ec53n) & M64;
   x ^= x >> 33n;
   return x;
 }
@@ -517,7 +706,9 @@ function v1Key(s: ServiceSlot, raddr: Uint8Array): bigint {
     let b = 0n;
     if (s.family === R.AF_INET) a &= 0xffffffffn;
     else b = dv.getBigUint64(8, true);
-    k = mix64(mix64(a ^ 0x434c49454e540000n) ^ b ^ ((BigInt(s.role) << 40n) | (BigInt(s.family) << 24n) | BigInt(s.port)));
+    k = mix64(
+      mix64(a ^ 0x434c49454e540000n) ^ b ^ ((BigInt(s.role) << 40n) | (BigInt(s.family) << 24n) | BigInt(s.port)),
+    );
   }
   return k === 0n ? 1n : k;
 }
@@ -530,11 +721,15 @@ test('latency-record service slots: same keys and figures with or without measur
     const role = conn % 2 ? R.ROLE_SERVER : R.ROLE_CLIENT;
     const family = conn % 5 === 0 ? R.AF_INET6 : R.AF_INET;
     const raddr = family === R.AF_INET6 ? `fd00::${1 + (conn % 3)}` : `10.0.0.${1 + (conn % 3)}`;
-    const ports = role === R.ROLE_SERVER ? { lport: 80 + (conn % 4), rport: 40000 + conn } : { lport: 40000 + conn, rport: 443 + (conn % 4) };
+    const ports =
+      role === R.ROLE_SERVER
+        ? { lport: 80 + (conn % 4), rport: 40000 + conn }
+        : { lport: 40000 + conn, rport: 443 + (conn % 4) };
     const l = lat(conn, role, 10_000 + i * 997, { family, raddr, ...ports, tgid: 5 });
     latParts.push(l);
     // around each latency record: measure records of some metrics with the same role, ports and peer
-    for (const metric of METRICS) if ((i + metric) % 4 === 0) mixed.push(meas(conn, role, metric, 1000 + i, { family, raddr, ...ports, tgid: 5 }));
+    for (const metric of METRICS)
+      if ((i + metric) % 4 === 0) mixed.push(meas(conn, role, metric, 1000 + i, { family, raddr, ...ports, tgid: 5 }));
     mixed.push(l);
     if (i % 7 === 0) mixed.push(meas(conn, role, R.METRIC_IDLE, 77 + i, { family, raddr, ...ports, tgid: 5 }));
   }
@@ -542,38 +737,54 @@ test('latency-record service slots: same keys and figures with or without measur
   const b = state(64, 64, 1);
   decodeBytes(a, 0, concatBytes(latParts));
   decodeBytes(b, 0, concatBytes(mixed));
-  const strip = (xs: ServiceSlot[]) => xs.map(({ slot: _slot, ...rest }) => rest).sort((x, y) => (x.key < y.key ? -1 : 1));
+  const strip = (xs: ServiceSlot[]) =>
+    xs.map(({ slot: _slot, ...rest }) => rest).sort((x, y) => (x.key < y.key ? -1 : 1));
   const only = strip(readSvcTable(a));
   assert.ok(only.every((s) => s.metric === 0));
   assert.equal(only.length, 2 + 2 * 3 * 2, 'servers on 2 ports; clients: 2 ports x 3 peers x 2 families');
   assert.deepEqual(strip(readSvcTable(b, { metric: 0 })), only);
   assert.ok(readSvcTable(b).length > only.length, 'measure slots of the same ports are separate');
   // the keys are those of layout version 1
-  for (const s of readSvcTable(a)) assert.equal(s.key, v1Key(s, R.addrBytes(s.raddr)), `key of ${s.role} ${s.raddr}:${s.port}`);
+  for (const s of readSvcTable(a))
+    assert.equal(s.key, v1Key(s, R.addrBytes(s.raddr)), `key of ${s.role} ${s.raddr}:${s.port}`);
   // measure slots never share a key with a latency slot of the same (role, port, peer)
   const keys = readSvcTable(b).map((s) => s.key);
   assert.equal(new Set(keys).size, keys.length);
   assert.deepEqual(readGlobalHistograms(b), readGlobalHistograms(a));
   assert.deepEqual(readConnTable(b), readConnTable(a));
-  const ca = readCounters(a), cb = readCounters(b);
+  const ca = readCounters(a),
+    cb = readCounters(b);
   assert.equal(cb.latency_records, ca.latency_records);
   assert.equal(cb.measure_records, mixed.length - latParts.length);
 });
 
 test('measure records: truncated, unknown version, unknown metric, unknown role, service table full', () => {
   const st = state(64, 4, 1);
-  const good = encodeMeasure({ conn_id: 1, role: R.ROLE_CLIENT, metric: R.METRIC_SETUP, value: 5000, rport: 80, raddr: '10.0.0.1' });
+  const good = encodeMeasure({
+    conn_id: 1,
+    role: R.ROLE_CLIENT,
+    metric: R.METRIC_SETUP,
+    value: 5000,
+    rport: 80,
+    raddr: '10.0.0.1',
+  });
   const bytes = concatBytes([
-    perfSample(good),                                                                     // ok
-    perfSample(good.subarray(0, 40)),                                                     // raw size 44 < 64: unknown
-    perfSample(good, 60),                                                                 // raw_size says 60: unknown
+    perfSample(good), // ok
+    perfSample(good.subarray(0, 40)), // raw size 44 < 64: unknown
+    perfSample(good, 60), // raw_size says 60: unknown
     perfSample(encodeMeasure({ conn_id: 1, role: R.ROLE_CLIENT, metric: R.METRIC_SETUP, value: 1, version: 2 })), // unknown
-    perfSample(concatBytes([encodeLatency({ conn_id: 2, role: R.ROLE_SERVER, latency_ns: 700, lport: 9 }), good.subarray(0, 63)]), 64 + 63), // latency ok + unknown
-    meas(3, R.ROLE_CLIENT, 0, 1000),                                                      // metric 0: unknown metric
-    meas(3, R.ROLE_SERVER, R.METRIC__COUNT, 1000),                                        // metric 8: unknown metric
-    meas(3, R.ROLE_SERVER, 255, 1000),                                                    // unknown metric
-    meas(4, R.ROLE_UNKNOWN, R.METRIC_CONNECT_FAIL, 9000, { result: R.RESULT_REFUSED }),   // unknown role: results only
-    meas(4, 7, R.METRIC_LIFETIME, 9000),                                                  // unknown role
+    perfSample(
+      concatBytes([
+        encodeLatency({ conn_id: 2, role: R.ROLE_SERVER, latency_ns: 700, lport: 9 }),
+        good.subarray(0, 63),
+      ]),
+      64 + 63,
+    ), // latency ok + unknown
+    meas(3, R.ROLE_CLIENT, 0, 1000), // metric 0: unknown metric
+    meas(3, R.ROLE_SERVER, R.METRIC__COUNT, 1000), // metric 8: unknown metric
+    meas(3, R.ROLE_SERVER, 255, 1000), // unknown metric
+    meas(4, R.ROLE_UNKNOWN, R.METRIC_CONNECT_FAIL, 9000, { result: R.RESULT_REFUSED }), // unknown role: results only
+    meas(4, 7, R.METRIC_LIFETIME, 9000), // unknown role
   ]);
   assert.equal(decodeBytes(st, 0, bytes), bytes.length);
   let c = readCounters(st);
@@ -587,15 +798,27 @@ test('measure records: truncated, unknown version, unknown metric, unknown role,
   const mh = readMeasureHistograms(st);
   assert.deepEqual(mh[R.METRIC_SETUP].client, H.histogramOf([5000]));
   for (const m of METRICS) {
-    for (const r of ROLES) if (!(m === R.METRIC_SETUP && r === R.ROLE_CLIENT)) assert.equal(mh[m][roleKey(r)].count, 0, `${m}/${r}`);
+    for (const r of ROLES)
+      if (!(m === R.METRIC_SETUP && r === R.ROLE_CLIENT)) assert.equal(mh[m][roleKey(r)].count, 0, `${m}/${r}`);
   }
   const res = readMeasureResults(st);
   assert.equal(res[R.METRIC_SETUP][R.RESULT_OK], 1);
   assert.equal(res[R.METRIC_CONNECT_FAIL][R.RESULT_REFUSED], 1);
   assert.equal(res[R.METRIC_LIFETIME][R.RESULT_OK], 1);
-  assert.equal(res.flat().reduce((a, b) => a + b, 0), 3);
+  assert.equal(
+    res.flat().reduce((a, b) => a + b, 0),
+    3,
+  );
   assert.deepEqual(res[0], new Array(R.RESULT__COUNT + 1).fill(0));
-  assert.deepEqual(readSvcTable(st).map((s) => [s.metric, s.role, s.port]).sort(), [[0, R.ROLE_SERVER, 9], [R.METRIC_SETUP, R.ROLE_CLIENT, 80]]);
+  assert.deepEqual(
+    readSvcTable(st)
+      .map((s) => [s.metric, s.role, s.port])
+      .sort(),
+    [
+      [0, R.ROLE_SERVER, 9],
+      [R.METRIC_SETUP, R.ROLE_CLIENT, 80],
+    ],
+  );
 
   // a full service table: counted; the global figures keep everything
   const vals: number[] = [];
@@ -624,7 +847,14 @@ test('two worker_threads decoding interleaved latency and measure batches: exact
     const perSlot = new Map<string, number[]>(); // "metric/role/port/raddr" -> values
     const results = Array.from({ length: R.METRIC__COUNT }, () => new Array<number>(R.RESULT__COUNT + 1).fill(0));
     let x = 999 + w * 4242;
-    const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+    const next = () => {
+      x ^= x << 13;
+      x >>>= 0;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      x >>>= 0;
+      return x;
+    };
     for (let i = 0; i < 5000; i++) {
       const r = next();
       const conn = 1 + (r % 200);
@@ -650,20 +880,37 @@ test('two worker_threads decoding interleaved latency and measure batches: exact
     }
     const chunks: Uint8Array[] = [];
     for (let i = 0; i < parts.length; i += 250) chunks.push(concatBytes(parts.slice(i, i + 250)));
-    return { chunks, lats, mvals, perSlot, results, measures: parts.length - lats.length, bytes: chunks.reduce((a, c) => a + c.length, 0) };
+    return {
+      chunks,
+      lats,
+      mvals,
+      perSlot,
+      results,
+      measures: parts.length - lats.length,
+      bytes: chunks.reduce((a, c) => a + c.length, 0),
+    };
   };
   const work = [mk(0), mk(1)];
   const signal = new SharedArrayBuffer(8);
   const sig = new Int32Array(signal);
   const wasmUrl = new URL('../src/wasm.js', import.meta.url).href;
   const done = work.map((wk, index) => {
-    const w = new Worker(WORKER_SRC, { eval: true, workerData: { wasmUrl, memory: st.memory, index, chunks: wk.chunks, passes, signal } });
-    return new Promise<number>((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+    const w = new Worker(WORKER_SRC, {
+      eval: true,
+      workerData: { wasmUrl, memory: st.memory, index, chunks: wk.chunks, passes, signal },
+    });
+    return new Promise<number>((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
   });
   while (Atomics.load(sig, 1) < 2) await new Promise((r) => setTimeout(r, 2));
   Atomics.store(sig, 0, 1);
   Atomics.notify(sig, 0);
-  assert.deepEqual(await Promise.all(done), work.map((w) => w.bytes * passes));
+  assert.deepEqual(
+    await Promise.all(done),
+    work.map((w) => w.bytes * passes),
+  );
 
   const times = <T>(xs: T[]) => Array.from({ length: passes }, () => xs).flat();
   const allLats = times([...work[0].lats, ...work[1].lats]);
@@ -690,7 +937,10 @@ test('two worker_threads decoding interleaved latency and measure batches: exact
 
   const svcs = readSvcTable(st);
   const lat0 = svcs.filter((s) => s.metric === 0);
-  assert.equal(lat0.reduce((a, s) => a + s.requests, 0), allLats.length);
+  assert.equal(
+    lat0.reduce((a, s) => a + s.requests, 0),
+    allLats.length,
+  );
   assert.deepEqual(H.mergeAll(lat0.map((s) => s.hist!)), H.histogramOf(allLats));
   const slotKeys = new Set([...work[0].perSlot.keys(), ...work[1].perSlot.keys()]);
   assert.equal(svcs.length - lat0.length, slotKeys.size);

@@ -18,9 +18,25 @@ import { bpfObjectPath } from '../src/paths.js';
 import { btfEnum } from '../src/kernel/btf-enum.js';
 import { Kallsyms } from '../src/kernel/kallsyms.js';
 import {
-  DKEY_SIZE, DKEY_LOCATION, DKEY_REASON, DKEY_NETNS, DKEY_LPORT, DKEY_RPORT, DKEY_PROTOCOL, DKEY_FAMILY, DKEY_DIR,
-  DKEY_LADDR, DKEY_RADDR, PKEY_SIZE, PKEY_NETNS, PKEY_LPORT, PKEY_PROTOCOL, DIR_INGRESS, AF_INET,
-  STAT__COUNT, STAT_DROP_SEEN,
+  DKEY_SIZE,
+  DKEY_LOCATION,
+  DKEY_REASON,
+  DKEY_NETNS,
+  DKEY_LPORT,
+  DKEY_RPORT,
+  DKEY_PROTOCOL,
+  DKEY_FAMILY,
+  DKEY_DIR,
+  DKEY_LADDR,
+  DKEY_RADDR,
+  PKEY_SIZE,
+  PKEY_NETNS,
+  PKEY_LPORT,
+  PKEY_PROTOCOL,
+  DIR_INGRESS,
+  AF_INET,
+  STAT__COUNT,
+  STAT_DROP_SEEN,
 } from '../src/records.js';
 import { needsRoot } from './helpers/probe.js';
 import { createVethPair, ipBin } from './helpers/netns.js';
@@ -30,8 +46,18 @@ const IPPROTO_UDP = 17;
 const N = 40;
 
 interface Drop {
-  location: bigint; reason: number; netns: number; lport: number; rport: number; protocol: number;
-  family: number; dir: number; laddr: string; raddr: string; packets: bigint; bytes: bigint;
+  location: bigint;
+  reason: number;
+  netns: number;
+  lport: number;
+  rport: number;
+  protocol: number;
+  family: number;
+  dir: number;
+  laddr: string;
+  raddr: string;
+  packets: bigint;
+  bytes: bigint;
 }
 
 function v4(b: Uint8Array): string {
@@ -61,7 +87,8 @@ function decodeDrops(entries: [Uint8Array, BigUint64Array][]): Drop[] {
 
 /** Sends `n` UDP datagrams from inside `ns` to host:port, one after the other; returns the sender's local port. */
 function sendUdp(ns: string, host: string, port: number, n: number): number {
-  const script = `const s=require('dgram').createSocket('udp4');s.bind(0,()=>{let i=0;const go=()=>{if(i===${n}){console.log(s.address().port);s.close();return;}` +
+  const script =
+    `const s=require('dgram').createSocket('udp4');s.bind(0,()=>{let i=0;const go=()=>{if(i===${n}){console.log(s.address().port);s.close();return;}` +
     `s.send(Buffer.alloc(32,1),${port},'${host}',(e)=>{if(e)throw e;i++;go();});};go();});`;
   const r = spawnSync(ipBin(), ['netns', 'exec', ns, process.execPath, '-e', script], { encoding: 'utf8' });
   assert.equal(r.status, 0, `sender failed: ${r.stderr}`);
@@ -76,7 +103,8 @@ test('btfEnum reads enum skb_drop_reason from the kernel BTF', () => {
   const reasons = btfEnum('skb_drop_reason');
   assert.equal(reasons.get(2), 'SKB_DROP_REASON_NOT_SPECIFIED');
   const names = new Set(reasons.values());
-  for (const n of ['SKB_DROP_REASON_NO_SOCKET', 'SKB_DROP_REASON_NETFILTER_DROP', 'SKB_DROP_REASON_MAX']) assert.ok(names.has(n), n);
+  for (const n of ['SKB_DROP_REASON_NO_SOCKET', 'SKB_DROP_REASON_NETFILTER_DROP', 'SKB_DROP_REASON_MAX'])
+    assert.ok(names.has(n), n);
   // the tracepoint's own table agrees (its names lack the prefix)
   const fmt = spawnSync('cat', ['/sys/kernel/tracing/events/skb/kfree_skb/format'], { encoding: 'utf8' }).stdout;
   const m = /\{ (\d+), "NO_SOCKET" \}/.exec(fmt ?? '');
@@ -109,7 +137,11 @@ test('drops.bpf.o: NO_SOCKET and NETFILTER_DROP drops in a netns, exact counts, 
     const nsA = netnsInode(pair.nsA);
     const closedPort = 40001;
     const fwPort = 40002;
-    const ipt = spawnSync(ipBin(), ['netns', 'exec', pair.nsB, 'iptables', '-A', 'INPUT', '-p', 'udp', '--dport', String(fwPort), '-j', 'DROP'], { encoding: 'utf8' });
+    const ipt = spawnSync(
+      ipBin(),
+      ['netns', 'exec', pair.nsB, 'iptables', '-A', 'INPUT', '-p', 'udp', '--dport', String(fwPort), '-j', 'DROP'],
+      { encoding: 'utf8' },
+    );
     assert.equal(ipt.status, 0, `iptables: ${ipt.stderr}`);
 
     obj = new (addon().BpfObject)(bpfObjectPath('drops'));
@@ -131,7 +163,11 @@ test('drops.bpf.o: NO_SOCKET and NETFILTER_DROP drops in a netns, exact counts, 
     const sum = (ds: Drop[]): bigint => ds.reduce((s, d) => s + d.packets, 0n);
 
     const closed = inB.filter((d) => d.lport === closedPort);
-    assert.equal(sum(closed), BigInt(N), `drops to the closed port: ${JSON.stringify(closed, (_, v) => typeof v === 'bigint' ? String(v) : v)}`);
+    assert.equal(
+      sum(closed),
+      BigInt(N),
+      `drops to the closed port: ${JSON.stringify(closed, (_, v) => (typeof v === 'bigint' ? String(v) : v))}`,
+    );
     for (const d of closed) {
       assert.equal(reasons.get(d.reason), 'SKB_DROP_REASON_NO_SOCKET');
       assert.equal(d.protocol, IPPROTO_UDP);
@@ -140,7 +176,7 @@ test('drops.bpf.o: NO_SOCKET and NETFILTER_DROP drops in a netns, exact counts, 
       assert.equal(d.laddr, pair.addrB4);
       assert.equal(d.raddr, pair.addrA4);
       assert.equal(d.rport, senderClosed);
-      assert.ok(d.bytes >= d.packets * 40n, "bytes: UDP header and payload at least");
+      assert.ok(d.bytes >= d.packets * 40n, 'bytes: UDP header and payload at least');
       const s = syms.lookup(d.location);
       assert.ok(s, `location ${d.location.toString(16)} symbolizes`);
       assert.match(s.name, /udp|ip/i, `NO_SOCKET drop at ${s.name}+${s.offset}`);
@@ -161,7 +197,13 @@ test('drops.bpf.o: NO_SOCKET and NETFILTER_DROP drops in a netns, exact counts, 
     const pkts = obj.readPercpuHash('pkts').map(([k, v]) => {
       assert.equal(k.length, PKEY_SIZE);
       const dv = new DataView(k.buffer, k.byteOffset, k.byteLength);
-      return { netns: dv.getUint32(PKEY_NETNS, true), lport: dv.getUint16(PKEY_LPORT, true), protocol: k[PKEY_PROTOCOL], packets: v[0], bytes: v[1] };
+      return {
+        netns: dv.getUint32(PKEY_NETNS, true),
+        lport: dv.getUint16(PKEY_LPORT, true),
+        protocol: k[PKEY_PROTOCOL],
+        packets: v[0],
+        bytes: v[1],
+      };
     });
     const sent = pkts.find((p) => p.netns === nsA && p.lport === senderClosed && p.protocol === IPPROTO_UDP);
     assert.ok(sent, 'sender socket counted in pkts');

@@ -22,7 +22,8 @@ const DROP_ALL = path.join(repoRoot, 'build', 'bpf', 'drop_all.bpf.o');
 
 /** Sends `n` UDP datagrams from nsA to addr:port, 1 ms apart. */
 async function sendUdp(pair: VethPair, addr: string, port: number, n: number): Promise<void> {
-  const script = `const d=require('dgram').createSocket('udp4');let i=0;const f=()=>{if(i++>=${n}){d.close();return}` +
+  const script =
+    `const d=require('dgram').createSocket('udp4');let i=0;const f=()=>{if(i++>=${n}){d.close();return}` +
     `d.send(Buffer.from('x'),${port},'${addr}',()=>setTimeout(f,1))};f()`;
   const r = await runAsync(ipBin(), ['netns', 'exec', pair.nsA, process.execPath, '-e', script], 60_000);
   assert.equal(r.status, 0, r.stderr);
@@ -30,7 +31,8 @@ async function sendUdp(pair: VethPair, addr: string, port: number, n: number): P
 
 /** Runs `n` TCP connects from nsA (each one SYN, not retried: the peer answers or drops once and the client gives up at 300 ms). */
 async function tcpConnects(pair: VethPair, addr: string, port: number, n: number): Promise<void> {
-  const script = `const net=require('net');let left=${n};for(let i=0;i<${n};i++){const s=net.connect({host:'${addr}',port:${port}});` +
+  const script =
+    `const net=require('net');let left=${n};for(let i=0;i<${n};i++){const s=net.connect({host:'${addr}',port:${port}});` +
     `const t=setTimeout(()=>s.destroy(),300);s.on('error',()=>{});s.on('close',()=>{clearTimeout(t);if(--left===0)process.exit(0)});}`;
   const r = await runAsync(ipBin(), ['netns', 'exec', pair.nsA, process.execPath, '-e', script], 60_000);
   assert.equal(r.status, 0, r.stderr);
@@ -39,13 +41,19 @@ async function tcpConnects(pair: VethPair, addr: string, port: number, n: number
 /** A process in `ns` (ended by its PID at test end). */
 function inNs(t: any, ns: string, argv: string[]): { pid: number } {
   const p = spawn(ipBin(), ['netns', 'exec', ns, ...argv], { stdio: 'ignore' });
-  const kill = () => { if (p.exitCode === null && p.signalCode === null) process.kill(p.pid!, 'SIGKILL'); };
+  const kill = () => {
+    if (p.exitCode === null && p.signalCode === null) process.kill(p.pid!, 'SIGKILL');
+  };
   const unregister = onProcessExit(kill);
-  t.after(() => { kill(); unregister(); });
+  t.after(() => {
+    kill();
+    unregister();
+  });
   return { pid: p.pid! };
 }
 
-const dropsDuring = (t: any, args: string[], traffic: () => Promise<void>) => reportDuring(t, 'packet-drop-probe', args, traffic);
+const dropsDuring = (t: any, args: string[], traffic: () => Promise<void>) =>
+  reportDuring(t, 'packet-drop-probe', args, traffic);
 
 function pairWithCleanup(t: any): VethPair {
   const pair = createVethPair();
@@ -73,7 +81,11 @@ test('an iptables DROP rule: NETFILTER_DROP, layer netfilter, the service of the
   if (!needsRoot(t)) return;
   const pair = pairWithCleanup(t);
   const port = 17002;
-  inNs(t, pair.nsB, [process.execPath, '-e', `require('dgram').createSocket('udp4').bind(${port}, '${pair.addrB4}'); setInterval(() => {}, 1000)`]);
+  inNs(t, pair.nsB, [
+    process.execPath,
+    '-e',
+    `require('dgram').createSocket('udp4').bind(${port}, '${pair.addrB4}'); setInterval(() => {}, 1000)`,
+  ]);
   ip('netns', 'exec', pair.nsB, 'iptables', '-A', 'INPUT', '-p', 'udp', '--dport', String(port), '-j', 'DROP');
   await sleep(300);
   const rep = await dropsDuring(t, ['--filter', `port=${port}`], () => sendUdp(pair, pair.addrB4, port, 150));
@@ -94,7 +106,25 @@ test('a TC program returning TC_ACT_SHOT: layer tc; TCP SYNs to a closed port: N
   ip('-n', pair.nsB, 'link', 'set', pair.ifB, 'up');
   const tcPort = 17003;
   spawnOk('tc', ['-n', pair.nsB, 'qdisc', 'add', 'dev', pair.ifB, 'clsact']);
-  spawnOk('tc', ['-n', pair.nsB, 'filter', 'add', 'dev', pair.ifB, 'ingress', 'protocol', 'ip', 'prio', '1', 'bpf', 'da', 'obj', DROP_ALL, 'sec', 'tc']);
+  spawnOk('tc', [
+    '-n',
+    pair.nsB,
+    'filter',
+    'add',
+    'dev',
+    pair.ifB,
+    'ingress',
+    'protocol',
+    'ip',
+    'prio',
+    '1',
+    'bpf',
+    'da',
+    'obj',
+    DROP_ALL,
+    'sec',
+    'tc',
+  ]);
   const shot = await dropsDuring(t, ['--filter', `port=${tcPort}`], () => sendUdp(pair, pair.addrB4, tcPort, 120));
   assert.deepEqual(shot.drops.by_reason, { TC_INGRESS: 120 });
   assert.deepEqual(shot.drops.by_layer, { tc: 120 });
@@ -111,13 +141,19 @@ test('a listen backlog overflow, and generic-mode XDP dropping', async (t) => {
   const pair = pairWithCleanup(t);
   const port = 17005;
   // a server that listens with a backlog of 1 and never accepts
-  inNs(t, pair.nsB, ['python3', '-c', `import socket,time;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('${pair.addrB4}',${port}));s.listen(1);time.sleep(60)`]);
+  inNs(t, pair.nsB, [
+    'python3',
+    '-c',
+    `import socket,time;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('${pair.addrB4}',${port}));s.listen(1);time.sleep(60)`,
+  ]);
   await sleep(500);
   const over = await dropsDuring(t, ['--filter', `port=${port}`], () => tcpConnects(pair, pair.addrB4, port, 30));
   // the SYNs a full accept queue refuses are freed with consume_skb: kfree_skb does not see them, the kernel's counters do
   // (a final ACK that finds the queue full may show as TCP_LISTEN_OVERFLOW, depending on timing)
   const ns = over.drops.listen_queue_overflows.find((c: any) => c.netns === netnsInode(pair.nsB));
-  t.diagnostic(`backlog overflow: kfree_skb reasons ${JSON.stringify(over.drops.by_reason)}; listen counters ${JSON.stringify(ns)}`);
+  t.diagnostic(
+    `backlog overflow: kfree_skb reasons ${JSON.stringify(over.drops.by_reason)}; listen counters ${JSON.stringify(ns)}`,
+  );
   assert.ok(ns && ns.drops > 0 && ns.overflows > 0, JSON.stringify(over.drops.listen_queue_overflows));
 
   // XDP drops ARP too: the neighbour must be known before the program goes in
@@ -145,7 +181,14 @@ test('--format prometheus: meshprobe_drops_total{reason,layer,service}', async (
   const pair = pairWithCleanup(t);
   const port = 17007;
   const mport = await freePort();
-  const probe = startProbe('packet-drop-probe', ['--filter', `port=${port}`, '--format', 'prometheus', '--port', String(mport)]);
+  const probe = startProbe('packet-drop-probe', [
+    '--filter',
+    `port=${port}`,
+    '--format',
+    'prometheus',
+    '--port',
+    String(mport),
+  ]);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   await sendUdp(pair, pair.addrB4, port, 50);
@@ -153,7 +196,11 @@ test('--format prometheus: meshprobe_drops_total{reason,layer,service}', async (
   const text = await (await fetch(`http://127.0.0.1:${mport}/metrics`)).text();
   const exit = await probe.stop('SIGINT');
   assert.equal(exit.code, 0, exit.stderr);
-  assert.match(text, new RegExp(`^meshprobe_drops_total\\{layer="udp",reason="NO_SOCKET",service="${port}/udp"\\} 50$`, 'm'), text);
+  assert.match(
+    text,
+    new RegExp(`^meshprobe_drops_total\\{layer="udp",reason="NO_SOCKET",service="${port}/udp"\\} 50$`, 'm'),
+    text,
+  );
   assert.equal(exit.report.drops.total, 50);
 });
 
@@ -161,7 +208,9 @@ test('--sample-rate 10: the total stays exact, the breakdown holds 1 in 10 drops
   if (!needsRoot(t)) return;
   const pair = pairWithCleanup(t);
   const port = 17008;
-  const rep = await dropsDuring(t, ['--filter', `port=${port}`, '--sample-rate', '10'], () => sendUdp(pair, pair.addrB4, port, 400));
+  const rep = await dropsDuring(t, ['--filter', `port=${port}`, '--sample-rate', '10'], () =>
+    sendUdp(pair, pair.addrB4, port, 400),
+  );
   const d = rep.drops;
   assert.equal(d.total, 400);
   // binomial(400, 0.1): mean 40, sd 6; 5 sd either side
@@ -176,13 +225,18 @@ test('a full receive buffer: SOCKET_RCVBUFF, layer socket, drops = sent - receiv
   const pair = pairWithCleanup(t);
   const port = 17009;
   // a reader with a tiny buffer that reads nothing for 3 s, then drains what the socket kept and says how much
-  const reader = `import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,2048)\n` +
+  const reader =
+    `import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,2048)\n` +
     `s.bind(('${pair.addrB4}',${port}))\nprint('ready',flush=True)\ntime.sleep(3)\ns.setblocking(False)\nn=0\n` +
     `while True:\n  try:\n    s.recv(64); n+=1\n  except BlockingIOError:\n    break\nprint(n)\n`;
   let received = -1;
   const rep = await dropsDuring(t, ['--filter', `port=${port}`], async () => {
-    const p = spawn(ipBin(), ['netns', 'exec', pair.nsB, 'python3', '-c', reader], { stdio: ['ignore', 'pipe', 'inherit'] });
-    t.after(() => { if (p.exitCode === null) process.kill(p.pid!, 'SIGKILL'); });
+    const p = spawn(ipBin(), ['netns', 'exec', pair.nsB, 'python3', '-c', reader], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    t.after(() => {
+      if (p.exitCode === null) process.kill(p.pid!, 'SIGKILL');
+    });
     let out = '';
     p.stdout.on('data', (b) => (out += b));
     for (let i = 0; !out.includes('ready'); i++) {

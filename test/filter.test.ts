@@ -10,7 +10,14 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseFilter, parseFilters } from '../src/filter/parse.js';
 import { parseServices, matchService } from '../src/filter/services.js';
-import { cgroup2Root, cgroupInfo, podCgroups, podUids, resolveFilters, type ResolveEnv } from '../src/filter/resolve.js';
+import {
+  cgroup2Root,
+  cgroupInfo,
+  podCgroups,
+  podUids,
+  resolveFilters,
+  type ResolveEnv,
+} from '../src/filter/resolve.js';
 import { encodeSelectors, SELECTOR } from '../src/filter/kernel.js';
 import { MeshprobeError } from '../src/errors.js';
 import { mploadBinary, runClient, startTestServer, type RunningServer } from './helpers/workload.js';
@@ -24,7 +31,10 @@ const usage = (fn: () => unknown, re: RegExp) =>
 
 test('parse: key=value, comma lists, and one-line errors for bad expressions', () => {
   assert.deepEqual(parseFilter('port=80,443'), { key: 'port', values: ['80', '443'], text: 'port=80,443' });
-  assert.deepEqual(parseFilters(['service=api-server', 'namespace=production']).map((c) => c.key), ['service', 'namespace']);
+  assert.deepEqual(
+    parseFilters(['service=api-server', 'namespace=production']).map((c) => c.key),
+    ['service', 'namespace'],
+  );
   usage(() => parseFilter('port'), /use key=value/);
   usage(() => parseFilter('colour=red'), /unknown --filter key "colour".*port, pid, comm/);
   usage(() => parseFilter('port=http'), /port "http" must be a number/);
@@ -36,7 +46,9 @@ test('parse: key=value, comma lists, and one-line errors for bad expressions', (
 });
 
 test('services file: JSON and line forms, first match wins, kinds all hold', () => {
-  const lines = parseServices('# name  selectors\napi-server port=8080,8443 comm=api\nbilling netns=billing\nweb port=80\n');
+  const lines = parseServices(
+    '# name  selectors\napi-server port=8080,8443 comm=api\nbilling netns=billing\nweb port=80\n',
+  );
   assert.deepEqual(lines[0], { name: 'api-server', ports: [8080, 8443], comm: ['api'], cgroup: [], netns: [] });
   const json = parseServices(JSON.stringify({ 'api-server': { ports: [8080, 8443], comm: 'api' }, web: { port: 80 } }));
   assert.deepEqual(json[0], lines[0]);
@@ -54,17 +66,30 @@ test('services file: JSON and line forms, first match wins, kinds all hold', () 
 });
 
 test('struct mp_selector: the encoder uses the offsets the C compiler gives', () => {
-  const src = `#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n#include "${path.join(repoRoot, 'bpf', 'filter.h')}"\n` +
+  const src =
+    `#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n#include "${path.join(repoRoot, 'bpf', 'filter.h')}"\n` +
     'int main(void){printf("%zu %zu %zu %zu %zu %zu %zu %zu %d\\n", sizeof(struct mp_selector), offsetof(struct mp_selector, cgroup_id),' +
     'offsetof(struct mp_selector, tgid), offsetof(struct mp_selector, netns), offsetof(struct mp_selector, port),' +
     'offsetof(struct mp_selector, cgroup_slot), offsetof(struct mp_selector, clause), offsetof(struct mp_selector, comm), MP_MAX_SELECTORS);return 0;}';
   const dir = tempDir();
   writeFileSync(path.join(dir, 'l.c'), src);
   execFileSync('cc', ['-o', path.join(dir, 'l'), path.join(dir, 'l.c')]);
-  const [size, cg, tgid, netns, port, slot, clause, comm, max] = execFileSync(path.join(dir, 'l'), { encoding: 'utf8' }).trim().split(' ').map(Number);
+  const [size, cg, tgid, netns, port, slot, clause, comm, max] = execFileSync(path.join(dir, 'l'), { encoding: 'utf8' })
+    .trim()
+    .split(' ')
+    .map(Number);
   assert.deepEqual(
     { size, cg, tgid, netns, port, slot, clause, comm },
-    { size: SELECTOR.size, cg: SELECTOR.cgroup_id, tgid: SELECTOR.tgid, netns: SELECTOR.netns, port: SELECTOR.port, slot: SELECTOR.cgroup_slot, clause: SELECTOR.clause, comm: SELECTOR.comm },
+    {
+      size: SELECTOR.size,
+      cg: SELECTOR.cgroup_id,
+      tgid: SELECTOR.tgid,
+      netns: SELECTOR.netns,
+      port: SELECTOR.port,
+      slot: SELECTOR.cgroup_slot,
+      clause: SELECTOR.clause,
+      comm: SELECTOR.comm,
+    },
   );
   const bytes = encodeSelectors([
     { clause: 0, cgroupId: 5n, cgroupDir: '/sys/fs/cgroup/a' },
@@ -149,7 +174,10 @@ test('resolve: netns names, cgroup paths (id = inode, level = depth), namespaces
   assert.equal(info.id, statSync(path.join(root!, cgs[0]), { bigint: true }).ino);
   assert.equal(info.dir, path.join(root!, cgs[0]));
   const r = resolveFilters(parseFilters(['namespace=production', 'port=80,443']), [], env);
-  assert.deepEqual(r.selectors.map((s) => s.clause), [0, 1, 1]);
+  assert.deepEqual(
+    r.selectors.map((s) => s.clause),
+    [0, 1, 1],
+  );
   assert.equal(r.selectors[0].cgroupId, info.id);
   usage(() => resolveFilters(parseFilters(['namespace=nowhere']), [], env), /no pod of namespace "nowhere"/);
   usage(() => resolveFilters(parseFilters(['netns=mp-no-such-ns']), [], env), /no network namespace "mp-no-such-ns"/);
@@ -159,17 +187,31 @@ test('resolve: netns names, cgroup paths (id = inode, level = depth), namespaces
   const svc = parseServices('api port=8080,8443 comm=api');
   assert.deepEqual(
     resolveFilters(parseFilters(['service=api']), svc, env).selectors.map((s) => [s.port, s.comm]),
-    [[8080, 'api'], [8443, 'api']],
+    [
+      [8080, 'api'],
+      [8443, 'api'],
+    ],
   );
-  assert.deepEqual(resolveFilters(parseFilters(['service=nginx:80']), [], env).selectors, [{ clause: 0, comm: 'nginx', port: 80 }]);
+  assert.deepEqual(resolveFilters(parseFilters(['service=nginx:80']), [], env).selectors, [
+    { clause: 0, comm: 'nginx', port: 80 },
+  ]);
 });
 
 // --- real traffic -----------------------------------------------------------
 
-interface Counts { client: number; server: number; report: any }
+interface Counts {
+  client: number;
+  server: number;
+  report: any;
+}
 
 /** Runs the probe with `args` while `traffic` runs; returns what each view counted. */
-async function probeWith(t: any, args: string[], traffic: () => Promise<void>, env?: NodeJS.ProcessEnv): Promise<Counts> {
+async function probeWith(
+  t: any,
+  args: string[],
+  traffic: () => Promise<void>,
+  env?: NodeJS.ProcessEnv,
+): Promise<Counts> {
   const probe = startProbe('latency-probe', args, { env });
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
@@ -181,7 +223,11 @@ async function probeWith(t: any, args: string[], traffic: () => Promise<void>, e
   return { client: m.client.total_requests, server: m.server.total_requests, report: exit.report };
 }
 
-async function servers(t: AfterHook, n: number, opts: { netns?: string; addr?: string } = {}): Promise<RunningServer[]> {
+async function servers(
+  t: AfterHook,
+  n: number,
+  opts: { netns?: string; addr?: string } = {},
+): Promise<RunningServer[]> {
   const out: RunningServer[] = [];
   for (let i = 0; i < n; i++) out.push(await startTestServer(t, opts));
   return out;
@@ -256,7 +302,8 @@ function moveInto(root: string, rel: string, s: RunningServer): void {
   writeFileSync(path.join(root, rel, 'cgroup.procs'), String(s.pid));
   const unregister = onProcessExit(() => {
     try {
-      if (readFileSync(`/proc/${s.pid}/cgroup`, 'utf8').trim().endsWith(`:${rel}`)) writeFileSync(path.join(root, 'cgroup.procs'), String(s.pid));
+      if (readFileSync(`/proc/${s.pid}/cgroup`, 'utf8').trim().endsWith(`:${rel}`))
+        writeFileSync(path.join(root, 'cgroup.procs'), String(s.pid));
     } catch {
       /* it ended */
     }

@@ -14,7 +14,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT } from '../src/paths.js';
 import { VIEW_COLOR, OVERHEAD_COLOR, SERIES } from '../src/html/palette.js';
-import { chartsOf, countNear, dumpDom, pageRequests, pixelStats, readPng, requireChromium, screenshot } from './helpers/chromium.js';
+import {
+  chartsOf,
+  countNear,
+  dumpDom,
+  pageRequests,
+  pixelStats,
+  readPng,
+  requireChromium,
+  screenshot,
+} from './helpers/chromium.js';
 
 const FIXTURES = path.join(REPO_ROOT, 'test', 'fixtures', 'report');
 const CLI = path.join(REPO_ROOT, 'dist', 'src', 'cli', 'generate-report.js');
@@ -25,12 +34,24 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 /** The page of all four inputs (latency as a json-stream: time series too), written by the command. */
 function makePage(): string {
   const out = path.join(dir, 'report.html');
-  const r = spawnSync(process.execPath, [CLI,
-    '--include-ebpf-metrics', path.join(FIXTURES, 'latency-stream.ndjson'),
-    '--connections', path.join(FIXTURES, 'connections.json'),
-    '--drops', path.join(FIXTURES, 'drops.json'),
-    '--compare', path.join(FIXTURES, 'analysis.json'),
-    '--output', out, '--quiet'], { encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [
+      CLI,
+      '--include-ebpf-metrics',
+      path.join(FIXTURES, 'latency-stream.ndjson'),
+      '--connections',
+      path.join(FIXTURES, 'connections.json'),
+      '--drops',
+      path.join(FIXTURES, 'drops.json'),
+      '--compare',
+      path.join(FIXTURES, 'analysis.json'),
+      '--output',
+      out,
+      '--quiet',
+    ],
+    { encoding: 'utf8' },
+  );
   assert.equal(r.status, 0, r.stderr);
   return out;
 }
@@ -41,7 +62,7 @@ describe('generate-report in headless Chromium', () => {
   const page = makePage();
   const source = readFileSync(page, 'utf8');
 
-  test('the screenshot is not blank: ink, and the charts\' colours', async (t) => {
+  test("the screenshot is not blank: ink, and the charts' colours", async (t) => {
     const bin = requireChromium(t);
     if (!bin) return;
     const png = path.join(dir, 'report.png');
@@ -57,8 +78,11 @@ describe('generate-report in headless Chromium', () => {
     assert.ok(s.coloured > 0.02, `colour on ${(s.coloured * 100).toFixed(1)} % of the page`);
     // the views' lines and bars, the overhead parts, the drop/failure red: each drawn somewhere
     const wanted: Record<string, string> = {
-      'client view': VIEW_COLOR.client, 'server view': VIEW_COLOR.server, 'network view': VIEW_COLOR.network,
-      'kernel part': OVERHEAD_COLOR.kernel, 'failures and drops': SERIES[3],
+      'client view': VIEW_COLOR.client,
+      'server view': VIEW_COLOR.server,
+      'network view': VIEW_COLOR.network,
+      'kernel part': OVERHEAD_COLOR.kernel,
+      'failures and drops': SERIES[3],
     };
     for (const [what, colour] of Object.entries(wanted)) {
       const n = countNear(img, colour, 8);
@@ -93,18 +117,40 @@ describe('generate-report in headless Chromium', () => {
     assert.match(dom, /<h1>meshprobe report · vm<\/h1>/);
     const inDom = chartsOf(dom);
     const inFile = chartsOf(source);
-    const expected = ['latency-cdf', 'latency-histogram', 'service-cdf', 'service-histogram', 'overhead-breakdown', 'overhead-added',
-      'connection-timing', 'connection-lifecycle', 'connection-failures', 'tls-versions', 'connection-setup-by-service',
-      'connections-by-service', 'drops-by-reason', 'drops-by-layer', 'drops-by-service', 'compare', 'compare',
-      'latency-timeseries', 'request-rate'];
+    const expected = [
+      'latency-cdf',
+      'latency-histogram',
+      'service-cdf',
+      'service-histogram',
+      'overhead-breakdown',
+      'overhead-added',
+      'connection-timing',
+      'connection-lifecycle',
+      'connection-failures',
+      'tls-versions',
+      'connection-setup-by-service',
+      'connections-by-service',
+      'drops-by-reason',
+      'drops-by-layer',
+      'drops-by-service',
+      'compare',
+      'compare',
+      'latency-timeseries',
+      'request-rate',
+    ];
     assert.deepEqual(inDom.map((c) => c.chart).sort(), [...expected].sort(), 'the charts the four inputs call for');
     assert.equal(inDom.length, inFile.length);
     for (const [i, c] of inDom.entries()) {
       const f = inFile[i];
       assert.equal(c.chart, f.chart);
       assert.deepEqual(c.series, f.series, `${c.chart}: series`);
-      assert.deepEqual(c.groups.map((g) => [g.key, g.bars, g.points, g.paths.length]), f.groups.map((g) => [g.key, g.bars, g.points, g.paths.length]), `${c.chart}: marks per series`);
-      for (const g of c.groups) for (const d of g.paths) assert.match(d, /^M[\d.]+,[\d.]+[LHV]/, `${c.chart} ${g.key}: a path with segments`);
+      assert.deepEqual(
+        c.groups.map((g) => [g.key, g.bars, g.points, g.paths.length]),
+        f.groups.map((g) => [g.key, g.bars, g.points, g.paths.length]),
+        `${c.chart}: marks per series`,
+      );
+      for (const g of c.groups)
+        for (const d of g.paths) assert.match(d, /^M[\d.]+,[\d.]+[LHV]/, `${c.chart} ${g.key}: a path with segments`);
     }
     // the CDF: one line per view, each with many points; the latency axis is log
     const cdf = inDom.find((c) => c.chart === 'latency-cdf')!;

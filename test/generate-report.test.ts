@@ -32,7 +32,9 @@ function tmp(): string {
   dirs.push(d);
   return d;
 }
-process.on('exit', () => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+process.on('exit', () => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 const json = (name: string) => JSON.parse(readFileSync(fx(name), 'utf8')) as Record<string, any>;
 const GEN = { version: 'test', at: '2026-11-26T10:00:00.000Z' };
@@ -55,10 +57,16 @@ function loadObjects(objs: Partial<Record<InputKind, unknown>>): ReportInputs {
   return load(files);
 }
 
-const ALL = { latency: fx('latency.json'), connections: fx('connections.json'), drops: fx('drops.json'), compare: fx('analysis.json') };
+const ALL = {
+  latency: fx('latency.json'),
+  connections: fx('connections.json'),
+  drops: fx('drops.json'),
+  compare: fx('analysis.json'),
+};
 
 /** The count of marks each series of a chart draws. */
-const marks = (g: ChartEl['groups'][number]) => g.bars + g.points + g.paths.filter((d) => /^M[\d.]+,[\d.]+L/.test(d)).length;
+const marks = (g: ChartEl['groups'][number]) =>
+  g.bars + g.points + g.paths.filter((d) => /^M[\d.]+,[\d.]+L/.test(d)).length;
 
 // ------------------------------------------------------------ the full page
 
@@ -70,13 +78,32 @@ describe('the page from all four inputs', () => {
   const analysis = json('analysis.json');
 
   test('has every chart, each series drawn (series match the inputs)', () => {
-    const expected = ['latency-cdf', 'latency-histogram', 'service-cdf', 'service-histogram', 'overhead-breakdown', 'overhead-added',
-      'connection-timing', 'connection-lifecycle', 'connection-failures', 'tls-versions', 'connection-setup-by-service', 'connections-by-service',
-      'drops-by-reason', 'drops-by-layer', 'drops-by-service', 'compare'];
+    const expected = [
+      'latency-cdf',
+      'latency-histogram',
+      'service-cdf',
+      'service-histogram',
+      'overhead-breakdown',
+      'overhead-added',
+      'connection-timing',
+      'connection-lifecycle',
+      'connection-failures',
+      'tls-versions',
+      'connection-setup-by-service',
+      'connections-by-service',
+      'drops-by-reason',
+      'drops-by-layer',
+      'drops-by-service',
+      'compare',
+    ];
     const names = new Set(chartsOf(page).map((c) => c.chart));
     for (const e of expected) assert.ok(names.has(e), `chart ${e} is on the page`);
     for (const c of chartsOf(page)) {
-      assert.deepEqual(c.groups.map((g) => g.key), c.series, `${c.chart}: a <g class="series"> per data-series entry, in order`);
+      assert.deepEqual(
+        c.groups.map((g) => g.key),
+        c.series,
+        `${c.chart}: a <g class="series"> per data-series entry, in order`,
+      );
       assert.ok(/^0 0 \d+(\.\d+)? \d+(\.\d+)?$/.test(c.attrs.viewBox), `${c.chart} has a viewBox`);
       assert.ok(c.attrs['aria-label'], `${c.chart} has a text alternative`);
       assert.match(c.body, /class="tick"/, `${c.chart} has axis ticks`);
@@ -97,7 +124,10 @@ describe('the page from all four inputs', () => {
       assert.equal(g.paths.length, 1);
       // one vertex per bucket at most (flat runs merge), plus the start
       const vertices = (g.paths[0].match(/[ML]/g) ?? []).length;
-      assert.ok(vertices > 20 && vertices <= view.buckets.length * 2 + 1, `${g.key}: ${vertices} vertices for ${view.buckets.length} buckets`);
+      assert.ok(
+        vertices > 20 && vertices <= view.buckets.length * 2 + 1,
+        `${g.key}: ${vertices} vertices for ${view.buckets.length} buckets`,
+      );
       assert.equal(g.points, 4, `${g.key}: p50, p90, p99, p99.9 marked`);
     }
     assert.match(cdf.body, />1 ms</, 'time ticks carry units');
@@ -108,12 +138,17 @@ describe('the page from all four inputs', () => {
 
   test('per service: CDF through the six percentiles, counts per range; the busiest first', () => {
     const svc = chart(page, 'service-cdf');
-    assert.deepEqual(svc.series, lat.metrics.services.map((s: any) => `${s.service} (${s.role})`));
+    assert.deepEqual(
+      svc.series,
+      lat.metrics.services.map((s: any) => `${s.service} (${s.role})`),
+    );
     for (const g of svc.groups) assert.equal(g.points, 6, 'p50 p75 p90 p95 p99 p99.9');
     const hist = chart(page, 'service-histogram');
     // each service: a bar per non-empty range
     for (const [i, g] of hist.groups.entries()) {
-      const nonEmpty = Object.values(lat.metrics.services[i].latency_histogram as Record<string, number>).filter((v) => v > 0).length;
+      const nonEmpty = Object.values(lat.metrics.services[i].latency_histogram as Record<string, number>).filter(
+        (v) => v > 0,
+      ).length;
       assert.equal(g.bars, nonEmpty, g.key);
     }
   });
@@ -122,7 +157,10 @@ describe('the page from all four inputs', () => {
     const oh = chart(page, 'overhead-breakdown');
     assert.equal(oh.attrs['data-mesh'], 'none');
     assert.deepEqual(oh.series, ['application', 'kernel', 'mesh']);
-    assert.deepEqual(oh.groups.map((g) => g.bars), [1, 1, 0]);
+    assert.deepEqual(
+      oh.groups.map((g) => g.bars),
+      [1, 1, 0],
+    );
     assert.match(oh.body, /no sidecar seen/);
     assert.match(page, /data-no-sidecar="true"/);
     const added = chart(page, 'overhead-added');
@@ -132,17 +170,31 @@ describe('the page from all four inputs', () => {
   test('connections: a timing row per measure and side the report has; failures, TLS versions, services', () => {
     const c = conns.connections;
     const timing = chart(page, 'connection-timing');
-    const rows = ['setup_ms_by_side', 'tls_handshake_ms_by_side', 'tls_handshake_libssl_ms', 'tls_after_connect_ms']
-      .flatMap((f) => ['client', 'server'].filter((s) => c[f][s]).map((s) => `${f}:${s}`));
+    const rows = [
+      'setup_ms_by_side',
+      'tls_handshake_ms_by_side',
+      'tls_handshake_libssl_ms',
+      'tls_after_connect_ms',
+    ].flatMap((f) => ['client', 'server'].filter((s) => c[f][s]).map((s) => `${f}:${s}`));
     assert.deepEqual(timing.series, rows);
     for (const g of timing.groups) {
       assert.equal(g.bars, 1, `${g.key}: the p50-p99 bar`);
       assert.equal(g.points, 4, `${g.key}: p50, p90, p99, p99.9 dots`);
     }
     const fail = chart(page, 'connection-failures');
-    assert.deepEqual(fail.series, Object.entries(c.failed).filter(([k, v]) => k !== 'total' && (v as number) > 0).map(([k]) => k));
+    assert.deepEqual(
+      fail.series,
+      Object.entries(c.failed)
+        .filter(([k, v]) => k !== 'total' && (v as number) > 0)
+        .map(([k]) => k),
+    );
     const tls = chart(page, 'tls-versions');
-    assert.deepEqual(tls.series, Object.entries(c.tls_versions).filter(([, v]) => (v as number) > 0).map(([k]) => k));
+    assert.deepEqual(
+      tls.series,
+      Object.entries(c.tls_versions)
+        .filter(([, v]) => (v as number) > 0)
+        .map(([k]) => k),
+    );
     const by = chart(page, 'connections-by-service');
     assert.equal(by.groups[0].bars, c.by_service.filter((s: any) => s.opened > 0).length, 'opened bars');
     assert.equal(by.groups[1].bars, c.by_service.filter((s: any) => s.failed > 0).length, 'failed bars');
@@ -153,9 +205,15 @@ describe('the page from all four inputs', () => {
     assert.deepEqual(chart(page, 'drops-by-reason').series, Object.keys(d.by_reason));
     const layer = chart(page, 'drops-by-layer');
     assert.deepEqual(layer.series, Object.keys(d.by_layer));
-    assert.deepEqual(layer.groups.map((g) => g.bars), Object.keys(d.by_layer).map(() => 1));
+    assert.deepEqual(
+      layer.groups.map((g) => g.bars),
+      Object.keys(d.by_layer).map(() => 1),
+    );
     const svc = chart(page, 'drops-by-service');
-    assert.equal(svc.groups.reduce((a, g) => a + g.bars, 0), d.by_service.length);
+    assert.equal(
+      svc.groups.reduce((a, g) => a + g.bars, 0),
+      d.by_service.length,
+    );
     assert.match(svc.body, /data-value="50"/);
   });
 
@@ -166,7 +224,11 @@ describe('the page from all four inputs', () => {
       const s = analysis.services[i];
       assert.equal(c.attrs['data-service'], s.service);
       // and a grey series per mesh view that analyze-latency recomputed from the kernel's requests
-      const sims = new Set(s.differences.filter((d: any) => typeof d.mesh_from_ebpf_ms === 'number').map((d: any) => `${d.source} ${d.reporter}`)).size;
+      const sims = new Set(
+        s.differences
+          .filter((d: any) => typeof d.mesh_from_ebpf_ms === 'number')
+          .map((d: any) => `${d.source} ${d.reporter}`),
+      ).size;
       assert.equal(c.series.length, s.ebpf.length + s.mesh.length + sims);
       for (const g of c.groups) assert.ok(g.bars >= 1, `${s.service} ${g.key} drawn`);
     }
@@ -176,10 +238,18 @@ describe('the page from all four inputs', () => {
 
   test('summary, metadata, and no missing-input notes', () => {
     assert.match(page, /<table class="summary">/);
-    for (const key of ['requests', 'latency-client', 'latency-server', 'drops', 'connections', 'tls', 'overhead']) assert.match(page, new RegExp(`data-key="${key}"`));
+    for (const key of ['requests', 'latency-client', 'latency-server', 'drops', 'connections', 'tls', 'overhead'])
+      assert.match(page, new RegExp(`data-key="${key}"`));
     assert.match(page, /3,200 client view, 3,200 server view/);
     assert.match(page, /<td>60 \(9\.87\/s\): NO_SOCKET 60<\/td>/);
-    for (const s of ['6.18.44-fc-v669', '2026-11-26 06:49:57 UTC', '10.1 s', 'latency-probe, report version 1', 'connection-tracker, report version 2']) assert.ok(page.includes(s), s);
+    for (const s of [
+      '6.18.44-fc-v669',
+      '2026-11-26 06:49:57 UTC',
+      '10.1 s',
+      'latency-probe, report version 1',
+      'connection-tracker, report version 2',
+    ])
+      assert.ok(page.includes(s), s);
     assert.doesNotMatch(page, /data-missing=/);
   });
 
@@ -207,10 +277,17 @@ describe('figures', () => {
       assert.equal(cdf[0].y, 0);
       assert.equal(cdf[cdf.length - 1].y, 1);
       for (let i = 1; i < cdf.length; i++) assert.ok(cdf[i].x >= cdf[i - 1].x && cdf[i].y >= cdf[i - 1].y, 'monotone');
-      for (const [name, q] of [['p50', 0.5], ['p90', 0.9], ['p99', 0.99]] as const) {
+      for (const [name, q] of [
+        ['p50', 0.5],
+        ['p90', 0.9],
+        ['p99', 0.99],
+      ] as const) {
         const at = cdf.find((p) => p.y >= q)!.x; // upper edge of the bucket holding the q-th request
         const want = view.percentiles[name];
-        assert.ok(at >= want && at <= want * 1.02 + 1e-4, `${v} ${name}: CDF reaches ${q} at ${at} ms, report says ${want} ms`);
+        assert.ok(
+          at >= want && at <= want * 1.02 + 1e-4,
+          `${v} ${name}: CDF reaches ${q} at ${at} ms, report says ${want} ms`,
+        );
       }
     }
   });
@@ -218,7 +295,10 @@ describe('figures', () => {
   test('re-binning keeps every request', () => {
     const view = lat.metrics.client;
     const bins = rebinLog(bucketsMs(view.buckets, view.max_ms), 10);
-    assert.equal(bins.reduce((a, b) => a + b.count, 0), view.total_requests);
+    assert.equal(
+      bins.reduce((a, b) => a + b.count, 0),
+      view.total_requests,
+    );
     for (const b of bins) assert.ok(Math.abs(Math.log10(b.hi / b.lo) - 0.1) < 1e-9, 'ten bins per decade');
   });
 
@@ -233,7 +313,7 @@ describe('figures', () => {
     assert.ok(Math.abs(l(0.01) - 0) < 1e-9 && Math.abs(l(30) - 300) < 1e-9);
     const t = tailScale([100, 0], 3);
     assert.ok(t(0.5) > t(0.9) && t(0.9) > t(0.99) && t(0.99) > t(0.999), 'higher percentiles higher up');
-    assert.ok(Math.abs((t(0.9) - t(0.99)) - (t(0.99) - t(0.999))) < 1e-9, 'each nine equally spaced');
+    assert.ok(Math.abs(t(0.9) - t(0.99) - (t(0.99) - t(0.999))) < 1e-9, 'each nine equally spaced');
   });
 
   test('times read with their unit', () => {
@@ -249,16 +329,65 @@ describe('figures', () => {
 /** An overhead_analysis as src/report/overhead.ts writes it, with two sidecars. */
 function meshOverhead() {
   return {
-    requests: 1000, total_ms: 3.2, application_ms: 2.0, kernel_processing_ms: 0.4, mesh_processing_ms: 0.8,
+    requests: 1000,
+    total_ms: 3.2,
+    application_ms: 2.0,
+    kernel_processing_ms: 0.4,
+    mesh_processing_ms: 0.8,
     proxy_comms: ['envoy', 'haproxy', 'linkerd2-proxy'],
     proxies: [
-      { comm: 'envoy', pid: 101, netns: 4026532001, requests: 1000, upstream_requests: 1000, downstream_ms: 2.9, upstream_ms: 2.5, processing_ms: 0.4 },
-      { comm: 'envoy', pid: 202, netns: 4026532002, requests: 1000, upstream_requests: 1000, downstream_ms: 2.4, upstream_ms: 2.0, processing_ms: 0.4 },
+      {
+        comm: 'envoy',
+        pid: 101,
+        netns: 4026532001,
+        requests: 1000,
+        upstream_requests: 1000,
+        downstream_ms: 2.9,
+        upstream_ms: 2.5,
+        processing_ms: 0.4,
+      },
+      {
+        comm: 'envoy',
+        pid: 202,
+        netns: 4026532002,
+        requests: 1000,
+        upstream_requests: 1000,
+        downstream_ms: 2.4,
+        upstream_ms: 2.0,
+        processing_ms: 0.4,
+      },
     ],
     by_service: [
-      { service: 'api:8080', requests: 700, total_ms: 3.5, application_ms: 2.2, kernel_processing_ms: 0.5, mesh_processing_ms: 0.8, path: ['101:envoy', '202:envoy'], clients_seen: true },
-      { service: 'db:5432', requests: 300, total_ms: 2.5, application_ms: 1.5, kernel_processing_ms: null, mesh_processing_ms: null, path: ['101:envoy'], clients_seen: true },
-      { service: 'cache:6379', requests: 50, total_ms: 0.3, application_ms: 0.25, kernel_processing_ms: 0.05, mesh_processing_ms: 0, path: [], clients_seen: false },
+      {
+        service: 'api:8080',
+        requests: 700,
+        total_ms: 3.5,
+        application_ms: 2.2,
+        kernel_processing_ms: 0.5,
+        mesh_processing_ms: 0.8,
+        path: ['101:envoy', '202:envoy'],
+        clients_seen: true,
+      },
+      {
+        service: 'db:5432',
+        requests: 300,
+        total_ms: 2.5,
+        application_ms: 1.5,
+        kernel_processing_ms: null,
+        mesh_processing_ms: null,
+        path: ['101:envoy'],
+        clients_seen: true,
+      },
+      {
+        service: 'cache:6379',
+        requests: 50,
+        total_ms: 0.3,
+        application_ms: 0.25,
+        kernel_processing_ms: 0.05,
+        mesh_processing_ms: 0,
+        path: [],
+        clients_seen: false,
+      },
     ],
     requests_unpaired: 12,
     network_srtt_ms: 0.05,
@@ -293,7 +422,14 @@ describe('overhead breakdown', () => {
 
   test('no server view: the total is drawn whole, not split', () => {
     const lat = json('latency.json');
-    lat.metrics.overhead_analysis = { total_ms: 4.2, application_ms: null, kernel_processing_ms: null, mesh_processing_ms: null, network_srtt_ms: null, method: 'x' };
+    lat.metrics.overhead_analysis = {
+      total_ms: 4.2,
+      application_ms: null,
+      kernel_processing_ms: null,
+      mesh_processing_ms: null,
+      network_srtt_ms: null,
+      method: 'x',
+    };
     const page = buildReport(loadObjects({ latency: lat }), GEN);
     const oh = chart(page, 'overhead-breakdown');
     assert.equal(oh.groups.find((g) => g.key === 'unsplit')!.bars, 1);
@@ -301,7 +437,7 @@ describe('overhead breakdown', () => {
     assert.ok(!chartsOf(page).some((c) => c.chart === 'overhead-added'));
   });
 
-  test('analyze-latency\'s copy is used when no latency report is given', () => {
+  test("analyze-latency's copy is used when no latency report is given", () => {
     const page = buildReport(load({ compare: ALL.compare }), GEN);
     assert.equal(chart(page, 'overhead-breakdown').groups[0].bars, 1);
   });
@@ -325,7 +461,7 @@ test('user text is escaped everywhere: a service named <script>alert(1)</script>
   oa.by_service[0].service = evil;
   lat.metrics.overhead_analysis = oa;
   const page = buildReport(loadObjects({ latency: lat, drops, compare: analysis }), GEN);
-  assert.equal((page.match(/<script\b/g) ?? []).length, 1, 'only the page\'s own script');
+  assert.equal((page.match(/<script\b/g) ?? []).length, 1, "only the page's own script");
   assert.ok(!page.includes('<img'), 'no element from a host name');
   assert.ok(page.includes('&lt;script&gt;alert(1)&lt;/script&gt;'), 'the name is shown, as text');
   // attributes too: data-series and data-service carry the escaped name
@@ -357,16 +493,34 @@ describe('inputs', () => {
 
   test('json-stream of packet-drop-probe and connection-tracker: their rates over time', () => {
     const d = tmp();
-    const stream = (name: string, probe: string, rep: Record<string, any>, interval: (i: number) => Record<string, unknown>) => {
+    const stream = (
+      name: string,
+      probe: string,
+      rep: Record<string, any>,
+      interval: (i: number) => Record<string, unknown>,
+    ) => {
       const t0 = Date.parse(rep.timestamp);
       const lines = [0, 1, 2, 3].map((i) => ({
-        type: 'interval', probe, seq: i, start: new Date(t0 + i * 1000).toISOString(), end: new Date(t0 + (i + 1) * 1000).toISOString(), duration_seconds: 1, ...interval(i),
+        type: 'interval',
+        probe,
+        seq: i,
+        start: new Date(t0 + i * 1000).toISOString(),
+        end: new Date(t0 + (i + 1) * 1000).toISOString(),
+        duration_seconds: 1,
+        ...interval(i),
       }));
-      writeFileSync(path.join(d, name), [...lines, { type: 'summary', ...rep }].map((l) => JSON.stringify(l)).join('\n') + '\n');
+      writeFileSync(
+        path.join(d, name),
+        [...lines, { type: 'summary', ...rep }].map((l) => JSON.stringify(l)).join('\n') + '\n',
+      );
       return path.join(d, name);
     };
-    const drops = stream('drops.ndjson', 'packet-drop-probe', json('drops.json'), (i) => ({ drops: { total: [0, 50, 10, 0][i] } }));
-    const conns = stream('conns.ndjson', 'connection-tracker', json('connections.json'), (i) => ({ connections: { opened: [100, 300, 400, 68][i], failed: { total: [0, 20, 0, 0][i] } } }));
+    const drops = stream('drops.ndjson', 'packet-drop-probe', json('drops.json'), (i) => ({
+      drops: { total: [0, 50, 10, 0][i] },
+    }));
+    const conns = stream('conns.ndjson', 'connection-tracker', json('connections.json'), (i) => ({
+      connections: { opened: [100, 300, 400, 68][i], failed: { total: [0, 20, 0, 0][i] } },
+    }));
     const page = buildReport(load({ drops, connections: conns }), GEN);
     const dr = chart(page, 'drops-timeseries');
     assert.deepEqual(dr.series, ['drops']);
@@ -394,12 +548,36 @@ describe('inputs', () => {
 
   test('a report with nothing measured: charts say so, nothing breaks', () => {
     const lat = json('latency.json');
-    for (const v of ['client', 'server', 'network']) lat.metrics[v] = { total_requests: 0, latency_histogram: {}, percentiles: {}, mean_ms: 0, min_ms: 0, max_ms: 0, buckets: [] };
+    for (const v of ['client', 'server', 'network'])
+      lat.metrics[v] = {
+        total_requests: 0,
+        latency_histogram: {},
+        percentiles: {},
+        mean_ms: 0,
+        min_ms: 0,
+        max_ms: 0,
+        buckets: [],
+      };
     lat.metrics.services = [];
     lat.metrics.connections = [];
-    lat.metrics.overhead_analysis = { total_ms: null, application_ms: null, kernel_processing_ms: null, mesh_processing_ms: null, network_srtt_ms: null, method: 'x' };
+    lat.metrics.overhead_analysis = {
+      total_ms: null,
+      application_ms: null,
+      kernel_processing_ms: null,
+      mesh_processing_ms: null,
+      network_srtt_ms: null,
+      method: 'x',
+    };
     const drops = json('drops.json');
-    drops.drops = { total: 0, rate_per_s: 0, by_reason: {}, by_layer: {}, by_service: [], top_flows: [], top_functions: [] };
+    drops.drops = {
+      total: 0,
+      rate_per_s: 0,
+      by_reason: {},
+      by_layer: {},
+      by_service: [],
+      top_flows: [],
+      top_functions: [],
+    };
     const page = buildReport(loadObjects({ latency: lat, drops }), GEN);
     assert.match(page, /data-chart-empty="latency-cdf"/);
     assert.match(page, /data-chart-empty="overhead-breakdown"/);
@@ -409,13 +587,37 @@ describe('inputs', () => {
 
   test('a latency report of the original shape (no probe field, no buckets) is drawn from its percentiles', () => {
     const old = {
-      timestamp: '2025-10-02T14:30:00Z', duration_seconds: 60,
+      timestamp: '2025-10-02T14:30:00Z',
+      duration_seconds: 60,
       metrics: {
         total_requests: 150000,
-        latency_histogram: { '0-1ms': 120000, '1-5ms': 25000, '5-10ms': 4000, '10-50ms': 900, '50-100ms': 90, '100ms+': 10 },
+        latency_histogram: {
+          '0-1ms': 120000,
+          '1-5ms': 25000,
+          '5-10ms': 4000,
+          '10-50ms': 900,
+          '50-100ms': 90,
+          '100ms+': 10,
+        },
         percentiles: { p50: 0.8, p95: 3.2, p99: 8.5, p999: 45.2 },
-        client: { total_requests: 150000, percentiles: { p50: 0.8, p95: 3.2, p99: 8.5, p999: 45.2 }, latency_histogram: { '0-1ms': 120000, '1-5ms': 25000, '5-10ms': 4000, '10-50ms': 900, '50-100ms': 90, '100ms+': 10 } },
-        overhead_analysis: { kernel_processing_ms: 0.12, mesh_processing_ms: 0.35, application_ms: 0.45, total_ms: 0.92 },
+        client: {
+          total_requests: 150000,
+          percentiles: { p50: 0.8, p95: 3.2, p99: 8.5, p999: 45.2 },
+          latency_histogram: {
+            '0-1ms': 120000,
+            '1-5ms': 25000,
+            '5-10ms': 4000,
+            '10-50ms': 900,
+            '50-100ms': 90,
+            '100ms+': 10,
+          },
+        },
+        overhead_analysis: {
+          kernel_processing_ms: 0.12,
+          mesh_processing_ms: 0.35,
+          application_ms: 0.45,
+          total_ms: 0.92,
+        },
       },
     };
     const page = buildReport(loadObjects({ latency: old }), GEN);
@@ -430,13 +632,20 @@ describe('inputs', () => {
 // ------------------------------------------------------------ command line
 
 function run(args: string[], opts: { cwd?: string } = {}) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: opts.cwd ?? REPO_ROOT, encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    cwd: opts.cwd ?? REPO_ROOT,
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
 /** One line on stderr, naming the command, with no stack trace (commander may add its "Did you mean" line). */
 function oneLine(err: string): string {
-  const lines = err.trim().split('\n').filter((l) => l.trim() && !/^\(Did you mean .*\?\)$/.test(l));
+  const lines = err
+    .trim()
+    .split('\n')
+    .filter((l) => l.trim() && !/^\(Did you mean .*\?\)$/.test(l));
   assert.equal(lines.length, 1, `one line: ${err}`);
   assert.match(lines[0], /^generate-report: /);
   assert.doesNotMatch(err, /\n\s+at |Error:/);
@@ -448,7 +657,18 @@ describe('command line', () => {
     const d = tmp();
     const out = path.join(d, 'report.html');
     writeFileSync(out, 'old');
-    const r = run(['--include-ebpf-metrics', ALL.latency, '--connections', ALL.connections, '--drops', ALL.drops, '--compare', ALL.compare, '--output', out]);
+    const r = run([
+      '--include-ebpf-metrics',
+      ALL.latency,
+      '--connections',
+      ALL.connections,
+      '--drops',
+      ALL.drops,
+      '--compare',
+      ALL.compare,
+      '--output',
+      out,
+    ]);
     assert.equal(r.code, 0, r.err);
     assert.match(r.err, /^generate-report: wrote .*report\.html \(\d+ KB, \d+ charts\)\n$/);
     const page = readFileSync(out, 'utf8');
@@ -467,10 +687,26 @@ describe('command line', () => {
 
   const usage: [string, string[], RegExp][] = [
     ['no input', [], /give at least one input: --include-ebpf-metrics/],
-    ['a missing file', ['--include-ebpf-metrics', '/nonexistent/ebpf-latency.json'], /--include-ebpf-metrics \/nonexistent\/ebpf-latency\.json: no such file; give the report latency-probe wrote/],
-    ['a drops report as latency', ['--include-ebpf-metrics', fx('drops.json')], /is a packet-drop-probe report, not a latency-probe report; give it with --drops/],
-    ['a latency report as drops', ['--drops', fx('latency.json')], /is a latency-probe report, not a packet-drop-probe report; give it with --include-ebpf-metrics/],
-    ['a probe report as --compare', ['--compare', fx('connections.json')], /is a connection-tracker report, not a analyze-latency --json report; give it with --connections/],
+    [
+      'a missing file',
+      ['--include-ebpf-metrics', '/nonexistent/ebpf-latency.json'],
+      /--include-ebpf-metrics \/nonexistent\/ebpf-latency\.json: no such file; give the report latency-probe wrote/,
+    ],
+    [
+      'a drops report as latency',
+      ['--include-ebpf-metrics', fx('drops.json')],
+      /is a packet-drop-probe report, not a latency-probe report; give it with --drops/,
+    ],
+    [
+      'a latency report as drops',
+      ['--drops', fx('latency.json')],
+      /is a latency-probe report, not a packet-drop-probe report; give it with --include-ebpf-metrics/,
+    ],
+    [
+      'a probe report as --compare',
+      ['--compare', fx('connections.json')],
+      /is a connection-tracker report, not a analyze-latency --json report; give it with --connections/,
+    ],
     ['a directory', ['--connections', FIXTURES], /is a directory/],
     ['an unknown option', ['--drop', 'x'], /unknown option '--drop'/],
   ];
@@ -484,13 +720,19 @@ describe('command line', () => {
 
   test('usage errors from file contents: not JSON, not a report, empty, a stream cut before its summary', () => {
     const d = tmp();
-    const write = (name: string, text: string) => { writeFileSync(path.join(d, name), text); return path.join(d, name); };
+    const write = (name: string, text: string) => {
+      writeFileSync(path.join(d, name), text);
+      return path.join(d, name);
+    };
     const cases: [string, RegExp][] = [
       [write('bad.json', '{"probe": "latency-probe", '), /is not JSON \(.*\): give the JSON report of latency-probe/],
       [write('arr.json', '[1, 2]'), /is JSON but not an object: not a meshprobe report/],
       [write('other.json', '{"hello": 1}'), /is not a meshprobe report, not a latency-probe report/],
       [write('empty.json', '\n'), /is empty/],
-      [write('cut.ndjson', readFileSync(fx('latency-stream.ndjson'), 'utf8').split('\n').slice(0, 3).join('\n')), /json-stream with 3 interval line\(s\) and no summary line/],
+      [
+        write('cut.ndjson', readFileSync(fx('latency-stream.ndjson'), 'utf8').split('\n').slice(0, 3).join('\n')),
+        /json-stream with 3 interval line\(s\) and no summary line/,
+      ],
     ];
     for (const [file, re] of cases) {
       const r = run(['--include-ebpf-metrics', file, '--output', path.join(d, 'x.html')]);

@@ -8,7 +8,11 @@ import { encodeLatency, perfSample, concatBytes, ROLE_CLIENT } from '../src/reco
 function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
   return () => {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
     return s / 4294967296;
   };
 }
@@ -57,7 +61,8 @@ test('relative error of the bucket midpoint < 1% for values 1 µs .. 60 s (incl.
   for (let k = 0; k <= n; k++) values.push(Math.round(1e3 * Math.pow(60e9 / 1e3, k / n)));
   // every bucket's first and last value in range
   for (let i = 0; i < OVF; i++) {
-    const lo = H.bucketLower(i), hi = H.bucketUpper(i);
+    const lo = H.bucketLower(i),
+      hi = H.bucketUpper(i);
     for (const v of [lo, hi - 1, lo + 1, hi - 2]) if (v >= 1e3 && v <= 60e9) values.push(v);
   }
   // random values
@@ -87,7 +92,12 @@ test('overflow bucket: values >= 2^36 ns; percentiles clamp to max', () => {
 
 test('percentiles match exact sorted-array percentiles (nearest rank) within 1%', () => {
   const r = rng(42);
-  for (const [median, sigma, n] of [[50_000, 0.3, 1000], [2e6, 1.0, 20_000], [30e6, 2.0, 5000], [5e3, 0.1, 1]] as const) {
+  for (const [median, sigma, n] of [
+    [50_000, 0.3, 1000],
+    [2e6, 1.0, 20_000],
+    [30e6, 2.0, 5000],
+    [5e3, 0.1, 1],
+  ] as const) {
     const vals: number[] = [];
     for (let i = 0; i < n; i++) vals.push(lognormal(r, median, sigma));
     const h = H.histogramOf(vals);
@@ -98,7 +108,10 @@ test('percentiles match exact sorted-array percentiles (nearest rank) within 1%'
     for (const q of [0, 0.001, 0.1, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1]) {
       const want = exact(sorted, q);
       const got = H.percentile(h, q);
-      assert.ok(Math.abs(got - want) / want < 0.01, `median ${median} sigma ${sigma} q=${q}: got ${got}, exact ${want}`);
+      assert.ok(
+        Math.abs(got - want) / want < 0.01,
+        `median ${median} sigma ${sigma} q=${q}: got ${got}, exact ${want}`,
+      );
       // same bucket as the exact answer
       assert.equal(H.bucketIndex(Math.floor(got)), H.bucketIndex(want), `q=${q} bucket`);
     }
@@ -110,10 +123,12 @@ test('percentiles match exact sorted-array percentiles (nearest rank) within 1%'
 
 test('merge: equals the histogram of the union; empty is the identity; commutative', () => {
   const r = rng(3);
-  const a: number[] = [], b: number[] = [];
+  const a: number[] = [],
+    b: number[] = [];
   for (let i = 0; i < 3000; i++) a.push(lognormal(r, 1e6, 1));
   for (let i = 0; i < 2000; i++) b.push(lognormal(r, 20e6, 0.5));
-  const ha = H.histogramOf(a), hb = H.histogramOf(b);
+  const ha = H.histogramOf(a),
+    hb = H.histogramOf(b);
   const m = H.merge(ha, hb);
   assert.deepEqual(m, H.histogramOf([...a, ...b]));
   assert.deepEqual(H.merge(hb, ha), m);
@@ -129,7 +144,8 @@ test('range counts by bucket midpoint', () => {
   assert.deepEqual(H.rangeCounts(h), { '0-1ms': 3, '1-5ms': 2, '5-10ms': 1, '10-50ms': 1, '50-100ms': 2, '100ms+': 2 });
   // a bucket straddling 1 ms goes where its midpoint is
   const i = H.bucketIndex(1e6);
-  const lo = H.bucketLower(i), hi = H.bucketUpper(i);
+  const lo = H.bucketLower(i),
+    hi = H.bucketUpper(i);
   assert.ok(lo < 1e6 && hi > 1e6, 'the bucket of 1 ms straddles 1 ms');
   const mid = H.bucketMid(i);
   const hs = H.histogramOf([lo, hi - 1]);
@@ -141,16 +157,22 @@ test('range counts by bucket midpoint', () => {
 
 test('bucket list export / import round trip, JSON and cross-host merge', () => {
   const r = rng(11);
-  const a: number[] = [], b: number[] = [];
+  const a: number[] = [],
+    b: number[] = [];
   for (let i = 0; i < 1000; i++) a.push(lognormal(r, 3e6, 0.8));
   for (let i = 0; i < 1000; i++) b.push(lognormal(r, 300e3, 0.8));
-  const ha = H.histogramOf(a), hb = H.histogramOf(b);
+  const ha = H.histogramOf(a),
+    hb = H.histogramOf(b);
   const la = H.toBucketList(ha);
   for (const [lo, hi, c] of la) {
     assert.ok(hi > lo && c > 0);
     assert.equal(H.bucketIndex(lo), H.bucketIndex(hi - 1));
   }
-  const back = H.fromBucketList(JSON.parse(JSON.stringify(la)), { sum_ns: ha.sum_ns, min_ns: ha.min_ns, max_ns: ha.max_ns });
+  const back = H.fromBucketList(JSON.parse(JSON.stringify(la)), {
+    sum_ns: ha.sum_ns,
+    min_ns: ha.min_ns,
+    max_ns: ha.max_ns,
+  });
   assert.deepEqual(back, ha);
   // without extras: min/max are bucket bounds around the true values, percentiles within 1%
   const approx = H.fromBucketList(la);
@@ -171,7 +193,9 @@ test('the Wasm decoder builds the same histogram as histogramOf()', () => {
   for (let i = 0; i < 5000; i++) {
     const v = i < 10 ? [0, 1, 127, 128, 2 ** 36 - 1, 2 ** 36, 1e12, 999_999, 1_000_000, 64][i] : lognormal(r, 5e6, 1.5);
     vals.push(v);
-    parts.push(perfSample(encodeLatency({ conn_id: 1 + (i % 7), role: ROLE_CLIENT, latency_ns: v, lport: 1, rport: 2 })));
+    parts.push(
+      perfSample(encodeLatency({ conn_id: 1 + (i % 7), role: ROLE_CLIENT, latency_ns: v, lport: 1, rport: 2 })),
+    );
   }
   const bytes = concatBytes(parts);
   assert.equal(decodeBytes(st, 0, bytes), bytes.length);

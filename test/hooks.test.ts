@@ -30,18 +30,38 @@ test('refusedProgram reads the program libbpf names last', () => {
 
 test('nextChoice moves only the refused slot to its next available candidate', () => {
   const before = chosen(true);
-  const after = nextChoice(latencyProbe.hooks, before, 'latency_send_fx', 'refused by the verifier', () => ({ ok: true }));
+  const after = nextChoice(latencyProbe.hooks, before, 'latency_send_fx', 'refused by the verifier', () => ({
+    ok: true,
+  }));
   assert.ok(after);
   const send = after!.find((c) => c.slot === 'socket send')!;
   assert.equal(send.chosen!.name, 'fexit:tcp_sendmsg (by prototype)');
-  assert.deepEqual(send.tried.map((t) => [t.name, t.ok]), [['fexit:tcp_sendmsg', false], ['fexit:tcp_sendmsg (by prototype)', true]]);
+  assert.deepEqual(
+    send.tried.map((t) => [t.name, t.ok]),
+    [
+      ['fexit:tcp_sendmsg', false],
+      ['fexit:tcp_sendmsg (by prototype)', true],
+    ],
+  );
   // refused again (a kernel whose prototype differs): on to the kprobes
-  const third = nextChoice(latencyProbe.hooks, after!, 'latency_send_fa', 'refused by the verifier', () => ({ ok: true }))!;
+  const third = nextChoice(latencyProbe.hooks, after!, 'latency_send_fa', 'refused by the verifier', () => ({
+    ok: true,
+  }))!;
   const send3 = third.find((c) => c.slot === 'socket send')!;
   assert.equal(send3.chosen!.name, 'kprobe:tcp_sendmsg');
-  assert.deepEqual(send3.tried.map((t) => [t.name, t.ok]),
-    [['fexit:tcp_sendmsg', false], ['fexit:tcp_sendmsg (by prototype)', false], ['kprobe:tcp_sendmsg', true]]);
-  assert.equal(after!.find((c) => c.slot === 'socket receive')!.chosen!.name, 'fexit:tcp_recvmsg', 'other slots unchanged');
+  assert.deepEqual(
+    send3.tried.map((t) => [t.name, t.ok]),
+    [
+      ['fexit:tcp_sendmsg', false],
+      ['fexit:tcp_sendmsg (by prototype)', false],
+      ['kprobe:tcp_sendmsg', true],
+    ],
+  );
+  assert.equal(
+    after!.find((c) => c.slot === 'socket receive')!.chosen!.name,
+    'fexit:tcp_recvmsg',
+    'other slots unchanged',
+  );
   assert.equal(after!.find((c) => c.slot === 'tcp state')!.chosen, before.find((c) => c.slot === 'tcp state')!.chosen);
 });
 
@@ -49,8 +69,14 @@ test('nextChoice gives up when the refused hook is the last one, or unknown', ()
   const fa = nextChoice(latencyProbe.hooks, chosen(true), 'latency_send_fx', 'x', () => ({ ok: true }))!;
   const kp = nextChoice(latencyProbe.hooks, fa, 'latency_send_fa', 'x', () => ({ ok: true }))!;
   assert.equal(kp.find((c) => c.slot === 'socket send')!.chosen!.name, 'kprobe:tcp_sendmsg');
-  assert.equal(nextChoice(latencyProbe.hooks, kp, 'latency_send_kr', 'x', () => ({ ok: true })), undefined);
+  assert.equal(
+    nextChoice(latencyProbe.hooks, kp, 'latency_send_kr', 'x', () => ({ ok: true })),
+    undefined,
+  );
   assert.equal(nextChoice(latencyProbe.hooks, chosen(false), 'not_ours', 'x'), undefined);
   // a next candidate that is not available is skipped
-  assert.equal(nextChoice(latencyProbe.hooks, chosen(true), 'latency_send_fx', 'x', () => ({ ok: false, why: 'no kprobes' })), undefined);
+  assert.equal(
+    nextChoice(latencyProbe.hooks, chosen(true), 'latency_send_fx', 'x', () => ({ ok: false, why: 'no kprobes' })),
+    undefined,
+  );
 });

@@ -2,11 +2,11 @@
 // servers (victoria-metrics via /api/v2/write, influxd 1.x via /write), a
 // server that is down or hangs, the bounded buffer, and the reachability
 // check. Needs no root; never skipped.
-import { test, describe, after } from "node:test";
-import assert from "node:assert/strict";
-import { rmSync } from "node:fs";
-import http from "node:http";
-import { gunzipSync } from "node:zlib";
+import { test, describe, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import http from 'node:http';
+import { gunzipSync } from 'node:zlib';
 import {
   InfluxExporter,
   checkInfluxReachable,
@@ -14,15 +14,15 @@ import {
   toLineProtocol,
   validateInfluxOptions,
   type InfluxOptions,
-} from "../src/export/influx.js";
-import type { MetricSet } from "../src/export/model.js";
-import { MeshprobeError } from "../src/errors.js";
-import { bucketLower, bucketUpper, histogramOf, mean, overflowIndex, percentile } from "../src/histogram.js";
-import { freePort, startInfluxdb1, startVictoriaMetrics } from "./helpers/servers.js";
+} from '../src/export/influx.js';
+import type { MetricSet } from '../src/export/model.js';
+import { MeshprobeError } from '../src/errors.js';
+import { bucketLower, bucketUpper, histogramOf, mean, overflowIndex, percentile } from '../src/histogram.js';
+import { freePort, startInfluxdb1, startVictoriaMetrics } from './helpers/servers.js';
 
 // any unhandled rejection anywhere in this file fails the last test
 const unhandled: unknown[] = [];
-process.on("unhandledRejection", (e) => unhandled.push(e));
+process.on('unhandledRejection', (e) => unhandled.push(e));
 
 // ------------------------------------------------------------ fixtures
 
@@ -34,24 +34,24 @@ const END_NS = BigInt(END.getTime()) * 1_000_000n;
 
 function metricSet(over: Partial<MetricSet> = {}): MetricSet {
   return {
-    probe: "latency",
-    host: "node 1",
+    probe: 'latency',
+    host: 'node 1',
     start: new Date(END.getTime() - 10_000),
     end: END,
     cumulative: false,
     histograms: [
       {
-        name: "request_duration",
-        help: "client view",
-        labels: { service: "a b,c=d", view: "client", empty: "" },
+        name: 'request_duration',
+        help: 'client view',
+        labels: { service: 'a b,c=d', view: 'client', empty: '' },
         hist: HIST,
       },
     ],
     counters: [
-      { name: "requests", help: "", labels: { service: "svc" }, value: 1001 },
-      { name: "ratio_odd", help: "", labels: {}, value: 1.5 },
+      { name: 'requests', help: '', labels: { service: 'svc' }, value: 1001 },
+      { name: 'ratio_odd', help: '', labels: {}, value: 1.5 },
     ],
-    gauges: [{ name: "connections_active", help: "", labels: {}, value: 3 }],
+    gauges: [{ name: 'connections_active', help: '', labels: {}, value: 3 }],
     ...over,
   };
 }
@@ -68,38 +68,38 @@ interface Parsed {
 /** Splits on sep where it is not escaped with a backslash. */
 function splitUnescaped(s: string, sep: string): string[] {
   const out: string[] = [];
-  let cur = "";
+  let cur = '';
   for (let i = 0; i < s.length; i++) {
-    if (s[i] === "\\" && i + 1 < s.length) {
+    if (s[i] === '\\' && i + 1 < s.length) {
       cur += s[i] + s[i + 1];
       i++;
     } else if (s[i] === sep) {
       out.push(cur);
-      cur = "";
+      cur = '';
     } else cur += s[i];
   }
   out.push(cur);
   return out;
 }
-const unescape = (s: string) => s.replace(/\\([, =])/g, "$1");
+const unescape = (s: string) => s.replace(/\\([, =])/g, '$1');
 
 function parseLine(line: string): Parsed {
-  const parts = splitUnescaped(line, " ");
+  const parts = splitUnescaped(line, ' ');
   assert.equal(parts.length, 3, `three space-separated parts in ${line}`);
   const [key, fieldStr, ts] = parts;
-  const [meas, ...tagParts] = splitUnescaped(key, ",");
+  const [meas, ...tagParts] = splitUnescaped(key, ',');
   const tags: Record<string, string> = {};
   for (const tp of tagParts) {
-    const kv = splitUnescaped(tp, "=");
+    const kv = splitUnescaped(tp, '=');
     assert.equal(kv.length, 2, `tag ${tp} in ${line}`);
-    assert.notEqual(kv[1], "", `empty tag value in ${line}`);
+    assert.notEqual(kv[1], '', `empty tag value in ${line}`);
     tags[unescape(kv[0])] = unescape(kv[1]);
   }
-  const fields: Parsed["fields"] = {};
-  for (const fp of splitUnescaped(fieldStr, ",")) {
-    const kv = splitUnescaped(fp, "=");
+  const fields: Parsed['fields'] = {};
+  for (const fp of splitUnescaped(fieldStr, ',')) {
+    const kv = splitUnescaped(fp, '=');
     assert.equal(kv.length, 2, `field ${fp} in ${line}`);
-    const int = kv[1].endsWith("i");
+    const int = kv[1].endsWith('i');
     const v = Number(int ? kv[1].slice(0, -1) : kv[1]);
     assert.ok(Number.isFinite(v), `field value ${kv[1]} in ${line}`);
     fields[unescape(kv[0])] = { v, int };
@@ -109,28 +109,31 @@ function parseLine(line: string): Parsed {
 
 // ------------------------------------------------------------ (1) toLineProtocol
 
-describe("toLineProtocol", () => {
+describe('toLineProtocol', () => {
   const lines = toLineProtocol(metricSet(), {});
   const parsed = lines.map(parseLine);
-  const summary = parsed.filter((p) => p.measurement === "meshprobe_request_duration");
-  const buckets = parsed.filter((p) => p.measurement === "meshprobe_request_duration_bucket");
+  const summary = parsed.filter((p) => p.measurement === 'meshprobe_request_duration');
+  const buckets = parsed.filter((p) => p.measurement === 'meshprobe_request_duration_bucket');
 
-  test("escapes spaces, commas and = in tag values; drops empty tags; adds host and probe", () => {
+  test('escapes spaces, commas and = in tag values; drops empty tags; adds host and probe', () => {
     assert.equal(summary.length, 1);
-    const raw = lines.find((l) => l.startsWith("meshprobe_request_duration,"))!;
+    const raw = lines.find((l) => l.startsWith('meshprobe_request_duration,'))!;
     assert.ok(
-      raw.startsWith("meshprobe_request_duration,host=node\\ 1,probe=latency,service=a\\ b\\,c\\=d,view=client count="),
+      raw.startsWith('meshprobe_request_duration,host=node\\ 1,probe=latency,service=a\\ b\\,c\\=d,view=client count='),
       raw,
     );
-    assert.deepEqual(summary[0].tags, { host: "node 1", probe: "latency", service: "a b,c=d", view: "client" });
-    assert.ok(!raw.includes("empty"), "an empty label is left out");
+    assert.deepEqual(summary[0].tags, { host: 'node 1', probe: 'latency', service: 'a b,c=d', view: 'client' });
+    assert.ok(!raw.includes('empty'), 'an empty label is left out');
     // a measurement with a space or comma is escaped too
-    const odd = toLineProtocol(metricSet({ histograms: [], gauges: [], counters: [{ name: "a b,c", help: "", labels: {}, value: 1 }] }), {});
-    assert.equal(odd[0].split(" ")[0], "meshprobe_a\\", "measurement escape");
-    assert.equal(parseLine(odd[0]).measurement, "meshprobe_a b,c");
+    const odd = toLineProtocol(
+      metricSet({ histograms: [], gauges: [], counters: [{ name: 'a b,c', help: '', labels: {}, value: 1 }] }),
+      {},
+    );
+    assert.equal(odd[0].split(' ')[0], 'meshprobe_a\\', 'measurement escape');
+    assert.equal(parseLine(odd[0]).measurement, 'meshprobe_a b,c');
   });
 
-  test("summary fields: integer count, seconds, percentiles of the histogram", () => {
+  test('summary fields: integer count, seconds, percentiles of the histogram', () => {
     const f = summary[0].fields;
     assert.deepEqual(f.count, { v: 1001, int: true });
     assert.equal(f.sum_seconds.int, false);
@@ -145,47 +148,55 @@ describe("toLineProtocol", () => {
     // p99 of 1..1000 µs (+1 outlier): the 991st value, 991 µs, within the bucket's 1/128
     assert.ok(Math.abs(f.p99_seconds.v - 991e-6) / 991e-6 < 1 / 128, `p99 ${f.p99_seconds.v}`);
     assert.deepEqual(Object.keys(f).sort(), [
-      "count", "max_seconds", "mean_seconds", "min_seconds", "p50_seconds", "p90_seconds", "p999_seconds", "p99_seconds", "sum_seconds",
+      'count',
+      'max_seconds',
+      'mean_seconds',
+      'min_seconds',
+      'p50_seconds',
+      'p90_seconds',
+      'p999_seconds',
+      'p99_seconds',
+      'sum_seconds',
     ]);
   });
 
-  test("bucket lines: one per non-empty bucket, own counts (not cumulative) summing to count, exact le", () => {
+  test('bucket lines: one per non-empty bucket, own counts (not cumulative) summing to count, exact le', () => {
     assert.equal(buckets.length, HIST.buckets.length);
     let sum = 0;
     for (const [k, [idx, c]] of HIST.buckets.entries()) {
       const b = buckets[k];
       assert.deepEqual(b.fields.count, { v: c, int: true });
       assert.equal(b.fields.lower_seconds.v, bucketLower(idx) / 1e9);
-      const le = idx === overflowIndex() ? "+Inf" : nsToSecondsString(bucketUpper(idx));
+      const le = idx === overflowIndex() ? '+Inf' : nsToSecondsString(bucketUpper(idx));
       assert.equal(b.tags.le, le);
-      if (le !== "+Inf") assert.equal(Number(le), bucketUpper(idx) / 1e9);
-      assert.equal(b.tags.service, "a b,c=d");
-      assert.equal(b.tags.host, "node 1");
+      if (le !== '+Inf') assert.equal(Number(le), bucketUpper(idx) / 1e9);
+      assert.equal(b.tags.service, 'a b,c=d');
+      assert.equal(b.tags.host, 'node 1');
       sum += b.fields.count.v;
     }
     assert.equal(sum, HIST.count);
-    assert.equal(buckets.at(-1)!.tags.le, "+Inf");
+    assert.equal(buckets.at(-1)!.tags.le, '+Inf');
     assert.equal(buckets.at(-1)!.fields.count.v, 1);
-    assert.equal(nsToSecondsString(128), "0.000000128");
-    assert.equal(nsToSecondsString(1e9), "1");
-    assert.equal(nsToSecondsString(2 ** 36), "68.719476736");
+    assert.equal(nsToSecondsString(128), '0.000000128');
+    assert.equal(nsToSecondsString(1e9), '1');
+    assert.equal(nsToSecondsString(2 ** 36), '68.719476736');
   });
 
-  test("counters integer when integral, gauges float; timestamps are MetricSet.end in ns", () => {
-    const req = parsed.find((p) => p.measurement === "meshprobe_requests")!;
+  test('counters integer when integral, gauges float; timestamps are MetricSet.end in ns', () => {
+    const req = parsed.find((p) => p.measurement === 'meshprobe_requests')!;
     assert.deepEqual(req.fields.value, { v: 1001, int: true });
-    assert.deepEqual(req.tags, { host: "node 1", probe: "latency", service: "svc" });
-    assert.deepEqual(parsed.find((p) => p.measurement === "meshprobe_ratio_odd")!.fields.value, { v: 1.5, int: false });
-    const g = lines.find((l) => l.startsWith("meshprobe_connections_active,"))!;
-    assert.match(g, / value=3 \d+$/, "gauge without the i suffix");
+    assert.deepEqual(req.tags, { host: 'node 1', probe: 'latency', service: 'svc' });
+    assert.deepEqual(parsed.find((p) => p.measurement === 'meshprobe_ratio_odd')!.fields.value, { v: 1.5, int: false });
+    const g = lines.find((l) => l.startsWith('meshprobe_connections_active,'))!;
+    assert.match(g, / value=3 \d+$/, 'gauge without the i suffix');
     for (const p of parsed) assert.equal(p.ts, END_NS.toString());
     assert.equal(parsed.length, 1 + HIST.buckets.length + 3);
   });
 
-  test("an empty histogram gives count=0i and sum only; prefix option", () => {
+  test('an empty histogram gives count=0i and sum only; prefix option', () => {
     const l = toLineProtocol(
-      metricSet({ histograms: [{ name: "h", help: "", labels: {}, hist: histogramOf([]) }], counters: [], gauges: [] }),
-      { measurementPrefix: "x_" },
+      metricSet({ histograms: [{ name: 'h', help: '', labels: {}, hist: histogramOf([]) }], counters: [], gauges: [] }),
+      { measurementPrefix: 'x_' },
     );
     assert.deepEqual(l, [`x_h,host=node\\ 1,probe=latency count=0i,sum_seconds=0 ${END_NS}`]);
   });
@@ -193,33 +204,39 @@ describe("toLineProtocol", () => {
 
 // ------------------------------------------------------------ options and reachability (6)
 
-describe("options and reachability", () => {
-  test("flag combinations are usage errors naming the flags", () => {
+describe('options and reachability', () => {
+  test('flag combinations are usage errors naming the flags', () => {
     const usage = (o: InfluxOptions, re: RegExp) =>
-      assert.throws(() => validateInfluxOptions(o), (e: unknown) => {
-        assert.ok(e instanceof MeshprobeError);
-        assert.equal(e.code, "MP_USAGE");
-        assert.equal(e.exitCode, 2);
-        assert.match(e.message, re);
-        assert.ok(!e.message.includes("\n"));
-        return true;
-      });
-    usage({ url: "http://127.0.0.1:1" }, /--db.*--org\/--bucket\/--token/);
-    usage({ url: "http://127.0.0.1:1", db: "x", bucket: "b", org: "o" }, /not both/);
-    usage({ url: "http://127.0.0.1:1", bucket: "b" }, /--bucket needs --org/);
-    usage({ url: "nonsense", db: "x" }, /--url/);
-    usage({ url: "http://127.0.0.1:1", bucket: "b", org: "o", retentionPolicy: "rp" }, /--retention-policy is for InfluxDB 1.x/);
-    assert.throws(() => new InfluxExporter({ url: "http://127.0.0.1:1" }), /--db/);
-    assert.equal(validateInfluxOptions({ url: "http://127.0.0.1:1", db: "x" }).kind, "v1");
-    assert.equal(validateInfluxOptions({ url: "http://127.0.0.1:1", bucket: "b", org: "o" }).kind, "v2");
+      assert.throws(
+        () => validateInfluxOptions(o),
+        (e: unknown) => {
+          assert.ok(e instanceof MeshprobeError);
+          assert.equal(e.code, 'MP_USAGE');
+          assert.equal(e.exitCode, 2);
+          assert.match(e.message, re);
+          assert.ok(!e.message.includes('\n'));
+          return true;
+        },
+      );
+    usage({ url: 'http://127.0.0.1:1' }, /--db.*--org\/--bucket\/--token/);
+    usage({ url: 'http://127.0.0.1:1', db: 'x', bucket: 'b', org: 'o' }, /not both/);
+    usage({ url: 'http://127.0.0.1:1', bucket: 'b' }, /--bucket needs --org/);
+    usage({ url: 'nonsense', db: 'x' }, /--url/);
+    usage(
+      { url: 'http://127.0.0.1:1', bucket: 'b', org: 'o', retentionPolicy: 'rp' },
+      /--retention-policy is for InfluxDB 1.x/,
+    );
+    assert.throws(() => new InfluxExporter({ url: 'http://127.0.0.1:1' }), /--db/);
+    assert.equal(validateInfluxOptions({ url: 'http://127.0.0.1:1', db: 'x' }).kind, 'v1');
+    assert.equal(validateInfluxOptions({ url: 'http://127.0.0.1:1', bucket: 'b', org: 'o' }).kind, 'v2');
   });
 
-  test("checkInfluxReachable on a dead port rejects with MP_INFLUX_UNREACHABLE, exit 2", async () => {
+  test('checkInfluxReachable on a dead port rejects with MP_INFLUX_UNREACHABLE, exit 2', async () => {
     const port = await freePort();
     const t0 = Date.now();
-    await assert.rejects(checkInfluxReachable({ url: `http://127.0.0.1:${port}`, db: "x" }), (e: unknown) => {
+    await assert.rejects(checkInfluxReachable({ url: `http://127.0.0.1:${port}`, db: 'x' }), (e: unknown) => {
       assert.ok(e instanceof MeshprobeError);
-      assert.equal(e.code, "MP_INFLUX_UNREACHABLE");
+      assert.equal(e.code, 'MP_INFLUX_UNREACHABLE');
       assert.equal(e.exitCode, 2);
       assert.equal(
         e.message,
@@ -230,11 +247,13 @@ describe("options and reachability", () => {
     assert.ok(Date.now() - t0 < 3000);
   });
 
-  test("checkInfluxReachable: a server that never answers times out; a non-2xx /ping is refused", async (t) => {
-    const hang = http.createServer(() => { /* never answers */ });
-    const notInflux = http.createServer((_req, res) => res.writeHead(404).end("no"));
-    await new Promise<void>((r) => hang.listen(0, "127.0.0.1", r));
-    await new Promise<void>((r) => notInflux.listen(0, "127.0.0.1", r));
+  test('checkInfluxReachable: a server that never answers times out; a non-2xx /ping is refused', async (t) => {
+    const hang = http.createServer(() => {
+      /* never answers */
+    });
+    const notInflux = http.createServer((_req, res) => res.writeHead(404).end('no'));
+    await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
+    await new Promise<void>((r) => notInflux.listen(0, '127.0.0.1', r));
     t.after(() => {
       hang.closeAllConnections();
       hang.close();
@@ -243,24 +262,24 @@ describe("options and reachability", () => {
     const port = (s: http.Server) => (s.address() as { port: number }).port;
     const t0 = Date.now();
     await assert.rejects(
-      checkInfluxReachable({ url: `http://127.0.0.1:${port(hang)}`, db: "x", timeoutMs: 300 }),
-      (e: MeshprobeError) => e.code === "MP_INFLUX_UNREACHABLE" && /no answer within 300 ms/.test(e.message),
+      checkInfluxReachable({ url: `http://127.0.0.1:${port(hang)}`, db: 'x', timeoutMs: 300 }),
+      (e: MeshprobeError) => e.code === 'MP_INFLUX_UNREACHABLE' && /no answer within 300 ms/.test(e.message),
     );
     assert.ok(Date.now() - t0 < 2000);
     await assert.rejects(
-      checkInfluxReachable({ url: `http://127.0.0.1:${port(notInflux)}`, db: "x" }),
-      (e: MeshprobeError) => e.code === "MP_INFLUX_UNREACHABLE" && /HTTP 404 on \/ping/.test(e.message),
+      checkInfluxReachable({ url: `http://127.0.0.1:${port(notInflux)}`, db: 'x' }),
+      (e: MeshprobeError) => e.code === 'MP_INFLUX_UNREACHABLE' && /HTTP 404 on \/ping/.test(e.message),
     );
   });
 });
 
 // ------------------------------------------------------------ (2) VictoriaMetrics via /api/v2/write
 
-describe("against victoria-metrics (/api/v2/write)", () => {
-  test("written figures read back exactly: counts, p99, buckets, tags, timestamps", async (t) => {
+describe('against victoria-metrics (/api/v2/write)', () => {
+  test('written figures read back exactly: counts, p99, buckets, tags, timestamps', async (t) => {
     const vm = await startVictoriaMetrics(t);
-    await checkInfluxReachable({ url: vm.url, org: "o", bucket: "b", token: "ignored" });
-    const exp = new InfluxExporter({ url: vm.url, org: "o", bucket: "b", token: "ignored", batchSize: 500 });
+    await checkInfluxReachable({ url: vm.url, org: 'o', bucket: 'b', token: 'ignored' });
+    const exp = new InfluxExporter({ url: vm.url, org: 'o', bucket: 'b', token: 'ignored', batchSize: 500 });
     const m = metricSet();
     const n = toLineProtocol(m, {}).length;
     exp.write(m);
@@ -268,32 +287,32 @@ describe("against victoria-metrics (/api/v2/write)", () => {
     assert.deepEqual(st, { points_written: n, points_dropped: 0, write_errors: 0, retries: 0 });
     await vm.flush();
 
-    const tags = { host: "node 1", probe: "latency", service: "a b,c=d", view: "client" };
+    const tags = { host: 'node 1', probe: 'latency', service: 'a b,c=d', view: 'client' };
     const one = async (name: string) => {
       const s = await vm.exportSeries(name);
       assert.equal(s.length, 1, `${name}: ${JSON.stringify(s)}`);
       assert.deepEqual(s[0].timestamps, [END.getTime()]);
       return s[0];
     };
-    const count = await one("meshprobe_request_duration_count");
-    assert.deepEqual(count.metric, { __name__: "meshprobe_request_duration_count", ...tags });
+    const count = await one('meshprobe_request_duration_count');
+    assert.deepEqual(count.metric, { __name__: 'meshprobe_request_duration_count', ...tags });
     assert.deepEqual(count.values, [1001]);
-    assert.deepEqual((await one("meshprobe_request_duration_p99_seconds")).values, [percentile(HIST, 0.99) / 1e9]);
-    assert.deepEqual((await one("meshprobe_request_duration_p50_seconds")).values, [percentile(HIST, 0.5) / 1e9]);
-    assert.deepEqual((await one("meshprobe_request_duration_max_seconds")).values, [100]);
+    assert.deepEqual((await one('meshprobe_request_duration_p99_seconds')).values, [percentile(HIST, 0.99) / 1e9]);
+    assert.deepEqual((await one('meshprobe_request_duration_p50_seconds')).values, [percentile(HIST, 0.5) / 1e9]);
+    assert.deepEqual((await one('meshprobe_request_duration_max_seconds')).values, [100]);
     assert.deepEqual((await one('meshprobe_requests_value{service="svc"}')).values, [1001]);
-    assert.deepEqual((await one("meshprobe_connections_active_value")).values, [3]);
+    assert.deepEqual((await one('meshprobe_connections_active_value')).values, [3]);
 
-    const buckets = await vm.exportSeries("meshprobe_request_duration_bucket_count");
+    const buckets = await vm.exportSeries('meshprobe_request_duration_bucket_count');
     assert.equal(buckets.length, HIST.buckets.length);
     const byLe = new Map(buckets.map((s) => [s.metric.le, s]));
     let sum = 0;
     for (const [idx, c] of HIST.buckets) {
-      const le = idx === overflowIndex() ? "+Inf" : nsToSecondsString(bucketUpper(idx));
+      const le = idx === overflowIndex() ? '+Inf' : nsToSecondsString(bucketUpper(idx));
       const s = byLe.get(le);
       assert.ok(s, `bucket le=${le}`);
       assert.deepEqual(s.values, [c]);
-      assert.deepEqual(s.metric, { __name__: "meshprobe_request_duration_bucket_count", ...tags, le });
+      assert.deepEqual(s.metric, { __name__: 'meshprobe_request_duration_bucket_count', ...tags, le });
       sum += s.values[0];
     }
     assert.equal(sum, 1001);
@@ -302,19 +321,19 @@ describe("against victoria-metrics (/api/v2/write)", () => {
 
 // ------------------------------------------------------------ (3) InfluxDB 1.x via /write
 
-describe("against influxdb 1.x (/write?db=)", () => {
-  test("written figures read back exactly through /query", async (t) => {
+describe('against influxdb 1.x (/write?db=)', () => {
+  test('written figures read back exactly through /query', async (t) => {
     const ifx = await startInfluxdb1(t);
-    await ifx.createDatabase("mp");
-    await checkInfluxReachable({ url: ifx.url, db: "mp" });
-    const exp = new InfluxExporter({ url: ifx.url, db: "mp", retentionPolicy: "autogen" });
+    await ifx.createDatabase('mp');
+    await checkInfluxReachable({ url: ifx.url, db: 'mp' });
+    const exp = new InfluxExporter({ url: ifx.url, db: 'mp', retentionPolicy: 'autogen' });
     const m = metricSet();
     const n = toLineProtocol(m, {}).length;
     exp.write(m);
     const st = await exp.close(5000);
     assert.deepEqual(st, { points_written: n, points_dropped: 0, write_errors: 0, retries: 0 });
 
-    const r = await ifx.query('SELECT * FROM "meshprobe_request_duration"', "mp");
+    const r = await ifx.query('SELECT * FROM "meshprobe_request_duration"', 'mp');
     const s = r.results[0].series![0];
     assert.equal(s.values.length, 1);
     const row = Object.fromEntries(s.columns.map((c, i) => [c, s.values[0][i]]));
@@ -329,39 +348,44 @@ describe("against influxdb 1.x (/write?db=)", () => {
       p999_seconds: percentile(HIST, 0.999) / 1e9,
       min_seconds: 1e-6,
       max_seconds: 100,
-      host: "node 1",
-      probe: "latency",
-      service: "a b,c=d",
-      view: "client",
+      host: 'node 1',
+      probe: 'latency',
+      service: 'a b,c=d',
+      view: 'client',
     });
     // integer field type
-    const keys = await ifx.query('SHOW FIELD KEYS FROM "meshprobe_request_duration"', "mp");
+    const keys = await ifx.query('SHOW FIELD KEYS FROM "meshprobe_request_duration"', 'mp');
     const types = Object.fromEntries(keys.results[0].series![0].values as [string, string][]);
-    assert.equal(types.count, "integer");
-    assert.equal(types.p99_seconds, "float");
+    assert.equal(types.count, 'integer');
+    assert.equal(types.p99_seconds, 'float');
     // the exact ns timestamp, as a string
     const exact = await fetch(
       `${ifx.url}/query?db=mp&epoch=ns&q=${encodeURIComponent('SELECT "count" FROM "meshprobe_request_duration"')}`,
     ).then((x) => x.text());
     assert.ok(exact.includes(`[${END_NS},1001]`), exact);
 
-    const b = await ifx.query('SELECT sum("count"), count("count") FROM "meshprobe_request_duration_bucket"', "mp");
+    const b = await ifx.query('SELECT sum("count"), count("count") FROM "meshprobe_request_duration_bucket"', 'mp');
     assert.deepEqual(b.results[0].series![0].values[0].slice(1), [1001, HIST.buckets.length]);
-    const inf = await ifx.query(`SELECT "count", lower_seconds FROM "meshprobe_request_duration_bucket" WHERE le = '+Inf'`, "mp");
+    const inf = await ifx.query(
+      `SELECT "count", lower_seconds FROM "meshprobe_request_duration_bucket" WHERE le = '+Inf'`,
+      'mp',
+    );
     assert.deepEqual(inf.results[0].series![0].values[0].slice(1), [1, 2 ** 36 / 1e9]);
-    const le = await ifx.query('SHOW TAG VALUES FROM "meshprobe_request_duration_bucket" WITH KEY = "le"', "mp");
+    const le = await ifx.query('SHOW TAG VALUES FROM "meshprobe_request_duration_bucket" WITH KEY = "le"', 'mp');
     assert.equal(le.results[0].series![0].values.length, HIST.buckets.length);
-    const c = await ifx.query('SELECT "value" FROM "meshprobe_requests" WHERE service = \'svc\'', "mp");
+    const c = await ifx.query('SELECT "value" FROM "meshprobe_requests" WHERE service = \'svc\'', 'mp');
     assert.equal(c.results[0].series![0].values[0][1], 1001);
   });
 
-  test("an unknown database is not retried: the lines are dropped and counted", async (t) => {
+  test('an unknown database is not retried: the lines are dropped and counted', async (t) => {
     const ifx = await startInfluxdb1(t);
-    const exp = new InfluxExporter({ url: ifx.url, db: "nope", minRetryDelayMs: 10 });
+    const exp = new InfluxExporter({ url: ifx.url, db: 'nope', minRetryDelayMs: 10 });
     const n = toLineProtocol(metricSet(), {}).length;
     exp.write(metricSet());
     const { result: st, lines: logged } = await captureStderr(() => exp.close(3000));
-    assert.deepEqual(logged, [`[meshprobe warn] InfluxDB rejected a write (HTTP 404: database not found: "nope"): ${n} points dropped`]);
+    assert.deepEqual(logged, [
+      `[meshprobe warn] InfluxDB rejected a write (HTTP 404: database not found: "nope"): ${n} points dropped`,
+    ]);
     assert.equal(st.points_written, 0);
     assert.equal(st.points_dropped, n);
     assert.equal(st.write_errors, 1);
@@ -378,7 +402,7 @@ async function captureStderr<T>(fn: () => Promise<T>): Promise<{ result: T; line
   const orig = process.stderr.write.bind(process.stderr);
   (process.stderr as { write: unknown }).write = (chunk: unknown, ...rest: unknown[]) => {
     const s = String(chunk);
-    if (s.startsWith("[meshprobe")) {
+    if (s.startsWith('[meshprobe')) {
       lines.push(s.trimEnd());
       return true;
     }
@@ -399,12 +423,16 @@ async function until(cond: () => boolean, timeoutMs: number, what: string): Prom
   }
 }
 
-describe("a server that is down", () => {
-  test("nobody listening: write() never throws, retries, close() returns in time counting every line", async () => {
+describe('a server that is down', () => {
+  test('nobody listening: write() never throws, retries, close() returns in time counting every line', async () => {
     const port = await freePort();
     const { result: st, lines: logged } = await captureStderr(async () => {
       const exp = new InfluxExporter({
-        url: `http://127.0.0.1:${port}`, db: "x", minRetryDelayMs: 20, maxRetryDelayMs: 50, maxRetries: 1000,
+        url: `http://127.0.0.1:${port}`,
+        db: 'x',
+        minRetryDelayMs: 20,
+        maxRetryDelayMs: 50,
+        maxRetries: 1000,
       });
       let n = 0;
       for (let i = 0; i < 5; i++) {
@@ -412,7 +440,7 @@ describe("a server that is down", () => {
         n += toLineProtocol(m, {}).length;
         assert.doesNotThrow(() => exp.write(m));
       }
-      await until(() => exp.stats().retries >= 3, 5000, "retries");
+      await until(() => exp.stats().retries >= 3, 5000, 'retries');
       const t0 = Date.now();
       const s = await exp.close(400);
       const took = Date.now() - t0;
@@ -425,85 +453,115 @@ describe("a server that is down", () => {
     assert.ok(st.write_errors >= 4 && st.retries >= 3, JSON.stringify(st));
     // one batch (all lines fit), retried until close; a retry may still be in flight at the deadline
     assert.ok(st.write_errors === st.retries + 1 || st.write_errors === st.retries, JSON.stringify(st));
-    assert.match(st.last_error ?? "", /ECONNREFUSED/);
+    assert.match(st.last_error ?? '', /ECONNREFUSED/);
     assert.equal(st.after.points_dropped, st.n + toLineProtocol(metricSet(), {}).length);
-    const failed = logged.filter((l) => l.includes("InfluxDB write failed"));
-    assert.equal(failed.length, 1, `one warning per state change: ${logged.join("\n")}`);
+    const failed = logged.filter((l) => l.includes('InfluxDB write failed'));
+    assert.equal(failed.length, 1, `one warning per state change: ${logged.join('\n')}`);
     assert.match(failed[0], /InfluxDB write failed \(ECONNREFUSED.*\): retrying/);
   });
 
-  test("retries run out: the batch is given up and counted as dropped before close", async () => {
+  test('retries run out: the batch is given up and counted as dropped before close', async () => {
     const port = await freePort();
-    const exp = new InfluxExporter({ url: `http://127.0.0.1:${port}`, bucket: "b", org: "o", minRetryDelayMs: 10, maxRetryDelayMs: 20, maxRetries: 2 });
+    const exp = new InfluxExporter({
+      url: `http://127.0.0.1:${port}`,
+      bucket: 'b',
+      org: 'o',
+      minRetryDelayMs: 10,
+      maxRetryDelayMs: 20,
+      maxRetries: 2,
+    });
     const n = toLineProtocol(metricSet(), {}).length;
     await captureStderr(async () => {
       exp.write(metricSet());
-      await until(() => exp.stats().points_dropped === n, 5000, "dropped");
+      await until(() => exp.stats().points_dropped === n, 5000, 'dropped');
     });
     const st = await exp.close(100);
-    assert.deepEqual({ ...st, last_error: undefined }, {
-      points_written: 0, points_dropped: n, write_errors: 3, retries: 2, last_error: undefined,
-    });
+    assert.deepEqual(
+      { ...st, last_error: undefined },
+      {
+        points_written: 0,
+        points_dropped: n,
+        write_errors: 3,
+        retries: 2,
+        last_error: undefined,
+      },
+    );
   });
 
-  test("victoria-metrics stopped mid-test, then back on the same port: queued lines get written", async (t) => {
+  test('victoria-metrics stopped mid-test, then back on the same port: queued lines get written', async (t) => {
     const vm = await startVictoriaMetrics(t);
-    const exp = new InfluxExporter({ url: vm.url, bucket: "b", org: "o", minRetryDelayMs: 50, maxRetryDelayMs: 200, maxRetries: 1000 });
+    const exp = new InfluxExporter({
+      url: vm.url,
+      bucket: 'b',
+      org: 'o',
+      minRetryDelayMs: 50,
+      maxRetryDelayMs: 200,
+      maxRetries: 1000,
+    });
     const m1 = metricSet({ end: new Date(END.getTime() - 3000) });
     const n = toLineProtocol(m1, {}).length;
     const { lines: logged } = await captureStderr(async () => {
       exp.write(m1);
-      await until(() => exp.stats().points_written === n, 5000, "first write");
+      await until(() => exp.stats().points_written === n, 5000, 'first write');
       await vm.stop({ keepData: true });
       const m2 = metricSet();
       exp.write(m2);
-      await until(() => exp.stats().retries >= 2, 5000, "retries while down");
+      await until(() => exp.stats().retries >= 2, 5000, 'retries while down');
       assert.equal(exp.stats().points_written, n);
       const vm2 = await startVictoriaMetrics(t, { port: vm.port, dataDir: vm.dir });
       t.after(() => rmSync(vm.dir, { recursive: true, force: true })); // a given dataDir is ours to remove
-      await until(() => exp.stats().points_written === 2 * n, 8000, "written after the restart");
+      await until(() => exp.stats().points_written === 2 * n, 8000, 'written after the restart');
       const st = await exp.close(2000);
       assert.equal(st.points_dropped, 0);
       assert.equal(st.points_written, 2 * n);
       await vm2.flush();
-      const s = await vm2.exportSeries("meshprobe_request_duration_count");
+      const s = await vm2.exportSeries('meshprobe_request_duration_count');
       assert.deepEqual(s[0].timestamps, [m1.end.getTime(), END.getTime()]);
       assert.deepEqual(s[0].values, [1001, 1001]);
     });
-    assert.equal(logged.filter((l) => l.includes("InfluxDB write failed")).length, 1, logged.join("\n"));
-    assert.equal(logged.filter((l) => l.includes("InfluxDB writes work again")).length, 1, logged.join("\n"));
+    assert.equal(logged.filter((l) => l.includes('InfluxDB write failed')).length, 1, logged.join('\n'));
+    assert.equal(logged.filter((l) => l.includes('InfluxDB writes work again')).length, 1, logged.join('\n'));
   });
 
-  test("a server that accepts but never answers: requests time out, retried; close() ends in time", async (t) => {
+  test('a server that accepts but never answers: requests time out, retried; close() ends in time', async (t) => {
     const vm = await startVictoriaMetrics(t);
     vm.pause();
     t.after(() => vm.resume());
-    const exp = new InfluxExporter({ url: vm.url, bucket: "b", org: "o", timeoutMs: 200, minRetryDelayMs: 20, maxRetryDelayMs: 40 });
+    const exp = new InfluxExporter({
+      url: vm.url,
+      bucket: 'b',
+      org: 'o',
+      timeoutMs: 200,
+      minRetryDelayMs: 20,
+      maxRetryDelayMs: 40,
+    });
     const n = toLineProtocol(metricSet(), {}).length;
     await captureStderr(async () => {
       exp.write(metricSet());
-      await until(() => exp.stats().write_errors >= 2, 5000, "timeouts");
+      await until(() => exp.stats().write_errors >= 2, 5000, 'timeouts');
     });
-    assert.match(exp.stats().last_error ?? "", /ETIMEDOUT|timed out|no answer/i);
+    assert.match(exp.stats().last_error ?? '', /ETIMEDOUT|timed out|no answer/i);
     const t0 = Date.now();
     const st = await captureStderr(() => exp.close(300));
     assert.ok(Date.now() - t0 < 1000, `close took ${Date.now() - t0} ms`);
     assert.equal(st.result.points_written, 0);
     assert.equal(st.result.points_dropped, n);
   });
-  test("timed-out requests do not leave their connections open", async (t) => {
-    const hang = http.createServer(() => { /* never answers */ });
-    await new Promise<void>((r) => hang.listen(0, "127.0.0.1", r));
+  test('timed-out requests do not leave their connections open', async (t) => {
+    const hang = http.createServer(() => {
+      /* never answers */
+    });
+    await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
     t.after(() => {
       hang.closeAllConnections();
       hang.close();
     });
     const url = `http://127.0.0.1:${(hang.address() as { port: number }).port}`;
-    const exp = new InfluxExporter({ url, db: "x", timeoutMs: 100, minRetryDelayMs: 10, maxRetryDelayMs: 10 });
+    const exp = new InfluxExporter({ url, db: 'x', timeoutMs: 100, minRetryDelayMs: 10, maxRetryDelayMs: 10 });
     const open = () => new Promise<number>((r) => hang.getConnections((_e, n) => r(n)));
     let most = 0;
     await captureStderr(async () => {
-      exp.writeLines(["m v=1i 1"]);
+      exp.writeLines(['m v=1i 1']);
       while (exp.stats().write_errors < 5) {
         most = Math.max(most, await open());
         await new Promise((r) => setTimeout(r, 20));
@@ -513,24 +571,29 @@ describe("a server that is down", () => {
     const st = await captureStderr(() => exp.close(50));
     assert.equal(st.result.points_dropped, 1);
     await new Promise((r) => setTimeout(r, 50));
-    assert.equal(await open(), 0, "close() ends the last connection");
+    assert.equal(await open(), 0, 'close() ends the last connection');
   });
 });
 
 // ------------------------------------------------------------ (5) bounded buffer
 
-describe("bounded buffer", () => {
-  test("overflow while nothing can be sent is counted exactly", async () => {
+describe('bounded buffer', () => {
+  test('overflow while nothing can be sent is counted exactly', async () => {
     const port = await freePort();
-    const exp = new InfluxExporter({ url: `http://127.0.0.1:${port}`, db: "x", maxBufferLines: 10, minRetryDelayMs: 60_000 });
+    const exp = new InfluxExporter({
+      url: `http://127.0.0.1:${port}`,
+      db: 'x',
+      maxBufferLines: 10,
+      minRetryDelayMs: 60_000,
+    });
     const lines = (p: string, k: number) => Array.from({ length: k }, (_, i) => `m,p=${p} v=${i}i 1`);
     // synchronously: 3 x 7 lines, nothing sent yet
     const { lines: logged } = await captureStderr(async () => {
-      exp.writeLines(lines("a", 7));
-      exp.writeLines(lines("b", 7));
-      exp.writeLines(lines("c", 7));
+      exp.writeLines(lines('a', 7));
+      exp.writeLines(lines('b', 7));
+      exp.writeLines(lines('c', 7));
     });
-    assert.deepEqual(logged, ["[meshprobe warn] InfluxDB: buffer full (10 lines): dropping the oldest points"]);
+    assert.deepEqual(logged, ['[meshprobe warn] InfluxDB: buffer full (10 lines): dropping the oldest points']);
     assert.equal(exp.pendingLines(), 10);
     assert.equal(exp.stats().points_dropped, 11);
     const st = await captureStderr(() => exp.close(200));
@@ -538,44 +601,59 @@ describe("bounded buffer", () => {
     assert.equal(st.result.points_written, 0);
   });
 
-  test("the oldest lines go, the newest arrive, in order", async (t) => {
+  test('the oldest lines go, the newest arrive, in order', async (t) => {
     const received: string[] = [];
     let fail = true;
     const srv = http.createServer((req, res) => {
       const chunks: Buffer[] = [];
-      req.on("data", (c: Buffer) => chunks.push(c));
-      req.on("end", () => {
-        if (fail) return void res.writeHead(503).end("busy");
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        if (fail) return void res.writeHead(503).end('busy');
         let body = Buffer.concat(chunks);
-        if (req.headers["content-encoding"] === "gzip") body = gunzipSync(body);
-        received.push(...body.toString("utf8").split("\n"));
+        if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body);
+        received.push(...body.toString('utf8').split('\n'));
         res.writeHead(204).end();
       });
     });
-    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     t.after(() => srv.close());
     const url = `http://127.0.0.1:${(srv.address() as { port: number }).port}`;
-    const exp = new InfluxExporter({ url, bucket: "b", org: "o", maxBufferLines: 10, minRetryDelayMs: 300, maxRetryDelayMs: 300, batchSize: 4 });
+    const exp = new InfluxExporter({
+      url,
+      bucket: 'b',
+      org: 'o',
+      maxBufferLines: 10,
+      minRetryDelayMs: 300,
+      maxRetryDelayMs: 300,
+      batchSize: 4,
+    });
     const a = Array.from({ length: 5 }, (_, i) => `m a=${i}i 1`);
     const b = Array.from({ length: 8 }, (_, i) => `m b=${i}i 1`);
     await captureStderr(async () => {
       exp.writeLines(a);
       // first batch a0..a3 failed with 503 and waits for its retry; a4 is queued
-      await until(() => exp.stats().write_errors === 1, 3000, "the first 503");
+      await until(() => exp.stats().write_errors === 1, 3000, 'the first 503');
       exp.writeLines(b); // 4 + 1 + 8 = 13 > 10: a0, a1, a2 go
       assert.equal(exp.stats().points_dropped, 3);
       fail = false;
-      await until(() => exp.stats().points_written === 10, 5000, "the rest");
+      await until(() => exp.stats().points_written === 10, 5000, 'the rest');
     });
     const st = await exp.close(1000);
-    assert.deepEqual({ ...st, last_error: undefined }, {
-      points_written: 10, points_dropped: 3, write_errors: 1, retries: 1, last_error: undefined,
-    });
-    assert.match(st.last_error ?? "", /HTTP 503/);
+    assert.deepEqual(
+      { ...st, last_error: undefined },
+      {
+        points_written: 10,
+        points_dropped: 3,
+        write_errors: 1,
+        retries: 1,
+        last_error: undefined,
+      },
+    );
+    assert.match(st.last_error ?? '', /HTTP 503/);
     assert.deepEqual(received, [...a.slice(3), ...b]);
   });
 });
 
 after(() => {
-  assert.deepEqual(unhandled, [], "no unhandled promise rejections");
+  assert.deepEqual(unhandled, [], 'no unhandled promise rejections');
 });

@@ -35,7 +35,25 @@ const MODULES = ['veth', 'sch_netem', 'ip_tables', 'iptable_filter', 'xt_tcpudp'
 /** A self-signed certificate made here, for the guests (they have no openssl). */
 function pems(): string {
   const dir = tempDir();
-  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'k'), '-out', join(dir, 'c'), '-days', '2', '-subj', '/CN=localhost'], { encoding: 'utf8' });
+  const r = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      join(dir, 'k'),
+      '-out',
+      join(dir, 'c'),
+      '-days',
+      '2',
+      '-subj',
+      '/CN=localhost',
+    ],
+    { encoding: 'utf8' },
+  );
   assert.equal(r.status, 0, r.stderr);
   return JSON.stringify({ key: readFileSync(join(dir, 'k'), 'utf8'), cert: readFileSync(join(dir, 'c'), 'utf8') });
 }
@@ -57,27 +75,51 @@ interface Expect {
 
 const KERNELS: Record<Suite, Expect> = {
   bullseye: {
-    release: /^5\.10\./, sendHook: 'fexit:tcp_sendmsg (by prototype)',
+    release: /^5\.10\./,
+    sendHook: 'fexit:tcp_sendmsg (by prototype)',
     paths: { fentry: 'fexit:tcp_sendmsg (by prototype)', kprobe: 'kprobe:tcp_sendmsg' },
-    atomics: false, dropReasons: false, kfuncNetns: false, rxSk: false, modules: true,
+    atomics: false,
+    dropReasons: false,
+    kfuncNetns: false,
+    rxSk: false,
+    modules: true,
   },
   bookworm: {
-    release: /^6\.1\./, sendHook: 'fexit:tcp_sendmsg',
+    release: /^6\.1\./,
+    sendHook: 'fexit:tcp_sendmsg',
     paths: { fentry: 'fexit:tcp_sendmsg', kprobe: 'kprobe:tcp_sendmsg' },
-    atomics: true, dropReasons: true, kfuncNetns: false, rxSk: false, modules: true,
+    atomics: true,
+    dropReasons: true,
+    kfuncNetns: false,
+    rxSk: false,
+    modules: true,
   },
   trixie: {
-    release: /^6\.12\./, sendHook: 'raw_tracepoint:sock_send_length',
-    paths: { raw_tracepoint: 'raw_tracepoint:sock_send_length', fentry: 'fexit:tcp_sendmsg', kprobe: 'kprobe:tcp_sendmsg' },
-    atomics: true, dropReasons: true, kfuncNetns: true, rxSk: true, modules: true,
+    release: /^6\.12\./,
+    sendHook: 'raw_tracepoint:sock_send_length',
+    paths: {
+      raw_tracepoint: 'raw_tracepoint:sock_send_length',
+      fentry: 'fexit:tcp_sendmsg',
+      kprobe: 'kprobe:tcp_sendmsg',
+    },
+    atomics: true,
+    dropReasons: true,
+    kfuncNetns: true,
+    rxSk: true,
+    modules: true,
   },
 };
 
 /** This host (PLATFORM.md): socket tracepoints, no kprobes, fentry refused. */
 const HOST: Expect = {
-  release: /./, sendHook: 'raw_tracepoint:sock_send_length',
+  release: /./,
+  sendHook: 'raw_tracepoint:sock_send_length',
   paths: { raw_tracepoint: 'raw_tracepoint:sock_send_length' },
-  atomics: true, dropReasons: true, kfuncNetns: true, rxSk: true, modules: false,
+  atomics: true,
+  dropReasons: true,
+  kfuncNetns: true,
+  rxSk: true,
+  modules: false,
 };
 
 /** Checks that all run and are all reported: each one is recorded, passed or failed. */
@@ -90,34 +132,68 @@ class Checks {
   }
   eq(check: string, actual: unknown, expected: unknown, detail?: string): boolean {
     let ok = true;
-    try { assert.deepStrictEqual(actual, expected); } catch { ok = false; }
-    return this.ok(check, ok, `got ${JSON.stringify(actual)}, want ${JSON.stringify(expected)}${detail ? `\n      ${detail.trim().split('\n').slice(-12).join('\n      ')}` : ''}`);
+    try {
+      assert.deepStrictEqual(actual, expected);
+    } catch {
+      ok = false;
+    }
+    return this.ok(
+      check,
+      ok,
+      `got ${JSON.stringify(actual)}, want ${JSON.stringify(expected)}${detail ? `\n      ${detail.trim().split('\n').slice(-12).join('\n      ')}` : ''}`,
+    );
   }
-  failed() { return this.all.filter((c) => !c.ok); }
+  failed() {
+    return this.all.filter((c) => !c.ok);
+  }
   verdict(): void {
     const failed = this.failed();
-    if (failed.length) assert.fail(`${this.kernel}: ${failed.length} of ${this.all.length} checks failed:\n${failed.map((f) => `  ✗ ${f.check}: ${f.detail}`).join('\n')}`);
+    if (failed.length)
+      assert.fail(
+        `${this.kernel}: ${failed.length} of ${this.all.length} checks failed:\n${failed.map((f) => `  ✗ ${f.check}: ${f.detail}`).join('\n')}`,
+      );
   }
 }
 
-interface ProgramStat { name: string; run_count: number; ns_per_run: number | null }
+interface ProgramStat {
+  name: string;
+  run_count: number;
+  ns_per_run: number | null;
+}
 
 interface Row {
-  name: string; release: string; wallMs: number; attempts?: number;
+  name: string;
+  release: string;
+  wallMs: number;
+  attempts?: number;
   checks: { passed: number; failed: string[] };
-  probes: Record<string, { code: number | null; hooks?: Record<string, string>; degraded?: string[]; programs?: ProgramStat[] }>;
+  probes: Record<
+    string,
+    { code: number | null; hooks?: Record<string, string>; degraded?: string[]; programs?: ProgramStat[] }
+  >;
   notes: string[];
 }
 const rows: Row[] = [];
 
-function check(name: string, release: string, steps: Step[], consoleText: string, e: Expect, run: { wallMs: number; attempts?: number; builtinModules?: string[] }): void {
+function check(
+  name: string,
+  release: string,
+  steps: Step[],
+  consoleText: string,
+  e: Expect,
+  run: { wallMs: number; attempts?: number; builtinModules?: string[] },
+): void {
   const c = new Checks(name);
   mkdirSync(OUT, { recursive: true });
   const record = () => {
     const row: Row = {
-      name, release, wallMs: run.wallMs, attempts: run.attempts,
+      name,
+      release,
+      wallMs: run.wallMs,
+      attempts: run.attempts,
       checks: { passed: c.all.filter((x) => x.ok).length, failed: c.failed().map((f) => `${f.check}: ${f.detail}`) },
-      probes: {}, notes: [],
+      probes: {},
+      notes: [],
     };
     rows.push(row);
     return row;
@@ -130,7 +206,11 @@ function check(name: string, release: string, steps: Step[], consoleText: string
   const at = (s: string) => steps.filter((x) => x.step === s);
   const one = (s: string): Step | undefined => {
     const x = at(s);
-    c.ok(`a '${s}' result`, x.length === 1, `${x.length} '${s}' results (the driver stopped early? see ${release}-console.log)`);
+    c.ok(
+      `a '${s}' result`,
+      x.length === 1,
+      `${x.length} '${s}' results (the driver stopped early? see ${release}-console.log)`,
+    );
     return x[0];
   };
   const reported = one('kernel')?.release;
@@ -139,8 +219,18 @@ function check(name: string, release: string, steps: Step[], consoleText: string
   // each probe run's debug log in a file of its own, out of the JSON
   for (const s of steps) {
     if (typeof s.log !== 'string') continue;
-    const probe = s.step === 'check' ? `${s.probe}-check` : s.step === 'latency' ? `latency-probe-${s.path}`
-      : s.step === 'connections' ? 'connection-tracker' : s.step === 'drops' ? 'packet-drop-probe' : s.step === 'iptables' ? 'packet-drop-probe-iptables' : s.step;
+    const probe =
+      s.step === 'check'
+        ? `${s.probe}-check`
+        : s.step === 'latency'
+          ? `latency-probe-${s.path}`
+          : s.step === 'connections'
+            ? 'connection-tracker'
+            : s.step === 'drops'
+              ? 'packet-drop-probe'
+              : s.step === 'iptables'
+                ? 'packet-drop-probe-iptables'
+                : s.step;
     writeFileSync(join(OUT, `${release}-${probe}.log`), s.log);
     s.log = `${release}-${probe}.log`;
   }
@@ -149,7 +239,11 @@ function check(name: string, release: string, steps: Step[], consoleText: string
     const m = one('modules');
     for (const mod of MODULES) {
       if (run.builtinModules?.includes(mod)) continue;
-      c.ok(`module ${mod} loaded (modload, with its dependencies)`, m?.loaded?.includes(mod), `modload exit ${m?.code}: ${m?.stderr}; loaded: ${m?.loaded?.join(' ')}`);
+      c.ok(
+        `module ${mod} loaded (modload, with its dependencies)`,
+        m?.loaded?.includes(mod),
+        `modload exit ${m?.code}: ${m?.stderr}; loaded: ${m?.loaded?.join(' ')}`,
+      );
     }
   }
 
@@ -159,9 +253,17 @@ function check(name: string, release: string, steps: Step[], consoleText: string
     if (!c.ok(`${probe} --check ran`, r, 'no result')) continue;
     c.eq(`${probe} --check exit`, r!.code, 0, `${r!.stdout}\n${r!.stderr}`);
     c.ok(`${probe} --check: ready`, new RegExp(`${probe}: ready`).test(r!.stdout), r!.stdout);
-    c.ok(`${probe} --check: BPF atomics ${e.atomics ? 'yes' : 'no'}`, r!.stdout.includes(`BPF atomics: ${e.atomics ? 'yes' : 'no'}`), r!.stdout);
+    c.ok(
+      `${probe} --check: BPF atomics ${e.atomics ? 'yes' : 'no'}`,
+      r!.stdout.includes(`BPF atomics: ${e.atomics ? 'yes' : 'no'}`),
+      r!.stdout,
+    );
     if (probe === 'latency-probe') {
-      c.ok('latency-probe --check: socket send hook', r!.stdout.includes(`hook socket send: ${e.sendHook} (loaded: the kernel verified it)`), r!.stdout);
+      c.ok(
+        'latency-probe --check: socket send hook',
+        r!.stdout.includes(`hook socket send: ${e.sendHook} (loaded: the kernel verified it)`),
+        r!.stdout,
+      );
     }
   }
 
@@ -172,7 +274,12 @@ function check(name: string, release: string, steps: Step[], consoleText: string
     const d = def!;
     const why = `${d.error ?? ''}\n${d.stderr ?? ''}`;
     c.eq('latency-probe (default hooks) exit', d.code, 0, why);
-    c.eq('latency-probe (default hooks) workload: 100 persistent + 40 fresh-connection requests', d.expected, 140, d.error);
+    c.eq(
+      'latency-probe (default hooks) workload: 100 persistent + 40 fresh-connection requests',
+      d.expected,
+      140,
+      d.error,
+    );
     c.eq('latency-probe (default hooks) client requests', d.client, d.expected);
     c.eq('latency-probe (default hooks) server requests', d.server, d.expected);
     c.eq('latency-probe (default hooks) socket send hook', d.hooks?.['socket send'], e.sendHook);
@@ -203,14 +310,27 @@ function check(name: string, release: string, steps: Step[], consoleText: string
   if (conn) {
     const why = `${conn.error ?? ''}\n${conn.stderr ?? ''}`;
     c.eq('connection-tracker exit', conn.code, 0, why);
-    c.eq('connection-tracker workload (20 mpload connections, 5 refused, 3 TLS)', conn.expected, { opened: 20, refused: 5, tls: 3 }, conn.error);
+    c.eq(
+      'connection-tracker workload (20 mpload connections, 5 refused, 3 TLS)',
+      conn.expected,
+      { opened: 20, refused: 5, tls: 3 },
+      conn.error,
+    );
     c.eq('connection-tracker opened (20 mpload + 3 TLS)', conn.opened, { client: 23, server: 23 });
     c.eq('connection-tracker refused', conn.refused, 5);
     c.eq('connection-tracker failed total', conn.failed_total, 5);
     c.eq('connection-tracker TLS handshakes (from the records)', conn.tls_handshakes, { client: 3, server: 3 });
-    c.ok('connection-tracker TLS handshake time measured', conn.tls_ms?.client?.p50 > 0 && conn.tls_ms?.server?.p50 > 0, JSON.stringify(conn.tls_ms));
+    c.ok(
+      'connection-tracker TLS handshake time measured',
+      conn.tls_ms?.client?.p50 > 0 && conn.tls_ms?.server?.p50 > 0,
+      JSON.stringify(conn.tls_ms),
+    );
     c.eq('connection-tracker tls records hook', conn.hooks?.['tls records'], 'cgroup_skb:ingress+egress');
-    c.ok('connection-tracker: tls records not degraded', !(conn.degraded ?? []).some((d: string) => d.startsWith('tls records')), (conn.degraded ?? []).join('; '));
+    c.ok(
+      'connection-tracker: tls records not degraded',
+      !(conn.degraded ?? []).some((d: string) => d.startsWith('tls records')),
+      (conn.degraded ?? []).join('; '),
+    );
   }
 
   // packet-drop-probe: UDP to a closed port, every datagram, at the UDP layer
@@ -222,7 +342,11 @@ function check(name: string, release: string, steps: Step[], consoleText: string
     c.eq('packet-drop-probe total', drops.total, 50);
     c.eq('packet-drop-probe by layer', drops.by_layer, { udp: 50 });
     c.eq('packet-drop-probe by reason', drops.by_reason, e.dropReasons ? { NO_SOCKET: 50 } : { unknown: 50 });
-    c.eq('packet-drop-probe service packets hook', drops.hooks?.['service packets'], e.kfuncNetns ? 'cgroup_skb:ingress+egress' : 'cgroup_skb:ingress+egress (by port)');
+    c.eq(
+      'packet-drop-probe service packets hook',
+      drops.hooks?.['service packets'],
+      e.kfuncNetns ? 'cgroup_skb:ingress+egress' : 'cgroup_skb:ingress+egress (by port)',
+    );
     const said = (re: RegExp) => (drops.degraded ?? []).some((d: string) => re.test(d));
     const deg = (drops.degraded ?? []).join('; ');
     c.eq('packet-drop-probe says "no reason before 5.17"', said(/no reason before 5\.17/), !e.dropReasons, deg);
@@ -239,7 +363,11 @@ function check(name: string, release: string, steps: Step[], consoleText: string
       c.eq('packet-drop-probe (iptables DROP) workload: datagrams sent', ipt.expected, 50, ipt.error);
       c.eq('packet-drop-probe (iptables DROP) total', ipt.total, 50);
       c.eq('packet-drop-probe (iptables DROP) by layer', ipt.by_layer, { netfilter: 50 });
-      c.eq('packet-drop-probe (iptables DROP) by reason', ipt.by_reason, e.dropReasons ? { NETFILTER_DROP: 50 } : { unknown: 50 });
+      c.eq(
+        'packet-drop-probe (iptables DROP) by reason',
+        ipt.by_reason,
+        e.dropReasons ? { NETFILTER_DROP: 50 } : { unknown: 50 },
+      );
     }
   }
 
@@ -256,10 +384,18 @@ function check(name: string, release: string, steps: Step[], consoleText: string
   const notes: string[] = [];
   for (const s of steps) {
     if (!['latency', 'connections', 'drops', 'iptables'].includes(s.step) || s.unavailable) continue;
-    const key = s.step === 'latency' ? `latency-probe (${s.path})` : s.step === 'connections' ? 'connection-tracker' : s.step === 'drops' ? 'packet-drop-probe' : 'packet-drop-probe (iptables)';
+    const key =
+      s.step === 'latency'
+        ? `latency-probe (${s.path})`
+        : s.step === 'connections'
+          ? 'connection-tracker'
+          : s.step === 'drops'
+            ? 'packet-drop-probe'
+            : 'packet-drop-probe (iptables)';
     probes[key] = { code: s.code, hooks: s.hooks, degraded: s.degraded, programs: s.programs };
     const idle = (s.programs ?? []).filter((p: ProgramStat) => !p.run_count).map((p: ProgramStat) => p.name);
-    if (s.code === 0 && idle.length) notes.push(`${key}: run_count 0 (attached but never ran, or bpf_stats off): ${idle.join(', ')}`);
+    if (s.code === 0 && idle.length)
+      notes.push(`${key}: run_count 0 (attached but never ran, or bpf_stats off): ${idle.join(', ')}`);
   }
   const row = record();
   row.probes = probes;
@@ -272,25 +408,50 @@ for (const [suite, e] of Object.entries(KERNELS) as [Suite, Expect][]) {
   test(`kernel matrix: Debian ${suite}, every probe with the real CLI under qemu`, { timeout: 16 * 60_000 }, (t) => {
     if (!needsRoot(t)) return;
     const kernel = debianKernel(suite);
-    const run = runGuest(kernel, `node ${DRIVER}\n`, { files: { 'matrix-tls.json': pems() }, modules: MODULES, timeoutMs: 15 * 60_000 });
+    const run = runGuest(kernel, `node ${DRIVER}\n`, {
+      files: { 'matrix-tls.json': pems() },
+      modules: MODULES,
+      timeoutMs: 15 * 60_000,
+    });
     mkdirSync(OUT, { recursive: true });
     writeFileSync(join(OUT, `${kernel.release}-console.log`), run.console);
     const blocks = parseBlocks(run.console);
     const steps = blocks.filter((b) => b.data).map((b) => b.data as Step);
     const bad = blocks.filter((b) => b.error);
-    assert.ok(run.reachedInit, `${kernel.release}: the kernel never ran /init in ${run.attempts} boots; console:\n${run.console.slice(-4000)}`);
-    assert.ok(!run.timedOut, `${kernel.release}: the guest was killed after 15 min; console:\n${run.console.slice(-4000)}`);
+    assert.ok(
+      run.reachedInit,
+      `${kernel.release}: the kernel never ran /init in ${run.attempts} boots; console:\n${run.console.slice(-4000)}`,
+    );
+    assert.ok(
+      !run.timedOut,
+      `${kernel.release}: the guest was killed after 15 min; console:\n${run.console.slice(-4000)}`,
+    );
     assert.deepEqual(bad, [], `${kernel.release}: unreadable result blocks`);
-    check(suite, kernel.release, steps, run.console, e, { wallMs: run.ms, attempts: run.attempts, builtinModules: run.builtinModules });
-    assert.equal(run.scriptExit, 0, `${kernel.release}: the driver exited ${run.scriptExit}; console:\n${run.console.slice(-4000)}`);
+    check(suite, kernel.release, steps, run.console, e, {
+      wallMs: run.ms,
+      attempts: run.attempts,
+      builtinModules: run.builtinModules,
+    });
+    assert.equal(
+      run.scriptExit,
+      0,
+      `${kernel.release}: the driver exited ${run.scriptExit}; console:\n${run.console.slice(-4000)}`,
+    );
   });
 }
 
-test('kernel matrix: this host\'s kernel, the same workloads', { timeout: 11 * 60_000 }, (t) => {
+test("kernel matrix: this host's kernel, the same workloads", { timeout: 11 * 60_000 }, (t) => {
   if (!needsRoot(t)) return;
   const started = Date.now();
-  const r = spawnSync(process.execPath, [DRIVER], { cwd: repoRoot, encoding: 'utf8', timeout: 600_000, maxBuffer: 256 << 20 });
-  const steps = parseBlocks(r.stdout).filter((b) => b.data).map((b) => b.data as Step);
+  const r = spawnSync(process.execPath, [DRIVER], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    timeout: 600_000,
+    maxBuffer: 256 << 20,
+  });
+  const steps = parseBlocks(r.stdout)
+    .filter((b) => b.data)
+    .map((b) => b.data as Step);
   check('host', release(), steps, r.stdout + r.stderr, HOST, { wallMs: Date.now() - started });
   assert.equal(r.status, 0, r.stderr);
 });
@@ -300,17 +461,27 @@ after(() => {
   if (rows.length === 0) return;
   const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
   const w = Math.max(...rows.map((r) => r.release.length)) + 1;
-  const lines = ['', 'kernel matrix (build/kernel-matrix/<release>.json):',
-    `${pad('', 9)}${pad('kernel', w)} ${pad('wall', 6)} ${pad('checks', 8)} ${pad('latency send hook', 34)} failed`];
+  const lines = [
+    '',
+    'kernel matrix (build/kernel-matrix/<release>.json):',
+    `${pad('', 9)}${pad('kernel', w)} ${pad('wall', 6)} ${pad('checks', 8)} ${pad('latency send hook', 34)} failed`,
+  ];
   for (const r of rows) {
     const send = r.probes['latency-probe (default)']?.hooks?.['socket send'] ?? '-';
-    lines.push(`${pad(r.name, 9)}${pad(r.release, w)} ${pad(`${Math.round(r.wallMs / 1000)}s`, 6)} ${pad(`${r.checks.passed}/${r.checks.passed + r.checks.failed.length}`, 8)} ${pad(send, 34)} ${r.checks.failed.map((f) => f.split(':')[0]).join('; ') || '-'}`);
+    lines.push(
+      `${pad(r.name, 9)}${pad(r.release, w)} ${pad(`${Math.round(r.wallMs / 1000)}s`, 6)} ${pad(`${r.checks.passed}/${r.checks.passed + r.checks.failed.length}`, 8)} ${pad(send, 34)} ${r.checks.failed.map((f) => f.split(':')[0]).join('; ') || '-'}`,
+    );
   }
   lines.push('', 'ns per run (bpf_stats) of each program, by probe run:');
   for (const r of rows) {
     for (const [probe, p] of Object.entries(r.probes)) {
-      const progs = (p.programs ?? []).filter((x) => x.run_count > 0).map((x) => `${x.name} ${x.ns_per_run === null ? '?' : Math.round(x.ns_per_run)}`).join(', ');
-      lines.push(`  ${pad(r.release, w)} ${pad(probe, 30)} ${progs || `(no program ran${p.code !== 0 ? `; exit ${p.code}` : ''})`}`);
+      const progs = (p.programs ?? [])
+        .filter((x) => x.run_count > 0)
+        .map((x) => `${x.name} ${x.ns_per_run === null ? '?' : Math.round(x.ns_per_run)}`)
+        .join(', ');
+      lines.push(
+        `  ${pad(r.release, w)} ${pad(probe, 30)} ${progs || `(no program ran${p.code !== 0 ? `; exit ${p.code}` : ''})`}`,
+      );
     }
     for (const n of r.notes) lines.push(`  ${pad(r.release, w)} note: ${n}`);
   }

@@ -6,7 +6,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildTools, runClient, startServer, type ClientOptions, type ClientResult, type ServerSummary } from './helpers/workload.js';
+import {
+  buildTools,
+  runClient,
+  startServer,
+  type ClientOptions,
+  type ClientResult,
+  type ServerSummary,
+} from './helpers/workload.js';
 import { createVethPair, type VethPair } from './helpers/netns.js';
 import { near, needsRoot, startProbe } from './helpers/probe.js';
 
@@ -20,12 +27,20 @@ interface Scenario {
   client: Omit<ClientOptions, 'addr' | 'port'> & { addr: string };
 }
 
-interface Measured { report: any; client: ClientResult; server: ServerSummary }
+interface Measured {
+  report: any;
+  client: ClientResult;
+  server: ServerSummary;
+}
 
 async function measure(s: Scenario): Promise<Measured> {
   await buildTools();
   // every concurrent sleeper may busy-wait its last 150 µs, so the sleeps are exact ground truth
-  const server = await startServer({ addr: s.server.addr, netns: s.server.netns, maxSpinners: s.client.concurrency ?? 1 });
+  const server = await startServer({
+    addr: s.server.addr,
+    netns: s.server.netns,
+    maxSpinners: s.client.concurrency ?? 1,
+  });
   const probe = startProbe('latency-probe', ['--filter', `port=${server.port}`]);
   try {
     await probe.ready;
@@ -59,7 +74,10 @@ function assertClientView(report: any, client: ClientResult): void {
 
 function assertServerView(report: any, server: ServerSummary, expectedP50Ms: number): void {
   const ours = report.metrics.server.percentiles;
-  assert.ok(near(ours.p50, expectedP50Ms, REL, ABS_MS), `server view p50: probe ${ours.p50} ms vs sleep ${expectedP50Ms} ms`);
+  assert.ok(
+    near(ours.p50, expectedP50Ms, REL, ABS_MS),
+    `server view p50: probe ${ours.p50} ms vs sleep ${expectedP50Ms} ms`,
+  );
   for (const p of ['p50', 'p90', 'p99'] as const) {
     const truth = server.processing_us[p] / 1000;
     assert.ok(near(ours[p], truth, REL, ABS_MS), `server view ${p}: probe ${ours[p]} ms vs server's own ${truth} ms`);
@@ -75,7 +93,10 @@ function assertExactCounts(report: any, requests: number): void {
 
 const mixed = { requests: 1200, concurrency: 4, sleeps: SLEEPS, weights: WEIGHTS };
 
-for (const [family, addr] of [['IPv4', '127.0.0.1'], ['IPv6', '::1']] as const) {
+for (const [family, addr] of [
+  ['IPv4', '127.0.0.1'],
+  ['IPv6', '::1'],
+] as const) {
   test(`loopback ${family}, keep-alive, mixed sleeps 0/1/5/20 ms`, async (t) => {
     if (!needsRoot(t)) return;
     const m = await measure({ server: { addr }, client: { addr, ...mixed } });
@@ -85,7 +106,9 @@ for (const [family, addr] of [['IPv4', '127.0.0.1'], ['IPv6', '::1']] as const) 
     assertServerView(m.report, m.server, 1.0);
     const svc = m.report.metrics.services.find((s: any) => s.role === 'server');
     assert.equal(svc.service, `mpload:${m.report.metrics.services[0].port}`);
-    t.diagnostic(`client p50/p90/p99 ${JSON.stringify(m.report.metrics.client.percentiles)} vs own ${JSON.stringify(m.client.latency_us)}`);
+    t.diagnostic(
+      `client p50/p90/p99 ${JSON.stringify(m.report.metrics.client.percentiles)} vs own ${JSON.stringify(m.client.latency_us)}`,
+    );
   });
 }
 
@@ -94,15 +117,23 @@ test('veth pair between two namespaces, IPv4 and IPv6, mixed sleeps', async (t) 
   let pair: VethPair | undefined;
   try {
     pair = createVethPair();
-    for (const [srv, family] of [[pair.addrB4, 'IPv4'], [pair.addrB6, 'IPv6']] as const) {
-      const m = await measure({ server: { addr: srv, netns: pair.nsB }, client: { addr: srv, netns: pair.nsA, ...mixed } });
+    for (const [srv, family] of [
+      [pair.addrB4, 'IPv4'],
+      [pair.addrB6, 'IPv6'],
+    ] as const) {
+      const m = await measure({
+        server: { addr: srv, netns: pair.nsB },
+        client: { addr: srv, netns: pair.nsA, ...mixed },
+      });
       assertNoLoss(m.report);
       assertExactCounts(m.report, m.client.requests);
       assertClientView(m.report, m.client);
       assertServerView(m.report, m.server, 1.0);
       const conn = m.report.metrics.connections.find((c: any) => c.role === 'server');
       assert.ok(conn.local.includes(srv), `${family}: server connection ${conn.local} should be on ${srv}`);
-      t.diagnostic(`${family} veth client p50 ${m.report.metrics.client.percentiles.p50} ms vs own ${m.client.latency_us.p50 / 1000} ms`);
+      t.diagnostic(
+        `${family} veth client p50 ${m.report.metrics.client.percentiles.p50} ms vs own ${m.client.latency_us.p50 / 1000} ms`,
+      );
     }
   } finally {
     pair?.cleanup();
@@ -138,16 +169,28 @@ test('250 concurrent keep-alive connections', async (t) => {
   const clientConns = m.report.metrics.connections.filter((c: any) => c.role === 'client');
   // each of the 250 threads connects first, then takes requests from a shared counter: one that
   // starts late can find none left, and a connection that never carried a request is not listed
-  assert.ok(clientConns.length <= 250 && clientConns.length >= 240, `${clientConns.length} client connections with requests`);
-  assert.equal(clientConns.reduce((a: number, c: any) => a + c.requests, 0), 5000);
+  assert.ok(
+    clientConns.length <= 250 && clientConns.length >= 240,
+    `${clientConns.length} client connections with requests`,
+  );
+  assert.equal(
+    clientConns.reduce((a: number, c: any) => a + c.requests, 0),
+    5000,
+  );
   // 250 threads on 2 cores: the server's own timing, not the nominal sleep, is the truth here
   const own = m.server.processing_us.p50 / 1000;
-  assert.ok(near(m.report.metrics.server.percentiles.p50, own, REL, ABS_MS), `server p50 ${m.report.metrics.server.percentiles.p50} vs own ${own}`);
+  assert.ok(
+    near(m.report.metrics.server.percentiles.p50, own, REL, ABS_MS),
+    `server p50 ${m.report.metrics.server.percentiles.p50} vs own ${own}`,
+  );
   // only the median: under this overload a client thread can wait milliseconds for a CPU inside
   // write(), which its own timer (started before write) counts and the client view (from the
   // return of write) does not, so the tails differ by design
   const ownClient = m.client.latency_us.p50 / 1000;
-  assert.ok(near(m.report.metrics.client.percentiles.p50, ownClient, REL, ABS_MS), `client p50 ${m.report.metrics.client.percentiles.p50} vs own ${ownClient}`);
+  assert.ok(
+    near(m.report.metrics.client.percentiles.p50, ownClient, REL, ABS_MS),
+    `client p50 ${m.report.metrics.client.percentiles.p50} vs own ${ownClient}`,
+  );
 });
 
 test('a socket table too small for the connections: evictions are counted, never silent', async (t) => {
@@ -159,17 +202,29 @@ test('a socket table too small for the connections: evictions are counted, never
   t.after(() => probe.stop('SIGKILL'));
   try {
     await probe.ready;
-    const client = await runClient({ addr: '127.0.0.1', port: server.port, requests: 800, concurrency: 8, sleeps: [0, 1000] });
+    const client = await runClient({
+      addr: '127.0.0.1',
+      port: server.port,
+      requests: 800,
+      concurrency: 8,
+      sleeps: [0, 1000],
+    });
     const exit = await probe.stop('SIGINT');
     assert.equal(exit.code, 0, exit.stderr);
     const m = exit.report.metrics;
     assert.ok(m.loss.sockets_evicted > 0, `evictions: ${m.loss.sockets_evicted}`);
     // thrashing (16 sockets for 4 ways, on 2 CPUs) loses exchanges and can mix up a way's
     // bookkeeping between two sockets for a moment: counts are approximate, and say so
-    assert.ok(m.client.total_requests > 0 && m.client.total_requests < client.requests * 1.25, `client ${m.client.total_requests}`);
+    assert.ok(
+      m.client.total_requests > 0 && m.client.total_requests < client.requests * 1.25,
+      `client ${m.client.total_requests}`,
+    );
     assert.ok(m.loss.exchanges_discarded >= 0);
     // what is measured stays right: no exchange mixes two sockets' times
-    assert.ok(m.client.max_ms < client.latency_us.max / 1000 + 1, `client max ${m.client.max_ms} ms vs own max ${client.latency_us.max / 1000} ms`);
+    assert.ok(
+      m.client.max_ms < client.latency_us.max / 1000 + 1,
+      `client max ${m.client.max_ms} ms vs own max ${client.latency_us.max / 1000} ms`,
+    );
     assert.ok(m.server.total_requests === 0 || m.server.max_ms < 5, `server max ${m.server.max_ms} ms`);
   } finally {
     await server.stop().catch(() => undefined);
@@ -182,9 +237,22 @@ for (const infer of [true, false]) {
     await buildTools();
     const server = await startServer({ addr: '127.0.0.1', maxSpinners: 4 });
     // 4 keep-alive connections paced at 400 requests/s for ~4 s; the probe starts 1 s in
-    const clientP = runClient({ addr: '127.0.0.1', port: server.port, requests: 1600, concurrency: 4, rate: 400, sleeps: [1000] });
+    const clientP = runClient({
+      addr: '127.0.0.1',
+      port: server.port,
+      requests: 1600,
+      concurrency: 4,
+      rate: 400,
+      sleeps: [1000],
+    });
     await sleep(1000);
-    const probe = startProbe('latency-probe', ['--filter', `port=${server.port}`, '--duration', '2', ...(infer ? [] : ['--no-infer-roles'])]);
+    const probe = startProbe('latency-probe', [
+      '--filter',
+      `port=${server.port}`,
+      '--duration',
+      '2',
+      ...(infer ? [] : ['--no-infer-roles']),
+    ]);
     t.after(() => probe.stop('SIGKILL'));
     try {
       await probe.ready;

@@ -38,7 +38,10 @@ test('--duration ends the run by itself, writes the report, leaves nothing attac
     const exit = await probe.exited;
     assert.equal(exit.code, 0, exit.stderr);
     assert.equal(exit.report.metrics.client.total_requests, client.requests);
-    assert.ok(exit.report.duration_seconds >= 2.9 && exit.report.duration_seconds < 4, `duration ${exit.report.duration_seconds}`);
+    assert.ok(
+      exit.report.duration_seconds >= 2.9 && exit.report.duration_seconds < 4,
+      `duration ${exit.report.duration_seconds}`,
+    );
     assert.match(exit.stderr, /report: /);
     assert.deepEqual(await programsAfterExit('latency'), []);
   } finally {
@@ -60,9 +63,20 @@ test('--check prints the kernel, BTF, capabilities, mounts and the hook of each 
   if (!needsRoot(t)) return;
   const r = runCli('latency-probe', ['--check']);
   assert.equal(r.code, 0, r.stderr);
-  for (const re of [/^kernel: /m, /^BTF: yes/m, /^BPF atomics: yes \(latency\.bpf\.o\)$/m, /CAP_BPF yes/, /^tracefs: \//m, /^bpffs: /m,
-    /hook socket send: raw_tracepoint:sock_send_length/, /hook socket receive: raw_tracepoint:sock_recv_length/,
-    /hook tcp state: tracepoint:sock\/inet_sock_set_state/, /fexit:tcp_sendmsg: /, /kprobe:tcp_sendmsg: /, /ready$/m]) {
+  for (const re of [
+    /^kernel: /m,
+    /^BTF: yes/m,
+    /^BPF atomics: yes \(latency\.bpf\.o\)$/m,
+    /CAP_BPF yes/,
+    /^tracefs: \//m,
+    /^bpffs: /m,
+    /hook socket send: raw_tracepoint:sock_send_length/,
+    /hook socket receive: raw_tracepoint:sock_recv_length/,
+    /hook tcp state: tracepoint:sock\/inet_sock_set_state/,
+    /fexit:tcp_sendmsg: /,
+    /kprobe:tcp_sendmsg: /,
+    /ready$/m,
+  ]) {
     assert.match(r.stdout, re);
   }
 });
@@ -83,10 +97,19 @@ test('--log-level debug logs the attach decisions', async (t) => {
 test('tracefs and bpffs not mounted: the probe mounts them itself', (t) => {
   if (!needsRoot(t)) return;
   // in a private mount namespace, so the host's mounts are untouched
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c',
-    `umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; umount /sys/fs/bpf 2>/dev/null; ` +
-    `grep -cE ' (tracefs|bpf) ' /proc/mounts; exec "${process.execPath}" "${join(process.cwd(), 'dist/src/cli/latency-probe.js')}" --check`],
-  { encoding: 'utf8', cwd: process.cwd() });
+  const r = spawnSync(
+    'unshare',
+    [
+      '-m',
+      '--propagation',
+      'private',
+      'sh',
+      '-c',
+      `umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; umount /sys/fs/bpf 2>/dev/null; ` +
+        `grep -cE ' (tracefs|bpf) ' /proc/mounts; exec "${process.execPath}" "${join(process.cwd(), 'dist/src/cli/latency-probe.js')}" --check`,
+    ],
+    { encoding: 'utf8', cwd: process.cwd() },
+  );
   assert.match(r.stdout, /^0$/m, 'tracefs and bpffs were unmounted in the namespace');
   assert.match(r.stdout, /^tracefs: \/sys\/kernel\/tracing$/m);
   assert.match(r.stdout, /^bpffs: mounted at \/sys\/fs\/bpf$/m);
@@ -137,17 +160,24 @@ test('without privileges: says to use sudo, exit 3', (t) => {
 
 test('a kernel without BTF: clear message, exit 4', (t) => {
   if (!needsRoot(t)) return;
-  const r = runCli('latency-probe', ['--duration', '1', '--output', join(tempDir(), 'r.json')], { env: { MESHPROBE_VMLINUX_BTF: '/nonexistent/vmlinux' } });
+  const r = runCli('latency-probe', ['--duration', '1', '--output', join(tempDir(), 'r.json')], {
+    env: { MESHPROBE_VMLINUX_BTF: '/nonexistent/vmlinux' },
+  });
   assert.equal(r.code, 4, r.stderr);
   assert.match(r.stderr, /no BTF .*CONFIG_DEBUG_INFO_BTF=y/);
 });
 
 test('a kernel without the socket tracepoints: falls back to fexit, then kprobes, and says why none works here', (t) => {
   if (!needsRoot(t)) return;
-  const r = runCli('latency-probe', ['--duration', '1', '--output', join(tempDir(), 'r.json')], { env: { MESHPROBE_DISABLE_HOOKS: 'raw_tracepoint' } });
+  const r = runCli('latency-probe', ['--duration', '1', '--output', join(tempDir(), 'r.json')], {
+    env: { MESHPROBE_DISABLE_HOOKS: 'raw_tracepoint' },
+  });
   assert.equal(r.code, 4, r.stderr);
   // on this kernel fentry is refused (EPERM) and kprobes are compiled out
-  assert.match(r.stderr, /no hook for socket send \(raw_tracepoint:sock_send_length: disabled.*; fexit:tcp_sendmsg: fentry refused: .*; kprobe:tcp_sendmsg: kprobes unavailable/);
+  assert.match(
+    r.stderr,
+    /no hook for socket send \(raw_tracepoint:sock_send_length: disabled.*; fexit:tcp_sendmsg: fentry refused: .*; kprobe:tcp_sendmsg: kprobes unavailable/,
+  );
   assert.equal(oneLine(r.stderr).length, 1);
   assert.deepEqual(loadedPrograms('latency'), []);
 });

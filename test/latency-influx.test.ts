@@ -21,20 +21,44 @@ test('--format influx to VictoriaMetrics (/api/v2/write): per-interval counts ad
   const vm = await startVictoriaMetrics(t);
   // every concurrent sleeper may busy-wait its last 150 µs: the sleeps are exact
   const s = await startTestServer(t, { maxSpinners: 3 });
-  const probe = startProbe('latency-probe', ['--filter', `port=${s.port}`, '--format', 'influx', '--url', vm.url,
-    '--org', 'meshprobe', '--bucket', 'test', '--token', 'unused-by-vm', '--aggregate-interval', '500ms']);
+  const probe = startProbe('latency-probe', [
+    '--filter',
+    `port=${s.port}`,
+    '--format',
+    'influx',
+    '--url',
+    vm.url,
+    '--org',
+    'meshprobe',
+    '--bucket',
+    'test',
+    '--token',
+    'unused-by-vm',
+    '--aggregate-interval',
+    '500ms',
+  ]);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
-  const c = await runClient({ addr: s.addr, port: s.port, requests: 1500, concurrency: 3, sleeps: [0, 1000, 5000], rate: 1000 });
+  const c = await runClient({
+    addr: s.addr,
+    port: s.port,
+    requests: 1500,
+    concurrency: 3,
+    sleeps: [0, 1000, 5000],
+    rate: 1000,
+  });
   await sleep(700);
   const exit = await probe.stop('SIGINT');
   assert.equal(exit.code, 0, exit.stderr);
   assert.equal(exit.report.exports.influx.points_dropped, 0);
   assert.ok(exit.report.exports.influx.points_written > 0);
   // every interval's points, once the server shows them all (written samples take a moment to be searchable)
-  const viewTotal = (xs: VmSeries[], view: string) => sum(xs.filter((x) => x.metric.view === view).flatMap((x) => x.values));
-  const counts = await vm.exportWhen('meshprobe_request_duration_count',
-    (xs) => viewTotal(xs, 'client') >= c.requests && viewTotal(xs, 'server') >= c.requests);
+  const viewTotal = (xs: VmSeries[], view: string) =>
+    sum(xs.filter((x) => x.metric.view === view).flatMap((x) => x.values));
+  const counts = await vm.exportWhen(
+    'meshprobe_request_duration_count',
+    (xs) => viewTotal(xs, 'client') >= c.requests && viewTotal(xs, 'server') >= c.requests,
+  );
   const client = counts.filter((x) => x.metric.view === 'client');
   assert.ok(client.length === 1, JSON.stringify(counts.map((x) => x.metric)));
   assert.equal(client[0].metric.probe, 'latency-probe');
@@ -43,11 +67,16 @@ test('--format influx to VictoriaMetrics (/api/v2/write): per-interval counts ad
   assert.equal(sum(client[0].values), c.requests, 'intervals add up to every request');
   assert.equal(sum(counts.find((x) => x.metric.view === 'server')!.values), c.requests);
   // histograms as bucket counts: mergeable, they add up to the count too
-  const buckets = await vm.exportWhen('meshprobe_request_duration_bucket_count', (xs) => viewTotal(xs, 'server') >= c.requests);
+  const buckets = await vm.exportWhen(
+    'meshprobe_request_duration_bucket_count',
+    (xs) => viewTotal(xs, 'server') >= c.requests,
+  );
   assert.equal(viewTotal(buckets, 'server'), c.requests);
   // per service, tagged with service and role
-  const svc = await vm.exportWhen('meshprobe_service_request_duration_count',
-    (xs) => sum(xs.filter((x) => x.metric.role === 'server').flatMap((x) => x.values)) >= c.requests);
+  const svc = await vm.exportWhen(
+    'meshprobe_service_request_duration_count',
+    (xs) => sum(xs.filter((x) => x.metric.role === 'server').flatMap((x) => x.values)) >= c.requests,
+  );
   const srv = svc.find((x) => x.metric.role === 'server')!;
   assert.equal(srv.metric.service, `mpload:${s.port}`);
   assert.equal(sum(srv.values), c.requests);
@@ -56,12 +85,17 @@ test('--format influx to VictoriaMetrics (/api/v2/write): per-interval counts ad
   const tol = (x: number) => Math.max(REL * x, ABS_S);
   const busy = client[0].timestamps.filter((_, i) => client[0].values[i] >= 30);
   assert.ok(busy.length >= 2, `${busy.length} busy intervals`);
-  const p99 = (await vm.exportWhen('meshprobe_request_duration_p99_seconds',
-    (xs) => xs.some((x) => x.metric.view === 'client' && busy.every((ts) => x.timestamps.includes(ts)))))
-    .find((x) => x.metric.view === 'client')!;
+  const p99 = (
+    await vm.exportWhen('meshprobe_request_duration_p99_seconds', (xs) =>
+      xs.some((x) => x.metric.view === 'client' && busy.every((ts) => x.timestamps.includes(ts))),
+    )
+  ).find((x) => x.metric.view === 'client')!;
   for (const ts of busy) {
     const v = p99.values[p99.timestamps.indexOf(ts)];
-    assert.ok(v >= lo - tol(lo) && v <= hi + tol(hi), `client p99 ${v} s at ${ts}: the client timed its 5 ms requests ${lo}..${hi} s`);
+    assert.ok(
+      v >= lo - tol(lo) && v <= hi + tol(hi),
+      `client p99 ${v} s at ${ts}: the client timed its 5 ms requests ${lo}..${hi} s`,
+    );
   }
 });
 
@@ -70,8 +104,18 @@ test('--format influx to InfluxDB 1.x (/write, --db): the same figures read back
   const ifx = await startInfluxdb1(t);
   await ifx.createDatabase('meshprobe');
   const s = await startTestServer(t, { maxSpinners: 2 });
-  const probe = startProbe('latency-probe', ['--filter', `port=${s.port}`, '--format', 'influx', '--url', ifx.url, '--db', 'meshprobe',
-    '--aggregate-interval', '500ms']);
+  const probe = startProbe('latency-probe', [
+    '--filter',
+    `port=${s.port}`,
+    '--format',
+    'influx',
+    '--url',
+    ifx.url,
+    '--db',
+    'meshprobe',
+    '--aggregate-interval',
+    '500ms',
+  ]);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   const c = await runClient({ addr: s.addr, port: s.port, requests: 1200, concurrency: 2, sleeps: [1000] });
@@ -79,13 +123,22 @@ test('--format influx to InfluxDB 1.x (/write, --db): the same figures read back
   const exit = await probe.stop('SIGINT');
   assert.equal(exit.code, 0, exit.stderr);
   assert.equal(exit.report.exports.influx.points_dropped, 0);
-  const r = await ifx.query(`SELECT sum("count") FROM "meshprobe_request_duration" WHERE "view" = 'client'`, 'meshprobe');
+  const r = await ifx.query(
+    `SELECT sum("count") FROM "meshprobe_request_duration" WHERE "view" = 'client'`,
+    'meshprobe',
+  );
   assert.equal(r.results[0].series![0].values[0][1], c.requests);
   // every busy interval's server p50 is the server's own timing of the 1 ms sleep
   const own = (await s.stop()).by_sleep['1000'].p50 / 1e6;
-  const p50 = await ifx.query(`SELECT "p50_seconds" FROM "meshprobe_request_duration" WHERE "view" = 'server' AND "count" > 100`, 'meshprobe');
+  const p50 = await ifx.query(
+    `SELECT "p50_seconds" FROM "meshprobe_request_duration" WHERE "view" = 'server' AND "count" > 100`,
+    'meshprobe',
+  );
   for (const row of p50.results[0].series![0].values) {
-    assert.ok(near(row[1] as number, own, REL, ABS_S), `server p50 ${row[1]} s vs the server's own ${own} s for the 1 ms sleep`);
+    assert.ok(
+      near(row[1] as number, own, REL, ABS_S),
+      `server p50 ${row[1]} s vs the server's own ${own} s for the 1 ms sleep`,
+    );
   }
   const lost = await ifx.query(`SELECT last("value") FROM "meshprobe_lost_records"`, 'meshprobe');
   assert.equal(lost.results[0].series![0].values[0][1], 0);
@@ -97,8 +150,20 @@ test('an InfluxDB that goes away mid-run: the probe keeps measuring, writes what
   if (!needsRoot(t)) return;
   const vm = await startVictoriaMetrics(t);
   const s = await startTestServer(t);
-  const probe = startProbe('latency-probe', ['--filter', `port=${s.port}`, '--format', 'influx', '--url', vm.url,
-    '--org', 'o', '--bucket', 'b', '--aggregate-interval', '500ms']);
+  const probe = startProbe('latency-probe', [
+    '--filter',
+    `port=${s.port}`,
+    '--format',
+    'influx',
+    '--url',
+    vm.url,
+    '--org',
+    'o',
+    '--bucket',
+    'b',
+    '--aggregate-interval',
+    '500ms',
+  ]);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   const c1 = await runClient({ addr: s.addr, port: s.port, requests: 500, concurrency: 2 });

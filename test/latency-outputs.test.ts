@@ -11,7 +11,16 @@ import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { runClient, startTestServer } from './helpers/workload.js';
-import { cliPath, near, needsRoot, programsAfterExit, runCli, spawnGroup, startProbe, tempDir } from './helpers/probe.js';
+import {
+  cliPath,
+  near,
+  needsRoot,
+  programsAfterExit,
+  runCli,
+  spawnGroup,
+  startProbe,
+  tempDir,
+} from './helpers/probe.js';
 import { repoRoot } from './helpers/workload.js';
 
 // latencies against the server's own timing: 3 %, at least 50 µs (as test/latency-accuracy.test.ts)
@@ -22,8 +31,11 @@ test('--format json-stream: a line per interval, flushed as it ends; the interva
   if (!needsRoot(t)) return;
   // every concurrent sleeper may busy-wait its last 150 µs: the sleeps are exact
   const s = await startTestServer(t, { maxSpinners: 2 });
-  const probe = startProbe('latency-probe', ['--filter', `port=${s.port}`, '--format', 'json-stream', '--aggregate-interval', '500ms'],
-    { output: '/dev/stdout' });
+  const probe = startProbe(
+    'latency-probe',
+    ['--filter', `port=${s.port}`, '--format', 'json-stream', '--aggregate-interval', '500ms'],
+    { output: '/dev/stdout' },
+  );
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   const c1 = await runClient({ addr: s.addr, port: s.port, requests: 400, concurrency: 2, sleeps: [1000] });
@@ -35,7 +47,10 @@ test('--format json-stream: a line per interval, flushed as it ends; the interva
   await sleep(200);
   const exit = await probe.stop('SIGINT');
   assert.equal(exit.code, 0, exit.stderr);
-  const lines = exit.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const lines = exit.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   const intervals = lines.filter((o) => o.type === 'interval');
   const summary = lines[lines.length - 1];
   assert.equal(summary.type, 'summary');
@@ -46,7 +61,16 @@ test('--format json-stream: a line per interval, flushed as it ends; the interva
     assert.equal(o.seq, i);
     assert.ok(Date.parse(o.end) > Date.parse(o.start));
     if (i > 0) assert.equal(o.start, intervals[i - 1].end);
-    for (const k of ['client', 'server', 'network', 'percentiles', 'latency_histogram', 'services', 'loss', 'sampling']) {
+    for (const k of [
+      'client',
+      'server',
+      'network',
+      'percentiles',
+      'latency_histogram',
+      'services',
+      'loss',
+      'sampling',
+    ]) {
       assert.ok(k in o.metrics, `interval has metrics.${k}`);
     }
   });
@@ -60,7 +84,10 @@ test('--format json-stream: a line per interval, flushed as it ends; the interva
   const p50s = busy.map((o) => o.metrics.server.percentiles.p50);
   for (const sleepUs of ['1000', '5000']) {
     const ms = own[sleepUs].p50 / 1000;
-    assert.ok(p50s.some((p) => near(p, ms, REL, ABS_MS)), `an interval of the ${sleepUs} µs burst: p50 near ${ms} ms in ${p50s.join(', ')}`);
+    assert.ok(
+      p50s.some((p) => near(p, ms, REL, ABS_MS)),
+      `an interval of the ${sleepUs} µs burst: p50 near ${ms} ms in ${p50s.join(', ')}`,
+    );
   }
   assert.equal(summary.exports.json_stream.lines, intervals.length);
 });
@@ -78,10 +105,12 @@ async function waitForLines(probe: ReturnType<typeof startProbe>, n: number): Pr
 test('json-stream into a pipe whose reader goes away: the probe ends cleanly, exit 0, no stack trace, nothing attached', async (t) => {
   if (!needsRoot(t)) return;
   const s = await startTestServer(t);
-  const cmd = `"${process.execPath}" "${cliPath('latency-probe')}" --filter port=${s.port} --format json-stream --output /dev/stdout ` +
+  const cmd =
+    `"${process.execPath}" "${cliPath('latency-probe')}" --filter port=${s.port} --format json-stream --output /dev/stdout ` +
     `--aggregate-interval 200ms --duration 30 | head -n 1; echo "probe=\${PIPESTATUS[0]}" >&2`;
   const sh = spawnGroup(t, 'bash', ['-c', cmd]);
-  let out = '', err = '';
+  let out = '',
+    err = '';
   sh.stdout.on('data', (b) => (out += b));
   sh.stderr.on('data', (b) => (err += b));
   const traffic = runClient({ addr: s.addr, port: s.port, requests: 200, concurrency: 1, sleeps: [2000] });
@@ -101,8 +130,16 @@ test('json-stream to a file that cannot be written (/dev/full, ENOSPC): exit 1, 
   if (!needsRoot(t)) return;
   const s = await startTestServer(t);
   // --output after startProbe's own: the stream goes to /dev/full (never read back: it never ends)
-  const probe = startProbe('latency-probe', ['--filter', `port=${s.port}`, '--format', 'json-stream', '--output', '/dev/full',
-    '--aggregate-interval', '3s']);
+  const probe = startProbe('latency-probe', [
+    '--filter',
+    `port=${s.port}`,
+    '--format',
+    'json-stream',
+    '--output',
+    '/dev/full',
+    '--aggregate-interval',
+    '3s',
+  ]);
   t.after(() => probe.stop('SIGKILL'));
   const saved = path.join(tmpdir(), `meshprobe-report-${probe.pid}.json`);
   t.after(() => rmSync(saved, { force: true }));
@@ -114,7 +151,11 @@ test('json-stream to a file that cannot be written (/dev/full, ENOSPC): exit 1, 
   assert.ok(Date.now() - t0 < 10_000, 'it stopped by itself at the first line');
   assert.equal(exit.code, 1, exit.stderr);
   const errors = exit.stderr.split('\n').filter((l) => /ENOSPC/.test(l));
-  assert.deepEqual(errors, [`latency-probe: cannot write the stream (ENOSPC) to /dev/full; the report was saved to ${saved}`], exit.stderr);
+  assert.deepEqual(
+    errors,
+    [`latency-probe: cannot write the stream (ENOSPC) to /dev/full; the report was saved to ${saved}`],
+    exit.stderr,
+  );
   assert.doesNotMatch(exit.stderr, /\n\s+at |Error:/, exit.stderr);
   assert.ok(existsSync(saved), `${saved} exists`);
   const report = JSON.parse(readFileSync(saved, 'utf8'));
@@ -159,7 +200,14 @@ test('--sample-rate auto: the rate rises under load, each change reported, zero 
   if (!needsRoot(t)) return;
   const s = await startTestServer(t);
   // a budget far below the load, so that the controller must act
-  const probe = startProbe('latency-probe', ['--filter', `port=${s.port}`, '--sample-rate', 'auto', '--max-event-rate', '500']);
+  const probe = startProbe('latency-probe', [
+    '--filter',
+    `port=${s.port}`,
+    '--sample-rate',
+    'auto',
+    '--max-event-rate',
+    '500',
+  ]);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   const c = await runClient({ addr: s.addr, port: s.port, requests: 30000, concurrency: 4, rate: 6000 });
@@ -180,8 +228,20 @@ test('--sample-rate auto: the rate rises under load, each change reported, zero 
 test('--sample-rate auto in the stream: each interval holds the changes made in it, none repeated or missed', async (t) => {
   if (!needsRoot(t)) return;
   const s = await startTestServer(t);
-  const probe = startProbe('latency-probe', ['--filter', `port=${s.port}`, '--sample-rate', 'auto', '--max-event-rate', '500',
-    '--format', 'json-stream', '--aggregate-interval', '500ms', '--output', '/dev/stdout']);
+  const probe = startProbe('latency-probe', [
+    '--filter',
+    `port=${s.port}`,
+    '--sample-rate',
+    'auto',
+    '--max-event-rate',
+    '500',
+    '--format',
+    'json-stream',
+    '--aggregate-interval',
+    '500ms',
+    '--output',
+    '/dev/stdout',
+  ]);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   // up under load, then down by halving after 5 calm seconds
@@ -189,20 +249,33 @@ test('--sample-rate auto in the stream: each interval holds the changes made in 
   await sleep(6500);
   const exit = await probe.stop('SIGINT');
   assert.equal(exit.code, 0, exit.stderr);
-  const lines = exit.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const lines = exit.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   const summary = lines[lines.length - 1];
   assert.equal(summary.type, 'summary');
   const intervals = lines.filter((o) => o.type === 'interval');
   const all = summary.metrics.sampling;
   assert.equal(all.mode, 'auto');
   assert.ok(all.change_count >= 2, `up and down: ${JSON.stringify(all.changes)}`);
-  assert.ok(all.changes.some((c: any) => c.to > c.from) && all.changes.some((c: any) => c.to < c.from), JSON.stringify(all.changes));
+  assert.ok(
+    all.changes.some((c: any) => c.to > c.from) && all.changes.some((c: any) => c.to < c.from),
+    JSON.stringify(all.changes),
+  );
   const perInterval = intervals.map((o) => o.metrics.sampling.changes);
-  assert.equal(perInterval.reduce((a, c) => a + c.length, 0), all.change_count, JSON.stringify(perInterval));
+  assert.equal(
+    perInterval.reduce((a, c) => a + c.length, 0),
+    all.change_count,
+    JSON.stringify(perInterval),
+  );
   assert.deepEqual(perInterval.flat(), all.changes, 'every change once, in order, in the interval it was made in');
   // change_count is the total so far: it never goes down, and ends at the summary's
   const counts = intervals.map((o) => o.metrics.sampling.change_count);
-  assert.ok(counts.every((n, i) => i === 0 || n >= counts[i - 1]), counts.join(' '));
+  assert.ok(
+    counts.every((n, i) => i === 0 || n >= counts[i - 1]),
+    counts.join(' '),
+  );
   assert.equal(counts[counts.length - 1], all.change_count);
 });
 
@@ -220,9 +293,15 @@ test('on a terminal: a live line with elapsed and remaining time, requests, p50,
   await runClient({ addr: s.addr, port: s.port, requests: 2000, concurrency: 2, rate: 1000, sleeps: [1000] });
   const code = await new Promise<number | null>((r) => sc.on('close', r));
   assert.equal(code, 0, tty);
-  const frames = tty.split('\r').map((l) => l.replace(/\x1b\[K/g, '').trim()).filter((l) => /elapsed/.test(l));
+  const frames = tty
+    .split('\r')
+    .map((l) => l.replace(/\x1b\[K/g, '').trim())
+    .filter((l) => /elapsed/.test(l));
   assert.ok(frames.length >= 3, `${frames.length} redraws: ${JSON.stringify(tty.slice(0, 400))}`);
-  assert.ok(frames.some((f) => /0:0\d elapsed, 0:0\d left/.test(f)), frames.join('\n'));
+  assert.ok(
+    frames.some((f) => /0:0\d elapsed, 0:0\d left/.test(f)),
+    frames.join('\n'),
+  );
   // p50 near the 1 ms sleep, printed at 0.1 µs resolution: 0.98, 1, 1.0213; p99 at or above it (a busy
   // machine's tail in one second can be a few ms, and the accuracy tests check percentiles)
   const busy = frames.find((f) => {
@@ -234,8 +313,11 @@ test('on a terminal: a live line with elapsed and remaining time, requests, p50,
   assert.match(busy!, /lost 0/);
 
   // in a pipe: no live line
-  const piped = spawnSync(process.execPath, [cliPath('latency-probe'), '--filter', `port=${s.port}`, '--duration', '1.5', '--output', out],
-    { cwd: repoRoot, encoding: 'utf8' });
+  const piped = spawnSync(
+    process.execPath,
+    [cliPath('latency-probe'), '--filter', `port=${s.port}`, '--duration', '1.5', '--output', out],
+    { cwd: repoRoot, encoding: 'utf8' },
+  );
   assert.equal(piped.status, 0, piped.stderr);
   assert.doesNotMatch(piped.stderr, /elapsed/);
 });
@@ -245,7 +327,10 @@ test('bad output options: one line naming the fix, exit 2, nothing loaded', asyn
   for (const [args, re] of [
     [['--format', 'xml'], /unknown --format "xml": use one of json, json-stream, influx, prometheus/],
     [['--format', 'influx'], /--format influx needs --url/],
-    [['--format', 'influx', '--url', 'http://127.0.0.1:1', '--db', 'x'], /cannot reach InfluxDB at http:\/\/127\.0\.0\.1:1/],
+    [
+      ['--format', 'influx', '--url', 'http://127.0.0.1:1', '--db', 'x'],
+      /cannot reach InfluxDB at http:\/\/127\.0\.0\.1:1/,
+    ],
     [['--format', 'influx', '--url', 'http://127.0.0.1:1'], /--db|--bucket/],
     [['--db', 'x'], /--db is for --format influx/],
     [['--aggregate-interval', 'soon'], /invalid --aggregate-interval "soon"/],

@@ -24,7 +24,11 @@ const COUNT = 'meshprobe_request_duration_seconds_count';
 
 // ---------------------------------------------------------------- helpers
 
-interface Sample { name: string; labels: Record<string, string>; value: number }
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
 
 /** The samples and TYPEs of a text exposition (labels unescaped). */
 function parseText(text: string): { types: Map<string, string>; samples: Sample[] } {
@@ -41,7 +45,8 @@ function parseText(text: string): { types: Map<string, string>; samples: Sample[
     assert.ok(m, `unparsable exposition line ${JSON.stringify(line)}`);
     const labels: Record<string, string> = {};
     const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/gy;
-    for (let l; (l = re.exec(m[2] ?? ''));) labels[l[1]] = l[2].replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
+    for (let l; (l = re.exec(m[2] ?? ''));)
+      labels[l[1]] = l[2].replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
     samples.push({ name: m[1], labels, value: Number(m[3]) });
   }
   return { types, samples };
@@ -95,8 +100,14 @@ function listeners(port: number): string[] {
 function tryConnect(host: string, port: number): Promise<'connected' | string> {
   return new Promise((resolve) => {
     const s = connect({ host, port, timeout: 2000 });
-    s.once('connect', () => { s.destroy(); resolve('connected'); });
-    s.once('timeout', () => { s.destroy(); resolve('timeout'); });
+    s.once('connect', () => {
+      s.destroy();
+      resolve('connected');
+    });
+    s.once('timeout', () => {
+      s.destroy();
+      resolve('timeout');
+    });
     s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
   });
 }
@@ -109,7 +120,11 @@ function tryConnect(host: string, port: number): Promise<'connected' | string> {
 function latencyIds(): Set<number> {
   const r = spawnSync('bpftool', ['-j', 'prog', 'list'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`bpftool prog list failed: ${r.stderr}`);
-  return new Set((JSON.parse(r.stdout) as { id: number; name?: string }[]).filter((p) => p.name?.startsWith('latency')).map((p) => p.id));
+  return new Set(
+    (JSON.parse(r.stdout) as { id: number; name?: string }[])
+      .filter((p) => p.name?.startsWith('latency'))
+      .map((p) => p.id),
+  );
 }
 
 /** Waits (up to 5 s: the kernel frees a program after an RCU grace period) until none of `ids` is loaded; returns those still loaded. */
@@ -124,12 +139,23 @@ async function stillLoaded(ids: Iterable<number>): Promise<number[]> {
   return left;
 }
 
-async function setup(t: TestContext, probeArgs: string[]): Promise<{ server: RunningServer; probe: ProbeRun; port: number; ours: number[] }> {
+async function setup(
+  t: TestContext,
+  probeArgs: string[],
+): Promise<{ server: RunningServer; probe: ProbeRun; port: number; ours: number[] }> {
   // every concurrent sleeper may busy-wait its last 150 µs, so sleeps are exact
   const server = await startTestServer(t, { maxSpinners: TRAFFIC.concurrency });
   const port = await freePort();
   const before = latencyIds();
-  const probe = startProbe('latency-probe', ['--format', 'prometheus', '--port', String(port), '--filter', `port=${server.port}`, ...probeArgs]);
+  const probe = startProbe('latency-probe', [
+    '--format',
+    'prometheus',
+    '--port',
+    String(port),
+    '--filter',
+    `port=${server.port}`,
+    ...probeArgs,
+  ]);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   const ours = [...latencyIds()].filter((id) => !before.has(id));
@@ -167,9 +193,20 @@ test('/metrics while measuring: promtool-clean, exact counts per view, loopback 
   assert.equal(pt.status, 0, `promtool check metrics: ${pt.stdout}${pt.stderr}\n---\n${text}`);
   assert.equal((pt.stdout + pt.stderr).trim(), '', 'promtool: no lint problems');
 
-  assert.equal(value(samples, COUNT, { view: 'client' }), client.requests, 'client-view _count = the client\'s own count');
-  assert.equal(value(samples, COUNT, { view: 'server' }), client.requests, 'server-view _count = the client\'s own count');
-  assert.equal(value(samples, 'meshprobe_request_duration_seconds_bucket', { view: 'client', le: '+Inf' }), client.requests);
+  assert.equal(
+    value(samples, COUNT, { view: 'client' }),
+    client.requests,
+    "client-view _count = the client's own count",
+  );
+  assert.equal(
+    value(samples, COUNT, { view: 'server' }),
+    client.requests,
+    "server-view _count = the client's own count",
+  );
+  assert.equal(
+    value(samples, 'meshprobe_request_duration_seconds_bucket', { view: 'client', le: '+Inf' }),
+    client.requests,
+  );
   assert.equal(value(samples, 'meshprobe_requests_total', { view: 'client' }), client.requests);
   assert.equal(value(samples, 'meshprobe_requests_total', { view: 'server' }), client.requests);
   // the default bounds, exactly, then +Inf
@@ -184,7 +221,9 @@ test('/metrics while measuring: promtool-clean, exact counts per view, loopback 
   assert.ok(counters.length >= 5, `counters: ${counters}`);
   for (const n of counters) assert.match(n, /^meshprobe_[a-z0-9_]+_total$/, `counter ${n} ends in _total`);
   for (const s of samples) {
-    const fam = [...types.keys()].find((f) => s.name === f || (types.get(f) === 'histogram' && /^(.*)_(bucket|sum|count)$/.exec(s.name)?.[1] === f));
+    const fam = [...types.keys()].find(
+      (f) => s.name === f || (types.get(f) === 'histogram' && /^(.*)_(bucket|sum|count)$/.exec(s.name)?.[1] === f),
+    );
     assert.ok(fam, `sample ${s.name} belongs to a family with a TYPE`);
     if (types.get(fam) === 'counter') assert.match(s.name, /_total$/);
   }
@@ -197,17 +236,22 @@ test('/metrics while measuring: promtool-clean, exact counts per view, loopback 
 
   // loopback only: one listening socket on the port, bound to 127.0.0.1, and other addresses refuse
   assert.deepEqual(listeners(port), ['127.0.0.1']);
-  const others = Object.values(networkInterfaces()).flat()
-    .filter((a) => a && !a.internal && a.family === 'IPv4').map((a) => a!.address);
-  for (const addr of others) assert.equal(await tryConnect(addr, port), 'ECONNREFUSED', `/metrics reachable on ${addr}`);
-  t.diagnostic(`client p99 ${client.latency_us.p99} µs; counts client/server ${client.requests}; checked not reachable on ${others.join(', ') || '(no other IPv4 address)'}`);
+  const others = Object.values(networkInterfaces())
+    .flat()
+    .filter((a) => a && !a.internal && a.family === 'IPv4')
+    .map((a) => a!.address);
+  for (const addr of others)
+    assert.equal(await tryConnect(addr, port), 'ECONNREFUSED', `/metrics reachable on ${addr}`);
+  t.diagnostic(
+    `client p99 ${client.latency_us.p99} µs; counts client/server ${client.requests}; checked not reachable on ${others.join(', ') || '(no other IPv4 address)'}`,
+  );
 
   await server.stop();
   const exit = await probe.stop('SIGINT');
   assert.equal(exit.code, 0, exit.stderr);
   assert.equal(exit.report?.metrics.client.total_requests, client.requests);
   assert.ok(exit.report.exports?.prometheus?.scrapes >= 1, JSON.stringify(exit.report.exports));
-  assert.deepEqual(await stillLoaded(ours), [], 'the probe\'s programs are gone after it exits');
+  assert.deepEqual(await stillLoaded(ours), [], "the probe's programs are gone after it exits");
 });
 
 test('a real Prometheus scraping during traffic: histogram_quantile(0.99) agrees with the report p99 within a bucket', async (t) => {
@@ -248,7 +292,10 @@ test('a real Prometheus scraping during traffic: histogram_quantile(0.99) agrees
     data: { result: { values: [number, string][] }[] };
   };
   const stored = raw.data.result[0].values.map(([, v]) => Number(v));
-  assert.ok(stored.some((v) => v > 0 && v < N), `a scrape during the traffic (${trafficS} s): ${stored}`);
+  assert.ok(
+    stored.some((v) => v > 0 && v < N),
+    `a scrape during the traffic (${trafficS} s): ${stored}`,
+  );
 
   await server.stop();
   const exit = await probe.stop('SIGINT');
@@ -265,19 +312,30 @@ test('a real Prometheus scraping during traffic: histogram_quantile(0.99) agrees
     const ourP99 = m[view].percentiles.p99 / 1000; // ms -> s
     const [lo, hi] = bucketOf(ourP99, bounds);
     const theirs = promP99[view];
-    lines.push(`${view}: report p99 ${(ourP99 * 1e3).toFixed(4)} ms, Prometheus ${(theirs * 1e3).toFixed(4)} ms, bucket (${lo * 1e3}, ${hi * 1e3}] ms`);
+    lines.push(
+      `${view}: report p99 ${(ourP99 * 1e3).toFixed(4)} ms, Prometheus ${(theirs * 1e3).toFixed(4)} ms, bucket (${lo * 1e3}, ${hi * 1e3}] ms`,
+    );
     assert.ok(Number.isFinite(hi), `${view} p99 ${ourP99} s beyond the last bound`);
-    assert.ok(Math.abs(theirs - ourP99) <= hi - lo, `${view}: Prometheus p99 ${theirs} s vs ourP99 ${ourP99} s: more than the bucket width ${hi - lo} s`);
+    assert.ok(
+      Math.abs(theirs - ourP99) <= hi - lo,
+      `${view}: Prometheus p99 ${theirs} s vs ourP99 ${ourP99} s: more than the bucket width ${hi - lo} s`,
+    );
     // histogram_quantile interpolates inside the bucket holding the 0.99 rank, the one our p99 falls in
     assert.ok(theirs >= lo && theirs <= hi, `${view}: Prometheus p99 ${theirs} s outside (${lo}, ${hi}]`);
   }
 
   const serverSvc = svc.filter((s) => Number(s.value[1]) === m.server.total_requests);
-  assert.equal(serverSvc.length, 1, `a role="server" service series with count ${m.server.total_requests}: ${JSON.stringify(svc)}`);
+  assert.equal(
+    serverSvc.length,
+    1,
+    `a role="server" service series with count ${m.server.total_requests}: ${JSON.stringify(svc)}`,
+  );
   assert.equal(serverSvc[0].metric.service, `mpload:${server.port}`);
-  lines.push(`service ${serverSvc[0].metric.service} role=server count ${serverSvc[0].value[1]}; traffic ${trafficS} s, ${stored.length} scrapes stored`);
+  lines.push(
+    `service ${serverSvc[0].metric.service} role=server count ${serverSvc[0].value[1]}; traffic ${trafficS} s, ${stored.length} scrapes stored`,
+  );
   for (const l of lines) t.diagnostic(l);
-  assert.deepEqual(await stillLoaded(ours), [], 'the probe\'s programs are gone after it exits');
+  assert.deepEqual(await stillLoaded(ours), [], "the probe's programs are gone after it exits");
 });
 
 test('--port already in use: exit 2, one line naming --port, nothing loaded', async (t) => {
@@ -293,7 +351,16 @@ test('--port already in use: exit 2, one line naming --port, nothing loaded', as
   const port = (blocker.address() as { port: number }).port;
   const output = join(tempDir(), 'report.json');
 
-  const r = runCli('latency-probe', ['--format', 'prometheus', '--port', String(port), '--output', output, '--filter', 'port=1']);
+  const r = runCli('latency-probe', [
+    '--format',
+    'prometheus',
+    '--port',
+    String(port),
+    '--output',
+    output,
+    '--filter',
+    'port=1',
+  ]);
   assert.equal(r.code, 2, `exit code: ${r.stderr}`);
   const lines = r.stderr.trim().split('\n').filter(Boolean);
   assert.equal(lines.length, 1, `one line on stderr: ${JSON.stringify(r.stderr)}`);

@@ -56,15 +56,76 @@ function needsHaproxy(t: TestContext): boolean {
 async function meshRun(t: TestContext, delayMs: number, capture = false): Promise<Run> {
   const pair = createVethPair();
   t.after(() => pair.cleanup());
-  const server = await startTestServer(t, { addr: '127.0.0.1', port: 8080, netns: pair.nsB, http: true, maxSpinners: 2 });
+  const server = await startTestServer(t, {
+    addr: '127.0.0.1',
+    port: 8080,
+    netns: pair.nsB,
+    http: true,
+    maxSpinners: 2,
+  });
   const uid = capture ? 1337 : undefined;
-  const inbound = await startSidecar(t, { netns: pair.nsB, name: 'inbound', bind: capture ? '0.0.0.0:15006' : `${pair.addrB4}:15006`, server: '127.0.0.1:8080', delayMs, uid });
-  const outbound = await startSidecar(t, { netns: pair.nsA, name: 'outbound', bind: '127.0.0.1:15001', server: `${pair.addrB4}:${capture ? 8080 : 15006}`, delayMs, uid });
+  const inbound = await startSidecar(t, {
+    netns: pair.nsB,
+    name: 'inbound',
+    bind: capture ? '0.0.0.0:15006' : `${pair.addrB4}:15006`,
+    server: '127.0.0.1:8080',
+    delayMs,
+    uid,
+  });
+  const outbound = await startSidecar(t, {
+    netns: pair.nsA,
+    name: 'outbound',
+    bind: '127.0.0.1:15001',
+    server: `${pair.addrB4}:${capture ? 8080 : 15006}`,
+    delayMs,
+    uid,
+  });
   if (capture) {
     // (the rules live in the namespaces, which cleanup deletes)
     for (const [ns, rule] of [
-      [pair.nsA, ['-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '-d', pair.addrB4, '--dport', '8080', '-m', 'owner', '!', '--uid-owner', '1337', '-j', 'REDIRECT', '--to-ports', '15001']],
-      [pair.nsB, ['-t', 'nat', '-A', 'PREROUTING', '-i', pair.ifB, '-p', 'tcp', '--dport', '8080', '-j', 'REDIRECT', '--to-ports', '15006']],
+      [
+        pair.nsA,
+        [
+          '-t',
+          'nat',
+          '-A',
+          'OUTPUT',
+          '-p',
+          'tcp',
+          '-d',
+          pair.addrB4,
+          '--dport',
+          '8080',
+          '-m',
+          'owner',
+          '!',
+          '--uid-owner',
+          '1337',
+          '-j',
+          'REDIRECT',
+          '--to-ports',
+          '15001',
+        ],
+      ],
+      [
+        pair.nsB,
+        [
+          '-t',
+          'nat',
+          '-A',
+          'PREROUTING',
+          '-i',
+          pair.ifB,
+          '-p',
+          'tcp',
+          '--dport',
+          '8080',
+          '-j',
+          'REDIRECT',
+          '--to-ports',
+          '15006',
+        ],
+      ],
     ] as const) {
       const r = spawnSync(ipBin(), ['netns', 'exec', ns, 'iptables', ...rule], { encoding: 'utf8' });
       assert.equal(r.status, 0, `iptables ${rule.join(' ')}: ${r.stderr}`);
@@ -73,7 +134,14 @@ async function meshRun(t: TestContext, delayMs: number, capture = false): Promis
   const target = capture ? { addr: pair.addrB4, port: 8080 } : { addr: '127.0.0.1', port: 15001 };
   let client!: ClientResult;
   const report = await reportDuring(t, 'latency-probe', ['--filter', `netns=${pair.nsA},${pair.nsB}`], async () => {
-    client = await runClient({ ...target, netns: pair.nsA, http: true, requests: REQUESTS, concurrency: 2, sleeps: SLEEPS });
+    client = await runClient({
+      ...target,
+      netns: pair.nsA,
+      http: true,
+      requests: REQUESTS,
+      concurrency: 2,
+      sleeps: SLEEPS,
+    });
   });
   const summary = await server.stop();
   const overhead = report.metrics.overhead_analysis;
@@ -87,13 +155,20 @@ async function meshRun(t: TestContext, delayMs: number, capture = false): Promis
       return mean(ls.map((l) => l.Ta - l.Tr));
     })
     .reduce((a, b) => a + b, 0);
-  const knownSleep = Object.entries(client.by_sleep).reduce((a, [sl, b]) => a + Number(sl) * b.count, 0) / client.requests / 1000;
+  const knownSleep =
+    Object.entries(client.by_sleep).reduce((a, [sl, b]) => a + Number(sl) * b.count, 0) / client.requests / 1000;
   return { overhead, service, client, server: summary, outbound, inbound, haproxyMesh, knownSleep };
 }
 
 function checkRun(r: Run, label: string): void {
   const s = r.service;
-  const show = JSON.stringify({ ...s, client_mean_ms: r.client.latency_us.mean / 1000, server_mean_ms: r.server.processing_us.mean / 1000, haproxy_mesh_ms: r.haproxyMesh, proxies: r.overhead.proxies });
+  const show = JSON.stringify({
+    ...s,
+    client_mean_ms: r.client.latency_us.mean / 1000,
+    server_mean_ms: r.server.processing_us.mean / 1000,
+    haproxy_mesh_ms: r.haproxyMesh,
+    proxies: r.overhead.proxies,
+  });
   console.log(`# ${label}: ${show}`);
   assert.equal(r.client.errors, 0);
   // the path, in order, and every request accounted for at each proxy
@@ -104,21 +179,39 @@ function checkRun(r: Run, label: string): void {
     assert.equal(p.upstream_requests, REQUESTS, show);
   }
   // total: what the client observes, against its own timing
-  assert.ok(near(s.total_ms, r.client.latency_us.mean / 1000, 0.03, 0.05), `total ${s.total_ms} ms vs the client's own ${r.client.latency_us.mean / 1000} ms; ${show}`);
+  assert.ok(
+    near(s.total_ms, r.client.latency_us.mean / 1000, 0.03, 0.05),
+    `total ${s.total_ms} ms vs the client's own ${r.client.latency_us.mean / 1000} ms; ${show}`,
+  );
   // application: the server's processing, against its own timing and the sleeps it was asked for
-  assert.ok(near(s.application_ms, r.server.processing_us.mean / 1000, 0.03, 0.05), `application ${s.application_ms} ms vs the server's own ${r.server.processing_us.mean / 1000} ms`);
-  assert.ok(near(s.application_ms, r.knownSleep, 0.03, 0.05), `application ${s.application_ms} ms vs the known sleep ${r.knownSleep} ms`);
+  assert.ok(
+    near(s.application_ms, r.server.processing_us.mean / 1000, 0.03, 0.05),
+    `application ${s.application_ms} ms vs the server's own ${r.server.processing_us.mean / 1000} ms`,
+  );
+  assert.ok(
+    near(s.application_ms, r.knownSleep, 0.03, 0.05),
+    `application ${s.application_ms} ms vs the known sleep ${r.knownSleep} ms`,
+  );
   // mesh: the proxies' time, against haproxy's own timers. They tick in whole ms: a proxy that logs
   // 0 for every request took under 1 ms each time, which is all they can say then.
   if (r.haproxyMesh === 0) {
-    assert.ok(s.mesh_processing_ms < s.path.length, `mesh ${s.mesh_processing_ms} ms where haproxy's timers say under 1 ms per proxy; ${show}`);
+    assert.ok(
+      s.mesh_processing_ms < s.path.length,
+      `mesh ${s.mesh_processing_ms} ms where haproxy's timers say under 1 ms per proxy; ${show}`,
+    );
   } else {
-    assert.ok(near(s.mesh_processing_ms, r.haproxyMesh, 0.15, 0.1), `mesh ${s.mesh_processing_ms} ms vs haproxy's own Ta - Tr ${r.haproxyMesh} ms; ${show}`);
+    assert.ok(
+      near(s.mesh_processing_ms, r.haproxyMesh, 0.15, 0.1),
+      `mesh ${s.mesh_processing_ms} ms vs haproxy's own Ta - Tr ${r.haproxyMesh} ms; ${show}`,
+    );
   }
   // and against the client's and the server's own timing: the sidecars are part of what the client
   // waits beyond the server's processing, never more
   const outside = r.client.latency_us.mean / 1000 - r.server.processing_us.mean / 1000;
-  assert.ok(s.mesh_processing_ms < outside, `mesh ${s.mesh_processing_ms} ms vs ${outside} ms the client waited beyond the server's own time; ${show}`);
+  assert.ok(
+    s.mesh_processing_ms < outside,
+    `mesh ${s.mesh_processing_ms} ms vs ${outside} ms the client waited beyond the server's own time; ${show}`,
+  );
   assert.ok(s.mesh_processing_ms > 0, 'a proxy takes some time');
   // the parts add up, and the kernel's share is real time
   assert.ok(s.kernel_processing_ms > 0, show);
@@ -128,26 +221,42 @@ function checkRun(r: Run, label: string): void {
   assert.ok(Math.abs(r.overhead.mesh_processing_ms - s.mesh_processing_ms) < 0.001);
 }
 
-test('overhead_analysis splits client -> sidecar -> veth -> sidecar -> server into kernel, mesh and application time', { timeout: 240_000 }, async (t) => {
-  if (!needsRoot(t) || !needsHaproxy(t)) return;
-  const plain = await meshRun(t, 0);
-  checkRun(plain, 'plain sidecars');
-  // haproxy's own timers cannot see a proxy that forwards within one loop pass
-  assert.equal(plain.haproxyMesh, 0, 'haproxy logged 0 ms in itself for every request');
+test(
+  'overhead_analysis splits client -> sidecar -> veth -> sidecar -> server into kernel, mesh and application time',
+  { timeout: 240_000 },
+  async (t) => {
+    if (!needsRoot(t) || !needsHaproxy(t)) return;
+    const plain = await meshRun(t, 0);
+    checkRun(plain, 'plain sidecars');
+    // haproxy's own timers cannot see a proxy that forwards within one loop pass
+    assert.equal(plain.haproxyMesh, 0, 'haproxy logged 0 ms in itself for every request');
 
-  const slow = await meshRun(t, 2);
-  checkRun(slow, 'sidecars holding each request 2 ms');
-  // the time the test put into the sidecars is a floor of their processing
-  assert.ok(slow.service.mesh_processing_ms >= 4, `mesh ${slow.service.mesh_processing_ms} ms with 2 x 2 ms of Lua sleeps`);
-  // what the slow sidecars added, as the client and the server timed it themselves
-  const addedByClient = (slow.client.latency_us.mean - plain.client.latency_us.mean) / 1000 - (slow.server.processing_us.mean - plain.server.processing_us.mean) / 1000;
-  const addedByProbe = slow.service.mesh_processing_ms - plain.service.mesh_processing_ms;
-  assert.ok(near(addedByProbe, addedByClient, 0.15, 0.1), `mesh grew ${addedByProbe} ms; the client's own total grew ${addedByClient} ms beyond the server's`);
-});
+    const slow = await meshRun(t, 2);
+    checkRun(slow, 'sidecars holding each request 2 ms');
+    // the time the test put into the sidecars is a floor of their processing
+    assert.ok(
+      slow.service.mesh_processing_ms >= 4,
+      `mesh ${slow.service.mesh_processing_ms} ms with 2 x 2 ms of Lua sleeps`,
+    );
+    // what the slow sidecars added, as the client and the server timed it themselves
+    const addedByClient =
+      (slow.client.latency_us.mean - plain.client.latency_us.mean) / 1000 -
+      (slow.server.processing_us.mean - plain.server.processing_us.mean) / 1000;
+    const addedByProbe = slow.service.mesh_processing_ms - plain.service.mesh_processing_ms;
+    assert.ok(
+      near(addedByProbe, addedByClient, 0.15, 0.1),
+      `mesh grew ${addedByProbe} ms; the client's own total grew ${addedByClient} ms beyond the server's`,
+    );
+  },
+);
 
-test('overhead_analysis pairs connections that iptables redirected to the sidecars, as Istio captures traffic', { timeout: 120_000 }, async (t) => {
-  if (!needsRoot(t) || !needsHaproxy(t)) return;
-  const r = await meshRun(t, 0, true);
-  checkRun(r, 'sidecars behind iptables REDIRECT');
-  assert.equal(r.overhead.requests_unpaired, 0);
-});
+test(
+  'overhead_analysis pairs connections that iptables redirected to the sidecars, as Istio captures traffic',
+  { timeout: 120_000 },
+  async (t) => {
+    if (!needsRoot(t) || !needsHaproxy(t)) return;
+    const r = await meshRun(t, 0, true);
+    checkRun(r, 'sidecars behind iptables REDIRECT');
+    assert.equal(r.overhead.requests_unpaired, 0);
+  },
+);

@@ -8,7 +8,16 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, constants, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { AutoSampler, MAX_CHANGES_KEPT, MAX_SAMPLE_RATE } from '../src/pipeline/sampling.js';
-import { bucketIndex, bucketLower, bucketUpper, diff, emptyHistogram, histogramOf, overflowIndex, percentile } from '../src/histogram.js';
+import {
+  bucketIndex,
+  bucketLower,
+  bucketUpper,
+  diff,
+  emptyHistogram,
+  histogramOf,
+  overflowIndex,
+  percentile,
+} from '../src/histogram.js';
 import { diffLatencyFigures, type LatencyFigures, type ServiceFigure } from '../src/report/latency.js';
 import { LATENCY_STATS } from '../src/probes/latency.js';
 import { COUNTER_NAMES, type Counters } from '../src/wasm.js';
@@ -29,7 +38,10 @@ test('AutoSampler: under the budget nothing changes; over it the rate rises to c
   assert.equal(s.rate, 26);
   assert.equal(s.budget, 1000);
   assert.equal(s.changeCount, 1);
-  assert.deepEqual(s.changes.map(({ reason: _r, ...c }) => c), [{ at_s: 1, from: 1, to: 26 }]);
+  assert.deepEqual(
+    s.changes.map(({ reason: _r, ...c }) => c),
+    [{ at_s: 1, from: 1, to: 26 }],
+  );
   assert.match(s.changes[0].reason, /25001 exchanges\/s is over the budget of 1000\/s/);
   // the seconds of a tick count: 25001 in 2 s is 12501/s
   const t = new AutoSampler(1000);
@@ -69,10 +81,16 @@ test('AutoSampler: after a loss the rate does not fall straight back to the one 
     budgets.push(s.budget);
   }
   assert.ok(Math.abs(budgets[0] - 525) < 1e-9 && Math.abs(budgets[1] - 551.25) < 1e-9, `${budgets.slice(0, 2)}`);
-  assert.ok(budgets.every((b, i) => b <= 1000 && (i === 0 || b >= budgets[i - 1])), 'grows towards --max-event-rate, never past it');
+  assert.ok(
+    budgets.every((b, i) => b <= 1000 && (i === 0 || b >= budgets[i - 1])),
+    'grows towards --max-event-rate, never past it',
+  );
   assert.equal(budgets[39], 1000);
   // the first ten ticks: never back at 25, never below what the lowered budget needs
-  assert.ok(rates.slice(0, 10).every((r) => r >= 50), rates.join(' '));
+  assert.ok(
+    rates.slice(0, 10).every((r) => r >= 50),
+    rates.join(' '),
+  );
   rates.forEach((r, i) => assert.ok(r >= Math.ceil(25_000 / budgets[i]), `tick ${i}: rate ${r}, budget ${budgets[i]}`));
   // steps down by halving only: 100 -> 50 -> 25, each after 5 calm ticks
   assert.deepEqual([...new Set(rates)], [100, 50, 25]);
@@ -115,8 +133,16 @@ test('AutoSampler: the change list keeps the first half and the latest, changeCo
   assert.equal(s.changeCount, N);
   assert.equal(s.changes.length, MAX_CHANGES_KEPT);
   const half = MAX_CHANGES_KEPT / 2;
-  assert.deepEqual(s.changes.slice(0, half).map((c) => c.to), Array.from({ length: half }, (_, i) => i + 2), 'the first ones');
-  assert.deepEqual(s.changes.slice(half).map((c) => c.to), Array.from({ length: half }, (_, i) => N - half + i + 2), 'then the latest');
+  assert.deepEqual(
+    s.changes.slice(0, half).map((c) => c.to),
+    Array.from({ length: half }, (_, i) => i + 2),
+    'the first ones',
+  );
+  assert.deepEqual(
+    s.changes.slice(half).map((c) => c.to),
+    Array.from({ length: half }, (_, i) => N - half + i + 2),
+    'then the latest',
+  );
   for (let i = 1; i < s.changes.length; i++) assert.ok(s.changes[i].at_s > s.changes[i - 1].at_s);
 });
 
@@ -158,22 +184,39 @@ test('histogram diff: the interval holds exactly the new values; min/max become 
 const kernel = (v: Partial<Record<(typeof LATENCY_STATS)[number], number>>) =>
   Object.fromEntries(LATENCY_STATS.map((n) => [n, v[n] ?? 0])) as LatencyFigures['kernel'];
 const counters = (v: Partial<Counters>) => Object.fromEntries(COUNTER_NAMES.map((n) => [n, v[n] ?? 0])) as Counters;
-const service = (key: string, values: number[]): ServiceFigure =>
-  ({ key, name: `svc${key}`, role: 'server', port: 8000 + Number(key), requests: values.length, hist: histogramOf(values) });
+const service = (key: string, values: number[]): ServiceFigure => ({
+  key,
+  name: `svc${key}`,
+  role: 'server',
+  port: 8000 + Number(key),
+  requests: values.length,
+  hist: histogramOf(values),
+});
 
 test('diffLatencyFigures: views, services, kernel counters and pipeline counters of one interval', () => {
-  const c1 = ramp(1_000_000, 100, 100), s1 = ramp(900_000, 100, 100), n1 = [50_000, 60_000];
+  const c1 = ramp(1_000_000, 100, 100),
+    s1 = ramp(900_000, 100, 100),
+    n1 = [50_000, 60_000];
   const prev: LatencyFigures = {
-    client: histogramOf(c1), server: histogramOf(s1), network: histogramOf(n1),
+    client: histogramOf(c1),
+    server: histogramOf(s1),
+    network: histogramOf(n1),
     services: [service('1', s1.slice(0, 60)), service('2', s1.slice(60))],
     kernel: kernel({ send: 400, receive: 400, measured_client: 100, measured_server: 100, unsampled_client: 7 }),
     counters: counters({ records_total: 200, latency_records: 200, lost_records: 1 }),
   };
-  const c2 = ramp(5_000_000, 50, 1000), s2 = ramp(4_900_000, 50, 1000);
+  const c2 = ramp(5_000_000, 50, 1000),
+    s2 = ramp(4_900_000, 50, 1000);
   const cur: LatencyFigures = {
-    client: histogramOf([...c1, ...c2]), server: histogramOf([...s1, ...s2]), network: histogramOf(n1),
+    client: histogramOf([...c1, ...c2]),
+    server: histogramOf([...s1, ...s2]),
+    network: histogramOf(n1),
     // service 1 gained requests, service 2 none (left out), service 3 is new
-    services: [service('1', [...s1.slice(0, 60), ...s2.slice(0, 30)]), service('2', s1.slice(60)), service('3', s2.slice(30))],
+    services: [
+      service('1', [...s1.slice(0, 60), ...s2.slice(0, 30)]),
+      service('2', s1.slice(60)),
+      service('3', s2.slice(30)),
+    ],
     kernel: kernel({ send: 500, receive: 500, measured_client: 150, measured_server: 150, unsampled_client: 10 }),
     counters: counters({ records_total: 300, latency_records: 300, lost_records: 1 }),
   };
@@ -183,10 +226,19 @@ test('diffLatencyFigures: views, services, kernel counters and pipeline counters
   assert.deepEqual(d.server.buckets, histogramOf(s2).buckets);
   assert.equal(d.client.count, 50);
   assert.equal(d.network.count, 0, 'no new network samples');
-  assert.deepEqual(d.services.map((s) => [s.key, s.requests, s.hist.count]), [['1', 30, 30], ['3', 20, 20]]);
+  assert.deepEqual(
+    d.services.map((s) => [s.key, s.requests, s.hist.count]),
+    [
+      ['1', 30, 30],
+      ['3', 20, 20],
+    ],
+  );
   assert.deepEqual(d.services[0].hist.buckets, histogramOf(s2.slice(0, 30)).buckets);
   assert.deepEqual(d.services[1].hist, cur.services[2].hist, 'a new service: all of it');
-  assert.deepEqual(d.kernel, kernel({ send: 100, receive: 100, measured_client: 50, measured_server: 50, unsampled_client: 3 }));
+  assert.deepEqual(
+    d.kernel,
+    kernel({ send: 100, receive: 100, measured_client: 50, measured_server: 50, unsampled_client: 3 }),
+  );
   assert.deepEqual(d.counters, counters({ records_total: 100, latency_records: 100 }));
   // the readings are left as they were
   assert.equal(cur.services.length, 3);
@@ -197,11 +249,19 @@ test('diffLatencyFigures: views, services, kernel counters and pipeline counters
 
 test('progressLine: elapsed and remaining time, requests, p50/p99 of the last second, loss, sample rate', () => {
   const f = { requests: 123_456, lost: 0, recent: { requests: 980, p50_ms: 1.0213, p99_ms: 1.2 }, rate: 1 };
-  assert.equal(progressLine(5.4, 60, f), '0:05 elapsed, 0:55 left  123,456 requests (980/s)  p50 1.0213 ms p99 1.2 ms  lost 0');
-  assert.equal(progressLine(3725, undefined, { ...f, lost: 3, rate: 10 }),
-    '1:02:05 elapsed (Ctrl-C stops)  123,456 requests (980/s)  p50 1.0213 ms p99 1.2 ms  lost 3  sampled 1/10');
-  assert.equal(progressLine(61, 60, { requests: 0, lost: 0, recent: { requests: 0, p50_ms: null, p99_ms: null }, rate: 1 }),
-    '1:01 elapsed, 0:00 left  0 requests (0/s)  p50 - p99 -  lost 0', 'past the end: 0:00 left, no figures without requests');
+  assert.equal(
+    progressLine(5.4, 60, f),
+    '0:05 elapsed, 0:55 left  123,456 requests (980/s)  p50 1.0213 ms p99 1.2 ms  lost 0',
+  );
+  assert.equal(
+    progressLine(3725, undefined, { ...f, lost: 3, rate: 10 }),
+    '1:02:05 elapsed (Ctrl-C stops)  123,456 requests (980/s)  p50 1.0213 ms p99 1.2 ms  lost 3  sampled 1/10',
+  );
+  assert.equal(
+    progressLine(61, 60, { requests: 0, lost: 0, recent: { requests: 0, p50_ms: null, p99_ms: null }, rate: 1 }),
+    '1:01 elapsed, 0:00 left  0 requests (0/s)  p50 - p99 -  lost 0',
+    'past the end: 0:00 left, no figures without requests',
+  );
   assert.match(progressLine(0, 3600, f), /^0:00 elapsed, 1:00:00 left /);
 });
 

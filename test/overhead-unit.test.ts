@@ -10,18 +10,56 @@ import type { ConnSlot } from '../src/wasm.js';
 
 let next = 1;
 /** one socket: role, process, netns, local and remote "addr:port", requests and mean (ms) */
-function sock(role: 'c' | 's', comm: string, tgid: number, netns: number, local: string, remote: string, count: number, meanMs: number): ConnSlot {
-  const split = (e: string) => { const i = e.lastIndexOf(':'); return [e.slice(0, i), Number(e.slice(i + 1))] as const; };
+function sock(
+  role: 'c' | 's',
+  comm: string,
+  tgid: number,
+  netns: number,
+  local: string,
+  remote: string,
+  count: number,
+  meanMs: number,
+): ConnSlot {
+  const split = (e: string) => {
+    const i = e.lastIndexOf(':');
+    return [e.slice(0, i), Number(e.slice(i + 1))] as const;
+  };
   const [laddr, lport] = split(local);
   const [raddr, rport] = split(remote);
   return {
-    slot: next, conn_id: BigInt(next++), role: role === 'c' ? ROLE_CLIENT : ROLE_SERVER, family: laddr.includes(':') ? 10 : 2, flags: 0,
-    tgid, pid: tgid, netns, lport, rport, laddr, raddr, comm, cgroup_id: 1n, start_ns: 0, end_ns: 0, closed: false, opened: true,
-    requests: count, requests_kernel: 0, bytes_sent: 0, bytes_received: 0, srtt_us: 0,
+    slot: next,
+    conn_id: BigInt(next++),
+    role: role === 'c' ? ROLE_CLIENT : ROLE_SERVER,
+    family: laddr.includes(':') ? 10 : 2,
+    flags: 0,
+    tgid,
+    pid: tgid,
+    netns,
+    lport,
+    rport,
+    laddr,
+    raddr,
+    comm,
+    cgroup_id: 1n,
+    start_ns: 0,
+    end_ns: 0,
+    closed: false,
+    opened: true,
+    requests: count,
+    requests_kernel: 0,
+    bytes_sent: 0,
+    bytes_received: 0,
+    srtt_us: 0,
     hist: { count, sum_ns: meanMs * 1e6 * count, min_ns: 1, max_ns: 1, buckets: [] },
   };
 }
-const run = (conns: ConnSlot[]) => analyzeOverhead({ conns, proxyComms: ['envoy', 'haproxy'], commOf: (c) => c.comm, serviceOf: (c) => `${c.comm}:${c.lport}` });
+const run = (conns: ConnSlot[]) =>
+  analyzeOverhead({
+    conns,
+    proxyComms: ['envoy', 'haproxy'],
+    commOf: (c) => c.comm,
+    serviceOf: (c) => `${c.comm}:${c.lport}`,
+  });
 
 test('plainAddr writes IPv4-mapped addresses as IPv4', () => {
   assert.equal(plainAddr('::ffff:7f00:1'), '127.0.0.1');

@@ -28,7 +28,11 @@ import { PROMTOOL_BIN, startPrometheus } from './helpers/prometheus-server.js';
 function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
   return () => {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
     return s / 4294967296;
   };
 }
@@ -47,8 +51,18 @@ function metricSet(partial: Partial<MetricSet>): MetricSet {
   };
 }
 
-interface Sample { name: string; labels: Record<string, string>; value: number; line: number }
-interface ParsedFamily { name: string; type: string; help: string; samples: Sample[] }
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+  line: number;
+}
+interface ParsedFamily {
+  name: string;
+  type: string;
+  help: string;
+  samples: Sample[];
+}
 
 /** Unescapes a label value of the text format (\\, \", \n); throws on anything else. */
 function parseLabels(s: string, line: number): [Record<string, string>, string] {
@@ -180,10 +194,27 @@ const ms = (x: number) => x * 1e6;
 
 test('formatFloat writes le and values as client_golang does (Go FormatFloat g -1)', () => {
   const cases: [number, string][] = [
-    [0.00005, '5e-05'], [0.0001, '0.0001'], [0.00025, '0.00025'], [0.005, '0.005'], [0.025, '0.025'],
-    [1, '1'], [2.5, '2.5'], [60, '60'], [0, '0'], [100000, '100000'], [1e6, '1e+06'], [1234567, '1.234567e+06'],
-    [0.1 + 0.2, '0.30000000000000004'], [1e21, '1e+21'], [123456.7, '123456.7'], [1e-7, '1e-07'],
-    [1.5e300, '1.5e+300'], [-2.5, '-2.5'], [Infinity, '+Inf'], [-Infinity, '-Inf'], [NaN, 'NaN'],
+    [0.00005, '5e-05'],
+    [0.0001, '0.0001'],
+    [0.00025, '0.00025'],
+    [0.005, '0.005'],
+    [0.025, '0.025'],
+    [1, '1'],
+    [2.5, '2.5'],
+    [60, '60'],
+    [0, '0'],
+    [100000, '100000'],
+    [1e6, '1e+06'],
+    [1234567, '1.234567e+06'],
+    [0.1 + 0.2, '0.30000000000000004'],
+    [1e21, '1e+21'],
+    [123456.7, '123456.7'],
+    [1e-7, '1e-07'],
+    [1.5e300, '1.5e+300'],
+    [-2.5, '-2.5'],
+    [Infinity, '+Inf'],
+    [-Infinity, '-Inf'],
+    [NaN, 'NaN'],
   ];
   for (const [v, s] of cases) assert.equal(formatFloat(v), s, String(v));
 });
@@ -192,14 +223,17 @@ test('parseBuckets: strictly increasing positive seconds, else a usage error say
   assert.deepEqual(parseBuckets('0.001,0.01,0.1,1'), [0.001, 0.01, 0.1, 1]);
   assert.deepEqual(parseBuckets(' 5e-05 , 0.5 ,10,+Inf'), [0.00005, 0.5, 10]);
   for (const bad of ['', '0.01,0.001', '0.1,0.1', '0,1', '-1,1', 'abc', '0.1,,1', '0x10', '1,Infinity,2', 'inf']) {
-    assert.throws(() => parseBuckets(bad), (e: unknown) => {
-      assert.ok(e instanceof MeshprobeError, bad);
-      assert.equal(e.code, 'MP_USAGE');
-      assert.equal(e.exitCode, 2);
-      assert.match(e.message, /^--buckets .*e\.g\. --buckets 0\.001,/, bad);
-      assert.ok(!e.message.includes('\n'));
-      return true;
-    });
+    assert.throws(
+      () => parseBuckets(bad),
+      (e: unknown) => {
+        assert.ok(e instanceof MeshprobeError, bad);
+        assert.equal(e.code, 'MP_USAGE');
+        assert.equal(e.exitCode, 2);
+        assert.match(e.message, /^--buckets .*e\.g\. --buckets 0\.001,/, bad);
+        assert.ok(!e.message.includes('\n'));
+        return true;
+      },
+    );
   }
   assert.ok(DEFAULT_LE_SECONDS.every((b, i) => b > 0 && (i === 0 || b > DEFAULT_LE_SECONDS[i - 1])));
   assert.equal(DEFAULT_LE_SECONDS[0], 0.00005);
@@ -217,10 +251,25 @@ test('renderPrometheus passes promtool check metrics and a strict structural che
         labels: { service: 'say "hi"', path: 'C:\\dir\nnext', method: 'GET', empty: '' },
         hist: H.histogramOf([...values(ms(0.3), 500), ...values(ms(7), 50), 1e11]),
       },
-      { name: 'request_duration', help: 'ignored: the first help wins', labels: { service: 'b', method: 'POST' }, hist: H.histogramOf(values(ms(40), 20)) },
+      {
+        name: 'request_duration',
+        help: 'ignored: the first help wins',
+        labels: { service: 'b', method: 'POST' },
+        hist: H.histogramOf(values(ms(40), 20)),
+      },
       // same labels once the empty one is left out: merged into one series
-      { name: 'request_duration', help: '', labels: { service: 'b', method: 'POST', zone: '' }, hist: H.histogramOf(values(ms(40), 5)) },
-      { name: 'connectDuration', help: 'TCP connect time', labels: { 'peer-addr': '10.0.0.1:80', '0bad': 'x', __reserved: 'y', le: 'user le' }, hist: H.histogramOf(values(ms(1), 10)) },
+      {
+        name: 'request_duration',
+        help: '',
+        labels: { service: 'b', method: 'POST', zone: '' },
+        hist: H.histogramOf(values(ms(40), 5)),
+      },
+      {
+        name: 'connectDuration',
+        help: 'TCP connect time',
+        labels: { 'peer-addr': '10.0.0.1:80', '0bad': 'x', __reserved: 'y', le: 'user le' },
+        hist: H.histogramOf(values(ms(1), 10)),
+      },
       { name: 'idle_seconds', help: 'never observed', labels: {}, hist: H.emptyHistogram() },
     ],
     counters: [
@@ -239,22 +288,41 @@ test('renderPrometheus passes promtool check metrics and a strict structural che
   assert.equal(pt.out, '', 'no lint problems');
 
   const fams = parseExposition(text);
-  assert.deepEqual([...fams.keys()], [
-    'meshprobe_request_duration_seconds', 'meshprobe_connect_duration_seconds', 'meshprobe_idle_seconds',
-    'meshprobe_requests_total', 'meshprobe_drops_total', 'meshprobe_open_connections', 'meshprobe_ring_fill_ratio',
-    'meshprobe_build_info',
-  ]);
+  assert.deepEqual(
+    [...fams.keys()],
+    [
+      'meshprobe_request_duration_seconds',
+      'meshprobe_connect_duration_seconds',
+      'meshprobe_idle_seconds',
+      'meshprobe_requests_total',
+      'meshprobe_drops_total',
+      'meshprobe_open_connections',
+      'meshprobe_ring_fill_ratio',
+      'meshprobe_build_info',
+    ],
+  );
   const req = fams.get('meshprobe_request_duration_seconds')!;
   assert.equal(req.type, 'histogram');
   assert.equal(req.help, 'Request latency\nas the client sees it (C:\\ paths too)');
   const inf = req.samples.filter((s) => s.labels.le === '+Inf');
-  assert.deepEqual(inf.map((s) => s.labels), [
-    { method: 'GET', path: 'C:\\dir\nnext', service: 'say "hi"', le: '+Inf' },
-    { method: 'POST', service: 'b', le: '+Inf' },
-  ]);
-  assert.deepEqual(inf.map((s) => s.value), [551, 25]);
+  assert.deepEqual(
+    inf.map((s) => s.labels),
+    [
+      { method: 'GET', path: 'C:\\dir\nnext', service: 'say "hi"', le: '+Inf' },
+      { method: 'POST', service: 'b', le: '+Inf' },
+    ],
+  );
+  assert.deepEqual(
+    inf.map((s) => s.value),
+    [551, 25],
+  );
   // labels sorted, le last, as client_golang
-  assert.ok(text.includes('meshprobe_request_duration_seconds_bucket{method="GET",path="C:\\\\dir\\nnext",service="say \\"hi\\"",le="0.005"}'), text);
+  assert.ok(
+    text.includes(
+      'meshprobe_request_duration_seconds_bucket{method="GET",path="C:\\\\dir\\nnext",service="say \\"hi\\"",le="0.005"}',
+    ),
+    text,
+  );
   const conn = fams.get('meshprobe_connect_duration_seconds')!;
   assert.deepEqual(Object.keys(conn.samples.at(-1)!.labels).sort(), ['_0bad', '_reserved', 'exported_le', 'peer_addr']);
   assert.equal(fams.get('meshprobe_requests_total')!.type, 'counter');
@@ -262,7 +330,12 @@ test('renderPrometheus passes promtool check metrics and a strict structural che
   assert.equal(fams.get('meshprobe_ring_fill_ratio')!.type, 'gauge');
   const info = fams.get('meshprobe_build_info')!;
   assert.equal(info.type, 'gauge');
-  assert.deepEqual(info.samples[0].labels, { host: 'node-1', nodejs: process.version, probe: 'latency', version: '0.1.0' });
+  assert.deepEqual(info.samples[0].labels, {
+    host: 'node-1',
+    nodejs: process.version,
+    probe: 'latency',
+    version: '0.1.0',
+  });
   assert.equal(info.samples[0].value, 1);
   const sumLine = text.split('\n').find((l) => l.startsWith('meshprobe_request_duration_seconds_sum{method="GET"'))!;
   const h0 = m.histograms[0].hist;
@@ -271,12 +344,25 @@ test('renderPrometheus passes promtool check metrics and a strict structural che
   // promtool does catch what it is there for: the check above is not vacuous
   assert.notEqual(promtool('meshprobe_x{a="b} 1\n').status, 0);
   assert.match(promtool('# HELP meshprobe_x x\n# TYPE meshprobe_x counter\nmeshprobe_x 1\n').out, /_total/);
-  assert.throws(() => parseExposition(text.replace(/^(meshprobe_requests_total\{service="b"\} 25\n)/m, '') + 'meshprobe_requests_total{service="b"} 25\n'), /not contiguous/);
+  assert.throws(
+    () =>
+      parseExposition(
+        text.replace(/^(meshprobe_requests_total\{service="b"\} 25\n)/m, '') +
+          'meshprobe_requests_total{service="b"} 25\n',
+      ),
+    /not contiguous/,
+  );
 
   // what the exporter refuses to render
   assert.throws(() => renderPrometheus({ ...m, cumulative: false }), /cumulative/);
   assert.throws(
-    () => renderPrometheus(metricSet({ histograms: [m.histograms[4]], gauges: [{ name: 'idle_seconds_count', help: 'x', labels: {}, value: 1 }] })),
+    () =>
+      renderPrometheus(
+        metricSet({
+          histograms: [m.histograms[4]],
+          gauges: [{ name: 'idle_seconds_count', help: 'x', labels: {}, value: 1 }],
+        }),
+      ),
     /clashes/,
   );
 });
@@ -286,17 +372,41 @@ test('renderPrometheus passes promtool check metrics and a strict structural che
 test('bucket math: cumulative counts per le from histogramOf of known values', () => {
   // values (ns) ≥ 1 % away from every bound, so the midpoint rule cannot move them
   const values = [
-    ...Array(3).fill(30_000), ...Array(2).fill(70_000), 200_000, ...Array(4).fill(400_000),
-    ...Array(5).fill(2_000_000), ...Array(2).fill(7_000_000), 40_000_000, 3e9, 45e9,
+    ...Array(3).fill(30_000),
+    ...Array(2).fill(70_000),
+    200_000,
+    ...Array(4).fill(400_000),
+    ...Array(5).fill(2_000_000),
+    ...Array(2).fill(7_000_000),
+    40_000_000,
+    3e9,
+    45e9,
     65e9, // above 60 s
     1e11, // the overflow bucket (≥ 2^36 ns)
   ];
   const h = H.histogramOf(values);
   assert.equal(h.buckets.at(-1)![0], H.overflowIndex());
   const expected: [number, number][] = [
-    [0.00005, 3], [0.0001, 5], [0.00025, 6], [0.0005, 10], [0.001, 10], [0.0025, 15], [0.005, 15],
-    [0.01, 17], [0.025, 17], [0.05, 18], [0.1, 18], [0.25, 18], [0.5, 18], [1, 18], [2.5, 18], [5, 19],
-    [10, 19], [30, 19], [60, 20], [Infinity, 22],
+    [0.00005, 3],
+    [0.0001, 5],
+    [0.00025, 6],
+    [0.0005, 10],
+    [0.001, 10],
+    [0.0025, 15],
+    [0.005, 15],
+    [0.01, 17],
+    [0.025, 17],
+    [0.05, 18],
+    [0.1, 18],
+    [0.25, 18],
+    [0.5, 18],
+    [1, 18],
+    [2.5, 18],
+    [5, 19],
+    [10, 19],
+    [30, 19],
+    [60, 20],
+    [Infinity, 22],
   ];
   assert.deepEqual(cumulativeBuckets(h), expected);
 
@@ -310,8 +420,15 @@ test('bucket math: cumulative counts per le from histogramOf of known values', (
   assert.equal(lines[0], 'meshprobe_x_seconds_bucket{le="5e-05"} 3');
 
   // custom bounds (a trailing Infinity is accepted)
-  assert.deepEqual(cumulativeBuckets(h, [0.001, 1, Infinity]), [[0.001, 10], [1, 18], [Infinity, 22]]);
-  assert.deepEqual(cumulativeBuckets(H.emptyHistogram(), [0.1]), [[0.1, 0], [Infinity, 0]]);
+  assert.deepEqual(cumulativeBuckets(h, [0.001, 1, Infinity]), [
+    [0.001, 10],
+    [1, 18],
+    [Infinity, 22],
+  ]);
+  assert.deepEqual(cumulativeBuckets(H.emptyHistogram(), [0.1]), [
+    [0.1, 0],
+    [Infinity, 0],
+  ]);
 
   // the midpoint rule on a fine bucket that straddles a bound: 1 ms lies in
   // [999424, 1007616) ns, midpoint 1003519.5 > 1e6, so the whole bucket
@@ -319,8 +436,14 @@ test('bucket math: cumulative counts per le from histogramOf of known values', (
   // whole bucket counts below it, 1.007 ms included
   const i = H.bucketIndex(1e6);
   assert.deepEqual([H.bucketLower(i), H.bucketUpper(i), H.bucketMid(i)], [999424, 1007616, 1003519.5]);
-  assert.deepEqual(cumulativeBuckets(H.histogramOf([999_500]), [0.001]), [[0.001, 0], [Infinity, 1]]);
-  assert.deepEqual(cumulativeBuckets(H.histogramOf([1_007_000]), [0.001004]), [[0.001004, 1], [Infinity, 1]]);
+  assert.deepEqual(cumulativeBuckets(H.histogramOf([999_500]), [0.001]), [
+    [0.001, 0],
+    [Infinity, 1],
+  ]);
+  assert.deepEqual(cumulativeBuckets(H.histogramOf([1_007_000]), [0.001004]), [
+    [0.001004, 1],
+    [Infinity, 1],
+  ]);
 
   // the documented error bound: a value lands on the wrong side of a bound
   // by at most half a fine bucket, < 1/128 of the bound (every default bound)
@@ -339,88 +462,126 @@ test('bucket math: cumulative counts per le from histogramOf of known values', (
 
 // ---------------------------------------------------------------- real Prometheus
 
-test('a real Prometheus scrapes the exporter: histogram_quantile agrees with our percentiles', { timeout: 40_000 }, async (t) => {
-  // one batch: 10,000 values, 50 % ~0.3 ms, 30 % ~1.2 ms, 15 % ~7 ms, 5 % ~40 ms (±10 %)
-  const r = rng(42);
-  const batch: number[] = [];
-  for (const [center, n] of [[0.3, 5000], [1.2, 3000], [7, 1500], [40, 500]] as const) {
-    for (let i = 0; i < n; i++) batch.push(Math.round(ms(center) * (0.9 + 0.2 * r())));
-  }
-  const oneBatch = H.histogramOf(batch);
-  const BATCHES = 3;
-  const label = 'say "hi"\\ \nnext';
-  let calls = 0;
-  let hist = H.emptyHistogram();
-  const collect = (): MetricSet => {
-    // grows on the first BATCHES scrapes, then stays: every batch has the same
-    // distribution, so every cumulative snapshot has the same percentiles
-    if (calls++ < BATCHES) hist = H.merge(hist, oneBatch);
-    return metricSet({
-      histograms: [{ name: 'request_duration', help: 'Request latency', labels: { service: label, role: 'client' }, hist }],
-      counters: [{ name: 'requests', help: 'Requests', labels: { service: label }, value: hist.count }],
-      gauges: [{ name: 'open_connections', help: 'Open connections', labels: {}, value: 3 }],
-    });
-  };
-  const exporter = new PrometheusExporter({ port: 0, collect, version: 'test' });
-  await exporter.start();
-  t.after(() => exporter.close());
-  const { port } = exporter.address();
+test(
+  'a real Prometheus scrapes the exporter: histogram_quantile agrees with our percentiles',
+  { timeout: 40_000 },
+  async (t) => {
+    // one batch: 10,000 values, 50 % ~0.3 ms, 30 % ~1.2 ms, 15 % ~7 ms, 5 % ~40 ms (±10 %)
+    const r = rng(42);
+    const batch: number[] = [];
+    for (const [center, n] of [
+      [0.3, 5000],
+      [1.2, 3000],
+      [7, 1500],
+      [40, 500],
+    ] as const) {
+      for (let i = 0; i < n; i++) batch.push(Math.round(ms(center) * (0.9 + 0.2 * r())));
+    }
+    const oneBatch = H.histogramOf(batch);
+    const BATCHES = 3;
+    const label = 'say "hi"\\ \nnext';
+    let calls = 0;
+    let hist = H.emptyHistogram();
+    const collect = (): MetricSet => {
+      // grows on the first BATCHES scrapes, then stays: every batch has the same
+      // distribution, so every cumulative snapshot has the same percentiles
+      if (calls++ < BATCHES) hist = H.merge(hist, oneBatch);
+      return metricSet({
+        histograms: [
+          { name: 'request_duration', help: 'Request latency', labels: { service: label, role: 'client' }, hist },
+        ],
+        counters: [{ name: 'requests', help: 'Requests', labels: { service: label }, value: hist.count }],
+        gauges: [{ name: 'open_connections', help: 'Open connections', labels: {}, value: 3 }],
+      });
+    };
+    const exporter = new PrometheusExporter({ port: 0, collect, version: 'test' });
+    await exporter.start();
+    t.after(() => exporter.close());
+    const { port } = exporter.address();
 
-  const prom = await startPrometheus(t, { targets: [`127.0.0.1:${port}`], job: 'meshprobe' });
-  const total = BATCHES * batch.length;
-  await prom.waitFor('meshprobe_request_duration_seconds_count', (res) => res.length === 1 && Number(res[0].value[1]) === total, 20_000);
-  assert.ok(exporter.stats().scrapes >= BATCHES, `scrapes: ${exporter.stats().scrapes}`);
-  const up = await prom.query('up{job="meshprobe"}');
-  assert.equal(up.length, 1);
-  assert.equal(up[0].value[1], '1');
+    const prom = await startPrometheus(t, { targets: [`127.0.0.1:${port}`], job: 'meshprobe' });
+    const total = BATCHES * batch.length;
+    await prom.waitFor(
+      'meshprobe_request_duration_seconds_count',
+      (res) => res.length === 1 && Number(res[0].value[1]) === total,
+      20_000,
+    );
+    assert.ok(exporter.stats().scrapes >= BATCHES, `scrapes: ${exporter.stats().scrapes}`);
+    const up = await prom.query('up{job="meshprobe"}');
+    assert.equal(up.length, 1);
+    assert.equal(up[0].value[1], '1');
 
-  const final = hist;
-  assert.equal(final.count, total);
-  const bounds = [0, ...DEFAULT_LE_SECONDS, Infinity];
-  for (const q of [0.25, 0.7, 0.9, 0.99]) {
-    const res = await prom.query(`histogram_quantile(${q}, sum by (le) (meshprobe_request_duration_seconds_bucket))`);
-    assert.equal(res.length, 1, `q=${q}: ${JSON.stringify(res)}`);
-    const theirs = Number(res[0].value[1]);
-    const ours = H.percentile(final, q) / 1e9;
-    assert.equal(ours, H.percentile(oneBatch, q) / 1e9, 'same distribution in every batch');
-    const j = bounds.findIndex((b) => b >= ours);
-    const [lo, hi] = [bounds[j - 1], bounds[j]];
-    t.diagnostic(`q=${q}: prometheus ${(theirs * 1e3).toFixed(3)} ms, ours ${(ours * 1e3).toFixed(3)} ms, exposition bucket (${lo}, ${hi}]`);
-    assert.ok(Number.isFinite(theirs), `q=${q}: ${theirs}`);
-    assert.ok(Math.abs(theirs - ours) <= hi - lo, `q=${q}: prometheus ${theirs} vs ours ${ours}, bucket (${lo}, ${hi}]`);
-    assert.ok(theirs >= lo && theirs <= hi, `q=${q}: prometheus ${theirs} outside (${lo}, ${hi}]`);
-  }
+    const final = hist;
+    assert.equal(final.count, total);
+    const bounds = [0, ...DEFAULT_LE_SECONDS, Infinity];
+    for (const q of [0.25, 0.7, 0.9, 0.99]) {
+      const res = await prom.query(`histogram_quantile(${q}, sum by (le) (meshprobe_request_duration_seconds_bucket))`);
+      assert.equal(res.length, 1, `q=${q}: ${JSON.stringify(res)}`);
+      const theirs = Number(res[0].value[1]);
+      const ours = H.percentile(final, q) / 1e9;
+      assert.equal(ours, H.percentile(oneBatch, q) / 1e9, 'same distribution in every batch');
+      const j = bounds.findIndex((b) => b >= ours);
+      const [lo, hi] = [bounds[j - 1], bounds[j]];
+      t.diagnostic(
+        `q=${q}: prometheus ${(theirs * 1e3).toFixed(3)} ms, ours ${(ours * 1e3).toFixed(3)} ms, exposition bucket (${lo}, ${hi}]`,
+      );
+      assert.ok(Number.isFinite(theirs), `q=${q}: ${theirs}`);
+      assert.ok(
+        Math.abs(theirs - ours) <= hi - lo,
+        `q=${q}: prometheus ${theirs} vs ours ${ours}, bucket (${lo}, ${hi}]`,
+      );
+      assert.ok(theirs >= lo && theirs <= hi, `q=${q}: prometheus ${theirs} outside (${lo}, ${hi}]`);
+    }
 
-  // counters, gauges, sums and escaped label values come through as sent
-  const reqs = await prom.query('meshprobe_requests_total');
-  assert.equal(reqs.length, 1);
-  assert.equal(reqs[0].metric.service, label);
-  assert.equal(reqs[0].metric.job, 'meshprobe');
-  assert.equal(Number(reqs[0].value[1]), total);
-  const sum = await prom.query('meshprobe_request_duration_seconds_sum');
-  assert.ok(Math.abs(Number(sum[0].value[1]) - final.sum_ns / 1e9) < 1e-9);
-  assert.equal(sum[0].metric.service, label);
-  const gauge = await prom.query('meshprobe_open_connections');
-  assert.equal(gauge[0].value[1], '3');
-  const info = await prom.query('meshprobe_build_info');
-  assert.equal(info[0].metric.version, 'test');
-  assert.equal(info[0].metric.probe, 'latency');
-  const samples = await prom.query('count_over_time(meshprobe_request_duration_seconds_count[1m])');
-  assert.ok(Number(samples[0].value[1]) >= 2, 'at least two scrapes stored');
-});
+    // counters, gauges, sums and escaped label values come through as sent
+    const reqs = await prom.query('meshprobe_requests_total');
+    assert.equal(reqs.length, 1);
+    assert.equal(reqs[0].metric.service, label);
+    assert.equal(reqs[0].metric.job, 'meshprobe');
+    assert.equal(Number(reqs[0].value[1]), total);
+    const sum = await prom.query('meshprobe_request_duration_seconds_sum');
+    assert.ok(Math.abs(Number(sum[0].value[1]) - final.sum_ns / 1e9) < 1e-9);
+    assert.equal(sum[0].metric.service, label);
+    const gauge = await prom.query('meshprobe_open_connections');
+    assert.equal(gauge[0].value[1], '3');
+    const info = await prom.query('meshprobe_build_info');
+    assert.equal(info[0].metric.version, 'test');
+    assert.equal(info[0].metric.probe, 'latency');
+    const samples = await prom.query('count_over_time(meshprobe_request_duration_seconds_count[1m])');
+    assert.ok(Number(samples[0].value[1]) >= 2, 'at least two scrapes stored');
+  },
+);
 
 // ---------------------------------------------------------------- HTTP
 
-interface Reply { status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
 
-function get(port: number, path: string, opts: { method?: string; host?: string; headers?: Record<string, string>; agent?: Agent } = {}): Promise<Reply> {
+function get(
+  port: number,
+  path: string,
+  opts: { method?: string; host?: string; headers?: Record<string, string>; agent?: Agent } = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: opts.host ?? '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: opts.agent }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
+    const req = request(
+      {
+        host: opts.host ?? '127.0.0.1',
+        port,
+        path,
+        method: opts.method ?? 'GET',
+        headers: opts.headers,
+        agent: opts.agent,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -437,19 +598,39 @@ function listen(host: string): Promise<Server> {
 function tryConnect(host: string, port: number): Promise<string> {
   return new Promise((resolve) => {
     const s = connect({ host, port });
-    s.setTimeout(2000, () => { s.destroy(); resolve('timeout'); });
-    s.once('connect', () => { s.destroy(); resolve('connected'); });
+    s.setTimeout(2000, () => {
+      s.destroy();
+      resolve('timeout');
+    });
+    s.once('connect', () => {
+      s.destroy();
+      resolve('connected');
+    });
     s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
   });
 }
 
 test('exporter HTTP: /metrics, /, 404, HEAD, gzip, a port in use, loopback by default, close', async (t) => {
   const m = metricSet({
-    histograms: [{ name: 'request_duration', help: 'Request latency', labels: { service: 'a' }, hist: H.histogramOf([ms(1), ms(2)]) }],
+    histograms: [
+      {
+        name: 'request_duration',
+        help: 'Request latency',
+        labels: { service: 'a' },
+        hist: H.histogramOf([ms(1), ms(2)]),
+      },
+    ],
     counters: [{ name: 'requests', help: 'Requests', labels: {}, value: 2 }],
   });
   let fail = false;
-  const exporter = new PrometheusExporter({ port: 0, collect: () => { if (fail) throw new Error('boom'); return m; }, version: '9.9.9' });
+  const exporter = new PrometheusExporter({
+    port: 0,
+    collect: () => {
+      if (fail) throw new Error('boom');
+      return m;
+    },
+    version: '9.9.9',
+  });
   await exporter.start();
   t.after(() => exporter.close());
   const addr = exporter.address();
@@ -484,7 +665,9 @@ test('exporter HTTP: /metrics, /, 404, HEAD, gzip, a port in use, loopback by de
   // not reachable on another local address (all of 127/8 is local on Linux;
   // any non-loopback IPv4 address of this machine too)
   assert.equal(await tryConnect('127.0.0.2', port), 'ECONNREFUSED');
-  const other = Object.values(networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal);
+  const other = Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a && a.family === 'IPv4' && !a.internal);
   if (other) assert.notEqual(await tryConnect(other.address, port), 'connected', other.address);
 
   // a port in use
@@ -501,20 +684,26 @@ test('exporter HTTP: /metrics, /, 404, HEAD, gzip, a port in use, loopback by de
   });
   await clash.close(); // nothing to close: fine
   // an address that is not this machine's (TEST-NET-1)
-  await assert.rejects(new PrometheusExporter({ port: 0, host: '192.0.2.1', collect: () => m }).start(), (e: unknown) => {
-    assert.ok(e instanceof MeshprobeError);
-    assert.equal(e.code, 'MP_LISTEN_ADDRESS');
-    assert.match(e.message, /^--listen 192\.0\.2\.1 is not an address of this machine/);
-    assert.equal(e.exitCode, 2);
-    return true;
-  });
+  await assert.rejects(
+    new PrometheusExporter({ port: 0, host: '192.0.2.1', collect: () => m }).start(),
+    (e: unknown) => {
+      assert.ok(e instanceof MeshprobeError);
+      assert.equal(e.code, 'MP_LISTEN_ADDRESS');
+      assert.match(e.message, /^--listen 192\.0\.2\.1 is not an address of this machine/);
+      assert.equal(e.exitCode, 2);
+      return true;
+    },
+  );
   // EACCES (cannot happen as root): the mapping
   const denied = listenError(Object.assign(new Error('listen EACCES'), { code: 'EACCES' }), '127.0.0.1', 80);
   assert.ok(denied instanceof MeshprobeError);
   assert.equal(denied.code, 'MP_PORT_DENIED');
   assert.equal(denied.exitCode, 2);
   assert.match(denied.message, /^--port 80 .*choose a --port/);
-  assert.throws(() => new PrometheusExporter({ port: 70000, collect: () => m }), (e: unknown) => e instanceof MeshprobeError && e.exitCode === 2);
+  assert.throws(
+    () => new PrometheusExporter({ port: 70000, collect: () => m }),
+    (e: unknown) => e instanceof MeshprobeError && e.exitCode === 2,
+  );
 
   // close() ends keep-alive connections too, promptly
   const agent = new Agent({ keepAlive: true });

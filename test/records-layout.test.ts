@@ -17,8 +17,15 @@ import { wasmExports } from '../src/wasm.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const HEADER = path.join(ROOT, 'bpf', 'records.h');
 
-interface CField { name: string; offset: number; size: number }
-interface CStruct { size: number; fields: CField[] }
+interface CField {
+  name: string;
+  offset: number;
+  size: number;
+}
+interface CStruct {
+  size: number;
+  fields: CField[];
+}
 
 /** Struct names with their field names, parsed from the header. */
 function parseHeader(src: string): { structs: Map<string, string[]>; macros: string[] } {
@@ -35,12 +42,23 @@ function parseHeader(src: string): { structs: Map<string, string[]>; macros: str
     }
     structs.set(m[1], fields);
   }
-  const macros = [...noComments.matchAll(/^#define\s+(MP_\w+)\s+\S+/gm)].map((m) => m[1]).filter((n) => n !== 'MP_RECORDS_H' && !n.startsWith('MESHPROBE'));
+  const macros = [...noComments.matchAll(/^#define\s+(MP_\w+)\s+\S+/gm)]
+    .map((m) => m[1])
+    .filter((n) => n !== 'MP_RECORDS_H' && !n.startsWith('MESHPROBE'));
   return { structs, macros };
 }
 
-function runC(structs: Map<string, string[]>, macros: string[]): { layouts: Map<string, CStruct>; consts: Map<string, number> } {
-  const lines = ['#include <stdio.h>', '#include <stddef.h>', '#include <linux/types.h>', `#include "${HEADER}"`, 'int main(void) {'];
+function runC(
+  structs: Map<string, string[]>,
+  macros: string[],
+): { layouts: Map<string, CStruct>; consts: Map<string, number> } {
+  const lines = [
+    '#include <stdio.h>',
+    '#include <stddef.h>',
+    '#include <linux/types.h>',
+    `#include "${HEADER}"`,
+    'int main(void) {',
+  ];
   for (const [s, fields] of structs) {
     lines.push(`  printf("S ${s} %zu\\n", sizeof(struct ${s}));`);
     for (const f of fields) {
@@ -100,7 +118,10 @@ test('named constants (src/records.ts and Wasm exports): every offset and size e
   for (const [s, cs] of C.layouts) {
     const prefix = TS.STRUCT_PREFIX[s];
     assert.ok(prefix, `no prefix for ${s}`);
-    const names = [[`${prefix}_SIZE`, cs.size] as const, ...cs.fields.map((f) => [`${prefix}_${f.name.toUpperCase()}`, f.offset] as const)];
+    const names = [
+      [`${prefix}_SIZE`, cs.size] as const,
+      ...cs.fields.map((f) => [`${prefix}_${f.name.toUpperCase()}`, f.offset] as const),
+    ];
     for (const [name, want] of names) {
       assert.equal(tsConst(name), want, `src/records.ts ${name}`);
       assert.equal(wasmGlobal(name), want, `assembly/records.ts ${name} (Wasm export)`);
@@ -136,7 +157,9 @@ test('every record-layout constant exported by the Wasm module matches src/recor
 
 test('src/records.ts fields tile each struct (no overlap, no unnamed gap)', () => {
   for (const [s, l] of Object.entries(TS.LAYOUTS)) {
-    const fs = Object.values(l.fields).map(([o, z]) => [o, z]).sort((a, b) => a[0] - b[0]);
+    const fs = Object.values(l.fields)
+      .map(([o, z]) => [o, z])
+      .sort((a, b) => a[0] - b[0]);
     let at = 0;
     for (const [o, z] of fs) {
       assert.equal(o, at, `${s}: field at ${o}, expected ${at}`);

@@ -35,7 +35,22 @@ import { elfDynamicFunctions, findLibssl, inspectLibssl, LIBSSL_PROBES, parseLdc
 import { near, needsRoot, programsAfterExit, tempDir } from './helpers/probe.js';
 import { freePort } from './helpers/servers.js';
 import { onProcessExit } from './helpers/netns.js';
-import { median, us, run, runAsync, makeCert, Proc, spawnServer, waitListening, startNginx, CurlRun, traceTimeNs, curlOnce, chunkingProxy, tlsNginx } from './helpers/tls.js';
+import {
+  median,
+  us,
+  run,
+  runAsync,
+  makeCert,
+  Proc,
+  spawnServer,
+  waitListening,
+  startNginx,
+  CurlRun,
+  traceTimeNs,
+  curlOnce,
+  chunkingProxy,
+  tlsNginx,
+} from './helpers/tls.js';
 
 import { STAT__COUNT, STAT_TLS_HELLO } from '../src/records.js';
 
@@ -48,7 +63,17 @@ const ROLE_SERVER = 2;
 const PERF_RECORD_SAMPLE = 9;
 const PERF_RECORD_LOST = 2;
 /** the TLS counters of the stats map, MP_STAT_TLS_* in bpf/records.h, from STAT_TLS_HELLO on */
-const TLS_STATS = ['hello', 'done', 'lost_sync', 'gap', 'split_hdr', 'aborted', 'no_version', 'libssl_done', 'libssl_no_role'] as const;
+const TLS_STATS = [
+  'hello',
+  'done',
+  'lost_sync',
+  'gap',
+  'split_hdr',
+  'aborted',
+  'no_version',
+  'libssl_done',
+  'libssl_no_role',
+] as const;
 const RUNS = 60;
 
 interface Measure {
@@ -113,10 +138,17 @@ class TlsDevProbe {
         if (type === PERF_RECORD_SAMPLE && this.buf[off + 12] === MP_REC_MEASURE) {
           const d = off + 12;
           out.push({
-            role: this.buf[d + 2], family: this.buf[d + 3], tgid: dv.getUint32(d + 4, true),
-            valueNs: Number(dv.getBigUint64(d + 16, true)), atNs: dv.getBigUint64(d + 24, true),
-            netns: dv.getUint32(d + 32, true), lport: dv.getUint16(d + 36, true), rport: dv.getUint16(d + 38, true),
-            metric: this.buf[d + 40], result: this.buf[d + 41], detail: this.buf[d + 42],
+            role: this.buf[d + 2],
+            family: this.buf[d + 3],
+            tgid: dv.getUint32(d + 4, true),
+            valueNs: Number(dv.getBigUint64(d + 16, true)),
+            atNs: dv.getBigUint64(d + 24, true),
+            netns: dv.getUint32(d + 32, true),
+            lport: dv.getUint16(d + 36, true),
+            rport: dv.getUint16(d + 38, true),
+            metric: this.buf[d + 40],
+            result: this.buf[d + 41],
+            detail: this.buf[d + 42],
             raddr: addrText(this.buf.subarray(d + 48, d + 64), this.buf[d + 3]),
           });
         }
@@ -171,7 +203,12 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
 
   const probe = new TlsDevProbe(libssl.path);
   let closed = false;
-  const closeProbe = () => { if (!closed) { closed = true; probe.close(); } };
+  const closeProbe = () => {
+    if (!closed) {
+      closed = true;
+      probe.close();
+    }
+  };
   t.after(closeProbe);
   const unregister = onProcessExit(closeProbe);
   t.after(unregister);
@@ -209,7 +246,8 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
       // local port; the runs are sequential, so the records of one port, in time order, are its runs in order
       const ofRun = new Map<CurlRun, Measure>();
       const queue = new Map<number, Measure[]>();
-      for (const r of [...cli].sort((a, b) => (a.atNs < b.atNs ? -1 : 1))) queue.set(r.lport, [...(queue.get(r.lport) ?? []), r]);
+      for (const r of [...cli].sort((a, b) => (a.atNs < b.atNs ? -1 : 1)))
+        queue.set(r.lport, [...(queue.get(r.lport) ?? []), r]);
       for (const run of runs) {
         const rec = queue.get(run.lport)?.shift();
         assert.ok(rec, `a client record for the run on port ${run.lport}`);
@@ -217,16 +255,26 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
       }
       assert.equal(ofRun.size, n, 'one client record per curl socket');
       const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
-      assert.deepEqual(sorted(srv.map((r) => r.rport)), sorted(runs.map((r) => r.lport)), 'one server record per nginx socket');
+      assert.deepEqual(
+        sorted(srv.map((r) => r.rport)),
+        sorted(runs.map((r) => r.lport)),
+        'one server record per nginx socket',
+      );
 
       // libssl: curl's SSL_connect (client, its PID), nginx's SSL_do_handshake (server, after SSL_set_accept_state)
       const sslCli = recs.filter((r) => r.metric === MP_METRIC_TLS_LIBSSL && pids.has(r.tgid));
       assert.equal(sslCli.length, n, 'libssl records of curl');
-      assert.ok(sslCli.every((r) => r.role === ROLE_CLIENT), 'curl is the client');
+      assert.ok(
+        sslCli.every((r) => r.role === ROLE_CLIENT),
+        'curl is the client',
+      );
       assert.equal(new Set(sslCli.map((r) => r.tgid)).size, n, 'one per curl process');
       const sslSrv = recs.filter((r) => r.metric === MP_METRIC_TLS_LIBSSL && r.tgid === nginx.pid);
       assert.equal(sslSrv.length, n, 'libssl records of nginx');
-      assert.ok(sslSrv.every((r) => r.role === ROLE_SERVER), 'nginx is the server');
+      assert.ok(
+        sslSrv.every((r) => r.role === ROLE_SERVER),
+        'nginx is the server',
+      );
 
       const ours = (rs: CurlRun[]) => rs.map((r) => ofRun.get(r)!.valueNs);
       const oursPlain = median(ours(plain));
@@ -236,21 +284,31 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
       const setup = median(traced.map((r) => r.connectToHelloNs!));
       // what curl's appconnect - connect holds besides the handshake itself
       const rest = plain.map((r) => r.appMinusConnectNs - ofRun.get(r)!.valueNs);
-      t.diagnostic(`TLS 1.${version} client p50: ours ${us(oursPlain)} vs curl appconnect-connect ${us(curlPlain)} ` +
-        `(plain runs; the difference, p50 ${us(median(rest))}, min ${us(Math.min(...rest))}, is curl's own work before its ClientHello ` +
-        `and after the handshake); traced runs: ours ${us(oursTraced)} vs curl's ClientHello->end ${us(curlHello)}, ` +
-        `curl's connect->ClientHello ${us(setup)}; server p50 ${us(median(srv.map((r) => r.valueNs)))}; ` +
-        `libssl p50: curl ${us(median(sslCli.map((r) => r.valueNs)))}, nginx ${us(median(sslSrv.map((r) => r.valueNs)))}`);
+      t.diagnostic(
+        `TLS 1.${version} client p50: ours ${us(oursPlain)} vs curl appconnect-connect ${us(curlPlain)} ` +
+          `(plain runs; the difference, p50 ${us(median(rest))}, min ${us(Math.min(...rest))}, is curl's own work before its ClientHello ` +
+          `and after the handshake); traced runs: ours ${us(oursTraced)} vs curl's ClientHello->end ${us(curlHello)}, ` +
+          `curl's connect->ClientHello ${us(setup)}; server p50 ${us(median(srv.map((r) => r.valueNs)))}; ` +
+          `libssl p50: curl ${us(median(sslCli.map((r) => r.valueNs)))}, nginx ${us(median(sslSrv.map((r) => r.valueNs)))}`,
+      );
       if (version === 3) {
-        assert.ok(near(oursTraced, curlHello, 0.1, 200_000), `client p50 ${us(oursTraced)} vs curl's ClientHello->end p50 ${us(curlHello)}`);
+        assert.ok(
+          near(oursTraced, curlHello, 0.1, 200_000),
+          `client p50 ${us(oursTraced)} vs curl's ClientHello->end p50 ${us(curlHello)}`,
+        );
       } else {
         // TLS 1.2: the client's end is the server's Finished, which we stamp when it reaches the socket and curl
         // logs once it has read and processed the server's last flight (150-260 µs later here): never after curl's
-        assert.ok(oursTraced <= curlHello + 50_000 && oursTraced >= curlHello * 0.8,
-          `client p50 ${us(oursTraced)} vs curl's ClientHello->end p50 ${us(curlHello)} (ours stamps the Finished on arrival)`);
+        assert.ok(
+          oursTraced <= curlHello + 50_000 && oursTraced >= curlHello * 0.8,
+          `client p50 ${us(oursTraced)} vs curl's ClientHello->end p50 ${us(curlHello)} (ours stamps the Finished on arrival)`,
+        );
       }
       // the handshake lies inside curl's connect -> appconnect, every time
-      assert.ok(rest.every((x) => x > 0), `ours longer than curl's appconnect-connect: ${rest.filter((x) => x <= 0).map(us)}`);
+      assert.ok(
+        rest.every((x) => x > 0),
+        `ours longer than curl's appconnect-connect: ${rest.filter((x) => x <= 0).map(us)}`,
+      );
     });
   }
 
@@ -277,7 +335,16 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
 
   await t.test('openssl s_client -> s_server, TLS 1.3 and 1.2, full and resumed: socket level', async () => {
     const sport = await freePort();
-    const server = spawnServer('openssl', ['s_server', '-accept', `127.0.0.1:${sport}`, '-cert', cert.cert, '-key', cert.key, '-www']);
+    const server = spawnServer('openssl', [
+      's_server',
+      '-accept',
+      `127.0.0.1:${sport}`,
+      '-cert',
+      cert.cert,
+      '-key',
+      cert.key,
+      '-www',
+    ]);
     try {
       await waitListening(sport, server);
       await sleep(100);
@@ -287,17 +354,31 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
       const sess = join(dir, 'session.pem');
       for (const version of [3, 2] as const) {
         for (let i = 0; i < per; i++) {
-          const r = spawnSync('openssl', ['s_client', '-connect', `127.0.0.1:${sport}`, `-tls1_${version}`, '-brief'],
-            { encoding: 'utf8', input: '', timeout: 20_000 });
-          assert.match(r.stderr, new RegExp(`CONNECTION ESTABLISHED[\\s\\S]*Protocol version: TLSv1\\.${version}`), r.stderr);
+          const r = spawnSync('openssl', ['s_client', '-connect', `127.0.0.1:${sport}`, `-tls1_${version}`, '-brief'], {
+            encoding: 'utf8',
+            input: '',
+            timeout: 20_000,
+          });
+          assert.match(
+            r.stderr,
+            new RegExp(`CONNECTION ESTABLISHED[\\s\\S]*Protocol version: TLSv1\\.${version}`),
+            r.stderr,
+          );
           clients.push(r.pid!);
         }
         // and a resumed (abbreviated) handshake: the first run keeps its session
         // (stdin stays open a moment so that a TLS 1.3 ticket arrives), the second offers it
         for (const arg of ['-sess_out', '-sess_in']) {
-          const r = spawnSync('sh', ['-c', `sleep 0.2 | openssl s_client -connect 127.0.0.1:${sport} -tls1_${version} ${arg} ${sess}`],
-            { encoding: 'utf8', timeout: 20_000 });
-          assert.match(r.stdout, new RegExp(`^${arg === '-sess_out' ? 'New' : 'Reused'}, TLSv1\\.${version}`, 'm'), r.stdout + r.stderr);
+          const r = spawnSync(
+            'sh',
+            ['-c', `sleep 0.2 | openssl s_client -connect 127.0.0.1:${sport} -tls1_${version} ${arg} ${sess}`],
+            { encoding: 'utf8', timeout: 20_000 },
+          );
+          assert.match(
+            r.stdout,
+            new RegExp(`^${arg === '-sess_out' ? 'New' : 'Reused'}, TLSv1\\.${version}`, 'm'),
+            r.stdout + r.stderr,
+          );
         }
         const total = per + 2;
         await sleep(200);
@@ -305,16 +386,23 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
         const recs = all.filter((r) => r.metric === MP_METRIC_TLS);
         // libssl: s_client's handshake runs inside SSL_read/SSL_write (no SSL_connect/SSL_do_handshake)
         const ssl = all.filter((r) => r.metric === MP_METRIC_TLS_LIBSSL);
-        t.diagnostic(`TLS 1.${version} libssl records: s_client ${ssl.filter((r) => clients.includes(r.tgid)).length}, ` +
-          `s_server ${ssl.filter((r) => r.tgid === server.pid).length}`);
+        t.diagnostic(
+          `TLS 1.${version} libssl records: s_client ${ssl.filter((r) => clients.includes(r.tgid)).length}, ` +
+            `s_server ${ssl.filter((r) => r.tgid === server.pid).length}`,
+        );
         const byTime = (a: Measure, b: Measure) => (a.atNs < b.atNs ? -1 : a.atNs > b.atNs ? 1 : 0);
         const cli = recs.filter((r) => r.rport === sport && r.role === ROLE_CLIENT).sort(byTime);
         const srv = recs.filter((r) => r.lport === sport && r.role === ROLE_SERVER).sort(byTime);
         assert.equal(cli.length, total, `TLS 1.${version} s_client records`);
         assert.equal(srv.length, total, `TLS 1.${version} s_server records`);
-        assert.ok([...cli, ...srv].every((r) => r.detail === version && r.result === version), `TLS 1.${version} version`);
-        t.diagnostic(`s_client TLS 1.${version} p50 ${us(median(cli.map((r) => r.valueNs)))}, s_server ${us(median(srv.map((r) => r.valueNs)))}; ` +
-          `resumed: client ${us(cli[cli.length - 1].valueNs)}, server ${us(srv[srv.length - 1].valueNs)}`);
+        assert.ok(
+          [...cli, ...srv].every((r) => r.detail === version && r.result === version),
+          `TLS 1.${version} version`,
+        );
+        t.diagnostic(
+          `s_client TLS 1.${version} p50 ${us(median(cli.map((r) => r.valueNs)))}, s_server ${us(median(srv.map((r) => r.valueNs)))}; ` +
+            `resumed: client ${us(cli[cli.length - 1].valueNs)}, server ${us(srv[srv.length - 1].valueNs)}`,
+        );
       }
 
       // through a proxy that cuts every direction it forwards into 7-byte segments
@@ -323,8 +411,18 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
         const before = probe.stats();
         for (const version of [3, 2] as const) {
           // not spawnSync: the proxy runs on this event loop
-          const r = await runAsync('openssl', ['s_client', '-connect', `127.0.0.1:${proxy.port}`, `-tls1_${version}`, '-brief']);
-          assert.match(r.stderr, new RegExp(`CONNECTION ESTABLISHED[\\s\\S]*Protocol version: TLSv1\\.${version}`), r.stderr);
+          const r = await runAsync('openssl', [
+            's_client',
+            '-connect',
+            `127.0.0.1:${proxy.port}`,
+            `-tls1_${version}`,
+            '-brief',
+          ]);
+          assert.match(
+            r.stderr,
+            new RegExp(`CONNECTION ESTABLISHED[\\s\\S]*Protocol version: TLSv1\\.${version}`),
+            r.stderr,
+          );
           await sleep(300);
           const recs = probe.drain().filter((x) => x.metric === MP_METRIC_TLS);
           // s_client -> proxy, and proxy -> s_server: a client and a server record on each leg
@@ -334,9 +432,18 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
             recs.filter((x) => x.role === ROLE_CLIENT && x.rport === sport),
             recs.filter((x) => x.role === ROLE_SERVER && x.lport === sport),
           ];
-          assert.deepEqual(legs.map((l) => l.length), [1, 1, 1, 1], `TLS 1.${version} through the proxy`);
-          assert.ok(legs.every((l) => l[0].detail === version && l[0].result === version), `TLS 1.${version} version, from record behaviour`);
-          t.diagnostic(`TLS 1.${version} in 7-byte segments: ${legs.map((l) => us(l[0].valueNs)).join(', ')} (client, proxy, proxy, server)`);
+          assert.deepEqual(
+            legs.map((l) => l.length),
+            [1, 1, 1, 1],
+            `TLS 1.${version} through the proxy`,
+          );
+          assert.ok(
+            legs.every((l) => l[0].detail === version && l[0].result === version),
+            `TLS 1.${version} version, from record behaviour`,
+          );
+          t.diagnostic(
+            `TLS 1.${version} in 7-byte segments: ${legs.map((l) => us(l[0].valueNs)).join(', ')} (client, proxy, proxy, server)`,
+          );
         }
         const after = probe.stats();
         const d = (k: string) => after[k] - before[k];
@@ -354,8 +461,18 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
       try {
         const before = probe.stats();
         for (const version of [3, 2] as const) {
-          const r = await runAsync('openssl', ['s_client', '-connect', `127.0.0.1:${cut.port}`, `-tls1_${version}`, '-brief']);
-          assert.match(r.stderr, new RegExp(`CONNECTION ESTABLISHED[\\s\\S]*Protocol version: TLSv1\\.${version}`), r.stderr);
+          const r = await runAsync('openssl', [
+            's_client',
+            '-connect',
+            `127.0.0.1:${cut.port}`,
+            `-tls1_${version}`,
+            '-brief',
+          ]);
+          assert.match(
+            r.stderr,
+            new RegExp(`CONNECTION ESTABLISHED[\\s\\S]*Protocol version: TLSv1\\.${version}`),
+            r.stderr,
+          );
           await sleep(300);
           const recs = probe.drain().filter((x) => x.metric === MP_METRIC_TLS);
           const legs = [
@@ -364,8 +481,15 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
             recs.filter((x) => x.role === ROLE_CLIENT && x.rport === sport),
             recs.filter((x) => x.role === ROLE_SERVER && x.lport === sport),
           ];
-          assert.deepEqual(legs.map((l) => l.length), [1, 1, 1, 1], `TLS 1.${version} through the cutting proxy`);
-          assert.ok(legs.every((l) => l[0].detail === version && l[0].result === version), `TLS 1.${version} version`);
+          assert.deepEqual(
+            legs.map((l) => l.length),
+            [1, 1, 1, 1],
+            `TLS 1.${version} through the cutting proxy`,
+          );
+          assert.ok(
+            legs.every((l) => l[0].detail === version && l[0].result === version),
+            `TLS 1.${version} version`,
+          );
         }
         assert.equal(cut.cuts(), 2, 'both ServerHellos cut inside their extensions');
         const after = probe.stats();
@@ -381,30 +505,65 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
     }
   });
 
-  await t.test('IPv4 client -> dual-stack TLS server: the server socket is AF_INET6, IPv4-mapped, as the socket says', async () => {
-    const key = readFileSync(cert.key);
-    const crt = readFileSync(cert.cert);
-    const server = createTlsServer({ key, cert: crt }, (s) => { s.on('error', () => {}); s.end(); });
-    await new Promise<void>((resolve) => server.listen(0, '::', resolve));
-    const mport = (server.address() as { port: number }).port;
-    try {
-      probe.drain();
-      for (const version of [3, 2] as const) {
-        const r = await runAsync('openssl', ['s_client', '-connect', `127.0.0.1:${mport}`, `-tls1_${version}`, '-brief']);
-        assert.match(r.stderr, new RegExp(`CONNECTION ESTABLISHED[\\s\\S]*Protocol version: TLSv1\\.${version}`), r.stderr);
+  await t.test(
+    'IPv4 client -> dual-stack TLS server: the server socket is AF_INET6, IPv4-mapped, as the socket says',
+    async () => {
+      const key = readFileSync(cert.key);
+      const crt = readFileSync(cert.cert);
+      const server = createTlsServer({ key, cert: crt }, (s) => {
+        s.on('error', () => {});
+        s.end();
+      });
+      await new Promise<void>((resolve) => server.listen(0, '::', resolve));
+      const mport = (server.address() as { port: number }).port;
+      try {
+        probe.drain();
+        for (const version of [3, 2] as const) {
+          const r = await runAsync('openssl', [
+            's_client',
+            '-connect',
+            `127.0.0.1:${mport}`,
+            `-tls1_${version}`,
+            '-brief',
+          ]);
+          assert.match(
+            r.stderr,
+            new RegExp(`CONNECTION ESTABLISHED[\\s\\S]*Protocol version: TLSv1\\.${version}`),
+            r.stderr,
+          );
+        }
+        await sleep(200);
+        // the per-CPU rings come in any order: by time, 1.3 then 1.2
+        const recs = probe
+          .drain()
+          .filter((r) => r.metric === MP_METRIC_TLS)
+          .sort((a, b) => (a.atNs < b.atNs ? -1 : a.atNs > b.atNs ? 1 : 0));
+        const cli = recs.filter((r) => r.role === ROLE_CLIENT && r.rport === mport);
+        const srv = recs.filter((r) => r.role === ROLE_SERVER && r.lport === mport);
+        assert.deepEqual(
+          cli.map((r) => [r.family, r.raddr, r.detail, r.result]),
+          [
+            [2, '127.0.0.1', 3, 3],
+            [2, '127.0.0.1', 2, 2],
+          ],
+        );
+        assert.deepEqual(
+          srv.map((r) => [r.family, r.raddr, r.detail, r.result]),
+          [
+            [10, '::ffff:7f00:1', 3, 3],
+            [10, '::ffff:7f00:1', 2, 2],
+          ],
+        );
+        assert.deepEqual(
+          srv.map((r) => r.rport).sort(),
+          cli.map((r) => r.lport).sort(),
+          'the server records name the client ports',
+        );
+      } finally {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
       }
-      await sleep(200);
-      // the per-CPU rings come in any order: by time, 1.3 then 1.2
-      const recs = probe.drain().filter((r) => r.metric === MP_METRIC_TLS).sort((a, b) => (a.atNs < b.atNs ? -1 : a.atNs > b.atNs ? 1 : 0));
-      const cli = recs.filter((r) => r.role === ROLE_CLIENT && r.rport === mport);
-      const srv = recs.filter((r) => r.role === ROLE_SERVER && r.lport === mport);
-      assert.deepEqual(cli.map((r) => [r.family, r.raddr, r.detail, r.result]), [[2, '127.0.0.1', 3, 3], [2, '127.0.0.1', 2, 2]]);
-      assert.deepEqual(srv.map((r) => [r.family, r.raddr, r.detail, r.result]), [[10, '::ffff:7f00:1', 3, 3], [10, '::ffff:7f00:1', 2, 2]]);
-      assert.deepEqual(srv.map((r) => r.rport).sort(), cli.map((r) => r.lport).sort(), 'the server records name the client ports');
-    } finally {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    }
-  });
+    },
+  );
 
   await t.test('counters, and nothing left attached', async () => {
     const s = probe.stats();
@@ -423,7 +582,9 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
  * in two segments, cut 3 bytes into its extensions (inside the first one's
  * header), and forwards everything else as it comes.
  */
-async function serverHelloCutProxy(upstreamPort: number): Promise<{ port: number; cuts(): number; close(): Promise<void> }> {
+async function serverHelloCutProxy(
+  upstreamPort: number,
+): Promise<{ port: number; cuts(): number; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
   let cuts = 0;
   const server = createServer((down) => {
@@ -432,14 +593,19 @@ async function serverHelloCutProxy(upstreamPort: number): Promise<{ port: number
       x.setNoDelay(true);
       sockets.add(x);
       x.on('close', () => sockets.delete(x));
-      x.on('error', () => { down.destroy(); up.destroy(); });
+      x.on('error', () => {
+        down.destroy();
+        up.destroy();
+      });
     }
     down.pipe(up);
     let head: Buffer | null = Buffer.alloc(0);
     let chain = Promise.resolve();
     up.on('data', (d: Buffer) => {
       if (head === null) {
-        chain = chain.then(() => { if (!down.destroyed) down.write(d); });
+        chain = chain.then(() => {
+          if (!down.destroyed) down.write(d);
+        });
         return;
       }
       head = Buffer.concat([head, d]);
@@ -461,7 +627,9 @@ async function serverHelloCutProxy(upstreamPort: number): Promise<{ port: number
         if (at < b.length && !down.destroyed) down.write(b.subarray(at));
       });
     });
-    up.on('end', () => { void chain.then(() => down.end()); });
+    up.on('end', () => {
+      void chain.then(() => down.end());
+    });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const addr = server.address();

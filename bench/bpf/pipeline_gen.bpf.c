@@ -56,7 +56,7 @@ static long gen_one(__u32 i, struct gen_ctx *g)
 SEC("raw_tp")
 int pipeline_gen(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct gen_ctx g = { .ctx = ctx, .b = batch_get(), .now = bpf_ktime_get_ns() };
+	struct gen_ctx g = {.ctx = ctx, .b = batch_get(), .now = bpf_ktime_get_ns()};
 
 	if (!g.b)
 		return 0;

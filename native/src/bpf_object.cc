@@ -13,8 +13,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <cstring>
+#include <ctime>
 #include <string>
 
 #include "errors.h"
@@ -60,8 +60,7 @@ Napi::Function BpfObject::Define(Napi::Env env) {
 // new BpfObject(path[, {btfCustomPath}]): bpf_object__open_file
 BpfObject::BpfObject(const Napi::CallbackInfo &info) : Napi::ObjectWrap<BpfObject>(info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString())
-    ThrowCode(env, "MP_ERR_ARG", "BpfObject(path): path must be a string");
+  if (info.Length() < 1 || !info[0].IsString()) ThrowCode(env, "MP_ERR_ARG", "BpfObject(path): path must be a string");
   std::string path = info[0].As<Napi::String>();
   // optional {btfCustomPath}: kernel BTF from a file instead of /sys/kernel/btf/vmlinux
   std::string btf_path;
@@ -111,8 +110,7 @@ Napi::Value BpfObject::SetGlobal(const Napi::CallbackInfo &info) {
   Napi::Env env = info.Env();
   bpf_object *obj = RequireOpen(env);
   if (loaded_) ThrowCode(env, "MP_ERR_STATE", "settings must be written before load()");
-  if (info.Length() < 2 || !info[0].IsString())
-    ThrowCode(env, "MP_ERR_ARG", "setGlobal(name, value)");
+  if (info.Length() < 2 || !info[0].IsString()) ThrowCode(env, "MP_ERR_ARG", "setGlobal(name, value)");
   std::string name = info[0].As<Napi::String>();
   uint64_t value = 0;
   const uint8_t *bytes = nullptr;  // a Uint8Array: raw bytes of a struct or array setting
@@ -151,11 +149,11 @@ Napi::Value BpfObject::SetGlobal(const Napi::CallbackInfo &info) {
     if (!rodata) ThrowCode(env, "MP_ERR_NO_GLOBAL", "BPF object has no .rodata map");
     size_t size = 0;
     auto *data = const_cast<uint8_t *>(static_cast<const uint8_t *>(bpf_map__initial_value(rodata, &size)));
-    if (!data || vs->offset + vs->size > size)
-      ThrowCode(env, "MP_ERR_NO_GLOBAL", "cannot write setting " + name);
+    if (!data || vs->offset + vs->size > size) ThrowCode(env, "MP_ERR_NO_GLOBAL", "cannot write setting " + name);
     if (bytes) {
       if (nbytes != vs->size)
-        ThrowCode(env, "MP_ERR_ARG", "setting " + name + " is " + std::to_string(vs->size) + " bytes, not " + std::to_string(nbytes));
+        ThrowCode(env, "MP_ERR_ARG",
+                  "setting " + name + " is " + std::to_string(vs->size) + " bytes, not " + std::to_string(nbytes));
       memcpy(data + vs->offset, bytes, nbytes);
       return env.Undefined();
     }
@@ -262,8 +260,10 @@ Napi::Value BpfObject::AttachUprobe(const Napi::CallbackInfo &info) {
   bpf_link *link = bpf_program__attach_uprobe_opts(p, -1, binary.c_str(), 0, &opts);
   int err = libbpf_get_error(link);
   if (err)
-    ThrowCode(env, "MP_ERR_ATTACH",
-              "cannot attach " + name + std::string(ret ? " (uretprobe)" : " (uprobe)") + " to " + func + " in " + binary, err);
+    ThrowCode(
+        env, "MP_ERR_ATTACH",
+        "cannot attach " + name + std::string(ret ? " (uretprobe)" : " (uprobe)") + " to " + func + " in " + binary,
+        err);
   links_.push_back(link);
   return env.Undefined();
 }
@@ -308,7 +308,9 @@ Napi::Value BpfObject::AttachKretprobe(const Napi::CallbackInfo &info) {
   std::string event = "mp_" + std::to_string(getpid()) + "_" + rnd + "_" + name;
   std::string full = "meshprobe/" + event;
   int err = WriteKprobeEvents(tracefs, "r" + std::to_string(maxactive) + ":" + full + " " + func);
-  if (err) ThrowCode(env, "MP_ERR_ATTACH", "cannot make kretprobe " + full + " on " + func + " in " + tracefs + "/kprobe_events", err);
+  if (err)
+    ThrowCode(env, "MP_ERR_ATTACH",
+              "cannot make kretprobe " + full + " on " + func + " in " + tracefs + "/kprobe_events", err);
   kprobe_events_.push_back(full);
   std::ifstream idf(tracefs + "/events/" + full + "/id");
   long long id = -1;
@@ -491,8 +493,8 @@ Napi::Value BpfObject::TestRun(const Napi::CallbackInfo &info) {
   int fd = bpf_program__fd(p);
   if (fd < 0) ThrowCode(env, "MP_ERR_STATE", name + " is not loaded", fd);
   uint64_t args[1] = {0};
-  LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = args, .ctx_size_in = sizeof args,
-              .flags = BPF_F_TEST_RUN_ON_CPU, .cpu = cpu);
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = args, .ctx_size_in = sizeof args, .flags = BPF_F_TEST_RUN_ON_CPU,
+              .cpu = cpu);
   int err = bpf_prog_test_run_opts(fd, &opts);
   if (err) ThrowCode(env, "MP_ERR_TEST_RUN", "cannot run " + name, -errno);
   return Napi::Number::New(env, opts.retval);

@@ -1,7 +1,7 @@
 // BpfObject: one compiled .bpf.o, from open to detach. Used on the main thread.
 #pragma once
-#include <napi.h>
 #include <bpf/libbpf.h>
+#include <napi.h>
 #include <string>
 #include <vector>
 

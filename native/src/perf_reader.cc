@@ -36,8 +36,7 @@ PerfReader::PerfReader(const Napi::CallbackInfo &info) : Napi::ObjectWrap<PerfRe
   Napi::Array cpus_js = info[1].As<Napi::Array>();
   size_t pages = info[2].As<Napi::Number>().Uint32Value();
   uint32_t wakeup = info[3].As<Napi::Number>().Uint32Value();
-  if (pages == 0 || (pages & (pages - 1)) != 0)
-    ThrowCode(env, "MP_ERR_ARG", "pagesPerCpu must be a power of two");
+  if (pages == 0 || (pages & (pages - 1)) != 0) ThrowCode(env, "MP_ERR_ARG", "pagesPerCpu must be a power of two");
   std::vector<int> cpus(cpus_js.Length());
   for (uint32_t i = 0; i < cpus_js.Length(); i++) cpus[i] = cpus_js.Get(i).As<Napi::Number>().Int32Value();
   if (cpus.empty()) ThrowCode(env, "MP_ERR_ARG", "PerfReader needs at least one CPU");

@@ -6,9 +6,9 @@
 // (a view of the shared WebAssembly.Memory) and releases the ring space.
 // No JavaScript runs per event.
 #pragma once
-#include <napi.h>
 #include <bpf/libbpf.h>
 #include <linux/perf_event.h>
+#include <napi.h>
 
 #include <atomic>
 #include <condition_variable>

@@ -23,7 +23,11 @@ import type { FineBuckets, ProbeFigures, ProbeReport, ProbeService, Role } from 
 import { boundsMs, meshQuantile, requestsOf, type MeshHistogram, type MeshSource } from './mesh.js';
 import { normalizeBuckets, quantileDetail, type Bucket } from './quantile.js';
 
-export const QUANTILES = [['p50', 0.5], ['p90', 0.9], ['p99', 0.99]] as const;
+export const QUANTILES = [
+  ['p50', 0.5],
+  ['p90', 0.9],
+  ['p99', 0.99],
+] as const;
 export type QName = (typeof QUANTILES)[number][0];
 
 export interface MeshInput {
@@ -105,13 +109,31 @@ function pick(entries: ProbeService[], want: Role, probe: ProbeReport): Picked |
   const best = (role: Role) => entries.filter((e) => e.role === role).sort((a, b) => b.requests - a.requests)[0];
   const e = best(want) ?? best(want === 'server' ? 'client' : 'server');
   if (!e) return undefined;
-  return { figures: e, view: e.role, probeService: e.service, fellBack: e.role !== want, meshProcessingMs: meshProcessing(probe, e.service) };
+  return {
+    figures: e,
+    view: e.role,
+    probeService: e.service,
+    fellBack: e.role !== want,
+    meshProcessingMs: meshProcessing(probe, e.service),
+  };
 }
 
 function pickWhole(probe: ProbeReport, want: Role): Picked | undefined {
-  const v = probe.views[want]?.requests ? want : probe.views[want === 'server' ? 'client' : 'server']?.requests ? (want === 'server' ? 'client' : 'server') : undefined;
+  const v = probe.views[want]?.requests
+    ? want
+    : probe.views[want === 'server' ? 'client' : 'server']?.requests
+      ? want === 'server'
+        ? 'client'
+        : 'server'
+      : undefined;
   if (!v) return undefined;
-  return { figures: probe.views[v]!, view: v, probeService: WHOLE_PROBE, fellBack: v !== want, meshProcessingMs: meshProcessing(probe) };
+  return {
+    figures: probe.views[v]!,
+    view: v,
+    probeService: WHOLE_PROBE,
+    fellBack: v !== want,
+    meshProcessingMs: meshProcessing(probe),
+  };
 }
 
 /**
@@ -219,13 +241,17 @@ function explainMore(c: CauseCtx): string {
   const view = c.p.view;
   let s: string;
   if (h.source === 'istio' && h.reporter === 'destination' && view === 'server') {
-    s = "the server's sidecar adds its own time (the inbound Envoy, and its hop to the app and back over loopback), which the app's sockets do not see";
+    s =
+      "the server's sidecar adds its own time (the inbound Envoy, and its hop to the app and back over loopback), which the app's sockets do not see";
   } else if (h.source === 'istio' && h.reporter === 'source' && view === 'server') {
-    s = "reporter=source times from the client's sidecar, so both sidecars and the network between them are in it, and only the app's time in the kernel's server view";
+    s =
+      "reporter=source times from the client's sidecar, so both sidecars and the network between them are in it, and only the app's time in the kernel's server view";
   } else if (h.source === 'cilium' && h.reporter === 'server' && view === 'server') {
-    s = "Cilium's proxy (Envoy, one per node) sits between the network and the pod, and its time is in Hubble's figure, not in the app's sockets";
+    s =
+      "Cilium's proxy (Envoy, one per node) sits between the network and the pod, and its time is in Hubble's figure, not in the app's sockets";
   } else if (h.source === 'cilium' && h.reporter === 'client' && view === 'server') {
-    s = "reporter=client times from the client node's proxy, so the network and the server side's proxy are in it, not in the app's server view";
+    s =
+      "reporter=client times from the client node's proxy, so the network and the server side's proxy are in it, not in the app's server view";
   } else if (view === 'client') {
     // the proxy's timing is inside the client app's wait: more means other requests
     return "the proxy times a part of what the client app waits, so a mesh figure above the app's wait means the two cover different requests or time windows";
@@ -245,7 +271,14 @@ function explainLess(c: CauseCtx): string {
   return "the app's time is inside the proxy's, so a kernel figure above the mesh's means the two cover different requests or time windows";
 }
 
-function quantileCause(c: CauseCtx, qn: QName, q: number, e: number | null, m: ReturnType<typeof meshQuantile>, expected: number | null | undefined): string {
+function quantileCause(
+  c: CauseCtx,
+  qn: QName,
+  q: number,
+  e: number | null,
+  m: ReturnType<typeof meshQuantile>,
+  expected: number | null | undefined,
+): string {
   const parts: string[] = [];
   const fb = fellBackText(c);
   if (fb) parts.push(fb);
@@ -261,26 +294,41 @@ function quantileCause(c: CauseCtx, qn: QName, q: number, e: number | null, m: R
   const istio = truncates(c.h);
   if (d.inInf) {
     const top = fmtBound(d.lower * c.h.toMs);
-    parts.push(`the ${qn} falls above the mesh's highest finite bucket bound, ${top} ms, which Prometheus returns as it is: the mesh only says "more than ${top} ms"`);
+    parts.push(
+      `the ${qn} falls above the mesh's highest finite bucket bound, ${top} ms, which Prometheus returns as it is: the mesh only says "more than ${top} ms"`,
+    );
     if (e < d.lower * c.h.toMs) parts.push(`the kernel's ${fmt(e)} ms is below it, ${explainMore(c)}`);
   } else {
     const lo = d.index > 0 ? d.buckets[d.index - 1].le * c.h.toMs : 0;
     const hi = d.upper * c.h.toMs;
     const [a, b] = realInterval(c.h, d.buckets, d.index);
     const bucket = `(${fmtBound(lo)}, ${fmtBound(hi)}] ms`;
-    const real = istio ? `, which holds durations of ${fmtBound(a)} to ${fmtBound(b)} ms before Istio truncates them to whole ms` : '';
+    const real = istio
+      ? `, which holds durations of ${fmtBound(a)} to ${fmtBound(b)} ms before Istio truncates them to whole ms`
+      : '';
     const inside = istio ? e >= a && e < b : d.index === 0 ? e >= 0 && e <= b : e > a && e <= b;
     if (inside) {
-      parts.push(`resolution: the kernel's ${fmt(e)} ms lies in the bucket the mesh interpolated in, ${bucket}${real}, so the ${fmt(Math.abs(m.ms - e))} ms difference is within what the mesh can tell`);
+      parts.push(
+        `resolution: the kernel's ${fmt(e)} ms lies in the bucket the mesh interpolated in, ${bucket}${real}, so the ${fmt(Math.abs(m.ms - e))} ms difference is within what the mesh can tell`,
+      );
     } else if (e < a) {
-      parts.push(`the mesh measured at least ${fmt(a - e)} ms more than the kernel (its ${qn} bucket ${bucket}${real} starts above the kernel's ${fmt(e)} ms): ${explainMore(c)}`);
+      parts.push(
+        `the mesh measured at least ${fmt(a - e)} ms more than the kernel (its ${qn} bucket ${bucket}${real} starts above the kernel's ${fmt(e)} ms): ${explainMore(c)}`,
+      );
     } else {
-      parts.push(`the kernel measured at least ${fmt(e - b)} ms more than the mesh (its ${qn} bucket ${bucket}${real} ends below the kernel's ${fmt(e)} ms): ${explainLess(c)}`);
+      parts.push(
+        `the kernel measured at least ${fmt(e - b)} ms more than the mesh (its ${qn} bucket ${bucket}${real} ends below the kernel's ${fmt(e)} ms): ${explainLess(c)}`,
+      );
     }
-    if (istio && e < 1 && d.index === 0) parts.push(`Istio truncates to whole ms, so a ${fmt(e)} ms request is recorded as 0 and counts in the first bucket (0, ${fmtBound(d.buckets[0].le * c.h.toMs)}]`);
+    if (istio && e < 1 && d.index === 0)
+      parts.push(
+        `Istio truncates to whole ms, so a ${fmt(e)} ms request is recorded as 0 and counts in the first bucket (0, ${fmtBound(d.buckets[0].le * c.h.toMs)}]`,
+      );
   }
   if (expected !== undefined && expected !== null) {
-    parts.push(`the kernel's own requests in the mesh's buckets${istio ? ', truncated to whole ms,' : ''} would read ${fmt(expected)} ms: the buckets account for ${fmt(expected - e)} ms of the difference, the mesh's own data for the other ${fmt(m.ms - expected)} ms`);
+    parts.push(
+      `the kernel's own requests in the mesh's buckets${istio ? ', truncated to whole ms,' : ''} would read ${fmt(expected)} ms: the buckets account for ${fmt(expected - e)} ms of the difference, the mesh's own data for the other ${fmt(m.ms - expected)} ms`,
+    );
   }
   const few = tooFew('the mesh', c.meshRequests, q, qn) ?? tooFew('the probe', c.kernelRequests, q, qn);
   if (few) parts.push(few);
@@ -356,7 +404,11 @@ function meshView(h: MeshHistogram, input: string): MeshView {
     q[n] = r.ms;
     if (r.ms !== null && r.detail.index >= 0) {
       const d = r.detail;
-      const lo = d.inInf ? d.lower * h.toMs : d.index > 0 ? d.buckets[d.index - 1].le * h.toMs : Math.min(0, d.upper * h.toMs);
+      const lo = d.inInf
+        ? d.lower * h.toMs
+        : d.index > 0
+          ? d.buckets[d.index - 1].le * h.toMs
+          : Math.min(0, d.upper * h.toMs);
       qb[n] = [clean(lo), d.inInf ? null : clean(d.upper * h.toMs)];
     }
   }
@@ -395,10 +447,19 @@ function ebpfView(p: Picked): EbpfView {
   };
 }
 
-function differences(h: MeshHistogram, input: MeshInput, p: Picked, mv: MeshView, opts: AnalyzeOptions, service: string): Difference[] {
+function differences(
+  h: MeshHistogram,
+  input: MeshInput,
+  p: Picked,
+  mv: MeshView,
+  opts: AnalyzeOptions,
+  service: string,
+): Difference[] {
   const f = p.figures;
   const ctx: CauseCtx = {
-    h, p, service,
+    h,
+    p,
+    service,
     meshRequests: mv.requests,
     kernelRequests: f.requests_estimated ?? f.requests,
     windowText: windowText(opts.probe, input, opts.live),
@@ -441,12 +502,20 @@ function differences(h: MeshHistogram, input: MeshInput, p: Picked, mv: MeshView
 /** Builds the report: comparisons per service, and notes for what could not be paired. */
 export function analyze(opts: AnalyzeOptions): AnalysisReport {
   const { probe } = opts;
-  const map = new Map([...(opts.serviceMap ?? new Map<string, string>())].map(([k, v]) => [k.toLowerCase(), v.toLowerCase()]));
+  const map = new Map(
+    [...(opts.serviceMap ?? new Map<string, string>())].map(([k, v]) => [k.toLowerCase(), v.toLowerCase()]),
+  );
   const notes = [...(opts.notes ?? [])];
   const usedProbe = new Set<ProbeService>();
   const usedMap = new Set<string>();
 
-  interface Pending { key: string; service: string; entries: ProbeService[]; mesh: { h: MeshHistogram; input: MeshInput }[]; whole: boolean }
+  interface Pending {
+    key: string;
+    service: string;
+    entries: ProbeService[];
+    mesh: { h: MeshHistogram; input: MeshInput }[];
+    whole: boolean;
+  }
   const comparisons = new Map<string, Pending>();
   const get = (key: string, service: string, entries: ProbeService[], whole = false) => {
     let c = comparisons.get(key);
@@ -456,12 +525,15 @@ export function analyze(opts: AnalyzeOptions): AnalysisReport {
 
   // the same name in two namespaces: show the namespace
   const nsOf = new Map<string, Set<string>>();
-  for (const inp of opts.mesh) for (const h of inp.histograms) if (h.name) {
-    const s = nsOf.get(h.name) ?? new Set<string>();
-    s.add(h.namespace ?? '');
-    nsOf.set(h.name, s);
-  }
-  const display = (h: MeshHistogram) => (h.name && (nsOf.get(h.name)?.size ?? 0) > 1 && h.namespace ? `${h.name}.${h.namespace}` : h.name ?? WHOLE_PROBE);
+  for (const inp of opts.mesh)
+    for (const h of inp.histograms)
+      if (h.name) {
+        const s = nsOf.get(h.name) ?? new Set<string>();
+        s.add(h.namespace ?? '');
+        nsOf.set(h.name, s);
+      }
+  const display = (h: MeshHistogram) =>
+    h.name && (nsOf.get(h.name)?.size ?? 0) > 1 && h.namespace ? `${h.name}.${h.namespace}` : (h.name ?? WHOLE_PROBE);
 
   const wholeSources = new Set<string>();
   const empty: string[] = [];
@@ -505,7 +577,9 @@ export function analyze(opts: AnalyzeOptions): AnalysisReport {
       const p = c.whole ? pickWhole(probe, roleFor(h)) : pick(c.entries, roleFor(h), probe);
       if (!p) {
         if (!c.whole) {
-          notes.push(`${label(h)} for ${display(h)} (${fmtCount(mv.requests)} requests) matches no probe service: name it with --services, or pair it with --service-map PROBE_SERVICE=${h.name}`);
+          notes.push(
+            `${label(h)} for ${display(h)} (${fmtCount(mv.requests)} requests) matches no probe service: name it with --services, or pair it with --service-map PROBE_SERVICE=${h.name}`,
+          );
         }
         continue;
       }
@@ -514,40 +588,60 @@ export function analyze(opts: AnalyzeOptions): AnalysisReport {
       if (!ebpf.some((x) => x.view === ev.view && x.probe_service === ev.probe_service)) ebpf.push(ev);
       diffs.push(...differences(h, input, p, mv, opts, c.service));
       if (!c.whole && c.entries.filter((x) => x.role === p.view).length > 1) {
-        notes.push(`${c.service}: several probe services of the ${p.view} side match it (${c.entries.filter((x) => x.role === p.view).map((x) => x.service).join(', ')}); ${p.probeService}, with the most requests, is compared`);
+        notes.push(
+          `${c.service}: several probe services of the ${p.view} side match it (${c.entries
+            .filter((x) => x.role === p.view)
+            .map((x) => x.service)
+            .join(', ')}); ${p.probeService}, with the most requests, is compared`,
+        );
       }
     }
     services.push({ service: c.service, ebpf, mesh, differences: diffs });
   }
   if (empty.length) {
-    notes.push(`no requests${opts.live ? ` in the ${fmt(opts.live.rangeS)} s range` : ''}, left out: ${empty.join(', ')}`);
+    notes.push(
+      `no requests${opts.live ? ` in the ${fmt(opts.live.rangeS)} s range` : ''}, left out: ${empty.join(', ')}`,
+    );
   }
   if (wholeSources.size) {
-    notes.push(`${[...wholeSources].join(', ')}: the histograms name no destination (only labels like method and reporter), so they are compared with the probe's whole client and server views; Hubble's labelsContext=source_namespace,source_workload,destination_namespace,destination_workload gives per-service figures`);
+    notes.push(
+      `${[...wholeSources].join(', ')}: the histograms name no destination (only labels like method and reporter), so they are compared with the probe's whole client and server views; Hubble's labelsContext=source_namespace,source_workload,destination_namespace,destination_workload gives per-service figures`,
+    );
   }
   const unusedProbe = probe.services.filter((p) => !usedProbe.has(p) && p.requests > 0);
   if (unusedProbe.length) {
-    notes.push(`no mesh figures for the probe services ${unusedProbe.map((p) => `${p.service} (${p.role})`).join(', ')}; pair one with --service-map ${unusedProbe[0].service}=MESH_SERVICE`);
+    notes.push(
+      `no mesh figures for the probe services ${unusedProbe.map((p) => `${p.service} (${p.role})`).join(', ')}; pair one with --service-map ${unusedProbe[0].service}=MESH_SERVICE`,
+    );
   }
   for (const [k, v] of map) {
     if (!usedMap.has(v)) {
       const known = probe.services.some((p) => p.service.toLowerCase() === k || p.name.toLowerCase() === k);
-      notes.push(known ? `--service-map ${k}=${v}: no mesh histogram names the service ${v}` : `--service-map ${k}=${v}: the probe report has no service ${k}`);
+      notes.push(
+        known
+          ? `--service-map ${k}=${v}: no mesh histogram names the service ${v}`
+          : `--service-map ${k}=${v}: the probe report has no service ${k}`,
+      );
     }
   }
   for (const inp of opts.mesh) {
     for (const h of inp.histograms) {
-      if (h.reporter === 'unknown') notes.push(`${inp.input}: ${h.source} series without a reporter label; compared as if reported by the server side`);
+      if (h.reporter === 'unknown')
+        notes.push(
+          `${inp.input}: ${h.source} series without a reporter label; compared as if reported by the server side`,
+        );
     }
   }
   if (paired === 0) {
     const probeNames = [...new Set(probe.services.map((p) => p.service))];
-    const meshNames = [...new Set(opts.mesh.flatMap((i) => i.histograms.map((h) => h.name).filter((n): n is string => !!n)))];
+    const meshNames = [
+      ...new Set(opts.mesh.flatMap((i) => i.histograms.map((h) => h.name).filter((n): n is string => !!n))),
+    ];
     const err = new Error(
       probe.services.length === 0 && !probe.views.client?.requests && !probe.views.server?.requests
         ? `nothing to compare: the probe report ${probe.file} has no requests`
         : `nothing to compare: no probe service matches a mesh service (probe: ${probeNames.slice(0, 6).join(', ') || 'none'}; mesh: ${meshNames.slice(0, 6).join(', ') || 'none'}); ` +
-          `name them alike with --services, or pair them with --service-map ${probeNames[0] ?? 'PROBE_SERVICE'}=${meshNames[0] ?? 'MESH_SERVICE'}`,
+            `name them alike with --services, or pair them with --service-map ${probeNames[0] ?? 'PROBE_SERVICE'}=${meshNames[0] ?? 'MESH_SERVICE'}`,
     );
     throw Object.assign(err, { code: 'MP_NOTHING_TO_COMPARE' });
   }

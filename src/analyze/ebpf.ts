@@ -51,7 +51,9 @@ export interface ProbeReport {
 const num = (x: unknown): number | undefined => (typeof x === 'number' && Number.isFinite(x) ? x : undefined);
 
 function isFine(x: unknown): x is FineBuckets {
-  return Array.isArray(x) && x.every((b) => Array.isArray(b) && b.length === 3 && b.every((v) => typeof v === 'number'));
+  return (
+    Array.isArray(x) && x.every((b) => Array.isArray(b) && b.length === 3 && b.every((v) => typeof v === 'number'))
+  );
 }
 
 function figures(o: Record<string, unknown>, countKey: 'requests' | 'total_requests'): ProbeFigures {
@@ -100,10 +102,13 @@ export function readProbeReport(text: string, file: string, services: readonly S
     }
     if (doc === undefined) {
       if (!parsedAny) throw jsonError(e as Error, text, what);
-      throw usageError(`${what} is a json-stream without its {"type":"summary"} line (did the probe end before writing it?): run it to the end, or use its --output report`);
+      throw usageError(
+        `${what} is a json-stream without its {"type":"summary"} line (did the probe end before writing it?): run it to the end, or use its --output report`,
+      );
     }
   }
-  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw usageError(`${what} is not a latency-probe report (expected a JSON object)`);
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc))
+    throw usageError(`${what} is not a latency-probe report (expected a JSON object)`);
   const r = doc as Record<string, unknown>;
   const m = r.metrics;
   if (!m || typeof m !== 'object') throw usageError(`${what} has no "metrics": is it a latency-probe report?`);
@@ -136,7 +141,8 @@ export function readProbeReport(text: string, file: string, services: readonly S
   for (const role of ['client', 'server'] as const) {
     const view = views[role];
     const ofRole = svc.filter((s) => s.role === role && s.requests > 0);
-    if (view?.buckets && ofRole.length === 1 && !ofRole[0].buckets && ofRole[0].requests === view.requests) ofRole[0].buckets = view.buckets;
+    if (view?.buckets && ofRole.length === 1 && !ofRole[0].buckets && ofRole[0].requests === view.requests)
+      ofRole[0].buckets = view.buckets;
   }
   const started = typeof r.timestamp === 'string' ? new Date(r.timestamp) : undefined;
   const overhead = metrics.overhead_analysis;
@@ -147,7 +153,9 @@ export function readProbeReport(text: string, file: string, services: readonly S
     ...(num(r.duration_seconds) !== undefined ? { durationS: num(r.duration_seconds) } : {}),
     views,
     services: svc,
-    ...(overhead && typeof overhead === 'object' && !Array.isArray(overhead) ? { overhead: overhead as Record<string, unknown> } : {}),
+    ...(overhead && typeof overhead === 'object' && !Array.isArray(overhead)
+      ? { overhead: overhead as Record<string, unknown> }
+      : {}),
     ...(streamLine !== undefined ? { streamLine } : {}),
   };
 }

@@ -9,14 +9,16 @@ export function readInput(file: string, option: string): string {
     st = statSync(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw usageError(`${option} ${file}: ${code === 'ENOENT' ? 'no such file' : code ?? (e as Error).message}`);
+    throw usageError(`${option} ${file}: ${code === 'ENOENT' ? 'no such file' : (code ?? (e as Error).message)}`);
   }
   if (st.isDirectory()) throw usageError(`${option} ${file} is a directory: give the file`);
   try {
     return readFileSync(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw usageError(`${option} ${file}: cannot read it (${code === 'EACCES' ? 'permission denied' : code ?? (e as Error).message})`);
+    throw usageError(
+      `${option} ${file}: cannot read it (${code === 'EACCES' ? 'permission denied' : (code ?? (e as Error).message)})`,
+    );
   }
 }
 

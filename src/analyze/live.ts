@@ -12,7 +12,14 @@
  */
 import { usageError } from '../errors.js';
 import { parseApiResult } from './promapi.js';
-import { MESH_METRICS, NAMESPACE_LABELS, SERVICE_LABELS, meshHistograms, type MeshHistogram, type MeshSource } from './mesh.js';
+import {
+  MESH_METRICS,
+  NAMESPACE_LABELS,
+  SERVICE_LABELS,
+  meshHistograms,
+  type MeshHistogram,
+  type MeshSource,
+} from './mesh.js';
 import type { Sample } from './promtext.js';
 
 export interface LiveOptions {
@@ -53,10 +60,12 @@ function endpoint(base: string, query: string, time: Date): { url: string; heade
   } catch {
     throw usageError(`invalid --prometheus-url "${base}": use http://host:9090`);
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw usageError(`invalid --prometheus-url "${base}": use an http:// or https:// URL`);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    throw usageError(`invalid --prometheus-url "${base}": use an http:// or https:// URL`);
   const headers: Record<string, string> = { Accept: 'application/json' };
   if (u.username || u.password) {
-    headers.Authorization = 'Basic ' + Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64');
+    headers.Authorization =
+      'Basic ' + Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64');
     u.username = '';
     u.password = '';
   }
@@ -73,7 +82,10 @@ export async function instantQuery(opts: LiveOptions, query: string): Promise<Sa
     res = await fetch(url, { headers, signal: AbortSignal.timeout(opts.timeoutMs ?? 15_000) });
   } catch (e) {
     const err = e as Error & { cause?: { code?: string; message?: string } };
-    const why = err.name === 'TimeoutError' ? `no answer in ${(opts.timeoutMs ?? 15_000) / 1000} s` : err.cause?.code ?? err.cause?.message ?? err.message;
+    const why =
+      err.name === 'TimeoutError'
+        ? `no answer in ${(opts.timeoutMs ?? 15_000) / 1000} s`
+        : (err.cause?.code ?? err.cause?.message ?? err.message);
     throw usageError(`cannot reach Prometheus at ${shown} (${why}): check --prometheus-url`);
   }
   const text = await res.text();
@@ -81,16 +93,22 @@ export async function instantQuery(opts: LiveOptions, query: string): Promise<Sa
   try {
     body = JSON.parse(text);
   } catch {
-    throw usageError(`${shown} answered HTTP ${res.status} with something that is not a Prometheus API response (${JSON.stringify(text.slice(0, 60))}): is it Prometheus's base URL?`);
+    throw usageError(
+      `${shown} answered HTTP ${res.status} with something that is not a Prometheus API response (${JSON.stringify(text.slice(0, 60))}): is it Prometheus's base URL?`,
+    );
   }
   const b = body as { status?: unknown; errorType?: unknown; error?: unknown };
   if (b.status !== 'success') {
-    throw usageError(`Prometheus at ${shown} answered HTTP ${res.status}, ${String(b.errorType ?? b.status ?? 'error')}: ${String(b.error ?? 'no error message')} (query: ${query})`);
+    throw usageError(
+      `Prometheus at ${shown} answered HTTP ${res.status}, ${String(b.errorType ?? b.status ?? 'error')}: ${String(b.error ?? 'no error message')} (query: ${query})`,
+    );
   }
   try {
     return parseApiResult(body).samples;
   } catch (e) {
-    throw usageError(`Prometheus at ${shown} answered with an unexpected result: ${(e as Error).message} (query: ${query})`);
+    throw usageError(
+      `Prometheus at ${shown} answered with an unexpected result: ${(e as Error).message} (query: ${query})`,
+    );
   }
 }
 
@@ -100,13 +118,21 @@ export async function queryMesh(opts: LiveOptions, sources: readonly MeshSource[
   for (const source of sources) {
     const q = queriesFor(source, opts.rangeS);
     const def = MESH_METRICS[source][0];
-    const [buckets, sum, count] = await Promise.all([instantQuery(opts, q.buckets), instantQuery(opts, q.sum), instantQuery(opts, q.count)]);
+    const [buckets, sum, count] = await Promise.all([
+      instantQuery(opts, q.buckets),
+      instantQuery(opts, q.sum),
+      instantQuery(opts, q.count),
+    ]);
     const samples: Sample[] = [
       ...buckets.map((s) => ({ ...s, name: `${def.name}_bucket` })),
       ...sum.map((s) => ({ ...s, name: `${def.name}_sum` })),
       ...count.map((s) => ({ ...s, name: `${def.name}_count` })),
     ];
-    out.push({ source, histograms: meshHistograms(samples, source, { metric: def }), queries: [q.buckets, q.sum, q.count] });
+    out.push({
+      source,
+      histograms: meshHistograms(samples, source, { metric: def }),
+      queries: [q.buckets, q.sum, q.count],
+    });
   }
   return out;
 }

@@ -91,7 +91,10 @@ export interface MeshSet {
 }
 
 /** The service identity of a series. */
-export function serviceOf(source: MeshSource, labels: Record<string, string>): { name: string | null; namespace: string | null; aliases: string[] } {
+export function serviceOf(
+  source: MeshSource,
+  labels: Record<string, string>,
+): { name: string | null; namespace: string | null; aliases: string[] } {
   const usable = (v: string | undefined): v is string => !!v && v.toLowerCase() !== 'unknown';
   let namespace: string | null = null;
   for (const l of NAMESPACE_LABELS[source]) {
@@ -141,7 +144,11 @@ function findMetric(samples: readonly Sample[], source: MeshSource): MetricDef |
  * `anonymous`: samples without a metric name (API results of sum by (...))
  * are taken as that source's: series with le are its buckets.
  */
-export function meshHistograms(samples: readonly Sample[], source: MeshSource, opts: { anonymous?: boolean; metric?: MetricDef } = {}): MeshHistogram[] {
+export function meshHistograms(
+  samples: readonly Sample[],
+  source: MeshSource,
+  opts: { anonymous?: boolean; metric?: MetricDef } = {},
+): MeshHistogram[] {
   const def = opts.metric ?? findMetric(samples, source) ?? (opts.anonymous ? MESH_METRICS[source][0] : undefined);
   if (!def) return [];
   const bucketName = `${def.name}_bucket`;
@@ -153,8 +160,19 @@ export function meshHistograms(samples: readonly Sample[], source: MeshSource, o
     let g = groups.get(key);
     if (!g) {
       g = {
-        source, metric: def.name, reporter, name: id.name, namespace: id.namespace, aliases: [], buckets: [],
-        toMs: def.toMs, sum: null, count: null, series: 0, badLe: 0, byLe: new Map(),
+        source,
+        metric: def.name,
+        reporter,
+        name: id.name,
+        namespace: id.namespace,
+        aliases: [],
+        buckets: [],
+        toMs: def.toMs,
+        sum: null,
+        count: null,
+        series: 0,
+        badLe: 0,
+        byLe: new Map(),
       };
       groups.set(key, g);
     }
@@ -187,7 +205,12 @@ export function meshHistograms(samples: readonly Sample[], source: MeshSource, o
       aliases: g.aliases.sort(),
       buckets: [...byLe.entries()].map(([le, count]) => ({ le, count })).sort((a, b) => a.le - b.le),
     }))
-    .sort((a, b) => (a.name ?? '').localeCompare(b.name ?? '') || (a.namespace ?? '').localeCompare(b.namespace ?? '') || a.reporter.localeCompare(b.reporter));
+    .sort(
+      (a, b) =>
+        (a.name ?? '').localeCompare(b.name ?? '') ||
+        (a.namespace ?? '').localeCompare(b.namespace ?? '') ||
+        a.reporter.localeCompare(b.reporter),
+    );
 }
 
 /** Requests a histogram covers: its +Inf bucket (the highest count after Prometheus's monotonic fix). */
@@ -237,7 +260,9 @@ export function readMeshText(text: string, source: MeshSource, file: string): Me
     if (api.resultType === 'matrix') {
       ranged = true;
       const span = api.span ? ` over ${Math.round(api.span[1] - api.span[0])} s` : '';
-      notes.push(`${file}: a range query (matrix); each series counts its increase from the first to the last sample${span}, counter resets corrected${api.resets ? ` (${api.resets} series had a reset)` : ''}, nothing extrapolated`);
+      notes.push(
+        `${file}: a range query (matrix); each series counts its increase from the first to the last sample${span}, counter resets corrected${api.resets ? ` (${api.resets} series had a reset)` : ''}, nothing extrapolated`,
+      );
       if (api.singleSample) notes.push(`${file}: ${api.singleSample} series had a single sample and add nothing`);
     }
   } else {
@@ -256,14 +281,19 @@ export function readMeshText(text: string, source: MeshSource, file: string): Me
       if (seen.has(k)) dup++;
       else seen.add(k);
     }
-    if (dup) notes.push(`${file}: ${dup} samples repeat a series already read (scrapes of several proxies in one file?); their counts were added up`);
+    if (dup)
+      notes.push(
+        `${file}: ${dup} samples repeat a series already read (scrapes of several proxies in one file?); their counts were added up`,
+      );
   }
   const other: MeshSource = source === 'istio' ? 'cilium' : 'istio';
   const histograms = meshHistograms(samples, source, { anonymous });
   if (histograms.length === 0) {
     const names = MESH_METRICS[source].map((d) => d.name).join(' or ');
     if (findMetric(samples, other)) {
-      throw new MeshInputError(`${file} has ${MESH_METRICS[other][0].name}, not ${names}: pass it with --${other}-metrics`);
+      throw new MeshInputError(
+        `${file} has ${MESH_METRICS[other][0].name}, not ${names}: pass it with --${other}-metrics`,
+      );
     }
     throw new MeshInputError(`no ${names} histogram (_bucket series with le) in ${file}`);
   }
@@ -271,7 +301,8 @@ export function readMeshText(text: string, source: MeshSource, file: string): Me
     notes.push(`${file}: series of other metrics were ignored`);
   }
   const bad = histograms.reduce((a, h) => a + h.badLe, 0);
-  if (bad) notes.push(`${file}: ${bad} bucket samples had an le that is not a number and were left out (as Prometheus does)`);
+  if (bad)
+    notes.push(`${file}: ${bad} bucket samples had an le that is not a number and were left out (as Prometheus does)`);
   const fractional = histograms.some((h) => h.buckets.some((b) => !Number.isInteger(b.count)));
   if (fractional && !anonymous) notes.push(`${file}: bucket counts are not whole numbers`);
   return { histograms, notes, ranged };

@@ -58,7 +58,8 @@ function pair(p: unknown, where: string): [number, number] {
 
 function labelsOf(m: unknown, where: string): Record<string, string> {
   if (m === undefined || m === null) return {};
-  if (typeof m !== 'object' || Array.isArray(m)) throw new ApiFormatError(`${where}: "metric" must be an object of labels`);
+  if (typeof m !== 'object' || Array.isArray(m))
+    throw new ApiFormatError(`${where}: "metric" must be an object of labels`);
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(m as Record<string, unknown>)) {
     if (typeof v !== 'string') throw new ApiFormatError(`${where}: label ${k} is not a string`);
@@ -73,7 +74,9 @@ export function parseApiResult(doc: unknown): ApiResult {
   if (data && typeof data === 'object' && !Array.isArray(data) && 'status' in data) {
     const d = data as { status: unknown; error?: unknown; errorType?: unknown; data?: unknown };
     if (d.status !== 'success') {
-      throw new ApiFormatError(`the response says status "${String(d.status)}"${d.error ? `: ${String(d.errorType ?? '')} ${String(d.error)}`.trimEnd() : ''}`);
+      throw new ApiFormatError(
+        `the response says status "${String(d.status)}"${d.error ? `: ${String(d.errorType ?? '')} ${String(d.error)}`.trimEnd() : ''}`,
+      );
     }
     data = d.data;
   } else if (data && typeof data === 'object' && !Array.isArray(data) && !('result' in data) && 'data' in data) {
@@ -88,14 +91,16 @@ export function parseApiResult(doc: unknown): ApiResult {
     result = d.result;
   }
   if (!Array.isArray(result)) {
-    if (resultType === 'scalar' || resultType === 'string') throw new ApiFormatError(`the result is a ${resultType}, not a vector or matrix of histogram buckets`);
+    if (resultType === 'scalar' || resultType === 'string')
+      throw new ApiFormatError(`the result is a ${resultType}, not a vector or matrix of histogram buckets`);
     throw new ApiFormatError('the result is not an array of series');
   }
   if (!resultType) {
     const first = result[0] as Record<string, unknown> | undefined;
     resultType = first && 'values' in first ? 'matrix' : 'vector';
   }
-  if (resultType !== 'vector' && resultType !== 'matrix') throw new ApiFormatError(`resultType "${resultType}" is not vector or matrix`);
+  if (resultType !== 'vector' && resultType !== 'matrix')
+    throw new ApiFormatError(`resultType "${resultType}" is not vector or matrix`);
 
   const samples: Sample[] = [];
   let resets = 0;
@@ -106,13 +111,20 @@ export function parseApiResult(doc: unknown): ApiResult {
   result.forEach((entry, idx) => {
     const where = `result[${idx}]`;
     if (!entry || typeof entry !== 'object') throw new ApiFormatError(`${where} is not an object`);
-    const e = entry as { metric?: unknown; value?: unknown; values?: unknown; histogram?: unknown; histograms?: unknown };
+    const e = entry as {
+      metric?: unknown;
+      value?: unknown;
+      values?: unknown;
+      histogram?: unknown;
+      histograms?: unknown;
+    };
     const labels = labelsOf(e.metric, where);
     const name = labels.__name__ ?? '';
     delete labels.__name__;
     if (resultType === 'vector') {
       if (e.value === undefined) {
-        if (e.histogram !== undefined) throw new ApiFormatError(`${where} is a native histogram: only classic (le-bucketed) histograms are read`);
+        if (e.histogram !== undefined)
+          throw new ApiFormatError(`${where} is a native histogram: only classic (le-bucketed) histograms are read`);
         throw new ApiFormatError(`${where} has no "value"`);
       }
       const [t, v] = pair(e.value as Pair, where);
@@ -120,7 +132,8 @@ export function parseApiResult(doc: unknown): ApiResult {
       samples.push({ name, labels, value: v, timestamp: t, line: idx + 1 });
     } else {
       if (!Array.isArray(e.values)) {
-        if (e.histograms !== undefined) throw new ApiFormatError(`${where} is a native histogram: only classic (le-bucketed) histograms are read`);
+        if (e.histograms !== undefined)
+          throw new ApiFormatError(`${where} is a native histogram: only classic (le-bucketed) histograms are read`);
         throw new ApiFormatError(`${where} has no "values"`);
       }
       const pts = (e.values as unknown[]).map((p, j) => pair(p, `${where}.values[${j}]`));

@@ -83,14 +83,22 @@ export function normalizeBuckets(input: readonly Bucket[]): { buckets: Bucket[];
 
 export function quantileDetail(q: number, input: readonly Bucket[]): QuantileDetail {
   const nan = (reason: string, buckets: Bucket[] = [], forcedMonotonic = false): QuantileDetail => ({
-    value: NaN, index: -1, lower: NaN, upper: NaN, inInf: false, buckets, forcedMonotonic, reason,
+    value: NaN,
+    index: -1,
+    lower: NaN,
+    upper: NaN,
+    inInf: false,
+    buckets,
+    forcedMonotonic,
+    reason,
   });
   if (Number.isNaN(q)) return nan('the quantile is NaN');
   if (q < 0) return { ...nan('q < 0'), value: -Infinity, reason: undefined };
   if (q > 1) return { ...nan('q > 1'), value: Infinity, reason: undefined };
   if (input.length === 0) return nan('no buckets');
   const { buckets, forcedMonotonic } = normalizeBuckets(input);
-  if (buckets.length === 0 || buckets[buckets.length - 1].le !== Infinity) return nan('no le="+Inf" bucket', buckets, forcedMonotonic);
+  if (buckets.length === 0 || buckets[buckets.length - 1].le !== Infinity)
+    return nan('no le="+Inf" bucket', buckets, forcedMonotonic);
   if (buckets.length < 2) return nan('only the +Inf bucket', buckets, forcedMonotonic);
   const n = buckets.length;
   const observations = buckets[n - 1].count;
@@ -120,7 +128,14 @@ export function quantileDetail(q: number, input: readonly Bucket[]): QuantileDet
     rank -= buckets[b - 1].count;
   }
   const value = bucketStart + (bucketEnd - bucketStart) * (rank / count);
-  return { ...base, value, lower: bucketStart, upper: bucketEnd, inInf: false, ...(Number.isNaN(value) ? { reason: 'q = 0 with an empty first bucket' } : {}) };
+  return {
+    ...base,
+    value,
+    lower: bucketStart,
+    upper: bucketEnd,
+    inInf: false,
+    ...(Number.isNaN(value) ? { reason: 'q = 0 with an empty first bucket' } : {}),
+  };
 }
 
 /** Prometheus's histogram_quantile(q, buckets) for one series group. */

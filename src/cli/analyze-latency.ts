@@ -43,7 +43,10 @@ function parseServiceMap(pairs: readonly string[]): Map<string, string> {
     const i = p.indexOf('=');
     const k = p.slice(0, i).trim();
     const v = p.slice(i + 1).trim();
-    if (i < 0 || !k || !v) throw usageError(`invalid --service-map "${p}": use PROBE_SERVICE=MESH_SERVICE, e.g. --service-map nginx:8080=reviews`);
+    if (i < 0 || !k || !v)
+      throw usageError(
+        `invalid --service-map "${p}": use PROBE_SERVICE=MESH_SERVICE, e.g. --service-map nginx:8080=reviews`,
+      );
     if (map.has(k.toLowerCase())) throw usageError(`--service-map ${k} is given twice`);
     map.set(k.toLowerCase(), v);
   }
@@ -55,18 +58,26 @@ export function parseTime(s: string): Date {
   if (s === 'now') return new Date();
   if (/^\d+(\.\d+)?$/.test(s)) return new Date(Number(s) * 1000);
   const d = new Date(s);
-  if (Number.isNaN(d.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(s)) throw usageError(`invalid --time "${s}": use now, 2026-11-26T06:50:08Z or unix seconds`);
+  if (Number.isNaN(d.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(s))
+    throw usageError(`invalid --time "${s}": use now, 2026-11-26T06:50:08Z or unix seconds`);
   return d;
 }
 
 async function run(f: Flags): Promise<void> {
   if (f.logLevel) setLogLevel(f.logLevel);
-  if (!f.ebpfProbe) throw usageError('--ebpf-probe FILE is required: the latency-probe report (JSON, or its json-stream) to compare with the mesh');
+  if (!f.ebpfProbe)
+    throw usageError(
+      '--ebpf-probe FILE is required: the latency-probe report (JSON, or its json-stream) to compare with the mesh',
+    );
   if (!f.istioMetrics && !f.ciliumMetrics && !f.prometheusUrl) {
-    throw usageError('nothing to compare with: give --istio-metrics FILE, --cilium-metrics FILE or --prometheus-url URL');
+    throw usageError(
+      'nothing to compare with: give --istio-metrics FILE, --cilium-metrics FILE or --prometheus-url URL',
+    );
   }
   if (f.prometheusUrl && f.istioMetrics && f.ciliumMetrics) {
-    throw usageError('--prometheus-url is not used when both --istio-metrics and --cilium-metrics are given: drop one of them');
+    throw usageError(
+      '--prometheus-url is not used when both --istio-metrics and --cilium-metrics are given: drop one of them',
+    );
   }
   if (!f.prometheusUrl && (f.range !== undefined || f.time !== undefined)) {
     throw usageError(`--${f.range !== undefined ? 'range' : 'time'} is for --prometheus-url`);
@@ -77,10 +88,14 @@ async function run(f: Flags): Promise<void> {
   const probe = readProbeReport(readInput(f.ebpfProbe, '--ebpf-probe'), f.ebpfProbe, defs);
   const notes: string[] = [];
   if (probe.streamLine) notes.push(`${f.ebpfProbe}: a json-stream; its summary line ${probe.streamLine} is used`);
-  if (defs.length && defs.every((d) => d.ports.length === 0)) notes.push(`--services ${f.services}: no entry lists ports, so no probe service could be renamed from it`);
+  if (defs.length && defs.every((d) => d.ports.length === 0))
+    notes.push(`--services ${f.services}: no entry lists ports, so no probe service could be renamed from it`);
 
   const mesh: MeshInput[] = [];
-  for (const [source, file] of [['istio', f.istioMetrics], ['cilium', f.ciliumMetrics]] as [MeshSource, string | undefined][]) {
+  for (const [source, file] of [
+    ['istio', f.istioMetrics],
+    ['cilium', f.ciliumMetrics],
+  ] as [MeshSource, string | undefined][]) {
     if (!file) continue;
     const text = readInput(file, `--${source}-metrics`);
     try {
@@ -95,22 +110,36 @@ async function run(f: Flags): Promise<void> {
 
   let live: { rangeS: number; time: Date } | undefined;
   if (f.prometheusUrl) {
-    const rangeS = f.range !== undefined ? parseDuration(f.range, '--range') : probe.durationS !== undefined ? Math.max(1, Math.ceil(probe.durationS)) : DEFAULT_RANGE_S;
-    const end = probe.startedAt && probe.durationS !== undefined ? new Date(probe.startedAt.getTime() + probe.durationS * 1000) : undefined;
+    const rangeS =
+      f.range !== undefined
+        ? parseDuration(f.range, '--range')
+        : probe.durationS !== undefined
+          ? Math.max(1, Math.ceil(probe.durationS))
+          : DEFAULT_RANGE_S;
+    const end =
+      probe.startedAt && probe.durationS !== undefined
+        ? new Date(probe.startedAt.getTime() + probe.durationS * 1000)
+        : undefined;
     const time = f.time !== undefined ? parseTime(f.time) : end && end.getTime() <= Date.now() ? end : new Date();
     live = { rangeS, time };
-    const sources = (['istio', 'cilium'] as MeshSource[]).filter((s) => !(s === 'istio' ? f.istioMetrics : f.ciliumMetrics));
+    const sources = (['istio', 'cilium'] as MeshSource[]).filter(
+      (s) => !(s === 'istio' ? f.istioMetrics : f.ciliumMetrics),
+    );
     const results = await queryMesh({ url: f.prometheusUrl, rangeS, time }, sources);
     let any = false;
     for (const r of results) {
       log.debug(`prometheus queries for ${r.source}`, { queries: r.queries });
       const withRequests = r.histograms.filter((h) => requestsOf(h) > 0);
       if (r.histograms.length === 0) {
-        notes.push(`Prometheus has no ${MESH_METRICS[r.source][0].name} series in the ${fmt(rangeS)} s to ${time.toISOString()}`);
+        notes.push(
+          `Prometheus has no ${MESH_METRICS[r.source][0].name} series in the ${fmt(rangeS)} s to ${time.toISOString()}`,
+        );
         continue;
       }
       if (withRequests.length === 0) {
-        notes.push(`Prometheus's ${MESH_METRICS[r.source][0].name} series counted no requests in the ${fmt(rangeS)} s to ${time.toISOString()}`);
+        notes.push(
+          `Prometheus's ${MESH_METRICS[r.source][0].name} series counted no requests in the ${fmt(rangeS)} s to ${time.toISOString()}`,
+        );
         continue;
       }
       any = true;
@@ -118,8 +147,10 @@ async function run(f: Flags): Promise<void> {
     }
     if (!any && mesh.length === 0) {
       const names = sources.map((s) => MESH_METRICS[s][0].name).join(' or ');
-      throw usageError(`Prometheus at ${f.prometheusUrl.replace(/\/\/[^@/]*@/, '//')} has no ${names} requests in the ${fmt(rangeS)} s to ${time.toISOString()} ` +
-        `(query: ${queriesFor(sources[0], rangeS).buckets}): check the time (--time), the range (--range) and that it scrapes the proxies`);
+      throw usageError(
+        `Prometheus at ${f.prometheusUrl.replace(/\/\/[^@/]*@/, '//')} has no ${names} requests in the ${fmt(rangeS)} s to ${time.toISOString()} ` +
+          `(query: ${queriesFor(sources[0], rangeS).buckets}): check the time (--time), the range (--range) and that it scrapes the proxies`,
+      );
     }
   }
 
@@ -151,15 +182,39 @@ async function run(f: Flags): Promise<void> {
   if (!f.json) process.stdout.write(renderReport(report));
 }
 
-const cmd = newCommand('analyze-latency', "Compares the kernel's latency (a latency-probe report) with Istio's and Cilium/Hubble's, per service.")
+const cmd = newCommand(
+  'analyze-latency',
+  "Compares the kernel's latency (a latency-probe report) with Istio's and Cilium/Hubble's, per service.",
+)
   .option('--ebpf-probe <file>', 'latency-probe report (JSON, or a json-stream file: its summary line)')
-  .option('--istio-metrics <file>', 'istio_request_duration_milliseconds: a scrape (text/OpenMetrics) or a Prometheus API result (JSON)')
-  .option('--cilium-metrics <file>', 'hubble_http_request_duration_seconds: a scrape (text/OpenMetrics) or a Prometheus API result (JSON)')
-  .option('--prometheus-url <url>', 'query a live Prometheus for the sources not given as files, e.g. http://prometheus:9090')
-  .option('--range <time>', '--prometheus-url: the increase() window, e.g. 60s, 5m (default: the probe run\'s duration, else 5m)')
-  .option('--time <time>', '--prometheus-url: evaluation time, now, RFC 3339 or unix seconds (default: the end of the probe run)')
-  .addOption(new Option('--service-map <probe=mesh>', 'pair a probe service with a mesh service (repeatable), e.g. nginx:8080=reviews')
-    .argParser((v: string, acc: string[]) => [...acc, v]).default([], 'none'))
+  .option(
+    '--istio-metrics <file>',
+    'istio_request_duration_milliseconds: a scrape (text/OpenMetrics) or a Prometheus API result (JSON)',
+  )
+  .option(
+    '--cilium-metrics <file>',
+    'hubble_http_request_duration_seconds: a scrape (text/OpenMetrics) or a Prometheus API result (JSON)',
+  )
+  .option(
+    '--prometheus-url <url>',
+    'query a live Prometheus for the sources not given as files, e.g. http://prometheus:9090',
+  )
+  .option(
+    '--range <time>',
+    "--prometheus-url: the increase() window, e.g. 60s, 5m (default: the probe run's duration, else 5m)",
+  )
+  .option(
+    '--time <time>',
+    '--prometheus-url: evaluation time, now, RFC 3339 or unix seconds (default: the end of the probe run)',
+  )
+  .addOption(
+    new Option(
+      '--service-map <probe=mesh>',
+      'pair a probe service with a mesh service (repeatable), e.g. nginx:8080=reviews',
+    )
+      .argParser((v: string, acc: string[]) => [...acc, v])
+      .default([], 'none'),
+  )
   .option('--services <file>', "the probe's --services file: renames its comm:port services by port")
   .option('--json', 'write the AnalysisReport JSON (to stdout, or to --output)')
   .addOption(new Option('-o, --output <file>', 'write the AnalysisReport JSON to this file'))

@@ -28,8 +28,14 @@ interface Flags {
   logLevel?: LogLevel;
 }
 
-const cmd = newCommand('generate-report', 'Draws the probes\' reports as one self-contained HTML page (it opens with no network).')
-  .option('--include-ebpf-metrics <file>', "latency-probe's report (JSON, or its json-stream output): latency CDFs, histograms, overhead")
+const cmd = newCommand(
+  'generate-report',
+  "Draws the probes' reports as one self-contained HTML page (it opens with no network).",
+)
+  .option(
+    '--include-ebpf-metrics <file>',
+    "latency-probe's report (JSON, or its json-stream output): latency CDFs, histograms, overhead",
+  )
   .option('--connections <file>', "connection-tracker's report: set-up and TLS time, failures, reuse")
   .option('--drops <file>', "packet-drop-probe's report: drops by reason, layer and service")
   .option('--compare <file>', "analyze-latency --json output: the kernel's quantiles beside the mesh's, per service")
@@ -38,9 +44,16 @@ const cmd = newCommand('generate-report', 'Draws the probes\' reports as one sel
   .option('-q, --quiet', 'no line on stderr about what was written')
   .action((f: Flags) => {
     if (f.logLevel) setLogLevel(f.logLevel);
-    const given: [InputKind, string | undefined][] = [['latency', f.includeEbpfMetrics], ['connections', f.connections], ['drops', f.drops], ['compare', f.compare]];
+    const given: [InputKind, string | undefined][] = [
+      ['latency', f.includeEbpfMetrics],
+      ['connections', f.connections],
+      ['drops', f.drops],
+      ['compare', f.compare],
+    ];
     if (!given.some(([, v]) => v)) {
-      throw usageError(`give at least one input: ${INPUT_OPTION.latency} <latency report>, ${INPUT_OPTION.connections}, ${INPUT_OPTION.drops} or ${INPUT_OPTION.compare}`);
+      throw usageError(
+        `give at least one input: ${INPUT_OPTION.latency} <latency report>, ${INPUT_OPTION.connections}, ${INPUT_OPTION.drops} or ${INPUT_OPTION.compare}`,
+      );
     }
     checkWritable(f.output);
     const inputs: ReportInputs = {};
@@ -49,7 +62,9 @@ const cmd = newCommand('generate-report', 'Draws the probes\' reports as one sel
     const where = writeTextAtomic(f.output, html);
     if (!f.quiet) {
       const charts = (html.match(/<svg class="chart"/g) ?? []).length;
-      process.stderr.write(`generate-report: wrote ${where === 'stdout' ? 'the page to stdout' : where} (${fmtBytes(Buffer.byteLength(html))}, ${charts} charts)\n`);
+      process.stderr.write(
+        `generate-report: wrote ${where === 'stdout' ? 'the page to stdout' : where} (${fmtBytes(Buffer.byteLength(html))}, ${charts} charts)\n`,
+      );
     }
   });
 

@@ -5,12 +5,15 @@ import { buildLatencyReport, latencyOutputs, summaryLine } from '../report/laten
 import { main } from './program.js';
 import { tcpProbeCommand } from './tcp-command.js';
 
-await main(tcpProbeCommand({
-  name: 'latency-probe',
-  description: 'Measures request/response latency of TCP connections in the kernel: client, server and network views.',
-  defaultOutput: 'latency-metrics.json',
-  def: latencyProbe,
-  outputs: latencyOutputs,
-  buildReport: buildLatencyReport,
-  summary: summaryLine,
-}));
+await main(
+  tcpProbeCommand({
+    name: 'latency-probe',
+    description:
+      'Measures request/response latency of TCP connections in the kernel: client, server and network views.',
+    defaultOutput: 'latency-metrics.json',
+    def: latencyProbe,
+    outputs: latencyOutputs,
+    buildReport: buildLatencyReport,
+    summary: summaryLine,
+  }),
+);

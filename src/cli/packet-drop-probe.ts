@@ -2,7 +2,16 @@
 /** packet-drop-probe: every packet the kernel drops, where, why, and whose. */
 import { dropProbe, type DropOptions } from '../probes/drops.js';
 import { buildDropReport, dropOutputs, dropSummary, DropNamer } from '../report/drops.js';
-import { addProbeOptions, applyCommon, filtersFrom, main, newCommand, outputFrom, pipelineFrom, type CommonProbeFlags } from './program.js';
+import {
+  addProbeOptions,
+  applyCommon,
+  filtersFrom,
+  main,
+  newCommand,
+  outputFrom,
+  pipelineFrom,
+  type CommonProbeFlags,
+} from './program.js';
 import { checkWritable, parseDuration, parsePositiveInt } from './options.js';
 import { printCheck, runProbe } from './run-probe.js';
 import { usageError } from '../errors.js';
@@ -13,7 +22,10 @@ interface Flags extends CommonProbeFlags {
 }
 
 const cmd = addProbeOptions(
-  newCommand('packet-drop-probe', 'Counts every packet the kernel drops: reason, kernel function, layer, flow and service.'),
+  newCommand(
+    'packet-drop-probe',
+    'Counts every packet the kernel drops: reason, kernel function, layer, flow and service.',
+  ),
   'drops.json',
 )
   .option('--max-drop-keys <n>', 'distinct (function, reason, flow) keys counted in the kernel', '16384')
@@ -24,10 +36,22 @@ const cmd = addProbeOptions(
     const { filter, services } = filtersFrom(f);
     // drops happen in softirq context, with no process: only the packet's port and netns can select them
     const byProcess = (f.filter ?? []).find((x) => /^\s*(pid|comm|cgroup|namespace)\s*=/.test(x));
-    if (byProcess) throw usageError(`--filter ${byProcess}: drops have no process to match; packet-drop-probe filters by port= and netns= (and service= entries of ports or netns)`);
-    const named = (f.filter ?? []).flatMap((x) => /^\s*service\s*=(.*)$/.exec(x)?.[1].split(',').map((v) => v.trim()) ?? []);
+    if (byProcess)
+      throw usageError(
+        `--filter ${byProcess}: drops have no process to match; packet-drop-probe filters by port= and netns= (and service= entries of ports or netns)`,
+      );
+    const named = (f.filter ?? []).flatMap(
+      (x) =>
+        /^\s*service\s*=(.*)$/
+          .exec(x)?.[1]
+          .split(',')
+          .map((v) => v.trim()) ?? [],
+    );
     const svcByProcess = services.find((d) => (d.comm.length || d.cgroup.length) && named.includes(d.name));
-    if (svcByProcess) throw usageError(`--filter service=${svcByProcess.name}: its --services entry names a comm or cgroup, which drops do not have; use its ports`);
+    if (svcByProcess)
+      throw usageError(
+        `--filter service=${svcByProcess.name}: its --services entry names a comm or cgroup, which drops do not have; use its ports`,
+      );
     const options: DropOptions = { filter, maxKeys: parsePositiveInt(f.maxDropKeys, '--max-drop-keys', 1 << 20) };
     if (f.check) {
       process.exitCode = printCheck(dropProbe, options) ? 0 : 4;

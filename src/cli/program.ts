@@ -41,11 +41,17 @@ export function addProbeOptions(cmd: Command, defaultOutput: string, defaults: P
     .option('-o, --output <file>', 'where the JSON report goes (- for stdout)', defaultOutput)
     .option('--format <format>', `output: ${FORMATS.join(', ')}`, 'json')
     .option('--aggregate-interval <time>', 'interval of json-stream lines and InfluxDB writes: 500ms, 10s, 1m', '10s')
-    .option('--filter <expr...>', 'only matching traffic: port=, pid=, comm=, service=, netns=, namespace=, cgroup= ' +
-      '(repeat: all must hold; a,b: any of them)')
+    .option(
+      '--filter <expr...>',
+      'only matching traffic: port=, pid=, comm=, service=, netns=, namespace=, cgroup= ' +
+        '(repeat: all must hold; a,b: any of them)',
+    )
     .option('--services <file>', 'service names: name -> ports, comm, cgroup, netns (JSON or lines)')
     .option('--sample-rate <n>', 'measure 1 request in N, or auto (keeps ring loss at zero)', '1')
-    .option('--max-event-rate <n>', 'with --sample-rate auto: records per second (measured exchanges, both sides) to stay under (default 100000)')
+    .option(
+      '--max-event-rate <n>',
+      'with --sample-rate auto: records per second (measured exchanges, both sides) to stay under (default 100000)',
+    )
     .option('--port <n>', `--format prometheus: port of /metrics (default ${DEFAULT_METRICS_PORT})`)
     .option('--listen <addr>', '--format prometheus: address to listen on (default 127.0.0.1)')
     .option('--buckets <seconds>', '--format prometheus: histogram bounds, e.g. 0.001,0.01,0.1,1')
@@ -60,7 +66,11 @@ export function addProbeOptions(cmd: Command, defaultOutput: string, defaults: P
     .option('--no-progress', 'no live progress line on a terminal')
     .option('--check', 'print what this kernel offers and the hooks that would be used, then exit')
     .option('--workers <n>', 'decoding worker threads', String(DEFAULT_PIPELINE.workers))
-    .option('--max-connections <n>', 'connections tracked with their own histogram', String(DEFAULT_PIPELINE.connCapacity))
+    .option(
+      '--max-connections <n>',
+      'connections tracked with their own histogram',
+      String(DEFAULT_PIPELINE.connCapacity),
+    )
     .option('--max-services <n>', 'services tracked with their own histogram', String(d.serviceCapacity))
     .option('--ring-pages <n>', 'perf ring pages per CPU (power of two)', String(DEFAULT_PIPELINE.pagesPerCpu))
     .option('-q, --quiet', 'no summary on stderr');
@@ -99,7 +109,11 @@ export interface CommonProbeFlags {
 export function pipelineFrom(f: CommonProbeFlags): PipelineOptions {
   const pages = parsePositiveInt(f.ringPages, '--ring-pages', 65536);
   if ((pages & (pages - 1)) !== 0 || pages < MIN_RING_PAGES) {
-    throw new MeshprobeError('MP_USAGE', `invalid --ring-pages "${f.ringPages}": use a power of two, at least ${MIN_RING_PAGES}`, EXIT_USAGE);
+    throw new MeshprobeError(
+      'MP_USAGE',
+      `invalid --ring-pages "${f.ringPages}": use a power of two, at least ${MIN_RING_PAGES}`,
+      EXIT_USAGE,
+    );
   }
   return {
     ...DEFAULT_PIPELINE,
@@ -113,7 +127,11 @@ export function pipelineFrom(f: CommonProbeFlags): PipelineOptions {
 export function applyCommon(f: CommonProbeFlags): void {
   if (f.logLevel) setLogLevel(f.logLevel);
   if (!FORMATS.includes(f.format as Format)) {
-    throw new MeshprobeError('MP_USAGE', `unknown --format "${f.format}": use one of ${FORMATS.join(', ')}`, EXIT_USAGE);
+    throw new MeshprobeError(
+      'MP_USAGE',
+      `unknown --format "${f.format}": use one of ${FORMATS.join(', ')}`,
+      EXIT_USAGE,
+    );
   }
   if (f.duration !== undefined) parseDuration(f.duration, '--duration');
 }
@@ -130,7 +148,11 @@ export function outputFrom(f: CommonProbeFlags): OutputOptions {
   const format = f.format as Format;
   const intervalS = parseDuration(f.aggregateInterval, '--aggregate-interval');
   if (intervalS < 0.1 || intervalS > 3600) {
-    throw new MeshprobeError('MP_USAGE', `--aggregate-interval ${f.aggregateInterval} is out of range: use 100ms to 1h`, EXIT_USAGE);
+    throw new MeshprobeError(
+      'MP_USAGE',
+      `--aggregate-interval ${f.aggregateInterval} is out of range: use 100ms to 1h`,
+      EXIT_USAGE,
+    );
   }
   let sampleRate: number | 'auto';
   if (f.sampleRate.trim() === 'auto') sampleRate = 'auto';
@@ -149,14 +171,25 @@ export function outputFrom(f: CommonProbeFlags): OutputOptions {
   }
   if (format !== 'prometheus') {
     const stray = given(['port', 'listen', 'buckets']);
-    if (stray.length) throw new MeshprobeError('MP_USAGE', `--${kebab(stray[0])} is for --format prometheus (the format is ${format})`, EXIT_USAGE);
+    if (stray.length)
+      throw new MeshprobeError(
+        'MP_USAGE',
+        `--${kebab(stray[0])} is for --format prometheus (the format is ${format})`,
+        EXIT_USAGE,
+      );
   }
   if (format !== 'influx') {
     const stray = given(['url', 'org', 'bucket', 'token', 'db', 'username', 'password', 'retentionPolicy']);
-    if (stray.length) throw new MeshprobeError('MP_USAGE', `--${kebab(stray[0])} is for --format influx (the format is ${format})`, EXIT_USAGE);
+    if (stray.length)
+      throw new MeshprobeError(
+        'MP_USAGE',
+        `--${kebab(stray[0])} is for --format influx (the format is ${format})`,
+        EXIT_USAGE,
+      );
   }
   if (format === 'influx') {
-    if (!f.url) throw new MeshprobeError('MP_USAGE', '--format influx needs --url, e.g. --url http://influxdb:8086', EXIT_USAGE);
+    if (!f.url)
+      throw new MeshprobeError('MP_USAGE', '--format influx needs --url, e.g. --url http://influxdb:8086', EXIT_USAGE);
     const influx: InfluxOptions = {
       url: f.url,
       org: f.org,

@@ -15,12 +15,16 @@ export interface ProgressFigures {
 
 const clock = (s: number) => {
   const t = Math.max(0, Math.round(s));
-  const h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), sec = t % 60;
+  const h = Math.floor(t / 3600),
+    m = Math.floor((t % 3600) / 60),
+    sec = t % 60;
   return (h ? `${h}:${String(m).padStart(2, '0')}` : `${m}`) + `:${String(sec).padStart(2, '0')}`;
 };
 
 export function progressLine(elapsedS: number, durationS: number | undefined, f: ProgressFigures): string {
-  const time = durationS ? `${clock(elapsedS)} elapsed, ${clock(durationS - elapsedS)} left` : `${clock(elapsedS)} elapsed (Ctrl-C stops)`;
+  const time = durationS
+    ? `${clock(elapsedS)} elapsed, ${clock(durationS - elapsedS)} left`
+    : `${clock(elapsedS)} elapsed (Ctrl-C stops)`;
   const lat = f.recent.requests > 0 ? `p50 ${f.recent.p50_ms} ms p99 ${f.recent.p99_ms} ms` : 'p50 - p99 -';
   const rate = f.rate > 1 ? `  sampled 1/${f.rate}` : '';
   return `${time}  ${f.requests.toLocaleString('en-US')} requests (${f.recent.requests}/s)  ${lat}  lost ${f.lost}${rate}`;
@@ -30,7 +34,10 @@ export class Progress {
   private readonly t0 = Date.now();
   private drawn = false;
 
-  constructor(private readonly durationS: number | undefined, private readonly out: NodeJS.WriteStream = process.stderr) {}
+  constructor(
+    private readonly durationS: number | undefined,
+    private readonly out: NodeJS.WriteStream = process.stderr,
+  ) {}
 
   update(f: ProgressFigures): void {
     const line = progressLine((Date.now() - this.t0) / 1000, this.durationS, f);

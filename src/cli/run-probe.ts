@@ -12,7 +12,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { log } from '../log.js';
 import { MeshprobeError } from '../errors.js';
 import { preflight, candidateAvailable, tracefsPath, VMLINUX_BTF } from '../kernel/features.js';
-import { loadProbe, startSession, type LoadedProbe, type PipelineOptions, type ProbeDefinition, type RunningSession, type SessionResult } from '../pipeline/session.js';
+import {
+  loadProbe,
+  startSession,
+  type LoadedProbe,
+  type PipelineOptions,
+  type ProbeDefinition,
+  type RunningSession,
+  type SessionResult,
+} from '../pipeline/session.js';
 import { AutoSampler } from '../pipeline/sampling.js';
 import { writeJson } from '../report/write.js';
 import { readCounters } from '../wasm.js';
@@ -24,7 +32,6 @@ import { InfluxExporter, checkInfluxReachable, type InfluxOptions } from '../exp
 import { PrometheusExporter } from '../export/prometheus.js';
 import { Progress } from './progress.js';
 import { VERSION } from './version.js';
-
 
 export type Format = 'json' | 'json-stream' | 'influx' | 'prometheus';
 export const FORMATS: Format[] = ['json', 'json-stream', 'influx', 'prometheus'];
@@ -86,11 +93,19 @@ export function printCheck<O>(def: ProbeDefinition<O>, options: O): boolean {
   for (const slot of Object.keys(def.hooks)) {
     const optional = def.optionalSlots?.includes(slot);
     const used = loaded?.hooks.find((h) => h.slot === slot)?.chosen;
-    const verdict = used ? `${used.name} (loaded: the kernel verified it)` : loaded ? (optional ? 'none (optional: not measured)' : 'NONE') : 'not loaded';
+    const verdict = used
+      ? `${used.name} (loaded: the kernel verified it)`
+      : loaded
+        ? optional
+          ? 'none (optional: not measured)'
+          : 'NONE'
+        : 'not loaded';
     lines.push(`hook ${slot}: ${verdict}`);
     for (const c of def.hooks[slot]) {
       const a = candidateAvailable(c, tracefs);
-      const refused = loaded?.hooks.find((h) => h.slot === slot)?.tried.find((t) => t.name === c.name && !t.ok && /refused/.test(t.why ?? ''));
+      const refused = loaded?.hooks
+        .find((h) => h.slot === slot)
+        ?.tried.find((t) => t.name === c.name && !t.ok && /refused/.test(t.why ?? ''));
       const why = refused?.why ?? (a.ok ? undefined : a.why);
       lines.push(`  ${why ? '-' : '+'} ${c.name}${why ? `: ${why}` : ''}`);
     }
@@ -139,12 +154,15 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
   const { out, outputs } = o;
   const sampler = out.sampleRate === 'auto' ? new AutoSampler(out.maxEventRate) : undefined;
   /** sampling as a span reports it: the changes made after the first `since` (by count: times are rounded) */
-  const sampling = (since = 0): SamplingInfo => sampler
-    ? {
-      mode: 'auto', rate: sampler.rate, change_count: sampler.changeCount,
-      changes: sampler.changes.slice(Math.max(0, sampler.changes.length - (sampler.changeCount - since))),
-    }
-    : { mode: 'fixed', rate: out.sampleRate as number };
+  const sampling = (since = 0): SamplingInfo =>
+    sampler
+      ? {
+          mode: 'auto',
+          rate: sampler.rate,
+          change_count: sampler.changeCount,
+          changes: sampler.changes.slice(Math.max(0, sampler.changes.length - (sampler.changeCount - since))),
+        }
+      : { mode: 'fixed', rate: out.sampleRate as number };
 
   // outputs that can fail are set up before anything is loaded
   let session: RunningSession | undefined;
@@ -177,15 +195,34 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
         collect: () => {
           const s = session;
           // scraped while the programs load: nothing measured yet, an empty set (build_info only)
-          if (!s) return { probe: o.def.name, host: os.hostname(), start: startedAt, end: new Date(), cumulative: true, histograms: [], counters: [], gauges: [] };
-          return outputs.metricSet(outputs.read(s.state, s.kernelStats(), s.maps), { start: startedAt, end: new Date(), cumulative: true }, sampling());
+          if (!s)
+            return {
+              probe: o.def.name,
+              host: os.hostname(),
+              start: startedAt,
+              end: new Date(),
+              cumulative: true,
+              histograms: [],
+              counters: [],
+              gauges: [],
+            };
+          return outputs.metricSet(
+            outputs.read(s.state, s.kernelStats(), s.maps),
+            { start: startedAt, end: new Date(), cumulative: true },
+            sampling(),
+          );
         },
       });
       await prom.start();
     } else if (out.format === 'json-stream') {
       stream = new JsonStream(out.output);
     }
-    session = await startSession(o.def, o.probeOptions, o.pipeline, sampler ? sampler.rate : (out.sampleRate as number));
+    session = await startSession(
+      o.def,
+      o.probeOptions,
+      o.pipeline,
+      sampler ? sampler.rate : (out.sampleRate as number),
+    );
   } catch (e) {
     await closeOutputs();
     process.off('SIGINT', onSignal);
@@ -195,8 +232,10 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
   const s = session;
   const t0 = process.hrtime.bigint();
   const sinceStart = () => Number(process.hrtime.bigint() - t0) / 1e9;
-  log.info(`${o.def.name}: measuring${o.durationS ? ` for ${o.durationS} s` : ' until Ctrl-C (SIGINT) or SIGTERM'}` +
-    (prom ? `; metrics at http://${out.prometheus!.host}:${out.prometheus!.port}/metrics` : ''));
+  log.info(
+    `${o.def.name}: measuring${o.durationS ? ` for ${o.durationS} s` : ' until Ctrl-C (SIGINT) or SIGTERM'}` +
+      (prom ? `; metrics at http://${out.prometheus!.host}:${out.prometheus!.port}/metrics` : ''),
+  );
 
   // every aggregation interval: the stream line or the InfluxDB points
   let prev: F | undefined;
@@ -228,46 +267,62 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
   let watchFailed = false;
   let result: SessionResult;
   try {
-    if (stream || influx) timers.push(setInterval(() => emitInterval(outputs.read(s.state, s.kernelStats(), s.maps), new Date()), out.intervalS * 1000));
+    if (stream || influx)
+      timers.push(
+        setInterval(
+          () => emitInterval(outputs.read(s.state, s.kernelStats(), s.maps), new Date()),
+          out.intervalS * 1000,
+        ),
+      );
     // every second: the sampler and the live line
     let lastStats = s.kernelStats();
     let lastTick = process.hrtime.bigint();
     let lastProgress: F | undefined;
-    timers.push(setInterval(() => {
-      if (sampler) {
-        const now = process.hrtime.bigint();
-        const stats = s.kernelStats();
-        const a = outputs.demand(stats), b = outputs.demand(lastStats);
-        const seconds = Number(now - lastTick) / 1e9;
-        lastStats = stats;
-        lastTick = now;
-        const next = sampler.tick({ seen: a.seen - b.seen, lost: a.lost - b.lost, seconds }, sinceStart());
-        if (next !== undefined) {
-          s.setSampleRate(next);
-          const c = sampler.changes[sampler.changes.length - 1];
-          log.info(`sample rate ${c.from} -> ${c.to}: ${c.reason}`);
+    timers.push(
+      setInterval(() => {
+        if (sampler) {
+          const now = process.hrtime.bigint();
+          const stats = s.kernelStats();
+          const a = outputs.demand(stats),
+            b = outputs.demand(lastStats);
+          const seconds = Number(now - lastTick) / 1e9;
+          lastStats = stats;
+          lastTick = now;
+          const next = sampler.tick({ seen: a.seen - b.seen, lost: a.lost - b.lost, seconds }, sinceStart());
+          if (next !== undefined) {
+            s.setSampleRate(next);
+            const c = sampler.changes[sampler.changes.length - 1];
+            log.info(`sample rate ${c.from} -> ${c.to}: ${c.reason}`);
+          }
         }
-      }
-      if (outputs.watch) {
-        try {
-          outputs.watch(s.state, s.kernelStats(), s.maps);
-        } catch (e) {
-          if (!watchFailed) log.warn(`${o.def.name}: ${(e as Error).message} (names may be missing from the report)`);
-          watchFailed = true;
+        if (outputs.watch) {
+          try {
+            outputs.watch(s.state, s.kernelStats(), s.maps);
+          } catch (e) {
+            if (!watchFailed) log.warn(`${o.def.name}: ${(e as Error).message} (names may be missing from the report)`);
+            watchFailed = true;
+          }
         }
-      }
-      if (progress) {
-        const cur = outputs.read(s.state, s.kernelStats(), s.maps);
-        const recent = outputs.progress(outputs.diff(cur, lastProgress));
-        lastProgress = cur;
-        progress.update({ ...outputs.progress(cur), recent, rate: sampling().rate });
-      }
-    }, 1000));
-    timers.push(setInterval(() => {
-      if (s.error()) stop('error');
-    }, 200));
+        if (progress) {
+          const cur = outputs.read(s.state, s.kernelStats(), s.maps);
+          const recent = outputs.progress(outputs.diff(cur, lastProgress));
+          lastProgress = cur;
+          progress.update({ ...outputs.progress(cur), recent, rate: sampling().rate });
+        }
+      }, 1000),
+    );
+    timers.push(
+      setInterval(() => {
+        if (s.error()) stop('error');
+      }, 200),
+    );
     if (log.enabled('debug')) {
-      timers.push(setInterval(() => log.debug('pipeline counters', { ...readCounters(s.state), kernel: s.kernelStats().map(Number) }), 5000));
+      timers.push(
+        setInterval(
+          () => log.debug('pipeline counters', { ...readCounters(s.state), kernel: s.kernelStats().map(Number) }),
+          5000,
+        ),
+      );
     }
     try {
       await waitFor(o.durationS, ac.signal);
@@ -288,13 +343,18 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
       process.off('SIGTERM', onSignal);
     }
   }
-  log.debug('pipeline totals', { ...result.pool, ...readCounters(result.state), kernel: result.kernelStats.map(Number) });
+  log.debug('pipeline totals', {
+    ...result.pool,
+    ...readCounters(result.state),
+    kernel: result.kernelStats.map(Number),
+  });
 
   let report: R;
   let where: string | undefined;
   try {
     // the last (partial) interval, then the exporters' own accounting
-    if ((stream && !stream.closed) || influx) emitInterval(outputs.read(result.state, result.kernelStats, result.maps), result.endedAt);
+    if ((stream && !stream.closed) || influx)
+      emitInterval(outputs.read(result.state, result.kernelStats, result.maps), result.endedAt);
     const exports: Record<string, unknown> = {};
     if (stream) exports.json_stream = { lines: stream.lines, ...(stream.closed ? { closed: stream.closed } : {}) };
     if (prom) exports.prometheus = prom.stats();
@@ -305,10 +365,15 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
     if (influxStats) {
       exports.influx = influxStats;
       if (influxStats.points_dropped > 0) {
-        log.warn(`InfluxDB: ${influxStats.points_dropped} points could not be written${influxStats.last_error ? ` (${influxStats.last_error})` : ''}; the report holds every figure`);
+        log.warn(
+          `InfluxDB: ${influxStats.points_dropped} points could not be written${influxStats.last_error ? ` (${influxStats.last_error})` : ''}; the report holds every figure`,
+        );
       }
     }
-    report = o.buildReport(result, { sampling: sampling(), exports: Object.keys(exports).length ? exports : undefined });
+    report = o.buildReport(result, {
+      sampling: sampling(),
+      exports: Object.keys(exports).length ? exports : undefined,
+    });
     if (stillStreaming) {
       stillStreaming.write({ type: 'summary', ...(report as object) });
       stillStreaming.close();
@@ -325,7 +390,8 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
     process.stderr.write(o.summary(report) + '\n');
     if (where && where !== 'stdout') process.stderr.write(`report: ${where}\n`);
   }
-  if (outputError) throw new MeshprobeError(outputError.code, `${outputError.message}; the report was saved to ${where}`);
+  if (outputError)
+    throw new MeshprobeError(outputError.code, `${outputError.message}; the report was saved to ${where}`);
   const err = s.error();
   if (err) throw new MeshprobeError(err.code, `${err.message} (the report above holds what was measured before it)`);
 }

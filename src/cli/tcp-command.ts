@@ -9,7 +9,15 @@ import type { LatencyOptions } from '../probes/latency.js';
 import type { PipelineOptions, ProbeDefinition, SessionResult } from '../pipeline/session.js';
 import type { ServiceDef } from '../filter/services.js';
 import type { SamplingInfo } from '../export/model.js';
-import { addProbeOptions, applyCommon, filtersFrom, newCommand, outputFrom, pipelineFrom, type CommonProbeFlags } from './program.js';
+import {
+  addProbeOptions,
+  applyCommon,
+  filtersFrom,
+  newCommand,
+  outputFrom,
+  pipelineFrom,
+  type CommonProbeFlags,
+} from './program.js';
 import { checkWritable, parseDuration, parsePositiveInt } from './options.js';
 import { printCheck, runProbe, type ProbeOutputs } from './run-probe.js';
 import { DEFAULT_PROXY_COMMS, parseProxyComms } from '../report/overhead.js';
@@ -26,7 +34,16 @@ export interface TcpCommand<F, R> {
   defaultOutput: string;
   def: ProbeDefinition<LatencyOptions>;
   outputs(services: readonly ServiceDef[]): ProbeOutputs<F>;
-  buildReport(r: SessionResult, ctx: { filters: string[]; services: readonly ServiceDef[]; proxyComms: readonly string[]; sampling: SamplingInfo; exports?: Record<string, unknown> }): R;
+  buildReport(
+    r: SessionResult,
+    ctx: {
+      filters: string[];
+      services: readonly ServiceDef[];
+      proxyComms: readonly string[];
+      sampling: SamplingInfo;
+      exports?: Record<string, unknown>;
+    },
+  ): R;
   summary(report: R): string;
   /** pipeline defaults of this command (e.g. a larger service table) */
   pipelineDefaults?: Partial<PipelineOptions>;
@@ -36,7 +53,11 @@ export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
   return addProbeOptions(newCommand(c.name, c.description), c.defaultOutput, c.pipelineDefaults)
     .option('--socket-table-size <n>', 'sockets the kernel side tracks at once (LRU)', '65536')
     .option('--no-infer-roles', 'ignore connections opened before the probe started')
-    .option('--proxy-comm <names>', 'process names of sidecar proxies, for overhead_analysis (comma list)', DEFAULT_PROXY_COMMS.join(','))
+    .option(
+      '--proxy-comm <names>',
+      'process names of sidecar proxies, for overhead_analysis (comma list)',
+      DEFAULT_PROXY_COMMS.join(','),
+    )
     .action(async (f: Flags) => {
       applyCommon(f);
       const out = outputFrom(f);

@@ -123,7 +123,8 @@ export function validateInfluxOptions(opts: InfluxOptions): Target {
     throw usageError('InfluxDB: give --db (InfluxDB 1.x), or --org/--bucket/--token (InfluxDB 2.x)');
   }
   if (v2 && !opts.org) throw usageError('InfluxDB 2.x: --bucket needs --org (and --token)');
-  if (v2 && opts.retentionPolicy) throw usageError('--retention-policy is for InfluxDB 1.x (--db); InfluxDB 2.x keeps it in the --bucket');
+  if (v2 && opts.retentionPolicy)
+    throw usageError('--retention-policy is for InfluxDB 1.x (--db); InfluxDB 2.x keeps it in the --bucket');
   if (v2 && opts.username) throw usageError('--username is for InfluxDB 1.x (--db); InfluxDB 2.x uses --token');
   for (const [k, v] of [
     ['timeoutMs', opts.timeoutMs],
@@ -131,7 +132,8 @@ export function validateInfluxOptions(opts: InfluxOptions): Target {
     ['maxRetries', opts.maxRetries],
     ['batchSize', opts.batchSize],
   ] as const) {
-    if (v !== undefined && !(v >= 0 && Number.isFinite(v))) throw usageError(`InfluxDB: ${k} must be a number >= 0, not ${v}`);
+    if (v !== undefined && !(v >= 0 && Number.isFinite(v)))
+      throw usageError(`InfluxDB: ${k} must be a number >= 0, not ${v}`);
   }
   return { kind: v1 ? 'v1' : 'v2', url };
 }
@@ -296,8 +298,10 @@ function quietClientLogger(): void {
   if (clientLoggerSet) return;
   clientLoggerSet = true;
   setLogger({
-    error: (msg: string, err?: unknown) => log.debug(`influxdb-client: ${msg}`, err ? { error: describeError(err) } : undefined),
-    warn: (msg: string, err?: unknown) => log.debug(`influxdb-client: ${msg}`, err ? { error: describeError(err) } : undefined),
+    error: (msg: string, err?: unknown) =>
+      log.debug(`influxdb-client: ${msg}`, err ? { error: describeError(err) } : undefined),
+    warn: (msg: string, err?: unknown) =>
+      log.debug(`influxdb-client: ${msg}`, err ? { error: describeError(err) } : undefined),
   });
 }
 
@@ -320,7 +324,7 @@ function describeError(err: unknown): string {
   }
   const code = errorCode(err);
   const msg = err instanceof Error ? err.message : String(err);
-  return code && !msg.includes(code) ? `${code}: ${msg}` : code ?? msg;
+  return code && !msg.includes(code) ? `${code}: ${msg}` : (code ?? msg);
 }
 
 /** Whether trying the same lines again later can succeed. */
@@ -389,7 +393,8 @@ export class InfluxExporter {
     this.maxDelay = Math.max(this.minDelay, opts.maxRetryDelayMs ?? DEFAULTS.maxRetryDelayMs);
     quietClientLogger();
     // our own agent: close() destroys its sockets, so nothing outlives the exporter
-    this.agent = target.url.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+    this.agent =
+      target.url.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
     const client = new InfluxDB({
       url: opts.url,
       token: opts.token || undefined,
@@ -474,7 +479,10 @@ export class InfluxExporter {
     this.head = 0;
     if (lost > 0) {
       this.st.points_dropped += lost;
-      log.warn(`InfluxDB: ${lost} points could not be written before exit`, this.st.last_error ? { last_error: this.st.last_error } : undefined);
+      log.warn(
+        `InfluxDB: ${lost} points could not be written before exit`,
+        this.st.last_error ? { last_error: this.st.last_error } : undefined,
+      );
     }
     this.wakeSleep?.();
     try {

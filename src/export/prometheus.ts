@@ -216,8 +216,18 @@ export function cumulativeBuckets(h: HistogramSnapshot, le?: readonly number[]):
 }
 
 type Family =
-  | { kind: 'histogram'; name: string; help: string; series: Map<string, { labels: [string, string][]; hist: HistogramSnapshot }> }
-  | { kind: 'counter' | 'gauge'; name: string; help: string; series: Map<string, { labels: [string, string][]; value: number }> };
+  | {
+      kind: 'histogram';
+      name: string;
+      help: string;
+      series: Map<string, { labels: [string, string][]; hist: HistogramSnapshot }>;
+    }
+  | {
+      kind: 'counter' | 'gauge';
+      name: string;
+      help: string;
+      series: Map<string, { labels: [string, string][]; value: number }>;
+    };
 
 export interface RenderOptions {
   /** exposition bounds in seconds (default DEFAULT_LE_SECONDS); +Inf is always added */
@@ -234,7 +244,9 @@ export interface RenderOptions {
  */
 export function renderPrometheus(m: MetricSet, opts: RenderOptions = {}): string {
   if (!m.cumulative) {
-    throw new Error(`prometheus: the ${m.probe} figures are interval counts (cumulative: false); Prometheus needs counts since start`);
+    throw new Error(
+      `prometheus: the ${m.probe} figures are interval counts (cumulative: false); Prometheus needs counts since start`,
+    );
   }
   const bounds = finiteBounds(opts.le);
   const families = new Map<string, Family>();
@@ -266,7 +278,10 @@ export function renderPrometheus(m: MetricSet, opts: RenderOptions = {}): string
     const prev = f.series.get(key);
     f.series.set(key, { labels, hist: prev ? merge(prev.hist, s.hist) : s.hist });
   }
-  for (const [kind, list] of [['counter', m.counters], ['gauge', m.gauges]] as const) {
+  for (const [kind, list] of [
+    ['counter', m.counters],
+    ['gauge', m.gauges],
+  ] as const) {
     for (const s of list) {
       const f = family(kind, kind === 'counter' ? counterFamilyName(s.name) : gaugeFamilyName(s.name), s.help);
       if (f.kind === 'histogram') continue;
@@ -299,7 +314,8 @@ export function renderPrometheus(m: MetricSet, opts: RenderOptions = {}): string
         out.push(`${f.name}_sum${l} ${formatFloat(hist.sum_ns / 1e9)}`, `${f.name}_count${l} ${formatCount(total)}`);
       }
     } else {
-      for (const { labels, value } of f.series.values()) out.push(`${f.name}${renderLabels(labels)} ${formatFloat(value)}`);
+      for (const { labels, value } of f.series.values())
+        out.push(`${f.name}${renderLabels(labels)} ${formatFloat(value)}`);
     }
   }
   return out.join('\n') + '\n';
@@ -328,7 +344,11 @@ export function listenError(err: unknown, host: string, port: number): Error {
   const where = host.includes(':') ? `[${host}]` : host;
   switch (code) {
     case 'EADDRINUSE':
-      return new MeshprobeError('MP_PORT_IN_USE', `--port ${port} is already in use on ${host}: choose another --port`, EXIT_USAGE);
+      return new MeshprobeError(
+        'MP_PORT_IN_USE',
+        `--port ${port} is already in use on ${host}: choose another --port`,
+        EXIT_USAGE,
+      );
     case 'EACCES':
       return new MeshprobeError(
         'MP_PORT_DENIED',
@@ -355,7 +375,7 @@ export function listenError(err: unknown, host: string, port: number): Error {
 
 /** Whether an Accept-Encoding header allows gzip ("gzip", "gzip;q=0.5", "*"; not "gzip;q=0"). */
 function acceptsGzip(header: string | string[] | undefined): boolean {
-  const v = Array.isArray(header) ? header.join(',') : header ?? '';
+  const v = Array.isArray(header) ? header.join(',') : (header ?? '');
   return v.split(',').some((part) => {
     const [coding, ...params] = part.split(';').map((x) => x.trim().toLowerCase());
     if (coding !== 'gzip' && coding !== '*') return false;
@@ -414,7 +434,9 @@ export class PrometheusExporter {
         server.off('error', onError);
         server.on('error', (err) => log.warn('prometheus exporter: server error', { error: String(err) }));
         const a = this.address();
-        log.debug('prometheus exporter listening', { url: `http://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/metrics` });
+        log.debug('prometheus exporter listening', {
+          url: `http://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/metrics`,
+        });
         resolve();
       };
       server.once('error', onError);
@@ -450,7 +472,11 @@ export class PrometheusExporter {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     const text = (status: number, body: string, headers: Record<string, string> = {}) => {
-      res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(body), ...headers });
+      res.writeHead(status, {
+        'Content-Type': 'text/plain; charset=utf-8',
+        'Content-Length': Buffer.byteLength(body),
+        ...headers,
+      });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -470,7 +496,9 @@ export class PrometheusExporter {
       body = renderPrometheus(await this.collect(), { le: this.le, version: this.version });
     } catch (err) {
       this.counts.errors++;
-      log.warn('prometheus exporter: cannot render the metrics', { error: err instanceof Error ? err.message : String(err) });
+      log.warn('prometheus exporter: cannot render the metrics', {
+        error: err instanceof Error ? err.message : String(err),
+      });
       text(500, `cannot render the metrics: ${err instanceof Error ? err.message : String(err)}\n`);
       return;
     }

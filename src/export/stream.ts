@@ -63,7 +63,8 @@ export class JsonStream {
 
   private fail(err: NodeJS.ErrnoException): void {
     this.failed = err.code !== 'EPIPE';
-    this.closed = err.code === 'EPIPE' ? 'the reader closed the stream' : `cannot write the stream (${err.code ?? err.message})`;
+    this.closed =
+      err.code === 'EPIPE' ? 'the reader closed the stream' : `cannot write the stream (${err.code ?? err.message})`;
   }
 
   close(): void {

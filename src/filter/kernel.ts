@@ -50,7 +50,10 @@ export function applyFilter(obj: BpfObject, f: ResolvedFilter): void {
   obj.setGlobal('selectors', encodeSelectors(f.selectors));
   obj.setGlobal('selector_count', f.selectors.length);
   obj.setGlobal('clause_mask', f.clauses >= 32 ? 0xffffffff : ((1 << f.clauses) - 1) >>> 0);
-  obj.setGlobal('filter_by_comm', f.selectors.some((s) => !!s.comm));
+  obj.setGlobal(
+    'filter_by_comm',
+    f.selectors.some((s) => !!s.comm),
+  );
 }
 
 /** After load: an fd of each cgroup into filter_cgroups (the map keeps its own reference). */
@@ -60,10 +63,13 @@ export function loadFilterCgroups(obj: BpfObject, f: ResolvedFilter): void {
     try {
       fd = openSync(dir, 'r');
     } catch (e) {
-      throw usageError(`cannot open cgroup ${dir} for the filter: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw usageError(
+        `cannot open cgroup ${dir} for the filter: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      );
     }
     try {
-      const key = new Uint8Array(4), value = new Uint8Array(4);
+      const key = new Uint8Array(4),
+        value = new Uint8Array(4);
       new DataView(key.buffer).setUint32(0, i, true);
       new DataView(value.buffer).setUint32(0, fd, true);
       obj.mapUpdate('filter_cgroups', key, value);

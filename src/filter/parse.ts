@@ -27,7 +27,8 @@ export interface FilterClause {
   text: string;
 }
 
-const EXAMPLE = 'e.g. port=80, pid=1234, comm=nginx, service=api-server, netns=blue, namespace=production, cgroup=/system.slice/nginx.service';
+const EXAMPLE =
+  'e.g. port=80, pid=1234, comm=nginx, service=api-server, netns=blue, namespace=production, cgroup=/system.slice/nginx.service';
 
 export function parseFilters(list: readonly string[]): FilterClause[] {
   return list.map(parseFilter);
@@ -52,16 +53,19 @@ function checkValue(key: FilterKey, v: string, expr: string): void {
   const bad = (why: string) => usageError(`invalid --filter "${expr}": ${why}`);
   switch (key) {
     case 'port':
-      if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 65535) throw bad(`port "${v}" must be a number from 1 to 65535`);
+      if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 65535)
+        throw bad(`port "${v}" must be a number from 1 to 65535`);
       break;
     case 'pid':
       if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 4194304) throw bad(`pid "${v}" must be a process id`);
       break;
     case 'comm':
-      if (Buffer.byteLength(v) > 15) throw bad(`comm "${v}" is longer than the kernel's 15 characters; use its first 15`);
+      if (Buffer.byteLength(v) > 15)
+        throw bad(`comm "${v}" is longer than the kernel's 15 characters; use its first 15`);
       break;
     case 'namespace':
-      if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v) || v.length > 63) throw bad(`"${v}" is not a Kubernetes namespace name`);
+      if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v) || v.length > 63)
+        throw bad(`"${v}" is not a Kubernetes namespace name`);
       break;
     default:
       break;

@@ -80,7 +80,8 @@ export function netnsInode(name: string, env: Pick<ResolveEnv, 'netnsDir'>): num
 
 /** id (inode) and absolute directory of a cgroup v2; undefined if it does not exist. */
 export function cgroupInfo(p: string, root: string): { id: bigint; dir: string; path: string } | undefined {
-  const rel = path.posix.normalize('/' + (p.startsWith(root + '/') ? p.slice(root.length) : p)).replace(/\/+$/, '') || '/';
+  const rel =
+    path.posix.normalize('/' + (p.startsWith(root + '/') ? p.slice(root.length) : p)).replace(/\/+$/, '') || '/';
   const abs = path.join(root, rel);
   try {
     const st = statSync(abs, { bigint: true });
@@ -141,19 +142,32 @@ function tgidOf(pid: string): number | undefined {
 
 const IP_LIKE = /^(\d{1,3}(\.\d{1,3}){3}|\[?[0-9a-f:]*:[0-9a-f:]*\]?)$/i;
 
-export function resolveFilters(clauses: readonly FilterClause[], services: readonly ServiceDef[], env: ResolveEnv): ResolvedFilter {
-  if (clauses.length > MAX_CLAUSES) throw usageError(`too many --filter options (${clauses.length}): at most ${MAX_CLAUSES}`);
+export function resolveFilters(
+  clauses: readonly FilterClause[],
+  services: readonly ServiceDef[],
+  env: ResolveEnv,
+): ResolvedFilter {
+  if (clauses.length > MAX_CLAUSES)
+    throw usageError(`too many --filter options (${clauses.length}): at most ${MAX_CLAUSES}`);
   const selectors: Selector[] = [];
   clauses.forEach((c, clause) => {
     for (const v of c.values) selectors.push(...valueSelectors(c, v, clause, services, env));
   });
   if (selectors.length > MAX_SELECTORS) {
-    throw usageError(`the filters need ${selectors.length} kernel selectors, more than ${MAX_SELECTORS}: use fewer values`);
+    throw usageError(
+      `the filters need ${selectors.length} kernel selectors, more than ${MAX_SELECTORS}: use fewer values`,
+    );
   }
   return { selectors, clauses: clauses.length, expressions: clauses.map((c) => c.text) };
 }
 
-function valueSelectors(c: FilterClause, v: string, clause: number, services: readonly ServiceDef[], env: ResolveEnv): Selector[] {
+function valueSelectors(
+  c: FilterClause,
+  v: string,
+  clause: number,
+  services: readonly ServiceDef[],
+  env: ResolveEnv,
+): Selector[] {
   const bad = (why: string) => usageError(`--filter ${c.text}: ${why}`);
   const cgroup = (p: string): Selector => {
     if (!env.cgroupRoot) throw bad('this machine has no cgroup v2 mount, which cgroup filters need');
@@ -164,7 +178,8 @@ function valueSelectors(c: FilterClause, v: string, clause: number, services: re
   const netns = (name: string): Selector => {
     const ino = netnsInode(name, env);
     if (ino === 0) throw bad('netns 0 is no namespace: use an ip netns name or an inode number');
-    if (ino === undefined) throw bad(`no network namespace "${name}" (ip netns list shows the names, in ${env.netnsDir})`);
+    if (ino === undefined)
+      throw bad(`no network namespace "${name}" (ip netns list shows the names, in ${env.netnsDir})`);
     return { clause, netns: ino };
   };
   switch (c.key) {
@@ -185,7 +200,8 @@ function valueSelectors(c: FilterClause, v: string, clause: number, services: re
       const uids = podUids(v, env.podsDir);
       if (uids.length === 0) throw bad(`no pod of namespace "${v}" on this node (none in ${env.podsDir})`);
       const paths = podCgroups(uids, env.cgroupRoot);
-      if (paths.length === 0) throw bad(`the ${uids.length} pods of namespace "${v}" have no cgroup under ${env.cgroupRoot}`);
+      if (paths.length === 0)
+        throw bad(`the ${uids.length} pods of namespace "${v}" have no cgroup under ${env.cgroupRoot}`);
       return paths.map(cgroup);
     }
     case 'service': {
@@ -193,21 +209,29 @@ function valueSelectors(c: FilterClause, v: string, clause: number, services: re
       if (def) return serviceSelectors(def, clause, cgroup, netns);
       const m = /^(.+):(\d+)$/.exec(v);
       if (m && IP_LIKE.test(m[1])) {
-        throw bad(`"${v}" names a peer address, which is not a service here: filter with port=${m[2]}, or name it in --services`);
+        throw bad(
+          `"${v}" names a peer address, which is not a service here: filter with port=${m[2]}, or name it in --services`,
+        );
       }
       if (m) {
         const port = Number(m[2]);
         if (port < 1 || port > 65535 || Buffer.byteLength(m[1]) > 15) throw bad(`"${v}" is not comm:port`);
         return [{ clause, comm: m[1], port }];
       }
-      if (Buffer.byteLength(v) > 15) throw bad(`no service "${v}" in --services, and it is too long to be a process name`);
+      if (Buffer.byteLength(v) > 15)
+        throw bad(`no service "${v}" in --services, and it is too long to be a process name`);
       return [{ clause, comm: v }];
     }
   }
 }
 
 /** An entry's selectors: every combination of its kinds' values (kinds all hold, values any). */
-function serviceSelectors(d: ServiceDef, clause: number, cgroup: (p: string) => Selector, netns: (n: string) => Selector): Selector[] {
+function serviceSelectors(
+  d: ServiceDef,
+  clause: number,
+  cgroup: (p: string) => Selector,
+  netns: (n: string) => Selector,
+): Selector[] {
   let out: Selector[] = [{ clause }];
   const cross = (alts: Selector[]) => {
     if (alts.length) out = out.flatMap((s) => alts.map((a) => ({ ...s, ...a, clause })));

@@ -50,10 +50,12 @@ export function parseServices(text: string, file = 'services file'): ServiceDef[
       throw usageError(`${file}: service "${d.name}" has no ports, comm, cgroup or netns: give at least one`);
     }
     for (const p of d.ports) {
-      if (!Number.isInteger(p) || p < 1 || p > 65535) throw usageError(`${file}: service "${d.name}": port ${p} must be 1-65535`);
+      if (!Number.isInteger(p) || p < 1 || p > 65535)
+        throw usageError(`${file}: service "${d.name}": port ${p} must be 1-65535`);
     }
     for (const c of d.comm) {
-      if (Buffer.byteLength(c) > 15) throw usageError(`${file}: service "${d.name}": comm "${c}" is longer than 15 characters`);
+      if (Buffer.byteLength(c) > 15)
+        throw usageError(`${file}: service "${d.name}": comm "${c}" is longer than 15 characters`);
     }
   }
   return defs;
@@ -66,12 +68,14 @@ function fromJson(text: string, file: string): ServiceDef[] {
   } catch (e) {
     throw usageError(`${file} is not valid JSON: ${(e as Error).message}`);
   }
-  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw usageError(`${file}: expected an object of service name -> { ports, comm, cgroup, netns }`);
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
+    throw usageError(`${file}: expected an object of service name -> { ports, comm, cgroup, netns }`);
   return Object.entries(obj as Record<string, unknown>).map(([name, v]) => {
     if (typeof v !== 'object' || v === null) throw usageError(`${file}: service "${name}" must be an object`);
     const o = v as Record<string, unknown>;
     for (const k of Object.keys(o)) {
-      if (!['ports', 'port', 'comm', 'cgroup', 'netns'].includes(k)) throw usageError(`${file}: service "${name}": unknown key "${k}" (use ports, comm, cgroup, netns)`);
+      if (!['ports', 'port', 'comm', 'cgroup', 'netns'].includes(k))
+        throw usageError(`${file}: service "${name}": unknown key "${k}" (use ports, comm, cgroup, netns)`);
     }
     const list = (x: unknown): unknown[] => (x === undefined ? [] : Array.isArray(x) ? x : [x]);
     return {
@@ -116,7 +120,11 @@ export interface SocketFacts {
 }
 
 /** The first entry the socket matches; `netnsIno` resolves an entry's netns name. */
-export function matchService(defs: readonly ServiceDef[], s: SocketFacts, netnsIno: (name: string) => number | undefined): string | undefined {
+export function matchService(
+  defs: readonly ServiceDef[],
+  s: SocketFacts,
+  netnsIno: (name: string) => number | undefined,
+): string | undefined {
   for (const d of defs) {
     if (d.ports.length && !d.ports.includes(s.port)) continue;
     if (d.comm.length && (!s.comm || !d.comm.includes(s.comm))) continue;

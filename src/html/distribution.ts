@@ -20,10 +20,13 @@ export function bucketsMs(v: unknown, maxMs?: number | null): MsBucket[] {
   const out: MsBucket[] = [];
   for (const row of arr(v)) {
     const r = arr(row);
-    const lo = num(r[0]), hi = num(r[1]), c = num(r[2]);
+    const lo = num(r[0]),
+      hi = num(r[1]),
+      c = num(r[2]);
     if (lo === null || hi === null || c === null || c <= 0 || hi < lo) continue;
     let upper = hi / 1e6;
-    if (maxMs !== null && maxMs !== undefined && maxMs > 0 && upper > maxMs && lo / 1e6 <= maxMs) upper = Math.max(lo / 1e6, maxMs);
+    if (maxMs !== null && maxMs !== undefined && maxMs > 0 && upper > maxMs && lo / 1e6 <= maxMs)
+      upper = Math.max(lo / 1e6, maxMs);
     out.push([lo / 1e6, upper, c]);
   }
   return out.sort((a, b) => a[0] - b[0]);

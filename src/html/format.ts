@@ -6,7 +6,10 @@ export function sig(x: number, digits = 3): string {
   if (x === 0) return '0';
   const mag = Math.floor(Math.log10(Math.abs(x)));
   const decimals = Math.max(0, digits - 1 - mag);
-  return x.toFixed(Math.min(decimals, 6)).replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '');
+  return x
+    .toFixed(Math.min(decimals, 6))
+    .replace(/(\.\d*?)0+$/, '$1')
+    .replace(/\.$/, '');
 }
 
 /** A time given in milliseconds, in the unit that suits it: 12.3 µs, 1.03 ms, 2.5 s. */

@@ -44,11 +44,19 @@ export function html(strings: TemplateStringsArray, ...values: Part[]): Html {
 
 /** Joins parts into one piece of markup. */
 export function join(parts: readonly Part[], sep = ''): Html {
-  return new Html(parts.map(render).filter((s) => s !== '').join(sep));
+  return new Html(
+    parts
+      .map(render)
+      .filter((s) => s !== '')
+      .join(sep),
+  );
 }
 
 /** A CSS-identifier-safe slug for ids and data attributes (the text itself still goes through esc). */
 export function slug(s: string): string {
-  const base = s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '');
+  const base = s
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '');
   return base || 'x';
 }

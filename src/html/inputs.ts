@@ -45,12 +45,20 @@ export const MAX_INPUT_BYTES = 512 * 1024 * 1024;
 export function kindOf(doc: Obj): InputKind | undefined {
   if (doc.tool === 'analyze-latency') return 'compare';
   switch (doc.probe) {
-    case 'latency-probe': return 'latency';
-    case 'connection-tracker': return 'connections';
-    case 'packet-drop-probe': return 'drops';
+    case 'latency-probe':
+      return 'latency';
+    case 'connection-tracker':
+      return 'connections';
+    case 'packet-drop-probe':
+      return 'drops';
   }
   // a latency report from before "probe" was written (the original's shape): metrics with percentiles
-  if (doc.probe === undefined && isObj(doc.metrics) && (isObj(doc.metrics.percentiles) || isObj(doc.metrics.latency_histogram))) return 'latency';
+  if (
+    doc.probe === undefined &&
+    isObj(doc.metrics) &&
+    (isObj(doc.metrics.percentiles) || isObj(doc.metrics.latency_histogram))
+  )
+    return 'latency';
   return undefined;
 }
 
@@ -68,13 +76,17 @@ function readText(file: string, kind: InputKind): string {
     st = statSync(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') throw usageError(`${opt} ${file}: no such file; give the report ${INPUT_SOURCE[kind]} wrote (its --output)`);
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+      throw usageError(`${opt} ${file}: no such file; give the report ${INPUT_SOURCE[kind]} wrote (its --output)`);
     if (code === 'EACCES') throw usageError(`${opt} ${file}: permission denied; make it readable or run as its owner`);
     throw usageError(`${opt} ${file}: cannot read it (${code ?? (e as Error).message})`);
   }
   if (st.isDirectory()) throw usageError(`${opt} ${file} is a directory: give the file ${INPUT_SOURCE[kind]} wrote`);
   const size = st.size;
-  if (size > MAX_INPUT_BYTES) throw usageError(`${opt} ${file} is ${Math.round(size / 1048576)} MB: not a report (at most ${MAX_INPUT_BYTES / 1048576} MB)`);
+  if (size > MAX_INPUT_BYTES)
+    throw usageError(
+      `${opt} ${file} is ${Math.round(size / 1048576)} MB: not a report (at most ${MAX_INPUT_BYTES / 1048576} MB)`,
+    );
   try {
     return readFileSync(file, 'utf8');
   } catch (e) {
@@ -111,35 +123,50 @@ function parse(text: string): { docs: unknown[]; stream: boolean; error?: string
 export function loadInput(file: string, kind: InputKind): LoadedInput {
   const opt = INPUT_OPTION[kind];
   const text = readText(file, kind);
-  if (text.trim() === '') throw usageError(`${opt} ${file} is empty: the probe did not finish writing it; run it again`);
+  if (text.trim() === '')
+    throw usageError(`${opt} ${file} is empty: the probe did not finish writing it; run it again`);
   const { docs, stream, error } = parse(text);
-  if (error !== undefined) throw usageError(`${opt} ${file} is not JSON (${error}): give the JSON report of ${INPUT_SOURCE[kind]} (or its --format json-stream output)`);
+  if (error !== undefined)
+    throw usageError(
+      `${opt} ${file} is not JSON (${error}): give the JSON report of ${INPUT_SOURCE[kind]} (or its --format json-stream output)`,
+    );
   let report: Obj | undefined;
   const intervals: Obj[] = [];
   const typed = docs.filter(isObj);
-  if (typed.length !== docs.length) throw usageError(`${opt} ${file} is ${stream ? 'NDJSON with lines that are not objects' : 'JSON but not an object'}: not a meshprobe report`);
+  if (typed.length !== docs.length)
+    throw usageError(
+      `${opt} ${file} is ${stream ? 'NDJSON with lines that are not objects' : 'JSON but not an object'}: not a meshprobe report`,
+    );
   if (typed.some((d) => d.type === 'summary' || d.type === 'interval')) {
     for (const d of typed) {
       if (d.type === 'interval') intervals.push(d);
       else if (d.type === 'summary') report = d;
     }
     if (!report) {
-      throw usageError(`${opt} ${file} is a json-stream with ${intervals.length} interval line(s) and no summary line: the probe was stopped before the end; run it again (its summary comes at SIGINT/SIGTERM too)`);
+      throw usageError(
+        `${opt} ${file} is a json-stream with ${intervals.length} interval line(s) and no summary line: the probe was stopped before the end; run it again (its summary comes at SIGINT/SIGTERM too)`,
+      );
     }
     const { type: _t, ...rest } = report;
     report = rest;
   } else if (typed.length === 1) {
     report = typed[0];
   } else {
-    throw usageError(`${opt} ${file} holds ${typed.length} JSON documents and none is a json-stream summary line: give one report`);
+    throw usageError(
+      `${opt} ${file} holds ${typed.length} JSON documents and none is a json-stream summary line: give one report`,
+    );
   }
   const found = kindOf(report);
   if (found !== kind) {
-    const hint = found ? `; give it with ${INPUT_OPTION[found]}` : `; ${opt} takes the report ${INPUT_SOURCE[kind]} writes`;
+    const hint = found
+      ? `; give it with ${INPUT_OPTION[found]}`
+      : `; ${opt} takes the report ${INPUT_SOURCE[kind]} writes`;
     throw usageError(`${opt} ${file} is ${describe(report)}, not a ${INPUT_SOURCE[kind]} report${hint}`);
   }
   if (kind === 'compare' && report.report_version !== undefined && report.report_version !== 1) {
-    throw usageError(`${opt} ${file} is an analysis report of version ${str(report.report_version)}; this generate-report reads version 1: use the analyze-latency of the same release`);
+    throw usageError(
+      `${opt} ${file} is an analysis report of version ${str(report.report_version)}; this generate-report reads version 1: use the analyze-latency of the same release`,
+    );
   }
   return {
     kind,

@@ -97,11 +97,13 @@ export function page(spec: PageSpec): Html {
 <header class="top"><h1>${spec.title}</h1><div class="sub">${spec.subtitle}</div></header>
 <nav class="toc">${spec.sections.map((s) => html`<a href="#${s.id}">${s.title}</a>`)}</nav>
 <main>
-${spec.sections.map((s) => html`<section id="${s.id}">
+${spec.sections.map(
+  (s) => html`<section id="${s.id}">
 <h2>${s.title}</h2>
 ${s.body}
 </section>
-`)}
+`,
+)}
 </main>
 <script>${raw(SCRIPT)}</script>
 </body>

@@ -5,7 +5,18 @@
  */
 
 /** Tableau 10, reordered: blue, orange, green, red, purple, brown, pink, olive, cyan, grey. */
-export const SERIES = ['#4e79a7', '#f28e2b', '#59a14f', '#e15759', '#b07aa1', '#9c755f', '#ff9da7', '#bab0ac', '#76b7b2', '#edc948'];
+export const SERIES = [
+  '#4e79a7',
+  '#f28e2b',
+  '#59a14f',
+  '#e15759',
+  '#b07aa1',
+  '#9c755f',
+  '#ff9da7',
+  '#bab0ac',
+  '#76b7b2',
+  '#edc948',
+];
 
 export function seriesColor(i: number): string {
   return SERIES[((i % SERIES.length) + SERIES.length) % SERIES.length];
@@ -42,7 +53,13 @@ export const MESH_COLORS = ['#e15759', '#f28e2b', '#b07aa1', '#9c755f'];
 /** A colour mixed with white: 0 keeps it, 1 is white. */
 export function tint(hex: string, amount: number): string {
   const c = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
-  return `#${c.map((v) => Math.round(v + (255 - v) * amount).toString(16).padStart(2, '0')).join('')}`;
+  return `#${c
+    .map((v) =>
+      Math.round(v + (255 - v) * amount)
+        .toString(16)
+        .padStart(2, '0'),
+    )
+    .join('')}`;
 }
 
 export const INK = '#2b2b2b';

@@ -50,8 +50,22 @@ export function counts(v: unknown): [string, number][] {
 /** Percentiles objects ({p50, p75, p90, p95, p99, p999} in ms), or null when absent. */
 export type Quantiles = Partial<Record<'p50' | 'p75' | 'p90' | 'p95' | 'p99' | 'p999', number>>;
 export const QUANTILE_NAMES = ['p50', 'p75', 'p90', 'p95', 'p99', 'p999'] as const;
-export const QUANTILE_Q: Record<(typeof QUANTILE_NAMES)[number], number> = { p50: 0.5, p75: 0.75, p90: 0.9, p95: 0.95, p99: 0.99, p999: 0.999 };
-export const QUANTILE_LABEL: Record<(typeof QUANTILE_NAMES)[number], string> = { p50: 'p50', p75: 'p75', p90: 'p90', p95: 'p95', p99: 'p99', p999: 'p99.9' };
+export const QUANTILE_Q: Record<(typeof QUANTILE_NAMES)[number], number> = {
+  p50: 0.5,
+  p75: 0.75,
+  p90: 0.9,
+  p95: 0.95,
+  p99: 0.99,
+  p999: 0.999,
+};
+export const QUANTILE_LABEL: Record<(typeof QUANTILE_NAMES)[number], string> = {
+  p50: 'p50',
+  p75: 'p75',
+  p90: 'p90',
+  p95: 'p95',
+  p99: 'p99',
+  p999: 'p99.9',
+};
 
 export function quantiles(v: unknown): Quantiles | null {
   if (!isObj(v)) return null;

@@ -38,5 +38,9 @@ export function buildReport(inputs: ReportInputs, gen: GeneratorInfo): string {
     metaSection(inputs, gen),
   ].filter((s): s is Section => !!s);
   const title = gen.title ?? `meshprobe report${hosts.length ? ` · ${hosts.join(', ')}` : ''}`;
-  return page({ title, subtitle: `Measured in the kernel on ${hosts.join(', ') || 'an unnamed host'}, ${when}`, sections }).text;
+  return page({
+    title,
+    subtitle: `Measured in the kernel on ${hosts.join(', ') || 'an unnamed host'}, ${when}`,
+    sections,
+  }).text;
 }

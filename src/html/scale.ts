@@ -23,7 +23,13 @@ export function niceStep(x: number): number {
 }
 
 /** A linear scale whose domain is widened to round ticks (about `count` of them). */
-export function linearScale(lo: number, hi: number, range: [number, number], count = 5, opts: { zero?: boolean; nice?: boolean } = {}): Scale {
+export function linearScale(
+  lo: number,
+  hi: number,
+  range: [number, number],
+  count = 5,
+  opts: { zero?: boolean; nice?: boolean } = {},
+): Scale {
   let a = Number.isFinite(lo) ? lo : 0;
   let b = Number.isFinite(hi) ? hi : 1;
   if (opts.zero !== false) {
@@ -37,7 +43,8 @@ export function linearScale(lo: number, hi: number, range: [number, number], cou
     b = Math.ceil(b / step - 1e-9) * step;
   }
   const ticks: number[] = [];
-  for (let t = Math.ceil(a / step - 1e-9) * step; t <= b + step * 1e-9; t += step) ticks.push(Math.round(t / step) * step + 0); // + 0: no -0
+  for (let t = Math.ceil(a / step - 1e-9) * step; t <= b + step * 1e-9; t += step)
+    ticks.push(Math.round(t / step) * step + 0); // + 0: no -0
   const [r0, r1] = range;
   const f = ((v: number) => {
     const c = Math.min(b, Math.max(a, v));
@@ -76,7 +83,8 @@ export function logScale(lo: number, hi: number, range: [number, number]): Scale
       if (t >= a * (1 - 1e-9) && t <= b * (1 + 1e-9)) ticks.push(t);
     }
   }
-  const la = Math.log10(a), lb = Math.log10(b);
+  const la = Math.log10(a),
+    lb = Math.log10(b);
   const [r0, r1] = range;
   const f = ((v: number) => {
     const c = Math.min(lb, Math.max(la, v > 0 ? Math.log10(v) : la));
@@ -89,7 +97,8 @@ export function logScale(lo: number, hi: number, range: [number, number]): Scale
 export function autoScale(values: readonly number[], range: [number, number], ratio = 20): Scale {
   const pos = values.filter((v) => v > 0 && Number.isFinite(v));
   if (pos.length === 0) return linearScale(0, 1, range);
-  const lo = Math.min(...pos), hi = Math.max(...pos);
+  const lo = Math.min(...pos),
+    hi = Math.max(...pos);
   return hi / lo > ratio ? logScale(lo, hi, range) : linearScale(0, hi, range);
 }
 

@@ -14,33 +14,77 @@ import { MeshprobeError } from '../errors.js';
 export const BTF_PATH = '/sys/kernel/btf/vmlinux';
 
 const BTF_MAGIC = 0xeb9f;
-const KIND_INT = 1, KIND_PTR = 2, KIND_ARRAY = 3, KIND_STRUCT = 4, KIND_UNION = 5, KIND_ENUM = 6, KIND_FWD = 7,
-  KIND_TYPEDEF = 8, KIND_VOLATILE = 9, KIND_CONST = 10, KIND_RESTRICT = 11, KIND_FUNC = 12, KIND_FUNC_PROTO = 13,
-  KIND_VAR = 14, KIND_DATASEC = 15, KIND_FLOAT = 16, KIND_DECL_TAG = 17, KIND_TYPE_TAG = 18, KIND_ENUM64 = 19;
+const KIND_INT = 1,
+  KIND_PTR = 2,
+  KIND_ARRAY = 3,
+  KIND_STRUCT = 4,
+  KIND_UNION = 5,
+  KIND_ENUM = 6,
+  KIND_FWD = 7,
+  KIND_TYPEDEF = 8,
+  KIND_VOLATILE = 9,
+  KIND_CONST = 10,
+  KIND_RESTRICT = 11,
+  KIND_FUNC = 12,
+  KIND_FUNC_PROTO = 13,
+  KIND_VAR = 14,
+  KIND_DATASEC = 15,
+  KIND_FLOAT = 16,
+  KIND_DECL_TAG = 17,
+  KIND_TYPE_TAG = 18,
+  KIND_ENUM64 = 19;
 
 /** Bytes of kind-specific data after the 12-byte btf_type record. */
 function extraSize(kind: number, vlen: number): number {
   switch (kind) {
-    case KIND_INT: return 4;
-    case KIND_ARRAY: return 12;
-    case KIND_STRUCT: case KIND_UNION: return 12 * vlen;
-    case KIND_ENUM: return 8 * vlen;
-    case KIND_FUNC_PROTO: return 8 * vlen;
-    case KIND_VAR: return 4;
-    case KIND_DATASEC: return 12 * vlen;
-    case KIND_DECL_TAG: return 4;
-    case KIND_ENUM64: return 12 * vlen;
-    case KIND_PTR: case KIND_FWD: case KIND_TYPEDEF: case KIND_VOLATILE: case KIND_CONST: case KIND_RESTRICT:
-    case KIND_FUNC: case KIND_FLOAT: case KIND_TYPE_TAG:
+    case KIND_INT:
+      return 4;
+    case KIND_ARRAY:
+      return 12;
+    case KIND_STRUCT:
+    case KIND_UNION:
+      return 12 * vlen;
+    case KIND_ENUM:
+      return 8 * vlen;
+    case KIND_FUNC_PROTO:
+      return 8 * vlen;
+    case KIND_VAR:
+      return 4;
+    case KIND_DATASEC:
+      return 12 * vlen;
+    case KIND_DECL_TAG:
+      return 4;
+    case KIND_ENUM64:
+      return 12 * vlen;
+    case KIND_PTR:
+    case KIND_FWD:
+    case KIND_TYPEDEF:
+    case KIND_VOLATILE:
+    case KIND_CONST:
+    case KIND_RESTRICT:
+    case KIND_FUNC:
+    case KIND_FLOAT:
+    case KIND_TYPE_TAG:
       return 0;
     default:
       throw new MeshprobeError('MP_BTF', `BTF: unknown type kind ${kind}`);
   }
 }
 
-interface BtfType { kind: number; vlen: number; signed: boolean; data: number; name: () => string }
+interface BtfType {
+  kind: number;
+  vlen: number;
+  signed: boolean;
+  data: number;
+  name: () => string;
+}
 
-interface BtfFile { u32(o: number): number; i32(o: number): number; str(off: number): string; types(): Generator<BtfType> }
+interface BtfFile {
+  u32(o: number): number;
+  i32(o: number): number;
+  str(off: number): string;
+  types(): Generator<BtfType>;
+}
 
 /** Opens a BTF file. Throws MP_BTF when it cannot be read or is not BTF. */
 function openBtf(path: string): BtfFile {
@@ -78,7 +122,7 @@ function openBtf(path: string): BtfFile {
       const kind = (info >>> 24) & 0x1f;
       const vlen = info & 0xffff;
       const data = p + 12;
-      yield { kind, vlen, signed: (info >>> 31) === 1, data, name: () => (nameOff === 0 ? '' : str(nameOff)) };
+      yield { kind, vlen, signed: info >>> 31 === 1, data, name: () => (nameOff === 0 ? '' : str(nameOff)) };
       p = data + extraSize(kind, vlen);
     }
   }

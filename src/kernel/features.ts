@@ -23,17 +23,29 @@ export const VMLINUX_BTF = process.env.MESHPROBE_VMLINUX_BTF || DEFAULT_VMLINUX_
 
 /** MESHPROBE_DISABLE_HOOKS=kind[,kind]: never choose these kinds of hook (to try a fallback path). */
 function disabledKinds(): Set<string> {
-  return new Set((process.env.MESHPROBE_DISABLE_HOOKS ?? '').split(',').map((s) => s.trim()).filter(Boolean));
+  return new Set(
+    (process.env.MESHPROBE_DISABLE_HOOKS ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  );
 }
 
-interface Mount { source: string; target: string; type: string }
+interface Mount {
+  source: string;
+  target: string;
+  type: string;
+}
 
 function mounts(): Mount[] {
   try {
-    return readFileSync('/proc/mounts', 'utf8').trim().split('\n').map((l) => {
-      const [source, target, type] = l.split(' ');
-      return { source, target, type };
-    });
+    return readFileSync('/proc/mounts', 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => {
+        const [source, target, type] = l.split(' ');
+        return { source, target, type };
+      });
   } catch {
     return [];
   }
@@ -151,11 +163,16 @@ export interface HookCandidate {
   degraded?: string;
 }
 
-export interface HookChoice { slot: string; chosen?: HookCandidate; tried: { name: string; ok: boolean; why?: string }[] }
+export interface HookChoice {
+  slot: string;
+  chosen?: HookCandidate;
+  tried: { name: string; ok: boolean; why?: string }[];
+}
 
 export function candidateAvailable(c: HookCandidate, tracefs = tracefsPath()): { ok: boolean; why?: string } {
   if (disabledKinds().has(c.kind)) return { ok: false, why: 'disabled by MESHPROBE_DISABLE_HOOKS' };
-  if (c.requiresKfunc && !kfuncExists(c.requiresKfunc)) return { ok: false, why: `no kfunc ${c.requiresKfunc} in this kernel` };
+  if (c.requiresKfunc && !kfuncExists(c.requiresKfunc))
+    return { ok: false, why: `no kfunc ${c.requiresKfunc} in this kernel` };
   switch (c.kind) {
     case 'tracepoint':
     case 'raw_tracepoint': {
@@ -164,16 +181,25 @@ export function candidateAvailable(c: HookCandidate, tracefs = tracefsPath()): {
       return tracepointExists(group, name, tracefs) ? { ok: true } : { ok: false, why: `no tracepoint ${c.target}` };
     }
     case 'kprobe':
-      return kprobeExists(c.target, tracefs) ? { ok: true } : { ok: false, why: 'kprobes unavailable (no kprobe_events or function not probeable)' };
+      return kprobeExists(c.target, tracefs)
+        ? { ok: true }
+        : { ok: false, why: 'kprobes unavailable (no kprobe_events or function not probeable)' };
     case 'fentry': {
       const r = fentryCanAttach(c.target);
       return r.ok ? { ok: true } : { ok: false, why: `fentry refused: ${r.reason}` };
     }
     case 'cgroup_skb':
-      return cgroup2Root() ? { ok: true } : { ok: false, why: 'no cgroup v2 mount (mount -t cgroup2 none /sys/fs/cgroup)' };
+      return cgroup2Root()
+        ? { ok: true }
+        : { ok: false, why: 'no cgroup v2 mount (mount -t cgroup2 none /sys/fs/cgroup)' };
     case 'uprobe': {
       const lib = findLibssl();
-      return lib ? { ok: true } : { ok: false, why: 'no OpenSSL libssl (libssl.so.3 or .so.1.1) exporting SSL_do_handshake, SSL_connect and SSL_accept' };
+      return lib
+        ? { ok: true }
+        : {
+            ok: false,
+            why: 'no OpenSSL libssl (libssl.so.3 or .so.1.1) exporting SSL_do_handshake, SSL_connect and SSL_accept',
+          };
     }
   }
 }
@@ -203,7 +229,12 @@ export function attachHook(obj: BpfObject, c: HookCandidate): string[] {
     }
   } else if (c.kind === 'kprobe') {
     const tracefs = tracefsPath();
-    if (!tracefs) throw new MeshprobeError('MP_NO_TRACEFS', 'tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing', EXIT_KERNEL);
+    if (!tracefs)
+      throw new MeshprobeError(
+        'MP_NO_TRACEFS',
+        'tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing',
+        EXIT_KERNEL,
+      );
     removeStaleKprobeEvents(tracefs);
     const sections = new Map(obj.programs().map((p) => [p.name, p.section]));
     for (const p of c.programs) {
@@ -213,8 +244,10 @@ export function attachHook(obj: BpfObject, c: HookCandidate): string[] {
           attached.push(`${p} (kretprobe ${c.target}, ${KRETPROBE_MAXACTIVE} return slots)`);
         } catch (e) {
           // tracefs not writable (a read-only mount in a container): libbpf's kretprobe, with the kernel's default slots
-          log.warn(`kretprobe on ${c.target} with ${KRETPROBE_MAXACTIVE} return slots not possible (${(e as Error).message}): ` +
-            'using the kernel\'s default number, past which concurrent blocked calls are missed');
+          log.warn(
+            `kretprobe on ${c.target} with ${KRETPROBE_MAXACTIVE} return slots not possible (${(e as Error).message}): ` +
+              "using the kernel's default number, past which concurrent blocked calls are missed",
+          );
           obj.attach(p);
           attached.push(`${p} (kretprobe ${c.target}, default return slots)`);
         }
@@ -323,7 +356,10 @@ export function refusedProgram(libbpfLog: string | undefined): string | undefine
  * or undefined when there is none.
  */
 export function nextChoice(
-  slots: Record<string, HookCandidate[]>, choices: HookChoice[], program: string, why: string,
+  slots: Record<string, HookCandidate[]>,
+  choices: HookChoice[],
+  program: string,
+  why: string,
   available: (c: HookCandidate) => { ok: boolean; why?: string } = (c) => candidateAvailable(c),
 ): HookChoice[] | undefined {
   const i = choices.findIndex((c) => c.chosen?.programs.includes(program));

@@ -7,7 +7,12 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 
 /** The uprobes of bpf/tls.bpf.h: program, libssl function, uretprobe or not. */
-export interface LibsslProbe { program: string; func: string; retprobe: boolean; required: boolean }
+export interface LibsslProbe {
+  program: string;
+  func: string;
+  retprobe: boolean;
+  required: boolean;
+}
 
 export const LIBSSL_PROBES: readonly LibsslProbe[] = [
   { program: 'tls_ssl_hs_client', func: 'SSL_connect', retprobe: false, required: true },
@@ -87,9 +92,17 @@ export function elfDynamicFunctions(buf: Buffer): Set<string> {
   for (let i = 0; i < shnum; i++) {
     const o = shoff + i * shentsize;
     if (o + shentsize > buf.length) throw new Error('ELF section headers out of range');
-    sections.push(is64
-      ? { type: u32(o + 4), offset: addr(o + 0x18), size: addr(o + 0x20), link: u32(o + 0x28), entsize: addr(o + 0x38) }
-      : { type: u32(o + 4), offset: u32(o + 0x10), size: u32(o + 0x14), link: u32(o + 0x18), entsize: u32(o + 0x24) });
+    sections.push(
+      is64
+        ? {
+            type: u32(o + 4),
+            offset: addr(o + 0x18),
+            size: addr(o + 0x20),
+            link: u32(o + 0x28),
+            entsize: addr(o + 0x38),
+          }
+        : { type: u32(o + 4), offset: u32(o + 0x10), size: u32(o + 0x14), link: u32(o + 0x18), entsize: u32(o + 0x24) },
+    );
   }
   const SHT_DYNSYM = 11;
   const STT_FUNC = 2;

@@ -4,7 +4,10 @@
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
-export interface Listener { netns: number; port: number }
+export interface Listener {
+  netns: number;
+  port: number;
+}
 
 const LISTEN = '0A';
 

@@ -7,7 +7,11 @@
 import { readFileSync } from 'node:fs';
 import { namespaceProcesses } from './listeners.js';
 
-export interface ListenCounters { netns: number; overflows: number; drops: number }
+export interface ListenCounters {
+  netns: number;
+  overflows: number;
+  drops: number;
+}
 
 /** TcpExt fields of a /proc/net/netstat text. */
 export function tcpExt(text: string): Record<string, number> {
@@ -39,6 +43,10 @@ export function listenCounters(): ListenCounters[] {
 export function listenDelta(before: ListenCounters[], after: ListenCounters[]): ListenCounters[] {
   const b = new Map(before.map((c) => [c.netns, c]));
   return after
-    .map((a) => ({ netns: a.netns, overflows: a.overflows - (b.get(a.netns)?.overflows ?? 0), drops: a.drops - (b.get(a.netns)?.drops ?? 0) }))
+    .map((a) => ({
+      netns: a.netns,
+      overflows: a.overflows - (b.get(a.netns)?.overflows ?? 0),
+      drops: a.drops - (b.get(a.netns)?.drops ?? 0),
+    }))
     .filter((c) => c.overflows > 0 || c.drops > 0);
 }

@@ -7,7 +7,13 @@
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { namespaceProcesses } from './listeners.js';
 
-export interface PortOwner { netns: number; port: number; protocol: 'tcp' | 'udp'; comm: string; pid: number }
+export interface PortOwner {
+  netns: number;
+  port: number;
+  protocol: 'tcp' | 'udp';
+  comm: string;
+  pid: number;
+}
 
 const TCP_LISTEN = '0A';
 
@@ -28,7 +34,12 @@ export function portOwners(ports: ReadonlySet<number>): PortOwner[] {
   if (ports.size === 0) return [];
   const inodes = new Map<number, Omit<PortOwner, 'comm' | 'pid'>>();
   for (const [pid, netns] of namespaceProcesses()) {
-    for (const [file, tcp] of [['tcp', true], ['tcp6', true], ['udp', false], ['udp6', false]] as const) {
+    for (const [file, tcp] of [
+      ['tcp', true],
+      ['tcp6', true],
+      ['udp', false],
+      ['udp6', false],
+    ] as const) {
       let text: string;
       try {
         text = readFileSync(`/proc/${pid}/net/${file}`, 'utf8');

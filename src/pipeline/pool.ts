@@ -19,7 +19,11 @@ export interface PoolOptions {
   wakeupBytes: number;
 }
 
-export interface PoolTotals { workers: number; batches: number; bytes: number }
+export interface PoolTotals {
+  workers: number;
+  batches: number;
+  bytes: number;
+}
 
 interface Member {
   index: number;
@@ -40,13 +44,30 @@ export class WorkerPool {
     const pool = new WorkerPool();
     const url = new URL('./worker.js', import.meta.url);
     const ready = assignCpus(opts.cpus, opts.workers).map((cpus, index) => {
-      const init: WorkerInit = { memory: opts.memory, mapFd: opts.mapFd, cpus, index, pagesPerCpu: opts.pagesPerCpu, wakeupBytes: opts.wakeupBytes };
+      const init: WorkerInit = {
+        memory: opts.memory,
+        mapFd: opts.mapFd,
+        cpus,
+        index,
+        pagesPerCpu: opts.pagesPerCpu,
+        wakeupBytes: opts.wakeupBytes,
+      };
       const worker = new Worker(url, { workerData: init });
       let onReady!: () => void;
       let onFail!: (e: MeshprobeError) => void;
-      const readyP = new Promise<void>((res, rej) => { onReady = res; onFail = rej; });
+      const readyP = new Promise<void>((res, rej) => {
+        onReady = res;
+        onFail = rej;
+      });
       let onStopped!: (t: { batches: number; bytes: number } | undefined) => void;
-      const member: Member = { index, worker, alive: true, stopped: new Promise((r) => { onStopped = r; }) };
+      const member: Member = {
+        index,
+        worker,
+        alive: true,
+        stopped: new Promise((r) => {
+          onStopped = r;
+        }),
+      };
       pool.members.push(member);
       worker.on('message', (m: WorkerReply) => {
         if (m.type === 'ready') {

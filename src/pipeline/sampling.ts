@@ -21,7 +21,12 @@ export interface SamplingTick {
   seconds: number;
 }
 
-export interface RateChange { at_s: number; from: number; to: number; reason: string }
+export interface RateChange {
+  at_s: number;
+  from: number;
+  to: number;
+  reason: string;
+}
 
 export const MAX_SAMPLE_RATE = 1 << 20;
 /** changes kept for the report (the first ones, then the latest) */
@@ -36,7 +41,10 @@ export class AutoSampler {
   changeCount = 0;
   private calm = 0;
 
-  constructor(readonly maxBudget: number, initial = 1) {
+  constructor(
+    readonly maxBudget: number,
+    initial = 1,
+  ) {
     this.rate = initial;
     this.budget = maxBudget;
   }

@@ -11,7 +11,18 @@ import { addon, type BpfObject, type ProgramStats } from '../native.js';
 import { bpfObjectPath } from '../paths.js';
 import { EXIT_KERNEL, EXIT_PRIVILEGE, MeshprobeError, errorCode } from '../errors.js';
 import { log } from '../log.js';
-import { attachHook, canTraceWithBpf, chooseHooks, ensureMounts, nextChoice, refusedProgram, VMLINUX_BTF, DEFAULT_VMLINUX_BTF, type HookCandidate, type HookChoice } from '../kernel/features.js';
+import {
+  attachHook,
+  canTraceWithBpf,
+  chooseHooks,
+  ensureMounts,
+  nextChoice,
+  refusedProgram,
+  VMLINUX_BTF,
+  DEFAULT_VMLINUX_BTF,
+  type HookCandidate,
+  type HookChoice,
+} from '../kernel/features.js';
 import { createState, type State } from '../wasm.js';
 import { onlineCpus } from './cpus.js';
 import { WorkerPool, type PoolTotals } from './pool.js';
@@ -89,17 +100,26 @@ export interface SessionResult {
 /** Checks what can be checked before anything is loaded, and picks each slot's hook (an optional slot may have none). Throws MeshprobeError. */
 export function checkPrerequisites(def: ProbeDefinition<unknown>): HookChoice[] {
   if (!canTraceWithBpf()) {
-    throw new MeshprobeError('MP_NO_PRIVILEGE',
-      `${def.name} needs root, or CAP_BPF and CAP_PERFMON: run it with sudo`, EXIT_PRIVILEGE);
+    throw new MeshprobeError(
+      'MP_NO_PRIVILEGE',
+      `${def.name} needs root, or CAP_BPF and CAP_PERFMON: run it with sudo`,
+      EXIT_PRIVILEGE,
+    );
   }
   if (!existsSync(VMLINUX_BTF)) {
-    throw new MeshprobeError('MP_NO_BTF',
-      `this kernel has no BTF (${VMLINUX_BTF} is missing): use a kernel built with CONFIG_DEBUG_INFO_BTF=y`, EXIT_KERNEL);
+    throw new MeshprobeError(
+      'MP_NO_BTF',
+      `this kernel has no BTF (${VMLINUX_BTF} is missing): use a kernel built with CONFIG_DEBUG_INFO_BTF=y`,
+      EXIT_KERNEL,
+    );
   }
   const mounts = ensureMounts();
   if (!mounts.tracefs) {
-    throw new MeshprobeError('MP_NO_TRACEFS',
-      'tracefs is not mounted and could not be mounted: mount -t tracefs nodev /sys/kernel/tracing', EXIT_KERNEL);
+    throw new MeshprobeError(
+      'MP_NO_TRACEFS',
+      'tracefs is not mounted and could not be mounted: mount -t tracefs nodev /sys/kernel/tracing',
+      EXIT_KERNEL,
+    );
   }
   const choices = chooseHooks(def.hooks);
   for (const c of choices) {
@@ -175,7 +195,9 @@ export function loadProbe<O>(def: ProbeDefinition<O>, options: O): LoadedProbe {
       // a hook that exists but whose program this kernel refuses: try the next one for that slot
       const refused = refusedProgram((e as { libbpfLog?: string }).libbpfLog);
       const next = refused ? nextChoice(def.hooks, hooks, refused, 'refused by the verifier') : undefined;
-      const optional = refused ? hooks.find((h) => h.chosen!.programs.includes(refused) && def.optionalSlots?.includes(h.slot)) : undefined;
+      const optional = refused
+        ? hooks.find((h) => h.chosen!.programs.includes(refused) && def.optionalSlots?.includes(h.slot))
+        : undefined;
       if (!next && optional) {
         // an optional measurement this kernel cannot verify: the probe runs without it
         degraded.push(`${optional.slot}: not measured: the kernel refused ${refused} (--log-level debug shows why)`);
@@ -190,7 +212,12 @@ export function loadProbe<O>(def: ProbeDefinition<O>, options: O): LoadedProbe {
   }
 }
 
-export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe: PipelineOptions, sampleRate = 1): Promise<RunningSession> {
+export async function startSession<O>(
+  def: ProbeDefinition<O>,
+  options: O,
+  pipe: PipelineOptions,
+  sampleRate = 1,
+): Promise<RunningSession> {
   const loadedProbe = loadProbe(def, options);
   const { obj, degraded } = loadedProbe;
   const hooks = loadedProbe.hooks;
@@ -206,8 +233,11 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
     });
     const cpus = onlineCpus();
     pool = await WorkerPool.start({
-      memory: state.memory, mapFd: obj.mapFd('events'), cpus,
-      workers: Math.min(pipe.workers, cpus.length), pagesPerCpu: pipe.pagesPerCpu,
+      memory: state.memory,
+      mapFd: obj.mapFd('events'),
+      cpus,
+      workers: Math.min(pipe.workers, cpus.length),
+      pagesPerCpu: pipe.pagesPerCpu,
       // the kernel caps the watermark at the ring's size: wake at a quarter of the ring at most
       wakeupBytes: Math.min(pipe.wakeupBytes, (pipe.pagesPerCpu * PAGE_SIZE) / 4),
     });
@@ -232,7 +262,10 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
       hooks,
       degraded,
       kernelStats: () => loaded.readPercpuArray('stats', def.statCount),
-      maps: { percpuHash: (name) => loaded.readPercpuHash(name), stats: () => loaded.readPercpuArray('stats', def.statCount) },
+      maps: {
+        percpuHash: (name) => loaded.readPercpuHash(name),
+        stats: () => loaded.readPercpuArray('stats', def.statCount),
+      },
       setSampleRate: (n) => {
         if (!stopped) writeSampleRate(loaded, n);
       },
@@ -243,9 +276,13 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
           let kretprobeMissed: number | null = null;
           try {
             const misses = Object.values(loaded.kretprobeMisses());
-            if (misses.some((m) => m < 0)) log.warn('cannot read the kretprobes\' missed returns from kprobe_profile: kretprobe_missed is left out');
+            if (misses.some((m) => m < 0))
+              log.warn("cannot read the kretprobes' missed returns from kprobe_profile: kretprobe_missed is left out");
             else if (misses.length) kretprobeMissed = misses.reduce((a, b) => a + b, 0);
-            if (kretprobeMissed) log.warn(`kretprobes missed ${kretprobeMissed} returns (calls in flight beyond their return slots): those reads and writes were not seen`);
+            if (kretprobeMissed)
+              log.warn(
+                `kretprobes missed ${kretprobeMissed} returns (calls in flight beyond their return slots): those reads and writes were not seen`,
+              );
           } finally {
             loaded.detachAll();
           }
@@ -267,7 +304,20 @@ export async function startSession<O>(def: ProbeDefinition<O>, options: O, pipe:
             },
             stats: () => kernelStats,
           };
-          return { state, hooks, degraded, kretprobeMissed, kernelStats, programs, pool: totals, startedAt, endedAt, startNs, endNs, maps };
+          return {
+            state,
+            hooks,
+            degraded,
+            kretprobeMissed,
+            kernelStats,
+            programs,
+            pool: totals,
+            startedAt,
+            endedAt,
+            startNs,
+            endNs,
+            maps,
+          };
         })();
         return stopped;
       },
@@ -317,5 +367,10 @@ function asMeshprobeError(e: unknown): MeshprobeError {
   const err = e as Error & { libbpfLog?: string };
   const code = errorCode(e) ?? 'MP_INTERNAL';
   const hint = code === 'MP_ERR_BPF_LOAD' ? ' (run with --log-level debug for the verifier log)' : '';
-  return new MeshprobeError(code, `${err.message}${hint}`, code.startsWith('MP_ERR_BPF') ? EXIT_KERNEL : 1, err.libbpfLog);
+  return new MeshprobeError(
+    code,
+    `${err.message}${hint}`,
+    code.startsWith('MP_ERR_BPF') ? EXIT_KERNEL : 1,
+    err.libbpfLog,
+  );
 }

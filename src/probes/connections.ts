@@ -20,11 +20,21 @@ export const connectionProbe: ProbeDefinition<ConnectionOptions> = {
     ...latencyProbe.hooks,
     // TLS handshakes from the TLS records of every local socket (bpf/tls.bpf.h), whatever the library
     'tls records': [
-      { name: 'cgroup_skb:ingress+egress', kind: 'cgroup_skb', target: 'cgroup2', programs: ['tls_skb_ingress', 'tls_skb_egress'] },
+      {
+        name: 'cgroup_skb:ingress+egress',
+        kind: 'cgroup_skb',
+        target: 'cgroup2',
+        programs: ['tls_skb_ingress', 'tls_skb_egress'],
+      },
     ],
     // and, where OpenSSL's libssl is there, its handshake calls
     'libssl handshakes': [
-      { name: 'uprobe:libssl', kind: 'uprobe', target: 'libssl', programs: [...new Set(LIBSSL_PROBES.map((p) => p.program))] },
+      {
+        name: 'uprobe:libssl',
+        kind: 'uprobe',
+        target: 'libssl',
+        programs: [...new Set(LIBSSL_PROBES.map((p) => p.program))],
+      },
     ],
   },
   optionalSlots: ['tls records', 'libssl handshakes'],

@@ -29,20 +29,33 @@ export const dropProbe: ProbeDefinition<DropOptions> = {
     // packets per local port, for drops per 1,000 packets of a service
     'service packets': [
       {
-        name: 'cgroup_skb:ingress+egress', kind: 'cgroup_skb', target: 'cgroup2', programs: ['drops_pkt_in', 'drops_pkt_out'],
+        name: 'cgroup_skb:ingress+egress',
+        kind: 'cgroup_skb',
+        target: 'cgroup2',
+        programs: ['drops_pkt_in', 'drops_pkt_out'],
         requiresKfunc: 'bpf_cast_to_kern_ctx',
       },
       // before 6.2 a cgroup_skb program cannot reach the socket's network namespace
       {
-        name: 'cgroup_skb:ingress+egress (by port)', kind: 'cgroup_skb', target: 'cgroup2', programs: ['drops_pkt_in_port', 'drops_pkt_out_port'],
-        degraded: 'packets counted by local port alone (no bpf_cast_to_kern_ctx before 6.2): one port in several network namespaces shares one count, and --filter netns= cannot narrow it',
+        name: 'cgroup_skb:ingress+egress (by port)',
+        kind: 'cgroup_skb',
+        target: 'cgroup2',
+        programs: ['drops_pkt_in_port', 'drops_pkt_out_port'],
+        degraded:
+          'packets counted by local port alone (no bpf_cast_to_kern_ctx before 6.2): one port in several network namespaces shares one count, and --filter netns= cannot narrow it',
       },
     ],
   },
   kernelNotes() {
     const notes: string[] = [];
-    if (!tracepointHasField('skb', 'kfree_skb', 'reason')) notes.push('drop reasons: skb:kfree_skb has no reason before 5.17: every reason reads "unknown" (location and layer still tell where)');
-    if (!tracepointHasField('skb', 'kfree_skb', 'rx_sk')) notes.push('received packets freed before a socket owns them are placed by their addresses (skb:kfree_skb has no rx_sk before 6.11)');
+    if (!tracepointHasField('skb', 'kfree_skb', 'reason'))
+      notes.push(
+        'drop reasons: skb:kfree_skb has no reason before 5.17: every reason reads "unknown" (location and layer still tell where)',
+      );
+    if (!tracepointHasField('skb', 'kfree_skb', 'rx_sk'))
+      notes.push(
+        'received packets freed before a socket owns them are placed by their addresses (skb:kfree_skb has no rx_sk before 6.11)',
+      );
     return notes;
   },
   optionalSlots: ['service packets'],

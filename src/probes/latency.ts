@@ -29,21 +29,56 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
   hooks: {
     // reads and writes returning to the application
     'socket send': [
-      { name: 'raw_tracepoint:sock_send_length', kind: 'raw_tracepoint', target: 'sock/sock_send_length', programs: ['latency_send'] },
+      {
+        name: 'raw_tracepoint:sock_send_length',
+        kind: 'raw_tracepoint',
+        target: 'sock/sock_send_length',
+        programs: ['latency_send'],
+      },
       { name: 'fexit:tcp_sendmsg', kind: 'fentry', target: 'tcp_sendmsg', programs: ['latency_send_fx'] },
       // 5.10-5.16: no bpf_get_func_ret; the return value read at its place in the prototype
-      { name: 'fexit:tcp_sendmsg (by prototype)', kind: 'fentry', target: 'tcp_sendmsg', programs: ['latency_send_fa'] },
-      { name: 'kprobe:tcp_sendmsg', kind: 'kprobe', target: 'tcp_sendmsg', programs: ['latency_send_kp', 'latency_send_kr'] },
+      {
+        name: 'fexit:tcp_sendmsg (by prototype)',
+        kind: 'fentry',
+        target: 'tcp_sendmsg',
+        programs: ['latency_send_fa'],
+      },
+      {
+        name: 'kprobe:tcp_sendmsg',
+        kind: 'kprobe',
+        target: 'tcp_sendmsg',
+        programs: ['latency_send_kp', 'latency_send_kr'],
+      },
     ],
     'socket receive': [
-      { name: 'raw_tracepoint:sock_recv_length', kind: 'raw_tracepoint', target: 'sock/sock_recv_length', programs: ['latency_recv'] },
+      {
+        name: 'raw_tracepoint:sock_recv_length',
+        kind: 'raw_tracepoint',
+        target: 'sock/sock_recv_length',
+        programs: ['latency_recv'],
+      },
       { name: 'fexit:tcp_recvmsg', kind: 'fentry', target: 'tcp_recvmsg', programs: ['latency_recv_fx'] },
-      { name: 'fexit:tcp_recvmsg (by prototype)', kind: 'fentry', target: 'tcp_recvmsg', programs: ['latency_recv_fa'] },
-      { name: 'kprobe:tcp_recvmsg', kind: 'kprobe', target: 'tcp_recvmsg', programs: ['latency_recv_kp', 'latency_recv_kr'] },
+      {
+        name: 'fexit:tcp_recvmsg (by prototype)',
+        kind: 'fentry',
+        target: 'tcp_recvmsg',
+        programs: ['latency_recv_fa'],
+      },
+      {
+        name: 'kprobe:tcp_recvmsg',
+        kind: 'kprobe',
+        target: 'tcp_recvmsg',
+        programs: ['latency_recv_kp', 'latency_recv_kr'],
+      },
     ],
     // connection start (role) and end (cleanup)
     'tcp state': [
-      { name: 'tracepoint:sock/inet_sock_set_state', kind: 'tracepoint', target: 'sock/inet_sock_set_state', programs: ['latency_state'] },
+      {
+        name: 'tracepoint:sock/inet_sock_set_state',
+        kind: 'tracepoint',
+        target: 'sock/inet_sock_set_state',
+        programs: ['latency_state'],
+      },
     ],
   },
   configure(obj: BpfObject, o: LatencyOptions) {
@@ -72,6 +107,33 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
 };
 
 /** Names of the kernel counters, in MP_STAT_* order (bpf/records.h; test/records-layout.test.ts checks the count). */
-export const LATENCY_STATS = ['send', 'receive', 'cleanup', 'tracked', 'evicted', 'output_failures', 'filtered', 'emitted', 'discarded', 'unsampled_client', 'unsampled_server', 'measured_client', 'measured_server',
-  'tls_hello', 'tls_done', 'tls_lost_sync', 'tls_gap', 'tls_split_hdr', 'tls_aborted', 'tls_no_version', 'tls_libssl_done',
-  'tls_libssl_no_role', 'reused_client', 'reused_server', 'drop_seen', 'drop_filtered', 'drop_table_full', 'drop_no_header'] as const;
+export const LATENCY_STATS = [
+  'send',
+  'receive',
+  'cleanup',
+  'tracked',
+  'evicted',
+  'output_failures',
+  'filtered',
+  'emitted',
+  'discarded',
+  'unsampled_client',
+  'unsampled_server',
+  'measured_client',
+  'measured_server',
+  'tls_hello',
+  'tls_done',
+  'tls_lost_sync',
+  'tls_gap',
+  'tls_split_hdr',
+  'tls_aborted',
+  'tls_no_version',
+  'tls_libssl_done',
+  'tls_libssl_no_role',
+  'reused_client',
+  'reused_server',
+  'drop_seen',
+  'drop_filtered',
+  'drop_table_full',
+  'drop_no_header',
+] as const;

@@ -27,17 +27,48 @@
 import os from 'node:os';
 import { ROLE_CLIENT } from '../records.js';
 import {
-  METRIC_SETUP, METRIC_CONNECT_FAIL, METRIC_TLS, METRIC_TLS_LIBSSL, METRIC_LIFETIME, METRIC_REQUESTS, METRIC_IDLE, METRIC_TLS_CONNECT,
-  RESULT_OK, RESULT_REFUSED, RESULT_TIMEOUT, RESULT_RESET, RESULT_UNREACH, RESULT_ABORTED, RESULT_OTHER,
+  METRIC_SETUP,
+  METRIC_CONNECT_FAIL,
+  METRIC_TLS,
+  METRIC_TLS_LIBSSL,
+  METRIC_LIFETIME,
+  METRIC_REQUESTS,
+  METRIC_IDLE,
+  METRIC_TLS_CONNECT,
+  RESULT_OK,
+  RESULT_REFUSED,
+  RESULT_TIMEOUT,
+  RESULT_RESET,
+  RESULT_UNREACH,
+  RESULT_ABORTED,
+  RESULT_OTHER,
 } from '../records.js';
-import { endpoint, readConnTable, readMeasureHistograms, readMeasureResults, readSvcTable, type ConnSlot, type State } from '../wasm.js';
+import {
+  endpoint,
+  readConnTable,
+  readMeasureHistograms,
+  readMeasureResults,
+  readSvcTable,
+  type ConnSlot,
+  type State,
+} from '../wasm.js';
 import { diff, emptyHistogram, mergeAll, percentile, type HistogramSnapshot } from '../histogram.js';
 import type { SessionResult } from '../pipeline/session.js';
 import type { ServiceDef } from '../filter/services.js';
 import type { HistogramSeries, MetricSet, ProbeOutputs, SamplingInfo, ScalarSeries } from '../export/model.js';
 import {
-  buildLatencyReport, diffLatencyFigures, latencyDemand, latencyMetricSet, latencyProgress, readLatencyFigures, serviceNamer,
-  exchangesSeen, samplingFactors, REPORT_VERSION, type LatencyFigures, type ReportContext,
+  buildLatencyReport,
+  diffLatencyFigures,
+  latencyDemand,
+  latencyMetricSet,
+  latencyProgress,
+  readLatencyFigures,
+  serviceNamer,
+  exchangesSeen,
+  samplingFactors,
+  REPORT_VERSION,
+  type LatencyFigures,
+  type ReportContext,
 } from './latency.js';
 import { ms, percentilesMs } from './views.js';
 
@@ -54,8 +85,12 @@ export const MEASURE_METRICS = {
 export type MeasureName = keyof typeof MEASURE_METRICS;
 
 export const FAILURE_CAUSES: [string, number][] = [
-  ['refused', RESULT_REFUSED], ['timeout', RESULT_TIMEOUT], ['reset', RESULT_RESET],
-  ['unreachable', RESULT_UNREACH], ['aborted', RESULT_ABORTED], ['other', RESULT_OTHER],
+  ['refused', RESULT_REFUSED],
+  ['timeout', RESULT_TIMEOUT],
+  ['reset', RESULT_RESET],
+  ['unreachable', RESULT_UNREACH],
+  ['aborted', RESULT_ABORTED],
+  ['other', RESULT_OTHER],
 ];
 
 type Sides = { client: HistogramSnapshot; server: HistogramSnapshot };
@@ -89,11 +124,20 @@ function monotonicNs(): number {
   return Number(process.hrtime.bigint());
 }
 
-export function readConnectionFigures(state: State, kernelStats: bigint[], defs: readonly ServiceDef[] = []): ConnectionFigures {
+export function readConnectionFigures(
+  state: State,
+  kernelStats: bigint[],
+  defs: readonly ServiceDef[] = [],
+): ConnectionFigures {
   const conns = readConnTable(state, { histograms: false });
   const latency = readLatencyFigures(state, kernelStats, defs, conns);
   const hs = readMeasureHistograms(state);
-  const measures = Object.fromEntries(Object.entries(MEASURE_METRICS).map(([k, m]) => [k, hs[m] ?? { client: emptyHistogram(), server: emptyHistogram() }])) as Record<MeasureName, Sides>;
+  const measures = Object.fromEntries(
+    Object.entries(MEASURE_METRICS).map(([k, m]) => [
+      k,
+      hs[m] ?? { client: emptyHistogram(), server: emptyHistogram() },
+    ]),
+  ) as Record<MeasureName, Sides>;
   const name = serviceNamer(conns, defs);
   const series = readSvcTable(state, { flush: false })
     .filter((s) => s.metric !== 0 && metricName.has(s.metric))
@@ -101,7 +145,7 @@ export function readConnectionFigures(state: State, kernelStats: bigint[], defs:
       key: s.key.toString(),
       metric: metricName.get(s.metric)!,
       name: name(s),
-      role: s.role === ROLE_CLIENT ? 'client' as const : 'server' as const,
+      role: s.role === ROLE_CLIENT ? ('client' as const) : ('server' as const),
       port: s.port,
       ...(s.role === ROLE_CLIENT ? { peer: endpoint(s.raddr, s.port, s.family) } : {}),
       hist: s.hist!,
@@ -114,12 +158,19 @@ export function diffConnectionFigures(cur: ConnectionFigures, prev: ConnectionFi
   const before = new Map(prev.series.map((s) => [s.key, s]));
   return {
     latency: diffLatencyFigures(cur.latency, prev.latency),
-    measures: Object.fromEntries(Object.entries(cur.measures).map(([k, v]) => [k, {
-      client: diff(v.client, prev.measures[k as MeasureName].client),
-      server: diff(v.server, prev.measures[k as MeasureName].server),
-    }])) as Record<MeasureName, Sides>,
+    measures: Object.fromEntries(
+      Object.entries(cur.measures).map(([k, v]) => [
+        k,
+        {
+          client: diff(v.client, prev.measures[k as MeasureName].client),
+          server: diff(v.server, prev.measures[k as MeasureName].server),
+        },
+      ]),
+    ) as Record<MeasureName, Sides>,
     results: cur.results.map((row, m) => row.map((v, r) => v - (prev.results[m]?.[r] ?? 0))),
-    series: cur.series.map((s) => ({ ...s, hist: diff(s.hist, before.get(s.key)?.hist) })).filter((s) => s.hist.count > 0),
+    series: cur.series
+      .map((s) => ({ ...s, hist: diff(s.hist, before.get(s.key)?.hist) }))
+      .filter((s) => s.hist.count > 0),
     conns: cur.conns,
     nowNs: cur.nowNs,
   };
@@ -131,9 +182,16 @@ const pct = (h: HistogramSnapshot) => (h.count ? percentilesMs(h) : null);
 function tlsVersions(row: number[]): Record<string, number> {
   return { 'TLS 1.2': row[2] ?? 0, 'TLS 1.3': row[3] ?? 0, unknown: (row[0] ?? 0) + (row[1] ?? 0) };
 }
-const countPct = (h: HistogramSnapshot) => h.count
-  ? { p50: percentile(h, 0.5), p90: percentile(h, 0.9), p99: percentile(h, 0.99), p999: percentile(h, 0.999), mean: Math.round((h.sum_ns / h.count) * 100) / 100 }
-  : null;
+const countPct = (h: HistogramSnapshot) =>
+  h.count
+    ? {
+        p50: percentile(h, 0.5),
+        p90: percentile(h, 0.9),
+        p99: percentile(h, 0.99),
+        p999: percentile(h, 0.999),
+        mean: Math.round((h.sum_ns / h.count) * 100) / 100,
+      }
+    : null;
 
 /** Of the requests on closed connections, the share sent on a connection already used. */
 export function reusedRatio(requestsPerConn: HistogramSnapshot): number | null {
@@ -188,31 +246,34 @@ export function connectionsSection(f: ConnectionFigures, durationS: number, star
     groups.set(`${s.name}\u0000${s.role}`, [...(groups.get(`${s.name}\u0000${s.role}`) ?? []), s]);
   }
   const busyBy = new Map<string, number>();
-  for (const s of f.latency.services) busyBy.set(`${s.name}\u0000${s.role}`, (busyBy.get(`${s.name}\u0000${s.role}`) ?? 0) + s.hist.sum_ns);
-  const by_service = [...groups.entries()].map(([key, g]) => {
-    const of = (metric: MeasureName) => mergeAll(g.filter((s) => s.metric === metric).map((s) => s.hist));
-    const requests = of('requests');
-    const role = g[0].role;
-    const peers = [...new Set(g.map((s) => s.peer).filter((p): p is string => !!p))];
-    return {
-      service: g[0].name,
-      role,
-      port: g[0].port,
-      ...(peers.length ? { peer: peers.length === 1 ? peers[0] : peers } : {}),
-      opened: of('setup').count,
-      closed: requests.count,
-      failed: of('connect_fail').count,
-      setup_ms: pct(of('setup')),
-      tls_handshake_ms: pct(of('tls')),
-      tls_handshake_libssl_ms: pct(of('tls_libssl')),
-      tls_after_connect_ms: pct(of('tls_connect')),
-      requests_per_connection: countPct(requests),
-      reused_request_ratio: reusedRatio(requests),
-      lifetime_ms: pct(of('lifetime')),
-      idle_gap_ms: pct(of('idle')),
-      ...(role === 'client' ? { pool: pool(peers, busyBy.get(key) ?? 0) } : {}),
-    };
-  }).sort((a, b) => b.opened + b.closed - (a.opened + a.closed));
+  for (const s of f.latency.services)
+    busyBy.set(`${s.name}\u0000${s.role}`, (busyBy.get(`${s.name}\u0000${s.role}`) ?? 0) + s.hist.sum_ns);
+  const by_service = [...groups.entries()]
+    .map(([key, g]) => {
+      const of = (metric: MeasureName) => mergeAll(g.filter((s) => s.metric === metric).map((s) => s.hist));
+      const requests = of('requests');
+      const role = g[0].role;
+      const peers = [...new Set(g.map((s) => s.peer).filter((p): p is string => !!p))];
+      return {
+        service: g[0].name,
+        role,
+        port: g[0].port,
+        ...(peers.length ? { peer: peers.length === 1 ? peers[0] : peers } : {}),
+        opened: of('setup').count,
+        closed: requests.count,
+        failed: of('connect_fail').count,
+        setup_ms: pct(of('setup')),
+        tls_handshake_ms: pct(of('tls')),
+        tls_handshake_libssl_ms: pct(of('tls_libssl')),
+        tls_after_connect_ms: pct(of('tls_connect')),
+        requests_per_connection: countPct(requests),
+        reused_request_ratio: reusedRatio(requests),
+        lifetime_ms: pct(of('lifetime')),
+        idle_gap_ms: pct(of('idle')),
+        ...(role === 'client' ? { pool: pool(peers, busyBy.get(key) ?? 0) } : {}),
+      };
+    })
+    .sort((a, b) => b.opened + b.closed - (a.opened + a.closed));
 
   return {
     opened: m.setup.client.count + m.setup.server.count,
@@ -226,7 +287,11 @@ export function connectionsSection(f: ConnectionFigures, durationS: number, star
     tls_handshake_ms_by_side: { client: pct(m.tls.client), server: pct(m.tls.server) },
     tls_handshakes: { client: m.tls.client.count, server: m.tls.server.count },
     tls_versions: tlsVersions(f.results[METRIC_TLS] ?? []),
-    tls_handshake_libssl_ms: { client: pct(m.tls_libssl.client), server: pct(m.tls_libssl.server), count: m.tls_libssl.client.count + m.tls_libssl.server.count },
+    tls_handshake_libssl_ms: {
+      client: pct(m.tls_libssl.client),
+      server: pct(m.tls_libssl.server),
+      count: m.tls_libssl.client.count + m.tls_libssl.server.count,
+    },
     tls_after_connect_ms: { client: pct(m.tls_connect.client), server: pct(m.tls_connect.server) },
     reuse: {
       requests_per_connection: countPct(rpc),
@@ -261,7 +326,11 @@ export function buildConnectionReport(r: SessionResult, ctx: ReportContext) {
 }
 export type ConnectionReport = ReturnType<typeof buildConnectionReport>;
 
-export function connectionMetricSet(f: ConnectionFigures, span: { start: Date; end: Date; cumulative: boolean }, sampling: SamplingInfo): MetricSet {
+export function connectionMetricSet(
+  f: ConnectionFigures,
+  span: { start: Date; end: Date; cumulative: boolean },
+  sampling: SamplingInfo,
+): MetricSet {
   const base = latencyMetricSet(f.latency, span, sampling);
   const help: Record<MeasureName, string> = {
     setup: 'TCP set-up time: client SYN sent to SYN-ACK received; server SYN-ACK sent to the final ACK',
@@ -271,17 +340,24 @@ export function connectionMetricSet(f: ConnectionFigures, span: { start: Date; e
     lifetime: 'Lifetime of connections that closed',
     requests: 'Requests (exchanges) per closed connection (a count, not seconds)',
     idle: 'Idle gap between exchanges on a connection',
-    tls_connect: 'TCP connected to TLS handshake done on this side: what the application waits for after connect(), library set-up included',
+    tls_connect:
+      'TCP connected to TLS handshake done on this side: what the application waits for after connect(), library set-up included',
   };
   const histName: Record<MeasureName, string> = {
-    setup: 'connection_setup_duration', connect_fail: 'connection_failure_duration', tls: 'tls_handshake_duration',
-    tls_libssl: 'tls_handshake_libssl_duration', lifetime: 'connection_lifetime', requests: '', idle: 'connection_idle_gap',
+    setup: 'connection_setup_duration',
+    connect_fail: 'connection_failure_duration',
+    tls: 'tls_handshake_duration',
+    tls_libssl: 'tls_handshake_libssl_duration',
+    lifetime: 'connection_lifetime',
+    requests: '',
+    idle: 'connection_idle_gap',
     tls_connect: 'tls_after_connect_duration',
   };
   const histograms: HistogramSeries[] = [];
   for (const [k, v] of Object.entries(f.measures) as [MeasureName, Sides][]) {
     if (k === 'requests') continue; // a count: as counters below
-    for (const side of ['client', 'server'] as const) histograms.push({ name: histName[k], help: help[k], labels: { side }, hist: v[side] });
+    for (const side of ['client', 'server'] as const)
+      histograms.push({ name: histName[k], help: help[k], labels: { side }, hist: v[side] });
   }
   // one series per (figure, service, role): slots of one name are merged (InfluxDB would keep only one of equal tags)
   const merged = new Map<string, MeasureSeries>();
@@ -292,35 +368,80 @@ export function connectionMetricSet(f: ConnectionFigures, span: { start: Date; e
     merged.set(key, m ? { ...m, hist: mergeAll([m.hist, s.hist]) } : s);
   }
   for (const s of merged.values()) {
-    histograms.push({ name: `service_${histName[s.metric]}`, help: `${help[s.metric]}, per service`, labels: { service: s.name, role: s.role }, hist: s.hist });
+    histograms.push({
+      name: `service_${histName[s.metric]}`,
+      help: `${help[s.metric]}, per service`,
+      labels: { service: s.name, role: s.role },
+      hist: s.hist,
+    });
   }
-  const c = (name: string, help: string, value: number, labels: Record<string, string> = {}): ScalarSeries => ({ name, help, labels, value });
+  const c = (name: string, help: string, value: number, labels: Record<string, string> = {}): ScalarSeries => ({
+    name,
+    help,
+    labels,
+    value,
+  });
   const counters: ScalarSeries[] = [
-    ...(['client', 'server'] as const).map((side) => c('connections_opened', 'Connections set up', f.measures.setup[side].count, { side })),
-    ...(['client', 'server'] as const).map((side) => c('connections_closed', 'Connections closed', f.measures.requests[side].count, { side })),
-    ...(['client', 'server'] as const).map((side) => c('connection_requests', 'Requests on connections that closed', f.measures.requests[side].sum_ns, { side })),
-    ...FAILURE_CAUSES.map(([cause, r]) => c('connections_failed', 'Connects that failed, by cause', f.results[METRIC_CONNECT_FAIL]?.[r] ?? 0, { cause })),
+    ...(['client', 'server'] as const).map((side) =>
+      c('connections_opened', 'Connections set up', f.measures.setup[side].count, { side }),
+    ),
+    ...(['client', 'server'] as const).map((side) =>
+      c('connections_closed', 'Connections closed', f.measures.requests[side].count, { side }),
+    ),
+    ...(['client', 'server'] as const).map((side) =>
+      c('connection_requests', 'Requests on connections that closed', f.measures.requests[side].sum_ns, { side }),
+    ),
+    ...FAILURE_CAUSES.map(([cause, r]) =>
+      c('connections_failed', 'Connects that failed, by cause', f.results[METRIC_CONNECT_FAIL]?.[r] ?? 0, { cause }),
+    ),
   ];
   const seen = exchangesSeen(f.latency);
   const k = f.latency.kernel;
   counters.push(
-    c('requests_reused', 'Client requests sent on a connection that carried one before', k.reused_client, { side: 'client' }),
-    c('requests_reused', 'Client requests sent on a connection that carried one before', k.reused_server, { side: 'server' }),
+    c('requests_reused', 'Client requests sent on a connection that carried one before', k.reused_client, {
+      side: 'client',
+    }),
+    c('requests_reused', 'Client requests sent on a connection that carried one before', k.reused_server, {
+      side: 'server',
+    }),
   );
-  const gauges: ScalarSeries[] = seen.client > 0 ? [c('reused_request_ratio', 'Share of client requests sent on a connection already used', k.reused_client / seen.client)] : [];
+  const gauges: ScalarSeries[] =
+    seen.client > 0
+      ? [
+          c(
+            'reused_request_ratio',
+            'Share of client requests sent on a connection already used',
+            k.reused_client / seen.client,
+          ),
+        ]
+      : [];
   const spanS = Math.max(1e-9, (span.end.getTime() - span.start.getTime()) / 1000);
   const section = connectionsSection(f, spanS, f.nowNs - spanS * 1e9);
   for (const s of section.by_service) {
     if (s.role !== 'client' || !s.pool) continue;
     gauges.push(
-      c('pool_connections_open', 'Mean connections open to the service over the span', s.pool.connections_open_avg, { service: s.service }),
-      c('pool_connections_busy', 'Mean connections busy with a request over the span', s.pool.connections_busy_avg, { service: s.service }),
+      c('pool_connections_open', 'Mean connections open to the service over the span', s.pool.connections_open_avg, {
+        service: s.service,
+      }),
+      c('pool_connections_busy', 'Mean connections busy with a request over the span', s.pool.connections_busy_avg, {
+        service: s.service,
+      }),
     );
   }
-  return { ...base, probe: 'connection-tracker', histograms: [...base.histograms, ...histograms], counters: [...base.counters, ...counters], gauges: [...base.gauges, ...gauges] };
+  return {
+    ...base,
+    probe: 'connection-tracker',
+    histograms: [...base.histograms, ...histograms],
+    counters: [...base.counters, ...counters],
+    gauges: [...base.gauges, ...gauges],
+  };
 }
 
-export function connectionIntervalReport(f: ConnectionFigures, span: { start: Date; end: Date; seq: number }, sampling: SamplingInfo) {
+export function connectionIntervalReport(
+  f: ConnectionFigures,
+  span: { start: Date; end: Date; seq: number },
+  sampling: SamplingInfo,
+) {
   const s = (span.end.getTime() - span.start.getTime()) / 1000;
   return {
     type: 'interval',
@@ -350,9 +471,13 @@ export function connectionOutputs(services: readonly ServiceDef[]): ProbeOutputs
 export function connectionSummary(rep: ConnectionReport): string {
   const c = rep.connections;
   const setup = c.setup_ms ? `set-up p50 ${c.setup_ms.p50} ms p99 ${c.setup_ms.p99} ms` : 'no set-up seen';
-  const tls = c.tls_handshake_ms ? `; TLS p50 ${c.tls_handshake_ms.p50} ms (${c.tls_handshakes.client} client handshakes)` : '';
-  return `connection-tracker: ${c.opened} opened, ${c.closed} closed, ${c.failed.total} failed in ${rep.duration_seconds} s; ${setup}${tls}; ` +
-    `reused ${c.reuse.reused_request_ratio ?? '-'} of requests; lost ${rep.metrics.events.lost}`;
+  const tls = c.tls_handshake_ms
+    ? `; TLS p50 ${c.tls_handshake_ms.p50} ms (${c.tls_handshakes.client} client handshakes)`
+    : '';
+  return (
+    `connection-tracker: ${c.opened} opened, ${c.closed} closed, ${c.failed.total} failed in ${rep.duration_seconds} s; ${setup}${tls}; ` +
+    `reused ${c.reuse.reused_request_ratio ?? '-'} of requests; lost ${rep.metrics.events.lost}`
+  );
 }
 
 export { ms };

@@ -54,7 +54,12 @@ export function layerOf(reason: string, fn: string, protocol: number): Layer {
   if (/^UDP_/.test(r)) return 'udp';
   if (r === 'NO_SOCKET') return protocol === 6 ? 'tcp' : protocol === 17 ? 'udp' : 'socket';
   if (/^(IP_|IPV6|OTHERHOST|PKT_TOO_|DUP_FRAG|FRAG_|ICMP_|XFRM_|INVALID_PROTO|UNICAST_IN_L2)/.test(r)) return 'ip';
-  if (/^(NEIGH_|DEV_|FULL_RING|CPU_BACKLOG|MAC_|LOCAL_MAC|VXLAN_|TUNNEL_|IP_TUNNEL|NO_TX_TARGET|BRIDGE_|UNHANDLED_PROTO|SKB_|TAP_|HDR_TRUNC)/.test(r)) return 'device';
+  if (
+    /^(NEIGH_|DEV_|FULL_RING|CPU_BACKLOG|MAC_|LOCAL_MAC|VXLAN_|TUNNEL_|IP_TUNNEL|NO_TX_TARGET|BRIDGE_|UNHANDLED_PROTO|SKB_|TAP_|HDR_TRUNC)/.test(
+      r,
+    )
+  )
+    return 'device';
   const f = fn.replace(/^_+/, '');
   if (/^tcp/.test(f)) return 'tcp';
   if (/^udp/.test(f)) return 'udp';
@@ -85,7 +90,14 @@ export interface DropEntry {
   bytes: number;
 }
 
-export interface PacketCount { key: string; netns: number; lport: number; protocol: number; packets: number; bytes: number }
+export interface PacketCount {
+  key: string;
+  netns: number;
+  lport: number;
+  protocol: number;
+  packets: number;
+  bytes: number;
+}
 
 export interface DropFigures {
   drops: DropEntry[];
@@ -132,7 +144,9 @@ export function readDropFigures(maps: MapReader): DropFigures {
   const drops = maps.percpuHash('drops').map(([k, v]) => decodeDrop(k, v));
   const pkts = maps.percpuHash('pkts').map(([k, v]) => decodePkt(k, v));
   const kernelStats = maps.stats();
-  const kernel = Object.fromEntries(DROP_STATS.map((n) => [n, Number(kernelStats[LATENCY_STATS.indexOf(n as never)] ?? 0n)]));
+  const kernel = Object.fromEntries(
+    DROP_STATS.map((n) => [n, Number(kernelStats[LATENCY_STATS.indexOf(n as never)] ?? 0n)]),
+  );
   return { drops, pkts, kernel };
 }
 
@@ -141,8 +155,20 @@ export function diffDropFigures(cur: DropFigures, prev: DropFigures | undefined)
   const pd = new Map(prev.drops.map((d) => [d.key, d]));
   const pp = new Map(prev.pkts.map((p) => [p.key, p]));
   return {
-    drops: cur.drops.map((d) => ({ ...d, packets: d.packets - (pd.get(d.key)?.packets ?? 0), bytes: d.bytes - (pd.get(d.key)?.bytes ?? 0) })).filter((d) => d.packets > 0),
-    pkts: cur.pkts.map((p) => ({ ...p, packets: p.packets - (pp.get(p.key)?.packets ?? 0), bytes: p.bytes - (pp.get(p.key)?.bytes ?? 0) })).filter((p) => p.packets > 0),
+    drops: cur.drops
+      .map((d) => ({
+        ...d,
+        packets: d.packets - (pd.get(d.key)?.packets ?? 0),
+        bytes: d.bytes - (pd.get(d.key)?.bytes ?? 0),
+      }))
+      .filter((d) => d.packets > 0),
+    pkts: cur.pkts
+      .map((p) => ({
+        ...p,
+        packets: p.packets - (pp.get(p.key)?.packets ?? 0),
+        bytes: p.bytes - (pp.get(p.key)?.bytes ?? 0),
+      }))
+      .filter((p) => p.packets > 0),
     kernel: Object.fromEntries(Object.entries(cur.kernel).map(([k, v]) => [k, v - (prev.kernel[k] ?? 0)])),
   };
 }
@@ -164,7 +190,8 @@ export class DropNamer {
     } catch (e) {
       // a kernel without the enum (or its BTF unreadable): every reason reads "unknown", and says why once;
       // before 5.17 the tracepoint has no reason at all, which the probe's kernel notes say already
-      if (tracepointHasField('skb', 'kfree_skb', 'reason')) log.warn(`drop reasons will read "unknown": ${(e as Error).message}`);
+      if (tracepointHasField('skb', 'kfree_skb', 'reason'))
+        log.warn(`drop reasons will read "unknown": ${(e as Error).message}`);
       else log.debug(`no drop reasons: ${(e as Error).message}`);
       names = new Map();
     }
@@ -173,7 +200,7 @@ export class DropNamer {
   }
 
   reason(v: number): string {
-    return this.reasons.size === 0 ? 'unknown' : this.reasons.get(v) ?? `reason_${v}`;
+    return this.reasons.size === 0 ? 'unknown' : (this.reasons.get(v) ?? `reason_${v}`);
   }
 
   fn(addr: bigint): string {
@@ -201,15 +228,20 @@ export class DropNamer {
     const want = new Set(entries.filter((e) => e.lport && !this.owners.get(key(e))).map((e) => e.lport));
     if (want.size === 0 || Date.now() - this.lastScan < 1000) return;
     this.lastScan = Date.now();
-    for (const o of portOwners(want)) if (o.comm) this.owners.set(`${o.netns}|${o.port}|${o.protocol === 'tcp' ? 6 : 17}`, o.comm);
+    for (const o of portOwners(want))
+      if (o.comm) this.owners.set(`${o.netns}|${o.port}|${o.protocol === 'tcp' ? 6 : 17}`, o.comm);
   }
 
   service(e: { netns: number; lport: number; protocol: number }): string {
     if (!e.lport) return 'none';
     const comm = this.owners.get(`${e.netns}|${e.lport}|${e.protocol}`) || undefined;
-    const named = this.defs.length ? matchService(this.defs, { port: e.lport, comm, netns: e.netns }, (n) => netnsInode(n, this.env)) : undefined;
+    const named = this.defs.length
+      ? matchService(this.defs, { port: e.lport, comm, netns: e.netns }, (n) => netnsInode(n, this.env))
+      : undefined;
     if (named) return named;
-    return comm ? `${comm}:${e.lport}` : `${e.lport}/${e.protocol === 6 ? 'tcp' : e.protocol === 17 ? 'udp' : e.protocol}`;
+    return comm
+      ? `${comm}:${e.lport}`
+      : `${e.lport}/${e.protocol === 6 ? 'tcp' : e.protocol === 17 ? 'udp' : e.protocol}`;
   }
 
   /**
@@ -228,7 +260,12 @@ export class DropNamer {
 }
 
 /** Label values past `max` distinct ones go to "other" (and are counted). */
-function bounded<T>(rows: [string, T][], max: number, merge: (a: T, b: T) => T, weight: (x: T) => number): { rows: [string, T][]; folded: number } {
+function bounded<T>(
+  rows: [string, T][],
+  max: number,
+  merge: (a: T, b: T) => T,
+  weight: (x: T) => number,
+): { rows: [string, T][]; folded: number } {
   const sorted = [...rows].sort((a, b) => weight(b[1]) - weight(a[1]));
   if (sorted.length <= max) return { rows: sorted, folded: 0 };
   const keep = sorted.slice(0, Math.max(0, max - 1));
@@ -283,8 +320,18 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
       for (const k of keys) pktsBy.set(service, (pktsBy.get(service) ?? 0) + (byPort.get(k) ?? 0));
     }
   }
-  const svc = bounded([...group((e) => e.service)].map(([k, v]) => [k, v] as [string, typeof named]), maxLabels, (a, b) => [...a, ...b], sum);
-  const fns = bounded([...group((e) => e.fn)].map(([k, v]) => [k, v] as [string, typeof named]), maxLabels, (a, b) => [...a, ...b], sum);
+  const svc = bounded(
+    [...group((e) => e.service)].map(([k, v]) => [k, v] as [string, typeof named]),
+    maxLabels,
+    (a, b) => [...a, ...b],
+    sum,
+  );
+  const fns = bounded(
+    [...group((e) => e.fn)].map(([k, v]) => [k, v] as [string, typeof named]),
+    maxLabels,
+    (a, b) => [...a, ...b],
+    sum,
+  );
   return {
     total,
     rate_per_s: Math.round((total / d) * 1000) / 1000,
@@ -306,22 +353,42 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
       };
     }),
     top_functions: fns.rows.slice(0, 20).map(([fn, xs]) => ({
-      function: fn, drops: sum(xs), layer: xs[0].layer, by_reason: countBy(xs, (e) => e.reasonName),
+      function: fn,
+      drops: sum(xs),
+      layer: xs[0].layer,
+      by_reason: countBy(xs, (e) => e.reasonName),
     })),
-    top_flows: [...named].sort((a, b) => b.packets - a.packets).slice(0, 20).map((e) => ({
-      protocol: PROTO[e.protocol] ?? String(e.protocol),
-      local: endpoint(e.laddr, e.lport, e.family),
-      remote: endpoint(e.raddr, e.rport, e.family),
-      direction: e.dir === 1 ? 'in' : e.dir === 2 ? 'out' : 'unknown',
-      netns: e.netns, reason: e.reasonName, function: e.fn, layer: e.layer, service: e.service, drops: e.packets,
-    })),
+    top_flows: [...named]
+      .sort((a, b) => b.packets - a.packets)
+      .slice(0, 20)
+      .map((e) => ({
+        protocol: PROTO[e.protocol] ?? String(e.protocol),
+        local: endpoint(e.laddr, e.lport, e.family),
+        remote: endpoint(e.raddr, e.rport, e.family),
+        direction: e.dir === 1 ? 'in' : e.dir === 2 ? 'out' : 'unknown',
+        netns: e.netns,
+        reason: e.reasonName,
+        function: e.fn,
+        layer: e.layer,
+        service: e.service,
+        drops: e.packets,
+      })),
     labels_folded: { services: svc.folded, functions: fns.folded },
     breakdown: { counted, scale: factor, unattributed, table_full: f.kernel.drop_table_full ?? 0 },
     kernel: f.kernel,
   };
 }
 
-export function buildDropReport(r: SessionResult, ctx: { filters: string[]; namer: DropNamer; maxLabels: number; sampling: SamplingInfo; exports?: Record<string, unknown> }) {
+export function buildDropReport(
+  r: SessionResult,
+  ctx: {
+    filters: string[];
+    namer: DropNamer;
+    maxLabels: number;
+    sampling: SamplingInfo;
+    exports?: Record<string, unknown>;
+  },
+) {
   const f = readDropFigures(r.maps);
   const durationS = Number(r.endNs - r.startNs) / 1e9;
   return {
@@ -345,7 +412,10 @@ export function buildDropReport(r: SessionResult, ctx: { filters: string[]; name
       filters: ctx.filters,
       kallsyms_restricted: ctx.namer.kallsymsRestricted,
       programs: r.programs.map((p) => ({
-        name: p.name, id: p.id, run_count: Number(p.runCount), run_time_ns: Number(p.runTimeNs),
+        name: p.name,
+        id: p.id,
+        run_count: Number(p.runCount),
+        run_time_ns: Number(p.runTimeNs),
         ns_per_run: p.runCount > 0n ? Math.round(Number(p.runTimeNs) / Number(p.runCount)) : null,
       })),
     },
@@ -359,10 +429,16 @@ export function dropOutputs(namer: DropNamer, maxLabels: number): ProbeOutputs<D
     read: (_state, _k, maps) => readDropFigures(maps),
     diff: diffDropFigures,
     interval: (f, span, sampling) => ({
-      type: 'interval', probe: 'packet-drop-probe', report_version: REPORT_VERSION, host: os.hostname(), seq: span.seq,
-      start: span.start.toISOString(), end: span.end.toISOString(),
+      type: 'interval',
+      probe: 'packet-drop-probe',
+      report_version: REPORT_VERSION,
+      host: os.hostname(),
+      seq: span.seq,
+      start: span.start.toISOString(),
+      end: span.end.toISOString(),
       duration_seconds: (span.end.getTime() - span.start.getTime()) / 1000,
-      drops: dropsSection(f, namer, (span.end.getTime() - span.start.getTime()) / 1000, maxLabels, sampling.rate), sampling,
+      drops: dropsSection(f, namer, (span.end.getTime() - span.start.getTime()) / 1000, maxLabels, sampling.rate),
+      sampling,
     }),
     metricSet: (f, span, sampling): MetricSet => {
       const s = dropsSection(f, namer, (span.end.getTime() - span.start.getTime()) / 1000, maxLabels, sampling.rate);
@@ -379,23 +455,63 @@ export function dropOutputs(namer: DropNamer, maxLabels: number): ProbeOutputs<D
         a.n += e.packets * s.breakdown.scale; // a fixed factor: counters never go down
         agg.set(k, a);
       }
-      for (const a of agg.values()) counters.push({ name: 'drops', help: 'Packets the kernel dropped (skb:kfree_skb), by reason, layer and service', labels: { reason: a.reason, layer: a.layer, service: a.service }, value: Math.round(a.n) });
+      for (const a of agg.values())
+        counters.push({
+          name: 'drops',
+          help: 'Packets the kernel dropped (skb:kfree_skb), by reason, layer and service',
+          labels: { reason: a.reason, layer: a.layer, service: a.service },
+          value: Math.round(a.n),
+        });
       for (const x of s.by_service) {
-        if (x.packets !== null) counters.push({ name: 'service_packets', help: 'Packets the local sockets of the service sent or received', labels: { service: x.service }, value: x.packets });
+        if (x.packets !== null)
+          counters.push({
+            name: 'service_packets',
+            help: 'Packets the local sockets of the service sent or received',
+            labels: { service: x.service },
+            value: x.packets,
+          });
       }
 
-      counters.push({ name: 'drops_unattributed', help: 'Drops in the total that the breakdown does not hold (the kernel map was full)', labels: {}, value: s.breakdown.unattributed });
-      return { probe: 'packet-drop-probe', host: os.hostname(), start: span.start, end: span.end, cumulative: span.cumulative, histograms: [], counters,
-        gauges: [{ name: 'drop_labels_folded', help: 'Distinct services folded into "other" in this span', labels: { label: 'service' }, value: s.labels_folded.services }] };
+      counters.push({
+        name: 'drops_unattributed',
+        help: 'Drops in the total that the breakdown does not hold (the kernel map was full)',
+        labels: {},
+        value: s.breakdown.unattributed,
+      });
+      return {
+        probe: 'packet-drop-probe',
+        host: os.hostname(),
+        start: span.start,
+        end: span.end,
+        cumulative: span.cumulative,
+        histograms: [],
+        counters,
+        gauges: [
+          {
+            name: 'drop_labels_folded',
+            help: 'Distinct services folded into "other" in this span',
+            labels: { label: 'service' },
+            value: s.labels_folded.services,
+          },
+        ],
+      };
     },
     // while the probe runs: the owners of ports with drops, before they go away
     watch: (_state, _k, maps) => namer.learn(maps.percpuHash('drops').map(([k, v]) => decodeDrop(k, v))),
-    progress: (f) => ({ requests: f.drops.reduce((a, e) => a + e.packets, 0), p50_ms: null, p99_ms: null, lost: f.kernel.drop_table_full ?? 0 }),
+    progress: (f) => ({
+      requests: f.drops.reduce((a, e) => a + e.packets, 0),
+      p50_ms: null,
+      p99_ms: null,
+      lost: f.kernel.drop_table_full ?? 0,
+    }),
     demand: () => ({ seen: 0, lost: 0 }),
   };
 }
 
 export function dropSummary(rep: DropReport): string {
-  const top = Object.entries(rep.drops.by_reason).slice(0, 3).map(([k, v]) => `${k} ${v}`).join(', ');
+  const top = Object.entries(rep.drops.by_reason)
+    .slice(0, 3)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
   return `packet-drop-probe: ${rep.drops.total} drops in ${rep.duration_seconds} s (${rep.drops.rate_per_s}/s)${top ? `; ${top}` : ''}`;
 }

@@ -10,7 +10,17 @@
 import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { ROLE_CLIENT, ROLE_SERVER, CONN_F_ROLE_INFERRED } from '../records.js';
-import { endpoint, readConnTable, readCounters, readGlobalHistograms, readSvcTable, type ConnSlot, type Counters, type ServiceSlot, type State } from '../wasm.js';
+import {
+  endpoint,
+  readConnTable,
+  readCounters,
+  readGlobalHistograms,
+  readSvcTable,
+  type ConnSlot,
+  type Counters,
+  type ServiceSlot,
+  type State,
+} from '../wasm.js';
 import { diff, mergeAll, percentile, toBucketList, type HistogramSnapshot } from '../histogram.js';
 import { LATENCY_STATS } from '../probes/latency.js';
 import type { SessionResult } from '../pipeline/session.js';
@@ -72,12 +82,16 @@ export function serviceNamer(conns: readonly ConnSlot[], defs: readonly ServiceD
   const netns = (n: string) => netnsInode(n, env);
   const byDefs = (port: number, side: ConnSlot | undefined) =>
     defs.length
-      ? matchService(defs, {
-        port,
-        comm: side?.comm || undefined,
-        cgroupPath: side ? cgroupPathOf(side.cgroup_id) : undefined,
-        netns: side?.netns,
-      }, netns)
+      ? matchService(
+          defs,
+          {
+            port,
+            comm: side?.comm || undefined,
+            cgroupPath: side ? cgroupPathOf(side.cgroup_id) : undefined,
+            netns: side?.netns,
+          },
+          netns,
+        )
       : undefined;
   return (s) => {
     if (s.role === ROLE_SERVER) {
@@ -85,11 +99,18 @@ export function serviceNamer(conns: readonly ConnSlot[], defs: readonly ServiceD
       return byDefs(s.port, side) ?? `${side?.comm || procComm(s.tgid) || `pid${s.tgid}`}:${s.port}`;
     }
     const local = serverAt.get(`${s.raddr}|${s.port}`);
-    return byDefs(s.port, local) ?? (local?.comm ? `${local.comm}:${local.lport}` : endpoint(s.raddr, s.port, s.family));
+    return (
+      byDefs(s.port, local) ?? (local?.comm ? `${local.comm}:${local.lport}` : endpoint(s.raddr, s.port, s.family))
+    );
   };
 }
 
-export function readLatencyFigures(state: State, kernelStats: bigint[], defs: readonly ServiceDef[] = [], conns?: ConnSlot[]): LatencyFigures {
+export function readLatencyFigures(
+  state: State,
+  kernelStats: bigint[],
+  defs: readonly ServiceDef[] = [],
+  conns?: ConnSlot[],
+): LatencyFigures {
   const g = readGlobalHistograms(state);
   const counters = readCounters(state, { flush: false });
   const slots = readSvcTable(state, { flush: false, metric: 0 }); // the latency slots (connection-tracker's measures have their own)
@@ -105,7 +126,10 @@ export function readLatencyFigures(state: State, kernelStats: bigint[], defs: re
       requests: s.requests,
       hist: s.hist!,
     })),
-    kernel: Object.fromEntries(LATENCY_STATS.map((n, i) => [n, Number(kernelStats[i] ?? 0n)])) as Record<LatencyStat, number>,
+    kernel: Object.fromEntries(LATENCY_STATS.map((n, i) => [n, Number(kernelStats[i] ?? 0n)])) as Record<
+      LatencyStat,
+      number
+    >,
     counters,
   };
 }
@@ -115,19 +139,24 @@ export function diffLatencyFigures(cur: LatencyFigures, prev: LatencyFigures | u
   if (!prev) return cur;
   const before = new Map(prev.services.map((s) => [s.key, s]));
   const sub = <K extends string>(a: Record<K, number>, b: Record<K, number>) =>
-    Object.fromEntries(Object.entries(a).map(([k, v]) => [k, (v as number) - ((b as Record<string, number>)[k] ?? 0)])) as Record<K, number>;
+    Object.fromEntries(
+      Object.entries(a).map(([k, v]) => [k, (v as number) - ((b as Record<string, number>)[k] ?? 0)]),
+    ) as Record<K, number>;
   return {
     client: diff(cur.client, prev.client),
     server: diff(cur.server, prev.server),
     network: diff(cur.network, prev.network),
     services: cur.services
-      .map((s) => ({ ...s, requests: s.requests - (before.get(s.key)?.requests ?? 0), hist: diff(s.hist, before.get(s.key)?.hist) }))
+      .map((s) => ({
+        ...s,
+        requests: s.requests - (before.get(s.key)?.requests ?? 0),
+        hist: diff(s.hist, before.get(s.key)?.hist),
+      }))
       .filter((s) => s.requests > 0),
     kernel: sub(cur.kernel, prev.kernel),
     counters: sub(cur.counters, prev.counters),
   };
 }
-
 
 /** Exchanges the kernel saw finish, measured or not, per role (kernel counters: exact, whatever reached user space). */
 export function exchangesSeen(f: LatencyFigures): { client: number; server: number } {
@@ -193,7 +222,11 @@ export interface LatencyMetrics {
   services: unknown[];
   events: { send: number; receive: number; cleanup: number; lost: number };
   loss: Record<string, number>;
-  sampling: SamplingInfo & { requests_measured: number; exchanges_seen: number; factor: { client: number; server: number } };
+  sampling: SamplingInfo & {
+    requests_measured: number;
+    exchanges_seen: number;
+    factor: { client: number; server: number };
+  };
   overhead_analysis: Record<string, unknown>;
 }
 
@@ -307,7 +340,10 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
     kernel: os.release(),
     metrics: {
       ...metrics,
-      overhead_analysis: { ...overhead, network_srtt_ms: (metrics.overhead_analysis.network_srtt_ms as number | null) ?? null },
+      overhead_analysis: {
+        ...overhead,
+        network_srtt_ms: (metrics.overhead_analysis.network_srtt_ms as number | null) ?? null,
+      },
       connections,
     },
     pipeline: {
@@ -337,7 +373,11 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
 }
 
 /** One interval of the JSON stream: the report's fields for [start, end). */
-export function latencyIntervalReport(f: LatencyFigures, span: { start: Date; end: Date; seq: number }, sampling: SamplingInfo) {
+export function latencyIntervalReport(
+  f: LatencyFigures,
+  span: { start: Date; end: Date; seq: number },
+  sampling: SamplingInfo,
+) {
   return {
     type: 'interval',
     probe: 'latency-probe',
@@ -346,48 +386,91 @@ export function latencyIntervalReport(f: LatencyFigures, span: { start: Date; en
     seq: span.seq,
     start: span.start.toISOString(),
     end: span.end.toISOString(),
-    duration_seconds: Math.round((span.end.getTime() - span.start.getTime())) / 1000,
+    duration_seconds: Math.round(span.end.getTime() - span.start.getTime()) / 1000,
     metrics: latencyMetrics(f, sampling),
   };
 }
 
 /** The figures as exporter series (InfluxDB, Prometheus): names and labels in src/export/model.ts terms. */
-export function latencyMetricSet(f: LatencyFigures, span: { start: Date; end: Date; cumulative: boolean }, sampling: SamplingInfo): MetricSet {
+export function latencyMetricSet(
+  f: LatencyFigures,
+  span: { start: Date; end: Date; cumulative: boolean },
+  sampling: SamplingInfo,
+): MetricSet {
   const factors = samplingFactors(f);
   const seen = exchangesSeen(f);
   const histograms: HistogramSeries[] = [
     ...(['client', 'server'] as const).map((view) => ({
-      name: 'request_duration', help: 'Request to response time of TCP exchanges seen by the kernel, per view (client: first byte written to first byte of the response read; server: request read to response written)',
-      labels: { view }, hist: f[view],
+      name: 'request_duration',
+      help: 'Request to response time of TCP exchanges seen by the kernel, per view (client: first byte written to first byte of the response read; server: request read to response written)',
+      labels: { view },
+      hist: f[view],
     })),
-    { name: 'network_rtt', help: "The kernel's smoothed TCP round-trip time (srtt) of measured connections", labels: {}, hist: f.network },
+    {
+      name: 'network_rtt',
+      help: "The kernel's smoothed TCP round-trip time (srtt) of measured connections",
+      labels: {},
+      hist: f.network,
+    },
     ...servicesOut(f.services, factors).map((s) => ({
-      name: 'service_request_duration', help: 'Request to response time per service and role (client or server side)',
-      labels: { service: s.service, role: s.role }, hist: s.hist,
+      name: 'service_request_duration',
+      help: 'Request to response time per service and role (client or server side)',
+      labels: { service: s.service, role: s.role },
+      hist: s.hist,
     })),
   ];
   const k = f.kernel;
-  const c = (name: string, help: string, value: number, labels: Record<string, string> = {}): ScalarSeries => ({ name, help, labels, value });
+  const c = (name: string, help: string, value: number, labels: Record<string, string> = {}): ScalarSeries => ({
+    name,
+    help,
+    labels,
+    value,
+  });
   const counters: ScalarSeries[] = [
     c('requests', 'Exchanges measured (sampled), per view', f.client.count, { view: 'client' }),
     c('requests', 'Exchanges measured (sampled), per view', f.server.count, { view: 'server' }),
-    c('exchanges_seen', 'Exchanges the kernel saw finish, measured or not (sampling), per view', seen.client, { view: 'client' }),
-    c('exchanges_seen', 'Exchanges the kernel saw finish, measured or not (sampling), per view', seen.server, { view: 'server' }),
+    c('exchanges_seen', 'Exchanges the kernel saw finish, measured or not (sampling), per view', seen.client, {
+      view: 'client',
+    }),
+    c('exchanges_seen', 'Exchanges the kernel saw finish, measured or not (sampling), per view', seen.server, {
+      view: 'server',
+    }),
     c('socket_events', 'Reads and writes seen on tracked sockets', k.send, { event: 'send' }),
     c('socket_events', 'Reads and writes seen on tracked sockets', k.receive, { event: 'receive' }),
     c('lost_records', 'Records the kernel could not write because the perf ring was full', k.output_failures),
     c('sockets_evicted', 'Sockets pushed out of the full in-kernel socket table', k.evicted),
     c('sockets_filtered', 'Sockets left out by --filter', k.filtered),
     c('exchanges_discarded', 'Exchanges dropped as inconsistent', k.discarded),
-    c('table_full', 'Records that found the user-space table full', f.counters.conn_table_full, { table: 'connections' }),
+    c('table_full', 'Records that found the user-space table full', f.counters.conn_table_full, {
+      table: 'connections',
+    }),
     c('table_full', 'Records that found the user-space table full', f.counters.svc_table_full, { table: 'services' }),
   ];
   const gauges: ScalarSeries[] = [
     c('sample_rate', '1 request in this many is measured', sampling.rate),
-    c('sampling_factor', 'Exchanges seen per exchange measured, per view (scales measured counts into estimates)', Math.round(factors.client * 1000) / 1000, { view: 'client' }),
-    c('sampling_factor', 'Exchanges seen per exchange measured, per view (scales measured counts into estimates)', Math.round(factors.server * 1000) / 1000, { view: 'server' }),
+    c(
+      'sampling_factor',
+      'Exchanges seen per exchange measured, per view (scales measured counts into estimates)',
+      Math.round(factors.client * 1000) / 1000,
+      { view: 'client' },
+    ),
+    c(
+      'sampling_factor',
+      'Exchanges seen per exchange measured, per view (scales measured counts into estimates)',
+      Math.round(factors.server * 1000) / 1000,
+      { view: 'server' },
+    ),
   ];
-  return { probe: 'latency-probe', host: os.hostname(), start: span.start, end: span.end, cumulative: span.cumulative, histograms, counters, gauges };
+  return {
+    probe: 'latency-probe',
+    host: os.hostname(),
+    start: span.start,
+    end: span.end,
+    cumulative: span.cumulative,
+    histograms,
+    counters,
+    gauges,
+  };
 }
 
 /**
@@ -396,7 +479,11 @@ export function latencyMetricSet(f: LatencyFigures, span: { start: Date; end: Da
  * (kernel, network and, with a mesh, sidecars). Exact when the client and
  * server views cover the same requests (both ends on this host, one filter).
  */
-export function overheadAnalysis(client: ViewSummary, server: ViewSummary, network: ViewSummary): Record<string, unknown> {
+export function overheadAnalysis(
+  client: ViewSummary,
+  server: ViewSummary,
+  network: ViewSummary,
+): Record<string, unknown> {
   const both = client.total_requests > 0 && server.total_requests > 0;
   const round = (x: number) => Math.round(x * 1e4) / 1e4;
   return {
@@ -405,7 +492,8 @@ export function overheadAnalysis(client: ViewSummary, server: ViewSummary, netwo
     kernel_processing_ms: both ? round(Math.max(0, client.mean_ms - server.mean_ms)) : null,
     mesh_processing_ms: null,
     network_srtt_ms: network.total_requests > 0 ? network.percentiles.p50 : null,
-    method: 'this interval, from the views alone (means): total = client view, application = server view, kernel = total - ' +
+    method:
+      'this interval, from the views alone (means): total = client view, application = server view, kernel = total - ' +
       'application (kernel, network and any proxy between them); the final report follows connections through sidecar proxies ' +
       'and splits out mesh_processing_ms',
   };
@@ -414,10 +502,17 @@ export function overheadAnalysis(client: ViewSummary, server: ViewSummary, netwo
 export function summaryLine(rep: LatencyReport): string {
   const m = rep.metrics;
   const v = (name: string, s: ViewSummary) =>
-    s.total_requests > 0 ? `${name} p50 ${s.percentiles.p50} ms p99 ${s.percentiles.p99} ms (${s.total_requests})` : `${name} none`;
-  const sampled = m.sampling.rate > 1 || m.sampling.mode === 'auto' ? `; sampled 1 in ${m.sampling.rate}, ~${m.total_requests_estimated} estimated` : '';
-  return `latency-probe: ${m.total_requests} requests in ${rep.duration_seconds} s${sampled}; ${v('client', m.client)}; ` +
-    `${v('server', m.server)}; ${m.connections.length} connections; lost ${m.events.lost}`;
+    s.total_requests > 0
+      ? `${name} p50 ${s.percentiles.p50} ms p99 ${s.percentiles.p99} ms (${s.total_requests})`
+      : `${name} none`;
+  const sampled =
+    m.sampling.rate > 1 || m.sampling.mode === 'auto'
+      ? `; sampled 1 in ${m.sampling.rate}, ~${m.total_requests_estimated} estimated`
+      : '';
+  return (
+    `latency-probe: ${m.total_requests} requests in ${rep.duration_seconds} s${sampled}; ${v('client', m.client)}; ` +
+    `${v('server', m.server)}; ${m.connections.length} connections; lost ${m.events.lost}`
+  );
 }
 
 /** How the run loop reads, differences and shows latency figures (src/cli/run-probe.ts). */

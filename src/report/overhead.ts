@@ -122,9 +122,11 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
     .map((c) => ({ c, sum: c.hist!.sum_ns, count: c.hist!.count, proxy: proxySet.has(inp.commOf(c)) }));
 
   const servers = new Map<string, Side>();
-  for (const s of sides) if (s.c.role === ROLE_SERVER) servers.set(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns), s);
+  for (const s of sides)
+    if (s.c.role === ROLE_SERVER) servers.set(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns), s);
   const clientsByKey = new Map<string, Side>();
-  for (const s of sides) if (s.c.role === ROLE_CLIENT) clientsByKey.set(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns), s);
+  for (const s of sides)
+    if (s.c.role === ROLE_CLIENT) clientsByKey.set(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns), s);
   // Traffic captured by iptables (Istio's REDIRECT to its sidecar) reaches a socket whose local
   // address is not the one the client connected to: its ends pair by the client's own address
   // alone, when exactly one socket on the other side has it.
@@ -142,12 +144,20 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
       return hit && hit.length === 1 ? hit[0] : undefined;
     };
   };
-  const serverByClientAddr = bySource(sides.filter((s) => s.c.role === ROLE_SERVER), (s) => [s.c.raddr, s.c.rport]);
-  const clientByOwnAddr = bySource(sides.filter((s) => s.c.role === ROLE_CLIENT), (s) => [s.c.laddr, s.c.lport]);
+  const serverByClientAddr = bySource(
+    sides.filter((s) => s.c.role === ROLE_SERVER),
+    (s) => [s.c.raddr, s.c.rport],
+  );
+  const clientByOwnAddr = bySource(
+    sides.filter((s) => s.c.role === ROLE_CLIENT),
+    (s) => [s.c.laddr, s.c.lport],
+  );
   const peerOfClient = (s: Side) =>
-    servers.get(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns)) ?? serverByClientAddr(s.c.laddr, s.c.lport, s.c.netns);
+    servers.get(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns)) ??
+    serverByClientAddr(s.c.laddr, s.c.lport, s.c.netns);
   const peerOfServer = (s: Side) =>
-    clientsByKey.get(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns)) ?? clientByOwnAddr(s.c.raddr, s.c.rport, s.c.netns);
+    clientsByKey.get(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns)) ??
+    clientByOwnAddr(s.c.raddr, s.c.rport, s.c.netns);
 
   // proxies, one per process
   const byPid = new Map<number, { comm: string; netns: number; down: Side[]; up: Side[] }>();
@@ -170,9 +180,15 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
     const up = msOf(us, uc);
     const processingNs = dc > 0 && uc > 0 ? ds / dc - us / uc : null;
     proxies.set(pid, {
-      comm: p.comm, pid, netns: p.netns, requests: dc, upstream_requests: uc,
-      downstream_ms: down === null ? null : r4(down), upstream_ms: up === null ? null : r4(up),
-      processing_ms: processingNs === null ? null : r4(processingNs / 1e6), processingNs,
+      comm: p.comm,
+      pid,
+      netns: p.netns,
+      requests: dc,
+      upstream_requests: uc,
+      downstream_ms: down === null ? null : r4(down),
+      upstream_ms: up === null ? null : r4(up),
+      processing_ms: processingNs === null ? null : r4(processingNs / 1e6),
+      processingNs,
     });
   }
   const label = (pid: number) => `${pid}:${proxies.get(pid)?.comm}`;
@@ -216,7 +232,14 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
     return { path, ends, open };
   }
 
-  interface Group { service: string; path: number[]; clientSum: number; clientCount: number; ends: Set<Side>; clients_seen: boolean }
+  interface Group {
+    service: string;
+    path: number[];
+    clientSum: number;
+    clientCount: number;
+    ends: Set<Side>;
+    clients_seen: boolean;
+  }
   const groups = new Map<string, Group>();
   let unpaired = 0;
   let unpairedSum = 0;
@@ -230,9 +253,16 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
       unpairedSum += cl.sum;
       continue;
     }
-    const service = walk.service ??= endsKey(walk.ends);
+    const service = (walk.service ??= endsKey(walk.ends));
     const key = `${service}\u0000${walk.path.join('>')}`;
-    const g = groups.get(key) ?? { service, path: walk.path, clientSum: 0, clientCount: 0, ends: new Set<Side>(), clients_seen: true };
+    const g = groups.get(key) ?? {
+      service,
+      path: walk.path,
+      clientSum: 0,
+      clientCount: 0,
+      ends: new Set<Side>(),
+      clients_seen: true,
+    };
     g.clientSum += cl.sum;
     g.clientCount += cl.count;
     for (const e of walk.ends) g.ends.add(e);
@@ -255,7 +285,14 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
     }
     const service = inp.serviceOf(srv.c);
     const key = `${service}\u0000${path.join('>')}\u0000inbound`;
-    const g = groups.get(key) ?? { service, path, clientSum: 0, clientCount: 0, ends: new Set<Side>(), clients_seen: false };
+    const g = groups.get(key) ?? {
+      service,
+      path,
+      clientSum: 0,
+      clientCount: 0,
+      ends: new Set<Side>(),
+      clients_seen: false,
+    };
     g.ends.add(srv);
     groups.set(key, g);
   }
@@ -284,7 +321,8 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
   // overall: request-weighted over the services whose clients are here and split completely
   const full = byService.filter((s) => s.clients_seen && s.kernel_processing_ms !== null);
   const n = full.reduce((a, s) => a + s.requests, 0);
-  const w = (k: keyof OverheadPart) => (n > 0 ? r4(full.reduce((a, s) => a + (s[k] as number) * s.requests, 0) / n) : null);
+  const w = (k: keyof OverheadPart) =>
+    n > 0 ? r4(full.reduce((a, s) => a + (s[k] as number) * s.requests, 0) / n) : null;
   const allClients = sides.filter((s) => !s.proxy && s.c.role === ROLE_CLIENT);
   const [cs, cc] = sum(allClients);
   return {
@@ -307,8 +345,15 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
 
 /** A comma list of process names for --proxy-comm (15 characters at most: the kernel's comm). */
 export function parseProxyComms(v: string): string[] {
-  const names = v.split(',').map((s) => s.trim()).filter(Boolean);
+  const names = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (!names.length) throw usageError('--proxy-comm: give process names, e.g. --proxy-comm envoy,haproxy');
-  for (const n of names) if (n.length > 15) throw usageError(`--proxy-comm: '${n}' is longer than 15 characters; the kernel keeps the first 15 of a process name: write '${n.slice(0, 15)}'`);
+  for (const n of names)
+    if (n.length > 15)
+      throw usageError(
+        `--proxy-comm: '${n}' is longer than 15 characters; the kernel keeps the first 15 of a process name: write '${n.slice(0, 15)}'`,
+      );
   return names;
 }

@@ -2,9 +2,24 @@
  * How a histogram is shown in every report: counts, the report's bins,
  * percentiles in milliseconds, and the raw buckets (mergeable across hosts).
  */
-import { mean, percentile, rangeCounts, toBucketList, type BucketList, type HistogramSnapshot, type RangeLabel } from '../histogram.js';
+import {
+  mean,
+  percentile,
+  rangeCounts,
+  toBucketList,
+  type BucketList,
+  type HistogramSnapshot,
+  type RangeLabel,
+} from '../histogram.js';
 
-export const PERCENTILES = [['p50', 0.5], ['p75', 0.75], ['p90', 0.9], ['p95', 0.95], ['p99', 0.99], ['p999', 0.999]] as const;
+export const PERCENTILES = [
+  ['p50', 0.5],
+  ['p75', 0.75],
+  ['p90', 0.9],
+  ['p95', 0.95],
+  ['p99', 0.99],
+  ['p999', 0.999],
+] as const;
 export type PercentileName = (typeof PERCENTILES)[number][0];
 
 export function ms(ns: number): number {

@@ -19,7 +19,13 @@ export function writeTextAtomic(file: string, text: string, opts: { fallback?: s
   const abs = path.resolve(file);
   const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.tmp-${process.pid}`);
   // a device or a pipe (/dev/null, a FIFO) is written in place: renaming over it would replace it
-  const special = (() => { try { return !statSync(abs).isFile(); } catch { return false; } })();
+  const special = (() => {
+    try {
+      return !statSync(abs).isFile();
+    } catch {
+      return false;
+    }
+  })();
   try {
     if (special) {
       writeFileSync(abs, text);
@@ -29,19 +35,32 @@ export function writeTextAtomic(file: string, text: string, opts: { fallback?: s
     renameSync(tmp, abs);
     return abs;
   } catch (e) {
-    try { unlinkSync(tmp); } catch { /* it may not exist */ }
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* it may not exist */
+    }
     const err = e as NodeJS.ErrnoException;
     if (!opts.fallback) {
-      throw new MeshprobeError('MP_REPORT_WRITE', `cannot write ${abs} (${err.code ?? err.message}); choose another --output`, EXIT_RUNTIME);
+      throw new MeshprobeError(
+        'MP_REPORT_WRITE',
+        `cannot write ${abs} (${err.code ?? err.message}); choose another --output`,
+        EXIT_RUNTIME,
+      );
     }
     // keep what was measured: fall back to the temporary directory
     const fallback = path.join(os.tmpdir(), opts.fallback);
     writeFileSync(fallback, text);
-    throw Object.assign(new Error(`cannot write ${abs} (${err.message}); the report was saved to ${fallback}`), { code: 'MP_REPORT_WRITE', fallback });
+    throw Object.assign(new Error(`cannot write ${abs} (${err.message}); the report was saved to ${fallback}`), {
+      code: 'MP_REPORT_WRITE',
+      fallback,
+    });
   }
 }
 
 /** A probe's JSON report: atomically, saved to the temporary directory if --output cannot be written. */
 export function writeJson(file: string, value: unknown): string {
-  return writeTextAtomic(file, JSON.stringify(value, null, 2) + '\n', { fallback: `meshprobe-report-${process.pid}.json` });
+  return writeTextAtomic(file, JSON.stringify(value, null, 2) + '\n', {
+    fallback: `meshprobe-report-${process.pid}.json`,
+  });
 }

@@ -22,7 +22,11 @@ import { freePort } from '../helpers/servers.js';
 import { mploadBinary, repoRoot, runClient, startServer } from '../helpers/workload.js';
 import { emitBlock } from '../helpers/guest.js';
 
-interface Program { name: string; run_count: number; ns_per_run: number | null }
+interface Program {
+  name: string;
+  run_count: number;
+  ns_per_run: number | null;
+}
 
 let seq = 0;
 let stepStarted = Date.now();
@@ -35,12 +39,22 @@ function emit(step: string, data: Record<string, unknown>): void {
 /** Every probe runs with the debug log (a refused program's verifier log is in it); the host keeps it in a file. */
 const DEBUG = ['--log-level', 'debug'];
 const LOG_MAX = 2 << 20;
-const tail = (s: string | undefined) => (s && s.length > LOG_MAX ? `[... ${s.length - LOG_MAX} bytes cut]\n${s.slice(-LOG_MAX)}` : s);
+const tail = (s: string | undefined) =>
+  s && s.length > LOG_MAX ? `[... ${s.length - LOG_MAX} bytes cut]\n${s.slice(-LOG_MAX)}` : s;
 /** The lines a report reader wants from a debug log: errors, warnings and the verifier's verdicts, not libbpf's chatter. */
-const keyLines = (s: string | undefined) => (s ?? '').split('\n').filter((l) => !/^libbpf: |^\[meshprobe debug\]/.test(l) && l.trim()).slice(-20).join('\n');
+const keyLines = (s: string | undefined) =>
+  (s ?? '')
+    .split('\n')
+    .filter((l) => !/^libbpf: |^\[meshprobe debug\]/.test(l) && l.trim())
+    .slice(-20)
+    .join('\n');
 
 function programs(report: any): Program[] {
-  return ((report?.pipeline?.programs ?? []) as Program[]).map((p) => ({ name: p.name, run_count: p.run_count, ns_per_run: p.ns_per_run }));
+  return ((report?.pipeline?.programs ?? []) as Program[]).map((p) => ({
+    name: p.name,
+    run_count: p.run_count,
+    ns_per_run: p.ns_per_run,
+  }));
 }
 
 /** The probe around `traffic`: ready, traffic, 300 ms, SIGINT. Never throws: what went wrong is in the result. */
@@ -50,7 +64,13 @@ async function around(name: string, args: string[], env: Record<string, string>,
     await probe.ready;
   } catch (e) {
     const exit = await probe.stop('SIGKILL');
-    return { code: exit.code, stderr: keyLines(exit.stderr), log: tail(exit.stderr), report: undefined, error: (e as Error).message.slice(0, 300) };
+    return {
+      code: exit.code,
+      stderr: keyLines(exit.stderr),
+      log: tail(exit.stderr),
+      report: undefined,
+      error: (e as Error).message.slice(0, 300),
+    };
   }
   let trafficError: string | undefined;
   try {
@@ -60,7 +80,13 @@ async function around(name: string, args: string[], env: Record<string, string>,
   }
   await new Promise((r) => setTimeout(r, 300));
   const exit = await probe.stop('SIGINT');
-  return { code: exit.code, stderr: keyLines(exit.stderr), log: tail(exit.stderr), report: exit.report, error: trafficError };
+  return {
+    code: exit.code,
+    stderr: keyLines(exit.stderr),
+    log: tail(exit.stderr),
+    report: exit.report,
+    error: trafficError,
+  };
 }
 
 /** Connects `n` times to a port nobody listens on; the refusals the client itself saw. */
@@ -69,8 +95,14 @@ async function refusedConnects(port: number, n: number): Promise<number> {
   for (let i = 0; i < n; i++) {
     await new Promise<void>((resolve) => {
       const c = net.connect(port, '127.0.0.1');
-      c.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'ECONNREFUSED') refused++; resolve(); });
-      c.on('connect', () => { c.destroy(); resolve(); });
+      c.on('error', (e: NodeJS.ErrnoException) => {
+        if (e.code === 'ECONNREFUSED') refused++;
+        resolve();
+      });
+      c.on('connect', () => {
+        c.destroy();
+        resolve();
+      });
     });
   }
   return refused;
@@ -81,17 +113,41 @@ async function tlsHandshakes(port: number, n: number): Promise<number> {
   const dir = tempDir();
   const key = join(dir, 'key.pem');
   const cert = join(dir, 'cert.pem');
-  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost'], { encoding: 'utf8' });
+  const made = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '2',
+      '-subj',
+      '/CN=localhost',
+    ],
+    { encoding: 'utf8' },
+  );
   let pems: { key: string; cert: string };
   if (made.status === 0) pems = { key: readFileSync(key, 'utf8'), cert: readFileSync(cert, 'utf8') };
-  else pems = JSON.parse(readFileSync(process.env.MATRIX_TLS_PEMS ?? '/matrix-tls.json', 'utf8')) as { key: string; cert: string };
+  else
+    pems = JSON.parse(readFileSync(process.env.MATRIX_TLS_PEMS ?? '/matrix-tls.json', 'utf8')) as {
+      key: string;
+      cert: string;
+    };
   const server = tls.createServer(pems, (s) => s.end('ok'));
   await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
   let done = 0;
   try {
     for (let i = 0; i < n; i++) {
       await new Promise<void>((resolve) => {
-        const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => { done++; });
+        const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }, () => {
+          done++;
+        });
         c.on('data', () => undefined);
         c.on('end', () => resolve());
         c.on('error', () => resolve());
@@ -107,7 +163,12 @@ async function udpToClosedPort(port: number, n: number): Promise<number> {
   const s = dgram.createSocket('udp4');
   let sent = 0;
   for (let i = 0; i < n; i++) {
-    await new Promise<void>((r) => s.send(Buffer.from('meshprobe'), port, '127.0.0.1', (err) => { if (!err) sent++; r(); }));
+    await new Promise<void>((r) =>
+      s.send(Buffer.from('meshprobe'), port, '127.0.0.1', (err) => {
+        if (!err) sent++;
+        r();
+      }),
+    );
     await new Promise((r) => setTimeout(r, 2)); // ICMP port unreachable answers are rate-limited per destination, the drops are not
   }
   s.close();
@@ -127,27 +188,38 @@ function iptablesSetup(): { version?: string; modules?: string; error?: string }
   const v = spawnSync('iptables', ['-V'], { encoding: 'utf8' });
   if (v.error || v.status !== 0) return { modules, error: `no iptables: ${v.error?.message ?? v.stderr}` };
   const t = spawnSync('unshare', ['-n', 'iptables', '-S'], { encoding: 'utf8' });
-  if (t.error || t.status !== 0) return { modules, error: `iptables -S in a new network namespace: ${t.error?.message ?? t.stderr.trim()}` };
+  if (t.error || t.status !== 0)
+    return { modules, error: `iptables -S in a new network namespace: ${t.error?.message ?? t.stderr.trim()}` };
   return { version: v.stdout.trim(), modules };
 }
 
 /** `n` UDP datagrams to 127.0.0.1:port in a new network namespace whose INPUT chain drops them. */
 async function iptablesDrops(port: number, n: number): Promise<{ sent: number; how: string }> {
   const sender = join(tempDir(), 'send.mjs');
-  writeFileSync(sender, `import dgram from 'node:dgram';
+  writeFileSync(
+    sender,
+    `import dgram from 'node:dgram';
 const s = dgram.createSocket('udp4');
 let sent = 0;
 for (let i = 0; i < ${n}; i++) await new Promise((r) => s.send(Buffer.from('meshprobe'), ${port}, '127.0.0.1', (e) => { if (!e) sent++; r(); }));
 s.close();
 console.log('SENT ' + sent);
-`);
+`,
+  );
   const script = `set -e; ip link set lo up; iptables -A INPUT -p udp --dport ${port} -j DROP; ${process.execPath} ${sender}`;
   const child = spawn('unshare', ['-n', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
-  child.stderr.on('data', (b: Buffer) => { out += b.toString(); });
+  child.stdout.on('data', (b: Buffer) => {
+    out += b.toString();
+  });
+  child.stderr.on('data', (b: Buffer) => {
+    out += b.toString();
+  });
   const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-  return { sent: Number(/SENT (\d+)/.exec(out)?.[1] ?? 0), how: `unshare -n sh -c '${script}': exit ${code}: ${out.trim().slice(-500)}` };
+  return {
+    sent: Number(/SENT (\d+)/.exec(out)?.[1] ?? 0),
+    how: `unshare -n sh -c '${script}': exit ${code}: ${out.trim().slice(-500)}`,
+  };
 }
 
 /** Forced hook choices: MESHPROBE_DISABLE_HOOKS leaves one kind for reads and writes. */
@@ -172,7 +244,14 @@ async function main(): Promise<void> {
     const want = ['veth', 'sch_netem', 'ip_tables', 'iptable_filter', 'xt_tcpudp'];
     const m = spawnSync('/bin/modload', want, { encoding: 'utf8' });
     let loaded: string[] = [];
-    try { loaded = readFileSync('/proc/modules', 'utf8').split('\n').filter(Boolean).map((l) => l.split(' ')[0]); } catch { /* none */ }
+    try {
+      loaded = readFileSync('/proc/modules', 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split(' ')[0]);
+    } catch {
+      /* none */
+    }
     emit('modules', { want, code: m.status, stderr: m.stderr, loaded });
   }
   try {
@@ -188,27 +267,67 @@ async function main(): Promise<void> {
       {
         const counted = { client: 0 };
         const r = await around('latency-probe', filter, {}, async () => {
-          counted.client += (await runClient({ addr: '127.0.0.1', port: server.port, requests: 100, bin: mploadBinary })).requests;
-          counted.client += (await runClient({ addr: '127.0.0.1', port: server.port, requests: 40, concurrency: 8, newConn: true, bin: mploadBinary })).requests;
+          counted.client += (
+            await runClient({ addr: '127.0.0.1', port: server.port, requests: 100, bin: mploadBinary })
+          ).requests;
+          counted.client += (
+            await runClient({
+              addr: '127.0.0.1',
+              port: server.port,
+              requests: 40,
+              concurrency: 8,
+              newConn: true,
+              bin: mploadBinary,
+            })
+          ).requests;
         });
         emit('latency', {
-          path: 'default', code: r.code, error: r.error, stderr: r.code === 0 ? undefined : r.stderr, log: r.log, expected: counted.client,
-          client: r.report?.metrics.client.total_requests, server: r.report?.metrics.server.total_requests,
-          hooks: r.report?.pipeline.hooks, degraded: r.report?.pipeline.degraded, kretprobe_missed: r.report?.pipeline.kretprobe_missed,
-          discarded: r.report?.metrics.loss.exchanges_discarded, programs: programs(r.report),
+          path: 'default',
+          code: r.code,
+          error: r.error,
+          stderr: r.code === 0 ? undefined : r.stderr,
+          log: r.log,
+          expected: counted.client,
+          client: r.report?.metrics.client.total_requests,
+          server: r.report?.metrics.server.total_requests,
+          hooks: r.report?.pipeline.hooks,
+          degraded: r.report?.pipeline.degraded,
+          kretprobe_missed: r.report?.pipeline.kretprobe_missed,
+          discarded: r.report?.metrics.loss.exchanges_discarded,
+          programs: programs(r.report),
         });
       }
       for (const [kind, disable] of Object.entries(PATHS)) {
         const counted = { client: 0 };
         const r = await around('latency-probe', filter, { MESHPROBE_DISABLE_HOOKS: disable }, async () => {
-          counted.client += (await runClient({ addr: '127.0.0.1', port: server.port, requests: 50, bin: mploadBinary })).requests;
-          counted.client += (await runClient({ addr: '127.0.0.1', port: server.port, requests: 24, concurrency: 8, newConn: true, bin: mploadBinary })).requests;
+          counted.client += (
+            await runClient({ addr: '127.0.0.1', port: server.port, requests: 50, bin: mploadBinary })
+          ).requests;
+          counted.client += (
+            await runClient({
+              addr: '127.0.0.1',
+              port: server.port,
+              requests: 24,
+              concurrency: 8,
+              newConn: true,
+              bin: mploadBinary,
+            })
+          ).requests;
         });
         emit('latency', {
-          path: kind, code: r.code, error: r.error, stderr: r.code === 0 ? undefined : r.stderr, log: r.log, expected: counted.client,
-          client: r.report?.metrics.client.total_requests, server: r.report?.metrics.server.total_requests,
-          hooks: r.report?.pipeline.hooks, degraded: r.report?.pipeline.degraded, kretprobe_missed: r.report?.pipeline.kretprobe_missed,
-          discarded: r.report?.metrics.loss.exchanges_discarded, programs: programs(r.report),
+          path: kind,
+          code: r.code,
+          error: r.error,
+          stderr: r.code === 0 ? undefined : r.stderr,
+          log: r.log,
+          expected: counted.client,
+          client: r.report?.metrics.client.total_requests,
+          server: r.report?.metrics.server.total_requests,
+          hooks: r.report?.pipeline.hooks,
+          degraded: r.report?.pipeline.degraded,
+          kretprobe_missed: r.report?.pipeline.kretprobe_missed,
+          discarded: r.report?.metrics.loss.exchanges_discarded,
+          programs: programs(r.report),
         });
       }
 
@@ -217,17 +336,40 @@ async function main(): Promise<void> {
         const closed = await freePort();
         const tlsPort = await freePort();
         const seen = { opened: 0, refused: 0, tls: 0 };
-        const r = await around('connection-tracker', ['--filter', `port=${server.port},${closed},${tlsPort}`], {}, async () => {
-          seen.opened += (await runClient({ addr: '127.0.0.1', port: server.port, requests: 20, concurrency: 2, newConn: true, bin: mploadBinary })).requests;
-          seen.refused += await refusedConnects(closed, 5);
-          seen.tls += await tlsHandshakes(tlsPort, 3);
-        });
+        const r = await around(
+          'connection-tracker',
+          ['--filter', `port=${server.port},${closed},${tlsPort}`],
+          {},
+          async () => {
+            seen.opened += (
+              await runClient({
+                addr: '127.0.0.1',
+                port: server.port,
+                requests: 20,
+                concurrency: 2,
+                newConn: true,
+                bin: mploadBinary,
+              })
+            ).requests;
+            seen.refused += await refusedConnects(closed, 5);
+            seen.tls += await tlsHandshakes(tlsPort, 3);
+          },
+        );
         const c = r.report?.connections;
         emit('connections', {
-          code: r.code, error: r.error, stderr: r.code === 0 ? undefined : r.stderr, log: r.log, expected: seen,
-          opened: c?.opened_by_side, refused: c?.failed?.refused, failed_total: c?.failed?.total,
-          tls_handshakes: c?.tls_handshakes, tls_ms: c?.tls_handshake_ms_by_side,
-          hooks: r.report?.pipeline.hooks, degraded: r.report?.pipeline.degraded, programs: programs(r.report),
+          code: r.code,
+          error: r.error,
+          stderr: r.code === 0 ? undefined : r.stderr,
+          log: r.log,
+          expected: seen,
+          opened: c?.opened_by_side,
+          refused: c?.failed?.refused,
+          failed_total: c?.failed?.total,
+          tls_handshakes: c?.tls_handshakes,
+          tls_ms: c?.tls_handshake_ms_by_side,
+          hooks: r.report?.pipeline.hooks,
+          degraded: r.report?.pipeline.degraded,
+          programs: programs(r.report),
         });
       }
     } finally {
@@ -243,9 +385,18 @@ async function main(): Promise<void> {
       });
       const d = r.report?.drops;
       emit('drops', {
-        code: r.code, error: r.error, stderr: r.code === 0 ? undefined : r.stderr, log: r.log, expected: sent,
-        total: d?.total, by_layer: d?.by_layer, by_reason: d?.by_reason, by_protocol: d?.by_protocol,
-        hooks: r.report?.pipeline.hooks, degraded: r.report?.pipeline.degraded, programs: programs(r.report),
+        code: r.code,
+        error: r.error,
+        stderr: r.code === 0 ? undefined : r.stderr,
+        log: r.log,
+        expected: sent,
+        total: d?.total,
+        by_layer: d?.by_layer,
+        by_reason: d?.by_reason,
+        by_protocol: d?.by_protocol,
+        hooks: r.report?.pipeline.hooks,
+        degraded: r.report?.pipeline.degraded,
+        programs: programs(r.report),
       });
     }
 
@@ -263,10 +414,20 @@ async function main(): Promise<void> {
         });
         const d = r.report?.drops;
         emit('iptables', {
-          code: r.code, error: r.error ?? (sent === 50 ? undefined : how), stderr: r.code === 0 ? undefined : r.stderr, log: r.log, expected: sent,
-          iptables: setup.version, modules: setup.modules,
-          total: d?.total, by_layer: d?.by_layer, by_reason: d?.by_reason, by_protocol: d?.by_protocol,
-          hooks: r.report?.pipeline.hooks, degraded: r.report?.pipeline.degraded, programs: programs(r.report),
+          code: r.code,
+          error: r.error ?? (sent === 50 ? undefined : how),
+          stderr: r.code === 0 ? undefined : r.stderr,
+          log: r.log,
+          expected: sent,
+          iptables: setup.version,
+          modules: setup.modules,
+          total: d?.total,
+          by_layer: d?.by_layer,
+          by_reason: d?.by_reason,
+          by_protocol: d?.by_protocol,
+          hooks: r.report?.pipeline.hooks,
+          degraded: r.report?.pipeline.degraded,
+          programs: programs(r.report),
         });
       }
     }
@@ -275,14 +436,24 @@ async function main(): Promise<void> {
     {
       const out = join(tempDir(), 'demo.json');
       const demo = spawn(process.execPath, [join(repoRoot, 'dist', 'src', 'demo.js')], {
-        cwd: repoRoot, env: { ...process.env, DEMO_OUTPUT: out }, stdio: ['ignore', 'pipe', 'pipe'],
+        cwd: repoRoot,
+        env: { ...process.env, DEMO_OUTPUT: out },
+        stdio: ['ignore', 'pipe', 'pipe'],
       });
       let text = '';
-      demo.stdout.on('data', (b: Buffer) => { text += b.toString(); });
-      demo.stderr.on('data', (b: Buffer) => { text += b.toString(); });
+      demo.stdout.on('data', (b: Buffer) => {
+        text += b.toString();
+      });
+      demo.stderr.on('data', (b: Buffer) => {
+        text += b.toString();
+      });
       const code = await new Promise<number | null>((r) => demo.on('exit', (c) => r(c)));
       let requests: number | undefined;
-      try { requests = (JSON.parse(readFileSync(out, 'utf8')) as any).metrics.client.total_requests; } catch { /* none written */ }
+      try {
+        requests = (JSON.parse(readFileSync(out, 'utf8')) as any).metrics.client.total_requests;
+      } catch {
+        /* none written */
+      }
       emit('demo', { code, requests, output: text.slice(-1500) });
     }
 

@@ -34,7 +34,8 @@ interface Skippable {
 export function requireChromium(t: Skippable): string | undefined {
   const bin = findChromium();
   if (bin) return bin;
-  const why = 'chromium is not installed (apt-get install chromium fonts-dejavu-core, or scripts/setup.sh; or set CHROMIUM)';
+  const why =
+    'chromium is not installed (apt-get install chromium fonts-dejavu-core, or scripts/setup.sh; or set CHROMIUM)';
   if (process.env.CI === 'true') throw new Error(`${why}: under CI this test may not be skipped`);
   t.skip(why);
   return undefined;
@@ -42,9 +43,18 @@ export function requireChromium(t: Skippable): string | undefined {
 
 /** Flags for a headless run that reaches for no network of its own. */
 export const HEADLESS_FLAGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--disable-default-apps', '--disable-extensions', '--mute-audio', '--hide-scrollbars',
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-default-apps',
+  '--disable-extensions',
+  '--mute-audio',
+  '--hide-scrollbars',
 ];
 
 export interface ChromiumResult {
@@ -77,7 +87,9 @@ function killGroup(pid: number | undefined): void {
  * orphans is PID 1's job, not ours).
  */
 export function liveMembers(pgid: number): number[] {
-  return processes().filter((p) => p.pgrp === pgid && p.state !== 'Z' && p.state !== 'X').map((p) => p.pid);
+  return processes()
+    .filter((p) => p.pgrp === pgid && p.state !== 'Z' && p.state !== 'X')
+    .map((p) => p.pid);
 }
 
 export function groupAlive(pgid: number): boolean {
@@ -97,8 +109,12 @@ export function runChromium(bin: string, args: string[], timeoutMs = 60_000): Pr
     let stdout = '';
     let stderr = '';
     let timedOut = false;
-    proc.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-    proc.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+    proc.stdout.on('data', (b: Buffer) => {
+      stdout += b.toString();
+    });
+    proc.stderr.on('data', (b: Buffer) => {
+      stderr += b.toString();
+    });
     const timer = setTimeout(() => {
       timedOut = true;
       killGroup(proc.pid);
@@ -115,13 +131,28 @@ export function runChromium(bin: string, args: string[], timeoutMs = 60_000): Pr
       return left;
     };
     proc.on('error', (e) => void done().then(() => reject(e)));
-    proc.on('close', (code, signal) => void done().then((leftover) => resolve({ pid: proc.pid!, profile, code, signal, stdout, stderr, timedOut, leftover })));
+    proc.on(
+      'close',
+      (code, signal) =>
+        void done().then((leftover) =>
+          resolve({ pid: proc.pid!, profile, code, signal, stdout, stderr, timedOut, leftover }),
+        ),
+    );
   });
 }
 
 /** A screenshot of a local page at the given window size. */
-export async function screenshot(bin: string, htmlFile: string, pngFile: string, size: { width: number; height: number }): Promise<ChromiumResult> {
-  const r = await runChromium(bin, [`--screenshot=${pngFile}`, `--window-size=${size.width},${size.height}`, pathToFileURL(htmlFile).href]);
+export async function screenshot(
+  bin: string,
+  htmlFile: string,
+  pngFile: string,
+  size: { width: number; height: number },
+): Promise<ChromiumResult> {
+  const r = await runChromium(bin, [
+    `--screenshot=${pngFile}`,
+    `--window-size=${size.width},${size.height}`,
+    pathToFileURL(htmlFile).href,
+  ]);
   if (r.timedOut) throw new Error(`chromium did not finish the screenshot in time:\n${r.stderr.slice(-2000)}`);
   if (!existsSync(pngFile)) throw new Error(`chromium wrote no screenshot (exit ${r.code}):\n${r.stderr.slice(-2000)}`);
   return r;
@@ -147,7 +178,9 @@ const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0
 
 function paeth(a: number, b: number, c: number): number {
   const p = a + b - c;
-  const pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+  const pa = Math.abs(p - a),
+    pb = Math.abs(p - b),
+    pc = Math.abs(p - c);
   return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
 }
 
@@ -159,7 +192,11 @@ function paeth(a: number, b: number, c: number): number {
 export function decodePng(buf: Buffer): Image {
   if (buf.length < 8 || !buf.subarray(0, 8).equals(PNG_SIGNATURE)) throw new Error('not a PNG (bad signature)');
   let off = 8;
-  let width = 0, height = 0, depth = 0, type = 0, interlace = 0;
+  let width = 0,
+    height = 0,
+    depth = 0,
+    type = 0,
+    interlace = 0;
   const idat: Buffer[] = [];
   while (off + 8 <= buf.length) {
     const len = buf.readUInt32BE(off);
@@ -184,7 +221,8 @@ export function decodePng(buf: Buffer): Image {
   }
   const raw = inflateSync(Buffer.concat(idat));
   const stride = width * channels;
-  if (raw.length < height * (stride + 1)) throw new Error(`PNG data too short: ${raw.length} < ${height * (stride + 1)}`);
+  if (raw.length < height * (stride + 1))
+    throw new Error(`PNG data too short: ${raw.length} < ${height * (stride + 1)}`);
   const out = new Uint8Array(height * stride);
   for (let y = 0; y < height; y++) {
     const filter = raw[y * (stride + 1)];
@@ -197,12 +235,22 @@ export function decodePng(buf: Buffer): Image {
       const c = x >= channels && y > 0 ? out[prev + x - channels] : 0;
       let v = line[x];
       switch (filter) {
-        case 0: break;
-        case 1: v += a; break;
-        case 2: v += b; break;
-        case 3: v += (a + b) >> 1; break;
-        case 4: v += paeth(a, b, c); break;
-        default: throw new Error(`bad PNG filter ${filter} on row ${y}`);
+        case 0:
+          break;
+        case 1:
+          v += a;
+          break;
+        case 2:
+          v += b;
+          break;
+        case 3:
+          v += (a + b) >> 1;
+          break;
+        case 4:
+          v += paeth(a, b, c);
+          break;
+        default:
+          throw new Error(`bad PNG filter ${filter} on row ${y}`);
       }
       out[row + x] = v & 0xff;
     }
@@ -237,21 +285,29 @@ const hex = (r: number, g: number, b: number) => `#${((1 << 24) | (r << 16) | (g
 
 /** Counts colours of an image (or of its rows [y0, y1)). */
 export function pixelStats(img: Image, opts: { minPixels?: number; y0?: number; y1?: number } = {}): PixelStats {
-  const y0 = opts.y0 ?? 0, y1 = Math.min(img.height, opts.y1 ?? img.height);
+  const y0 = opts.y0 ?? 0,
+    y1 = Math.min(img.height, opts.y1 ?? img.height);
   const counts = new Map<number, number>();
   let coloured = 0;
   for (let y = y0; y < y1; y++) {
     for (let x = 0; x < img.width; x++) {
       const i = (y * img.width + x) * 4;
-      const r = img.rgba[i], g = img.rgba[i + 1], b = img.rgba[i + 2];
+      const r = img.rgba[i],
+        g = img.rgba[i + 1],
+        b = img.rgba[i + 2];
       const key = (r << 16) | (g << 8) | b;
       counts.set(key, (counts.get(key) ?? 0) + 1);
       if (Math.max(r, g, b) - Math.min(r, g, b) > 40) coloured++;
     }
   }
   const total = img.width * (y1 - y0);
-  let bg = 0, bgCount = 0;
-  for (const [k, c] of counts) if (c > bgCount) { bg = k; bgCount = c; }
+  let bg = 0,
+    bgCount = 0;
+  for (const [k, c] of counts)
+    if (c > bgCount) {
+      bg = k;
+      bgCount = c;
+    }
   const colours = new Map<string, number>();
   for (const [k, c] of [...counts].sort((a, b) => b[1] - a[1])) {
     if (c < (opts.minPixels ?? 1)) break;
@@ -267,10 +323,17 @@ export function pixelStats(img: Image, opts: { minPixels?: number; y0?: number; 
 
 /** Pixels near a colour (within `tolerance` on every channel). */
 export function countNear(img: Image, colour: string, tolerance = 6): number {
-  const r0 = parseInt(colour.slice(1, 3), 16), g0 = parseInt(colour.slice(3, 5), 16), b0 = parseInt(colour.slice(5, 7), 16);
+  const r0 = parseInt(colour.slice(1, 3), 16),
+    g0 = parseInt(colour.slice(3, 5), 16),
+    b0 = parseInt(colour.slice(5, 7), 16);
   let n = 0;
   for (let i = 0; i < img.rgba.length; i += 4) {
-    if (Math.abs(img.rgba[i] - r0) <= tolerance && Math.abs(img.rgba[i + 1] - g0) <= tolerance && Math.abs(img.rgba[i + 2] - b0) <= tolerance) n++;
+    if (
+      Math.abs(img.rgba[i] - r0) <= tolerance &&
+      Math.abs(img.rgba[i + 1] - g0) <= tolerance &&
+      Math.abs(img.rgba[i + 2] - b0) <= tolerance
+    )
+      n++;
   }
   return n;
 }
@@ -285,7 +348,10 @@ export function countNear(img: Image, colour: string, tolerance = 6): number {
  */
 export function pageRequests(netlogFile: string): string[] {
   let text = readFileSync(netlogFile, 'utf8').trim();
-  let log: { constants: { logEventTypes: Record<string, number> }; events: { type: number; params?: Record<string, unknown> }[] };
+  let log: {
+    constants: { logEventTypes: Record<string, number> };
+    events: { type: number; params?: Record<string, unknown> }[];
+  };
   try {
     log = JSON.parse(text);
   } catch {
@@ -295,7 +361,9 @@ export function pageRequests(netlogFile: string): string[] {
   }
   const start = log.constants.logEventTypes.URL_REQUEST_START_JOB;
   return log.events
-    .filter((e) => e.type === start && e.params && typeof e.params.url === 'string' && e.params.initiator !== 'not an origin')
+    .filter(
+      (e) => e.type === start && e.params && typeof e.params.url === 'string' && e.params.initiator !== 'not an origin',
+    )
     .map((e) => e.params!.url as string);
 }
 
@@ -314,7 +382,13 @@ export interface ChartEl {
   body: string;
 }
 
-const unescape = (s: string) => s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&amp;/g, '&');
+const unescape = (s: string) =>
+  s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/&amp;/g, '&');
 
 function attrsOf(s: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -332,7 +406,13 @@ export function chartsOf(page: string): ChartEl[] {
       paths: [...g[3].matchAll(/<path class="line" d="([^"]*)"/g)].map((p) => p[1]),
       points: (g[3].match(/<circle class="point"/g) ?? []).length,
     }));
-    return { chart: attrs['data-chart'], series: attrs['data-series'] ? attrs['data-series'].split(',') : [], attrs, groups, body: m[2] };
+    return {
+      chart: attrs['data-chart'],
+      series: attrs['data-series'] ? attrs['data-series'].split(',') : [],
+      attrs,
+      groups,
+      body: m[2],
+    };
   });
 }
 

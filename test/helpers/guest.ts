@@ -15,7 +15,19 @@
 // messages that land between the lines are skipped.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  chmodSync,
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { guestModules, type KernelImage } from './kernels.js';
@@ -34,13 +46,74 @@ const XTABLES_EXT = '/usr/lib/x86_64-linux-gnu/xtables';
  * module, the addon, and the runtime dependencies that are loaded at run time
  * (commander, the InfluxDB client; node-addon-api is headers for the build only).
  */
-const PROJECT = ['package.json', 'dist', 'build/bpf', 'build/meshprobe.wasm', 'native/build/Release/meshprobe_native.node',
-  'node_modules/commander', 'node_modules/@influxdata', 'test/tools/bin/mpload', 'test/tools/mpload.c'];
+const PROJECT = [
+  'package.json',
+  'dist',
+  'build/bpf',
+  'build/meshprobe.wasm',
+  'native/build/Release/meshprobe_native.node',
+  'node_modules/commander',
+  'node_modules/@influxdata',
+  'test/tools/bin/mpload',
+  'test/tools/mpload.c',
+];
 
-const APPLETS = ['sh', 'ash', 'mount', 'umount', 'ip', 'cat', 'echo', 'printf', 'sleep', 'kill', 'poweroff', 'touch', 'mkdir', 'ls',
-  'grep', 'sed', 'awk', 'cut', 'head', 'tail', 'tr', 'wc', 'base64', 'gzip', 'insmod', 'rmmod', 'lsmod', 'modprobe', 'dmesg', 'ps',
-  'rm', 'cp', 'mv', 'ln', 'chmod', 'uname', 'true', 'false', 'test', '[', 'timeout', 'unshare', 'nsenter', 'sysctl', 'env', 'id',
-  'hostname', 'tc', 'date', 'sync', 'stat', 'find', 'xargs', 'seq'];
+const APPLETS = [
+  'sh',
+  'ash',
+  'mount',
+  'umount',
+  'ip',
+  'cat',
+  'echo',
+  'printf',
+  'sleep',
+  'kill',
+  'poweroff',
+  'touch',
+  'mkdir',
+  'ls',
+  'grep',
+  'sed',
+  'awk',
+  'cut',
+  'head',
+  'tail',
+  'tr',
+  'wc',
+  'base64',
+  'gzip',
+  'insmod',
+  'rmmod',
+  'lsmod',
+  'modprobe',
+  'dmesg',
+  'ps',
+  'rm',
+  'cp',
+  'mv',
+  'ln',
+  'chmod',
+  'uname',
+  'true',
+  'false',
+  'test',
+  '[',
+  'timeout',
+  'unshare',
+  'nsenter',
+  'sysctl',
+  'env',
+  'id',
+  'hostname',
+  'tc',
+  'date',
+  'sync',
+  'stat',
+  'find',
+  'xargs',
+  'seq',
+];
 
 /** Markers on the console: /init prints them, runGuest() looks for them. */
 export const INIT_MARKER = '=== GUEST INIT';
@@ -112,9 +185,18 @@ export function guestBase(): string {
   const haveIptables = existsSync(XTABLES) && existsSync(XTABLES_EXT);
   const bins = ['/usr/bin/node', ADDON, MPLOAD, ...(haveIptables ? [XTABLES] : [])];
   const libs = [...new Set(bins.flatMap(libraries))].sort();
-  const inputs: string[] = [createHash('sha256').update(initScript() + MODLOAD + APPLETS.join(',')).digest('hex')];
-  for (const f of ['/bin/busybox', ...bins.filter((b) => b !== ADDON && b !== MPLOAD), ...libs, ...(haveIptables ? [XTABLES_EXT] : []),
-    ...PROJECT.map((p) => join(repoRoot, p))]) {
+  const inputs: string[] = [
+    createHash('sha256')
+      .update(initScript() + MODLOAD + APPLETS.join(','))
+      .digest('hex'),
+  ];
+  for (const f of [
+    '/bin/busybox',
+    ...bins.filter((b) => b !== ADDON && b !== MPLOAD),
+    ...libs,
+    ...(haveIptables ? [XTABLES_EXT] : []),
+    ...PROJECT.map((p) => join(repoRoot, p)),
+  ]) {
     if (!existsSync(f)) throw new Error(`the guest needs ${f}: run npm run build`);
     walk(f, inputs);
   }
@@ -127,7 +209,21 @@ export function guestBase(): string {
   const root = join(CACHE, `guest-root-${process.pid}`);
   rmSync(root, { recursive: true, force: true });
   try {
-    for (const d of ['bin', 'sbin', 'proc', 'sys', 'dev', 'tmp', 'run', 'etc', 'usr/bin', 'usr/sbin', 'lib/modules', 'root']) mkdirSync(join(root, d), { recursive: true });
+    for (const d of [
+      'bin',
+      'sbin',
+      'proc',
+      'sys',
+      'dev',
+      'tmp',
+      'run',
+      'etc',
+      'usr/bin',
+      'usr/sbin',
+      'lib/modules',
+      'root',
+    ])
+      mkdirSync(join(root, d), { recursive: true });
     copyFileSync('/bin/busybox', join(root, 'bin', 'busybox'));
     chmodSync(join(root, 'bin', 'busybox'), 0o755);
     for (const a of APPLETS) symlinkSync('busybox', join(root, 'bin', a));
@@ -141,10 +237,12 @@ export function guestBase(): string {
       copyFileSync(XTABLES, join(root, XTABLES));
       chmodSync(join(root, XTABLES), 0o755);
       // xtables-legacy-multi picks its personality from its name
-      for (const n of ['iptables', 'iptables-legacy', 'iptables-save', 'iptables-restore']) symlinkSync('xtables-legacy-multi', join(root, 'usr', 'sbin', n));
+      for (const n of ['iptables', 'iptables-legacy', 'iptables-save', 'iptables-restore'])
+        symlinkSync('xtables-legacy-multi', join(root, 'usr', 'sbin', n));
       cpSync(XTABLES_EXT, join(root, XTABLES_EXT), { recursive: true, dereference: true });
     }
-    for (const p of PROJECT) cpSync(join(repoRoot, p), join(root, repoRoot, p), { recursive: true, preserveTimestamps: true });
+    for (const p of PROJECT)
+      cpSync(join(repoRoot, p), join(root, repoRoot, p), { recursive: true, preserveTimestamps: true });
     writeFileSync(join(root, 'etc', 'passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
     writeFileSync(join(root, 'etc', 'group'), 'root:x:0:\n');
     writeFileSync(join(root, 'etc', 'hosts'), '127.0.0.1 localhost\n::1 localhost\n');
@@ -211,7 +309,10 @@ export function runGuest(kernel: KernelImage, script: string, opts: GuestOptions
       mkdirSync(join(root, 'lib', 'modules', kernel.release), { recursive: true });
       writeFileSync(join(root, 'lib', 'modules', kernel.release, 'modules.dep'), m.modulesDep);
       builtinModules = m.builtin;
-      writeFileSync(join(root, 'lib', 'modules', kernel.release, 'modules.builtin'), m.builtin.map((n) => `kernel/${n}.ko`).join('\n') + '\n');
+      writeFileSync(
+        join(root, 'lib', 'modules', kernel.release, 'modules.builtin'),
+        m.builtin.map((n) => `kernel/${n}.ko`).join('\n') + '\n',
+      );
     }
     const initrd = join(work, 'initrd.gz');
     copyFileSync(base, initrd);
@@ -227,20 +328,41 @@ export function runGuest(kernel: KernelImage, script: string, opts: GuestOptions
     let attempt = 0;
     while (attempt < tries) {
       attempt++;
-      const r = spawnSync('qemu-system-x86_64', [
-        '-nographic', '-no-reboot', '-m', '2048', '-smp', '2', '-kernel', kernel.vmlinuz, '-initrd', initrd,
-        '-append', 'console=ttyS0 panic=-1 quiet',
-      ], { encoding: 'utf8', timeout: opts.timeoutMs ?? 900_000, maxBuffer: 256 << 20, killSignal: 'SIGKILL' });
+      const r = spawnSync(
+        'qemu-system-x86_64',
+        [
+          '-nographic',
+          '-no-reboot',
+          '-m',
+          '2048',
+          '-smp',
+          '2',
+          '-kernel',
+          kernel.vmlinuz,
+          '-initrd',
+          initrd,
+          '-append',
+          'console=ttyS0 panic=-1 quiet',
+        ],
+        { encoding: 'utf8', timeout: opts.timeoutMs ?? 900_000, maxBuffer: 256 << 20, killSignal: 'SIGKILL' },
+      );
       out = (r.stdout ?? '').replace(/\r/g, '');
       timedOut = (r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT';
       if (r.error && !timedOut) throw r.error;
       if (out.includes(INIT_MARKER) || timedOut) break;
-      process.stderr.write(`guest: ${kernel.release} died before /init (attempt ${attempt}, qemu exit ${r.status}): ${/Oops[^\n]*|Kernel panic[^\n]*|BUG:[^\n]*/.exec(out)?.[0] ?? `console ends: ${out.slice(-300)} ${r.stderr?.slice(-300) ?? ''}`}\n`);
+      process.stderr.write(
+        `guest: ${kernel.release} died before /init (attempt ${attempt}, qemu exit ${r.status}): ${/Oops[^\n]*|Kernel panic[^\n]*|BUG:[^\n]*/.exec(out)?.[0] ?? `console ends: ${out.slice(-300)} ${r.stderr?.slice(-300) ?? ''}`}\n`,
+      );
     }
     const done = new RegExp(`${DONE_MARKER} (\\d+) ===`).exec(out);
     return {
-      console: out, ms: Date.now() - started, attempts: attempt, reachedInit: out.includes(INIT_MARKER),
-      scriptExit: done ? Number(done[1]) : undefined, builtinModules, timedOut,
+      console: out,
+      ms: Date.now() - started,
+      attempts: attempt,
+      reachedInit: out.includes(INIT_MARKER),
+      scriptExit: done ? Number(done[1]) : undefined,
+      builtinModules,
+      timedOut,
     };
   } finally {
     rmSync(work, { recursive: true, force: true });
@@ -256,14 +378,22 @@ export function emitBlock(name: string, data: unknown): void {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-export interface Block { name: string; data?: any; error?: string }
+export interface Block {
+  name: string;
+  data?: any;
+  error?: string;
+}
 
 /** The blocks emitBlock() printed, in order; lines in between that are not base64 (kernel messages) are skipped. */
 export function parseBlocks(text: string): Block[] {
   const blocks: Block[] = [];
   const re = /^=== BEGIN (.+?) ===$([\s\S]*?)^=== END \1 ===$/gm;
   for (const m of text.replace(/\r/g, '').matchAll(re)) {
-    const b64 = m[2].split('\n').map((l) => l.trim()).filter((l) => /^[A-Za-z0-9+/]+=*$/.test(l)).join('');
+    const b64 = m[2]
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => /^[A-Za-z0-9+/]+=*$/.test(l))
+      .join('');
     try {
       blocks.push({ name: m[1], data: JSON.parse(gunzipSync(Buffer.from(b64, 'base64')).toString('utf8')) });
     } catch (e) {

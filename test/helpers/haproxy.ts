@@ -33,35 +33,44 @@ export interface Sidecar {
   output(): string;
 }
 
-export async function startSidecar(t: AfterHook, opts: { netns: string; name: string; bind: string; server: string; delayMs?: number; uid?: number }): Promise<Sidecar> {
+export async function startSidecar(
+  t: AfterHook,
+  opts: { netns: string; name: string; bind: string; server: string; delayMs?: number; uid?: number },
+): Promise<Sidecar> {
   const dir = mkdtempSync(join(tmpdir(), `meshprobe-${opts.name}-`));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const lua = join(dir, 'delay.lua');
-  writeFileSync(lua, `core.register_action("sidecar_delay", { "http-req" }, function(txn) core.msleep(${opts.delayMs ?? 0}) end)\n`);
+  writeFileSync(
+    lua,
+    `core.register_action("sidecar_delay", { "http-req" }, function(txn) core.msleep(${opts.delayMs ?? 0}) end)\n`,
+  );
   const cfg = join(dir, 'haproxy.cfg');
-  writeFileSync(cfg, [
-    'global',
-    '  log stdout format raw local0',
-    '  nbthread 1',
-    `  lua-load ${lua}`,
-    // as Istio's istio-proxy user (1337), which its iptables capture leaves alone
-    ...(opts.uid !== undefined ? [`  uid ${opts.uid}`, `  gid ${opts.uid}`] : []),
-    'defaults',
-    '  mode http',
-    '  log global',
-    '  log-format "mp %Ta %Tr %ST"',
-    '  timeout connect 5s',
-    '  timeout client 60s',
-    '  timeout server 60s',
-    `frontend ${opts.name}`,
-    `  bind ${opts.bind}`,
-    ...(opts.delayMs ? ['  http-request lua.sidecar_delay'] : []),
-    '  default_backend upstream',
-    'backend upstream',
-    '  http-reuse always',
-    `  server up ${opts.server}`,
-    '',
-  ].join('\n'));
+  writeFileSync(
+    cfg,
+    [
+      'global',
+      '  log stdout format raw local0',
+      '  nbthread 1',
+      `  lua-load ${lua}`,
+      // as Istio's istio-proxy user (1337), which its iptables capture leaves alone
+      ...(opts.uid !== undefined ? [`  uid ${opts.uid}`, `  gid ${opts.uid}`] : []),
+      'defaults',
+      '  mode http',
+      '  log global',
+      '  log-format "mp %Ta %Tr %ST"',
+      '  timeout connect 5s',
+      '  timeout client 60s',
+      '  timeout server 60s',
+      `frontend ${opts.name}`,
+      `  bind ${opts.bind}`,
+      ...(opts.delayMs ? ['  http-request lua.sidecar_delay'] : []),
+      '  default_backend upstream',
+      'backend upstream',
+      '  http-reuse always',
+      `  server up ${opts.server}`,
+      '',
+    ].join('\n'),
+  );
   // `ip netns exec` execs haproxy: the child's PID is haproxy's (-db: foreground, no daemon, no master)
   const child = spawnGroup(t, ipBin(), ['netns', 'exec', opts.netns, 'haproxy', '-db', '-f', cfg]);
   let out = '';
@@ -70,7 +79,9 @@ export async function startSidecar(t: AfterHook, opts: { netns: string; name: st
   const port = opts.bind.slice(opts.bind.lastIndexOf(':') + 1);
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`haproxy ${opts.name} exited ${child.exitCode}: ${out}`);
-    const ss = spawnSync(ipBin(), ['netns', 'exec', opts.netns, 'ss', '-Hltn', `sport = :${port}`], { encoding: 'utf8' });
+    const ss = spawnSync(ipBin(), ['netns', 'exec', opts.netns, 'ss', '-Hltn', `sport = :${port}`], {
+      encoding: 'utf8',
+    });
     if (ss.stdout.trim()) break;
     if (i > 100) throw new Error(`haproxy ${opts.name} does not listen on ${opts.bind}: ${out}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -79,9 +90,12 @@ export async function startSidecar(t: AfterHook, opts: { netns: string; name: st
     pid: child.pid!,
     output: () => out,
     lines: () =>
-      out.split('\n').filter((l) => l.startsWith('mp ')).map((l) => {
-        const [, ta, tr, st] = l.split(' ');
-        return { Ta: Number(ta), Tr: Number(tr), status: Number(st) };
-      }),
+      out
+        .split('\n')
+        .filter((l) => l.startsWith('mp '))
+        .map((l) => {
+          const [, ta, tr, st] = l.split(' ');
+          return { Ta: Number(ta), Tr: Number(tr), status: Number(st) };
+        }),
   };
 }

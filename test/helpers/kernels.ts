@@ -6,7 +6,17 @@
 // (veth, sch_netem, ip_tables, ...) stay in build/kernels/<suite>/root; guestModules()
 // picks some with their dependencies, decompressed, for a guest to insmod.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { repoRoot } from './workload.js';
 
@@ -22,14 +32,20 @@ function privateSources(suite: string): string {
   return `Types: deb\nURIs: ${uris}\nSuites: ${suite}\nComponents: main\n${signedBy ? `Signed-By: ${signedBy}\n` : ''}`;
 }
 
-export interface KernelImage { suite: string; release: string; vmlinuz: string }
+export interface KernelImage {
+  suite: string;
+  release: string;
+  vmlinuz: string;
+}
 
 /** Debian's current cloud kernel of `suite`, downloaded once into build/kernels/<suite>. */
 export type Suite = 'bookworm' | 'bullseye' | 'trixie';
 
 export function debianKernel(suite: Suite): KernelImage {
   const dir = join(CACHE, suite);
-  const found = existsSync(join(dir, 'root', 'boot')) ? readdirSync(join(dir, 'root', 'boot')).find((f) => f.startsWith('vmlinuz-')) : undefined;
+  const found = existsSync(join(dir, 'root', 'boot'))
+    ? readdirSync(join(dir, 'root', 'boot')).find((f) => f.startsWith('vmlinuz-'))
+    : undefined;
   if (found) return { suite, release: found.slice('vmlinuz-'.length), vmlinuz: join(dir, 'root', 'boot', found) };
 
   const apt = join(dir, 'apt');
@@ -38,9 +54,17 @@ export function debianKernel(suite: Suite): KernelImage {
   mkdirSync(join(apt, 'cache', 'archives', 'partial'), { recursive: true });
   writeFileSync(join(apt, 'sources', `${suite}.sources`), privateSources(suite));
   const opts = [
-    '-o', `Dir::Etc::SourceList=/dev/null`, '-o', `Dir::Etc::SourceParts=${join(apt, 'sources')}`,
-    '-o', `Dir::State::Lists=${join(apt, 'lists')}`, '-o', `Dir::Cache=${join(apt, 'cache')}`,
-    '-o', 'APT::Sandbox::User=root', '-q',
+    '-o',
+    `Dir::Etc::SourceList=/dev/null`,
+    '-o',
+    `Dir::Etc::SourceParts=${join(apt, 'sources')}`,
+    '-o',
+    `Dir::State::Lists=${join(apt, 'lists')}`,
+    '-o',
+    `Dir::Cache=${join(apt, 'cache')}`,
+    '-o',
+    'APT::Sandbox::User=root',
+    '-q',
   ];
   execFileSync('apt-get', [...opts, 'update'], { stdio: 'pipe' });
   const deps = execFileSync('apt-cache', [...opts, 'depends', 'linux-image-cloud-amd64'], { encoding: 'utf8' });
@@ -70,7 +94,10 @@ function moduleName(file: string): string {
   return basename(file).replace(MODULE_SUFFIX, '').replace(/-/g, '_');
 }
 
-interface ModuleIndex { byName: Map<string, string>; builtin: Set<string> }
+interface ModuleIndex {
+  byName: Map<string, string>;
+  builtin: Set<string>;
+}
 const indexes = new Map<string, ModuleIndex>();
 
 function moduleIndex(dir: string): ModuleIndex {
@@ -84,7 +111,9 @@ function moduleIndex(dir: string): ModuleIndex {
     }
   })(join(dir, 'kernel'), 'kernel');
   const builtinFile = join(dir, 'modules.builtin');
-  const builtin = new Set(existsSync(builtinFile) ? readFileSync(builtinFile, 'utf8').split('\n').filter(Boolean).map(moduleName) : []);
+  const builtin = new Set(
+    existsSync(builtinFile) ? readFileSync(builtinFile, 'utf8').split('\n').filter(Boolean).map(moduleName) : [],
+  );
   idx = { byName, builtin };
   indexes.set(dir, idx);
   return idx;
@@ -116,7 +145,12 @@ function moduleDepends(file: string): string[] {
   if (at < 0) return [];
   const start = at + '\0depends='.length;
   const end = buf.indexOf(0, start);
-  return buf.subarray(start, end < 0 ? undefined : end).toString('latin1').split(',').map((s) => s.trim().replace(/-/g, '_')).filter(Boolean);
+  return buf
+    .subarray(start, end < 0 ? undefined : end)
+    .toString('latin1')
+    .split(',')
+    .map((s) => s.trim().replace(/-/g, '_'))
+    .filter(Boolean);
 }
 
 export interface GuestModules {
@@ -143,12 +177,17 @@ export function guestModules(kernel: KernelImage, names: string[]): GuestModules
     const n = name.replace(/-/g, '_');
     const rel = idx.byName.get(n);
     if (!rel) {
-      if (idx.builtin.has(n)) { if (!builtin.includes(n)) builtin.push(n); return undefined; }
+      if (idx.builtin.has(n)) {
+        if (!builtin.includes(n)) builtin.push(n);
+        return undefined;
+      }
       throw new Error(`${kernel.release} has no module ${name} (neither in ${dir}/kernel nor built in)`);
     }
     if (deps.has(rel)) return rel;
     deps.set(rel, []);
-    const needs = moduleDepends(plainModule(kernel, rel)).map(visit).filter((r): r is string => !!r);
+    const needs = moduleDepends(plainModule(kernel, rel))
+      .map(visit)
+      .filter((r): r is string => !!r);
     deps.set(rel, needs);
     return rel;
   };
@@ -168,7 +207,11 @@ export function guestModules(kernel: KernelImage, names: string[]): GuestModules
   const lines: string[] = [];
   for (const rel of deps.keys()) {
     files.set(`lib/modules/${kernel.release}/${guestRel(rel)}`, plainModule(kernel, rel));
-    lines.push(`${guestRel(rel)}:${closure(rel).map((d) => ` ${guestRel(d)}`).join('')}`);
+    lines.push(
+      `${guestRel(rel)}:${closure(rel)
+        .map((d) => ` ${guestRel(d)}`)
+        .join('')}`,
+    );
   }
   return { release: kernel.release, files, modulesDep: lines.join('\n') + '\n', builtin };
 }

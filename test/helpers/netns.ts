@@ -2,8 +2,8 @@
 // cross a real (virtual) link instead of loopback. Needs root (CAP_NET_ADMIN)
 // and iproute2. Everything here is synchronous so that cleanup can run from a
 // process 'exit' handler.
-import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
 export interface VethPair {
   /** namespace names, unique per process (they include the pid) */
@@ -27,18 +27,18 @@ let ipPath: string | undefined;
 /** Path of the `ip` binary (root's PATH normally has it; fall back to sbin dirs). */
 export function ipBin(): string {
   if (ipPath) return ipPath;
-  for (const p of ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]) {
+  for (const p of ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip']) {
     if (existsSync(p)) return (ipPath = p);
   }
-  return (ipPath = "ip");
+  return (ipPath = 'ip');
 }
 
 /** Runs `ip ARGS...` (no shell); throws with stderr on failure. */
 export function ip(...args: string[]): string {
-  const r = spawnSync(ipBin(), args, { encoding: "utf8" });
-  if (r.error) throw new Error(`ip ${args.join(" ")}: ${r.error.message}`);
+  const r = spawnSync(ipBin(), args, { encoding: 'utf8' });
+  if (r.error) throw new Error(`ip ${args.join(' ')}: ${r.error.message}`);
   if (r.status !== 0) {
-    throw new Error(`ip ${args.join(" ")} exited ${r.status}: ${(r.stderr || "").trim()}`);
+    throw new Error(`ip ${args.join(' ')} exited ${r.status}: ${(r.stderr || '').trim()}`);
   }
   return r.stdout;
 }
@@ -48,10 +48,10 @@ export function ip(...args: string[]): string {
  * it cannot (not root, or iproute2 missing).
  */
 export function netnsSupport(): { ok: true } | { ok: false; reason: string } {
-  if (typeof process.getuid === "function" && process.getuid() !== 0) {
-    return { ok: false, reason: "network namespaces need root (CAP_NET_ADMIN)" };
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    return { ok: false, reason: 'network namespaces need root (CAP_NET_ADMIN)' };
   }
-  const r = spawnSync(ipBin(), ["-V"], { encoding: "utf8" });
+  const r = spawnSync(ipBin(), ['-V'], { encoding: 'utf8' });
   if (r.error || r.status !== 0) {
     return { ok: false, reason: "iproute2 ('ip') is not installed" };
   }
@@ -82,10 +82,10 @@ function runExitCleanups(): void {
 export function onProcessExit(fn: () => void): () => void {
   if (!hooksInstalled) {
     hooksInstalled = true;
-    process.on("exit", runExitCleanups);
+    process.on('exit', runExitCleanups);
     // clean up, then let the signal do what it would have done had nobody
     // listened for it (unless some other code listens for it too)
-    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
       process.once(sig, () => {
         runExitCleanups();
         if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
@@ -105,9 +105,9 @@ function sleepSync(ms: number): void {
 }
 
 function nsExists(name: string): boolean {
-  const r = spawnSync(ipBin(), ["netns", "list"], { encoding: "utf8" });
+  const r = spawnSync(ipBin(), ['netns', 'list'], { encoding: 'utf8' });
   if (r.status !== 0) return false;
-  return r.stdout.split("\n").some((l) => l.split(" ")[0] === name);
+  return r.stdout.split('\n').some((l) => l.split(' ')[0] === name);
 }
 
 /**
@@ -123,8 +123,8 @@ export function createVethPair(): VethPair {
   const tag = `${process.pid}-${n}`;
   const nsA = `mpA-${tag}`;
   const nsB = `mpB-${tag}`;
-  const ifA = "mpv0";
-  const ifB = "mpv1";
+  const ifA = 'mpv0';
+  const ifB = 'mpv1';
   // Each pair lives in its own namespaces, so subnets never clash; X varies
   // only to make captures from different pairs easy to tell apart.
   const x = ((process.pid + n) % 250) + 1;
@@ -149,27 +149,27 @@ export function createVethPair(): VethPair {
       unregister();
       const errors: string[] = [];
       for (const ns of [nsA, nsB]) {
-        const r = spawnSync(ipBin(), ["netns", "del", ns], { encoding: "utf8" });
-        if (r.status !== 0 && nsExists(ns)) errors.push(`${ns}: ${(r.stderr || "").trim()}`);
+        const r = spawnSync(ipBin(), ['netns', 'del', ns], { encoding: 'utf8' });
+        if (r.status !== 0 && nsExists(ns)) errors.push(`${ns}: ${(r.stderr || '').trim()}`);
       }
-      if (errors.length) throw new Error(`netns cleanup failed: ${errors.join("; ")}`);
+      if (errors.length) throw new Error(`netns cleanup failed: ${errors.join('; ')}`);
     },
   };
   const unregister = onProcessExit(() => pair.cleanup());
 
   try {
-    ip("netns", "add", nsA);
-    ip("netns", "add", nsB);
+    ip('netns', 'add', nsA);
+    ip('netns', 'add', nsB);
     // created directly inside the namespaces: no name clash in the root netns
-    ip("link", "add", ifA, "netns", nsA, "type", "veth", "peer", "name", ifB, "netns", nsB);
+    ip('link', 'add', ifA, 'netns', nsA, 'type', 'veth', 'peer', 'name', ifB, 'netns', nsB);
     for (const [ns, dev, a4, a6] of [
       [nsA, ifA, addrA4, addrA6],
       [nsB, ifB, addrB4, addrB6],
     ] as const) {
-      ip("-n", ns, "link", "set", "lo", "up");
-      ip("-n", ns, "addr", "add", `${a4}/24`, "dev", dev);
-      ip("-n", ns, "-6", "addr", "add", `${a6}/64`, "dev", dev, "nodad");
-      ip("-n", ns, "link", "set", dev, "up");
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+      ip('-n', ns, 'addr', 'add', `${a4}/24`, 'dev', dev);
+      ip('-n', ns, '-6', 'addr', 'add', `${a6}/64`, 'dev', dev, 'nodad');
+      ip('-n', ns, 'link', 'set', dev, 'up');
     }
     // wait (briefly) until both ends report carrier
     const deadline = Date.now() + 5000;
@@ -177,9 +177,9 @@ export function createVethPair(): VethPair {
       const up = [
         [nsA, ifA],
         [nsB, ifB],
-      ].every(([ns, dev]) => /LOWER_UP/.test(ip("-n", ns, "link", "show", "dev", dev)));
+      ].every(([ns, dev]) => /LOWER_UP/.test(ip('-n', ns, 'link', 'show', 'dev', dev)));
       if (up) break;
-      if (Date.now() > deadline) throw new Error("veth pair did not come up within 5 s");
+      if (Date.now() > deadline) throw new Error('veth pair did not come up within 5 s');
       sleepSync(10);
     }
   } catch (e) {

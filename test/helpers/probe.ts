@@ -59,7 +59,11 @@ export function tempDir(): string {
   return d;
 }
 
-export function startProbe(name: string, args: string[], opts: { output?: string; env?: NodeJS.ProcessEnv } = {}): ProbeRun {
+export function startProbe(
+  name: string,
+  args: string[],
+  opts: { output?: string; env?: NodeJS.ProcessEnv } = {},
+): ProbeRun {
   const output = opts.output ?? join(tempDir(), 'report.json');
   const proc = spawn(process.execPath, [cliPath(name), '--output', output, ...args], {
     cwd: repoRoot,
@@ -72,18 +76,27 @@ export function startProbe(name: string, args: string[], opts: { output?: string
   let out = '';
   let readyResolve!: () => void;
   let readyReject!: (e: Error) => void;
-  const ready = new Promise<void>((res, rej) => { readyResolve = res; readyReject = rej; });
+  const ready = new Promise<void>((res, rej) => {
+    readyResolve = res;
+    readyReject = rej;
+  });
   proc.stderr!.on('data', (b: Buffer) => {
     err += b.toString();
     if (/measuring/.test(err)) readyResolve();
   });
-  proc.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+  proc.stdout!.on('data', (b: Buffer) => {
+    out += b.toString();
+  });
   const exited = new Promise<ProbeExit>((resolve) => {
     proc.on('exit', (code, signal) => {
       // stdio may still hold data; give the streams a tick
       setImmediate(() => {
         let report: any;
-        try { report = JSON.parse(readFileSync(output, 'utf8')); } catch { report = undefined; }
+        try {
+          report = JSON.parse(readFileSync(output, 'utf8'));
+        } catch {
+          report = undefined;
+        }
         readyReject(new Error(`probe exited before it was ready (code ${code}, signal ${signal}): ${err.trim()}`));
         resolve({ code, signal, stderr: err, stdout: out, report });
       });
@@ -92,7 +105,11 @@ export function startProbe(name: string, args: string[], opts: { output?: string
   const timer = setTimeout(() => readyReject(new Error(`probe not ready after 30 s: ${err}`)), 30_000);
   ready.finally(() => clearTimeout(timer)).catch(() => undefined);
   return {
-    proc, pid: proc.pid!, output, ready, exited,
+    proc,
+    pid: proc.pid!,
+    output,
+    ready,
+    exited,
     stderr: () => err,
     stdoutSoFar: () => out,
     stop(signal: NodeJS.Signals = 'SIGINT') {
@@ -146,9 +163,18 @@ export function spawnGroup(t: AfterHook, file: string, args: string[]): ChildPro
 }
 
 /** Runs a command to completion (for the bad-input tests). */
-export function runCli(name: string, args: string[], opts: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {}) {
+export function runCli(
+  name: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {},
+) {
   const r = spawnSync(process.execPath, [cliPath(name), ...args], {
-    cwd: repoRoot, env: { ...process.env, ...opts.env }, encoding: 'utf8', timeout: 60_000, uid: opts.uid, gid: opts.gid,
+    cwd: repoRoot,
+    env: { ...process.env, ...opts.env },
+    encoding: 'utf8',
+    timeout: 60_000,
+    uid: opts.uid,
+    gid: opts.gid,
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -179,7 +205,12 @@ export async function programsAfterExit(prefix: string): Promise<string[]> {
 }
 
 /** Runs probe `name` with `args` around `traffic` (ready first, 200 ms after), SIGINT; asserts exit 0; the report. */
-export async function reportDuring(t: { after(fn: () => unknown): void }, name: string, args: string[], traffic: () => Promise<unknown>): Promise<any> {
+export async function reportDuring(
+  t: { after(fn: () => unknown): void },
+  name: string,
+  args: string[],
+  traffic: () => Promise<unknown>,
+): Promise<any> {
   const probe = startProbe(name, args);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;

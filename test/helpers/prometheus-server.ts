@@ -128,7 +128,10 @@ async function startOnce(opts: PrometheusOptions): Promise<PrometheusServer> {
         /* gone */
       }
       // the directory of a process that may still be writing: wait for it briefly
-      spawnSync('sh', ['-c', `for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 ${pid} 2>/dev/null || exit 0; sleep 0.1; done`]);
+      spawnSync('sh', [
+        '-c',
+        `for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 ${pid} 2>/dev/null || exit 0; sleep 0.1; done`,
+      ]);
     }
     rmSync(dir, { recursive: true, force: true });
   });
@@ -161,7 +164,9 @@ async function startOnce(opts: PrometheusOptions): Promise<PrometheusServer> {
   for (;;) {
     if (exited) {
       await stop();
-      throw new Error(`prometheus exited (${exited.code ?? exited.signal}) before it was ready:\n${stderr.slice(-4000)}`);
+      throw new Error(
+        `prometheus exited (${exited.code ?? exited.signal}) before it was ready:\n${stderr.slice(-4000)}`,
+      );
     }
     try {
       const r = await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(1000) });
@@ -192,13 +197,20 @@ async function startOnce(opts: PrometheusOptions): Promise<PrometheusServer> {
     }
     const { resultType, result } = body.data;
     if (resultType === 'vector') {
-      return (result as { metric: Record<string, string>; value: [number, string] }[]).map((s) => ({ metric: s.metric, value: s.value }));
+      return (result as { metric: Record<string, string>; value: [number, string] }[]).map((s) => ({
+        metric: s.metric,
+        value: s.value,
+      }));
     }
     if (resultType === 'scalar') return [{ metric: {}, value: result as [number, string] }];
     throw new Error(`prometheus query ${expr}: unexpected result type ${resultType}`);
   }
 
-  async function waitFor(expr: string, ok: (r: PromSample[]) => boolean = (r) => r.length > 0, timeoutMs = 15_000): Promise<PromSample[]> {
+  async function waitFor(
+    expr: string,
+    ok: (r: PromSample[]) => boolean = (r) => r.length > 0,
+    timeoutMs = 15_000,
+  ): Promise<PromSample[]> {
     const end = Date.now() + timeoutMs;
     let last: PromSample[] = [];
     for (;;) {
@@ -206,7 +218,9 @@ async function startOnce(opts: PrometheusOptions): Promise<PrometheusServer> {
       if (ok(last)) return last;
       if (exited) throw new Error(`prometheus exited while waiting for ${expr}:\n${stderr.slice(-4000)}`);
       if (Date.now() > end) {
-        throw new Error(`prometheus: ${expr} not as expected after ${timeoutMs} ms; last result ${JSON.stringify(last)}`);
+        throw new Error(
+          `prometheus: ${expr} not as expected after ${timeoutMs} ms; last result ${JSON.stringify(last)}`,
+        );
       }
       await sleep(200);
     }

@@ -7,12 +7,12 @@
 // Sections: common plumbing, then one starter per server:
 //   startVictoriaMetrics()  /usr/bin/victoria-metrics
 //   startInfluxdb1()        /usr/bin/influxd (1.x)
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { onProcessExit } from "./netns.js";
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { onProcessExit } from './netns.js';
 
 // ------------------------------------------------------------ common plumbing
 
@@ -42,11 +42,11 @@ export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
       const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => (port ? resolve(port) : reject(new Error("no port"))));
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => (port ? resolve(port) : reject(new Error('no port'))));
     });
   });
 }
@@ -86,24 +86,24 @@ async function spawnServer(spec: SpawnSpec, t?: AfterHook): Promise<ServerProces
     throw new Error(`${spec.bin} is missing: run scripts/setup.sh (Debian package ${spec.name})`);
   }
   const child: ChildProcess = spawn(spec.bin, spec.args, {
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: ['ignore', 'pipe', 'pipe'],
     env: spec.env ?? process.env,
   });
-  let out = "";
+  let out = '';
   const keep = (d: string) => {
     out += d;
     if (out.length > 64_000) out = out.slice(-32_000);
   };
-  child.stdout!.setEncoding("utf8").on("data", keep);
-  child.stderr!.setEncoding("utf8").on("data", keep);
+  child.stdout!.setEncoding('utf8').on('data', keep);
+  child.stderr!.setEncoding('utf8').on('data', keep);
   let exited = false;
   const exitP = new Promise<void>((resolve) => {
-    child.on("error", (e) => {
+    child.on('error', (e) => {
       keep(`\nspawn error: ${e.message}`);
       exited = true;
       resolve();
     });
-    child.on("exit", () => {
+    child.on('exit', () => {
       exited = true;
       resolve();
     });
@@ -114,8 +114,8 @@ async function spawnServer(spec: SpawnSpec, t?: AfterHook): Promise<ServerProces
   const unregister = onProcessExit(() => {
     if (!exited && child.pid) {
       try {
-        process.kill(child.pid, "SIGCONT");
-        process.kill(child.pid, "SIGKILL");
+        process.kill(child.pid, 'SIGCONT');
+        process.kill(child.pid, 'SIGKILL');
       } catch {
         /* already gone */
       }
@@ -128,15 +128,15 @@ async function spawnServer(spec: SpawnSpec, t?: AfterHook): Promise<ServerProces
     stopping ??= (async () => {
       if (!exited && child.pid) {
         try {
-          process.kill(child.pid, "SIGCONT"); // a paused server cannot handle SIGTERM
-          process.kill(child.pid, "SIGTERM");
+          process.kill(child.pid, 'SIGCONT'); // a paused server cannot handle SIGTERM
+          process.kill(child.pid, 'SIGTERM');
         } catch {
           /* gone */
         }
         const timer = setTimeout(() => {
           if (!exited && child.pid) {
             try {
-              process.kill(child.pid, "SIGKILL");
+              process.kill(child.pid, 'SIGKILL');
             } catch {
               /* gone */
             }
@@ -161,7 +161,9 @@ async function spawnServer(spec: SpawnSpec, t?: AfterHook): Promise<ServerProces
     if (await answers(url + spec.readyPath, 500)) break;
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`${spec.name} did not answer ${spec.readyPath} within ${spec.readyTimeoutMs} ms: ${out.trim().slice(-2000)}`);
+      throw new Error(
+        `${spec.name} did not answer ${spec.readyPath} within ${spec.readyTimeoutMs} ms: ${out.trim().slice(-2000)}`,
+      );
     }
     await sleep(50);
   }
@@ -174,10 +176,10 @@ async function spawnServer(spec: SpawnSpec, t?: AfterHook): Promise<ServerProces
     dir: spec.dir,
     stop,
     pause: () => {
-      if (!exited) process.kill(pid, "SIGSTOP");
+      if (!exited) process.kill(pid, 'SIGSTOP');
     },
     resume: () => {
-      if (!exited) process.kill(pid, "SIGCONT");
+      if (!exited) process.kill(pid, 'SIGCONT');
     },
     output: () => out,
   };
@@ -199,7 +201,7 @@ async function withFreshPort<T>(start: () => Promise<T>, tries = 3): Promise<T> 
 
 // ------------------------------------------------------------ VictoriaMetrics
 
-export const VICTORIA_METRICS_BIN = "/usr/bin/victoria-metrics";
+export const VICTORIA_METRICS_BIN = '/usr/bin/victoria-metrics';
 
 export interface VictoriaMetrics extends ServerProcess {
   /** POST /internal/force_flush: makes just-written samples searchable */
@@ -241,23 +243,23 @@ export interface VictoriaMetricsOptions {
 export async function startVictoriaMetrics(t?: AfterHook, opts: VictoriaMetricsOptions = {}): Promise<VictoriaMetrics> {
   return withFreshPort(async () => {
     const port = opts.port ?? (await freePort());
-    const dir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "mp-vm-"));
+    const dir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'mp-vm-'));
     const srv = await spawnServer(
       {
-        name: "victoria-metrics",
+        name: 'victoria-metrics',
         bin: VICTORIA_METRICS_BIN,
         args: [
           `-httpListenAddr=127.0.0.1:${port}`,
           `-storageDataPath=${dir}`,
-          "-retentionPeriod=100y",
-          "-search.latencyOffset=0",
-          "-search.disableCache",
-          "-loggerLevel=ERROR",
-          "-http.shutdownDelay=0s",
+          '-retentionPeriod=100y',
+          '-search.latencyOffset=0',
+          '-search.disableCache',
+          '-loggerLevel=ERROR',
+          '-http.shutdownDelay=0s',
         ],
         port,
         dir,
-        readyPath: "/health",
+        readyPath: '/health',
         readyTimeoutMs: opts.readyTimeoutMs ?? 15_000,
         ownsDir: opts.dataDir === undefined,
       },
@@ -269,16 +271,20 @@ export async function startVictoriaMetrics(t?: AfterHook, opts: VictoriaMetricsO
       if (!res.ok) throw new Error(`victoria-metrics force_flush: HTTP ${res.status}`);
     };
     const exportSeries = async (match: string): Promise<VmSeries[]> => {
-      const q = new URLSearchParams({ "match[]": match });
+      const q = new URLSearchParams({ 'match[]': match });
       const res = await fetch(`${srv.url}/api/v1/export?${q}`, { signal: AbortSignal.timeout(5000) });
       const body = await res.text();
       if (!res.ok) throw new Error(`victoria-metrics export: HTTP ${res.status}: ${body}`);
       return body
-        .split("\n")
-        .filter((l) => l.trim() !== "")
+        .split('\n')
+        .filter((l) => l.trim() !== '')
         .map((l) => JSON.parse(l) as VmSeries);
     };
-    const exportWhen = async (match: string, ok: (series: VmSeries[]) => boolean, timeoutMs = 10_000): Promise<VmSeries[]> => {
+    const exportWhen = async (
+      match: string,
+      ok: (series: VmSeries[]) => boolean,
+      timeoutMs = 10_000,
+    ): Promise<VmSeries[]> => {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         await flush();
@@ -293,7 +299,7 @@ export async function startVictoriaMetrics(t?: AfterHook, opts: VictoriaMetricsO
 
 // ------------------------------------------------------------ InfluxDB 1.x
 
-export const INFLUXD_BIN = "/usr/bin/influxd";
+export const INFLUXD_BIN = '/usr/bin/influxd';
 
 export interface Influxdb1 extends ServerProcess {
   /** POST /query?q=...; throws on an HTTP error or a statement error */
@@ -321,61 +327,61 @@ export async function startInfluxdb1(t?: AfterHook, opts: { readyTimeoutMs?: num
     const port = await freePort();
     let rpcPort = await freePort();
     while (rpcPort === port) rpcPort = await freePort();
-    const dir = mkdtempSync(join(tmpdir(), "mp-influxdb1-"));
-    const conf = join(dir, "influxdb.conf");
+    const dir = mkdtempSync(join(tmpdir(), 'mp-influxdb1-'));
+    const conf = join(dir, 'influxdb.conf');
     writeFileSync(
       conf,
       [
-        "reporting-disabled = true",
+        'reporting-disabled = true',
         `bind-address = "127.0.0.1:${rpcPort}"`,
-        "[meta]",
-        `  dir = "${join(dir, "meta")}"`,
-        "  logging-enabled = false",
-        "[data]",
-        `  dir = "${join(dir, "data")}"`,
-        `  wal-dir = "${join(dir, "wal")}"`,
+        '[meta]',
+        `  dir = "${join(dir, 'meta')}"`,
+        '  logging-enabled = false',
+        '[data]',
+        `  dir = "${join(dir, 'data')}"`,
+        `  wal-dir = "${join(dir, 'wal')}"`,
         '  wal-fsync-delay = "0s"',
-        "  query-log-enabled = false",
-        "[monitor]",
-        "  store-enabled = false",
-        "[subscriber]",
-        "  enabled = false",
-        "[continuous_queries]",
-        "  enabled = false",
-        "[retention]",
-        "  enabled = false",
-        "[http]",
-        "  enabled = true",
+        '  query-log-enabled = false',
+        '[monitor]',
+        '  store-enabled = false',
+        '[subscriber]',
+        '  enabled = false',
+        '[continuous_queries]',
+        '  enabled = false',
+        '[retention]',
+        '  enabled = false',
+        '[http]',
+        '  enabled = true',
         `  bind-address = "127.0.0.1:${port}"`,
-        "  auth-enabled = false",
-        "  log-enabled = false",
-        "  pprof-enabled = false",
-        "  unix-socket-enabled = false",
-        "[logging]",
+        '  auth-enabled = false',
+        '  log-enabled = false',
+        '  pprof-enabled = false',
+        '  unix-socket-enabled = false',
+        '[logging]',
         '  level = "warn"',
-        "  suppress-logo = true",
-        "",
-      ].join("\n"),
+        '  suppress-logo = true',
+        '',
+      ].join('\n'),
     );
     const srv = await spawnServer(
       {
-        name: "influxdb",
+        name: 'influxdb',
         bin: INFLUXD_BIN,
-        args: ["-config", conf],
+        args: ['-config', conf],
         env: { ...process.env, HOME: dir },
         port,
         dir,
-        readyPath: "/ping",
+        readyPath: '/ping',
         readyTimeoutMs: opts.readyTimeoutMs ?? 15_000,
         ownsDir: true,
       },
       t,
     );
     const query = async (q: string, db?: string): Promise<InfluxQueryResult> => {
-      const params = new URLSearchParams({ q, epoch: "ns" });
-      if (db) params.set("db", db);
+      const params = new URLSearchParams({ q, epoch: 'ns' });
+      if (db) params.set('db', db);
       const res = await fetch(`${srv.url}/query`, {
-        method: "POST",
+        method: 'POST',
         body: params,
         signal: AbortSignal.timeout(5000),
       });
@@ -387,7 +393,7 @@ export async function startInfluxdb1(t?: AfterHook, opts: { readyTimeoutMs?: num
       return r;
     };
     const createDatabase = async (name: string) => {
-      await query(`CREATE DATABASE "${name.replace(/["\\]/g, "\\$&")}"`);
+      await query(`CREATE DATABASE "${name.replace(/["\\]/g, '\\$&')}"`);
     };
     return { ...srv, query, createDatabase };
   });

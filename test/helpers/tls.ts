@@ -23,16 +23,27 @@ export function run(cmd: string, args: string[], input?: string) {
 }
 
 /** Runs a command to completion without blocking the event loop; stdin is closed at once. */
-export function runAsync(cmd: string, args: string[], timeoutMs = 20_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+export function runAsync(
+  cmd: string,
+  args: string[],
+  timeoutMs = 20_000,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    p.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    p.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    p.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    p.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
     p.on('error', reject);
-    p.on('close', (status) => { clearTimeout(timer); resolve({ status, stdout, stderr }); });
+    p.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
   });
 }
 
@@ -40,29 +51,61 @@ export function runAsync(cmd: string, args: string[], timeoutMs = 20_000): Promi
 export function makeCert(dir: string): { cert: string; key: string } {
   const cert = join(dir, 'cert.pem');
   const key = join(dir, 'key.pem');
-  const r = run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1']);
+  const r = run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+    '-days',
+    '1',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
+  ]);
   assert.equal(r.status, 0, `openssl req failed: ${r.stderr}`);
   return { cert, key };
 }
 
-export interface Proc { proc: ChildProcess; pid: number; output(): string; stop(): Promise<void> }
+export interface Proc {
+  proc: ChildProcess;
+  pid: number;
+  output(): string;
+  stop(): Promise<void>;
+}
 
 /** Spawns a server, ends it by its PID (SIGTERM, then SIGKILL) on stop() or at exit. */
 export function spawnServer(cmd: string, args: string[]): Proc {
   const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  proc.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; });
-  proc.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+  proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
   const alive = () => proc.exitCode === null && proc.signalCode === null;
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  const unregister = onProcessExit(() => { if (alive()) process.kill(proc.pid!, 'SIGKILL'); });
+  const unregister = onProcessExit(() => {
+    if (alive()) process.kill(proc.pid!, 'SIGKILL');
+  });
   return {
-    proc, pid: proc.pid!, output: () => out,
+    proc,
+    pid: proc.pid!,
+    output: () => out,
     async stop() {
       if (alive()) {
         process.kill(proc.pid!, 'SIGTERM');
-        const timer = setTimeout(() => { if (alive()) process.kill(proc.pid!, 'SIGKILL'); }, 5000);
+        const timer = setTimeout(() => {
+          if (alive()) process.kill(proc.pid!, 'SIGKILL');
+        }, 5000);
         await exited;
         clearTimeout(timer);
       }
@@ -77,7 +120,10 @@ export async function waitListening(port: number, p: Proc): Promise<void> {
     if (p.proc.exitCode !== null) throw new Error(`server exited: ${p.output()}`);
     const ok = await new Promise<boolean>((resolve) => {
       const s = connect(port, '127.0.0.1');
-      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
       s.once('error', () => resolve(false));
     });
     if (ok) return;
@@ -89,7 +135,9 @@ export async function waitListening(port: number, p: Proc): Promise<void> {
 /** nginx as one process (no master/worker split: its PID is the one that handshakes), TLS on 127.0.0.1:port. */
 export function startNginx(dir: string, port: number, cert: { cert: string; key: string }): Proc {
   const conf = join(dir, 'nginx.conf');
-  writeFileSync(conf, `
+  writeFileSync(
+    conf,
+    `
 master_process off;
 daemon off;
 worker_processes 1;
@@ -108,7 +156,8 @@ http {
     location / { return 200 "ok\\n"; }
   }
 }
-`);
+`,
+  );
   return spawnServer('nginx', ['-c', conf, '-p', dir]);
 }
 
@@ -135,8 +184,16 @@ export function traceTimeNs(line: string): number {
  */
 export function curlOnce(port: number, version: 2 | 3, traced: boolean, host = '127.0.0.1'): CurlRun {
   const vargs = version === 3 ? ['--tlsv1.3'] : ['--tlsv1.2', '--tls-max', '1.2'];
-  const r = run('curl', ['-sk', ...(traced ? ['-v', '--trace-time'] : []), '-o', '/dev/null',
-    '-w', '%{time_connect} %{time_appconnect} %{local_port}', ...vargs, `https://${host}:${port}/`]);
+  const r = run('curl', [
+    '-sk',
+    ...(traced ? ['-v', '--trace-time'] : []),
+    '-o',
+    '/dev/null',
+    '-w',
+    '%{time_connect} %{time_appconnect} %{local_port}',
+    ...vargs,
+    `https://${host}:${port}/`,
+  ]);
   assert.equal(r.status, 0, `curl failed: ${r.stderr}`);
   const [connect, appconnect, lport] = r.stdout.trim().split(' ').map(Number);
   const out: CurlRun = { pid: r.pid!, lport, appMinusConnectNs: Math.round((appconnect - connect) * 1e9) };
@@ -159,7 +216,10 @@ export function curlOnce(port: number, version: 2 | 3, traced: boolean, host = '
  * segments a millisecond apart: TLS record headers cut across segments,
  * and a ServerHello too long for one segment.
  */
-export async function chunkingProxy(upstreamPort: number, chunk: number): Promise<{ port: number; close(): Promise<void> }> {
+export async function chunkingProxy(
+  upstreamPort: number,
+  chunk: number,
+): Promise<{ port: number; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
   const pump = (from: Socket, to: Socket) => {
     let queue = Buffer.alloc(0);
@@ -207,9 +267,12 @@ export async function chunkingProxy(upstreamPort: number, chunk: number): Promis
   };
 }
 
-
 /** A self-signed certificate and nginx serving TLS with it on a free loopback port, stopped at the test's end. */
-export async function tlsNginx(t: { after(fn: () => unknown): void }, dir: string, port: number): Promise<{ cert: { cert: string; key: string }; port: number; nginx: Proc }> {
+export async function tlsNginx(
+  t: { after(fn: () => unknown): void },
+  dir: string,
+  port: number,
+): Promise<{ cert: { cert: string; key: string }; port: number; nginx: Proc }> {
   const cert = makeCert(dir);
   const nginx = startNginx(dir, port, cert);
   t.after(() => nginx.stop());

@@ -1,18 +1,18 @@
 // Helpers to drive test/tools/mpload (a ground-truth TCP client and a server
 // that sleeps a known time) from tests. No shell is involved anywhere: every
 // process is started with spawn(file, args).
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { ipBin, onProcessExit } from "./netns.js";
-import type { AfterHook } from "./servers.js";
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ipBin, onProcessExit } from './netns.js';
+import type { AfterHook } from './servers.js';
 
 /** Repo root: this file is compiled to dist/test/helpers/workload.js. */
-export const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
-export const mploadSource = join(repoRoot, "test", "tools", "mpload.c");
-export const mploadBinary = join(repoRoot, "test", "tools", "bin", "mpload");
+export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+export const mploadSource = join(repoRoot, 'test', 'tools', 'mpload.c');
+export const mploadBinary = join(repoRoot, 'test', 'tools', 'bin', 'mpload');
 
 export interface Percentiles {
   p50: number;
@@ -67,9 +67,9 @@ export function buildTools(): Promise<string> {
       /* missing */
     }
     if (binM >= srcM) return mploadBinary;
-    mkdirSync(join(repoRoot, "test", "tools", "bin"), { recursive: true });
+    mkdirSync(join(repoRoot, 'test', 'tools', 'bin'), { recursive: true });
     const tmp = `${mploadBinary}.tmp.${process.pid}`;
-    const { code, stderr } = await run(process.env.CC || "cc", ["-O2", "-pthread", "-o", tmp, mploadSource]);
+    const { code, stderr } = await run(process.env.CC || 'cc', ['-O2', '-pthread', '-o', tmp, mploadSource]);
     if (code !== 0) {
       rmSync(tmp, { force: true });
       throw new Error(`compiling mpload failed (exit ${code}):\n${stderr}`);
@@ -85,19 +85,19 @@ export function buildTools(): Promise<string> {
 
 function run(file: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    p.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    p.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    p.on("error", reject);
-    p.on("close", (code) => resolve({ code, stdout, stderr }));
+    const p = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
 
 /** argv for running mpload with args, inside netns when given. */
 function command(bin: string, args: string[], netns?: string): [string, string[]] {
-  if (netns) return [ipBin(), ["netns", "exec", netns, bin, ...args]];
+  if (netns) return [ipBin(), ['netns', 'exec', netns, bin, ...args]];
   return [bin, args];
 }
 
@@ -106,9 +106,9 @@ function command(bin: string, args: string[], netns?: string): [string, string[]
 // behind.
 function trackServer(p: ChildProcess): void {
   const unregister = onProcessExit(() => {
-    if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   });
-  p.on("exit", unregister);
+  p.on('exit', unregister);
 }
 
 export interface ServerOptions {
@@ -143,26 +143,26 @@ export interface RunningServer {
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const bin = await buildTools();
-  const dir = mkdtempSync(join(tmpdir(), "mpload-"));
-  const readyFile = join(dir, "ready");
-  const args = ["server", "--listen", opts.addr, "--port", String(opts.port ?? 0), "--ready-file", readyFile];
-  if (opts.spinUs !== undefined) args.push("--spin-us", String(opts.spinUs));
-  if (opts.maxSpinners !== undefined) args.push("--max-spinners", String(opts.maxSpinners));
-  if (opts.durationS !== undefined) args.push("--duration", String(opts.durationS));
-  if (opts.http) args.push("--http");
+  const dir = mkdtempSync(join(tmpdir(), 'mpload-'));
+  const readyFile = join(dir, 'ready');
+  const args = ['server', '--listen', opts.addr, '--port', String(opts.port ?? 0), '--ready-file', readyFile];
+  if (opts.spinUs !== undefined) args.push('--spin-us', String(opts.spinUs));
+  if (opts.maxSpinners !== undefined) args.push('--max-spinners', String(opts.maxSpinners));
+  if (opts.durationS !== undefined) args.push('--duration', String(opts.durationS));
+  if (opts.http) args.push('--http');
   const [file, argv] = command(bin, args, opts.netns);
-  const child = spawn(file, argv, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   trackServer(child);
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-  child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
     (resolve) => {
-      child.on("error", (e) => {
+      child.on('error', (e) => {
         stderr += `\nspawn error: ${e.message}`;
       });
-      child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+      child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
     },
   );
 
@@ -173,7 +173,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   try {
     for (;;) {
       try {
-        const txt = readFileSync(readyFile, "utf8").trim();
+        const txt = readFileSync(readyFile, 'utf8').trim();
         if (txt) {
           port = Number(txt);
           break;
@@ -183,10 +183,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       }
       if (exitedEarly) {
         const r = await exited;
-        throw new Error(`mpload server exited before listening (code ${r.code}, signal ${r.signal}): ${r.stderr.trim()}`);
+        throw new Error(
+          `mpload server exited before listening (code ${r.code}, signal ${r.signal}): ${r.stderr.trim()}`,
+        );
       }
       if (Date.now() > deadline) {
-        child.kill("SIGKILL");
+        child.kill('SIGKILL');
         throw new Error(`mpload server did not listen within ${opts.readyTimeoutMs ?? 10_000} ms: ${stderr.trim()}`);
       }
       await new Promise((r) => setTimeout(r, 5));
@@ -194,7 +196,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  if (!child.pid) throw new Error("mpload server has no pid");
+  if (!child.pid) throw new Error('mpload server has no pid');
   const pid = child.pid;
 
   let stopping: Promise<ServerSummary> | undefined;
@@ -205,9 +207,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     exited,
     stop(timeoutMs = 10_000): Promise<ServerSummary> {
       stopping ??= (async () => {
-        if (child.exitCode === null && child.signalCode === null) process.kill(pid, "SIGTERM");
+        if (child.exitCode === null && child.signalCode === null) process.kill(pid, 'SIGTERM');
         const timer = setTimeout(() => {
-          if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+          if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
         }, timeoutMs);
         const r = await exited;
         clearTimeout(timer);
@@ -233,7 +235,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
  */
 export async function startTestServer(t: AfterHook, opts: Partial<ServerOptions> = {}): Promise<RunningServer> {
   await buildTools();
-  const s = await startServer({ ...opts, addr: opts.addr ?? "127.0.0.1" });
+  const s = await startServer({ ...opts, addr: opts.addr ?? '127.0.0.1' });
   t.after(() => s.stop().catch(() => undefined));
   return s;
 }
@@ -285,42 +287,42 @@ export class ClientError extends Error {
 export async function runClient(opts: ClientOptions): Promise<ClientResult> {
   const bin = opts.bin ?? (await buildTools());
   const args = [
-    "client",
-    "--connect",
+    'client',
+    '--connect',
     opts.addr,
-    "--port",
+    '--port',
     String(opts.port),
-    "--requests",
+    '--requests',
     String(opts.requests),
-    "--concurrency",
+    '--concurrency',
     String(opts.concurrency ?? 1),
   ];
-  if (opts.sleeps) args.push("--sleeps", opts.sleeps.join(","));
-  if (opts.weights) args.push("--weights", opts.weights.join(","));
-  if (opts.newConn) args.push("--new-conn");
-  if (opts.http) args.push("--http");
-  if (opts.respLen !== undefined) args.push("--resp-len", String(opts.respLen));
-  if (opts.rate !== undefined) args.push("--rate", String(opts.rate));
-  if (opts.seed !== undefined) args.push("--seed", String(opts.seed));
-  if (opts.ioTimeoutMs !== undefined) args.push("--timeout-ms", String(opts.ioTimeoutMs));
-  if (opts.samplesFile) args.push("--samples", opts.samplesFile);
+  if (opts.sleeps) args.push('--sleeps', opts.sleeps.join(','));
+  if (opts.weights) args.push('--weights', opts.weights.join(','));
+  if (opts.newConn) args.push('--new-conn');
+  if (opts.http) args.push('--http');
+  if (opts.respLen !== undefined) args.push('--resp-len', String(opts.respLen));
+  if (opts.rate !== undefined) args.push('--rate', String(opts.rate));
+  if (opts.seed !== undefined) args.push('--seed', String(opts.seed));
+  if (opts.ioTimeoutMs !== undefined) args.push('--timeout-ms', String(opts.ioTimeoutMs));
+  if (opts.samplesFile) args.push('--samples', opts.samplesFile);
   const [file, argv] = command(bin, args, opts.netns);
 
-  const child = spawn(file, argv, { stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-  child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const timeoutMs = opts.timeoutMs ?? 300_000;
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    child.kill("SIGKILL");
+    child.kill('SIGKILL');
   }, timeoutMs);
   const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
     (resolve, reject) => {
-      child.on("error", reject);
-      child.on("close", (c, s) => resolve({ code: c, signal: s }));
+      child.on('error', reject);
+      child.on('close', (c, s) => resolve({ code: c, signal: s }));
     },
   ).finally(() => clearTimeout(timer));
 
@@ -332,7 +334,11 @@ export async function runClient(opts: ClientOptions): Promise<ClientResult> {
   try {
     result = JSON.parse(stdout) as ClientResult;
   } catch {
-    throw new ClientError(`mpload client printed no JSON: ${JSON.stringify(stdout)} ${stderr.trim()}`, undefined, stderr);
+    throw new ClientError(
+      `mpload client printed no JSON: ${JSON.stringify(stdout)} ${stderr.trim()}`,
+      undefined,
+      stderr,
+    );
   }
   if (result.errors > 0 && !opts.allowErrors) {
     throw new ClientError(
@@ -346,8 +352,8 @@ export async function runClient(opts: ClientOptions): Promise<ClientResult> {
 
 /** Reads a --samples file: latencies in ns, in request order. */
 export function readSamples(file: string): number[] {
-  return readFileSync(file, "utf8")
-    .split("\n")
+  return readFileSync(file, 'utf8')
+    .split('\n')
     .filter((l) => l.length > 0)
     .map(Number);
 }
@@ -376,7 +382,12 @@ export function plannedSleeps(requests: number, sleeps: number[], weights?: numb
 }
 
 /** Counts of plannedSleeps by sleep, keyed like by_sleep. */
-export function plannedCounts(requests: number, sleeps: number[], weights?: number[], seed = 42): Record<string, number> {
+export function plannedCounts(
+  requests: number,
+  sleeps: number[],
+  weights?: number[],
+  seed = 42,
+): Record<string, number> {
   const counts: Record<string, number> = Object.fromEntries(sleeps.map((s) => [String(s), 0]));
   for (const s of plannedSleeps(requests, sleeps, weights, seed)) counts[String(s)]++;
   return counts;
@@ -384,5 +395,5 @@ export function plannedCounts(requests: number, sleeps: number[], weights?: numb
 
 /** true when the process runs as root (netns tests need it). */
 export function isRoot(): boolean {
-  return typeof process.getuid === "function" && process.getuid() === 0;
+  return typeof process.getuid === 'function' && process.getuid() === 0;
 }

@@ -27,7 +27,6 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
-#include <strings.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -41,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -158,7 +158,8 @@ static int parse_list(const char *s, uint64_t *out, int max, const char *what) {
     out[n++] = (uint64_t)v;
     p = end;
     while (*p == ' ') p++;
-    if (*p == ',') p++;
+    if (*p == ',')
+      p++;
     else if (*p) {
       char buf[256];
       snprintf(buf, sizeof buf, "bad list for %s: '%s'", what, s);
@@ -301,7 +302,8 @@ static void *srv_conn(void *arg) {
       memmove(hbuf, hbuf + hl, hhave - hl); /* a pipelined next request stays */
       hhave -= hl;
       char head[160];
-      int n = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %u\r\nX-Mp-Seq: %u\r\n\r\n", resp_len, seq);
+      int n =
+          snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %u\r\nX-Mp-Seq: %u\r\n\r\n", resp_len, seq);
       if ((size_t)n + resp_len > resp_cap) {
         char *nb = realloc(resp, (size_t)n + resp_len);
         if (!nb) goto done;
@@ -428,15 +430,16 @@ static void srv_summary(FILE *f) {
   double sum = 0;
   for (size_t i = 0; i < k; i++) sum += (double)all[i];
   fprintf(f,
-          "{\"requests\":%" PRIu64 ",\"connections\":%" PRIu64 ",\"max_active_connections\":%d,"
+          "{\"requests\":%" PRIu64 ",\"connections\":%" PRIu64
+          ",\"max_active_connections\":%d,"
           "\"bad_requests\":%" PRIu64 ",\"samples\":%zu,",
-          (uint64_t)atomic_load(&srv_requests), (uint64_t)atomic_load(&srv_connections),
-          atomic_load(&srv_active_max), (uint64_t)atomic_load(&srv_bad), k);
+          (uint64_t)atomic_load(&srv_requests), (uint64_t)atomic_load(&srv_connections), atomic_load(&srv_active_max),
+          (uint64_t)atomic_load(&srv_bad), k);
   fprintf(f,
           "\"processing_us\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,"
           "\"min\":%.3f,\"max\":%.3f,\"mean\":%.3f},",
-          us(pct(all, k, 50)), us(pct(all, k, 90)), us(pct(all, k, 99)), us(pct(all, k, 99.9)),
-          us(k ? all[0] : 0), us(k ? all[k - 1] : 0), k ? sum / (double)k / 1000.0 : 0.0);
+          us(pct(all, k, 50)), us(pct(all, k, 90)), us(pct(all, k, 99)), us(pct(all, k, 99.9)), us(k ? all[0] : 0),
+          us(k ? all[k - 1] : 0), k ? sum / (double)k / 1000.0 : 0.0);
   fprintf(f, "\"by_sleep\":{");
   uint64_t *tmp = malloc(sizeof *tmp * (k ? k : 1));
   int first = 1;
@@ -445,9 +448,8 @@ static void srv_summary(FILE *f) {
     while (j < k && s[j].sleep_us == s[i].sleep_us) j++;
     size_t m = j - i;
     for (size_t q = 0; q < m; q++) tmp[q] = s[i + q].ns; /* already sorted by ns */
-    fprintf(f, "%s\"%u\":{\"count\":%zu,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f}",
-            first ? "" : ",", s[i].sleep_us, m, us(pct(tmp, m, 50)), us(pct(tmp, m, 90)),
-            us(pct(tmp, m, 99)), us(tmp[m - 1]));
+    fprintf(f, "%s\"%u\":{\"count\":%zu,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f}", first ? "" : ",",
+            s[i].sleep_us, m, us(pct(tmp, m, 50)), us(pct(tmp, m, 90)), us(pct(tmp, m, 99)), us(tmp[m - 1]));
     first = 0;
     i = j;
   }
@@ -466,13 +468,20 @@ static int run_server(int argc, char **argv) {
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
 #define NEXT() (i + 1 < argc ? argv[++i] : (die_usage("missing value"), ""))
-    if (!strcmp(a, "--listen")) listen_addr = NEXT();
-    else if (!strcmp(a, "--port")) port = (long)parse_u64(NEXT(), "--port");
-    else if (!strcmp(a, "--ready-file")) ready_file = NEXT();
-    else if (!strcmp(a, "--duration")) duration = parse_double(NEXT(), "--duration");
-    else if (!strcmp(a, "--spin-us")) srv_spin_ns = parse_u64(NEXT(), "--spin-us") * 1000ull;
-    else if (!strcmp(a, "--max-spinners")) srv_max_spinners = (int)parse_u64(NEXT(), "--max-spinners");
-    else if (!strcmp(a, "--http")) http_mode = 1;
+    if (!strcmp(a, "--listen"))
+      listen_addr = NEXT();
+    else if (!strcmp(a, "--port"))
+      port = (long)parse_u64(NEXT(), "--port");
+    else if (!strcmp(a, "--ready-file"))
+      ready_file = NEXT();
+    else if (!strcmp(a, "--duration"))
+      duration = parse_double(NEXT(), "--duration");
+    else if (!strcmp(a, "--spin-us"))
+      srv_spin_ns = parse_u64(NEXT(), "--spin-us") * 1000ull;
+    else if (!strcmp(a, "--max-spinners"))
+      srv_max_spinners = (int)parse_u64(NEXT(), "--max-spinners");
+    else if (!strcmp(a, "--http"))
+      http_mode = 1;
     else {
       char buf[256];
       snprintf(buf, sizeof buf, "unknown server option '%s'", a);
@@ -577,9 +586,9 @@ struct client_cfg {
 };
 
 static struct client_cfg C;
-static uint8_t *plan;       /* sleep bucket per request index */
-static uint64_t *lat_ns;    /* per request index, NS_ERR = failed */
-static uint64_t *conn_ns;   /* per request index (new-conn), NS_ERR = none */
+static uint8_t *plan;     /* sleep bucket per request index */
+static uint64_t *lat_ns;  /* per request index, NS_ERR = failed */
+static uint64_t *conn_ns; /* per request index (new-conn), NS_ERR = none */
 static atomic_uint_fast64_t next_req;
 static atomic_uint_fast64_t cl_errors;
 static atomic_uint_fast64_t cl_connections;
@@ -646,7 +655,8 @@ static void *cl_thread(void *arg) {
     }
     if (http_mode) {
       char rq[128];
-      int rn = snprintf(rq, sizeof rq, "GET /mp/%u/%u/%u HTTP/1.1\r\nHost: mpload\r\n\r\n", sleep_us, C.resp_len, (unsigned)i);
+      int rn = snprintf(rq, sizeof rq, "GET /mp/%u/%u/%u HTTP/1.1\r\nHost: mpload\r\n\r\n", sleep_us, C.resp_len,
+                        (unsigned)i);
       uint64_t t0 = now_ns(), t1 = 0;
       if (write_all(fd, rq, (size_t)rn) < 0) {
         count_err((errno == EAGAIN || errno == EWOULDBLOCK) ? &err_timeout : &err_io);
@@ -713,9 +723,12 @@ static void *cl_thread(void *arg) {
         continue;
       }
       if (r < 0 && errno == EINTR) continue;
-      if (r == 0) count_err(&err_eof);
-      else if (errno == EAGAIN || errno == EWOULDBLOCK) count_err(&err_timeout);
-      else count_err(&err_io);
+      if (r == 0)
+        count_err(&err_eof);
+      else if (errno == EAGAIN || errno == EWOULDBLOCK)
+        count_err(&err_timeout);
+      else
+        count_err(&err_io);
       failed = 1;
       break;
     }
@@ -768,20 +781,34 @@ static int run_client(int argc, char **argv) {
   C.timeout_ms = 10000;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
-    if (!strcmp(a, "--connect")) addr = NEXT();
-    else if (!strcmp(a, "--port")) port = (long)parse_u64(NEXT(), "--port");
-    else if (!strcmp(a, "--requests")) C.requests = parse_u64(NEXT(), "--requests"), have_requests = 1;
-    else if (!strcmp(a, "--concurrency")) C.concurrency = (int)parse_u64(NEXT(), "--concurrency");
-    else if (!strcmp(a, "--sleeps")) sleeps_s = NEXT();
-    else if (!strcmp(a, "--weights")) weights_s = NEXT();
-    else if (!strcmp(a, "--new-conn")) C.new_conn = 1;
-    else if (!strcmp(a, "--resp-len")) C.resp_len = (uint32_t)parse_u64(NEXT(), "--resp-len");
-    else if (!strcmp(a, "--rate")) C.rate = parse_double(NEXT(), "--rate");
-    else if (!strcmp(a, "--seed")) seed = parse_u64(NEXT(), "--seed");
-    else if (!strcmp(a, "--timeout-ms")) C.timeout_ms = (int)parse_u64(NEXT(), "--timeout-ms");
-    else if (!strcmp(a, "--out")) out = NEXT();
-    else if (!strcmp(a, "--samples")) samples = NEXT();
-    else if (!strcmp(a, "--http")) http_mode = 1;
+    if (!strcmp(a, "--connect"))
+      addr = NEXT();
+    else if (!strcmp(a, "--port"))
+      port = (long)parse_u64(NEXT(), "--port");
+    else if (!strcmp(a, "--requests"))
+      C.requests = parse_u64(NEXT(), "--requests"), have_requests = 1;
+    else if (!strcmp(a, "--concurrency"))
+      C.concurrency = (int)parse_u64(NEXT(), "--concurrency");
+    else if (!strcmp(a, "--sleeps"))
+      sleeps_s = NEXT();
+    else if (!strcmp(a, "--weights"))
+      weights_s = NEXT();
+    else if (!strcmp(a, "--new-conn"))
+      C.new_conn = 1;
+    else if (!strcmp(a, "--resp-len"))
+      C.resp_len = (uint32_t)parse_u64(NEXT(), "--resp-len");
+    else if (!strcmp(a, "--rate"))
+      C.rate = parse_double(NEXT(), "--rate");
+    else if (!strcmp(a, "--seed"))
+      seed = parse_u64(NEXT(), "--seed");
+    else if (!strcmp(a, "--timeout-ms"))
+      C.timeout_ms = (int)parse_u64(NEXT(), "--timeout-ms");
+    else if (!strcmp(a, "--out"))
+      out = NEXT();
+    else if (!strcmp(a, "--samples"))
+      samples = NEXT();
+    else if (!strcmp(a, "--http"))
+      http_mode = 1;
     else {
       char buf[256];
       snprintf(buf, sizeof buf, "unknown client option '%s'", a);
@@ -887,9 +914,8 @@ static int run_client(int argc, char **argv) {
     }
   }
   uint64_t errors = atomic_load(&cl_errors);
-  fprintf(f,
-          "{\"requests\":%zu,\"errors\":%" PRIu64 ",\"connections\":%" PRIu64 ",\"elapsed_s\":%.6f,\"rps\":%.1f,",
-          k, errors, (uint64_t)atomic_load(&cl_connections), elapsed, elapsed > 0 ? (double)k / elapsed : 0.0);
+  fprintf(f, "{\"requests\":%zu,\"errors\":%" PRIu64 ",\"connections\":%" PRIu64 ",\"elapsed_s\":%.6f,\"rps\":%.1f,", k,
+          errors, (uint64_t)atomic_load(&cl_connections), elapsed, elapsed > 0 ? (double)k / elapsed : 0.0);
   fprintf(f,
           "\"error_kinds\":{\"connect\":%" PRIu64 ",\"io\":%" PRIu64 ",\"eof\":%" PRIu64 ",\"timeout\":%" PRIu64
           ",\"mismatch\":%" PRIu64 "},",
@@ -912,11 +938,15 @@ static int run_client(int argc, char **argv) {
     fprintf(f, ",\"connect_us\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f}", us(pct(conn, kc, 50)),
             us(pct(conn, kc, 90)), us(pct(conn, kc, 99)), us(kc ? conn[kc - 1] : 0));
   }
-  fprintf(f, ",\"config\":{\"requests\":%" PRIu64 ",\"concurrency\":%d,\"new_conn\":%s,\"resp_len\":%u,\"rate\":%.3f,"
-             "\"seed\":%" PRIu64 "}}\n",
+  fprintf(f,
+          ",\"config\":{\"requests\":%" PRIu64
+          ",\"concurrency\":%d,\"new_conn\":%s,\"resp_len\":%u,\"rate\":%.3f,"
+          "\"seed\":%" PRIu64 "}}\n",
           C.requests, C.concurrency, C.new_conn ? "true" : "false", C.resp_len, C.rate, seed);
-  if (f != stdout) fclose(f);
-  else fflush(f);
+  if (f != stdout)
+    fclose(f);
+  else
+    fflush(f);
   return errors > 0 ? 1 : 0;
 }
 

@@ -50,7 +50,9 @@ export interface BarChartSpec {
 const r = (v: number) => Math.round(v * 10) / 10;
 
 function valueScale(spec: BarChartSpec, range: [number, number]): Scale {
-  const vals = spec.values.flatMap((row) => (spec.mode === 'stacked' ? [row.reduce<number>((a, v) => a + (v ?? 0), 0)] : row.map((v) => v ?? 0)));
+  const vals = spec.values.flatMap((row) =>
+    spec.mode === 'stacked' ? [row.reduce<number>((a, v) => a + (v ?? 0), 0)] : row.map((v) => v ?? 0),
+  );
   const max = Math.max(0, ...vals);
   if (spec.log) {
     const pos = spec.values.flat().filter((v): v is number => v !== null && v > 0);
@@ -80,7 +82,9 @@ export function hbarChart(spec: BarChartSpec): Html {
   const bySeries: Part[][] = spec.series.map(() => []);
   spec.categories.forEach((c, ci) => {
     const y0 = box.top + ci * rowH + 5;
-    parts.push(html`<text class="cat" x="${box.left - 8}" y="${r(y0 + (rowH - 10) / 2 + 4)}" text-anchor="end" fill="${INK}">${clip(c.label)}<title>${c.label}</title></text>`);
+    parts.push(
+      html`<text class="cat" x="${box.left - 8}" y="${r(y0 + (rowH - 10) / 2 + 4)}" text-anchor="end" fill="${INK}">${clip(c.label)}<title>${c.label}</title></text>`,
+    );
     let acc = 0;
     let end = at0;
     spec.series.forEach((s, si) => {
@@ -98,15 +102,37 @@ export function hbarChart(spec: BarChartSpec): Html {
         y = y0 + si * barH;
       }
       end = Math.max(end, x1);
-      bySeries[si].push(html`<rect class="bar" data-category="${c.key}" data-value="${v}" x="${r(x0)}" y="${r(y)}" width="${r(Math.max(1, x1 - x0))}" height="${r(barH - 1)}" fill="${s.color}"><title>${spec.tip(c, s, v)}</title></rect>`);
+      bySeries[si].push(
+        html`<rect class="bar" data-category="${c.key}" data-value="${v}" x="${r(x0)}" y="${r(y)}" width="${r(Math.max(1, x1 - x0))}" height="${r(barH - 1)}" fill="${s.color}"><title>${spec.tip(c, s, v)}</title></rect>`,
+      );
     });
-    if (c.note) parts.push(html`<text class="note-label" x="${r(end + 6)}" y="${r(y0 + (rowH - 10) / 2 + 4)}" fill="${MUTED}">${c.note}</text>`);
+    if (c.note)
+      parts.push(
+        html`<text class="note-label" x="${r(end + 6)}" y="${r(y0 + (rowH - 10) / 2 + 4)}" fill="${MUTED}">${c.note}</text>`,
+      );
   });
-  spec.series.forEach((s, si) => parts.push(html`<g class="series" data-series="${seriesKey(s.key)}" data-bars="${bySeries[si].length}">${bySeries[si]}</g>`));
-  return figure({
-    chart: spec.chart, instance: spec.instance, title: spec.title, subtitle: spec.subtitle, caption: spec.caption, legend: legendOf(spec),
-    series: spec.series.map((s) => s.key), width, height, alt: spec.alt, data: spec.data, wide: spec.wide,
-  }, join(parts));
+  spec.series.forEach((s, si) =>
+    parts.push(
+      html`<g class="series" data-series="${seriesKey(s.key)}" data-bars="${bySeries[si].length}">${bySeries[si]}</g>`,
+    ),
+  );
+  return figure(
+    {
+      chart: spec.chart,
+      instance: spec.instance,
+      title: spec.title,
+      subtitle: spec.subtitle,
+      caption: spec.caption,
+      legend: legendOf(spec),
+      series: spec.series.map((s) => s.key),
+      width,
+      height,
+      alt: spec.alt,
+      data: spec.data,
+      wide: spec.wide,
+    },
+    join(parts),
+  );
 }
 
 /** Vertical bars: categories along x, grouped by series. */
@@ -124,7 +150,9 @@ export function columnChart(spec: BarChartSpec & { height?: number }): Html {
   const bySeries: Part[][] = spec.series.map(() => []);
   spec.categories.forEach((c, ci) => {
     const cx = box.left + slot * (ci + 0.5);
-    parts.push(html`<text class="cat" x="${r(cx)}" y="${box.top + box.height + 16}" text-anchor="middle" fill="${INK}">${clip(c.label, Math.max(6, Math.floor(slot / 6.6)))}<title>${c.label}</title></text>`);
+    parts.push(
+      html`<text class="cat" x="${r(cx)}" y="${box.top + box.height + 16}" text-anchor="middle" fill="${INK}">${clip(c.label, Math.max(6, Math.floor(slot / 6.6)))}<title>${c.label}</title></text>`,
+    );
     let acc = 0;
     spec.series.forEach((s, si) => {
       const v = spec.values[ci]?.[si];
@@ -140,12 +168,31 @@ export function columnChart(spec: BarChartSpec & { height?: number }): Html {
         y0 = base;
         y1 = ys(v);
       }
-      bySeries[si].push(html`<rect class="bar" data-category="${c.key}" data-value="${v}" x="${r(x + 0.5)}" y="${r(y1)}" width="${r(Math.max(1, barW - 1))}" height="${r(Math.max(1, y0 - y1))}" fill="${s.color}"><title>${spec.tip(c, s, v)}</title></rect>`);
+      bySeries[si].push(
+        html`<rect class="bar" data-category="${c.key}" data-value="${v}" x="${r(x + 0.5)}" y="${r(y1)}" width="${r(Math.max(1, barW - 1))}" height="${r(Math.max(1, y0 - y1))}" fill="${s.color}"><title>${spec.tip(c, s, v)}</title></rect>`,
+      );
     });
   });
-  spec.series.forEach((s, si) => parts.push(html`<g class="series" data-series="${seriesKey(s.key)}" data-bars="${bySeries[si].length}">${bySeries[si]}</g>`));
-  return figure({
-    chart: spec.chart, instance: spec.instance, title: spec.title, subtitle: spec.subtitle, caption: spec.caption, legend: legendOf(spec),
-    series: spec.series.map((s) => s.key), width, height, alt: spec.alt, data: spec.data, wide: spec.wide,
-  }, join(parts));
+  spec.series.forEach((s, si) =>
+    parts.push(
+      html`<g class="series" data-series="${seriesKey(s.key)}" data-bars="${bySeries[si].length}">${bySeries[si]}</g>`,
+    ),
+  );
+  return figure(
+    {
+      chart: spec.chart,
+      instance: spec.instance,
+      title: spec.title,
+      subtitle: spec.subtitle,
+      caption: spec.caption,
+      legend: legendOf(spec),
+      series: spec.series.map((s) => s.key),
+      width,
+      height,
+      alt: spec.alt,
+      data: spec.data,
+      wide: spec.wide,
+    },
+    join(parts),
+  );
 }

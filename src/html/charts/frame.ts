@@ -25,7 +25,12 @@ export interface Margins {
 }
 
 export function plotBox(width: number, height: number, m: Margins): Box {
-  return { left: m.left, top: m.top, width: Math.max(10, width - m.left - m.right), height: Math.max(10, height - m.top - m.bottom) };
+  return {
+    left: m.left,
+    top: m.top,
+    width: Math.max(10, width - m.left - m.right),
+    height: Math.max(10, height - m.top - m.bottom),
+  };
 }
 
 export interface LegendItem {
@@ -100,21 +105,35 @@ export function axes(box: Box, x: AxisSpec | undefined, y: AxisSpec | undefined)
       const px = r1(x.scale(t));
       parts.push(html`<line class="grid" x1="${px}" x2="${px}" y1="${box.top}" y2="${bottom}" stroke="${GRID}"/>`);
       parts.push(html`<line x1="${px}" x2="${px}" y1="${bottom}" y2="${bottom + 4}" stroke="${AXIS}"/>`);
-      parts.push(html`<text class="tick" x="${px}" y="${bottom + 15}" text-anchor="middle" fill="${MUTED}">${x.format(t)}</text>`);
+      parts.push(
+        html`<text class="tick" x="${px}" y="${bottom + 15}" text-anchor="middle" fill="${MUTED}">${x.format(t)}</text>`,
+      );
     }
-    parts.push(html`<line class="axis" x1="${box.left}" x2="${box.left + box.width}" y1="${bottom}" y2="${bottom}" stroke="${AXIS}"/>`);
-    parts.push(html`<text class="axis-label" x="${r1(box.left + box.width / 2)}" y="${bottom + 32}" text-anchor="middle" fill="${INK}">${x.label}</text>`);
+    parts.push(
+      html`<line class="axis" x1="${box.left}" x2="${box.left + box.width}" y1="${bottom}" y2="${bottom}" stroke="${AXIS}"/>`,
+    );
+    parts.push(
+      html`<text class="axis-label" x="${r1(box.left + box.width / 2)}" y="${bottom + 32}" text-anchor="middle" fill="${INK}">${x.label}</text>`,
+    );
   }
   if (y) {
     const ticks = y.ticks ?? y.scale.ticks;
     for (const t of ticks) {
       const py = r1(y.scale(t));
-      parts.push(html`<line class="grid" x1="${box.left}" x2="${box.left + box.width}" y1="${py}" y2="${py}" stroke="${GRID}"/>`);
-      parts.push(html`<text class="tick" x="${box.left - 6}" y="${py + 3.5}" text-anchor="end" fill="${MUTED}">${y.format(t)}</text>`);
+      parts.push(
+        html`<line class="grid" x1="${box.left}" x2="${box.left + box.width}" y1="${py}" y2="${py}" stroke="${GRID}"/>`,
+      );
+      parts.push(
+        html`<text class="tick" x="${box.left - 6}" y="${py + 3.5}" text-anchor="end" fill="${MUTED}">${y.format(t)}</text>`,
+      );
     }
-    parts.push(html`<line class="axis" x1="${box.left}" x2="${box.left}" y1="${box.top}" y2="${bottom}" stroke="${AXIS}"/>`);
+    parts.push(
+      html`<line class="axis" x1="${box.left}" x2="${box.left}" y1="${box.top}" y2="${bottom}" stroke="${AXIS}"/>`,
+    );
     const cy = r1(box.top + box.height / 2);
-    parts.push(html`<text class="axis-label" transform="translate(${box.left - 48} ${cy}) rotate(-90)" text-anchor="middle" fill="${INK}">${y.label}</text>`);
+    parts.push(
+      html`<text class="axis-label" transform="translate(${box.left - 48} ${cy}) rotate(-90)" text-anchor="middle" fill="${INK}">${y.label}</text>`,
+    );
   }
   return join(parts);
 }

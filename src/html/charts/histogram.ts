@@ -37,7 +37,8 @@ const r = (v: number) => Math.round(v * 10) / 10;
 
 export function histogramChart(spec: HistogramSpec): Html {
   const width = WIDTH;
-  const panelH = 92, gap = 14;
+  const panelH = 92,
+    gap = 14;
   const height = 14 + spec.panels.length * (panelH + gap) - gap + 46;
   const box = plotBox(width, height, { top: 14, right: 18, bottom: 46, left: 64 });
   const all = spec.panels.flatMap((p) => p.bins.filter((b) => b.count > 0));
@@ -50,21 +51,44 @@ export function histogramChart(spec: HistogramSpec): Html {
     const max = Math.max(1, ...p.bins.map((b) => b.count));
     const ys = linearScale(0, max, [top + panelH, top + 14], 2);
     const total = p.bins.reduce((a, b) => a + b.count, 0);
-    const rects = p.bins.filter((b) => b.count > 0).map((b) => {
-      const x0 = xs(Math.max(b.lo, xs.domain[0])), x1 = xs(b.hi);
-      const y = ys(b.count);
-      return html`<rect class="bar" x="${r(x0)}" y="${r(y)}" width="${r(Math.max(1, x1 - x0 - 0.5))}" height="${r(Math.max(0.5, top + panelH - y))}" fill="${p.color}"><title>${p.label}: ${fmtCount(b.count)} requests in ${fmtMs(b.lo)} – ${fmtMs(b.hi)}</title></rect>`;
-    });
-    parts.push(html`<line class="axis" x1="${box.left}" x2="${box.left + box.width}" y1="${top + panelH}" y2="${top + panelH}" stroke="#cfcfcf"/>`);
-    parts.push(html`<text class="tick" x="${box.left - 6}" y="${r(ys(ys.ticks[ys.ticks.length - 1]) + 3.5)}" text-anchor="end" fill="${MUTED}">${tickCount(ys.ticks[ys.ticks.length - 1])}</text>`);
-    parts.push(html`<text class="tick" x="${box.left - 6}" y="${top + panelH + 3.5}" text-anchor="end" fill="${MUTED}">0</text>`);
+    const rects = p.bins
+      .filter((b) => b.count > 0)
+      .map((b) => {
+        const x0 = xs(Math.max(b.lo, xs.domain[0])),
+          x1 = xs(b.hi);
+        const y = ys(b.count);
+        return html`<rect class="bar" x="${r(x0)}" y="${r(y)}" width="${r(Math.max(1, x1 - x0 - 0.5))}" height="${r(Math.max(0.5, top + panelH - y))}" fill="${p.color}"><title>${p.label}: ${fmtCount(b.count)} requests in ${fmtMs(b.lo)} – ${fmtMs(b.hi)}</title></rect>`;
+      });
+    parts.push(
+      html`<line class="axis" x1="${box.left}" x2="${box.left + box.width}" y1="${top + panelH}" y2="${top + panelH}" stroke="#cfcfcf"/>`,
+    );
+    parts.push(
+      html`<text class="tick" x="${box.left - 6}" y="${r(ys(ys.ticks[ys.ticks.length - 1]) + 3.5)}" text-anchor="end" fill="${MUTED}">${tickCount(ys.ticks[ys.ticks.length - 1])}</text>`,
+    );
+    parts.push(
+      html`<text class="tick" x="${box.left - 6}" y="${top + panelH + 3.5}" text-anchor="end" fill="${MUTED}">0</text>`,
+    );
     parts.push(html`<g class="series" data-series="${seriesKey(p.key)}" data-bars="${rects.length}">${rects}</g>`);
-    parts.push(html`<text class="panel-label" x="${box.left + 6}" y="${top + 10}" fill="${INK}" font-weight="600">${p.label}<tspan fill="${MUTED}" font-weight="400"> · ${fmtCount(total)} requests</tspan></text>`);
+    parts.push(
+      html`<text class="panel-label" x="${box.left + 6}" y="${top + 10}" fill="${INK}" font-weight="600">${p.label}<tspan fill="${MUTED}" font-weight="400"> · ${fmtCount(total)} requests</tspan></text>`,
+    );
   });
-  parts.push(html`<text class="axis-label" transform="translate(${box.left - 48} ${r(box.top + box.height / 2)}) rotate(-90)" text-anchor="middle" fill="${INK}">requests per bin</text>`);
-  return figure({
-    chart: spec.chart, instance: spec.instance, title: spec.title, subtitle: spec.subtitle, caption: spec.caption,
-    series: spec.panels.map((p) => p.key), width, height, alt: spec.alt,
-    legend: spec.panels.map((p) => ({ key: p.key, label: p.label, color: p.color })),
-  }, join(parts));
+  parts.push(
+    html`<text class="axis-label" transform="translate(${box.left - 48} ${r(box.top + box.height / 2)}) rotate(-90)" text-anchor="middle" fill="${INK}">requests per bin</text>`,
+  );
+  return figure(
+    {
+      chart: spec.chart,
+      instance: spec.instance,
+      title: spec.title,
+      subtitle: spec.subtitle,
+      caption: spec.caption,
+      series: spec.panels.map((p) => p.key),
+      width,
+      height,
+      alt: spec.alt,
+      legend: spec.panels.map((p) => ({ key: p.key, label: p.label, color: p.color })),
+    },
+    join(parts),
+  );
 }

@@ -10,7 +10,12 @@ import { autoScale } from '../scale.js';
 import { fmtMs, tickMs } from '../format.js';
 import { INK, MUTED, QUANTILE_COLOR } from '../palette.js';
 
-export const LADDER_QUANTILES = [['p50', 'p50'], ['p90', 'p90'], ['p99', 'p99'], ['p999', 'p99.9']] as const;
+export const LADDER_QUANTILES = [
+  ['p50', 'p50'],
+  ['p90', 'p90'],
+  ['p99', 'p99'],
+  ['p999', 'p99.9'],
+] as const;
 export type LadderQuantile = (typeof LADDER_QUANTILES)[number][0];
 
 export interface LadderRow {
@@ -41,30 +46,52 @@ export function ladderChart(spec: LadderSpec): Html {
   const noteW = Math.max(0, ...spec.rows.map((x) => (x.note ? textWidth(x.note) + 10 : 0)));
   const height = spec.rows.length * rowH + 12 + 46;
   const box = plotBox(width, height, { top: 12, right: 18 + noteW, bottom: 46, left: labelW });
-  const values = spec.rows.flatMap((x) => Object.values(x.q).filter((v): v is number => typeof v === 'number' && v > 0));
+  const values = spec.rows.flatMap((x) =>
+    Object.values(x.q).filter((v): v is number => typeof v === 'number' && v > 0),
+  );
   const xs = autoScale(values, [box.left, box.left + box.width], 8);
   const parts: Part[] = [axes(box, { scale: xs, label: 'time (log scale)', format: tickMs }, undefined)];
-  if (xs.kind !== 'log') parts.pop(), parts.push(axes(box, { scale: xs, label: 'time', format: tickMs }, undefined));
+  if (xs.kind !== 'log') (parts.pop(), parts.push(axes(box, { scale: xs, label: 'time', format: tickMs }, undefined)));
   spec.rows.forEach((row, i) => {
     const cy = box.top + i * rowH + rowH / 2;
-    parts.push(html`<text class="cat" x="${box.left - 8}" y="${r(cy + 4)}" text-anchor="end" fill="${INK}">${clip(row.label, 34)}<title>${row.label}</title></text>`);
+    parts.push(
+      html`<text class="cat" x="${box.left - 8}" y="${r(cy + 4)}" text-anchor="end" fill="${INK}">${clip(row.label, 34)}<title>${row.label}</title></text>`,
+    );
     const q = row.q;
     const marks: Part[] = [];
     if (typeof q.p50 === 'number' && typeof q.p99 === 'number') {
-      const x0 = xs(q.p50), x1 = xs(q.p99);
-      marks.push(html`<rect class="bar" x="${r(x0)}" y="${r(cy - 5)}" width="${r(Math.max(2, x1 - x0))}" height="10" rx="3" fill="${row.color}" fill-opacity="0.35"><title>${row.label}: p50 ${fmtMs(q.p50)} to p99 ${fmtMs(q.p99)}</title></rect>`);
+      const x0 = xs(q.p50),
+        x1 = xs(q.p99);
+      marks.push(
+        html`<rect class="bar" x="${r(x0)}" y="${r(cy - 5)}" width="${r(Math.max(2, x1 - x0))}" height="10" rx="3" fill="${row.color}" fill-opacity="0.35"><title>${row.label}: p50 ${fmtMs(q.p50)} to p99 ${fmtMs(q.p99)}</title></rect>`,
+      );
     }
     for (const [name, label] of LADDER_QUANTILES) {
       const v = q[name];
       if (typeof v !== 'number') continue;
-      marks.push(html`<circle class="point" data-quantile="${name}" cx="${r(xs(v))}" cy="${r(cy)}" r="4.5" fill="${QUANTILE_COLOR[name]}" stroke="#fff" stroke-width="1"><title>${row.label}: ${label} ${fmtMs(v)}</title></circle>`);
+      marks.push(
+        html`<circle class="point" data-quantile="${name}" cx="${r(xs(v))}" cy="${r(cy)}" r="4.5" fill="${QUANTILE_COLOR[name]}" stroke="#fff" stroke-width="1"><title>${row.label}: ${label} ${fmtMs(v)}</title></circle>`,
+      );
     }
     parts.push(html`<g class="series" data-series="${seriesKey(row.key)}" data-points="${marks.length}">${marks}</g>`);
-    if (row.note) parts.push(html`<text class="note-label" x="${box.left + box.width + 8}" y="${r(cy + 4)}" fill="${MUTED}">${row.note}</text>`);
+    if (row.note)
+      parts.push(
+        html`<text class="note-label" x="${box.left + box.width + 8}" y="${r(cy + 4)}" fill="${MUTED}">${row.note}</text>`,
+      );
   });
-  return figure({
-    chart: spec.chart, instance: spec.instance, title: spec.title, subtitle: spec.subtitle, caption: spec.caption,
-    series: spec.rows.map((x) => x.key), width, height, alt: spec.alt,
-    legend: LADDER_QUANTILES.map(([k, l]) => ({ key: k, label: l, color: QUANTILE_COLOR[k], shape: 'dot' as const })),
-  }, join(parts));
+  return figure(
+    {
+      chart: spec.chart,
+      instance: spec.instance,
+      title: spec.title,
+      subtitle: spec.subtitle,
+      caption: spec.caption,
+      series: spec.rows.map((x) => x.key),
+      width,
+      height,
+      alt: spec.alt,
+      legend: LADDER_QUANTILES.map(([k, l]) => ({ key: k, label: l, color: QUANTILE_COLOR[k], shape: 'dot' as const })),
+    },
+    join(parts),
+  );
 }

@@ -55,7 +55,8 @@ export function pathOf(points: readonly LinePoint[], xs: Scale, ys: Scale, step 
   let prev: [number, number] | undefined;
   for (const p of points) {
     if (!Number.isFinite(p.x) || !Number.isFinite(p.y)) continue;
-    const px = r(xs(p.x)), py = r(ys(p.y));
+    const px = r(xs(p.x)),
+      py = r(ys(p.y));
     if (!prev) d += `M${px},${py}`;
     else if (step) d += `H${px}V${py}`;
     else if (px !== prev[0] || py !== prev[1]) d += `L${px},${py}`;
@@ -77,13 +78,34 @@ export function lineChart(spec: LineChartSpec): Html {
   ];
   for (const s of spec.series) {
     const d = pathOf(s.points, x.scale, y.scale, s.step);
-    const dots = (s.markers ?? []).map((m) => html`<circle class="point" cx="${r(x.scale(m.x))}" cy="${r(y.scale(m.y))}" r="${s.sparse ? 3.5 : 3}" fill="${s.sparse ? s.color : '#fff'}" stroke="${s.color}" stroke-width="1.5"><title>${m.title}</title></circle>`);
+    const dots = (s.markers ?? []).map(
+      (m) =>
+        html`<circle class="point" cx="${r(x.scale(m.x))}" cy="${r(y.scale(m.y))}" r="${s.sparse ? 3.5 : 3}" fill="${s.sparse ? s.color : '#fff'}" stroke="${s.color}" stroke-width="1.5"><title>${m.title}</title></circle>`,
+    );
     body.push(html`<g class="series" data-series="${seriesKey(s.key)}" data-points="${s.points.length}" clip-path="url(#${clipId})">
 <path class="line" d="${d}" fill="none" stroke="${s.color}" stroke-width="${s.sparse ? 1.6 : 2}"${s.sparse ? html` stroke-dasharray="5 3"` : ''} stroke-linejoin="round"><title>${s.title}</title></path>${dots}</g>`);
   }
-  const legend: LegendItem[] = spec.series.map((s) => ({ key: s.key, label: s.label, color: s.color, shape: s.sparse ? 'dash' : 'line' }));
-  return figure({
-    chart: spec.chart, instance: spec.instance, title: spec.title, subtitle: spec.subtitle, caption: spec.caption, legend,
-    series: spec.series.map((s) => s.key), width, height, alt: spec.alt, data: spec.data, wide: spec.wide,
-  }, join(body));
+  const legend: LegendItem[] = spec.series.map((s) => ({
+    key: s.key,
+    label: s.label,
+    color: s.color,
+    shape: s.sparse ? 'dash' : 'line',
+  }));
+  return figure(
+    {
+      chart: spec.chart,
+      instance: spec.instance,
+      title: spec.title,
+      subtitle: spec.subtitle,
+      caption: spec.caption,
+      legend,
+      series: spec.series.map((s) => s.key),
+      width,
+      height,
+      alt: spec.alt,
+      data: spec.data,
+      wide: spec.wide,
+    },
+    join(body),
+  );
 }

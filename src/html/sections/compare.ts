@@ -10,7 +10,12 @@ import { fmtMs, fmtCount, tickMs } from '../format.js';
 import { EBPF_COLORS, MESH_COLORS, tint } from '../palette.js';
 import { grid, note, section, table, type ReportInputs, type Section } from '../section.js';
 
-const QUANTILES = [['p50_ms', 'p50'], ['p90_ms', 'p90'], ['p99_ms', 'p99'], ['mean_ms', 'mean']] as const;
+const QUANTILES = [
+  ['p50_ms', 'p50'],
+  ['p90_ms', 'p90'],
+  ['p99_ms', 'p99'],
+  ['mean_ms', 'mean'],
+] as const;
 
 /** At most this many services get a chart; the differences table has them all. */
 export const MAX_COMPARE_CHARTS = 12;
@@ -45,21 +50,37 @@ export function bucketAround(bounds: readonly number[], v: number): [number, num
 
 function sourcesOf(svc: Obj): Source[] {
   const out: Source[] = [];
-  arr(svc.ebpf).filter(isObj).forEach((e, i) => {
-    const view = str(e.view) ?? '?';
-    out.push({ key: `ebpf ${view}`, label: `eBPF ${view} view (${str(e.probe_service) ?? '?'})`, color: EBPF_COLORS[i % EBPF_COLORS.length], fig: e, bounds: [], qbuckets: {} });
-  });
-  arr(svc.mesh).filter(isObj).forEach((m, i) => {
-    const source = str(m.source) ?? 'mesh';
-    const reporter = str(m.reporter) ?? '';
-    const ns = str(m.namespace);
-    const qb = obj(m.quantile_buckets_ms);
-    out.push({
-      key: `${source} ${reporter}`.trim(), label: `${source}${reporter ? ` · ${reporter}` : ''}${ns ? ` (${ns})` : ''}`, color: MESH_COLORS[i % MESH_COLORS.length], fig: m,
-      bounds: arr(m.bucket_bounds_ms).map(num).filter((x): x is number => x !== null),
-      qbuckets: { p50: pair(qb.p50), p90: pair(qb.p90), p99: pair(qb.p99) },
+  arr(svc.ebpf)
+    .filter(isObj)
+    .forEach((e, i) => {
+      const view = str(e.view) ?? '?';
+      out.push({
+        key: `ebpf ${view}`,
+        label: `eBPF ${view} view (${str(e.probe_service) ?? '?'})`,
+        color: EBPF_COLORS[i % EBPF_COLORS.length],
+        fig: e,
+        bounds: [],
+        qbuckets: {},
+      });
     });
-  });
+  arr(svc.mesh)
+    .filter(isObj)
+    .forEach((m, i) => {
+      const source = str(m.source) ?? 'mesh';
+      const reporter = str(m.reporter) ?? '';
+      const ns = str(m.namespace);
+      const qb = obj(m.quantile_buckets_ms);
+      out.push({
+        key: `${source} ${reporter}`.trim(),
+        label: `${source}${reporter ? ` · ${reporter}` : ''}${ns ? ` (${ns})` : ''}`,
+        color: MESH_COLORS[i % MESH_COLORS.length],
+        fig: m,
+        bounds: arr(m.bucket_bounds_ms)
+          .map(num)
+          .filter((x): x is number => x !== null),
+        qbuckets: { p50: pair(qb.p50), p90: pair(qb.p90), p99: pair(qb.p99) },
+      });
+    });
   return out;
 }
 
@@ -69,20 +90,32 @@ export function compareChart(svc: Obj): Html {
   const values = QUANTILES.map(([f]) => sources.map((s) => num(s.fig[f])));
   const pos = values.flat().filter((v): v is number => v !== null && v > 0);
   const log = pos.length > 0 && Math.max(...pos) / Math.min(...pos) > 20;
-  const bucketOf = (s: Source, quantile: string, v: number) => s.qbuckets[quantile] ?? (s.bounds.length ? bucketAround(s.bounds, v) : null);
-  const coarse = sources.filter((s) => s.bounds.length > 0 || s.qbuckets.p99).map((s) => {
-    const p99 = num(s.fig.p99_ms);
-    const b = p99 !== null ? bucketOf(s, 'p99', p99) : null;
-    return b ? `${s.label}'s p99 lies in its bucket ${bucketText(b)}` : '';
-  }).filter(Boolean);
+  const bucketOf = (s: Source, quantile: string, v: number) =>
+    s.qbuckets[quantile] ?? (s.bounds.length ? bucketAround(s.bounds, v) : null);
+  const coarse = sources
+    .filter((s) => s.bounds.length > 0 || s.qbuckets.p99)
+    .map((s) => {
+      const p99 = num(s.fig.p99_ms);
+      const b = p99 !== null ? bucketOf(s, 'p99', p99) : null;
+      return b ? `${s.label}'s p99 lies in its bucket ${bucketText(b)}` : '';
+    })
+    .filter(Boolean);
   // what the mesh would report for the kernel's own requests, when analyze-latency could tell
   const fromEbpf = new Map<string, number>();
   for (const d of arr(svc.differences).filter(isObj)) {
     const v = num(d.mesh_from_ebpf_ms);
     if (v !== null) fromEbpf.set(`${str(d.source)} ${str(d.reporter) ?? ''}`.trim() + `|${str(d.quantile)}`, v);
   }
-  const sims: Source[] = sources.filter((s) => s.bounds.length > 0 && QUANTILES.some(([, l]) => fromEbpf.has(`${s.key}|${l}`)))
-    .map((s) => ({ key: `${s.key} from ebpf`, label: `${s.label}, computed from the kernel's requests`, color: tint(s.color, 0.55), fig: {}, bounds: s.bounds, qbuckets: {} }));
+  const sims: Source[] = sources
+    .filter((s) => s.bounds.length > 0 && QUANTILES.some(([, l]) => fromEbpf.has(`${s.key}|${l}`)))
+    .map((s) => ({
+      key: `${s.key} from ebpf`,
+      label: `${s.label}, computed from the kernel's requests`,
+      color: tint(s.color, 0.55),
+      fig: {},
+      bounds: s.bounds,
+      qbuckets: {},
+    }));
   const all = [...sources, ...sims];
   for (const [f, l] of QUANTILES) {
     const row = values[QUANTILES.findIndex(([g]) => g === f)];
@@ -106,9 +139,10 @@ export function compareChart(svc: Obj): Html {
       const n = num(src.fig.requests);
       return `${s.label} ${c.label}: ${fmtMs(v)}${b ? ` (mesh bucket ${bucketText(b)})` : ''}${n !== null ? `; ${fmtCount(n)} requests` : ''}`;
     },
-    caption: coarse.length || sims.length
-      ? `${coarse.length ? `${coarse.join('; ')}: a mesh quantile is interpolated inside such a bucket.` : ''}${sims.length ? ' Pale: what the mesh would report for the kernel\'s own requests (their histogram in the mesh\'s buckets).' : ''}`.trim()
-      : undefined,
+    caption:
+      coarse.length || sims.length
+        ? `${coarse.length ? `${coarse.join('; ')}: a mesh quantile is interpolated inside such a bucket.` : ''}${sims.length ? " Pale: what the mesh would report for the kernel's own requests (their histogram in the mesh's buckets)." : ''}`.trim()
+        : undefined,
     alt: `Latency quantiles of ${name} as the kernel and the mesh saw them`,
     data: { service: name },
     height: 260,
@@ -120,27 +154,74 @@ export function compareSection(inputs: ReportInputs): Section | undefined {
   if (!input) return undefined;
   const rep = input.report;
   const services = arr(rep.services).filter(isObj);
-  const notes = arr(rep.notes).map(str).filter((s): s is string => !!s);
+  const notes = arr(rep.notes)
+    .map(str)
+    .filter((s): s is string => !!s);
   const ins = obj(rep.inputs);
-  const diffs = services.flatMap((s) => arr(s.differences).filter(isObj).map((d) => ({ service: str(s.service) ?? '?', d })));
+  const diffs = services.flatMap((s) =>
+    arr(s.differences)
+      .filter(isObj)
+      .map((d) => ({ service: str(s.service) ?? '?', d })),
+  );
   const shown = services.filter((s) => arr(s.ebpf).length + arr(s.mesh).length > 0).slice(0, MAX_COMPARE_CHARTS);
-  return section('compare', 'eBPF vs mesh',
-    html`<p class="lead">From analyze-latency: ${Object.entries(ins).filter(([, v]) => str(v)).map(([k, v]) => `${k.replace(/_/g, ' ')} ${str(v)}`).join('; ') || 'no inputs named'}.</p>`,
-    shown.length ? grid(...shown.map(compareChart)) : note('The analysis matched no service between the probe and the mesh.', 'warn'),
-    services.length > shown.length ? note(`Charts for ${shown.length} of ${services.length} services; the table has all differences.`, 'info') : '',
-    diffs.length ? table('differences', [
-      { head: 'service', cell: (r) => html`<span class="name">${r.service}</span>` },
-      { head: 'source', cell: (r) => `${str(r.d.source) ?? ''} ${str(r.d.reporter) ?? ''}${str(r.d.ebpf_view) ? ` vs eBPF ${str(r.d.ebpf_view)}` : ''}` },
-      { head: 'quantile', cell: (r) => str(r.d.quantile) ?? '' },
-      { head: 'eBPF', cell: (r) => fmtMs(num(r.d.ebpf_ms)), num: true },
-      { head: 'mesh', cell: (r) => fmtMs(num(r.d.mesh_ms)), num: true },
-      { head: 'mesh − eBPF', cell: (r) => { const v = num(r.d.diff_ms); return v === null ? '–' : `${v > 0 ? '+' : ''}${fmtMs(v)}`; }, num: true },
-      ...(diffs.some((r) => num(r.d.mesh_from_ebpf_ms) !== null)
-        ? [{ head: 'mesh from eBPF', cell: (r: { d: Obj }) => fmtMs(num(r.d.mesh_from_ebpf_ms)), num: true }] : []),
-      ...(diffs.some((r) => pair(r.d.mesh_bucket_ms))
-        ? [{ head: 'mesh bucket', cell: (r: { d: Obj }) => { const b = pair(r.d.mesh_bucket_ms); return b ? bucketText(b) : '–'; } }] : []),
-      { head: 'likely cause', cell: (r) => str(r.d.likely_cause) ?? '' },
-    ], diffs, 'Differences') : '',
-    notes.length ? html`<h3>Notes from the analysis</h3><ul class="notes">${notes.map((n) => html`<li>${n}</li>`)}</ul>` : '',
+  return section(
+    'compare',
+    'eBPF vs mesh',
+    html`<p class="lead">From analyze-latency: ${
+      Object.entries(ins)
+        .filter(([, v]) => str(v))
+        .map(([k, v]) => `${k.replace(/_/g, ' ')} ${str(v)}`)
+        .join('; ') || 'no inputs named'
+    }.</p>`,
+    shown.length
+      ? grid(...shown.map(compareChart))
+      : note('The analysis matched no service between the probe and the mesh.', 'warn'),
+    services.length > shown.length
+      ? note(`Charts for ${shown.length} of ${services.length} services; the table has all differences.`, 'info')
+      : '',
+    diffs.length
+      ? table(
+          'differences',
+          [
+            { head: 'service', cell: (r) => html`<span class="name">${r.service}</span>` },
+            {
+              head: 'source',
+              cell: (r) =>
+                `${str(r.d.source) ?? ''} ${str(r.d.reporter) ?? ''}${str(r.d.ebpf_view) ? ` vs eBPF ${str(r.d.ebpf_view)}` : ''}`,
+            },
+            { head: 'quantile', cell: (r) => str(r.d.quantile) ?? '' },
+            { head: 'eBPF', cell: (r) => fmtMs(num(r.d.ebpf_ms)), num: true },
+            { head: 'mesh', cell: (r) => fmtMs(num(r.d.mesh_ms)), num: true },
+            {
+              head: 'mesh − eBPF',
+              cell: (r) => {
+                const v = num(r.d.diff_ms);
+                return v === null ? '–' : `${v > 0 ? '+' : ''}${fmtMs(v)}`;
+              },
+              num: true,
+            },
+            ...(diffs.some((r) => num(r.d.mesh_from_ebpf_ms) !== null)
+              ? [{ head: 'mesh from eBPF', cell: (r: { d: Obj }) => fmtMs(num(r.d.mesh_from_ebpf_ms)), num: true }]
+              : []),
+            ...(diffs.some((r) => pair(r.d.mesh_bucket_ms))
+              ? [
+                  {
+                    head: 'mesh bucket',
+                    cell: (r: { d: Obj }) => {
+                      const b = pair(r.d.mesh_bucket_ms);
+                      return b ? bucketText(b) : '–';
+                    },
+                  },
+                ]
+              : []),
+            { head: 'likely cause', cell: (r) => str(r.d.likely_cause) ?? '' },
+          ],
+          diffs,
+          'Differences',
+        )
+      : '',
+    notes.length
+      ? html`<h3>Notes from the analysis</h3><ul class="notes">${notes.map((n) => html`<li>${n}</li>`)}</ul>`
+      : '',
   );
 }

@@ -41,13 +41,19 @@ function sideRows(c: Obj, measures: [string, string][]): LadderRow[] {
 
 export function timingChart(c: Obj): Html {
   const rows = sideRows(c, SETUP_MEASURES);
-  if (rows.length === 0) return emptyChart('connection-timing', 'Connection set-up and TLS time', 'No connection was set up while the probe ran.');
+  if (rows.length === 0)
+    return emptyChart(
+      'connection-timing',
+      'Connection set-up and TLS time',
+      'No connection was set up while the probe ran.',
+    );
   return ladderChart({
     chart: 'connection-timing',
     title: 'Connection set-up and TLS time',
     subtitle: 'bar: p50 to p99',
     rows,
-    caption: 'TCP set-up: client, SYN sent to SYN-ACK received; server, SYN-ACK sent to the final ACK. TLS handshake: ClientHello to the handshake done on that side, from the TLS records on the socket; libssl: from uprobes on the library. Connected → TLS done: what the application waits for after connect().',
+    caption:
+      'TCP set-up: client, SYN sent to SYN-ACK received; server, SYN-ACK sent to the final ACK. TLS handshake: ClientHello to the handshake done on that side, from the TLS records on the socket; libssl: from uprobes on the library. Connected → TLS done: what the application waits for after connect().',
     alt: 'Percentiles of TCP set-up and TLS handshake times per side',
   });
 }
@@ -60,7 +66,8 @@ function lifecycleChart(c: Obj): Html | '' {
     title: 'Connection lifetime and idle gaps',
     subtitle: 'bar: p50 to p99',
     rows,
-    caption: 'Lifetime of the connections that closed; idle gap: from the end of an exchange to the next request on the same connection.',
+    caption:
+      'Lifetime of the connections that closed; idle gap: from the end of an exchange to the next request on the same connection.',
     alt: 'Percentiles of connection lifetime and idle gaps per side',
   });
 }
@@ -71,7 +78,14 @@ function serviceTimingChart(services: Obj[]): Html | '' {
     const name = `${str(s.service) ?? '?'} (${str(s.role) ?? '?'})`;
     const setup = quantiles(s.setup_ms);
     const tls = quantiles(s.tls_handshake_ms);
-    if (setup) rows.push({ key: `${name}:setup`, label: `${name} · TCP`, color: seriesColor(i), q: setup, note: `${fmtCount(num(s.opened))} opened` });
+    if (setup)
+      rows.push({
+        key: `${name}:setup`,
+        label: `${name} · TCP`,
+        color: seriesColor(i),
+        q: setup,
+        note: `${fmtCount(num(s.opened))} opened`,
+      });
     if (tls) rows.push({ key: `${name}:tls`, label: `${name} · TLS`, color: seriesColor(i), q: tls });
   });
   if (rows.length === 0) return '';
@@ -81,7 +95,10 @@ function serviceTimingChart(services: Obj[]): Html | '' {
     title: 'Set-up and TLS time per service',
     subtitle: 'bar: p50 to p99',
     rows: shown,
-    caption: rows.length > shown.length ? `The first ${shown.length} of ${rows.length} rows (services with most connections first).` : undefined,
+    caption:
+      rows.length > shown.length
+        ? `The first ${shown.length} of ${rows.length} rows (services with most connections first).`
+        : undefined,
     alt: `TCP set-up and TLS handshake percentiles of ${services.length} services`,
   });
 }
@@ -113,19 +130,23 @@ function byServiceChart(services: Obj[]): Html | '' {
 const q = (x: Quantiles | null, n: keyof Quantiles) => fmtMs(x?.[n] ?? null);
 
 function servicesTable(services: Obj[]): Html {
-  return table('connection-services', [
-    { head: 'service', cell: (s) => html`<span class="name">${str(s.service) ?? ''}</span>` },
-    { head: 'role', cell: (s) => str(s.role) ?? '' },
-    { head: 'opened', cell: (s) => fmtCount(num(s.opened)), num: true },
-    { head: 'closed', cell: (s) => fmtCount(num(s.closed)), num: true },
-    { head: 'failed', cell: (s) => fmtCount(num(s.failed)), num: true },
-    { head: 'set-up p50', cell: (s) => q(quantiles(s.setup_ms), 'p50'), num: true },
-    { head: 'set-up p99', cell: (s) => q(quantiles(s.setup_ms), 'p99'), num: true },
-    { head: 'TLS p50', cell: (s) => q(quantiles(s.tls_handshake_ms), 'p50'), num: true },
-    { head: 'requests / conn.', cell: (s) => fmtCount(num(get(s, 'requests_per_connection', 'mean'))), num: true },
-    { head: 'reused', cell: (s) => fmtPct(num(s.reused_request_ratio)), num: true },
-    { head: 'pool busy / open', cell: (s) => (isObj(s.pool) ? fmtPct(num(s.pool.efficiency)) : ''), num: true },
-  ], services);
+  return table(
+    'connection-services',
+    [
+      { head: 'service', cell: (s) => html`<span class="name">${str(s.service) ?? ''}</span>` },
+      { head: 'role', cell: (s) => str(s.role) ?? '' },
+      { head: 'opened', cell: (s) => fmtCount(num(s.opened)), num: true },
+      { head: 'closed', cell: (s) => fmtCount(num(s.closed)), num: true },
+      { head: 'failed', cell: (s) => fmtCount(num(s.failed)), num: true },
+      { head: 'set-up p50', cell: (s) => q(quantiles(s.setup_ms), 'p50'), num: true },
+      { head: 'set-up p99', cell: (s) => q(quantiles(s.setup_ms), 'p99'), num: true },
+      { head: 'TLS p50', cell: (s) => q(quantiles(s.tls_handshake_ms), 'p50'), num: true },
+      { head: 'requests / conn.', cell: (s) => fmtCount(num(get(s, 'requests_per_connection', 'mean'))), num: true },
+      { head: 'reused', cell: (s) => fmtPct(num(s.reused_request_ratio)), num: true },
+      { head: 'pool busy / open', cell: (s) => (isObj(s.pool) ? fmtPct(num(s.pool.efficiency)) : ''), num: true },
+    ],
+    services,
+  );
 }
 
 export function connectionsSection(inputs: ReportInputs): Section | undefined {
@@ -140,7 +161,10 @@ export function connectionsSection(inputs: ReportInputs): Section | undefined {
   const tlsTotal = num0(get(c, 'tls_handshakes', 'client')) + num0(get(c, 'tls_handshakes', 'server'));
   const body: (Html | string)[] = [
     stats([
-      ['opened', `${fmtCount(num(c.opened))} (client ${fmtCount(num(get(c, 'opened_by_side', 'client')))}, server ${fmtCount(num(get(c, 'opened_by_side', 'server')))})`],
+      [
+        'opened',
+        `${fmtCount(num(c.opened))} (client ${fmtCount(num(get(c, 'opened_by_side', 'client')))}, server ${fmtCount(num(get(c, 'opened_by_side', 'server')))})`,
+      ],
       ['failed connects', fmtCount(failedTotal)],
       ['set-up p50 / p99', `${q(quantiles(c.setup_ms), 'p50')} / ${q(quantiles(c.setup_ms), 'p99')}`],
       ['TLS handshake p50', q(quantiles(c.tls_handshake_ms), 'p50')],
@@ -152,12 +176,38 @@ export function connectionsSection(inputs: ReportInputs): Section | undefined {
   ];
   const failColors = new ColorMap(3);
   const verColors = new ColorMap(4);
-  body.push(grid(
-    failedTotal > 0 ? countsChart('connection-failures', 'Failed connects by cause', failed, failColors, 'cause', failedTotal, 'connects failed') : emptyChart('connection-failures', 'Failed connects by cause', 'No connect failed.'),
-    tlsTotal > 0 || versions.some(([, v]) => v > 0) ? countsChart('tls-versions', 'TLS handshakes by version', versions, verColors, 'TLS version', versions.reduce((a, [, v]) => a + v, 0), 'handshakes') : emptyChart('tls-versions', 'TLS handshakes by version', 'No TLS handshake was seen.'),
-  ));
+  body.push(
+    grid(
+      failedTotal > 0
+        ? countsChart(
+            'connection-failures',
+            'Failed connects by cause',
+            failed,
+            failColors,
+            'cause',
+            failedTotal,
+            'connects failed',
+          )
+        : emptyChart('connection-failures', 'Failed connects by cause', 'No connect failed.'),
+      tlsTotal > 0 || versions.some(([, v]) => v > 0)
+        ? countsChart(
+            'tls-versions',
+            'TLS handshakes by version',
+            versions,
+            verColors,
+            'TLS version',
+            versions.reduce((a, [, v]) => a + v, 0),
+            'handshakes',
+          )
+        : emptyChart('tls-versions', 'TLS handshakes by version', 'No TLS handshake was seen.'),
+    ),
+  );
   if (services.length) {
-    body.push(html`<h3>Per service</h3>`, grid(serviceTimingChart(services), byServiceChart(services)), servicesTable(services));
+    body.push(
+      html`<h3>Per service</h3>`,
+      grid(serviceTimingChart(services), byServiceChart(services)),
+      servicesTable(services),
+    );
   }
   return section('connections', 'Connections and TLS', ...body);
 }

@@ -34,11 +34,20 @@ export class ColorMap {
 const share = (v: number, total: number) => (total > 0 ? ` (${Math.round((v / total) * 1000) / 10} %)` : '');
 
 /** One bar per name, each in its name's colour (a stacked chart with one part per row). */
-export function countsChart(chart: string, title: string, rows: [string, number][], colors: ColorMap, what: string, total: number, unit = 'packets dropped'): Html {
+export function countsChart(
+  chart: string,
+  title: string,
+  rows: [string, number][],
+  colors: ColorMap,
+  what: string,
+  total: number,
+  unit = 'packets dropped',
+): Html {
   const shown = topRows(rows);
   if (shown.length === 0) return emptyChart(chart, title, 'No drops.');
   return hbarChart({
-    chart, title,
+    chart,
+    title,
     categories: shown.map(([k, v]) => ({ key: k, label: k, note: `${fmtCount(v)}${share(v, total)}` })),
     series: shown.map(([k]) => ({ key: k, label: k, color: colors.get(k) })),
     values: shown.map(([, v], i) => shown.map((_, j) => (i === j ? v : null))),
@@ -54,7 +63,8 @@ export function countsChart(chart: string, title: string, rows: [string, number]
 
 /** Drops per service, each bar split by reason. */
 function byServiceChart(services: Obj[], colors: ColorMap, total: number): Html {
-  if (services.length === 0) return emptyChart('drops-by-service', 'Drops by service', 'No drops were attributed to a service.');
+  if (services.length === 0)
+    return emptyChart('drops-by-service', 'Drops by service', 'No drops were attributed to a service.');
   const shown = services.slice(0, MAX_ROWS);
   const reasons = [...new Set(shown.flatMap((s) => counts(s.by_reason).map(([r]) => r)))];
   const single = reasons.length === 0;
@@ -65,9 +75,15 @@ function byServiceChart(services: Obj[], colors: ColorMap, total: number): Html 
     categories: shown.map((s) => {
       const name = str(s.service) ?? '?';
       const per1000 = num(s.per_1000_packets);
-      return { key: name, label: name, note: `${fmtCount(num0(s.drops))}${share(num0(s.drops), total)}${per1000 !== null && num0(s.packets) > 0 ? ` · ${per1000}‰ of its packets` : ''}` };
+      return {
+        key: name,
+        label: name,
+        note: `${fmtCount(num0(s.drops))}${share(num0(s.drops), total)}${per1000 !== null && num0(s.packets) > 0 ? ` · ${per1000}‰ of its packets` : ''}`,
+      };
     }),
-    series: single ? [{ key: 'drops', label: 'drops', color: SERIES[3] }] : reasons.map((r) => ({ key: r, label: r, color: colors.get(r) })),
+    series: single
+      ? [{ key: 'drops', label: 'drops', color: SERIES[3] }]
+      : reasons.map((r) => ({ key: r, label: r, color: colors.get(r) })),
     values: shown.map((s) => (single ? [num0(s.drops)] : reasons.map((r) => num(obj(s.by_reason)[r])))),
     mode: 'stacked',
     valueLabel: 'packets dropped',
@@ -75,7 +91,10 @@ function byServiceChart(services: Obj[], colors: ColorMap, total: number): Html 
     tip: (c, s, v) => `${c.label}: ${fmtCount(v)} ${s.label === 'drops' ? 'packets' : `packets for ${s.label}`}`,
     legend: !single,
     alt: `Packet drops of ${shown.length} services`,
-    caption: services.length > shown.length ? `The ${shown.length} services with most drops of ${services.length}.` : undefined,
+    caption:
+      services.length > shown.length
+        ? `The ${shown.length} services with most drops of ${services.length}.`
+        : undefined,
   });
 }
 
@@ -87,7 +106,9 @@ export function dropsSection(inputs: ReportInputs): Section | undefined {
   const total = num0(d.total);
   const reasons = counts(d.by_reason);
   const layers = counts(d.by_layer);
-  const services = arr(d.by_service).filter(isObj).sort((a, b) => num0(b.drops) - num0(a.drops));
+  const services = arr(d.by_service)
+    .filter(isObj)
+    .sort((a, b) => num0(b.drops) - num0(a.drops));
   const breakdown = obj(d.breakdown);
   const reasonColors = new ColorMap(3);
   const layerColors = new ColorMap(0);
@@ -108,37 +129,80 @@ export function dropsSection(inputs: ReportInputs): Section | undefined {
   if (total === 0) {
     body.push(note('No packet was dropped while the probe ran.', 'info', { 'no-drops': 'true' }));
   } else {
-    body.push(grid(
-      countsChart('drops-by-reason', 'Drops by reason', reasons, reasonColors, 'reason', total),
-      countsChart('drops-by-layer', 'Drops by layer', layers, layerColors, 'layer', total),
-      byServiceChart(services, reasonColors, total),
-    ));
+    body.push(
+      grid(
+        countsChart('drops-by-reason', 'Drops by reason', reasons, reasonColors, 'reason', total),
+        countsChart('drops-by-layer', 'Drops by layer', layers, layerColors, 'layer', total),
+        byServiceChart(services, reasonColors, total),
+      ),
+    );
   }
-  if (unattributed > 0) body.push(note(`${fmtCount(unattributed)} drops are in the total but not in the breakdown (the kernel's table was full): raise --max-drop-keys.`, 'warn'));
-  if (scale !== null && scale > 1) body.push(note(`Sampled: the breakdown counted 1 drop in ${scale} and was scaled up; the total is exact.`, 'info'));
+  if (unattributed > 0)
+    body.push(
+      note(
+        `${fmtCount(unattributed)} drops are in the total but not in the breakdown (the kernel's table was full): raise --max-drop-keys.`,
+        'warn',
+      ),
+    );
+  if (scale !== null && scale > 1)
+    body.push(note(`Sampled: the breakdown counted 1 drop in ${scale} and was scaled up; the total is exact.`, 'info'));
   if (fns.length) {
-    body.push(html`<h3>Where in the kernel</h3>`, table('functions', [
-      { head: 'function', cell: (f) => html`<code>${str(f.function) ?? ''}</code>` },
-      { head: 'layer', cell: (f) => str(f.layer) ?? '' },
-      { head: 'drops', cell: (f) => fmtCount(num(f.drops)), num: true },
-      { head: 'reasons', cell: (f) => counts(f.by_reason).map(([r, n]) => `${r} ${fmtCount(n)}`).join(', ') },
-    ], fns));
+    body.push(
+      html`<h3>Where in the kernel</h3>`,
+      table(
+        'functions',
+        [
+          { head: 'function', cell: (f) => html`<code>${str(f.function) ?? ''}</code>` },
+          { head: 'layer', cell: (f) => str(f.layer) ?? '' },
+          { head: 'drops', cell: (f) => fmtCount(num(f.drops)), num: true },
+          {
+            head: 'reasons',
+            cell: (f) =>
+              counts(f.by_reason)
+                .map(([r, n]) => `${r} ${fmtCount(n)}`)
+                .join(', '),
+          },
+        ],
+        fns,
+      ),
+    );
   }
   if (flows.length) {
-    body.push(html`<h3>Top flows</h3>`, table('flows', [
-      { head: 'protocol', cell: (f) => str(f.protocol) ?? '' },
-      { head: 'direction', cell: (f) => str(f.direction) ?? '' },
-      { head: 'local', cell: (f) => str(f.local) ?? '' },
-      { head: 'remote', cell: (f) => str(f.remote) ?? '' },
-      { head: 'service', cell: (f) => str(f.service) ?? '' },
-      { head: 'reason', cell: (f) => str(f.reason) ?? '' },
-      { head: 'function', cell: (f) => html`<code>${str(f.function) ?? ''}</code>` },
-      { head: 'drops', cell: (f) => fmtCount(num(f.drops)), num: true },
-    ], flows));
+    body.push(
+      html`<h3>Top flows</h3>`,
+      table(
+        'flows',
+        [
+          { head: 'protocol', cell: (f) => str(f.protocol) ?? '' },
+          { head: 'direction', cell: (f) => str(f.direction) ?? '' },
+          { head: 'local', cell: (f) => str(f.local) ?? '' },
+          { head: 'remote', cell: (f) => str(f.remote) ?? '' },
+          { head: 'service', cell: (f) => str(f.service) ?? '' },
+          { head: 'reason', cell: (f) => str(f.reason) ?? '' },
+          { head: 'function', cell: (f) => html`<code>${str(f.function) ?? ''}</code>` },
+          { head: 'drops', cell: (f) => fmtCount(num(f.drops)), num: true },
+        ],
+        flows,
+      ),
+    );
   }
   if (listen.length) {
-    body.push(html`<h3>Full accept queues</h3>`, note('Connections dropped because a listener\'s accept queue was full (the kernel\'s own counters; these are not in the total above).', 'info'),
-      table('listen', Object.keys(listen[0]).map((k) => ({ head: k.replace(/_/g, ' '), cell: (r: Obj) => str(r[k]) ?? '', num: typeof listen[0][k] === 'number' })), listen));
+    body.push(
+      html`<h3>Full accept queues</h3>`,
+      note(
+        "Connections dropped because a listener's accept queue was full (the kernel's own counters; these are not in the total above).",
+        'info',
+      ),
+      table(
+        'listen',
+        Object.keys(listen[0]).map((k) => ({
+          head: k.replace(/_/g, ' '),
+          cell: (r: Obj) => str(r[k]) ?? '',
+          num: typeof listen[0][k] === 'number',
+        })),
+        listen,
+      ),
+    );
   }
   return section('drops', 'Packet drops', ...body);
 }

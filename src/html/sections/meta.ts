@@ -9,7 +9,12 @@ import { hostsOf } from './summary.js';
 function filters(i: LoadedInput): string {
   const f = get(i.report, 'pipeline', 'filters');
   if (Array.isArray(f)) return f.map(String).join(' ') || 'none';
-  if (isObj(f)) return Object.entries(f).map(([k, v]) => `${k}=${String(v)}`).join(' ') || 'none';
+  if (isObj(f))
+    return (
+      Object.entries(f)
+        .map(([k, v]) => `${k}=${String(v)}`)
+        .join(' ') || 'none'
+    );
   return '–';
 }
 
@@ -23,7 +28,11 @@ function sampling(i: LoadedInput): string {
 
 const ROWS: [string, (i: LoadedInput) => Part][] = [
   ['file', (i) => html`<code>${i.file}</code>`],
-  ['written by', (i) => `${str(i.report.probe) ?? str(i.report.tool) ?? INPUT_SOURCE[i.kind]}, report version ${str(i.report.report_version) ?? '?'}`],
+  [
+    'written by',
+    (i) =>
+      `${str(i.report.probe) ?? str(i.report.tool) ?? INPUT_SOURCE[i.kind]}, report version ${str(i.report.report_version) ?? '?'}`,
+  ],
   ['host', (i) => str(i.report.host) ?? '–'],
   ['kernel', (i) => str(i.report.kernel) ?? '–'],
   ['started', (i) => fmtTime(str(i.report.timestamp) ?? str(i.report.generated_at))],
@@ -31,18 +40,31 @@ const ROWS: [string, (i: LoadedInput) => Part][] = [
   ['format', (i) => (i.format === 'json-stream' ? `json-stream, ${i.intervals.length} intervals` : 'json')],
   ['filters', filters],
   ['sampling', sampling],
-  ['hooks', (i) => {
-    const h = get(i.report, 'pipeline', 'hooks');
-    return isObj(h) ? html`${Object.entries(h).map(([k, v]) => html`<div>${k}: <code>${String(v)}</code></div>`)}` : '–';
-  }],
+  [
+    'hooks',
+    (i) => {
+      const h = get(i.report, 'pipeline', 'hooks');
+      return isObj(h)
+        ? html`${Object.entries(h).map(([k, v]) => html`<div>${k}: <code>${String(v)}</code></div>`)}`
+        : '–';
+    },
+  ],
 ];
 
 export function metaSection(inputs: ReportInputs, generator: { version: string; at: string }): Section {
   const list = Object.values(inputs).filter((i): i is LoadedInput => !!i);
   const hosts = hostsOf(inputs);
   const notes: Html[] = [];
-  if (hosts.length > 1) notes.push(note(`The inputs come from ${hosts.length} hosts (${hosts.join(', ')}): their figures are side by side, not merged.`, 'warn'));
-  return section('meta', 'About this run',
+  if (hosts.length > 1)
+    notes.push(
+      note(
+        `The inputs come from ${hosts.length} hosts (${hosts.join(', ')}): their figures are side by side, not merged.`,
+        'warn',
+      ),
+    );
+  return section(
+    'meta',
+    'About this run',
     html`<div class="table-wrap"><table class="meta"><thead><tr><th></th>${list.map((i) => html`<th><code>${INPUT_OPTION[i.kind]}</code></th>`)}</tr></thead>
 <tbody>${ROWS.map(([label, cell]) => html`<tr><th>${label}</th>${list.map((i) => html`<td>${cell(i)}</td>`)}</tr>`)}</tbody></table></div>`,
     notes,

@@ -45,7 +45,9 @@ export function overheadSource(inputs: ReportInputs): { oa: Obj; from: string } 
 
 function rowOf(key: string, label: string, o: Obj, sidecar: 'none' | 'seen'): OverheadRow {
   return {
-    key, label, sidecar,
+    key,
+    label,
+    sidecar,
     requests: num(o.requests),
     total: num(o.total_ms),
     application: num(o.application_ms),
@@ -58,14 +60,30 @@ function rowOf(key: string, label: string, o: Obj, sidecar: 'none' | 'seen'): Ov
 
 export function overheadRows(oa: Obj): OverheadRow[] {
   const proxies = arr(oa.proxies);
-  const overall: 'none' | 'seen' = Array.isArray(oa.proxies) ? (proxies.length > 0 ? 'seen' : 'none') : num(oa.mesh_processing_ms) ? 'seen' : 'none';
+  const overall: 'none' | 'seen' = Array.isArray(oa.proxies)
+    ? proxies.length > 0
+      ? 'seen'
+      : 'none'
+    : num(oa.mesh_processing_ms)
+      ? 'seen'
+      : 'none';
   const rows = [rowOf('all', 'all requests', oa, overall)];
-  arr(oa.by_service).filter(isObj).forEach((s, i) => {
-    const name = str(s.service) ?? '?';
-    const path = arr(s.path);
-    const sidecar = Array.isArray(s.path) ? (path.length > 0 ? 'seen' : 'none') : num(s.mesh_processing_ms) ? 'seen' : 'none';
-    rows.push(rowOf(`svc${i}:${name}`, `${name}${s.clients_seen === false ? ' (server side only)' : ''}`, s, sidecar));
-  });
+  arr(oa.by_service)
+    .filter(isObj)
+    .forEach((s, i) => {
+      const name = str(s.service) ?? '?';
+      const path = arr(s.path);
+      const sidecar = Array.isArray(s.path)
+        ? path.length > 0
+          ? 'seen'
+          : 'none'
+        : num(s.mesh_processing_ms)
+          ? 'seen'
+          : 'none';
+      rows.push(
+        rowOf(`svc${i}:${name}`, `${name}${s.clients_seen === false ? ' (server side only)' : ''}`, s, sidecar),
+      );
+    });
   return rows;
 }
 
@@ -95,18 +113,33 @@ function rowNote(r: OverheadRow, total: number): string {
 
 export function overheadChart(rows: OverheadRow[]): Html {
   const drawable = rows.filter((r) => r.total !== null || r.application !== null);
-  if (drawable.length === 0) return emptyChart('overhead-breakdown', 'Where the time goes', 'Neither a client view nor a server view was measured: there is nothing to split.');
+  if (drawable.length === 0)
+    return emptyChart(
+      'overhead-breakdown',
+      'Where the time goes',
+      'Neither a client view nor a server view was measured: there is nothing to split.',
+    );
   const noMesh = drawable.every((r) => r.sidecar === 'none');
   const values = drawable.map(parts);
-  const used = SERIES.filter((s, i) => ['application', 'kernel', 'mesh'].includes(s.field) || values.some((v) => v[i] !== null && v[i]! > 0));
+  const used = SERIES.filter(
+    (s, i) => ['application', 'kernel', 'mesh'].includes(s.field) || values.some((v) => v[i] !== null && v[i]! > 0),
+  );
   const idx = used.map((s) => SERIES.indexOf(s));
-  const cats: Category[] = drawable.map((r, i) => ({ key: r.key, label: r.label, note: rowNote(r, r.total ?? values[i].reduce<number>((a, v) => a + (v ?? 0), 0)) }));
+  const cats: Category[] = drawable.map((r, i) => ({
+    key: r.key,
+    label: r.label,
+    note: rowNote(r, r.total ?? values[i].reduce<number>((a, v) => a + (v ?? 0), 0)),
+  }));
   return hbarChart({
     chart: 'overhead-breakdown',
     title: 'Where the time goes',
     subtitle: 'mean per request, overall and per service',
     categories: cats,
-    series: used.map((s) => ({ key: s.key, label: s.key === 'mesh' && noMesh ? 'mesh (sidecar proxies): none seen' : s.label, color: s.color })),
+    series: used.map((s) => ({
+      key: s.key,
+      label: s.key === 'mesh' && noMesh ? 'mesh (sidecar proxies): none seen' : s.label,
+      color: s.color,
+    })),
     values: values.map((v) => idx.map((i) => v[i])),
     mode: 'stacked',
     valueLabel: 'mean time per request',
@@ -132,7 +165,11 @@ export function addedChart(rows: OverheadRow[]): Html | '' {
     }),
     series: [
       { key: 'kernel', label: 'kernel and network', color: OVERHEAD_COLOR.kernel },
-      { key: 'mesh', label: noMesh ? 'mesh (sidecar proxies): none seen' : 'mesh (sidecar proxies)', color: OVERHEAD_COLOR.mesh },
+      {
+        key: 'mesh',
+        label: noMesh ? 'mesh (sidecar proxies): none seen' : 'mesh (sidecar proxies)',
+        color: OVERHEAD_COLOR.mesh,
+      },
     ],
     values: split.map((r) => [r.kernel, r.mesh ?? 0]),
     mode: 'stacked',
@@ -152,12 +189,22 @@ function proxiesTable(proxies: Obj[]): Html {
     { field: 'netns', head: 'netns', cell: (p) => str(p.netns) ?? '', num: true },
     { field: 'ports', head: 'ports', cell: (p) => arr(p.ports).map(String).join(', ') },
     { field: 'requests', head: 'requests', cell: (p) => fmtCount(num(p.requests)), num: true },
-    { field: 'upstream_requests', head: 'upstream requests', cell: (p) => fmtCount(num(p.upstream_requests)), num: true },
+    {
+      field: 'upstream_requests',
+      head: 'upstream requests',
+      cell: (p) => fmtCount(num(p.upstream_requests)),
+      num: true,
+    },
     { field: 'downstream_ms', head: 'downstream (mean)', cell: (p) => fmtMs(num(p.downstream_ms)), num: true },
     { field: 'upstream_ms', head: 'upstream (mean)', cell: (p) => fmtMs(num(p.upstream_ms)), num: true },
     { field: 'processing_ms', head: 'inside the proxy', cell: (p) => fmtMs(num(p.processing_ms)), num: true },
   ];
-  return table('proxies', cols.filter((c) => proxies.some((p) => p[c.field] !== undefined && p[c.field] !== null)), proxies, 'Sidecar proxies seen');
+  return table(
+    'proxies',
+    cols.filter((c) => proxies.some((p) => p[c.field] !== undefined && p[c.field] !== null)),
+    proxies,
+    'Sidecar proxies seen',
+  );
 }
 
 export function overheadSection(inputs: ReportInputs): Section | undefined {
@@ -169,26 +216,53 @@ export function overheadSection(inputs: ReportInputs): Section | undefined {
   const proxies = arr(oa.proxies).filter(isObj);
   const srtt = num(oa.network_srtt_ms);
   const unpaired = num(oa.requests_unpaired);
-  const lead = all.total !== null && all.application !== null
-    ? html`<p class="lead">Of a mean ${fmtMs(all.total)} per request, the servers spent ${fmtMs(all.application)} (${fmtPct(all.application / all.total)}); the kernel and network took ${fmtMs(all.kernel)}${all.sidecar === 'seen' ? html` and sidecars ${fmtMs(all.mesh)}` : ''}.</p>`
-    : '';
-  return section('overhead', 'Overhead breakdown',
+  const lead =
+    all.total !== null && all.application !== null
+      ? html`<p class="lead">Of a mean ${fmtMs(all.total)} per request, the servers spent ${fmtMs(all.application)} (${fmtPct(all.application / all.total)}); the kernel and network took ${fmtMs(all.kernel)}${all.sidecar === 'seen' ? html` and sidecars ${fmtMs(all.mesh)}` : ''}.</p>`
+      : '';
+  return section(
+    'overhead',
+    'Overhead breakdown',
     lead,
     grid(overheadChart(rows), addedChart(rows)),
-    all.sidecar === 'none' ? note('No sidecar seen: no mesh proxy carried the measured requests, so the mesh part is 0.', 'info', { 'no-sidecar': 'true' }) : '',
-    all.application === null && all.total !== null ? note('No server view: the servers are not on this host (or outside the filter), so the total cannot be split.', 'info') : '',
-    unpaired !== null && unpaired > 0 ? note(`${fmtCount(unpaired)} client requests went to servers not on this host: they are in no split.`, 'info') : '',
-    srtt !== null ? note(`The kernel's smoothed TCP round-trip time (p50 ${fmtMs(srtt)}) is shown for reference; it is not one of the parts.`, 'info') : '',
+    all.sidecar === 'none'
+      ? note('No sidecar seen: no mesh proxy carried the measured requests, so the mesh part is 0.', 'info', {
+          'no-sidecar': 'true',
+        })
+      : '',
+    all.application === null && all.total !== null
+      ? note(
+          'No server view: the servers are not on this host (or outside the filter), so the total cannot be split.',
+          'info',
+        )
+      : '',
+    unpaired !== null && unpaired > 0
+      ? note(`${fmtCount(unpaired)} client requests went to servers not on this host: they are in no split.`, 'info')
+      : '',
+    srtt !== null
+      ? note(
+          `The kernel's smoothed TCP round-trip time (p50 ${fmtMs(srtt)}) is shown for reference; it is not one of the parts.`,
+          'info',
+        )
+      : '',
     proxies.length ? proxiesTable(proxies) : '',
-    rows.length > 1 ? table('overhead', [
-      { head: 'service', cell: (r) => r.label },
-      { head: 'requests', cell: (r) => fmtCount(r.requests), num: true },
-      { head: 'total', cell: (r) => fmtMs(r.total), num: true },
-      { head: 'application', cell: (r) => fmtMs(r.application), num: true },
-      { head: 'kernel + network', cell: (r) => fmtMs(r.kernel), num: true },
-      { head: 'mesh', cell: (r) => (r.sidecar === 'none' ? 'no sidecar seen' : fmtMs(r.mesh)), num: true },
-      ...(rows.some((r) => r.path.length) ? [{ head: 'path', cell: (r: OverheadRow) => (r.path.length ? r.path.join(' → ') : '–') }] : []),
-    ], rows) : '',
+    rows.length > 1
+      ? table(
+          'overhead',
+          [
+            { head: 'service', cell: (r) => r.label },
+            { head: 'requests', cell: (r) => fmtCount(r.requests), num: true },
+            { head: 'total', cell: (r) => fmtMs(r.total), num: true },
+            { head: 'application', cell: (r) => fmtMs(r.application), num: true },
+            { head: 'kernel + network', cell: (r) => fmtMs(r.kernel), num: true },
+            { head: 'mesh', cell: (r) => (r.sidecar === 'none' ? 'no sidecar seen' : fmtMs(r.mesh)), num: true },
+            ...(rows.some((r) => r.path.length)
+              ? [{ head: 'path', cell: (r: OverheadRow) => (r.path.length ? r.path.join(' → ') : '–') }]
+              : []),
+          ],
+          rows,
+        )
+      : '',
     str(oa.method) ? html`<p class="method"><b>Method.</b> ${str(oa.method)}</p>` : '',
   );
 }

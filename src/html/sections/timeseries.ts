@@ -26,23 +26,38 @@ export function timeline(intervals: readonly Obj[]): TimedInterval[] {
     .sort((a, b) => a.start - b.start);
   if (parsed.length === 0) return [];
   const t0 = parsed[0].start;
-  return parsed.map((x) => ({ t: ((x.start + x.end) / 2 - t0) / 1000, seconds: num(x.doc.duration_seconds) ?? (x.end - x.start) / 1000, doc: x.doc }));
+  return parsed.map((x) => ({
+    t: ((x.start + x.end) / 2 - t0) / 1000,
+    seconds: num(x.doc.duration_seconds) ?? (x.end - x.start) / 1000,
+    doc: x.doc,
+  }));
 }
 
 const tickTime = (s: number) => (s >= 120 ? `${sig(s / 60)} min` : `${sig(s)} s`);
 
 function timeAxis(points: LinePoint[]) {
   const max = Math.max(0, ...points.map((p) => p.x));
-  return (range: [number, number]) => ({ scale: linearScale(0, max || 1, range, 6), label: 'time since the start', format: tickTime });
+  return (range: [number, number]) => ({
+    scale: linearScale(0, max || 1, range, 6),
+    label: 'time since the start',
+    format: tickTime,
+  });
 }
 
 function rateChart(chart: string, title: string, series: LineSeries[], unit: string, caption: string): Html {
   const pts = series.flatMap((s) => s.points);
   return lineChart({
-    chart, title, series, caption,
+    chart,
+    title,
+    series,
+    caption,
     subtitle: 'per interval',
     x: timeAxis(pts),
-    y: (range) => ({ scale: linearScale(0, Math.max(0, ...pts.map((p) => p.y)) || 1, range, 5), label: unit, format: tickCount }),
+    y: (range) => ({
+      scale: linearScale(0, Math.max(0, ...pts.map((p) => p.y)) || 1, range, 5),
+      label: unit,
+      format: tickCount,
+    }),
     alt: `${title} over time`,
     height: 240,
   });
@@ -52,32 +67,73 @@ function latencyCharts(input: LoadedInput): Html[] {
   const tl = timeline(input.intervals);
   if (tl.length < 2) return [];
   const view = str(input.report.metrics && obj(input.report.metrics).view) === 'server' ? 'server' : 'client';
-  const qs = (['p50', 'p99', 'p999'] as const).map((n): LineSeries => {
-    const points = tl.flatMap((x) => {
-      const q = quantiles(get(x.doc, 'metrics', view, 'percentiles')) ?? quantiles(get(x.doc, 'metrics', 'percentiles'));
-      const v = q?.[n];
-      return num0(get(x.doc, 'metrics', view, 'total_requests')) > 0 && typeof v === 'number' ? [{ x: x.t, y: v }] : [];
-    });
-    const label = n === 'p999' ? 'p99.9' : n;
-    return { key: n, label: `${view} ${label}`, color: QUANTILE_COLOR[n], points, markers: points.map((p) => ({ ...p, title: `${label} ${fmtMs(p.y)} at ${tickTime(p.x)}` })), title: `${view} view ${label} per interval` };
-  }).filter((s) => s.points.length > 0);
+  const qs = (['p50', 'p99', 'p999'] as const)
+    .map((n): LineSeries => {
+      const points = tl.flatMap((x) => {
+        const q =
+          quantiles(get(x.doc, 'metrics', view, 'percentiles')) ?? quantiles(get(x.doc, 'metrics', 'percentiles'));
+        const v = q?.[n];
+        return num0(get(x.doc, 'metrics', view, 'total_requests')) > 0 && typeof v === 'number'
+          ? [{ x: x.t, y: v }]
+          : [];
+      });
+      const label = n === 'p999' ? 'p99.9' : n;
+      return {
+        key: n,
+        label: `${view} ${label}`,
+        color: QUANTILE_COLOR[n],
+        points,
+        markers: points.map((p) => ({ ...p, title: `${label} ${fmtMs(p.y)} at ${tickTime(p.x)}` })),
+        title: `${view} view ${label} per interval`,
+      };
+    })
+    .filter((s) => s.points.length > 0);
   const out: Html[] = [];
   if (qs.length) {
     const ys = qs.flatMap((s) => s.points.map((p) => p.y));
-    out.push(lineChart({
-      chart: 'latency-timeseries', title: 'Latency over time', subtitle: `${view} view, per interval`,
-      series: qs,
-      x: timeAxis(qs.flatMap((s) => s.points)),
-      y: (range) => { const scale = autoScale(ys, range); return { scale, label: `latency${scale.kind === 'log' ? ' (log scale)' : ''}`, format: tickMs }; },
-      caption: `Each point is one interval of the json-stream (${tl.length} intervals); intervals without requests have none.`,
-      alt: 'Latency percentiles per interval', height: 240,
-    }));
+    out.push(
+      lineChart({
+        chart: 'latency-timeseries',
+        title: 'Latency over time',
+        subtitle: `${view} view, per interval`,
+        series: qs,
+        x: timeAxis(qs.flatMap((s) => s.points)),
+        y: (range) => {
+          const scale = autoScale(ys, range);
+          return { scale, label: `latency${scale.kind === 'log' ? ' (log scale)' : ''}`, format: tickMs };
+        },
+        caption: `Each point is one interval of the json-stream (${tl.length} intervals); intervals without requests have none.`,
+        alt: 'Latency percentiles per interval',
+        height: 240,
+      }),
+    );
   }
-  const rates = (['client', 'server'] as const).map((v): LineSeries => {
-    const points = tl.map((x) => ({ x: x.t, y: num0(get(x.doc, 'metrics', v, 'total_requests')) / (x.seconds || 1) }));
-    return { key: v, label: `${v} view`, color: VIEW_COLOR[v], points, title: `${v} view requests per second`, markers: points.map((p) => ({ ...p, title: `${v}: ${fmtCount(Math.round(p.y))}/s at ${tickTime(p.x)}` })) };
-  }).filter((s) => s.points.some((p) => p.y > 0));
-  if (rates.length) out.push(rateChart('request-rate', 'Request rate', rates, 'requests per second', 'Requests measured per second of each interval.'));
+  const rates = (['client', 'server'] as const)
+    .map((v): LineSeries => {
+      const points = tl.map((x) => ({
+        x: x.t,
+        y: num0(get(x.doc, 'metrics', v, 'total_requests')) / (x.seconds || 1),
+      }));
+      return {
+        key: v,
+        label: `${v} view`,
+        color: VIEW_COLOR[v],
+        points,
+        title: `${v} view requests per second`,
+        markers: points.map((p) => ({ ...p, title: `${v}: ${fmtCount(Math.round(p.y))}/s at ${tickTime(p.x)}` })),
+      };
+    })
+    .filter((s) => s.points.some((p) => p.y > 0));
+  if (rates.length)
+    out.push(
+      rateChart(
+        'request-rate',
+        'Request rate',
+        rates,
+        'requests per second',
+        'Requests measured per second of each interval.',
+      ),
+    );
   return out;
 }
 
@@ -85,7 +141,24 @@ function dropCharts(input: LoadedInput): Html[] {
   const tl = timeline(input.intervals);
   if (tl.length < 2) return [];
   const points = tl.map((x) => ({ x: x.t, y: num0(get(x.doc, 'drops', 'total')) / (x.seconds || 1) }));
-  return [rateChart('drops-timeseries', 'Drops over time', [{ key: 'drops', label: 'drops per second', color: SERIES[3], points, title: 'drops per second', markers: points.map((p) => ({ ...p, title: `${fmtCount(p.y)} drops/s at ${tickTime(p.x)}` })) }], 'packets per second', 'Packets dropped per second of each interval.')];
+  return [
+    rateChart(
+      'drops-timeseries',
+      'Drops over time',
+      [
+        {
+          key: 'drops',
+          label: 'drops per second',
+          color: SERIES[3],
+          points,
+          title: 'drops per second',
+          markers: points.map((p) => ({ ...p, title: `${fmtCount(p.y)} drops/s at ${tickTime(p.x)}` })),
+        },
+      ],
+      'packets per second',
+      'Packets dropped per second of each interval.',
+    ),
+  ];
 }
 
 function connectionCharts(input: LoadedInput): Html[] {
@@ -93,12 +166,27 @@ function connectionCharts(input: LoadedInput): Html[] {
   if (tl.length < 2) return [];
   const of = (field: (d: Obj) => number, key: string, label: string, color: string): LineSeries => {
     const points = tl.map((x) => ({ x: x.t, y: field(obj(x.doc.connections)) / (x.seconds || 1) }));
-    return { key, label, color, points, title: label, markers: points.map((p) => ({ ...p, title: `${label}: ${fmtCount(p.y)} at ${tickTime(p.x)}` })) };
+    return {
+      key,
+      label,
+      color,
+      points,
+      title: label,
+      markers: points.map((p) => ({ ...p, title: `${label}: ${fmtCount(p.y)} at ${tickTime(p.x)}` })),
+    };
   };
-  return [rateChart('connections-timeseries', 'Connections over time', [
-    of((c) => num0(c.opened), 'opened', 'opened per second', SERIES[0]),
-    of((c) => num0(obj(c.failed).total), 'failed', 'failed connects per second', SERIES[3]),
-  ], 'connections per second', 'Connections set up (both sides) and connects that failed, per second of each interval.')];
+  return [
+    rateChart(
+      'connections-timeseries',
+      'Connections over time',
+      [
+        of((c) => num0(c.opened), 'opened', 'opened per second', SERIES[0]),
+        of((c) => num0(obj(c.failed).total), 'failed', 'failed connects per second', SERIES[3]),
+      ],
+      'connections per second',
+      'Connections set up (both sides) and connects that failed, per second of each interval.',
+    ),
+  ];
 }
 
 export function timeSeriesSection(inputs: ReportInputs): Section | undefined {
