@@ -1,15 +1,20 @@
 // Shared-memory layout owned by the Wasm module. Everything here is exported
 // from build/meshprobe.wasm as an immutable i32 global so that src/wasm.ts
-// reads offsets from the module instead of duplicating them.
+// reads offsets from the module instead of duplicating them. Each offset is
+// written from the one before it (the compiler folds them into constants);
+// what depends on bpf/records.h (metrics, results) comes from ./records.
+
+import { METRIC__COUNT, RESULT__COUNT } from './records';
 
 // ---- histogram (log-linear, 64 sub-buckets per power of two) ----
 export const HIST_NB: u32 = 1985; // buckets, index 1984 = overflow (>= 2^36 ns)
-export const HIST_OVERFLOW: u32 = 1984;
-export const HIST_COUNT: u32 = 1985 * 8; // u64 count
-export const HIST_SUM: u32 = 1985 * 8 + 8; // u64 sum_ns
-export const HIST_MIN: u32 = 1985 * 8 + 16; // u64 min_ns (u64 max when empty)
-export const HIST_MAX: u32 = 1985 * 8 + 24; // u64 max_ns
-export const HIST_BYTES: u32 = 15936; // (1985*8 + 32) rounded up to 64
+export const HIST_OVERFLOW: u32 = HIST_NB - 1;
+export const HIST_COUNT: u32 = HIST_NB * 8; // u64 count, after the u64 buckets
+export const HIST_SUM: u32 = HIST_COUNT + 8; // u64 sum_ns
+export const HIST_MIN: u32 = HIST_SUM + 8; // u64 min_ns (u64 max when empty)
+export const HIST_MAX: u32 = HIST_MIN + 8; // u64 max_ns
+const HIST_END: u32 = HIST_MAX + 8; // not exported: the same as HIST_BYTES before rounding
+export const HIST_BYTES: u32 = (HIST_END + 63) & ~63; // rounded up to 64 (15936)
 
 // ---- header at regionBase() ----
 export const HEADER_BYTES: u32 = 256;
@@ -64,18 +69,18 @@ export const GH_COUNT: u32 = 3;
 // then the `value`s of measure records, per (metric 1..METRIC__COUNT-1, role client/server):
 // index GH_MEASURE + 2*(metric-1) + (role-1), updated with atomics directly
 // (measure records are rare: no scratch).
-export const GH_MEASURE: u32 = 3;
-export const GH_MEASURE_N: u32 = 16; // (METRIC__COUNT - 1) * 2
-export const GH_TOTAL: u32 = 19;
+export const GH_MEASURE: u32 = GH_COUNT;
+export const GH_MEASURE_N: u32 = (METRIC__COUNT - 1) * 2;
+export const GH_TOTAL: u32 = GH_MEASURE + GH_MEASURE_N;
 
 // ---- measure results table (at H_MEASURE_RESULTS) ----
 // u64 [MR_METRICS][MR_RESULTS]: measure records per (metric, result), with
 // atomics directly. Row 0 is unused (unknown metrics are only counted in
 // C_MEASURE_UNKNOWN_METRIC); column MR_RESULTS-1 (= RESULT__COUNT) holds
 // results >= RESULT__COUNT. Records of any role are counted.
-export const MR_METRICS: u32 = 9; // METRIC__COUNT
-export const MR_RESULTS: u32 = 8; // RESULT__COUNT + 1
-export const MR_BYTES: u32 = 576; // MR_METRICS * MR_RESULTS * 8, a multiple of 64
+export const MR_METRICS: u32 = METRIC__COUNT;
+export const MR_RESULTS: u32 = RESULT__COUNT + 1;
+export const MR_BYTES: u32 = (MR_METRICS * MR_RESULTS * 8 + 63) & ~63; // rounded up to 64
 
 // ---- connection table slot ----
 // The histogram comes first; the slot's hot fields (key, filled, cached
@@ -83,30 +88,30 @@ export const MR_BYTES: u32 = 576; // MR_METRICS * MR_RESULTS * 8, a multiple of 
 // in the same 64-byte line, so a latency record touches 2 lines of its
 // connection: that one and its bucket's. `requests` IS the histogram's count.
 export const CS_HIST: u32 = 0; // histogram (HIST_COUNT..HIST_MAX used, no padding)
-export const CS_REQUESTS: u32 = 1985 * 8; // u64 atomic, latency records decoded (= histogram count)
-export const CS_KEY: u32 = 15912; // u64 conn_id, 0 = empty
-export const CS_FILLED: u32 = 15920; // u32 bits: 1 peer info, 2 open seen, 4 close seen
-export const CS_SVC: u32 = 15924; // u32 service slot index + 1 (0 = not resolved yet)
-export const CS_SRTT_US: u32 = 15928; // u32 (close's, else the last latency record's)
-export const CS_ROLE: u32 = 15932; // u8
-export const CS_FAMILY: u32 = 15933; // u8
-export const CS_LPORT: u32 = 15934; // u16
-export const CS_RPORT: u32 = 15936; // u16
-export const CS_TGID: u32 = 15940; // u32
-export const CS_PID: u32 = 15944; // u32
-export const CS_NETNS: u32 = 15948; // u32
-export const CS_FLAGS: u32 = 15952; // u32, OR of open/close flags
-export const CS_CLOSED: u32 = 15956; // u32
-export const CS_REQUESTS_KERNEL: u32 = 15960; // u32, from the close record
-export const CS_CGROUP_ID: u32 = 15968; // u64
-export const CS_START_NS: u32 = 15976; // u64
-export const CS_END_NS: u32 = 15984; // u64
-export const CS_BYTES_SENT: u32 = 15992; // u64
-export const CS_BYTES_RECEIVED: u32 = 16000; // u64
-export const CS_LADDR: u32 = 16008; // 16 bytes
-export const CS_RADDR: u32 = 16024; // 16 bytes
-export const CS_COMM: u32 = 16040; // 16 bytes
-export const CONN_SLOT_BYTES: u32 = 16128; // multiple of 64
+export const CS_REQUESTS: u32 = CS_HIST + HIST_COUNT; // u64 atomic, latency records decoded (= histogram count)
+export const CS_KEY: u32 = CS_HIST + HIST_END; // u64 conn_id, 0 = empty (15912)
+export const CS_FILLED: u32 = CS_KEY + 8; // u32 bits: 1 peer info, 2 open seen, 4 close seen
+export const CS_SVC: u32 = CS_FILLED + 4; // u32 service slot index + 1 (0 = not resolved yet)
+export const CS_SRTT_US: u32 = CS_SVC + 4; // u32 (close's, else the last latency record's)
+export const CS_ROLE: u32 = CS_SRTT_US + 4; // u8
+export const CS_FAMILY: u32 = CS_ROLE + 1; // u8
+export const CS_LPORT: u32 = CS_FAMILY + 1; // u16
+export const CS_RPORT: u32 = CS_LPORT + 2; // u16, then 2 bytes free
+export const CS_TGID: u32 = CS_RPORT + 4; // u32
+export const CS_PID: u32 = CS_TGID + 4; // u32
+export const CS_NETNS: u32 = CS_PID + 4; // u32
+export const CS_FLAGS: u32 = CS_NETNS + 4; // u32, OR of open/close flags
+export const CS_CLOSED: u32 = CS_FLAGS + 4; // u32
+export const CS_REQUESTS_KERNEL: u32 = CS_CLOSED + 4; // u32, from the close record, then 4 bytes free
+export const CS_CGROUP_ID: u32 = CS_REQUESTS_KERNEL + 8; // u64
+export const CS_START_NS: u32 = CS_CGROUP_ID + 8; // u64
+export const CS_END_NS: u32 = CS_START_NS + 8; // u64
+export const CS_BYTES_SENT: u32 = CS_END_NS + 8; // u64
+export const CS_BYTES_RECEIVED: u32 = CS_BYTES_SENT + 8; // u64
+export const CS_LADDR: u32 = CS_BYTES_RECEIVED + 8; // 16 bytes
+export const CS_RADDR: u32 = CS_LADDR + 16; // 16 bytes
+export const CS_COMM: u32 = CS_RADDR + 16; // 16 bytes (ends at 16056)
+export const CONN_SLOT_BYTES: u32 = ((CS_COMM + 16 + 63) & ~63) + 64; // rounded up to 64, and 64 bytes spare (16128)
 
 export const CF_PEER: u32 = 1;
 export const CF_OPEN: u32 = 2;
@@ -117,16 +122,16 @@ export const CF_CLOSE: u32 = 4;
 // metric 0 (and go through the scratch areas); measure records use their
 // metric and add to the slot with atomics directly.
 export const SS_HIST: u32 = 0;
-export const SS_REQUESTS: u32 = 1985 * 8; // u64 atomic (= histogram count)
-export const SS_KEY: u32 = 15912; // u64 hash, 0 = empty
-export const SS_READY: u32 = 15920; // u32, 1 once the meta below is written
-export const SS_TGID: u32 = 15924; // u32, first seen
-export const SS_ROLE: u32 = 15928; // u8
-export const SS_FAMILY: u32 = 15929; // u8
-export const SS_PORT: u32 = 15930; // u16: lport (server) / rport (client)
-export const SS_METRIC: u32 = 15932; // u8: 0 = latency records, else METRIC_* of measure records
-export const SS_RADDR: u32 = 15936; // 16 bytes (clients only)
-export const SVC_SLOT_BYTES: u32 = 16000; // multiple of 64
+export const SS_REQUESTS: u32 = SS_HIST + HIST_COUNT; // u64 atomic (= histogram count)
+export const SS_KEY: u32 = SS_HIST + HIST_END; // u64 hash, 0 = empty (15912)
+export const SS_READY: u32 = SS_KEY + 8; // u32, 1 once the meta below is written
+export const SS_TGID: u32 = SS_READY + 4; // u32, first seen
+export const SS_ROLE: u32 = SS_TGID + 4; // u8
+export const SS_FAMILY: u32 = SS_ROLE + 1; // u8
+export const SS_PORT: u32 = SS_FAMILY + 1; // u16: lport (server) / rport (client)
+export const SS_METRIC: u32 = SS_PORT + 2; // u8: 0 = latency records, else METRIC_* of measure records, then 3 bytes free
+export const SS_RADDR: u32 = SS_METRIC + 4; // 16 bytes (clients only)
+export const SVC_SLOT_BYTES: u32 = (SS_RADDR + 16 + 63) & ~63; // rounded up to 64 (16000)
 
 export const MAX_PROBE: u32 = 32;
 
@@ -145,12 +150,12 @@ export const SC_GDIRTYN: u32 = 16; // u32 entries in SC_GDIRTY
 export const SC_BDIRTYN: u32 = 20; // u32 entries in SC_BDIRTY
 export const SC_SDIRTYN: u32 = 24; // u32 entries in the service dirty list
 export const SC_COUNTERS: u32 = 64; // H_COUNTERS_N u64 pending counter increments
-export const SC_GSTAT: u32 = 192; // 3 x {u64 count, u64 sum, u64 min, u64 max}
-export const SC_GPEND: u32 = 320; // 3*NB u32: pending global histogram bucket counts
-export const SC_GDIRTY: u32 = 320 + 23872; // 3*NB u16: keys (hist*NB + bucket) with a pending count
-export const SC_BCACHE: u32 = 36160; // SC_BCACHE_N x u64 {u32 key+1, u32 count}: pending service bucket
+export const SC_GSTAT: u32 = SC_COUNTERS + H_COUNTERS_N * 8; // GH_COUNT x {u64 count, u64 sum, u64 min, u64 max}
+export const SC_GPEND: u32 = (SC_GSTAT + GH_COUNT * 32 + 63) & ~63; // GH_COUNT*NB u32: pending global bucket counts
+export const SC_GDIRTY: u32 = SC_GPEND + ((GH_COUNT * HIST_NB * 4 + 63) & ~63); // GH_COUNT*NB u16: keys (hist*NB + bucket) with a pending count
+export const SC_BCACHE: u32 = (SC_GDIRTY + GH_COUNT * HIST_NB * 2 + 63) & ~63; // SC_BCACHE_N x u64 {u32 key+1, u32 count}: pending service bucket
 export const SC_BCACHE_N: u32 = 16384; //   counts, key = svcSlot*NB + bucket, direct-mapped, evicted with an atomic add
-export const SC_BDIRTY: u32 = 36160 + 16384 * 8; // SC_BCACHE_N u16: entries that became non-empty
-export const SC_SVC: u32 = 36160 + 16384 * 10; // svcCap x {u64 count, u64 sum, u64 min, u64 max}
+export const SC_BDIRTY: u32 = SC_BCACHE + SC_BCACHE_N * 8; // SC_BCACHE_N u16: entries that became non-empty
+export const SC_SVC: u32 = SC_BDIRTY + SC_BCACHE_N * 2; // svcCap x {u64 count, u64 sum, u64 min, u64 max}
 export const SC_SVC_ENTRY: u32 = 32;
 // then svcCap u32: dirty service slot indexes

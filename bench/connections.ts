@@ -39,7 +39,7 @@ try {
     const probe = await startProbe('connection-tracker', ['--filter', `port=${server.port}`]);
     await storm();
     const rep = await probe.stop();
-    return rep.pipeline.programs as { name: string; run_count: number; ns_per_run: number | null }[];
+    return rep.pipeline.programs;
   });
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
   const avg = (a: number[]) => Math.round(a.reduce((x, y) => x + y, 0) / a.length);
@@ -60,7 +60,7 @@ try {
   console.log(
     `connection storm: ${result.connections_per_s_with} connections/s with connection-tracker / ${result.connections_per_s_without} without = ` +
       `${result.ratio} (median of rounds ${result.median_round_ratio}); counted ${counted} of ${sent}, lost ${lost}; kernel cost per run: ` +
-      costs.map((c) => `${c.name} ${c.ns_per_run} ns`).join(', '),
+      costs.map((c) => `${c.name} ${String(c.ns_per_run)} ns`).join(', '),
   );
 } finally {
   await server.stop();

@@ -8,6 +8,7 @@
 import { Worker, isMainThread, workerData, parentPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { readFileSync } from 'node:fs';
+import { setTimeout } from 'node:timers';
 
 // CPU seconds used by the calling thread (Linux), to tell a slow decoder from
 // a busy machine: fields 14/15 of /proc/thread-self/stat, in clock ticks.
@@ -52,7 +53,11 @@ if (!isMainThread) {
   const cpu = threadCpuSeconds() - c0;
   parentPort.postMessage({ records: timed * recs, ms: t - t0, cpu, totalRecords: passes * recs });
 } else {
-  const R = await import(new URL('../dist/src/records.js', here).href);
+  // the constants, and the builders of synthetic records
+  const R = {
+    ...(await import(new URL('../dist/src/records.js', here).href)),
+    ...(await import(new URL('../dist/test/helpers/records.js', here).href)),
+  };
   const args = process.argv.slice(2);
   const opt = (name, def) => {
     const i = args.indexOf(`--${name}`);

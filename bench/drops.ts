@@ -25,10 +25,13 @@ function flood(): Promise<number> {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
-    p.stdout.on('data', (b) => (out += b));
-    p.on('close', (code) =>
-      code === 0 ? resolve(Number(out.trim()) / SECONDS) : reject(new Error(`sender exited ${code}`)),
-    );
+    p.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+    });
+    p.on('close', (code) => {
+      if (code === 0) resolve(Number(out.trim()) / SECONDS);
+      else reject(new Error(`sender exited ${String(code)}`));
+    });
   });
 }
 
@@ -50,7 +53,7 @@ try {
     const probe = await startProbe('packet-drop-probe', ['--filter', `port=${PORT}`]);
     await flood();
     const rep = await probe.stop();
-    return rep.pipeline.programs as { name: string; run_count: number; ns_per_run: number | null }[];
+    return rep.pipeline.programs;
   });
   const avg = (a: number[]) => Math.round(a.reduce((x, y) => x + y, 0) / a.length);
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
@@ -69,7 +72,7 @@ try {
   console.log(
     `drop flood: ${result.drops_per_s_with} drops/s with packet-drop-probe / ${result.drops_per_s_without} without = ${result.ratio} ` +
       `(median of rounds ${result.median_round_ratio}); counted ${counted} of ${result.sent} sent; kernel cost per run: ` +
-      costs.map((c) => `${c.name} ${c.ns_per_run} ns`).join(', '),
+      costs.map((c) => `${c.name} ${String(c.ns_per_run)} ns`).join(', '),
   );
 } finally {
   pair.cleanup();

@@ -7,6 +7,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import type { ConnectionReport } from '../src/report/connections.js';
+import type { DropReport } from '../src/report/drops.js';
+import type { LatencyReport } from '../src/report/latency.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -67,17 +70,35 @@ export function wrk(url: string, seconds: number, threads = 1, connections = 32)
   return { rps, requests };
 }
 
+/** The report each probe command writes. */
+export interface Reports {
+  'latency-probe': LatencyReport;
+  'connection-tracker': ConnectionReport;
+  'packet-drop-probe': DropReport;
+}
+export type ProbeName = keyof Reports;
+
 /** A probe command attached and measuring (test/helpers/probe.ts); stop() returns its report. */
-export async function startProbe(name: string, args: string[]): Promise<{ stop(): Promise<any> }> {
+export async function startProbe<N extends ProbeName>(
+  name: N,
+  args: string[],
+): Promise<{ stop(): Promise<Reports[N]> }> {
   const run = startTestProbe(name, ['--quiet', ...args]);
   await run.ready;
   return {
     async stop() {
       const exit = await run.stop('SIGINT');
-      if (exit.code !== 0 || !exit.report) throw new Error(`${name} exited ${exit.code}: ${exit.stderr}`);
-      return exit.report;
+      if (exit.code !== 0 || !exit.report) throw new Error(`${name} exited ${String(exit.code)}: ${exit.stderr}`);
+      return reportOf(name, exit.report);
     },
   };
+}
+
+/** The parsed JSON report, once it says it is `name`'s: the rest is that probe's report type. */
+function reportOf<N extends ProbeName>(name: N, report: unknown): Reports[N] {
+  if (typeof report !== 'object' || report === null || !('probe' in report) || report.probe !== name)
+    throw new Error(`${name} wrote a report that is not its own: ${JSON.stringify(report).slice(0, 200)}`);
+  return report as Reports[N];
 }
 
 /** Runs fn with kernel.bpf_stats_enabled=1, restoring the previous value. */

@@ -13,7 +13,13 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 12);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 // BENCH_PROBE=connection-tracker: the same with connection-tracker (its TLS programs see every packet)
-const PROBE = process.env.BENCH_PROBE ?? 'latency-probe';
+const PROBE = probeToMeasure(process.env.BENCH_PROBE ?? 'latency-probe');
+
+function probeToMeasure(name: string): 'latency-probe' | 'connection-tracker' {
+  if (name !== 'latency-probe' && name !== 'connection-tracker')
+    throw new Error(`BENCH_PROBE=${name}: give latency-probe or connection-tracker`);
+  return name;
+}
 
 const nginx = await startNginx(freePort());
 const url = `http://127.0.0.1:${nginx.port}/`;
@@ -40,10 +46,10 @@ try {
     const probe = await startProbe(PROBE, []);
     wrk(url, SECONDS, 1, CONNECTIONS);
     const rep = await probe.stop();
-    return rep.pipeline.programs as { name: string; run_count: number; ns_per_run: number | null }[];
+    return rep.pipeline.programs;
   });
   const result = {
-    bench: PROBE + ' overhead (wrk -t1 -c' + CONNECTIONS + ' against nginx, loopback)',
+    bench: `${PROBE} overhead (wrk -t1 -c${CONNECTIONS} against nginx, loopback)`,
     rounds: ROUNDS,
     seconds: SECONDS,
     rps_without: without.map(Math.round),
@@ -57,7 +63,7 @@ try {
   console.log(JSON.stringify(result));
   console.log(
     `overhead: ${Math.round(sum(withProbe) / ROUNDS)} req/s with the probe / ${Math.round(sum(without) / ROUNDS)} without = ${result.ratio} (median of rounds ${result.median_round_ratio}) ` +
-      `(lost ${lost} of ${measured}); kernel cost per run: ${costs.map((c) => `${c.name} ${c.ns_per_run} ns`).join(', ')}`,
+      `(lost ${lost} of ${measured}); kernel cost per run: ${costs.map((c) => `${c.name} ${String(c.ns_per_run)} ns`).join(', ')}`,
   );
 } finally {
   await nginx.stop();

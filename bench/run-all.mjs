@@ -10,6 +10,7 @@ const benches = [
   ['dist/bench/sampling.js'],
   ['dist/bench/connections.js'],
   ['dist/bench/drops.js'],
+  ['dist/bench/scrapes.js'],
 ];
 let failed = 0;
 for (const [file] of benches) {

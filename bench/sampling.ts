@@ -31,6 +31,11 @@ try {
   const tallies = new Map<string, Tally>(
     RATES.map((r) => [r, { rps: [], lost: 0, records: 0, seen: 0, measured: 0, finalRate: 0 }]),
   );
+  const tally = (rate: string): Tally => {
+    const t = tallies.get(rate);
+    if (!t) throw new Error(`no tally for sample rate ${rate}`);
+    return t;
+  };
   const modes = ['without', ...RATES];
   for (let round = 0; round < ROUNDS; round++) {
     const order = modes.map((_, i) => modes[(i + round) % modes.length]);
@@ -39,7 +44,7 @@ try {
         without.push(wrk(url, SECONDS, 1, CONNECTIONS).rps);
         continue;
       }
-      const t = tallies.get(mode)!;
+      const t = tally(mode);
       const probe = await startProbe('latency-probe', ['--filter', `port=${nginx.port}`, '--sample-rate', mode]);
       await sleep(1000); // start-up settles (JIT, workers); auto has a second to find its rate
       t.rps.push(wrk(url, SECONDS, 1, CONNECTIONS).rps);
@@ -53,7 +58,7 @@ try {
   }
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
   const rows = RATES.map((rate) => {
-    const t = tallies.get(rate)!;
+    const t = tally(rate);
     const ratios = t.rps.map((w, i) => w / without[i]).sort((a, b) => a - b);
     return {
       sample_rate: rate,

@@ -3,6 +3,11 @@
  * What every meshprobe BPF program shares: the perf event array the records
  * go to, the per-CPU counters, and reading a socket's addresses with CO-RE.
  * Include after vmlinux.h and the libbpf headers.
+ *
+ * The maps here are weak definitions: an object linked from several units
+ * that each include this header (latency.bpf.o: latency.bpf.c and tls.bpf.c)
+ * gets one of each, which the BPF static linker keeps; in an object of one
+ * unit, weak changes nothing.
  */
 #ifndef MESHPROBE_COMMON_BPF_H
 #define MESHPROBE_COMMON_BPF_H
@@ -27,7 +32,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, sizeof(__u32));
-} events SEC(".maps");
+} events SEC(".maps") __weak;
 
 /* Counters, MP_STAT_* in records.h. Per-CPU so that counting costs no atomics. */
 struct {
@@ -35,7 +40,7 @@ struct {
 	__uint(max_entries, MP_STAT__COUNT);
 	__type(key, __u32);
 	__type(value, __u64);
-} stats SEC(".maps");
+} stats SEC(".maps") __weak;
 
 static __always_inline void stat_add(__u32 idx, __u64 n)
 {
@@ -82,7 +87,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct mp_batch);
-} batch SEC(".maps");
+} batch SEC(".maps") __weak;
 
 #define barrier() asm volatile("" ::: "memory")
 

@@ -85,20 +85,164 @@ static __always_inline bool has_ports(__u8 proto)
 	       proto == IPPROTO_SCTP;
 }
 
+/* What a dropped packet's own headers say: source and destination (not local and remote). */
+struct drop_pkt {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host order; 0 when not read */
+	__u16 dport;
+	__u8 family; /* AF_INET, AF_INET6; 0: no IP header read (hdr false) */
+	__u8 proto;
+	bool hdr; /* the IP header was read */
+};
+
+/*
+ * Reads the IP header at head + nh (skb->head, skb->network_header) into
+ * `pkt`. Returns the transport header's offset: `th` (skb->transport_header)
+ * when it is set and past the IP header, else right after the IP header;
+ * 0xffff when there is none to read (no IP header, a later fragment).
+ */
+static __always_inline __u16 drop_read_ip(struct drop_pkt *pkt, unsigned char *head, __u16 eth,
+					  __u16 nh, __u16 th)
+{
+	if (nh == 0xffff)
+		return 0xffff;
+	if (eth == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh) != 0 || ip.version != 4)
+			return 0xffff;
+		pkt->hdr = true;
+		pkt->family = AF_INET;
+		pkt->proto = ip.protocol;
+		*(__u32 *)pkt->saddr = ip.saddr;
+		*(__u32 *)pkt->daddr = ip.daddr;
+		/* transport header unset, or not yet moved past the IP header (early drops) */
+		if (th == 0xffff || th <= nh)
+			th = nh + ip.ihl * 4;
+		/* ports only in the first fragment */
+		if (ip.frag_off & bpf_htons(0x1fff))
+			th = 0xffff;
+		return th;
+	}
+	if (eth == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh) != 0 || ip6.version != 6)
+			return 0xffff;
+		pkt->hdr = true;
+		pkt->family = AF_INET6;
+		pkt->proto = ip6.nexthdr; /* extension headers are not walked */
+		__builtin_memcpy(pkt->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(pkt->daddr, &ip6.daddr, 16);
+		if (th == 0xffff || th <= nh)
+			th = nh + sizeof(struct ipv6hdr);
+		return th;
+	}
+	return 0xffff;
+}
+
+/* The packet's IP header, and the ports of TCP/UDP/SCTP. */
+static __always_inline void drop_read_packet(struct sk_buff *skb, struct drop_pkt *pkt)
+{
+	/* skb->protocol, big-endian (the tracepoint's copy is byte-swapped) */
+	__u16 eth = BPF_CORE_READ(skb, protocol);
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u16 ports[2];
+
+	th = drop_read_ip(pkt, head, eth, nh, th);
+	if (!pkt->hdr || !has_ports(pkt->proto) || th == 0xffff)
+		return;
+	if (bpf_probe_read_kernel(ports, sizeof(ports), head + th) == 0) {
+		pkt->sport = bpf_ntohs(ports[0]);
+		pkt->dport = bpf_ntohs(ports[1]);
+	}
+}
+
+/*
+ * The key's local and remote side from the packet's socket `sk`. False if
+ * the socket is not an IPv4/IPv6 one (then the packet places it, if it can).
+ */
+static __always_inline bool drop_place_by_socket(struct mp_drop_key *key, struct sock *sk,
+						 struct drop_pkt *pkt)
+{
+	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct mp_tuple t = {};
+	bool out;
+
+	if (fam != AF_INET && fam != AF_INET6)
+		return false;
+	read_tuple(sk, &t);
+	/* sent by the socket when the packet comes from its port */
+	key->dir = pkt->hdr && pkt->sport == t.lport && pkt->dport != t.lport ? MP_DIR_EGRESS
+									      : MP_DIR_INGRESS;
+	if (pkt->hdr && pkt->sport == t.lport && pkt->dport == t.lport)
+		key->dir = MP_DIR_UNKNOWN; /* talking to itself */
+	key->lport = t.lport;
+	key->rport = t.rport;
+	key->family = t.family;
+	__builtin_memcpy(key->laddr, t.laddr, 16);
+	__builtin_memcpy(key->raddr, t.raddr, 16);
+	if (!key->protocol)
+		key->protocol = BPF_CORE_READ(sk, sk_protocol);
+	/* not connected (listener, unconnected UDP): the other end from the packet */
+	if (!pkt->hdr || pkt->family != t.family)
+		return true;
+	out = key->dir == MP_DIR_EGRESS;
+	if (!key->rport)
+		key->rport = out ? pkt->dport : pkt->sport;
+	if (addr_zero(key->raddr, key->family))
+		__builtin_memcpy(key->raddr, out ? pkt->daddr : pkt->saddr, 16);
+	if (addr_zero(key->laddr, key->family))
+		__builtin_memcpy(key->laddr, out ? pkt->saddr : pkt->daddr, 16);
+	return true;
+}
+
+/* No socket to place it (or not an IP one): taken as arriving, the destination is the local side.
+ */
+static __always_inline void drop_place_by_packet(struct mp_drop_key *key, struct sk_buff *skb,
+						 struct drop_pkt *pkt)
+{
+	key->family = pkt->family;
+	key->lport = pkt->dport;
+	key->rport = pkt->sport;
+	__builtin_memcpy(key->laddr, pkt->daddr, 16);
+	__builtin_memcpy(key->raddr, pkt->saddr, 16);
+	/* known to have come in through a device */
+	key->dir = BPF_CORE_READ(skb, skb_iif) ? MP_DIR_INGRESS : MP_DIR_UNKNOWN;
+}
+
+/* The network namespace of a packet without a socket: its device's, 0 if it has none. */
+static __always_inline __u32 drop_dev_netns(struct sk_buff *skb)
+{
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+
+	return dev ? BPF_CORE_READ(dev, nd_net.net, ns.inum) : 0;
+}
+
+/* The drop inside the filter: counted, and (sampled) added to the breakdown. */
+static __always_inline void drop_count(struct mp_drop_key *key, bool hdr, __u32 len)
+{
+	stat_inc(MP_STAT_DROP_SEEN); /* every drop inside the filter: the exact total */
+	if (!hdr)
+		stat_inc(MP_STAT_DROP_NO_HEADER);
+	/* --sample-rate N: 1 drop in N goes into the breakdown, which is scaled back up */
+	if (!sample_request())
+		return;
+	if (!count_packet(&drops, key, len))
+		stat_inc(MP_STAT_DROP_TABLE_FULL);
+}
+
 SEC("tracepoint/skb/kfree_skb")
 int drops_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 {
 	struct mp_drop_key key = {};
+	struct drop_pkt pkt = {};
 	struct sk_buff *skb;
-	struct sock *sk = NULL;
-	struct net_device *dev;
-	unsigned char *head;
-	__u16 eth, nh, th;
-	/* the packet's own view: source and destination */
-	__u8 saddr[16] = {}, daddr[16] = {};
-	__u16 sport = 0, dport = 0;
-	__u8 pfamily = 0, proto = 0;
-	bool hdr = false;
+	struct sock *sk;
+	bool placed = false;
 	__u32 len;
 
 	/* field offsets relocated against the running kernel (CO-RE); reason appeared in 5.17,
@@ -114,117 +258,22 @@ int drops_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	if (!sk && bpf_core_field_exists(ctx->rx_sk))
 		sk = ctx->rx_sk;
 	len = BPF_CORE_READ(skb, len);
-	/* skb->protocol, big-endian (the tracepoint's copy is byte-swapped) */
-	eth = BPF_CORE_READ(skb, protocol);
-
-	/* the IP header, and the ports of TCP/UDP/SCTP */
-	head = BPF_CORE_READ(skb, head);
-	nh = BPF_CORE_READ(skb, network_header);
-	th = BPF_CORE_READ(skb, transport_header);
-	if (eth == bpf_htons(ETH_P_IP) && nh != 0xffff) {
-		struct iphdr ip;
-
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh) == 0 && ip.version == 4) {
-			hdr = true;
-			pfamily = AF_INET;
-			proto = ip.protocol;
-			*(__u32 *)saddr = ip.saddr;
-			*(__u32 *)daddr = ip.daddr;
-			/* transport header unset, or not yet moved past the IP header (early drops)
-			 */
-			if (th == 0xffff || th <= nh)
-				th = nh + ip.ihl * 4;
-			/* ports only in the first fragment */
-			if (ip.frag_off & bpf_htons(0x1fff))
-				th = 0xffff;
-		}
-	} else if (eth == bpf_htons(ETH_P_IPV6) && nh != 0xffff) {
-		struct ipv6hdr ip6;
-
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh) == 0 && ip6.version == 6) {
-			hdr = true;
-			pfamily = AF_INET6;
-			proto = ip6.nexthdr; /* extension headers are not walked */
-			__builtin_memcpy(saddr, &ip6.saddr, 16);
-			__builtin_memcpy(daddr, &ip6.daddr, 16);
-			if (th == 0xffff || th <= nh)
-				th = nh + sizeof(struct ipv6hdr);
-		}
-	}
-	if (hdr && has_ports(proto) && th != 0xffff) {
-		__u16 ports[2];
-
-		if (bpf_probe_read_kernel(ports, sizeof(ports), head + th) == 0) {
-			sport = bpf_ntohs(ports[0]);
-			dport = bpf_ntohs(ports[1]);
-		}
-	}
-	key.protocol = proto;
-
+	drop_read_packet(skb, &pkt);
+	key.protocol = pkt.proto;
 	if (sk) {
-		__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
-
 		key.netns = sock_netns(sk);
-		if (fam == AF_INET || fam == AF_INET6) {
-			struct mp_tuple t = {};
-
-			read_tuple(sk, &t);
-			/* sent by the socket when the packet comes from its port */
-			key.dir = hdr && sport == t.lport && dport != t.lport ? MP_DIR_EGRESS
-									      : MP_DIR_INGRESS;
-			if (hdr && sport == t.lport && dport == t.lport)
-				key.dir = MP_DIR_UNKNOWN; /* talking to itself */
-			key.lport = t.lport;
-			key.rport = t.rport;
-			key.family = t.family;
-			__builtin_memcpy(key.laddr, t.laddr, 16);
-			__builtin_memcpy(key.raddr, t.raddr, 16);
-			if (!key.protocol)
-				key.protocol = BPF_CORE_READ(sk, sk_protocol);
-			/* not connected (listener, unconnected UDP): the other end from the packet
-			 */
-			if (hdr && pfamily == t.family) {
-				bool out = key.dir == MP_DIR_EGRESS;
-
-				if (!key.rport)
-					key.rport = out ? dport : sport;
-				if (addr_zero(key.raddr, key.family))
-					__builtin_memcpy(key.raddr, out ? daddr : saddr, 16);
-				if (addr_zero(key.laddr, key.family))
-					__builtin_memcpy(key.laddr, out ? saddr : daddr, 16);
-			}
-		} else if (hdr) {
-			goto by_packet;
-		}
+		placed = drop_place_by_socket(&key, sk, &pkt);
 	} else {
-		dev = BPF_CORE_READ(skb, dev);
-		if (dev)
-			key.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
-		if (hdr) {
-		by_packet:
-			/* no socket: taken as arriving, the destination is the local side */
-			key.family = pfamily;
-			key.lport = dport;
-			key.rport = sport;
-			__builtin_memcpy(key.laddr, daddr, 16);
-			__builtin_memcpy(key.raddr, saddr, 16);
-			/* known to have come in through a device */
-			key.dir = BPF_CORE_READ(skb, skb_iif) ? MP_DIR_INGRESS : MP_DIR_UNKNOWN;
-		}
+		key.netns = drop_dev_netns(skb);
 	}
+	if (!placed && pkt.hdr)
+		drop_place_by_packet(&key, skb, &pkt);
 
 	if (!filter_pass_packet(key.lport, key.rport, key.netns)) {
 		stat_inc(MP_STAT_DROP_FILTERED);
 		return 0;
 	}
-	stat_inc(MP_STAT_DROP_SEEN); /* every drop inside the filter: the exact total */
-	if (!hdr)
-		stat_inc(MP_STAT_DROP_NO_HEADER);
-	/* --sample-rate N: 1 drop in N goes into the breakdown, which is scaled back up */
-	if (!sample_request())
-		return 0;
-	if (!count_packet(&drops, &key, len))
-		stat_inc(MP_STAT_DROP_TABLE_FULL);
+	drop_count(&key, pkt.hdr, len);
 	return 0;
 }
 

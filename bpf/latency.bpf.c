@@ -26,6 +26,7 @@
 #include <bpf/bpf_endian.h>
 #include "common.bpf.h"
 #include "filter.bpf.h"
+#include "tls.bpf.h"
 
 #ifndef READ_ONCE
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
@@ -170,17 +171,11 @@ static __always_inline struct sock_slot *sock_claim(__u64 sk)
 }
 
 /*
- * Listening ports, per network namespace: user space fills it from
- * /proc/<pid>/net/tcp{,6} at start, this program keeps it current from
- * TCP_LISTEN transitions. A connection that predates the probe is a server
- * when its local port listens in its namespace, else a client.
+ * Listening ports, per network namespace (struct listen_key: records.h): user
+ * space fills it from /proc/<pid>/net/tcp{,6} at start, this program keeps it
+ * current from TCP_LISTEN transitions. A connection that predates the probe
+ * is a server when its local port listens in its namespace, else a client.
  */
-struct listen_key {
-	__u32 netns;
-	__u16 port;
-	__u16 _pad;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -350,6 +345,32 @@ static __always_inline void emit_measure(void *ctx, struct sock *sk, struct sock
 		emit(ctx, r, sizeof(*r));
 }
 
+/*
+ * The close record of a connection a process used (softirq: sent alone),
+ * and with connection-tracker its lifetime and number of requests.
+ */
+static __always_inline void emit_close(void *ctx, struct sock *sk, struct sock_state *st)
+{
+	struct mp_conn_close_rec r = {};
+	__u64 now = bpf_ktime_get_ns();
+
+	fill_hdr(&r.hdr, MP_REC_CONN_CLOSE, st);
+	r.end_ns = now;
+	r.duration_ns = now - st->first_ns;
+	r.requests = st->requests;
+	r.srtt_us = tcp_srtt_us(sk);
+	r.bytes_sent = st->bytes_sent;
+	r.bytes_received = st->bytes_received;
+	r.flags = st->flags;
+	emit(ctx, &r, sizeof(r));
+	if (!measure_connections || st->ignored)
+		return;
+	/* a connection adopted mid-life has no known start: its lifetime is not one */
+	if (!(st->flags & MP_CONN_F_ROLE_INFERRED))
+		emit_measure(ctx, sk, st, MP_METRIC_LIFETIME, MP_RESULT_OK, r.duration_ns, 0);
+	emit_measure(ctx, sk, st, MP_METRIC_REQUESTS, MP_RESULT_OK, st->requests, 0);
+}
+
 /* Why a connect() failed, from the socket's error (set before the state turns to CLOSE). */
 static __always_inline __u8 connect_result(__u32 err)
 {
@@ -409,6 +430,66 @@ static __always_inline struct sock_slot *lookup_io(struct sock *sk)
 }
 
 /*
+ * Data in the direction that starts a request: a request begins (the first
+ * such read or write after a response), or goes on (its bytes counted).
+ */
+static __always_inline void request_io(void *ctx, struct sock *sk, struct sock_slot *s, int ret)
+{
+	struct sock_state *st = &s->st;
+
+	if (st->phase == PHASE_REQUEST) {
+		if (st->req_bytes < 0xffffffffu - (__u32)ret)
+			st->req_bytes += ret;
+		return;
+	}
+	st->phase = PHASE_REQUEST;
+	st->req_start_ns = bpf_ktime_get_ns();
+	st->unsampled = !sample_request();
+	/* the idle gap before a request, for the requests sampled */
+	if (measure_connections && !st->unsampled && st->last_end_ns &&
+	    st->req_start_ns > st->last_end_ns)
+		emit_measure(ctx, sk, st, MP_METRIC_IDLE, MP_RESULT_OK,
+			     st->req_start_ns - st->last_end_ns, 0);
+	st->req_owner = (__u64)sk;
+	s->last_ns = st->req_start_ns;
+	st->req_bytes = ret;
+}
+
+/*
+ * The first data of the response to the request under way: the exchange
+ * ends, and is measured (or, unsampled, counted).
+ */
+static __always_inline void response_begins(void *ctx, struct sock *sk, struct sock_slot *s)
+{
+	struct sock_state *st = &s->st;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 start =
+		READ_ONCE(st->req_start_ns); /* read once: checked and used as the same value */
+
+	/*
+	 * Another CPU may have given this way to another socket meanwhile, or
+	 * the socket it took the way from may still have been writing into it:
+	 * the request must be this socket's own, started by this socket.
+	 */
+	st->last_end_ns = now;
+	if (!(s->sk == (__u64)sk && st->req_owner == (__u64)sk && start && start <= now)) {
+		stat_inc(MP_STAT_DISCARDED);
+		return;
+	}
+	/* an exchange on a connection that carried one before (measured or not): reuse */
+	if (st->requests > 0)
+		stat_inc(st->role == MP_ROLE_CLIENT ? MP_STAT_REUSED_CLIENT
+						    : MP_STAT_REUSED_SERVER);
+	if (st->unsampled) {
+		st->requests++; /* counted on the connection, not measured */
+		stat_inc(st->role == MP_ROLE_CLIENT ? MP_STAT_UNSAMPLED_CLIENT
+						    : MP_STAT_UNSAMPLED_SERVER);
+	} else {
+		emit_latency(ctx, sk, st, start, now);
+	}
+}
+
+/*
  * A read or write of `ret` bytes returned to the application. `starter` is
  * the role for which this direction begins a request: a write for a client,
  * a read for a server. The same direction on the other role ends one.
@@ -446,48 +527,9 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 	if (!st->opened)
 		emit_open(ctx, sk, st);
 	if (st->role == starter) {
-		if (st->phase != PHASE_REQUEST) {
-			st->phase = PHASE_REQUEST;
-			st->req_start_ns = bpf_ktime_get_ns();
-			st->unsampled = !sample_request();
-			/* the idle gap before a request, for the requests sampled */
-			if (measure_connections && !st->unsampled && st->last_end_ns &&
-			    st->req_start_ns > st->last_end_ns)
-				emit_measure(ctx, sk, st, MP_METRIC_IDLE, MP_RESULT_OK,
-					     st->req_start_ns - st->last_end_ns, 0);
-			st->req_owner = (__u64)sk;
-			s->last_ns = st->req_start_ns;
-			st->req_bytes = ret;
-		} else if (st->req_bytes < 0xffffffffu - (__u32)ret) {
-			st->req_bytes += ret;
-		}
+		request_io(ctx, sk, s, ret);
 	} else if (st->phase == PHASE_REQUEST) {
-		__u64 now = bpf_ktime_get_ns();
-		__u64 start = READ_ONCE(
-			st->req_start_ns); /* read once: checked and used as the same value */
-
-		/*
-		 * Another CPU may have given this way to another socket meanwhile, or
-		 * the socket it took the way from may still have been writing into it:
-		 * the request must be this socket's own, started by this socket.
-		 */
-		st->last_end_ns = now;
-		if (!(s->sk == (__u64)sk && st->req_owner == (__u64)sk && start && start <= now)) {
-			stat_inc(MP_STAT_DISCARDED);
-			goto done;
-		}
-		/* an exchange on a connection that carried one before (measured or not): reuse */
-		if (st->requests > 0)
-			stat_inc(st->role == MP_ROLE_CLIENT ? MP_STAT_REUSED_CLIENT
-							    : MP_STAT_REUSED_SERVER);
-		if (st->unsampled) {
-			st->requests++; /* counted on the connection, not measured */
-			stat_inc(st->role == MP_ROLE_CLIENT ? MP_STAT_UNSAMPLED_CLIENT
-							    : MP_STAT_UNSAMPLED_SERVER);
-		} else {
-			emit_latency(ctx, sk, st, start, now);
-		}
-	done:
+		response_begins(ctx, sk, s);
 		st->phase = PHASE_RESPONSE;
 	}
 	return 0;
@@ -631,12 +673,13 @@ int BPF_KRETPROBE(latency_recv_kr, int ret)
 }
 
 /*
- * TLS (connection-tracker): bpf/tls.bpf.h times handshakes from the TLS
- * records on each socket and through libssl uprobes. It asks this table when
- * a socket became ESTABLISHED, for the time the application waits between
- * connect() and a finished handshake.
+ * The host side of the TLS unit (tls.bpf.c, linked into this object, see
+ * tls.bpf.h): this socket table says when a socket became ESTABLISHED (for
+ * the time the application waits between connect() and a finished
+ * handshake) and whether it is inside --filter. Global functions: the
+ * kernel verifies each once, on its own.
  */
-static __always_inline __u64 sock_established_ns(__u64 sk)
+__u64 tls_host_established_ns(__u64 sk)
 {
 	struct sock_slot *s = sock_find(sk);
 
@@ -646,9 +689,12 @@ static __always_inline __u64 sock_established_ns(__u64 sk)
 		return s->st.setup_ns ? s->st.first_ns + s->st.setup_ns : 0;
 	return s->st.first_ns; /* a server's way starts when it turns ESTABLISHED */
 }
-/* Is the socket inside --filter? Decided at its first read or write; a socket the table does not
- * hold is, without a filter. */
-static __always_inline bool sock_wanted(__u64 sk)
+
+/*
+ * Decided at the socket's first read or write; a socket the table does not
+ * hold is inside when there is no filter.
+ */
+bool tls_host_sock_wanted(__u64 sk)
 {
 	struct sock_slot *s = sock_find(sk);
 
@@ -656,9 +702,120 @@ static __always_inline bool sock_wanted(__u64 sk)
 		return !s->st.ignored;
 	return selector_count == 0;
 }
-#define MP_TLS_SOCK_LOOKUP sock_established_ns
-#define MP_TLS_SOCK_WANTED sock_wanted
-#include "tls.bpf.h"
+
+bool tls_host_libssl_wanted(void)
+{
+	return filter_pass(NULL, 0, 0);
+}
+
+/* ---- sock:inet_sock_set_state: listeners, and connections begin, are set up, fail, end ---- */
+
+/*
+ * A listener opens (-> LISTEN) or closes (LISTEN -> CLOSE). Every accepted
+ * connection also shows LISTEN -> SYN_RECV (its socket is cloned from the
+ * listener's): that one leaves the listener where it is.
+ */
+static __always_inline void on_listener(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	struct listen_key lk = {.netns = sock_netns((struct sock *)ctx->skaddr),
+				.port = ctx->sport};
+	__u8 one = 1;
+
+	if (ctx->newstate == TCP_LISTEN_)
+		bpf_map_update_elem(&listeners, &lk, &one, BPF_ANY);
+	else if (ctx->newstate == TCP_CLOSE_)
+		bpf_map_delete_elem(&listeners, &lk);
+}
+
+/*
+ * A connection begins: connect() (-> SYN_SENT; the source port may still be
+ * 0), or accept() will return it (SYN_RECV -> ESTABLISHED). It gets a way,
+ * started afresh, with its role.
+ */
+static __always_inline void on_conn_begin(struct trace_event_raw_inet_sock_set_state *ctx,
+					  __u64 key)
+{
+	struct sock *sk = (struct sock *)ctx->skaddr;
+	struct mp_tuple t = {};
+	struct sock_slot *s;
+	__u8 role;
+
+	read_tuple(sk, &t);
+	role = ctx->newstate == TCP_SYN_SENT_ ? MP_ROLE_CLIENT : MP_ROLE_SERVER;
+	s = sock_find(key);
+	if (s) /* a reused struct sock whose close we missed: a new connection */
+		init_slot(s, key, role, 0, &t);
+	else
+		s = track(key, role, 0, &t);
+	if (!s || !measure_connections)
+		return;
+	if (role == MP_ROLE_CLIENT) {
+		/* connect(): the process is here, so the filter can be decided for the set-up (the
+		 * local port is not chosen yet) */
+		s->st.connect_wanted = filter_pass(sk, 0, t.rport);
+	} else {
+		/* the first RTT sample of an accepted socket is SYN-ACK sent -> this ACK
+		 * (tcp_synack_rtt_meas) */
+		__u64 us = tcp_srtt_us(sk);
+
+		s->st.setup_ns = us ? us * 1000 : 0;
+	}
+}
+
+/* A client's connection is set up (SYN_SENT -> ESTABLISHED): its source port is known now. */
+static __always_inline void on_conn_established(struct trace_event_raw_inet_sock_set_state *ctx,
+						struct sock_state *st)
+{
+	struct sock *sk = (struct sock *)ctx->skaddr;
+
+	read_tuple(sk, &st->tuple);
+	if (measure_connections && st->connect_wanted && st->role == MP_ROLE_CLIENT) {
+		st->setup_ns = bpf_ktime_get_ns() - st->first_ns;
+		emit_measure(ctx, sk, st, MP_METRIC_SETUP, MP_RESULT_OK, st->setup_ns, 0);
+	}
+}
+
+/*
+ * A client's connection closes (-> CLOSE), measured (connection-tracker):
+ * if connect() failed, or it was reset before the application used it, a
+ * MP_METRIC_CONNECT_FAIL record says why.
+ */
+static __always_inline void on_connect_failed(struct trace_event_raw_inet_sock_set_state *ctx,
+					      struct sock_state *st)
+{
+	struct sock *sk = (struct sock *)ctx->skaddr;
+	__u32 err = BPF_CORE_READ(sk, sk_err);
+
+	if (ctx->oldstate == TCP_SYN_SENT_) {
+		/* the application gave up (no error) while its SYNs went unanswered: a time-out
+		 * too */
+		__u8 cause = connect_result(err);
+
+		if (cause == MP_RESULT_ABORTED &&
+		    BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits) > 0)
+			cause = MP_RESULT_TIMEOUT;
+		read_tuple(sk, &st->tuple);
+		emit_measure(ctx, sk, st, MP_METRIC_CONNECT_FAIL, cause,
+			     bpf_ktime_get_ns() - st->first_ns, err);
+	} else if (err == 104 && !st->opened && st->requests == 0) {
+		/* reset after the SYN-ACK, before the application used the connection */
+		emit_measure(ctx, sk, st, MP_METRIC_CONNECT_FAIL, MP_RESULT_RESET,
+			     bpf_ktime_get_ns() - st->first_ns, err);
+	}
+}
+
+/* A connection ends (-> CLOSE): its close record if a process used it; its way is freed. */
+static __always_inline void on_conn_close(struct trace_event_raw_inet_sock_set_state *ctx,
+					  struct sock_slot *s, __u64 key)
+{
+	struct sock_state *st = &s->st;
+
+	if (st->opened)
+		emit_close(ctx, (struct sock *)ctx->skaddr, st);
+	way_swap(&s->sk, key, 0); /* free the way, unless already reused */
+	if (!st->ignored)
+		stat_inc(MP_STAT_CLEANUP);
+}
 
 SEC("tracepoint/sock/inet_sock_set_state")
 int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
@@ -666,121 +823,30 @@ int latency_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	__u64 key = (__u64)ctx->skaddr;
 	struct sock_slot *s;
 	struct sock_state *st;
-	struct mp_tuple t = {};
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
-
 	if (ctx->newstate == TCP_LISTEN_ || ctx->oldstate == TCP_LISTEN_) {
-		struct listen_key lk = {.netns = sock_netns((struct sock *)ctx->skaddr),
-					.port = ctx->sport};
-		__u8 one = 1;
-
-		/*
-		 * A listener closing is LISTEN -> CLOSE. Every accepted connection also
-		 * shows LISTEN -> SYN_RECV (its socket is cloned from the listener's):
-		 * that one leaves the listener where it is.
-		 */
-		if (ctx->newstate == TCP_LISTEN_)
-			bpf_map_update_elem(&listeners, &lk, &one, BPF_ANY);
-		else if (ctx->newstate == TCP_CLOSE_)
-			bpf_map_delete_elem(&listeners, &lk);
+		on_listener(ctx);
 		return 0;
 	}
-
 	if (ctx->newstate == TCP_SYN_SENT_ ||
 	    (ctx->oldstate == TCP_SYN_RECV_ && ctx->newstate == TCP_ESTABLISHED_)) {
-		/* a connect() begins (source port may still be 0), or accept() will return this */
-		read_tuple((struct sock *)ctx->skaddr, &t);
-		__u8 role = ctx->newstate == TCP_SYN_SENT_ ? MP_ROLE_CLIENT : MP_ROLE_SERVER;
-
-		s = sock_find(key);
-		if (s) /* a reused struct sock whose close we missed: a new connection */
-			init_slot(s, key, role, 0, &t);
-		else
-			s = track(key, role, 0, &t);
-		if (!s || !measure_connections)
-			return 0;
-		if (role == MP_ROLE_CLIENT) {
-			/* connect(): the process is here, so the filter can be decided for the
-			 * set-up (the local port is not chosen yet) */
-			s->st.connect_wanted = filter_pass((struct sock *)ctx->skaddr, 0, t.rport);
-		} else {
-			/* the first RTT sample of an accepted socket is SYN-ACK sent -> this ACK
-			 * (tcp_synack_rtt_meas) */
-			__u64 us = tcp_srtt_us((struct sock *)ctx->skaddr);
-
-			s->st.setup_ns = us ? us * 1000 : 0;
-		}
+		on_conn_begin(ctx, key);
 		return 0;
 	}
-
 	s = sock_find(key);
 	if (!s)
 		return 0;
 	st = &s->st;
-
 	if (ctx->oldstate == TCP_SYN_SENT_ && ctx->newstate == TCP_ESTABLISHED_) {
-		read_tuple((struct sock *)ctx->skaddr, &st->tuple); /* source port is known now */
-		if (measure_connections && st->connect_wanted && st->role == MP_ROLE_CLIENT) {
-			st->setup_ns = bpf_ktime_get_ns() - st->first_ns;
-			emit_measure(ctx, (struct sock *)ctx->skaddr, st, MP_METRIC_SETUP,
-				     MP_RESULT_OK, st->setup_ns, 0);
-		}
+		on_conn_established(ctx, st);
 		return 0;
 	}
-
-	if (ctx->newstate == TCP_CLOSE_ && measure_connections && st->connect_wanted &&
-	    st->role == MP_ROLE_CLIENT) {
-		struct sock *sk = (struct sock *)ctx->skaddr;
-		__u32 err = BPF_CORE_READ(sk, sk_err);
-
-		if (ctx->oldstate == TCP_SYN_SENT_) {
-			/* the application gave up (no error) while its SYNs went unanswered: a
-			 * time-out too */
-			__u8 cause = connect_result(err);
-
-			if (cause == MP_RESULT_ABORTED &&
-			    BPF_CORE_READ((struct inet_connection_sock *)sk, icsk_retransmits) > 0)
-				cause = MP_RESULT_TIMEOUT;
-			read_tuple(sk, &st->tuple);
-			emit_measure(ctx, sk, st, MP_METRIC_CONNECT_FAIL, cause,
-				     bpf_ktime_get_ns() - st->first_ns, err);
-		} else if (err == 104 && !st->opened && st->requests == 0) {
-			/* reset after the SYN-ACK, before the application used the connection */
-			emit_measure(ctx, sk, st, MP_METRIC_CONNECT_FAIL, MP_RESULT_RESET,
-				     bpf_ktime_get_ns() - st->first_ns, err);
-		}
-	}
-
-	if (ctx->newstate == TCP_CLOSE_) {
-		if (st->opened) {
-			struct mp_conn_close_rec r = {};
-			__u64 now = bpf_ktime_get_ns();
-
-			fill_hdr(&r.hdr, MP_REC_CONN_CLOSE, st);
-			r.end_ns = now;
-			r.duration_ns = now - st->first_ns;
-			r.requests = st->requests;
-			r.srtt_us = tcp_srtt_us((struct sock *)ctx->skaddr);
-			r.bytes_sent = st->bytes_sent;
-			r.bytes_received = st->bytes_received;
-			r.flags = st->flags;
-			emit(ctx, &r, sizeof(r));
-			if (measure_connections && !st->ignored) {
-				/* a connection adopted mid-life has no known start: its lifetime is
-				 * not one */
-				if (!(st->flags & MP_CONN_F_ROLE_INFERRED))
-					emit_measure(ctx, (struct sock *)ctx->skaddr, st,
-						     MP_METRIC_LIFETIME, MP_RESULT_OK,
-						     r.duration_ns, 0);
-				emit_measure(ctx, (struct sock *)ctx->skaddr, st,
-					     MP_METRIC_REQUESTS, MP_RESULT_OK, st->requests, 0);
-			}
-		}
-		way_swap(&s->sk, key, 0); /* free the way, unless already reused */
-		if (!st->ignored)
-			stat_inc(MP_STAT_CLEANUP);
-	}
+	if (ctx->newstate != TCP_CLOSE_)
+		return 0;
+	if (measure_connections && st->connect_wanted && st->role == MP_ROLE_CLIENT)
+		on_connect_failed(ctx, st);
+	on_conn_close(ctx, s, key);
 	return 0;
 }

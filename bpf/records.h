@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The records the BPF programs emit into the perf event array, and the
- * counters they keep. This header is the single definition of each layout:
- * assembly/records.ts and src/records.ts are checked against it by
- * test/records-layout.test.ts (which compiles a C program that prints
- * sizeof/offsetof for every field).
+ * The records the BPF programs emit into the perf event array, the map keys
+ * and values user space reads or writes, and the counters they keep. This
+ * header is the single definition of each layout: scripts/gen-layout.mjs
+ * writes src/generated/layout.ts and assembly/generated/layout.ts from it
+ * (values from the C compiler); run it after any change here, and name every
+ * padding byte (the generator refuses implicit padding). A "N:" at the start
+ * of a field's comment and "N bytes" before a struct are checked too.
  *
  * All integers are little-endian. Records arrive in the perf ring after a
  * 4-byte raw-size field, so fields are only 4-byte aligned in the ring:
@@ -50,8 +52,7 @@
 #define MP_RESULT_OK	  0
 #define MP_RESULT_REFUSED 1 /* RST answered the SYN (ECONNREFUSED) */
 #define MP_RESULT_TIMEOUT 2 /* no answer: SYN retries ran out (ETIMEDOUT) */
-#define MP_RESULT_RESET	  3 /* reset after the SYN-ACK, before the application used it (ECONNRESET) \
-			     */
+#define MP_RESULT_RESET	  3 /* reset after SYN-ACK, before the application used it (ECONNRESET) */
 #define MP_RESULT_UNREACH 4 /* ICMP unreachable (EHOSTUNREACH, ENETUNREACH) */
 #define MP_RESULT_ABORTED 5 /* closed by the application before it connected (no error) */
 #define MP_RESULT_OTHER	  6
@@ -133,44 +134,73 @@ struct mp_measure_rec {
 	__u8 raddr[16]; /* 48 */
 };
 
-/* per-CPU counters kept by the kernel side (array map "stats", one __u64 each) */
-#define MP_STAT_SEND	    0 /* writes seen on tracked sockets */
-#define MP_STAT_RECV	    1 /* reads seen on tracked sockets */
-#define MP_STAT_CLEANUP	    2 /* tracked sockets closed (entry removed) */
-#define MP_STAT_TRACKED	    3 /* sockets measured: used by a process and inside the filter */
-#define MP_STAT_EVICTED	    4 /* entries pushed out of the full LRU table */
-#define MP_STAT_OUTPUT_FAIL 5 /* bpf_perf_event_output failed (ring full) */
-#define MP_STAT_FILTERED    6 /* sockets skipped by the in-kernel filter */
-#define MP_STAT_EMITTED	    7 /* latency records emitted */
-#define MP_STAT_DISCARDED   8 /* exchanges dropped as inconsistent (socket taken over mid-exchange) \
-			       */
-#define MP_STAT_UNSAMPLED_CLIENT                                                                   \
-	9 /* client-side exchanges finished but not measured (--sample-rate) */
-#define MP_STAT_UNSAMPLED_SERVER 10 /* server-side exchanges finished but not measured */
-#define MP_STAT_MEASURED_CLIENT	 11 /* client-side exchanges measured (records emitted) */
-#define MP_STAT_MEASURED_SERVER	 12 /* server-side exchanges measured */
-/* TLS (bpf/tls.bpf.h, connection-tracker) */
-#define MP_STAT_TLS_HELLO	   13 /* ClientHellos seen (handshakes started, one per side) */
-#define MP_STAT_TLS_DONE	   14 /* socket-level handshakes measured */
-#define MP_STAT_TLS_LOST_SYNC	   15 /* handshakes dropped: the record walk was lost */
-#define MP_STAT_TLS_GAP		   16 /* segments skipped: they start beyond the byte wanted */
-#define MP_STAT_TLS_SPLIT_HDR	   17 /* record headers split across segments, reassembled */
-#define MP_STAT_TLS_ABORTED	   18 /* connections closed or reused mid-handshake */
-#define MP_STAT_TLS_NO_VERSION	   19 /* ServerHello not parsed: version from record behaviour */
-#define MP_STAT_TLS_LIBSSL_DONE	   20 /* libssl handshakes measured */
-#define MP_STAT_TLS_LIBSSL_NO_ROLE 21 /* libssl handshakes measured with role unknown */
-#define MP_STAT_REUSED_CLIENT	   22 /* client-side exchanges on a connection that carried one before \
-				       */
-#define MP_STAT_REUSED_SERVER 23 /* server-side exchanges on a connection that carried one before  \
-				  */
-/* packet drops (bpf/drops.bpf.c, packet-drop-probe) */
-#define MP_STAT_DROP_SEEN     24 /* kfree_skb hits inside the filter */
-#define MP_STAT_DROP_FILTERED 25 /* kfree_skb hits left out by the in-kernel filter */
-#define MP_STAT_DROP_TABLE_FULL                                                                    \
-	26 /* drops whose key did not fit the full "drops" map (still in SEEN) */
-#define MP_STAT_DROP_NO_HEADER                                                                     \
-	27 /* drops without a readable IP header: counted with zero addresses/ports */
-#define MP_STAT__COUNT 28
+/*
+ * Per-CPU counters kept by the kernel side (array map "stats", one __u64
+ * each), in index order: X(NAME, "name") makes MP_STAT_NAME, and "name" is
+ * what the reports call it (scripts/gen-layout.mjs copies both to
+ * src/generated/layout.ts).
+ */
+#define MP_STATS(X)                                                                                \
+	/* writes seen on tracked sockets */                                                       \
+	X(SEND, "send")                                                                            \
+	/* reads seen on tracked sockets */                                                        \
+	X(RECV, "receive")                                                                         \
+	/* tracked sockets closed (entry removed) */                                               \
+	X(CLEANUP, "cleanup")                                                                      \
+	/* sockets measured: used by a process and inside the filter */                            \
+	X(TRACKED, "tracked")                                                                      \
+	/* entries pushed out of the full LRU table */                                             \
+	X(EVICTED, "evicted")                                                                      \
+	/* bpf_perf_event_output failed (ring full) */                                             \
+	X(OUTPUT_FAIL, "output_failures")                                                          \
+	/* sockets skipped by the in-kernel filter */                                              \
+	X(FILTERED, "filtered")                                                                    \
+	/* latency records emitted */                                                              \
+	X(EMITTED, "emitted")                                                                      \
+	/* exchanges dropped as inconsistent (socket taken over mid-exchange) */                   \
+	X(DISCARDED, "discarded")                                                                  \
+	/* client-side exchanges finished but not measured (--sample-rate) */                      \
+	X(UNSAMPLED_CLIENT, "unsampled_client")                                                    \
+	/* server-side exchanges finished but not measured */                                      \
+	X(UNSAMPLED_SERVER, "unsampled_server")                                                    \
+	/* client-side exchanges measured (records emitted) */                                     \
+	X(MEASURED_CLIENT, "measured_client")                                                      \
+	/* server-side exchanges measured */                                                       \
+	X(MEASURED_SERVER, "measured_server")                                                      \
+	/* TLS (bpf/tls.bpf.c, connection-tracker): ClientHellos seen (one per side) */            \
+	X(TLS_HELLO, "tls_hello")                                                                  \
+	/* socket-level handshakes measured */                                                     \
+	X(TLS_DONE, "tls_done")                                                                    \
+	/* handshakes dropped: the record walk was lost */                                         \
+	X(TLS_LOST_SYNC, "tls_lost_sync")                                                          \
+	/* segments skipped: they start beyond the byte wanted */                                  \
+	X(TLS_GAP, "tls_gap")                                                                      \
+	/* record headers split across segments, reassembled */                                    \
+	X(TLS_SPLIT_HDR, "tls_split_hdr")                                                          \
+	/* connections closed or reused mid-handshake */                                           \
+	X(TLS_ABORTED, "tls_aborted")                                                              \
+	/* ServerHello not parsed: version from record behaviour */                                \
+	X(TLS_NO_VERSION, "tls_no_version")                                                        \
+	/* libssl handshakes measured */                                                           \
+	X(TLS_LIBSSL_DONE, "tls_libssl_done")                                                      \
+	/* libssl handshakes measured with role unknown */                                         \
+	X(TLS_LIBSSL_NO_ROLE, "tls_libssl_no_role")                                                \
+	/* client-side exchanges on a connection that carried one before */                        \
+	X(REUSED_CLIENT, "reused_client")                                                          \
+	/* server-side exchanges on a connection that carried one before */                        \
+	X(REUSED_SERVER, "reused_server")                                                          \
+	/* packet drops (bpf/drops.bpf.c, packet-drop-probe): kfree_skb hits inside the filter */  \
+	X(DROP_SEEN, "drop_seen")                                                                  \
+	/* kfree_skb hits left out by the in-kernel filter */                                      \
+	X(DROP_FILTERED, "drop_filtered")                                                          \
+	/* drops whose key did not fit the full "drops" map (still in SEEN) */                     \
+	X(DROP_TABLE_FULL, "drop_table_full")                                                      \
+	/* drops without a readable IP header: counted with zero addresses/ports */                \
+	X(DROP_NO_HEADER, "drop_no_header")
+
+#define MP_STAT_INDEX(name, report) MP_STAT_##name,
+enum { MP_STATS(MP_STAT_INDEX) MP_STAT__COUNT };
+#undef MP_STAT_INDEX
 
 /* mp_drop_key.dir */
 #define MP_DIR_UNKNOWN 0
@@ -230,6 +260,18 @@ struct mp_pkt_key {
 	__u16 lport;   /* 4: the local socket's port, host order */
 	__u8 protocol; /* 6: IPPROTO_* */
 	__u8 _pad;     /* 7 */
+};
+
+/*
+ * Listening ports (bpf/latency.bpf.c): hash "listeners", struct listen_key ->
+ * __u8 1. User space fills it at start (src/probes/latency.ts), the kernel
+ * side keeps it current from TCP_LISTEN transitions.
+ */
+/* 8 bytes */
+struct listen_key {
+	__u32 netns; /* 0: network namespace inode number */
+	__u16 port;  /* 4: local port, host order */
+	__u16 _pad;  /* 6 */
 };
 
 #endif

@@ -7,7 +7,8 @@
         "src/errors.cc",
         "src/bpf_object.cc",
         "src/perf_reader.cc",
-        "src/kernel_probe.cc"
+        "src/kernel_probe.cc",
+        "src/process.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -32,7 +32,7 @@ fi
 if newer dist/.stamp src test bench tsconfig.json; then
   echo "build: typescript"
   node_modules/.bin/tsc -p .
-  chmod +x dist/src/cli/*.js # package.json "bin"
+  chmod +x dist/src/cli/*.js # runnable directly too (package.json "bin" is bin/*.js)
   touch dist/.stamp
 fi
 

@@ -14,10 +14,11 @@ js_only=0
 # exporter peers the tests start themselves: victoria-metrics, influxdb (1.x),
 # prometheus (with promtool); the sidecar proxy of the mesh-overhead test: haproxy;
 # the browser that renders generate-report's HTML in its test: chromium (+ a font).
+# npm run lint: clang-format-14 for bpf/ and native/.
 APT_PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make gcc g++ python3
           iproute2 nginx-light wrk curl procps qemu-system-x86 busybox-static cpio
           victoria-metrics influxdb prometheus iptables openssl
-          haproxy chromium fonts-dejavu-core)
+          haproxy chromium fonts-dejavu-core clang-format-14)
 missing=()
 [ "$js_only" = 1 ] && APT_PKGS=()
 for p in "${APT_PKGS[@]}"; do

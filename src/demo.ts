@@ -19,13 +19,38 @@ const SECONDS = 10;
 function collect(p: ChildProcess): Promise<{ code: number | null; out: string; err: string }> {
   let out = '';
   let err = '';
-  p.stdout?.on('data', (b) => {
-    out += b;
+  p.stdout?.on('data', (b: Buffer) => {
+    out += b.toString();
   });
-  p.stderr?.on('data', (b) => {
-    err += b;
+  p.stderr?.on('data', (b: Buffer) => {
+    err += b.toString();
   });
-  return new Promise((resolve) => p.on('exit', (code) => resolve({ code, out, err })));
+  return new Promise((resolve) => {
+    p.on('exit', (code) => {
+      resolve({ code, out, err });
+    });
+  });
+}
+
+// The JSON the demo reads (the client's summary, latency-probe's report), checked field by field.
+const SHOWN = ['p50', 'p90', 'p99'] as const;
+type Shown = Record<(typeof SHOWN)[number], number>;
+
+/** o[key], where `where` names o in the error when o is not an object holding key. */
+function field(o: unknown, key: string, where: string): unknown {
+  if (typeof o !== 'object' || o === null || !(key in o)) throw new Error(`${where}: no "${key}"`);
+  return (o as Record<string, unknown>)[key];
+}
+
+function num(o: unknown, key: string, where: string): number {
+  const v = field(o, key, where);
+  if (typeof v !== 'number') throw new Error(`${where}: "${key}" is not a number`);
+  return v;
+}
+
+/** The shown percentiles of o, each divided by `per`. */
+function shown(o: unknown, where: string, per = 1): Shown {
+  return { p50: num(o, 'p50', where) / per, p90: num(o, 'p90', where) / per, p99: num(o, 'p99', where) / per };
 }
 
 async function main(): Promise<number> {
@@ -60,11 +85,13 @@ async function main(): Promise<number> {
       { stdio: ['ignore', 'inherit', 'pipe'] },
     );
     let probeErr = '';
-    probe.stderr!.on('data', (b) => {
-      probeErr += b;
+    probe.stderr.on('data', (b: Buffer) => {
+      probeErr += b.toString();
       process.stderr.write(b);
     });
-    const probeDone = new Promise<number | null>((r) => probe.on('exit', r));
+    const probeDone = new Promise<number | null>((r) => {
+      probe.on('exit', r);
+    });
     while (!/measuring/.test(probeErr)) {
       if (probe.exitCode !== null) throw new Error('latency-probe did not start');
       await sleep(50);
@@ -93,21 +120,31 @@ async function main(): Promise<number> {
     );
     const c = await collect(client);
     if (c.code !== 0) throw new Error(`demo client failed: ${c.err.trim()}`);
-    const own = JSON.parse(c.out);
+    const own: unknown = JSON.parse(c.out);
     const code = await probeDone;
-    if (code !== 0) throw new Error(`latency-probe exited with ${code}`);
-    const rep = JSON.parse(readFileSync(OUTPUT, 'utf8'));
-    const m = rep.metrics;
-    const row = (name: string, p: Record<string, number>) =>
-      `  ${name.padEnd(28)} ${['p50', 'p90', 'p99'].map((k) => `${k} ${p[k].toFixed(3)} ms`).join('  ')}`;
-    const ownMs = Object.fromEntries(Object.entries(own.latency_us).map(([k, v]) => [k, (v as number) / 1000]));
+    if (code !== 0) throw new Error(`latency-probe exited with ${String(code)}`);
+    const sent = num(own, 'requests', 'demo client');
+    const ownMs = shown(field(own, 'latency_us', 'demo client'), 'demo client: latency_us', 1000);
+    const m = field(JSON.parse(readFileSync(OUTPUT, 'utf8')) as unknown, 'metrics', OUTPUT);
+    const at = (path: string) => `${OUTPUT}: metrics${path}`;
+    const view = (v: 'client' | 'server' | 'network') => {
+      const x = field(m, v, at(''));
+      return {
+        total: num(x, 'total_requests', at(`.${v}`)),
+        p: shown(field(x, 'percentiles', at(`.${v}`)), at(`.${v}.percentiles`)),
+      };
+    };
+    const [clientView, serverView, networkView] = [view('client'), view('server'), view('network')];
+    const lost = num(field(m, 'events', at('')), 'lost', at('.events'));
+    const row = (name: string, p: Shown) =>
+      `  ${name.padEnd(28)} ${SHOWN.map((k) => `${k} ${p[k].toFixed(3)} ms`).join('  ')}`;
     console.log(
-      `\ndemo: ${own.requests} requests sent; latency-probe counted ${m.client.total_requests} (client view), ${m.server.total_requests} (server view), lost ${m.events.lost}`,
+      `\ndemo: ${sent} requests sent; latency-probe counted ${clientView.total} (client view), ${serverView.total} (server view), lost ${lost}`,
     );
     console.log(row('client, as it timed itself', ownMs));
-    console.log(row('client view (latency-probe)', m.client.percentiles));
-    console.log(row('server view (latency-probe)', m.server.percentiles));
-    console.log(row('network RTT (kernel srtt)', m.network.percentiles));
+    console.log(row('client view (latency-probe)', clientView.p));
+    console.log(row('server view (latency-probe)', serverView.p));
+    console.log(row('network RTT (kernel srtt)', networkView.p));
     console.log(`\ndemo: the JSON report is ${OUTPUT}`);
     return 0;
   } finally {
@@ -121,8 +158,8 @@ main().then(
   (code) => {
     process.exitCode = code;
   },
-  (e) => {
-    console.error(`demo: ${(e as Error).message}`);
+  (e: unknown) => {
+    console.error(`demo: ${e instanceof Error ? e.message : String(e)}`);
     process.exitCode = 1;
   },
 );

@@ -27,8 +27,6 @@ export function usageError(message: string): MeshprobeError {
 
 /** The code an addon or system error carries, if any. */
 export function errorCode(err: unknown): string | undefined {
-  if (err && typeof err === 'object' && 'code' in err && typeof (err as { code: unknown }).code === 'string') {
-    return (err as { code: string }).code;
-  }
+  if (err && typeof err === 'object' && 'code' in err && typeof err.code === 'string') return err.code;
   return undefined;
 }

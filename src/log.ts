@@ -33,9 +33,17 @@ function emit(level: LogLevel, msg: string, fields?: Record<string, unknown>): v
 }
 
 export const log = {
-  error: (m: string, f?: Record<string, unknown>) => emit('error', m, f),
-  warn: (m: string, f?: Record<string, unknown>) => emit('warn', m, f),
-  info: (m: string, f?: Record<string, unknown>) => emit('info', m, f),
-  debug: (m: string, f?: Record<string, unknown>) => emit('debug', m, f),
+  error: (m: string, f?: Record<string, unknown>): void => {
+    emit('error', m, f);
+  },
+  warn: (m: string, f?: Record<string, unknown>): void => {
+    emit('warn', m, f);
+  },
+  info: (m: string, f?: Record<string, unknown>): void => {
+    emit('info', m, f);
+  },
+  debug: (m: string, f?: Record<string, unknown>): void => {
+    emit('debug', m, f);
+  },
   enabled: (level: LogLevel) => ORDER[level] <= ORDER[current],
 };

@@ -67,6 +67,11 @@ export interface Addon {
   libbpfVersion(): string;
   possibleCpus(): number;
   setDebug(on: boolean): void;
+  /**
+   * prctl(PR_SET_PDEATHSIG): the kernel sends `signal` to this process when its parent exits.
+   * `alive` is false if the parent is no longer `expectedParent` (it died before the call).
+   */
+  setParentDeathSignal(signal: number, expectedParent: number): { parent: number; alive: boolean };
 }
 
 let cached: Addon | undefined;

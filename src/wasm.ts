@@ -17,30 +17,33 @@ export const WASM_URL = new URL('../../build/meshprobe.wasm', import.meta.url);
 /** Must match "maximumMemory" in asconfig.json (pages of 64 KiB). */
 export const MAX_PAGES = 16384;
 
-/** Functions exported by build/meshprobe.wasm (addresses are byte offsets in the memory). */
+/**
+ * Functions exported by build/meshprobe.wasm (addresses are byte offsets in
+ * the memory): plain functions, no `this`, so they may be called detached.
+ */
 export interface DecoderExports {
-  decode(ptr: number, len: number): number;
-  flushPending(maxSpins: number): number;
-  init(connCap: number, svcCap: number, workers: number, stagingBytes: number): number;
-  layoutBytes(connCap: number, svcCap: number, workers: number, stagingBytes: number): number;
-  regionBase(): number;
-  isReady(): number;
-  counterAddr(i: number): number;
-  counterCount(): number;
-  globalHistAddr(i: number): number;
-  connSlotAddr(i: number): number;
-  svcSlotAddr(i: number): number;
-  measureResultsAddr(): number;
-  stagingPtr(i: number): number;
-  stagingSize(): number;
-  connCapacity(): number;
-  svcCapacity(): number;
-  workerCount(): number;
-  regionEnd(): number;
-  bucketIndex(v: bigint): number;
+  readonly decode: (ptr: number, len: number) => number;
+  readonly flushPending: (maxSpins: number) => number;
+  readonly init: (connCap: number, svcCap: number, workers: number, stagingBytes: number) => number;
+  readonly layoutBytes: (connCap: number, svcCap: number, workers: number, stagingBytes: number) => number;
+  readonly regionBase: () => number;
+  readonly isReady: () => number;
+  readonly counterAddr: (i: number) => number;
+  readonly counterCount: () => number;
+  readonly globalHistAddr: (i: number) => number;
+  readonly connSlotAddr: (i: number) => number;
+  readonly svcSlotAddr: (i: number) => number;
+  readonly measureResultsAddr: () => number;
+  readonly stagingPtr: (i: number) => number;
+  readonly stagingSize: () => number;
+  readonly connCapacity: () => number;
+  readonly svcCapacity: () => number;
+  readonly workerCount: () => number;
+  readonly regionEnd: () => number;
+  readonly bucketIndex: (v: bigint) => number;
   /** i64 results arrive signed: use BigInt.asUintN(64, x) */
-  bucketLower(idx: number): bigint;
-  bucketUpper(idx: number): bigint;
+  readonly bucketLower: (idx: number) => bigint;
+  readonly bucketUpper: (idx: number) => bigint;
 }
 
 export interface StateConfig {
@@ -499,6 +502,12 @@ export interface ServiceSlot {
   requests: number;
   /** latencies, or measure values of `metric` */
   hist?: HistogramSnapshot;
+}
+
+/** The histogram of a slot read with histograms (the default); throws for one read with `histograms: false`. */
+export function slotHistogram(s: { slot: number; hist?: HistogramSnapshot }): HistogramSnapshot {
+  if (!s.hist) throw new Error(`meshprobe: slot ${s.slot} was read without its histogram`);
+  return s.hist;
 }
 
 export interface ReadOptions extends FlushOption {

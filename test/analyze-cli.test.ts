@@ -44,7 +44,9 @@ export function runAnalyze(args: string[], timeoutMs = 30_000): Promise<CliResul
 
 function tmp(t: TestContext): string {
   const d = mkdtempSync(join(tmpdir(), 'meshprobe-analyze-'));
-  t.after(() => rmSync(d, { recursive: true, force: true }));
+  t.after(() => {
+    rmSync(d, { recursive: true, force: true });
+  });
   return d;
 }
 
@@ -69,7 +71,14 @@ async function serve(
     res.end(body);
   });
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => srv.close(() => resolve())));
+  t.after(
+    () =>
+      new Promise<void>((resolve) =>
+        srv.close(() => {
+          resolve();
+        }),
+      ),
+  );
   const a = srv.address();
   return `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`;
 }
@@ -133,7 +142,8 @@ test('--json writes the AnalysisReport; --output writes it to a file and keeps t
   for (const d of rep.services.flatMap((s) => s.differences)) {
     assert.equal(typeof d.likely_cause, 'string');
     assert.ok(d.likely_cause.length > 20);
-    if (d.ebpf_ms !== null && d.mesh_ms !== null) assert.ok(Math.abs(d.diff_ms! - (d.mesh_ms - d.ebpf_ms)) < 1e-12);
+    if (d.ebpf_ms !== null && d.mesh_ms !== null)
+      assert.ok(d.diff_ms !== null && Math.abs(d.diff_ms - (d.mesh_ms - d.ebpf_ms)) < 1e-12);
   }
   assert.equal(rep.overhead_analysis?.mesh_processing_ms, 0.83);
   assert.ok(Array.isArray(rep.notes));
@@ -171,7 +181,11 @@ test('--json writes the AnalysisReport; --output writes it to a file and keeps t
 
 test('a json-stream input, --service-map, --services, API JSON files (vector and matrix)', async (t) => {
   const dir = tmp(t);
-  const real = JSON.parse(readFileSync(join(F, 'latency-probe-real.json'), 'utf8'));
+  // the parts of the real report this test reads (it is written back whole)
+  const real = JSON.parse(readFileSync(join(F, 'latency-probe-real.json'), 'utf8')) as {
+    timestamp: string;
+    metrics: { services: { role: string; percentiles: { p50: number } }[] };
+  };
   const stream = join(dir, 'stream.ndjson');
   writeFileSync(
     stream,
@@ -209,9 +223,12 @@ test('a json-stream input, --service-map, --services, API JSON files (vector and
     rep.services.map((s) => s.service),
     ['reviews'],
   );
-  const d = rep.services[0].differences.find((x) => x.quantile === 'p50')!;
+  const d = rep.services[0].differences.find((x) => x.quantile === 'p50');
+  assert.ok(d, 'a p50 difference');
   assert.equal(d.probe_service, 'mpload:36935');
-  assert.equal(d.ebpf_ms, real.metrics.services.find((s: { role: string }) => s.role === 'server').percentiles.p50);
+  const realServer = real.metrics.services.find((s) => s.role === 'server');
+  assert.ok(realServer, 'the real report has a server service');
+  assert.equal(d.ebpf_ms, realServer.percentiles.p50);
   assert.equal(d.mesh_ms, 0.75);
   assert.ok(rep.notes.some((n) => /a json-stream; its summary line 2 is used/.test(n)));
   // --services names the probe's comm:port service by its port
@@ -356,6 +373,6 @@ test('--prometheus-url: unreachable, an error status, not Prometheus, no samples
     assert.equal(u.pathname, '/prom/api/v1/query');
     // the default time is the end of the probe's run: 06:49:57.762 + 60.004 s
     assert.equal(u.searchParams.get('time'), String((Date.parse('2026-11-26T06:49:57.762Z') + 60004) / 1000));
-    assert.match(u.searchParams.get('query')!, /\[120s\]\)\)$/);
+    assert.match(u.searchParams.get('query') ?? '', /\[120s\]\)\)$/);
   }
 });

@@ -23,8 +23,17 @@ const meshFile = (f: string, source: 'istio' | 'cilium'): MeshInput => ({
   ranged: false,
   histograms: readMeshText(text(f), source, f).histograms,
 });
-const near = (a: number | null | undefined, b: number, what = '') =>
-  assert.ok(typeof a === 'number' && Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b)), `${what}: ${a} != ${b}`);
+const near = (a: number | null | undefined, b: number, what = '') => {
+  assert.ok(
+    typeof a === 'number' && Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b)),
+    `${what}: ${String(a)} != ${b}`,
+  );
+};
+/** The fixture report as JSON, the parts these tests read or rewrite. */
+type ReportJson = Record<string, unknown> & {
+  metrics: Record<string, unknown> & { services: Record<string, unknown>[]; overhead_analysis: unknown };
+};
+const reportJson = () => JSON.parse(text('latency-probe.json')) as ReportJson;
 
 function diff(
   r: AnalysisReport,
@@ -111,7 +120,9 @@ test("the kernel's raw buckets re-bucketed into the mesh's, and what truncation 
     [2 ** 36, 2 ** 64, 2],
   ];
   const r = rebin(fine, istio);
-  [15, 20, 24, 26].forEach((c, j) => near(r[j].count, c, `bucket ${j}`));
+  [15, 20, 24, 26].forEach((c, j) => {
+    near(r[j].count, c, `bucket ${j}`);
+  });
   // p50 of that: rank 13 -> first bucket: 0.5 * 13/15
   near(histogramQuantile(0.5, r), 0.5 * (13 / 15), 'p50');
   // d - floor(d): [0.6, 0.8) averages 0.7; [0.9, 1.1) half at 0.95, half at 0.05 -> 0.5; [3, 3.5) -> 0.25; overflow counted 0.5
@@ -141,7 +152,8 @@ test('fixtures: each mesh figure against the probe view of its side, differences
     r.services.map((s) => s.service),
     ['ratings', 'reviews'],
   );
-  const reviews = r.services.find((s) => s.service === 'reviews')!;
+  const reviews = r.services.find((s) => s.service === 'reviews');
+  assert.ok(reviews, 'reviews compared');
   assert.deepEqual(reviews.mesh.map((m) => `${m.source}/${m.reporter}`).sort(), [
     'cilium/client',
     'cilium/server',
@@ -152,15 +164,18 @@ test('fixtures: each mesh figure against the probe view of its side, differences
     'reviews/client',
     'reviews/server',
   ]);
-  const srv = p.services.find((s) => s.service === 'reviews' && s.role === 'server')!;
-  const cli = p.services.find((s) => s.service === 'reviews' && s.role === 'client')!;
+  const srv = p.services.find((s) => s.service === 'reviews' && s.role === 'server');
+  const cli = p.services.find((s) => s.service === 'reviews' && s.role === 'client');
+  assert.ok(srv?.percentiles && cli?.percentiles, 'reviews has both sides, with percentiles');
+  const srvP50 = srv.percentiles.p50;
+  assert.ok(srvP50 !== undefined, 'the server p50');
 
   // reporter=destination <-> the server view; the mesh p50 0.7 (hand-worked in analyze-fixtures)
   const d50 = diff(r, 'reviews', 'istio', 'destination', 'p50');
   assert.equal(d50.ebpf_view, 'server');
-  assert.equal(d50.ebpf_ms, srv.percentiles!.p50);
+  assert.equal(d50.ebpf_ms, srvP50);
   near(d50.mesh_ms, 0.7);
-  near(d50.diff_ms, 0.7 - srv.percentiles!.p50!);
+  near(d50.diff_ms, 0.7 - srvP50);
   assert.deepEqual(d50.mesh_bucket_ms, [0.5, 1]);
   // the report has reviews' own raw buckets: its requests truncated and put in Istio's buckets
   assert.ok(typeof d50.mesh_from_ebpf_ms === 'number');
@@ -179,11 +194,11 @@ test('fixtures: each mesh figure against the probe view of its side, differences
   // reporter=source <-> the client view, whose raw buckets are in the report (the only client service)
   const s90 = diff(r, 'reviews', 'istio', 'source', 'p90');
   assert.equal(s90.ebpf_view, 'client');
-  assert.equal(s90.ebpf_ms, cli.percentiles!.p90);
+  assert.equal(s90.ebpf_ms, cli.percentiles.p90);
   assert.ok(typeof s90.mesh_from_ebpf_ms === 'number');
   assert.match(
     s90.likely_cause,
-    new RegExp(`would read ${String(Math.round(s90.mesh_from_ebpf_ms! * 1000) / 1000).replace('.', '\\.')} ms`),
+    new RegExp(`would read ${String(Math.round(s90.mesh_from_ebpf_ms * 1000) / 1000).replace('.', '\\.')} ms`),
   );
   // mean: Istio's truncation loss computed from the kernel's own buckets
   const smean = diff(r, 'reviews', 'istio', 'source', 'mean');
@@ -211,14 +226,15 @@ test('fixtures: each mesh figure against the probe view of its side, differences
   assert.deepEqual(h99.mesh_bucket_ms, [25, 50]);
   assert.match(h99.likely_cause, /Cilium's proxy/);
 
-  const mv = reviews.mesh.find((m) => m.source === 'istio' && m.reporter === 'destination')!;
+  const mv = reviews.mesh.find((m) => m.source === 'istio' && m.reporter === 'destination');
+  assert.ok(mv, 'the istio destination figures');
   assert.deepEqual(
     mv.bucket_bounds_ms,
     [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000],
   );
   assert.deepEqual(mv.quantile_buckets_ms, { p50: [0.5, 1], p90: [5, 10], p99: [50, 100] });
   assert.equal(mv.requests, 104);
-  assert.deepEqual(r.overhead_analysis, JSON.parse(text('latency-probe.json')).metrics.overhead_analysis);
+  assert.deepEqual(r.overhead_analysis, reportJson().metrics.overhead_analysis);
   assert.ok(
     r.notes.some((n) => /no mesh figures for the probe services details \(server\), python3:9080 \(server\)/.test(n)),
     r.notes.join(' | '),
@@ -229,24 +245,27 @@ test("a report without per-service buckets: a service alone on its side gets its
   const p = probe();
   for (const s of p.services) delete s.buckets;
   // readProbeReport's rule, applied again: reviews is the only client service, with all the client view's requests
+  const fixture = reportJson();
   const again = readProbeReport(
     JSON.stringify({
-      ...JSON.parse(text('latency-probe.json')),
+      ...fixture,
       metrics: {
-        ...JSON.parse(text('latency-probe.json')).metrics,
-        services: JSON.parse(text('latency-probe.json')).metrics.services.map(
-          ({ buckets: _b, ...x }: Record<string, unknown>) => x,
-        ),
+        ...fixture.metrics,
+        services: fixture.metrics.services.map((x) => {
+          const withoutBuckets = { ...x };
+          delete withoutBuckets.buckets;
+          return withoutBuckets;
+        }),
       },
     }),
     'x.json',
   );
-  assert.deepEqual(again.services.find((s) => s.role === 'client')!.buckets, again.views.client!.buckets);
-  assert.equal(
-    again.services.find((s) => s.service === 'reviews' && s.role === 'server')!.buckets,
-    undefined,
-    'four server services',
-  );
+  const client = again.services.find((s) => s.role === 'client');
+  assert.ok(client && again.views.client, 'a client service and view');
+  assert.deepEqual(client.buckets, again.views.client.buckets);
+  const reviewsServer = again.services.find((s) => s.service === 'reviews' && s.role === 'server');
+  assert.ok(reviewsServer, 'reviews (server)');
+  assert.equal(reviewsServer.buckets, undefined, 'four server services');
   const r = analyze({ probe: again, mesh: [meshFile('istio-envoy.txt', 'istio')], inputs: {} });
   assert.equal(diff(r, 'reviews', 'istio', 'destination', 'p50').mesh_from_ebpf_ms, undefined);
   assert.equal(typeof diff(r, 'reviews', 'istio', 'source', 'p50').mesh_from_ebpf_ms, 'number');
@@ -273,14 +292,16 @@ test('only the other side seen: compared with it, and the cause says so', () => 
 
 test("Hubble without destination labels: the whole probe's views, with a note", () => {
   const r = analyze({ probe: probe(), mesh: [meshFile('hubble-basic.txt', 'cilium')], inputs: {} });
-  const s = r.services.find((x) => x.service === WHOLE_PROBE)!;
+  const s = r.services.find((x) => x.service === WHOLE_PROBE);
+  assert.ok(s, 'the whole probe compared');
   assert.deepEqual(s.ebpf.map((e) => `${e.probe_service}/${e.view}`).sort(), [
     `${WHOLE_PROBE}/client`,
     `${WHOLE_PROBE}/server`,
   ]);
   const p = probe();
   const d = diff(r, WHOLE_PROBE, 'cilium', 'server', 'p50');
-  assert.equal(d.ebpf_ms, p.views.server!.percentiles!.p50);
+  assert.ok(p.views.server?.percentiles, 'the server view has percentiles');
+  assert.equal(d.ebpf_ms, p.views.server.percentiles.p50);
   near(d.mesh_ms, 3.125);
   assert.ok(typeof d.mesh_from_ebpf_ms === 'number', 'the whole view has its raw buckets');
   assert.ok(
@@ -334,7 +355,8 @@ test('--service-map pairs names that differ; unmatched and misspelt maps become 
 
 test('causes: a quantile in the +Inf bucket, the kernel above the mesh, live windows', () => {
   const p = probe();
-  const srv = p.services.find((s) => s.service === 'reviews' && s.role === 'server')!;
+  const srvP99 = p.services.find((s) => s.service === 'reviews' && s.role === 'server')?.percentiles?.p99;
+  assert.ok(srvP99 !== undefined, 'reviews (server) has a p99');
   // 100 requests: 50 at <= 0.5 ms, 50 above 10 ms (+Inf): p90 falls in +Inf -> 10
   const h = hist(
     'istio',
@@ -376,7 +398,7 @@ test('causes: a quantile in the +Inf bucket, the kernel above the mesh, live win
   assert.match(
     d99.likely_cause,
     new RegExp(
-      `kernel measured at least ${String(Math.round((srv.percentiles!.p99! - 6) * 1000) / 1000).replace('.', '\\.')} ms more`,
+      `kernel measured at least ${String(Math.round((srvP99 - 6) * 1000) / 1000).replace('.', '\\.')} ms more`,
     ),
   );
   assert.match(d99.likely_cause, /cover different requests or time windows/);

@@ -20,12 +20,16 @@ function load(file: string, source: MeshSource) {
 
 function find(hs: MeshHistogram[], name: string | null, reporter: string): MeshHistogram {
   const h = hs.find((x) => x.name === name && x.reporter === reporter);
-  assert.ok(h, `no ${name} reporter=${reporter} in ${hs.map((x) => `${x.name}/${x.reporter}`).join(', ')}`);
+  assert.ok(
+    h,
+    `no ${String(name)} reporter=${reporter} in ${hs.map((x) => `${String(x.name)}/${x.reporter}`).join(', ')}`,
+  );
   return h;
 }
 
-const near = (a: number | null, b: number, what: string) =>
-  assert.ok(a !== null && Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b)), `${what}: ${a} != ${b}`);
+const near = (a: number | null, b: number, what: string) => {
+  assert.ok(a !== null && Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b)), `${what}: ${String(a)} != ${b}`);
+};
 
 function expectFigures(
   h: MeshHistogram,

@@ -224,11 +224,12 @@ test('mesh histograms: grouped by reporter and service, summed over the other la
 });
 
 test('mesh input errors are one line naming the file and line', () => {
-  const err = (text: string, source: 'istio' | 'cilium', re: RegExp) =>
+  const err = (text: string, source: 'istio' | 'cilium', re: RegExp) => {
     assert.throws(
       () => readMeshText(text, source, 'f.txt'),
       (e: unknown) => e instanceof MeshInputError && re.test(e.message) && !e.message.includes('\n'),
     );
+  };
   err('# TYPE x counter\nx 1\nx{ 2\n', 'istio', /^f\.txt line 3: /);
   err('x_total 1\n', 'istio', /no istio_request_duration_milliseconds .* histogram .* in f\.txt/);
   err(

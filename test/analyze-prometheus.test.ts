@@ -82,7 +82,14 @@ async function target(t: TestContext, type: string, body: (n: number) => string)
     res.end(body(n));
   });
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => srv.close(() => resolve())));
+  t.after(
+    () =>
+      new Promise<void>((resolve) =>
+        srv.close(() => {
+          resolve();
+        }),
+      ),
+  );
   const a = srv.address();
   return { hostPort: `127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`, scrapes: () => n };
 }
@@ -95,7 +102,7 @@ function same(ours: number, theirs: number, what: string) {
 }
 
 function groupKey(h: MeshHistogram): string {
-  return `${h.reporter}/${h.name}`;
+  return `${h.reporter}/${String(h.name)}`;
 }
 
 async function compareWithPrometheus(
@@ -159,7 +166,9 @@ test('a real Prometheus: its histogram_quantile equals ours on the fixtures; ana
   // spot values, hand-worked in analyze-fixtures.test.ts, now from Prometheus itself
   // (74 comes out as 73.99999999999984 on both sides: 0.99 * 104 - 102 is 0.9599999999999937 in doubles)
   const p = async (e: string) => pv((await prom.query(e))[0].value[1]);
-  const close = (a: number, b: number) => assert.ok(Math.abs(a - b) <= 1e-9 * b, `${a} != ${b}`);
+  const close = (a: number, b: number) => {
+    assert.ok(Math.abs(a - b) <= 1e-9 * b, `${a} != ${b}`);
+  };
   close(
     await p(
       `histogram_quantile(0.99, sum by (le) (istio_request_duration_milliseconds_bucket{instance="${A.hostPort}",reporter="destination",destination_service_name="reviews"}))`,
@@ -222,9 +231,11 @@ test('a real Prometheus: its histogram_quantile equals ours on the fixtures; ana
     rep.services.map((s) => s.service),
     ['ratings', 'reviews'],
   );
-  const reviews = rep.services.find((s) => s.service === 'reviews')!;
+  const reviews = rep.services.find((s) => s.service === 'reviews');
+  const ratings = rep.services.find((s) => s.service === 'ratings');
+  assert.ok(reviews && ratings, 'reviews and ratings compared');
   const mesh = (source: string, reporter: string) => {
-    const m = [...reviews.mesh, ...rep.services.find((s) => s.service === 'ratings')!.mesh].find(
+    const m = [...reviews.mesh, ...ratings.mesh].find(
       (x) => x.source === source && x.reporter === reporter && x.input === prom.url,
     );
     assert.ok(m, `${source} ${reporter}`);
@@ -278,7 +289,8 @@ test('a real Prometheus: its histogram_quantile equals ours on the fixtures; ana
       ['p90', 0.9],
       ['p99', 0.99],
     ] as const) {
-      const ours = m[`${k}_ms`]!;
+      const ours = m[`${k}_ms`];
+      assert.ok(ours !== null, `${source} ${reporter} ${k}: computed`);
       same(
         ours,
         (await theirs(q, metric, sel)) * toMs,
@@ -291,14 +303,12 @@ test('a real Prometheus: its histogram_quantile equals ours on the fixtures; ana
     }
   }
   // the mean from increase(_sum) / increase(_count): the fixture's, whatever the scale
-  assert.ok(Math.abs(mesh('istio', 'destination').mean_ms! - 358.5 / 104) < 1e-9);
+  const meanMs = mesh('istio', 'destination').mean_ms;
+  assert.ok(meanMs !== null && Math.abs(meanMs - 358.5 / 104) < 1e-9);
   // ratings: all sub-millisecond, read as 0 by Istio -> (0, 0.5]
-  const rt = rep.services.find((s) => s.service === 'ratings')!.mesh[0];
+  const rt = ratings.mesh[0];
   assert.deepEqual([rt.p50_ms, rt.quantile_buckets_ms?.p50], [0.25, [0, 0.5]]);
-  assert.match(
-    rep.services.find((s) => s.service === 'ratings')!.differences[0].likely_cause,
-    /Prometheus range was 10 s/,
-  );
+  assert.match(ratings.differences[0].likely_cause, /Prometheus range was 10 s/);
 
   // the table too, from the same Prometheus
   const human = await runAnalyze([

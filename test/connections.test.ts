@@ -7,21 +7,25 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildTools, runClient, startServer, type RunningServer } from './helpers/workload.js';
+import type { ConnectionReport } from '../src/report/connections.js';
+import { buildTools, runClient, startServer, type ClientResult, type RunningServer } from './helpers/workload.js';
 import { createVethPair, ip, ipBin } from './helpers/netns.js';
 import { near, needsRoot, reportDuring, startProbe, tempDir } from './helpers/probe.js';
 import { curlOnce, median, runAsync, spawnServer, tlsNginx, waitListening, type CurlRun } from './helpers/tls.js';
-import { freePort } from './helpers/servers.js';
+import { freePort, type AfterHook } from './helpers/servers.js';
 
-async function server(t: any, opts: { addr?: string; netns?: string } = {}): Promise<RunningServer> {
+async function server(t: AfterHook, opts: { addr?: string; netns?: string } = {}): Promise<RunningServer> {
   await buildTools();
   const s = await startServer({ addr: opts.addr ?? '127.0.0.1', netns: opts.netns });
   t.after(() => s.stop().catch(() => undefined));
   return s;
 }
 
-const tracked = (t: any, args: string[], traffic: () => Promise<unknown>) =>
-  reportDuring(t, 'connection-tracker', args, traffic);
+const tracked = (t: AfterHook, args: string[], traffic: () => Promise<unknown>) =>
+  reportDuring<ConnectionReport>(t, 'connection-tracker', args, traffic);
+
+/** connections.failed: a count per cause of FAILURE_CAUSES (the report's type spells out only `total`) and the total. */
+const failedOf = (rep: ConnectionReport): Record<string, number> => rep.connections.failed;
 
 test('keep-alive against a new connection per request: requests per connection and reuse ratios exact', async (t) => {
   if (!needsRoot(t)) return;
@@ -34,14 +38,13 @@ test('keep-alive against a new connection per request: requests per connection a
   assert.deepEqual(c.opened_by_side, { client: 1, server: 1 });
   assert.deepEqual(c.closed_by_side, { client: 1, server: 1 });
   assert.equal(c.reuse.reused_request_ratio, 499 / 500);
-  assert.ok(
-    near(c.reuse.requests_per_connection.p50, 500, 0.01, 0),
-    `requests per connection ${c.reuse.requests_per_connection.p50}`,
-  );
-  assert.equal(c.reuse.requests_per_connection.mean, 500);
+  const perConn = c.reuse.requests_per_connection;
+  assert.ok(perConn, 'requests per connection measured');
+  assert.ok(near(perConn.p50, 500, 0.01, 0), `requests per connection ${perConn.p50}`);
+  assert.equal(perConn.mean, 500);
   assert.ok(near(c.reuse.requests_per_s * keep.duration_seconds, 500, 0.001, 1));
-  assert.ok(c.idle_gap_ms.p50 > 0, 'idle gaps measured between exchanges');
-  assert.ok(c.lifetime_ms.p50 > 0);
+  assert.ok(c.idle_gap_ms !== null && c.idle_gap_ms.p50 > 0, 'idle gaps measured between exchanges');
+  assert.ok(c.lifetime_ms !== null && c.lifetime_ms.p50 > 0);
 
   const fresh = await tracked(t, ['--filter', `port=${s.port}`], () =>
     runClient({ addr: s.addr, port: s.port, requests: 300, concurrency: 2, newConn: true }),
@@ -50,24 +53,28 @@ test('keep-alive against a new connection per request: requests per connection a
   assert.deepEqual(c.opened_by_side, { client: 300, server: 300 });
   assert.deepEqual(c.closed_by_side, { client: 300, server: 300 });
   assert.equal(c.reuse.reused_request_ratio, 0);
-  assert.equal(c.reuse.requests_per_connection.p99, 1);
+  assert.equal(c.reuse.requests_per_connection?.p99, 1);
   assert.ok(near(c.reuse.new_connections_per_s * fresh.duration_seconds, 300, 0.001, 1));
   assert.equal(c.failed.total, 0);
-  const svc = c.by_service.find((x: any) => x.role === 'client');
+  const svc = c.by_service.find((x) => x.role === 'client');
+  assert.ok(svc, 'a client service');
   assert.equal(svc.service, `mpload:${s.port}`);
   assert.equal(svc.opened, 300);
+  const pool = svc.pool;
   assert.ok(
-    svc.pool.connections_open_avg > 0 && svc.pool.efficiency > 0 && svc.pool.efficiency <= 1,
-    JSON.stringify(svc.pool),
+    pool && pool.connections_open_avg > 0 && pool.efficiency !== null && pool.efficiency > 0 && pool.efficiency <= 1,
+    JSON.stringify(pool),
   );
 });
 
 test("set-up time against the client's own timing of connect(), across a veth pair", async (t) => {
   if (!needsRoot(t)) return;
   const pair = createVethPair();
-  t.after(() => pair.cleanup());
+  t.after(() => {
+    pair.cleanup();
+  });
   const s = await server(t, { addr: pair.addrB4, netns: pair.nsB });
-  let client: any;
+  let client: ClientResult | undefined;
   const rep = await tracked(t, ['--filter', `port=${s.port}`], async () => {
     client = await runClient({
       addr: pair.addrB4,
@@ -79,14 +86,18 @@ test("set-up time against the client's own timing of connect(), across a veth pa
     });
   });
   const ours = rep.connections.setup_ms_by_side.client;
-  const truth = client.connect_us.p50 / 1000;
+  assert.ok(ours, 'client set-up times measured');
+  const connectUs = client?.connect_us;
+  assert.ok(connectUs, 'the client timed connect()');
+  const truth = connectUs.p50 / 1000;
   t.diagnostic(
-    `client set-up p50 ${ours.p50} ms p99 ${ours.p99} ms; connect() p50 ${truth} ms p99 ${client.connect_us.p99 / 1000} ms`,
+    `client set-up p50 ${ours.p50} ms p99 ${ours.p99} ms; connect() p50 ${truth} ms p99 ${connectUs.p99 / 1000} ms`,
   );
   // the client's clock also holds the syscall and its wake-up; ours runs from SYN_SENT to ESTABLISHED
   assert.ok(near(ours.p50, truth, 0.1, 0.05), `client set-up p50 ${ours.p50} ms vs connect() ${truth} ms`);
   assert.ok(ours.p50 > 0.001 && ours.p50 <= truth + 0.005, `inside what connect() saw: ${ours.p50} ms`);
   const srv = rep.connections.setup_ms_by_side.server;
+  assert.ok(srv, 'server set-up times measured');
   // the server's SYN-ACK -> ACK is the client's SYN-ACK -> ACK leg of the same handshake: a part of the client's
   assert.ok(
     srv.p50 > 0.001 && srv.p50 <= ours.p50 + 0.002,
@@ -121,7 +132,7 @@ async function connectMany(
   // not spawnSync: a server in this process must go on answering meanwhile
   const r = await runAsync(netns ? ipBin() : process.execPath, argv, 60_000);
   assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout);
+  return JSON.parse(r.stdout) as string[];
 }
 
 test('failed connects by cause: a closed port is refused, dropped SYNs time out (iptables in a namespace the test made)', async (t) => {
@@ -130,12 +141,14 @@ test('failed connects by cause: a closed port is refused, dropped SYNs time out 
   const refused = await tracked(t, ['--filter', `port=${closed}`], async () => {
     assert.deepEqual(await connectMany('127.0.0.1', closed, 20), Array(20).fill('ECONNREFUSED'));
   });
-  assert.equal(refused.connections.failed.refused, 20);
+  assert.equal(failedOf(refused).refused, 20);
   assert.equal(refused.connections.failed.total, 20);
   assert.equal(refused.connections.opened, 0);
 
   const pair = createVethPair();
-  t.after(() => pair.cleanup());
+  t.after(() => {
+    pair.cleanup();
+  });
   // the client gives up after one SYN retry (3 s) instead of six (127 s): a per-namespace setting
   ip('netns', 'exec', pair.nsA, 'sysctl', '-qw', 'net.ipv4.tcp_syn_retries=1');
   const port = 18080;
@@ -157,7 +170,7 @@ test('failed connects by cause: a closed port is refused, dropped SYNs time out 
   const timedOut = await tracked(t, ['--filter', `port=${port}`], async () => {
     assert.deepEqual(await connectMany(pair.addrB4, port, 3, pair.nsA), Array(3).fill('ETIMEDOUT'));
   });
-  const f = timedOut.connections.failed;
+  const f = failedOf(timedOut);
   assert.deepEqual({ timeout: f.timeout, refused: f.refused, total: f.total }, { timeout: 3, refused: 0, total: 3 });
 
   // an application that gives up by itself (1.5 s: after the first SYN retry) while SYNs go unanswered: a time-out too
@@ -165,7 +178,7 @@ test('failed connects by cause: a closed port is refused, dropped SYNs time out 
     assert.deepEqual(await connectMany(pair.addrB4, port, 4, pair.nsA, 1500), Array(4).fill('gave-up'));
   });
   assert.deepEqual(
-    { timeout: gaveUp.connections.failed.timeout, aborted: gaveUp.connections.failed.aborted },
+    { timeout: failedOf(gaveUp).timeout, aborted: failedOf(gaveUp).aborted },
     { timeout: 4, aborted: 0 },
   );
 });
@@ -181,7 +194,7 @@ test('failed connects by cause: a reset right after the handshake, before the ap
     // the client holds the connection open, unused, until the reset ends it
     assert.deepEqual(await connectMany('127.0.0.1', port, 10, undefined, 0, true), Array(10).fill('ECONNRESET'));
   });
-  const f = rep.connections.failed;
+  const f = failedOf(rep);
   assert.equal(f.reset, 10, JSON.stringify(f));
   assert.equal(f.total, 10);
   assert.equal(rep.connections.opened_by_side.client, 10, 'set up, then reset');
@@ -191,7 +204,7 @@ test('--format prometheus carries the connection figures', async (t) => {
   if (!needsRoot(t)) return;
   const s = await server(t);
   const port = await freePort();
-  const probe = startProbe('connection-tracker', [
+  const probe = startProbe<ConnectionReport>('connection-tracker', [
     '--filter',
     `port=${s.port}`,
     '--format',
@@ -214,6 +227,7 @@ test('--format prometheus carries the connection figures', async (t) => {
     text,
     /^meshprobe_service_connection_setup_duration_seconds_bucket\{.*role="client".*service="mpload:\d+".*\} 100$/m,
   );
+  assert.ok(exit.report, 'a report');
   assert.equal(exit.report.connections.opened_by_side.client, 100);
 });
 
@@ -259,14 +273,25 @@ test("TLS: curl against nginx (1.3 and 1.2), openssl s_client against s_server; 
   assert.equal(c.tls_handshake_libssl_ms.count, 2 * all.length);
   assert.deepEqual(c.tls_versions, { 'TLS 1.2': 2 * (runs + 1), 'TLS 1.3': 2 * (runs + 1), unknown: 0 });
   const curlMs = median(all.map((r) => r.appMinusConnectNs)) / 1e6;
+  const tlsClient = c.tls_handshake_ms_by_side.client;
+  const tlsServer = c.tls_handshake_ms_by_side.server;
+  const libsslClient = c.tls_handshake_libssl_ms.client;
+  assert.ok(c.tls_after_connect_ms.client && tlsClient && tlsServer && libsslClient, 'TLS times measured');
   const ours = c.tls_after_connect_ms.client.p50;
   t.diagnostic(
     `TLS client: connected -> done p50 ${ours} ms vs curl appconnect - connect p50 ${curlMs.toFixed(4)} ms; ` +
-      `ClientHello -> done p50 ${c.tls_handshake_ms_by_side.client.p50} ms; server ${c.tls_handshake_ms_by_side.server.p50} ms; ` +
-      `libssl client ${c.tls_handshake_libssl_ms.client.p50} ms`,
+      `ClientHello -> done p50 ${tlsClient.p50} ms; server ${tlsServer.p50} ms; ` +
+      `libssl client ${libsslClient.p50} ms`,
   );
   assert.ok(near(ours, curlMs, 0.1, 0.2), `TLS after connect p50 ${ours} ms vs curl's ${curlMs} ms`);
-  assert.ok(c.tls_handshake_ms_by_side.client.p50 < ours, 'the handshake proper is a part of it');
-  const svc = c.by_service.find((x: any) => x.role === 'client' && x.port === port);
-  assert.ok(svc.tls_handshake_ms.p50 > 0 && svc.tls_after_connect_ms.p50 > 0, 'per service');
+  assert.ok(tlsClient.p50 < ours, 'the handshake proper is a part of it');
+  const svc = c.by_service.find((x) => x.role === 'client' && x.port === port);
+  assert.ok(svc, 'the client service');
+  assert.ok(
+    svc.tls_handshake_ms !== null &&
+      svc.tls_handshake_ms.p50 > 0 &&
+      svc.tls_after_connect_ms !== null &&
+      svc.tls_after_connect_ms.p50 > 0,
+    'per service',
+  );
 });

@@ -107,7 +107,7 @@ test('btfEnum reads enum skb_drop_reason from the kernel BTF', () => {
     assert.ok(names.has(n), n);
   // the tracepoint's own table agrees (its names lack the prefix)
   const fmt = spawnSync('cat', ['/sys/kernel/tracing/events/skb/kfree_skb/format'], { encoding: 'utf8' }).stdout;
-  const m = /\{ (\d+), "NO_SOCKET" \}/.exec(fmt ?? '');
+  const m = /\{ (\d+), "NO_SOCKET" \}/.exec(fmt);
   if (m) assert.equal(reasons.get(Number(m[1])), 'SKB_DROP_REASON_NO_SOCKET');
   assert.throws(() => btfEnum('no_such_enum_meshprobe'), /no enum/);
   assert.equal(btfEnum('skb_drop_reason'), reasons, 'cached');
@@ -166,7 +166,7 @@ test('drops.bpf.o: NO_SOCKET and NETFILTER_DROP drops in a netns, exact counts, 
     assert.equal(
       sum(closed),
       BigInt(N),
-      `drops to the closed port: ${JSON.stringify(closed, (_, v) => (typeof v === 'bigint' ? String(v) : v))}`,
+      `drops to the closed port: ${JSON.stringify(closed, (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`,
     );
     for (const d of closed) {
       assert.equal(reasons.get(d.reason), 'SKB_DROP_REASON_NO_SOCKET');

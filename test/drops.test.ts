@@ -9,11 +9,12 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { DropReport } from '../src/report/drops.js';
 import { createVethPair, ip, ipBin, onProcessExit, type VethPair } from './helpers/netns.js';
 import { needsRoot, reportDuring, startProbe } from './helpers/probe.js';
 import { repoRoot } from './helpers/workload.js';
 import { runAsync } from './helpers/tls.js';
-import { freePort } from './helpers/servers.js';
+import { freePort, type AfterHook } from './helpers/servers.js';
 import { statSync } from 'node:fs';
 
 const netnsInode = (name: string) => statSync(`/run/netns/${name}`).ino;
@@ -39,25 +40,29 @@ async function tcpConnects(pair: VethPair, addr: string, port: number, n: number
 }
 
 /** A process in `ns` (ended by its PID at test end). */
-function inNs(t: any, ns: string, argv: string[]): { pid: number } {
+function inNs(t: AfterHook, ns: string, argv: string[]): { pid: number } {
   const p = spawn(ipBin(), ['netns', 'exec', ns, ...argv], { stdio: 'ignore' });
+  const pid = p.pid;
+  assert.ok(pid !== undefined, `${argv[0]} in ${ns}: spawn failed, no PID`);
   const kill = () => {
-    if (p.exitCode === null && p.signalCode === null) process.kill(p.pid!, 'SIGKILL');
+    if (p.exitCode === null && p.signalCode === null) process.kill(pid, 'SIGKILL');
   };
   const unregister = onProcessExit(kill);
   t.after(() => {
     kill();
     unregister();
   });
-  return { pid: p.pid! };
+  return { pid };
 }
 
-const dropsDuring = (t: any, args: string[], traffic: () => Promise<void>) =>
-  reportDuring(t, 'packet-drop-probe', args, traffic);
+const dropsDuring = (t: AfterHook, args: string[], traffic: () => Promise<void>) =>
+  reportDuring<DropReport>(t, 'packet-drop-probe', args, traffic);
 
-function pairWithCleanup(t: any): VethPair {
+function pairWithCleanup(t: AfterHook): VethPair {
   const pair = createVethPair();
-  t.after(() => pair.cleanup()); // the namespaces take their veth, tc filters, XDP programs and iptables rules with them
+  t.after(() => {
+    pair.cleanup(); // the namespaces take their veth, tc filters, XDP programs and iptables rules with them
+  });
   return pair;
 }
 
@@ -150,14 +155,15 @@ test('a listen backlog overflow, and generic-mode XDP dropping', async (t) => {
   const over = await dropsDuring(t, ['--filter', `port=${port}`], () => tcpConnects(pair, pair.addrB4, port, 30));
   // the SYNs a full accept queue refuses are freed with consume_skb: kfree_skb does not see them, the kernel's counters do
   // (a final ACK that finds the queue full may show as TCP_LISTEN_OVERFLOW, depending on timing)
-  const ns = over.drops.listen_queue_overflows.find((c: any) => c.netns === netnsInode(pair.nsB));
+  const ns = over.drops.listen_queue_overflows.find((c) => c.netns === netnsInode(pair.nsB));
   t.diagnostic(
     `backlog overflow: kfree_skb reasons ${JSON.stringify(over.drops.by_reason)}; listen counters ${JSON.stringify(ns)}`,
   );
   assert.ok(ns && ns.drops > 0 && ns.overflows > 0, JSON.stringify(over.drops.listen_queue_overflows));
 
   // XDP drops ARP too: the neighbour must be known before the program goes in
-  const mac = JSON.parse(ip('-j', '-n', pair.nsB, 'link', 'show', 'dev', pair.ifB))[0].address;
+  const mac = (JSON.parse(ip('-j', '-n', pair.nsB, 'link', 'show', 'dev', pair.ifB)) as { address: string }[])[0]
+    .address;
   ip('-n', pair.nsA, 'neigh', 'replace', pair.addrB4, 'lladdr', mac, 'dev', pair.ifA, 'nud', 'permanent');
   const xdpPort = 17006;
   ip('-n', pair.nsB, 'link', 'set', 'dev', pair.ifB, 'xdpgeneric', 'obj', DROP_ALL, 'sec', 'xdp');
@@ -181,7 +187,7 @@ test('--format prometheus: meshprobe_drops_total{reason,layer,service}', async (
   const pair = pairWithCleanup(t);
   const port = 17007;
   const mport = await freePort();
-  const probe = startProbe('packet-drop-probe', [
+  const probe = startProbe<DropReport>('packet-drop-probe', [
     '--filter',
     `port=${port}`,
     '--format',
@@ -201,6 +207,7 @@ test('--format prometheus: meshprobe_drops_total{reason,layer,service}', async (
     new RegExp(`^meshprobe_drops_total\\{layer="udp",reason="NO_SOCKET",service="${port}/udp"\\} 50$`, 'm'),
     text,
   );
+  assert.ok(exit.report, 'a report');
   assert.equal(exit.report.drops.total, 50);
 });
 
@@ -234,11 +241,15 @@ test('a full receive buffer: SOCKET_RCVBUFF, layer socket, drops = sent - receiv
     const p = spawn(ipBin(), ['netns', 'exec', pair.nsB, 'python3', '-c', reader], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
+    const pid = p.pid;
+    assert.ok(pid !== undefined, 'the reader: spawn failed, no PID');
     t.after(() => {
-      if (p.exitCode === null) process.kill(p.pid!, 'SIGKILL');
+      if (p.exitCode === null) process.kill(pid, 'SIGKILL');
     });
     let out = '';
-    p.stdout.on('data', (b) => (out += b));
+    p.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+    });
     for (let i = 0; !out.includes('ready'); i++) {
       if (i > 250 || p.exitCode !== null) throw new Error(`the reader did not start: ${out}`);
       await sleep(20);

@@ -25,9 +25,11 @@ import { createVethPair, onProcessExit } from './helpers/netns.js';
 import type { AfterHook } from './helpers/servers.js';
 import { needsRoot, runCli, startProbe, tempDir } from './helpers/probe.js';
 import { repoRoot } from './helpers/workload.js';
+import type { LatencyReportRead } from './helpers/report-types.js';
 
-const usage = (fn: () => unknown, re: RegExp) =>
+const usage = (fn: () => unknown, re: RegExp) => {
   assert.throws(fn, (e: unknown) => e instanceof MeshprobeError && e.exitCode === 2 && re.test(e.message), String(re));
+};
 
 test('parse: key=value, comma lists, and one-line errors for bad expressions', () => {
   assert.deepEqual(parseFilter('port=80,443'), { key: 'port', values: ['80', '443'], text: 'port=80,443' });
@@ -161,18 +163,19 @@ test('resolve: netns names, cgroup paths (id = inode, level = depth), namespaces
   if (!needsRoot(t)) return;
   const root = cgroup2Root();
   assert.ok(root, 'a cgroup2 mount');
-  const node = fakeNode(t, root!, [
+  const node = fakeNode(t, root, [
     { ns: 'production', name: 'web-0', uid: '0b5c1a2e-1111-4c3b-9a53-2f1f6f5e0001' },
     { ns: 'staging', name: 'web-0', uid: '0b5c1a2e-2222-4c3b-9a53-2f1f6f5e0002' },
   ]);
   const env: ResolveEnv = { netnsDir: '/run/netns', podsDir: node.podsDir, cgroupRoot: root };
   assert.deepEqual(podUids('production', node.podsDir), ['0b5c1a2e-1111-4c3b-9a53-2f1f6f5e0001']);
-  const cgs = podCgroups(podUids('production', node.podsDir), root!);
+  const cgs = podCgroups(podUids('production', node.podsDir), root);
   assert.equal(cgs.length, 1);
   assert.match(cgs[0], /kubepods-besteffort-pod0b5c1a2e_1111_4c3b_9a53_2f1f6f5e0001\.slice$/);
-  const info = cgroupInfo(cgs[0], root!)!;
-  assert.equal(info.id, statSync(path.join(root!, cgs[0]), { bigint: true }).ino);
-  assert.equal(info.dir, path.join(root!, cgs[0]));
+  const info = cgroupInfo(cgs[0], root);
+  assert.ok(info, `cgroup ${cgs[0]} found`);
+  assert.equal(info.id, statSync(path.join(root, cgs[0]), { bigint: true }).ino);
+  assert.equal(info.dir, path.join(root, cgs[0]));
   const r = resolveFilters(parseFilters(['namespace=production', 'port=80,443']), [], env);
   assert.deepEqual(
     r.selectors.map((s) => s.clause),
@@ -202,23 +205,24 @@ test('resolve: netns names, cgroup paths (id = inode, level = depth), namespaces
 interface Counts {
   client: number;
   server: number;
-  report: any;
+  report: LatencyReportRead;
 }
 
 /** Runs the probe with `args` while `traffic` runs; returns what each view counted. */
 async function probeWith(
-  t: any,
+  t: AfterHook,
   args: string[],
   traffic: () => Promise<void>,
   env?: NodeJS.ProcessEnv,
 ): Promise<Counts> {
-  const probe = startProbe('latency-probe', args, { env });
+  const probe = startProbe<LatencyReportRead>('latency-probe', args, { env });
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   await traffic();
   await sleep(150);
   const exit = await probe.stop('SIGINT');
   assert.equal(exit.code, 0, exit.stderr);
+  assert.ok(exit.report, `no report: ${exit.stderr}`);
   const m = exit.report.metrics;
   return { client: m.client.total_requests, server: m.server.total_requests, report: exit.report };
 }
@@ -277,7 +281,9 @@ test('port=A,B is any of them; two --filter options must both hold', async (t) =
 test('netns=NAME: only sockets in that network namespace (a veth pair the test made)', async (t) => {
   if (!needsRoot(t)) return;
   const pair = createVethPair();
-  t.after(() => pair.cleanup());
+  t.after(() => {
+    pair.cleanup();
+  });
   const [inB] = await servers(t, 1, { netns: pair.nsB, addr: pair.addrB4 });
   const [local] = await servers(t, 1);
   const r = await probeWith(t, ['--filter', `netns=${pair.nsB}`], async () => {
@@ -313,7 +319,8 @@ function moveInto(root: string, rel: string, s: RunningServer): void {
 
 test('cgroup=PATH and namespace=NS: the process is in that cgroup or below it (pods found through their UIDs)', async (t) => {
   if (!needsRoot(t)) return;
-  const root = cgroup2Root()!;
+  const root = cgroup2Root();
+  assert.ok(root, 'a cgroup2 mount');
   const node = fakeNode(t, root, [
     { ns: 'production', name: 'api-0', uid: '7d3c1a2e-1111-4c3b-9a53-2f1f6f5e0001' },
     { ns: 'staging', name: 'api-1', uid: '7d3c1a2e-2222-4c3b-9a53-2f1f6f5e0002' },
@@ -330,7 +337,9 @@ test('cgroup=PATH and namespace=NS: the process is in that cgroup or below it (p
   };
   const ns = await probeWith(t, ['--filter', 'namespace=production'], traffic, { MESHPROBE_PODS_DIR: node.podsDir });
   assert.deepEqual([ns.client, ns.server], [0, 300], 'the production pod only');
-  const conn = ns.report.metrics.connections.find((c: any) => c.role === 'server');
+  const conn = ns.report.metrics.connections.find((c) => c.role === 'server');
+  assert.ok(conn, 'a server connection');
+  assert.ok(conn.cgroup !== null, 'the report names the cgroup');
   assert.match(conn.cgroup, /kubepods-besteffort-pod7d3c1a2e_1111.*\.scope$/, 'the report names the cgroup');
 
   // a parent cgroup holds every pod below it
@@ -349,7 +358,7 @@ test('service=: a --services entry (named in the report) and the default comm:po
     await hit(b, 200);
   });
   assert.deepEqual([r.client, r.server], [300, 300], 'a port-only entry: both sides of its traffic');
-  const names = r.report.metrics.services.map((s: any) => `${s.service}/${s.role}/${s.requests}`).sort();
+  const names = r.report.metrics.services.map((s) => `${s.service}/${s.role}/${s.requests}`).sort();
   assert.deepEqual(names, ['api-server/client/300', 'api-server/server/300']);
 
   const d = await probeWith(t, ['--filter', `service=mpload:${b.port}`], async () => {
@@ -362,7 +371,7 @@ test('service=: a --services entry (named in the report) and the default comm:po
     await hit(b, 200);
   });
   assert.deepEqual([c.client, c.server], [500, 500]);
-  const named = c.report.metrics.services.map((s: any) => `${s.service}/${s.role}`).sort();
+  const named = c.report.metrics.services.map((s) => `${s.service}/${s.role}`).sort();
   assert.deepEqual(named, ['api-server/client', 'api-server/server', 'backend/client', 'backend/server']);
 });
 

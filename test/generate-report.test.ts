@@ -20,6 +20,9 @@ import { bucketsMs, cdfFromBuckets, rebinLog, totalOf } from '../src/html/distri
 import { linearScale, logScale, tailScale } from '../src/html/scale.js';
 import { fmtMs } from '../src/html/format.js';
 import { overheadRows, parts } from '../src/html/sections/overhead.js';
+import type { AnalysisReport } from '../src/analyze/types.js';
+import type { BucketList } from '../src/histogram.js';
+import type { PercentileName } from '../src/report/views.js';
 import { chart, chartsOf, type ChartEl } from './helpers/chromium.js';
 
 const FIXTURES = path.join(REPO_ROOT, 'test', 'fixtures', 'report');
@@ -36,7 +39,59 @@ process.on('exit', () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-const json = (name: string) => JSON.parse(readFileSync(fx(name), 'utf8')) as Record<string, any>;
+// The sample reports, as these tests read them and vary them (written by earlier probe versions:
+// latency.json is report version 1, so not src/report's types; the variants below are deliberately partial).
+const VIEWS = ['client', 'server', 'network'] as const;
+type ViewName = (typeof VIEWS)[number];
+const isView = (k: string): k is ViewName => (VIEWS as readonly string[]).includes(k);
+
+/** metrics.client, .server and .network of a latency report. */
+interface ViewFixture {
+  total_requests: number;
+  latency_histogram: Record<string, number>;
+  percentiles: Partial<Record<PercentileName, number>>;
+  mean_ms: number;
+  min_ms: number;
+  max_ms: number;
+  buckets: BucketList;
+}
+interface LatencyFixture {
+  timestamp: string;
+  host: string;
+  metrics: Record<ViewName, ViewFixture> & {
+    services: { service: string; role: string; latency_histogram: Record<string, number> }[];
+    connections: { comm: string }[];
+    overhead_analysis: unknown;
+  };
+}
+/** The by-side timings of connection-tracker's report: percentiles per side, null when none. */
+type SideTimings = Record<'client' | 'server', Record<string, number> | null>;
+interface ConnectionsFixture {
+  timestamp: string;
+  connections: Record<
+    'setup_ms_by_side' | 'tls_handshake_ms_by_side' | 'tls_handshake_libssl_ms' | 'tls_after_connect_ms',
+    SideTimings
+  > & {
+    /** a count per cause, and the total */
+    failed: Record<string, number>;
+    tls_versions: Record<string, number>;
+    by_service: { opened: number; failed: number }[];
+  };
+}
+interface DropsFixture {
+  timestamp: string;
+  drops: Record<string, unknown> & {
+    by_reason: Record<string, number>;
+    by_layer: Record<string, number>;
+    by_service: { service: string }[];
+  };
+}
+
+const fixture = (name: string): unknown => JSON.parse(readFileSync(fx(name), 'utf8'));
+const latencyFixture = () => fixture('latency.json') as LatencyFixture;
+const connectionsFixture = () => fixture('connections.json') as ConnectionsFixture;
+const dropsFixture = () => fixture('drops.json') as DropsFixture;
+const analysisFixture = () => fixture('analysis.json') as AnalysisReport;
 const GEN = { version: 'test', at: '2026-11-26T10:00:00.000Z' };
 
 /** Inputs from files, as the command line loads them. */
@@ -51,8 +106,9 @@ function loadObjects(objs: Partial<Record<InputKind, unknown>>): ReportInputs {
   const d = tmp();
   const files: Partial<Record<InputKind, string>> = {};
   for (const [k, v] of Object.entries(objs) as [InputKind, unknown][]) {
-    files[k] = path.join(d, `${k}.json`);
-    writeFileSync(files[k]!, JSON.stringify(v));
+    const file = path.join(d, `${k}.json`);
+    files[k] = file;
+    writeFileSync(file, JSON.stringify(v));
   }
   return load(files);
 }
@@ -72,10 +128,10 @@ const marks = (g: ChartEl['groups'][number]) =>
 
 describe('the page from all four inputs', () => {
   const page = buildReport(load(ALL), GEN);
-  const lat = json('latency.json');
-  const conns = json('connections.json');
-  const drops = json('drops.json');
-  const analysis = json('analysis.json');
+  const lat = latencyFixture();
+  const conns = connectionsFixture();
+  const drops = dropsFixture();
+  const analysis = analysisFixture();
 
   test('has every chart, each series drawn (series match the inputs)', () => {
     const expected = [
@@ -120,6 +176,7 @@ describe('the page from all four inputs', () => {
     assert.deepEqual(cdf.series, ['client', 'server', 'network']);
     assert.equal(cdf.attrs['data-x-scale'], 'log', 'latencies spanning decades: log x axis');
     for (const g of cdf.groups) {
+      assert.ok(isView(g.key), `${g.key}: a view`);
       const view = lat.metrics[g.key];
       assert.equal(g.paths.length, 1);
       // one vertex per bucket at most (flat runs merge), plus the start
@@ -140,15 +197,13 @@ describe('the page from all four inputs', () => {
     const svc = chart(page, 'service-cdf');
     assert.deepEqual(
       svc.series,
-      lat.metrics.services.map((s: any) => `${s.service} (${s.role})`),
+      lat.metrics.services.map((s) => `${s.service} (${s.role})`),
     );
     for (const g of svc.groups) assert.equal(g.points, 6, 'p50 p75 p90 p95 p99 p99.9');
     const hist = chart(page, 'service-histogram');
     // each service: a bar per non-empty range
     for (const [i, g] of hist.groups.entries()) {
-      const nonEmpty = Object.values(lat.metrics.services[i].latency_histogram as Record<string, number>).filter(
-        (v) => v > 0,
-      ).length;
+      const nonEmpty = Object.values(lat.metrics.services[i].latency_histogram).filter((v) => v > 0).length;
       assert.equal(g.bars, nonEmpty, g.key);
     }
   });
@@ -170,12 +225,9 @@ describe('the page from all four inputs', () => {
   test('connections: a timing row per measure and side the report has; failures, TLS versions, services', () => {
     const c = conns.connections;
     const timing = chart(page, 'connection-timing');
-    const rows = [
-      'setup_ms_by_side',
-      'tls_handshake_ms_by_side',
-      'tls_handshake_libssl_ms',
-      'tls_after_connect_ms',
-    ].flatMap((f) => ['client', 'server'].filter((s) => c[f][s]).map((s) => `${f}:${s}`));
+    const rows = (
+      ['setup_ms_by_side', 'tls_handshake_ms_by_side', 'tls_handshake_libssl_ms', 'tls_after_connect_ms'] as const
+    ).flatMap((f) => (['client', 'server'] as const).filter((s) => c[f][s]).map((s) => `${f}:${s}`));
     assert.deepEqual(timing.series, rows);
     for (const g of timing.groups) {
       assert.equal(g.bars, 1, `${g.key}: the p50-p99 bar`);
@@ -185,19 +237,19 @@ describe('the page from all four inputs', () => {
     assert.deepEqual(
       fail.series,
       Object.entries(c.failed)
-        .filter(([k, v]) => k !== 'total' && (v as number) > 0)
+        .filter(([k, v]) => k !== 'total' && v > 0)
         .map(([k]) => k),
     );
     const tls = chart(page, 'tls-versions');
     assert.deepEqual(
       tls.series,
       Object.entries(c.tls_versions)
-        .filter(([, v]) => (v as number) > 0)
+        .filter(([, v]) => v > 0)
         .map(([k]) => k),
     );
     const by = chart(page, 'connections-by-service');
-    assert.equal(by.groups[0].bars, c.by_service.filter((s: any) => s.opened > 0).length, 'opened bars');
-    assert.equal(by.groups[1].bars, c.by_service.filter((s: any) => s.failed > 0).length, 'failed bars');
+    assert.equal(by.groups[0].bars, c.by_service.filter((s) => s.opened > 0).length, 'opened bars');
+    assert.equal(by.groups[1].bars, c.by_service.filter((s) => s.failed > 0).length, 'failed bars');
   });
 
   test('drops: a bar per reason and layer, services split by reason', () => {
@@ -225,9 +277,7 @@ describe('the page from all four inputs', () => {
       assert.equal(c.attrs['data-service'], s.service);
       // and a grey series per mesh view that analyze-latency recomputed from the kernel's requests
       const sims = new Set(
-        s.differences
-          .filter((d: any) => typeof d.mesh_from_ebpf_ms === 'number')
-          .map((d: any) => `${d.source} ${d.reporter}`),
+        s.differences.filter((d) => typeof d.mesh_from_ebpf_ms === 'number').map((d) => `${d.source} ${d.reporter}`),
       ).size;
       assert.equal(c.series.length, s.ebpf.length + s.mesh.length + sims);
       for (const g of c.groups) assert.ok(g.bars >= 1, `${s.service} ${g.key} drawn`);
@@ -266,10 +316,10 @@ describe('the page from all four inputs', () => {
 // ------------------------------------------------------------ figures
 
 describe('figures', () => {
-  const lat = json('latency.json');
+  const lat = latencyFixture();
 
   test('the CDF from buckets crosses each percentile where the report says (within a bucket)', () => {
-    for (const v of ['client', 'server', 'network']) {
+    for (const v of VIEWS) {
       const view = lat.metrics[v];
       const b = bucketsMs(view.buckets, view.max_ms);
       assert.equal(totalOf(b), view.total_requests);
@@ -282,8 +332,11 @@ describe('figures', () => {
         ['p90', 0.9],
         ['p99', 0.99],
       ] as const) {
-        const at = cdf.find((p) => p.y >= q)!.x; // upper edge of the bucket holding the q-th request
+        const reached = cdf.find((p) => p.y >= q);
+        assert.ok(reached, `${v} ${name}: the CDF reaches ${q}`);
+        const at = reached.x; // upper edge of the bucket holding the q-th request
         const want = view.percentiles[name];
+        assert.ok(want !== undefined, `${v} ${name}: in the report`);
         assert.ok(
           at >= want && at <= want * 1.02 + 1e-4,
           `${v} ${name}: CDF reaches ${q} at ${at} ms, report says ${want} ms`,
@@ -397,21 +450,22 @@ function meshOverhead() {
 
 describe('overhead breakdown', () => {
   test('with sidecars: stacked parts per service add up to the total', () => {
-    const lat = json('latency.json');
+    const lat = latencyFixture();
     lat.metrics.overhead_analysis = meshOverhead();
     const page = buildReport(loadObjects({ latency: lat }), GEN);
     const oh = chart(page, 'overhead-breakdown');
     assert.equal(oh.attrs['data-mesh'], 'seen');
     assert.equal(oh.attrs['data-rows'], '4');
-    assert.ok(oh.series.includes('mesh') && oh.series.includes('other'), `${oh.series}`);
-    const mesh = oh.groups.find((g) => g.key === 'mesh')!;
+    assert.ok(oh.series.includes('mesh') && oh.series.includes('other'), String(oh.series));
+    const mesh = oh.groups.find((g) => g.key === 'mesh');
+    assert.ok(mesh, 'a mesh series');
     assert.equal(mesh.bars, 2, 'all requests and api:8080 have a mesh part; cache has none (drawn as 0), db unknown');
     // db:5432: mesh and kernel unknown: the rest of its total is "not attributed"
     const rows = overheadRows(meshOverhead());
     assert.deepEqual(parts(rows[2]), [1.5, null, null, 1, null]);
     for (const r of rows) {
       const p = parts(r).reduce<number>((a, v) => a + (v ?? 0), 0);
-      assert.ok(Math.abs(p - r.total!) < 1e-9, `${r.label}: parts ${p} = total ${r.total}`);
+      assert.ok(r.total !== null && Math.abs(p - r.total) < 1e-9, `${r.label}: parts ${p} = total ${String(r.total)}`);
     }
     assert.match(page, /101:envoy → 202:envoy/);
     assert.match(page, /cache:6379 \(server side only\)/);
@@ -421,7 +475,7 @@ describe('overhead breakdown', () => {
   });
 
   test('no server view: the total is drawn whole, not split', () => {
-    const lat = json('latency.json');
+    const lat = latencyFixture();
     lat.metrics.overhead_analysis = {
       total_ms: 4.2,
       application_ms: null,
@@ -432,7 +486,7 @@ describe('overhead breakdown', () => {
     };
     const page = buildReport(loadObjects({ latency: lat }), GEN);
     const oh = chart(page, 'overhead-breakdown');
-    assert.equal(oh.groups.find((g) => g.key === 'unsplit')!.bars, 1);
+    assert.equal(oh.groups.find((g) => g.key === 'unsplit')?.bars, 1);
     assert.match(page, /No server view/);
     assert.ok(!chartsOf(page).some((c) => c.chart === 'overhead-added'));
   });
@@ -447,14 +501,14 @@ describe('overhead breakdown', () => {
 
 test('user text is escaped everywhere: a service named <script>alert(1)</script>', () => {
   const evil = '<script>alert(1)</script>';
-  const lat = json('latency.json');
+  const lat = latencyFixture();
   lat.metrics.services[0].service = evil;
   lat.metrics.connections[0].comm = evil;
   lat.host = `"><img src=x onerror=alert(2)>`;
-  const drops = json('drops.json');
+  const drops = dropsFixture();
   drops.drops.by_service[0].service = evil;
   drops.drops.by_reason = { [evil]: 60 };
-  const analysis = json('analysis.json');
+  const analysis = analysisFixture();
   analysis.services[0].service = evil;
   analysis.notes.push(evil);
   const oa = meshOverhead();
@@ -477,9 +531,11 @@ test('user text is escaped everywhere: a service named <script>alert(1)</script>
 describe('inputs', () => {
   test('json-stream: the summary line is the report; intervals give time series', () => {
     const inputs = load({ latency: fx('latency-stream.ndjson') });
-    assert.equal(inputs.latency!.format, 'json-stream');
-    assert.equal(inputs.latency!.intervals.length, 5);
-    assert.equal(inputs.latency!.report.type, undefined);
+    const latency = inputs.latency;
+    assert.ok(latency, 'the latency input');
+    assert.equal(latency.format, 'json-stream');
+    assert.equal(latency.intervals.length, 5);
+    assert.equal(latency.report.type, undefined);
     const page = buildReport(inputs, GEN);
     const ts = chart(page, 'latency-timeseries');
     assert.deepEqual(ts.series, ['p50', 'p99', 'p999']);
@@ -496,7 +552,7 @@ describe('inputs', () => {
     const stream = (
       name: string,
       probe: string,
-      rep: Record<string, any>,
+      rep: { timestamp: string },
       interval: (i: number) => Record<string, unknown>,
     ) => {
       const t0 = Date.parse(rep.timestamp);
@@ -515,10 +571,10 @@ describe('inputs', () => {
       );
       return path.join(d, name);
     };
-    const drops = stream('drops.ndjson', 'packet-drop-probe', json('drops.json'), (i) => ({
+    const drops = stream('drops.ndjson', 'packet-drop-probe', dropsFixture(), (i) => ({
       drops: { total: [0, 50, 10, 0][i] },
     }));
-    const conns = stream('conns.ndjson', 'connection-tracker', json('connections.json'), (i) => ({
+    const conns = stream('conns.ndjson', 'connection-tracker', connectionsFixture(), (i) => ({
       connections: { opened: [100, 300, 400, 68][i], failed: { total: [0, 20, 0, 0][i] } },
     }));
     const page = buildReport(load({ drops, connections: conns }), GEN);
@@ -547,8 +603,8 @@ describe('inputs', () => {
   });
 
   test('a report with nothing measured: charts say so, nothing breaks', () => {
-    const lat = json('latency.json');
-    for (const v of ['client', 'server', 'network'])
+    const lat = latencyFixture();
+    for (const v of VIEWS)
       lat.metrics[v] = {
         total_requests: 0,
         latency_histogram: {},
@@ -568,7 +624,7 @@ describe('inputs', () => {
       network_srtt_ms: null,
       method: 'x',
     };
-    const drops = json('drops.json');
+    const drops = dropsFixture();
     drops.drops = {
       total: 0,
       rate_per_s: 0,
@@ -625,7 +681,7 @@ describe('inputs', () => {
     assert.deepEqual(cdf.series, ['client']);
     assert.match(cdf.body, /stroke-dasharray/, 'percentiles only: dashed');
     assert.equal(chart(page, 'latency-histogram').groups[0].bars, 6, 'the six ranges');
-    assert.equal(chart(page, 'overhead-breakdown').groups.find((g) => g.key === 'mesh')!.bars, 1);
+    assert.equal(chart(page, 'overhead-breakdown').groups.find((g) => g.key === 'mesh')?.bars, 1);
   });
 });
 

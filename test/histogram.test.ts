@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as H from '../src/histogram.js';
 import { createState, decodeBytes, readGlobalHistograms } from '../src/wasm.js';
-import { encodeLatency, perfSample, concatBytes, ROLE_CLIENT } from '../src/records.js';
+import { ROLE_CLIENT } from '../src/records.js';
+import { encodeLatency, perfSample, concatBytes } from './helpers/records.js';
 
 // deterministic PRNG
 function rng(seed: number): () => number {
@@ -168,7 +169,7 @@ test('bucket list export / import round trip, JSON and cross-host merge', () => 
     assert.ok(hi > lo && c > 0);
     assert.equal(H.bucketIndex(lo), H.bucketIndex(hi - 1));
   }
-  const back = H.fromBucketList(JSON.parse(JSON.stringify(la)), {
+  const back = H.fromBucketList(JSON.parse(JSON.stringify(la)) as typeof la, {
     sum_ns: ha.sum_ns,
     min_ns: ha.min_ns,
     max_ns: ha.max_ns,

@@ -22,6 +22,14 @@ function chosen(fexit: boolean): HookChoice[] {
   });
 }
 
+/** The choice of slot `name`; fails the test when there are no choices or no such slot. */
+function slot(choices: HookChoice[] | undefined, name: string): HookChoice {
+  assert.ok(choices, 'a next choice');
+  const c = choices.find((x) => x.slot === name);
+  assert.ok(c, `slot ${name}`);
+  return c;
+}
+
 test('refusedProgram reads the program libbpf names last', () => {
   assert.equal(refusedProgram(LOG_510), 'latency_send_fx');
   assert.equal(refusedProgram('libbpf: something else'), undefined);
@@ -34,8 +42,8 @@ test('nextChoice moves only the refused slot to its next available candidate', (
     ok: true,
   }));
   assert.ok(after);
-  const send = after!.find((c) => c.slot === 'socket send')!;
-  assert.equal(send.chosen!.name, 'fexit:tcp_sendmsg (by prototype)');
+  const send = slot(after, 'socket send');
+  assert.equal(send.chosen?.name, 'fexit:tcp_sendmsg (by prototype)');
   assert.deepEqual(
     send.tried.map((t) => [t.name, t.ok]),
     [
@@ -44,11 +52,11 @@ test('nextChoice moves only the refused slot to its next available candidate', (
     ],
   );
   // refused again (a kernel whose prototype differs): on to the kprobes
-  const third = nextChoice(latencyProbe.hooks, after!, 'latency_send_fa', 'refused by the verifier', () => ({
+  const third = nextChoice(latencyProbe.hooks, after, 'latency_send_fa', 'refused by the verifier', () => ({
     ok: true,
-  }))!;
-  const send3 = third.find((c) => c.slot === 'socket send')!;
-  assert.equal(send3.chosen!.name, 'kprobe:tcp_sendmsg');
+  }));
+  const send3 = slot(third, 'socket send');
+  assert.equal(send3.chosen?.name, 'kprobe:tcp_sendmsg');
   assert.deepEqual(
     send3.tried.map((t) => [t.name, t.ok]),
     [
@@ -57,18 +65,16 @@ test('nextChoice moves only the refused slot to its next available candidate', (
       ['kprobe:tcp_sendmsg', true],
     ],
   );
-  assert.equal(
-    after!.find((c) => c.slot === 'socket receive')!.chosen!.name,
-    'fexit:tcp_recvmsg',
-    'other slots unchanged',
-  );
-  assert.equal(after!.find((c) => c.slot === 'tcp state')!.chosen, before.find((c) => c.slot === 'tcp state')!.chosen);
+  assert.equal(slot(after, 'socket receive').chosen?.name, 'fexit:tcp_recvmsg', 'other slots unchanged');
+  assert.equal(slot(after, 'tcp state').chosen, slot(before, 'tcp state').chosen);
 });
 
 test('nextChoice gives up when the refused hook is the last one, or unknown', () => {
-  const fa = nextChoice(latencyProbe.hooks, chosen(true), 'latency_send_fx', 'x', () => ({ ok: true }))!;
-  const kp = nextChoice(latencyProbe.hooks, fa, 'latency_send_fa', 'x', () => ({ ok: true }))!;
-  assert.equal(kp.find((c) => c.slot === 'socket send')!.chosen!.name, 'kprobe:tcp_sendmsg');
+  const fa = nextChoice(latencyProbe.hooks, chosen(true), 'latency_send_fx', 'x', () => ({ ok: true }));
+  assert.ok(fa);
+  const kp = nextChoice(latencyProbe.hooks, fa, 'latency_send_fa', 'x', () => ({ ok: true }));
+  assert.ok(kp);
+  assert.equal(slot(kp, 'socket send').chosen?.name, 'kprobe:tcp_sendmsg');
   assert.equal(
     nextChoice(latencyProbe.hooks, kp, 'latency_send_kr', 'x', () => ({ ok: true })),
     undefined,

@@ -18,7 +18,7 @@ import {
 import type { MetricSet } from '../src/export/model.js';
 import { MeshprobeError } from '../src/errors.js';
 import { bucketLower, bucketUpper, histogramOf, mean, overflowIndex, percentile } from '../src/histogram.js';
-import { freePort, startInfluxdb1, startVictoriaMetrics } from './helpers/servers.js';
+import { firstSeries, freePort, startInfluxdb1, startVictoriaMetrics } from './helpers/servers.js';
 
 // any unhandled rejection anywhere in this file fails the last test
 const unhandled: unknown[] = [];
@@ -117,7 +117,8 @@ describe('toLineProtocol', () => {
 
   test('escapes spaces, commas and = in tag values; drops empty tags; adds host and probe', () => {
     assert.equal(summary.length, 1);
-    const raw = lines.find((l) => l.startsWith('meshprobe_request_duration,'))!;
+    const raw = lines.find((l) => l.startsWith('meshprobe_request_duration,'));
+    assert.ok(raw, 'a meshprobe_request_duration line');
     assert.ok(
       raw.startsWith('meshprobe_request_duration,host=node\\ 1,probe=latency,service=a\\ b\\,c\\=d,view=client count='),
       raw,
@@ -175,19 +176,23 @@ describe('toLineProtocol', () => {
       sum += b.fields.count.v;
     }
     assert.equal(sum, HIST.count);
-    assert.equal(buckets.at(-1)!.tags.le, '+Inf');
-    assert.equal(buckets.at(-1)!.fields.count.v, 1);
+    const last = buckets.at(-1);
+    assert.ok(last, 'bucket lines');
+    assert.equal(last.tags.le, '+Inf');
+    assert.equal(last.fields.count.v, 1);
     assert.equal(nsToSecondsString(128), '0.000000128');
     assert.equal(nsToSecondsString(1e9), '1');
     assert.equal(nsToSecondsString(2 ** 36), '68.719476736');
   });
 
   test('counters integer when integral, gauges float; timestamps are MetricSet.end in ns', () => {
-    const req = parsed.find((p) => p.measurement === 'meshprobe_requests')!;
+    const req = parsed.find((p) => p.measurement === 'meshprobe_requests');
+    assert.ok(req, 'a meshprobe_requests line');
     assert.deepEqual(req.fields.value, { v: 1001, int: true });
     assert.deepEqual(req.tags, { host: 'node 1', probe: 'latency', service: 'svc' });
-    assert.deepEqual(parsed.find((p) => p.measurement === 'meshprobe_ratio_odd')!.fields.value, { v: 1.5, int: false });
-    const g = lines.find((l) => l.startsWith('meshprobe_connections_active,'))!;
+    assert.deepEqual(parsed.find((p) => p.measurement === 'meshprobe_ratio_odd')?.fields.value, { v: 1.5, int: false });
+    const g = lines.find((l) => l.startsWith('meshprobe_connections_active,'));
+    assert.ok(g, 'a meshprobe_connections_active line');
     assert.match(g, / value=3 \d+$/, 'gauge without the i suffix');
     for (const p of parsed) assert.equal(p.ts, END_NS.toString());
     assert.equal(parsed.length, 1 + HIST.buckets.length + 3);
@@ -206,7 +211,7 @@ describe('toLineProtocol', () => {
 
 describe('options and reachability', () => {
   test('flag combinations are usage errors naming the flags', () => {
-    const usage = (o: InfluxOptions, re: RegExp) =>
+    const usage = (o: InfluxOptions, re: RegExp) => {
       assert.throws(
         () => validateInfluxOptions(o),
         (e: unknown) => {
@@ -218,6 +223,7 @@ describe('options and reachability', () => {
           return true;
         },
       );
+    };
     usage({ url: 'http://127.0.0.1:1' }, /--db.*--org\/--bucket\/--token/);
     usage({ url: 'http://127.0.0.1:1', db: 'x', bucket: 'b', org: 'o' }, /not both/);
     usage({ url: 'http://127.0.0.1:1', bucket: 'b' }, /--bucket needs --org/);
@@ -334,7 +340,7 @@ describe('against influxdb 1.x (/write?db=)', () => {
     assert.deepEqual(st, { points_written: n, points_dropped: 0, write_errors: 0, retries: 0 });
 
     const r = await ifx.query('SELECT * FROM "meshprobe_request_duration"', 'mp');
-    const s = r.results[0].series![0];
+    const s = firstSeries(r);
     assert.equal(s.values.length, 1);
     const row = Object.fromEntries(s.columns.map((c, i) => [c, s.values[0][i]]));
     assert.deepEqual(row, {
@@ -355,7 +361,7 @@ describe('against influxdb 1.x (/write?db=)', () => {
     });
     // integer field type
     const keys = await ifx.query('SHOW FIELD KEYS FROM "meshprobe_request_duration"', 'mp');
-    const types = Object.fromEntries(keys.results[0].series![0].values as [string, string][]);
+    const types = Object.fromEntries(firstSeries(keys).values as [string, string][]);
     assert.equal(types.count, 'integer');
     assert.equal(types.p99_seconds, 'float');
     // the exact ns timestamp, as a string
@@ -365,16 +371,16 @@ describe('against influxdb 1.x (/write?db=)', () => {
     assert.ok(exact.includes(`[${END_NS},1001]`), exact);
 
     const b = await ifx.query('SELECT sum("count"), count("count") FROM "meshprobe_request_duration_bucket"', 'mp');
-    assert.deepEqual(b.results[0].series![0].values[0].slice(1), [1001, HIST.buckets.length]);
+    assert.deepEqual(firstSeries(b).values[0].slice(1), [1001, HIST.buckets.length]);
     const inf = await ifx.query(
       `SELECT "count", lower_seconds FROM "meshprobe_request_duration_bucket" WHERE le = '+Inf'`,
       'mp',
     );
-    assert.deepEqual(inf.results[0].series![0].values[0].slice(1), [1, 2 ** 36 / 1e9]);
+    assert.deepEqual(firstSeries(inf).values[0].slice(1), [1, 2 ** 36 / 1e9]);
     const le = await ifx.query('SHOW TAG VALUES FROM "meshprobe_request_duration_bucket" WITH KEY = "le"', 'mp');
-    assert.equal(le.results[0].series![0].values.length, HIST.buckets.length);
+    assert.equal(firstSeries(le).values.length, HIST.buckets.length);
     const c = await ifx.query('SELECT "value" FROM "meshprobe_requests" WHERE service = \'svc\'', 'mp');
-    assert.equal(c.results[0].series![0].values[0][1], 1001);
+    assert.equal(firstSeries(c).values[0][1], 1001);
   });
 
   test('an unknown database is not retried: the lines are dropped and counted', async (t) => {
@@ -397,7 +403,7 @@ describe('against influxdb 1.x (/write?db=)', () => {
 // ------------------------------------------------------------ (4) a server that is down or hangs
 
 /** Captures the logger's stderr lines while fn runs. */
-async function captureStderr<T>(fn: () => Promise<T>): Promise<{ result: T; lines: string[] }> {
+async function captureStderr<T>(fn: () => T | Promise<T>): Promise<{ result: T; lines: string[] }> {
   const lines: string[] = [];
   const orig = process.stderr.write.bind(process.stderr);
   (process.stderr as { write: unknown }).write = (chunk: unknown, ...rest: unknown[]) => {
@@ -438,14 +444,19 @@ describe('a server that is down', () => {
       for (let i = 0; i < 5; i++) {
         const m = metricSet({ end: new Date(END.getTime() + i * 1000) });
         n += toLineProtocol(m, {}).length;
-        assert.doesNotThrow(() => exp.write(m));
+        assert.doesNotThrow(() => {
+          exp.write(m);
+        });
       }
       await until(() => exp.stats().retries >= 3, 5000, 'retries');
       const t0 = Date.now();
       const s = await exp.close(400);
       const took = Date.now() - t0;
       assert.ok(took >= 0 && took < 1000, `close took ${took} ms`);
-      assert.doesNotThrow(() => exp.write(metricSet())); // after close: counted, not thrown
+      // after close: counted, not thrown
+      assert.doesNotThrow(() => {
+        exp.write(metricSet());
+      });
       return { ...s, n, after: exp.stats() };
     });
     assert.equal(st.points_written, 0);
@@ -509,7 +520,10 @@ describe('a server that is down', () => {
       await until(() => exp.stats().retries >= 2, 5000, 'retries while down');
       assert.equal(exp.stats().points_written, n);
       const vm2 = await startVictoriaMetrics(t, { port: vm.port, dataDir: vm.dir });
-      t.after(() => rmSync(vm.dir, { recursive: true, force: true })); // a given dataDir is ours to remove
+      // a given dataDir is ours to remove
+      t.after(() => {
+        rmSync(vm.dir, { recursive: true, force: true });
+      });
       await until(() => exp.stats().points_written === 2 * n, 8000, 'written after the restart');
       const st = await exp.close(2000);
       assert.equal(st.points_dropped, 0);
@@ -526,7 +540,9 @@ describe('a server that is down', () => {
   test('a server that accepts but never answers: requests time out, retried; close() ends in time', async (t) => {
     const vm = await startVictoriaMetrics(t);
     vm.pause();
-    t.after(() => vm.resume());
+    t.after(() => {
+      vm.resume();
+    });
     const exp = new InfluxExporter({
       url: vm.url,
       bucket: 'b',
@@ -558,7 +574,12 @@ describe('a server that is down', () => {
     });
     const url = `http://127.0.0.1:${(hang.address() as { port: number }).port}`;
     const exp = new InfluxExporter({ url, db: 'x', timeoutMs: 100, minRetryDelayMs: 10, maxRetryDelayMs: 10 });
-    const open = () => new Promise<number>((r) => hang.getConnections((_e, n) => r(n)));
+    const open = () =>
+      new Promise<number>((r) =>
+        hang.getConnections((_e, n) => {
+          r(n);
+        }),
+      );
     let most = 0;
     await captureStderr(async () => {
       exp.writeLines(['m v=1i 1']);
@@ -588,7 +609,7 @@ describe('bounded buffer', () => {
     });
     const lines = (p: string, k: number) => Array.from({ length: k }, (_, i) => `m,p=${p} v=${i}i 1`);
     // synchronously: 3 x 7 lines, nothing sent yet
-    const { lines: logged } = await captureStderr(async () => {
+    const { lines: logged } = await captureStderr(() => {
       exp.writeLines(lines('a', 7));
       exp.writeLines(lines('b', 7));
       exp.writeLines(lines('c', 7));

@@ -25,7 +25,58 @@ import { parseBlocks, runGuest } from './helpers/guest.js';
 import { needsRoot, tempDir } from './helpers/probe.js';
 import { repoRoot } from './helpers/workload.js';
 
-type Step = Record<string, any> & { step: string };
+/**
+ * One result block of test/guest/matrix-run.ts (its emit() calls), parsed from JSON: each step has the
+ * fields it reports, the rest are absent (JSON has no undefined).
+ */
+interface Step {
+  step: string;
+  ms?: number;
+  /** kernel */
+  release?: string;
+  /** check */
+  probe?: string;
+  stdout?: string;
+  /** modules */
+  want?: string[];
+  loaded?: string[];
+  /** every probe run (and check, modules, demo) */
+  code?: number | null;
+  stderr?: string;
+  log?: string;
+  error?: string;
+  /** what the workload itself counted: a count, or connection-tracker's { opened, refused, tls } */
+  expected?: unknown;
+  hooks?: Record<string, string>;
+  degraded?: string[];
+  programs?: ProgramStat[];
+  /** latency */
+  path?: string;
+  client?: number;
+  server?: number;
+  kretprobe_missed?: number | null;
+  discarded?: number;
+  /** connections */
+  opened?: { client: number; server: number };
+  refused?: number;
+  failed_total?: number;
+  tls_handshakes?: { client: number; server: number };
+  tls_ms?: { client?: { p50: number } | null; server?: { p50: number } | null };
+  /** drops, iptables */
+  total?: number;
+  by_layer?: Record<string, number>;
+  by_reason?: Record<string, number>;
+  by_protocol?: Record<string, number>;
+  unavailable?: string;
+  modules?: string;
+  iptables?: string;
+  /** demo */
+  requests?: number;
+  output?: string;
+  /** cleanup */
+  kprobe_events?: string[];
+  note?: string;
+}
 
 const DRIVER = join(repoRoot, 'dist', 'test', 'guest', 'matrix-run.js');
 const OUT = join(repoRoot, 'build', 'kernel-matrix');
@@ -126,7 +177,8 @@ const HOST: Expect = {
 class Checks {
   readonly all: { check: string; ok: boolean; detail?: string }[] = [];
   constructor(private readonly kernel: string) {}
-  ok(check: string, cond: unknown, detail?: string): boolean {
+  /** Records the check; true (and `cond` narrowed to its truthy part) when it passed. */
+  ok<T>(check: string, cond: T, detail?: string): cond is Exclude<T, null | undefined | false | 0 | ''> {
     this.all.push({ check, ok: !!cond, detail: cond ? undefined : detail });
     return !!cond;
   }
@@ -150,7 +202,7 @@ class Checks {
     const failed = this.failed();
     if (failed.length)
       assert.fail(
-        `${this.kernel}: ${failed.length} of ${this.all.length} checks failed:\n${failed.map((f) => `  ✗ ${f.check}: ${f.detail}`).join('\n')}`,
+        `${this.kernel}: ${failed.length} of ${this.all.length} checks failed:\n${failed.map((f) => `  ✗ ${f.check}: ${String(f.detail)}`).join('\n')}`,
       );
   }
 }
@@ -161,16 +213,21 @@ interface ProgramStat {
   ns_per_run: number | null;
 }
 
+interface ProbeRow {
+  /** absent: the run reported none */
+  code?: number | null;
+  hooks?: Record<string, string>;
+  degraded?: string[];
+  programs?: ProgramStat[];
+}
+
 interface Row {
   name: string;
   release: string;
   wallMs: number;
   attempts?: number;
   checks: { passed: number; failed: string[] };
-  probes: Record<
-    string,
-    { code: number | null; hooks?: Record<string, string>; degraded?: string[]; programs?: ProgramStat[] }
-  >;
+  probes: Record<string, ProbeRow>;
   notes: string[];
 }
 const rows: Row[] = [];
@@ -191,7 +248,10 @@ function check(
       release,
       wallMs: run.wallMs,
       attempts: run.attempts,
-      checks: { passed: c.all.filter((x) => x.ok).length, failed: c.failed().map((f) => `${f.check}: ${f.detail}`) },
+      checks: {
+        passed: c.all.filter((x) => x.ok).length,
+        failed: c.failed().map((f) => `${f.check}: ${String(f.detail)}`),
+      },
       probes: {},
       notes: [],
     };
@@ -214,16 +274,16 @@ function check(
     return x[0];
   };
   const reported = one('kernel')?.release;
-  c.ok('kernel release', e.release.test(reported ?? ''), `${reported} !~ ${e.release}`);
+  c.ok('kernel release', e.release.test(reported ?? ''), `${String(reported)} !~ ${String(e.release)}`);
 
   // each probe run's debug log in a file of its own, out of the JSON
   for (const s of steps) {
     if (typeof s.log !== 'string') continue;
     const probe =
       s.step === 'check'
-        ? `${s.probe}-check`
+        ? `${String(s.probe)}-check`
         : s.step === 'latency'
-          ? `latency-probe-${s.path}`
+          ? `latency-probe-${String(s.path)}`
           : s.step === 'connections'
             ? 'connection-tracker'
             : s.step === 'drops'
@@ -242,7 +302,7 @@ function check(
       c.ok(
         `module ${mod} loaded (modload, with its dependencies)`,
         m?.loaded?.includes(mod),
-        `modload exit ${m?.code}: ${m?.stderr}; loaded: ${m?.loaded?.join(' ')}`,
+        `modload exit ${String(m?.code)}: ${String(m?.stderr)}; loaded: ${String(m?.loaded?.join(' '))}`,
       );
     }
   }
@@ -251,18 +311,20 @@ function check(
   for (const probe of ['latency-probe', 'connection-tracker', 'packet-drop-probe']) {
     const r = at('check').find((x) => x.probe === probe);
     if (!c.ok(`${probe} --check ran`, r, 'no result')) continue;
-    c.eq(`${probe} --check exit`, r!.code, 0, `${r!.stdout}\n${r!.stderr}`);
-    c.ok(`${probe} --check: ready`, new RegExp(`${probe}: ready`).test(r!.stdout), r!.stdout);
+    // a check step always has its stdout (runCli's, a string); String() only spells that out
+    const stdout = String(r.stdout);
+    c.eq(`${probe} --check exit`, r.code, 0, `${stdout}\n${String(r.stderr)}`);
+    c.ok(`${probe} --check: ready`, new RegExp(`${probe}: ready`).test(stdout), stdout);
     c.ok(
       `${probe} --check: BPF atomics ${e.atomics ? 'yes' : 'no'}`,
-      r!.stdout.includes(`BPF atomics: ${e.atomics ? 'yes' : 'no'}`),
-      r!.stdout,
+      stdout.includes(`BPF atomics: ${e.atomics ? 'yes' : 'no'}`),
+      stdout,
     );
     if (probe === 'latency-probe') {
       c.ok(
         'latency-probe --check: socket send hook',
-        r!.stdout.includes(`hook socket send: ${e.sendHook} (loaded: the kernel verified it)`),
-        r!.stdout,
+        stdout.includes(`hook socket send: ${e.sendHook} (loaded: the kernel verified it)`),
+        stdout,
       );
     }
   }
@@ -271,7 +333,7 @@ function check(
   const lat = at('latency');
   const def = lat.find((l) => l.path === 'default');
   if (c.ok('latency-probe (default hooks) ran', def, 'no result')) {
-    const d = def!;
+    const d = def;
     const why = `${d.error ?? ''}\n${d.stderr ?? ''}`;
     c.eq('latency-probe (default hooks) exit', d.code, 0, why);
     c.eq(
@@ -290,19 +352,19 @@ function check(
     const hook = e.paths[kind];
     const label = `latency-probe forced to ${kind}`;
     if (!c.ok(`${label} ran`, r, 'no result')) continue;
-    const why = `${r!.error ?? ''}\n${r!.stderr ?? ''}`;
+    const why = `${r.error ?? ''}\n${r.stderr ?? ''}`;
     if (!hook) {
-      c.eq(`${label}: not on this kernel, exit 4`, r!.code, 4, why);
+      c.eq(`${label}: not on this kernel, exit 4`, r.code, 4, why);
       c.ok(`${label}: says no hook for socket send`, /offers no hook for socket send/.test(why), why);
       continue;
     }
-    c.eq(`${label} exit`, r!.code, 0, why);
-    c.eq(`${label} socket send hook`, r!.hooks?.['socket send'], hook);
-    c.eq(`${label} workload: 50 persistent + 24 fresh-connection requests`, r!.expected, 74, r!.error);
-    c.eq(`${label} client requests`, r!.client, r!.expected);
-    c.eq(`${label} server requests`, r!.server, r!.expected);
-    if (kind === 'kprobe') c.eq(`${label} kretprobe returns missed`, r!.kretprobe_missed, 0);
-    else c.eq(`${label} kretprobe_missed`, r!.kretprobe_missed, null);
+    c.eq(`${label} exit`, r.code, 0, why);
+    c.eq(`${label} socket send hook`, r.hooks?.['socket send'], hook);
+    c.eq(`${label} workload: 50 persistent + 24 fresh-connection requests`, r.expected, 74, r.error);
+    c.eq(`${label} client requests`, r.client, r.expected);
+    c.eq(`${label} server requests`, r.server, r.expected);
+    if (kind === 'kprobe') c.eq(`${label} kretprobe returns missed`, r.kretprobe_missed, 0);
+    else c.eq(`${label} kretprobe_missed`, r.kretprobe_missed, null);
   }
 
   // connection-tracker: opened, refused and TLS, against what the clients saw
@@ -322,7 +384,7 @@ function check(
     c.eq('connection-tracker TLS handshakes (from the records)', conn.tls_handshakes, { client: 3, server: 3 });
     c.ok(
       'connection-tracker TLS handshake time measured',
-      conn.tls_ms?.client?.p50 > 0 && conn.tls_ms?.server?.p50 > 0,
+      (conn.tls_ms?.client?.p50 ?? 0) > 0 && (conn.tls_ms?.server?.p50 ?? 0) > 0,
       JSON.stringify(conn.tls_ms),
     );
     c.eq('connection-tracker tls records hook', conn.hooks?.['tls records'], 'cgroup_skb:ingress+egress');
@@ -357,7 +419,7 @@ function check(
   // packet-drop-probe: an iptables DROP rule (iptables-legacy from this host, the kernel's ip_tables modules)
   const ipt = one('iptables');
   if (ipt) {
-    if (c.ok('iptables available', !ipt.unavailable, `${ipt.unavailable} (${ipt.modules ?? ''})`)) {
+    if (c.ok('iptables available', !ipt.unavailable, `${String(ipt.unavailable)} (${ipt.modules ?? ''})`)) {
       const why = `${ipt.error ?? ''}\n${ipt.stderr ?? ''}`;
       c.eq('packet-drop-probe (iptables DROP) exit', ipt.code, 0, why);
       c.eq('packet-drop-probe (iptables DROP) workload: datagrams sent', ipt.expected, 50, ipt.error);
@@ -374,7 +436,7 @@ function check(
   const demo = one('demo');
   if (demo) {
     c.eq('demo exit', demo.code, 0, demo.output);
-    c.ok('demo measured requests', demo.requests > 0, demo.output);
+    c.ok('demo measured requests', (demo.requests ?? 0) > 0, demo.output);
   }
   c.eq('no kretprobe events left in tracefs', one('cleanup')?.kprobe_events, []);
   one('done');
@@ -386,7 +448,7 @@ function check(
     if (!['latency', 'connections', 'drops', 'iptables'].includes(s.step) || s.unavailable) continue;
     const key =
       s.step === 'latency'
-        ? `latency-probe (${s.path})`
+        ? `latency-probe (${String(s.path)})`
         : s.step === 'connections'
           ? 'connection-tracker'
           : s.step === 'drops'
@@ -435,7 +497,7 @@ for (const [suite, e] of Object.entries(KERNELS) as [Suite, Expect][]) {
     assert.equal(
       run.scriptExit,
       0,
-      `${kernel.release}: the driver exited ${run.scriptExit}; console:\n${run.console.slice(-4000)}`,
+      `${kernel.release}: the driver exited ${String(run.scriptExit)}; console:\n${run.console.slice(-4000)}`,
     );
   });
 }
@@ -467,7 +529,9 @@ after(() => {
     `${pad('', 9)}${pad('kernel', w)} ${pad('wall', 6)} ${pad('checks', 8)} ${pad('latency send hook', 34)} failed`,
   ];
   for (const r of rows) {
-    const send = r.probes['latency-probe (default)']?.hooks?.['socket send'] ?? '-';
+    // a row has the runs that reported: this one may be missing
+    const latencyDefault = r.probes['latency-probe (default)'] as ProbeRow | undefined;
+    const send = latencyDefault?.hooks?.['socket send'] ?? '-';
     lines.push(
       `${pad(r.name, 9)}${pad(r.release, w)} ${pad(`${Math.round(r.wallMs / 1000)}s`, 6)} ${pad(`${r.checks.passed}/${r.checks.passed + r.checks.failed.length}`, 8)} ${pad(send, 34)} ${r.checks.failed.map((f) => f.split(':')[0]).join('; ') || '-'}`,
     );
@@ -480,7 +544,7 @@ after(() => {
         .map((x) => `${x.name} ${x.ns_per_run === null ? '?' : Math.round(x.ns_per_run)}`)
         .join(', ');
       lines.push(
-        `  ${pad(r.release, w)} ${pad(probe, 30)} ${progs || `(no program ran${p.code !== 0 ? `; exit ${p.code}` : ''})`}`,
+        `  ${pad(r.release, w)} ${pad(probe, 30)} ${progs || `(no program ran${p.code !== 0 ? `; exit ${String(p.code)}` : ''})`}`,
       );
     }
     for (const n of r.notes) lines.push(`  ${pad(r.release, w)} note: ${n}`);

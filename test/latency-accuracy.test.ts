@@ -16,6 +16,7 @@ import {
 } from './helpers/workload.js';
 import { createVethPair, type VethPair } from './helpers/netns.js';
 import { near, needsRoot, startProbe } from './helpers/probe.js';
+import type { LatencyReportRead } from './helpers/report-types.js';
 
 const SLEEPS = [0, 1000, 5000, 20000];
 const WEIGHTS = [30, 30, 28, 12]; // cumulative 30/60/88/100: p50, p90, p99 fall inside clusters, not on edges
@@ -28,7 +29,7 @@ interface Scenario {
 }
 
 interface Measured {
-  report: any;
+  report: LatencyReportRead;
   client: ClientResult;
   server: ServerSummary;
 }
@@ -41,7 +42,7 @@ async function measure(s: Scenario): Promise<Measured> {
     netns: s.server.netns,
     maxSpinners: s.client.concurrency ?? 1,
   });
-  const probe = startProbe('latency-probe', ['--filter', `port=${server.port}`]);
+  const probe = startProbe<LatencyReportRead>('latency-probe', ['--filter', `port=${server.port}`]);
   try {
     await probe.ready;
     const { addr, ...rest } = s.client;
@@ -58,13 +59,13 @@ async function measure(s: Scenario): Promise<Measured> {
   }
 }
 
-function assertNoLoss(report: any): void {
+function assertNoLoss(report: LatencyReportRead): void {
   const loss = report.metrics.loss;
   for (const [k, v] of Object.entries(loss)) assert.equal(v, 0, `loss counter ${k} = ${v}`);
   assert.equal(report.metrics.events.lost, 0);
 }
 
-function assertClientView(report: any, client: ClientResult): void {
+function assertClientView(report: LatencyReportRead, client: ClientResult): void {
   const ours = report.metrics.client.percentiles;
   for (const p of ['p50', 'p90', 'p99'] as const) {
     const truth = client.latency_us[p] / 1000;
@@ -72,7 +73,7 @@ function assertClientView(report: any, client: ClientResult): void {
   }
 }
 
-function assertServerView(report: any, server: ServerSummary, expectedP50Ms: number): void {
+function assertServerView(report: LatencyReportRead, server: ServerSummary, expectedP50Ms: number): void {
   const ours = report.metrics.server.percentiles;
   assert.ok(
     near(ours.p50, expectedP50Ms, REL, ABS_MS),
@@ -84,7 +85,7 @@ function assertServerView(report: any, server: ServerSummary, expectedP50Ms: num
   }
 }
 
-function assertExactCounts(report: any, requests: number): void {
+function assertExactCounts(report: LatencyReportRead, requests: number): void {
   assert.equal(report.metrics.client.total_requests, requests, 'client-view requests');
   assert.equal(report.metrics.server.total_requests, requests, 'server-view requests');
   assert.equal(report.metrics.total_requests, requests);
@@ -104,7 +105,8 @@ for (const [family, addr] of [
     assertExactCounts(m.report, m.client.requests);
     assertClientView(m.report, m.client);
     assertServerView(m.report, m.server, 1.0);
-    const svc = m.report.metrics.services.find((s: any) => s.role === 'server');
+    const svc = m.report.metrics.services.find((s) => s.role === 'server');
+    assert.ok(svc, 'a server-side service');
     assert.equal(svc.service, `mpload:${m.report.metrics.services[0].port}`);
     t.diagnostic(
       `client p50/p90/p99 ${JSON.stringify(m.report.metrics.client.percentiles)} vs own ${JSON.stringify(m.client.latency_us)}`,
@@ -129,7 +131,8 @@ test('veth pair between two namespaces, IPv4 and IPv6, mixed sleeps', async (t) 
       assertExactCounts(m.report, m.client.requests);
       assertClientView(m.report, m.client);
       assertServerView(m.report, m.server, 1.0);
-      const conn = m.report.metrics.connections.find((c: any) => c.role === 'server');
+      const conn = m.report.metrics.connections.find((c) => c.role === 'server');
+      assert.ok(conn, `${family}: a server connection`);
       assert.ok(conn.local.includes(srv), `${family}: server connection ${conn.local} should be on ${srv}`);
       t.diagnostic(
         `${family} veth client p50 ${m.report.metrics.client.percentiles.p50} ms vs own ${m.client.latency_us.p50 / 1000} ms`,
@@ -150,11 +153,13 @@ test('a new connection per request: every request counted, one connection each',
   assertNoLoss(m.report);
   assertExactCounts(m.report, 600);
   assertClientView(m.report, m.client);
-  const clientConns = m.report.metrics.connections.filter((c: any) => c.role === 'client');
-  const serverConns = m.report.metrics.connections.filter((c: any) => c.role === 'server');
+  const clientConns = m.report.metrics.connections.filter((c) => c.role === 'client');
+  const serverConns = m.report.metrics.connections.filter((c) => c.role === 'server');
   assert.equal(clientConns.length, 600);
   assert.equal(serverConns.length, 600);
-  assert.ok(clientConns.every((c: any) => c.requests === 1 && c.comm === 'mpload' && c.role_inferred === false));
+  // parsed JSON: `=== false` also fails a report without the field, which `!c.role_inferred` would pass
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-boolean-literal-compare -- see above
+  assert.ok(clientConns.every((c) => c.requests === 1 && c.comm === 'mpload' && c.role_inferred === false));
   assert.ok(m.report.metrics.events.cleanup >= 1200, `cleanup ${m.report.metrics.events.cleanup}`);
 });
 
@@ -166,7 +171,7 @@ test('250 concurrent keep-alive connections', async (t) => {
   });
   assertNoLoss(m.report);
   assertExactCounts(m.report, 5000);
-  const clientConns = m.report.metrics.connections.filter((c: any) => c.role === 'client');
+  const clientConns = m.report.metrics.connections.filter((c) => c.role === 'client');
   // each of the 250 threads connects first, then takes requests from a shared counter: one that
   // starts late can find none left, and a connection that never carried a request is not listed
   assert.ok(
@@ -174,7 +179,7 @@ test('250 concurrent keep-alive connections', async (t) => {
     `${clientConns.length} client connections with requests`,
   );
   assert.equal(
-    clientConns.reduce((a: number, c: any) => a + c.requests, 0),
+    clientConns.reduce((a, c) => a + c.requests, 0),
     5000,
   );
   // 250 threads on 2 cores: the server's own timing, not the nominal sleep, is the truth here
@@ -198,7 +203,12 @@ test('a socket table too small for the connections: evictions are counted, never
   await buildTools();
   const server = await startServer({ addr: '127.0.0.1' });
   // one set of 4 ways for 8 connections (16 sockets with the server side)
-  const probe = startProbe('latency-probe', ['--filter', `port=${server.port}`, '--socket-table-size', '4']);
+  const probe = startProbe<LatencyReportRead>('latency-probe', [
+    '--filter',
+    `port=${server.port}`,
+    '--socket-table-size',
+    '4',
+  ]);
   t.after(() => probe.stop('SIGKILL'));
   try {
     await probe.ready;
@@ -211,6 +221,7 @@ test('a socket table too small for the connections: evictions are counted, never
     });
     const exit = await probe.stop('SIGINT');
     assert.equal(exit.code, 0, exit.stderr);
+    assert.ok(exit.report, `no report: ${exit.stderr}`);
     const m = exit.report.metrics;
     assert.ok(m.loss.sockets_evicted > 0, `evictions: ${m.loss.sockets_evicted}`);
     // thrashing (16 sockets for 4 ways, on 2 CPUs) loses exchanges and can mix up a way's
@@ -246,7 +257,7 @@ for (const infer of [true, false]) {
       sleeps: [1000],
     });
     await sleep(1000);
-    const probe = startProbe('latency-probe', [
+    const probe = startProbe<LatencyReportRead>('latency-probe', [
       '--filter',
       `port=${server.port}`,
       '--duration',
@@ -259,6 +270,7 @@ for (const infer of [true, false]) {
       const exit = await probe.exited;
       await clientP;
       assert.equal(exit.code, 0, exit.stderr);
+      assert.ok(exit.report, `no report: ${exit.stderr}`);
       const m = exit.report.metrics;
       if (!infer) {
         assert.equal(m.connections.length, 0);

@@ -8,13 +8,14 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadedPrograms, needsRoot, programsAfterExit, runCli, startProbe, tempDir } from './helpers/probe.js';
 import { buildTools, runClient, startServer } from './helpers/workload.js';
+import type { LatencyReport } from '../src/report/latency.js';
 
 const oneLine = (s: string) => s.trim().split('\n').filter(Boolean);
 
 test('programs carry "latency" in their names while running, and none stay after SIGTERM', async (t) => {
   if (!needsRoot(t)) return;
   assert.deepEqual(loadedPrograms('latency'), [], 'no latency programs before the test');
-  const probe = startProbe('latency-probe', ['--filter', 'port=1']);
+  const probe = startProbe<LatencyReport>('latency-probe', ['--filter', 'port=1']);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   const names = loadedPrograms('latency').sort();
@@ -30,13 +31,14 @@ test('--duration ends the run by itself, writes the report, leaves nothing attac
   if (!needsRoot(t)) return;
   await buildTools();
   const server = await startServer({ addr: '127.0.0.1' });
-  const probe = startProbe('latency-probe', ['--duration', '3s', '--filter', `port=${server.port}`]);
+  const probe = startProbe<LatencyReport>('latency-probe', ['--duration', '3s', '--filter', `port=${server.port}`]);
   t.after(() => probe.stop('SIGKILL'));
   try {
     await probe.ready;
     const client = await runClient({ addr: '127.0.0.1', port: server.port, requests: 200, sleeps: [0] });
     const exit = await probe.exited;
     assert.equal(exit.code, 0, exit.stderr);
+    assert.ok(exit.report, 'a report');
     assert.equal(exit.report.metrics.client.total_requests, client.requests);
     assert.ok(
       exit.report.duration_seconds >= 2.9 && exit.report.duration_seconds < 4,
@@ -51,7 +53,7 @@ test('--duration ends the run by itself, writes the report, leaves nothing attac
 
 test('SIGKILL cannot leave programs attached either (links die with the process)', async (t) => {
   if (!needsRoot(t)) return;
-  const probe = startProbe('latency-probe', ['--filter', 'port=1']);
+  const probe = startProbe<LatencyReport>('latency-probe', ['--filter', 'port=1']);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   assert.equal(loadedPrograms('latency').length, 4);
@@ -83,7 +85,7 @@ test('--check prints the kernel, BTF, capabilities, mounts and the hook of each 
 
 test('--log-level debug logs the attach decisions', async (t) => {
   if (!needsRoot(t)) return;
-  const probe = startProbe('latency-probe', ['--log-level', 'debug', '--filter', 'port=1']);
+  const probe = startProbe<LatencyReport>('latency-probe', ['--log-level', 'debug', '--filter', 'port=1']);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   const exit = await probe.stop('SIGINT');
@@ -116,7 +118,7 @@ test('tracefs and bpffs not mounted: the probe mounts them itself', (t) => {
   assert.equal(r.status, 0, r.stderr);
 });
 
-test('bad input: one line, non-zero exit, nothing attached', async (t) => {
+test('bad input: one line, non-zero exit, nothing attached', () => {
   const cases: [string[], number, RegExp][] = [
     [['--bogus'], 2, /unknown option '--bogus'/],
     [['--duration', 'soon'], 2, /invalid --duration "soon"/],

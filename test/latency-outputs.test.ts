@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
@@ -22,6 +22,7 @@ import {
   tempDir,
 } from './helpers/probe.js';
 import { repoRoot } from './helpers/workload.js';
+import type { LatencyReportRead, LatencyStreamLine } from './helpers/report-types.js';
 
 // latencies against the server's own timing: 3 %, at least 50 µs (as test/latency-accuracy.test.ts)
 const REL = 0.03;
@@ -31,7 +32,7 @@ test('--format json-stream: a line per interval, flushed as it ends; the interva
   if (!needsRoot(t)) return;
   // every concurrent sleeper may busy-wait its last 150 µs: the sleeps are exact
   const s = await startTestServer(t, { maxSpinners: 2 });
-  const probe = startProbe(
+  const probe = startProbe<LatencyReportRead>(
     'latency-probe',
     ['--filter', `port=${s.port}`, '--format', 'json-stream', '--aggregate-interval', '500ms'],
     { output: '/dev/stdout' },
@@ -41,7 +42,7 @@ test('--format json-stream: a line per interval, flushed as it ends; the interva
   const c1 = await runClient({ addr: s.addr, port: s.port, requests: 400, concurrency: 2, sleeps: [1000] });
   await sleep(1300);
   // lines are there while the probe still runs: written and flushed at each interval
-  const early = (await waitForLines(probe, 2)).map((l) => JSON.parse(l));
+  const early = (await waitForLines(probe, 2)).map((l) => JSON.parse(l) as LatencyStreamLine);
   assert.ok(early.every((o) => o.type === 'interval'));
   const c2 = await runClient({ addr: s.addr, port: s.port, requests: 300, concurrency: 2, sleeps: [5000] });
   await sleep(200);
@@ -50,7 +51,7 @@ test('--format json-stream: a line per interval, flushed as it ends; the interva
   const lines = exit.stdout
     .trim()
     .split('\n')
-    .map((l) => JSON.parse(l));
+    .map((l) => JSON.parse(l) as LatencyStreamLine);
   const intervals = lines.filter((o) => o.type === 'interval');
   const summary = lines[lines.length - 1];
   assert.equal(summary.type, 'summary');
@@ -89,10 +90,10 @@ test('--format json-stream: a line per interval, flushed as it ends; the interva
       `an interval of the ${sleepUs} µs burst: p50 near ${ms} ms in ${p50s.join(', ')}`,
     );
   }
-  assert.equal(summary.exports.json_stream.lines, intervals.length);
+  assert.equal(summary.exports?.json_stream?.lines, intervals.length);
 });
 
-async function waitForLines(probe: ReturnType<typeof startProbe>, n: number): Promise<string[]> {
+async function waitForLines(probe: { stdoutSoFar(): string }, n: number): Promise<string[]> {
   const deadline = Date.now() + 5000;
   for (;;) {
     const lines = probe.stdoutSoFar().trim().split('\n').filter(Boolean);
@@ -111,39 +112,48 @@ test('json-stream into a pipe whose reader goes away: the probe ends cleanly, ex
   const sh = spawnGroup(t, 'bash', ['-c', cmd]);
   let out = '',
     err = '';
-  sh.stdout.on('data', (b) => (out += b));
-  sh.stderr.on('data', (b) => (err += b));
+  sh.stdout.on('data', (b: Buffer) => {
+    out += b.toString();
+  });
+  sh.stderr.on('data', (b: Buffer) => {
+    err += b.toString();
+  });
   const traffic = runClient({ addr: s.addr, port: s.port, requests: 200, concurrency: 1, sleeps: [2000] });
   const t0 = Date.now();
-  const code = await new Promise<number | null>((r) => sh.on('close', r));
+  const code = await new Promise<number | null>((r) => {
+    sh.on('close', r);
+  });
   await traffic;
   assert.equal(code, 0);
   assert.ok(Date.now() - t0 < 10_000, 'ended long before --duration');
-  assert.equal(JSON.parse(out.trim()).type, 'interval');
+  assert.equal((JSON.parse(out.trim()) as LatencyStreamLine).type, 'interval');
   assert.match(err, /probe=0/, err);
   assert.doesNotMatch(err, /\n\s+at |Error:|EPIPE/, err);
   assert.match(err, /stopping: the reader closed the stream/);
   assert.deepEqual(await programsAfterExit('latency'), []);
 });
 
-test('json-stream to a file that cannot be written (/dev/full, ENOSPC): exit 1, one line naming the error and the saved report', async (t) => {
+test('json-stream to a disk that fills during the run (ENOSPC): exit 1, one line naming the error and the saved report', async (t) => {
   if (!needsRoot(t)) return;
   const s = await startTestServer(t);
-  // --output after startProbe's own: the stream goes to /dev/full (never read back: it never ends)
-  const probe = startProbe('latency-probe', [
-    '--filter',
-    `port=${s.port}`,
-    '--format',
-    'json-stream',
-    '--output',
-    '/dev/full',
-    '--aggregate-interval',
-    '3s',
-  ]);
+  // a 20 MB tmpfs: enough for the start-up check, then filled while the probe measures
+  const mnt = path.join(tempDir(), 'small');
+  mkdirSync(mnt);
+  assert.equal(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=20m', 'tmpfs', mnt]).status, 0, 'a 20 MB tmpfs');
+  t.after(() => spawnSync('umount', ['-l', mnt]));
+  const output = path.join(mnt, 'stream.ndjson');
+  const probe = startProbe<LatencyReportRead>(
+    'latency-probe',
+    ['--filter', `port=${s.port}`, '--format', 'json-stream', '--aggregate-interval', '3s'],
+    { output },
+  );
   t.after(() => probe.stop('SIGKILL'));
   const saved = path.join(tmpdir(), `meshprobe-report-${probe.pid}.json`);
-  t.after(() => rmSync(saved, { force: true }));
+  t.after(() => {
+    rmSync(saved, { force: true });
+  });
   await probe.ready;
+  spawnSync('dd', ['if=/dev/zero', `of=${path.join(mnt, 'fill')}`, 'bs=1M', 'count=64'], { stdio: 'ignore' });
   // done long before the first line is due
   const c = await runClient({ addr: s.addr, port: s.port, requests: 300, concurrency: 2, sleeps: [1000] });
   const t0 = Date.now();
@@ -153,23 +163,23 @@ test('json-stream to a file that cannot be written (/dev/full, ENOSPC): exit 1, 
   const errors = exit.stderr.split('\n').filter((l) => /ENOSPC/.test(l));
   assert.deepEqual(
     errors,
-    [`latency-probe: cannot write the stream (ENOSPC) to /dev/full; the report was saved to ${saved}`],
+    [`latency-probe: cannot write the stream (ENOSPC) to ${output}; the report was saved to ${saved}`],
     exit.stderr,
   );
   assert.doesNotMatch(exit.stderr, /\n\s+at |Error:/, exit.stderr);
   assert.ok(existsSync(saved), `${saved} exists`);
-  const report = JSON.parse(readFileSync(saved, 'utf8'));
+  const report = JSON.parse(readFileSync(saved, 'utf8')) as LatencyReportRead;
   assert.equal(report.metrics.client.total_requests, c.requests);
   assert.equal(report.metrics.server.total_requests, c.requests);
   assert.equal(report.metrics.total_requests_estimated, c.requests);
-  assert.deepEqual(report.exports.json_stream, { lines: 0, closed: 'cannot write the stream (ENOSPC)' });
+  assert.deepEqual(report.exports?.json_stream, { lines: 0, closed: 'cannot write the stream (ENOSPC)' });
   assert.deepEqual(await programsAfterExit('latency'), []);
 });
 
 test('--sample-rate 10: about 1 in 10 requests measured, in the kernel; counts seen and estimated reported', async (t) => {
   if (!needsRoot(t)) return;
   const s = await startTestServer(t);
-  const probe = startProbe('latency-probe', ['--filter', `port=${s.port}`, '--sample-rate', '10']);
+  const probe = startProbe<LatencyReportRead>('latency-probe', ['--filter', `port=${s.port}`, '--sample-rate', '10']);
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   const N = 6000;
@@ -177,6 +187,7 @@ test('--sample-rate 10: about 1 in 10 requests measured, in the kernel; counts s
   await sleep(150);
   const exit = await probe.stop('SIGINT');
   assert.equal(exit.code, 0, exit.stderr);
+  assert.ok(exit.report, `no report: ${exit.stderr}`);
   const m = exit.report.metrics;
   // binomial(6000, 0.1): mean 600, sd 23; 5 sd either side
   for (const v of ['client', 'server'] as const) {
@@ -189,7 +200,8 @@ test('--sample-rate 10: about 1 in 10 requests measured, in the kernel; counts s
   assert.equal(m.sampling.mode, 'fixed');
   // the kernel counts what it does not measure: the view's estimate is exact
   assert.equal(m.total_requests_estimated, N);
-  const svc = m.services.find((x: any) => x.role === 'server');
+  const svc = m.services.find((x) => x.role === 'server');
+  assert.ok(svc, 'a server-side service');
   assert.ok(Math.abs(svc.requests_estimated - N) < N * 0.2, `service estimate ${svc.requests_estimated}`);
   // fewer records: the records the kernel sent fell by about 10
   assert.ok(exit.report.pipeline.records_emitted < (2 * N) / 5, `records ${exit.report.pipeline.records_emitted}`);
@@ -200,7 +212,7 @@ test('--sample-rate auto: the rate rises under load, each change reported, zero 
   if (!needsRoot(t)) return;
   const s = await startTestServer(t);
   // a budget far below the load, so that the controller must act
-  const probe = startProbe('latency-probe', [
+  const probe = startProbe<LatencyReportRead>('latency-probe', [
     '--filter',
     `port=${s.port}`,
     '--sample-rate',
@@ -214,9 +226,10 @@ test('--sample-rate auto: the rate rises under load, each change reported, zero 
   await sleep(150);
   const exit = await probe.stop('SIGINT');
   assert.equal(exit.code, 0, exit.stderr);
+  assert.ok(exit.report, `no report: ${exit.stderr}`);
   const m = exit.report.metrics;
   assert.equal(m.sampling.mode, 'auto');
-  assert.ok(m.sampling.changes.length >= 1, 'changes reported');
+  assert.ok(m.sampling.changes !== undefined && m.sampling.changes.length >= 1, 'changes reported');
   assert.ok(m.sampling.rate > 1, `rate ${m.sampling.rate}`);
   for (const ch of m.sampling.changes) assert.ok(ch.to !== ch.from && ch.reason.length > 0);
   assert.match(exit.stderr, /sample rate 1 -> \d+/);
@@ -228,7 +241,7 @@ test('--sample-rate auto: the rate rises under load, each change reported, zero 
 test('--sample-rate auto in the stream: each interval holds the changes made in it, none repeated or missed', async (t) => {
   if (!needsRoot(t)) return;
   const s = await startTestServer(t);
-  const probe = startProbe('latency-probe', [
+  const probe = startProbe<LatencyReportRead>('latency-probe', [
     '--filter',
     `port=${s.port}`,
     '--sample-rate',
@@ -252,18 +265,22 @@ test('--sample-rate auto in the stream: each interval holds the changes made in 
   const lines = exit.stdout
     .trim()
     .split('\n')
-    .map((l) => JSON.parse(l));
+    .map((l) => JSON.parse(l) as LatencyStreamLine);
   const summary = lines[lines.length - 1];
   assert.equal(summary.type, 'summary');
   const intervals = lines.filter((o) => o.type === 'interval');
   const all = summary.metrics.sampling;
   assert.equal(all.mode, 'auto');
-  assert.ok(all.change_count >= 2, `up and down: ${JSON.stringify(all.changes)}`);
+  assert.ok(all.change_count !== undefined && all.change_count >= 2, `up and down: ${JSON.stringify(all.changes)}`);
   assert.ok(
-    all.changes.some((c: any) => c.to > c.from) && all.changes.some((c: any) => c.to < c.from),
+    all.changes !== undefined && all.changes.some((c) => c.to > c.from) && all.changes.some((c) => c.to < c.from),
     JSON.stringify(all.changes),
   );
-  const perInterval = intervals.map((o) => o.metrics.sampling.changes);
+  const perInterval = intervals.map((o) => {
+    const changes = o.metrics.sampling.changes;
+    assert.ok(changes, `interval ${o.seq} has sampling.changes`);
+    return changes;
+  });
   assert.equal(
     perInterval.reduce((a, c) => a + c.length, 0),
     all.change_count,
@@ -273,7 +290,10 @@ test('--sample-rate auto in the stream: each interval holds the changes made in 
   // change_count is the total so far: it never goes down, and ends at the summary's
   const counts = intervals.map((o) => o.metrics.sampling.change_count);
   assert.ok(
-    counts.every((n, i) => i === 0 || n >= counts[i - 1]),
+    counts.every((n, i) => {
+      const prev = counts[i - 1];
+      return i === 0 || (n !== undefined && prev !== undefined && n >= prev);
+    }),
     counts.join(' '),
   );
   assert.equal(counts[counts.length - 1], all.change_count);
@@ -288,14 +308,18 @@ test('on a terminal: a live line with elapsed and remaining time, requests, p50,
   const cmd = `"${process.execPath}" "${cliPath('latency-probe')}" --filter port=${s.port} --duration 4 --output ${out}`;
   const sc = spawnGroup(t, 'script', ['-qfec', cmd, '/dev/null']);
   let tty = '';
-  sc.stdout.on('data', (b) => (tty += b));
+  sc.stdout.on('data', (b: Buffer) => {
+    tty += b.toString();
+  });
   await sleep(1200);
   await runClient({ addr: s.addr, port: s.port, requests: 2000, concurrency: 2, rate: 1000, sleeps: [1000] });
-  const code = await new Promise<number | null>((r) => sc.on('close', r));
+  const code = await new Promise<number | null>((r) => {
+    sc.on('close', r);
+  });
   assert.equal(code, 0, tty);
   const frames = tty
     .split('\r')
-    .map((l) => l.replace(/\x1b\[K/g, '').trim())
+    .map((l) => l.replaceAll('\x1b[K', '').trim())
     .filter((l) => /elapsed/.test(l));
   assert.ok(frames.length >= 3, `${frames.length} redraws: ${JSON.stringify(tty.slice(0, 400))}`);
   assert.ok(
@@ -309,8 +333,8 @@ test('on a terminal: a live line with elapsed and remaining time, requests, p50,
     return m !== null && Number(m[2]) >= Number(m[1]) && Number(m[2]) < 20;
   });
   assert.ok(busy, `a frame during traffic shows p50 near 1 ms and p99: ${frames.join('\n')}`);
-  assert.match(busy!, /[\d,]+ requests \(\d+\/s\)/);
-  assert.match(busy!, /lost 0/);
+  assert.match(busy, /[\d,]+ requests \(\d+\/s\)/);
+  assert.match(busy, /lost 0/);
 
   // in a pipe: no live line
   const piped = spawnSync(

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, connect, type Server } from 'node:net';
-import { networkInterfaces } from 'node:os';
+import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runClient, startTestServer, type ClientOptions, type RunningServer } from './helpers/workload.js';
@@ -17,6 +17,7 @@ import { loadedPrograms, needsRoot, runCli, startProbe, tempDir, type ProbeRun }
 import { PROMTOOL_BIN, startPrometheus } from './helpers/prometheus-server.js';
 import { freePort } from './helpers/servers.js';
 import { DEFAULT_LE_SECONDS, parseBuckets } from '../src/export/prometheus.js';
+import type { LatencyReportRead } from './helpers/report-types.js';
 
 // cumulative 45/85/100: p99 falls inside the 5 ms cluster, not on an edge
 const TRAFFIC = { sleeps: [0, 1000, 5000], weights: [45, 40, 15], concurrency: 4 } satisfies Partial<ClientOptions>;
@@ -45,7 +46,8 @@ function parseText(text: string): { types: Map<string, string>; samples: Sample[
     assert.ok(m, `unparsable exposition line ${JSON.stringify(line)}`);
     const labels: Record<string, string> = {};
     const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/gy;
-    for (let l; (l = re.exec(m[2] ?? ''));)
+    // m.at(2): the optional labels group, undefined when the sample has none
+    for (let l; (l = re.exec(m.at(2) ?? ''));)
       labels[l[1]] = l[2].replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
     samples.push({ name: m[1], labels, value: Number(m[3]) });
   }
@@ -97,7 +99,8 @@ function listeners(port: number): string[] {
   return out;
 }
 
-function tryConnect(host: string, port: number): Promise<'connected' | string> {
+/** 'connected', 'timeout', or the error code of the attempt */
+function tryConnect(host: string, port: number): Promise<string> {
   return new Promise((resolve) => {
     const s = connect({ host, port, timeout: 2000 });
     s.once('connect', () => {
@@ -108,7 +111,9 @@ function tryConnect(host: string, port: number): Promise<'connected' | string> {
       s.destroy();
       resolve('timeout');
     });
-    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      resolve(e.code ?? e.message);
+    });
   });
 }
 
@@ -142,12 +147,12 @@ async function stillLoaded(ids: Iterable<number>): Promise<number[]> {
 async function setup(
   t: TestContext,
   probeArgs: string[],
-): Promise<{ server: RunningServer; probe: ProbeRun; port: number; ours: number[] }> {
+): Promise<{ server: RunningServer; probe: ProbeRun<LatencyReportRead>; port: number; ours: number[] }> {
   // every concurrent sleeper may busy-wait its last 150 µs, so sleeps are exact
   const server = await startTestServer(t, { maxSpinners: TRAFFIC.concurrency });
   const port = await freePort();
   const before = latencyIds();
-  const probe = startProbe('latency-probe', [
+  const probe = startProbe<LatencyReportRead>('latency-probe', [
     '--format',
     'prometheus',
     '--port',
@@ -159,7 +164,7 @@ async function setup(
   t.after(() => probe.stop('SIGKILL'));
   await probe.ready;
   const ours = [...latencyIds()].filter((id) => !before.has(id));
-  assert.ok(ours.length >= 3, `the probe's programs are loaded: ${ours}`);
+  assert.ok(ours.length >= 3, `the probe's programs are loaded: ${ours.join(',')}`);
   return { server, probe, port, ours };
 }
 
@@ -173,10 +178,10 @@ test('/metrics while measuring: promtool-clean, exact counts per view, loopback 
   const client = await runClient({ addr: '127.0.0.1', port: server.port, requests: 3000, ...TRAFFIC });
   assert.equal(client.requests, 3000);
   // records reach the figures asynchronously, and each server-side last exchange ends with its connection
-  let text = '';
-  let contentType: string | null = null;
-  let samples: Sample[] = [];
-  let types = new Map<string, string>();
+  let text: string;
+  let contentType: string | null;
+  let samples: Sample[];
+  let types: Map<string, string>;
   const deadline = Date.now() + 10_000;
   for (;;) {
     ({ text, contentType } = await scrape(port));
@@ -218,7 +223,7 @@ test('/metrics while measuring: promtool-clean, exact counts per view, loopback 
 
   assert.equal(types.get('meshprobe_request_duration_seconds'), 'histogram');
   const counters = [...types].filter(([, k]) => k === 'counter').map(([n]) => n);
-  assert.ok(counters.length >= 5, `counters: ${counters}`);
+  assert.ok(counters.length >= 5, `counters: ${counters.join(',')}`);
   for (const n of counters) assert.match(n, /^meshprobe_[a-z0-9_]+_total$/, `counter ${n} ends in _total`);
   for (const s of samples) {
     const fam = [...types.keys()].find(
@@ -238,8 +243,8 @@ test('/metrics while measuring: promtool-clean, exact counts per view, loopback 
   assert.deepEqual(listeners(port), ['127.0.0.1']);
   const others = Object.values(networkInterfaces())
     .flat()
-    .filter((a) => a && !a.internal && a.family === 'IPv4')
-    .map((a) => a!.address);
+    .filter((a): a is NetworkInterfaceInfo => a !== undefined && !a.internal && a.family === 'IPv4')
+    .map((a) => a.address);
   for (const addr of others)
     assert.equal(await tryConnect(addr, port), 'ECONNREFUSED', `/metrics reachable on ${addr}`);
   t.diagnostic(
@@ -249,8 +254,9 @@ test('/metrics while measuring: promtool-clean, exact counts per view, loopback 
   await server.stop();
   const exit = await probe.stop('SIGINT');
   assert.equal(exit.code, 0, exit.stderr);
-  assert.equal(exit.report?.metrics.client.total_requests, client.requests);
-  assert.ok(exit.report.exports?.prometheus?.scrapes >= 1, JSON.stringify(exit.report.exports));
+  assert.ok(exit.report, `no report: ${exit.stderr}`);
+  assert.equal(exit.report.metrics.client.total_requests, client.requests);
+  assert.ok((exit.report.exports?.prometheus?.scrapes ?? 0) >= 1, JSON.stringify(exit.report.exports));
   assert.deepEqual(await stillLoaded(ours), [], "the probe's programs are gone after it exits");
 });
 
@@ -294,7 +300,7 @@ test('a real Prometheus scraping during traffic: histogram_quantile(0.99) agrees
   const stored = raw.data.result[0].values.map(([, v]) => Number(v));
   assert.ok(
     stored.some((v) => v > 0 && v < N),
-    `a scrape during the traffic (${trafficS} s): ${stored}`,
+    `a scrape during the traffic (${trafficS} s): ${stored.join(',')}`,
   );
 
   await server.stop();
@@ -341,13 +347,22 @@ test('a real Prometheus scraping during traffic: histogram_quantile(0.99) agrees
 test('--port already in use: exit 2, one line naming --port, nothing loaded', async (t) => {
   if (!needsRoot(t)) return;
   const before = latencyIds();
-  if (before.size) t.diagnostic(`latency programs of another run loaded: ${loadedPrograms('latency')}`);
+  if (before.size) t.diagnostic(`latency programs of another run loaded: ${loadedPrograms('latency').join(',')}`);
   const blocker: Server = createServer();
   await new Promise<void>((res, rej) => {
     blocker.once('error', rej);
-    blocker.listen(0, '127.0.0.1', () => res());
+    blocker.listen(0, '127.0.0.1', () => {
+      res();
+    });
   });
-  t.after(() => new Promise<void>((res) => blocker.close(() => res())));
+  t.after(
+    () =>
+      new Promise<void>((res) => {
+        blocker.close(() => {
+          res();
+        });
+      }),
+  );
   const port = (blocker.address() as { port: number }).port;
   const output = join(tempDir(), 'report.json');
 

@@ -78,7 +78,7 @@ function parseLabels(s: string, line: number): [Record<string, string>, string] 
     i += m[0].length;
     let v = '';
     for (;;) {
-      const c = s[i++];
+      const c = s.at(i++); // undefined past the end
       assert.ok(c !== undefined && c !== '\n', `line ${line}: unterminated label value`);
       if (c === '"') break;
       if (c === '\\') {
@@ -100,6 +100,13 @@ function parseLabels(s: string, line: number): [Record<string, string>, string] 
  * contiguous group; histograms: per series, le increasing, counts cumulative,
  * le="+Inf" last and equal to _count, _sum present.
  */
+/** The family `name` of a parsed exposition; fails the test when there is none. */
+function family(fams: Map<string, ParsedFamily>, name: string): ParsedFamily {
+  const f = fams.get(name);
+  assert.ok(f, `family ${name}`);
+  return f;
+}
+
 function parseExposition(text: string): Map<string, ParsedFamily> {
   assert.ok(text.endsWith('\n'), 'the exposition ends with a newline');
   const families = new Map<string, ParsedFamily>();
@@ -157,7 +164,8 @@ function parseExposition(text: string): Map<string, ParsedFamily> {
     if (f.type !== 'histogram') continue;
     const series = new Map<string, { le: [number, number][]; sum?: number; count?: number }>();
     for (const s of f.samples) {
-      const { le, ...rest } = s.labels;
+      const labels: Record<string, string | undefined> = s.labels; // a parsed line may lack le
+      const { le, ...rest } = labels;
       const key = JSON.stringify(Object.entries(rest).sort());
       const e = series.get(key) ?? { le: [] };
       series.set(key, e);
@@ -301,7 +309,7 @@ test('renderPrometheus passes promtool check metrics and a strict structural che
       'meshprobe_build_info',
     ],
   );
-  const req = fams.get('meshprobe_request_duration_seconds')!;
+  const req = family(fams, 'meshprobe_request_duration_seconds');
   assert.equal(req.type, 'histogram');
   assert.equal(req.help, 'Request latency\nas the client sees it (C:\\ paths too)');
   const inf = req.samples.filter((s) => s.labels.le === '+Inf');
@@ -323,12 +331,14 @@ test('renderPrometheus passes promtool check metrics and a strict structural che
     ),
     text,
   );
-  const conn = fams.get('meshprobe_connect_duration_seconds')!;
-  assert.deepEqual(Object.keys(conn.samples.at(-1)!.labels).sort(), ['_0bad', '_reserved', 'exported_le', 'peer_addr']);
-  assert.equal(fams.get('meshprobe_requests_total')!.type, 'counter');
-  assert.equal(fams.get('meshprobe_drops_total')!.samples[0].value, 0);
-  assert.equal(fams.get('meshprobe_ring_fill_ratio')!.type, 'gauge');
-  const info = fams.get('meshprobe_build_info')!;
+  const conn = family(fams, 'meshprobe_connect_duration_seconds');
+  const lastConn = conn.samples.at(-1);
+  assert.ok(lastConn, 'meshprobe_connect_duration_seconds has samples');
+  assert.deepEqual(Object.keys(lastConn.labels).sort(), ['_0bad', '_reserved', 'exported_le', 'peer_addr']);
+  assert.equal(family(fams, 'meshprobe_requests_total').type, 'counter');
+  assert.equal(family(fams, 'meshprobe_drops_total').samples[0].value, 0);
+  assert.equal(family(fams, 'meshprobe_ring_fill_ratio').type, 'gauge');
+  const info = family(fams, 'meshprobe_build_info');
   assert.equal(info.type, 'gauge');
   assert.deepEqual(info.samples[0].labels, {
     host: 'node-1',
@@ -337,7 +347,8 @@ test('renderPrometheus passes promtool check metrics and a strict structural che
     version: '0.1.0',
   });
   assert.equal(info.samples[0].value, 1);
-  const sumLine = text.split('\n').find((l) => l.startsWith('meshprobe_request_duration_seconds_sum{method="GET"'))!;
+  const sumLine = text.split('\n').find((l) => l.startsWith('meshprobe_request_duration_seconds_sum{method="GET"'));
+  assert.ok(sumLine, 'a _sum line for method="GET"');
   const h0 = m.histograms[0].hist;
   assert.equal(Number(sumLine.split(' ').pop()), h0.sum_ns / 1e9);
 
@@ -372,12 +383,12 @@ test('renderPrometheus passes promtool check metrics and a strict structural che
 test('bucket math: cumulative counts per le from histogramOf of known values', () => {
   // values (ns) ≥ 1 % away from every bound, so the midpoint rule cannot move them
   const values = [
-    ...Array(3).fill(30_000),
-    ...Array(2).fill(70_000),
+    ...Array<number>(3).fill(30_000),
+    ...Array<number>(2).fill(70_000),
     200_000,
-    ...Array(4).fill(400_000),
-    ...Array(5).fill(2_000_000),
-    ...Array(2).fill(7_000_000),
+    ...Array<number>(4).fill(400_000),
+    ...Array<number>(5).fill(2_000_000),
+    ...Array<number>(2).fill(7_000_000),
     40_000_000,
     3e9,
     45e9,
@@ -385,7 +396,9 @@ test('bucket math: cumulative counts per le from histogramOf of known values', (
     1e11, // the overflow bucket (≥ 2^36 ns)
   ];
   const h = H.histogramOf(values);
-  assert.equal(h.buckets.at(-1)![0], H.overflowIndex());
+  const lastBucket = h.buckets.at(-1);
+  assert.ok(lastBucket, 'a bucket');
+  assert.equal(lastBucket[0], H.overflowIndex());
   const expected: [number, number][] = [
     [0.00005, 3],
     [0.0001, 5],
@@ -578,7 +591,10 @@ function get(
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('end', () => {
+          if (res.statusCode === undefined) reject(new Error(`${path}: a response without a status code`));
+          else resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) });
+        });
         res.on('error', reject);
       },
     );
@@ -591,7 +607,9 @@ function listen(host: string): Promise<Server> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
-    s.listen(0, host, () => resolve(s));
+    s.listen(0, host, () => {
+      resolve(s);
+    });
   });
 }
 
@@ -606,7 +624,9 @@ function tryConnect(host: string, port: number): Promise<string> {
       s.destroy();
       resolve('connected');
     });
-    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      resolve(e.code ?? 'error');
+    });
   });
 }
 
@@ -630,6 +650,7 @@ test('exporter HTTP: /metrics, /, 404, HEAD, gzip, a port in use, loopback by de
       return m;
     },
     version: '9.9.9',
+    renderEveryMs: 0, // every scrape renders: the failure below is the next scrape's
   });
   await exporter.start();
   t.after(() => exporter.close());
@@ -659,7 +680,7 @@ test('exporter HTTP: /metrics, /, 404, HEAD, gzip, a port in use, loopback by de
   assert.equal((await get(port, '/metrics', { method: 'POST' })).status, 405);
   fail = true;
   assert.equal((await get(port, '/metrics')).status, 500);
-  assert.deepEqual(exporter.stats(), { scrapes: 3, errors: 1 });
+  assert.deepEqual(exporter.stats(), { scrapes: 3, errors: 1, renders: 3 });
   fail = false;
 
   // not reachable on another local address (all of 127/8 is local on Linux;
@@ -672,7 +693,14 @@ test('exporter HTTP: /metrics, /, 404, HEAD, gzip, a port in use, loopback by de
 
   // a port in use
   const taken = await listen('127.0.0.1');
-  t.after(() => new Promise<void>((res) => taken.close(() => res())));
+  t.after(
+    () =>
+      new Promise<void>((res) => {
+        taken.close(() => {
+          res();
+        });
+      }),
+  );
   const takenPort = (taken.address() as { port: number }).port;
   const clash = new PrometheusExporter({ port: takenPort, collect: () => m });
   await assert.rejects(clash.start(), (e: unknown) => {
@@ -707,11 +735,43 @@ test('exporter HTTP: /metrics, /, 404, HEAD, gzip, a port in use, loopback by de
 
   // close() ends keep-alive connections too, promptly
   const agent = new Agent({ keepAlive: true });
-  t.after(() => agent.destroy());
+  t.after(() => {
+    agent.destroy();
+  });
   assert.equal((await get(port, '/metrics', { agent })).status, 200);
   const t0 = Date.now();
   await exporter.close();
   assert.ok(Date.now() - t0 < 2000, `close took ${Date.now() - t0} ms`);
   assert.equal(await tryConnect('127.0.0.1', port), 'ECONNREFUSED');
   await exporter.close(); // twice: fine
+});
+
+test('50 concurrent scrapers cost one rendering; a rendering serves scrapes for renderEveryMs, then a new one', async (t) => {
+  let collects = 0;
+  const exporter = new PrometheusExporter({
+    port: 0,
+    collect: () => {
+      collects++;
+      return metricSet({ counters: [{ name: 'requests', help: 'Requests', labels: {}, value: collects }] });
+    },
+    renderEveryMs: 500,
+  });
+  await exporter.start();
+  t.after(() => exporter.close());
+  const { port } = exporter.address();
+  const bodies = await Promise.all(
+    Array.from({ length: 50 }, (_, i) =>
+      get(port, '/metrics', i % 2 ? { headers: { 'accept-encoding': 'gzip' } } : {}).then((r) => {
+        assert.equal(r.status, 200);
+        return (r.headers['content-encoding'] === 'gzip' ? gunzipSync(r.body) : r.body).toString();
+      }),
+    ),
+  );
+  assert.equal(collects, 1, 'one collection for all 50');
+  assert.equal(new Set(bodies).size, 1, 'every scraper got the same text');
+  assert.match(bodies[0], /^meshprobe_requests_total 1$/m);
+  await new Promise((r) => setTimeout(r, 600));
+  const later = await get(port, '/metrics');
+  assert.match(later.body.toString(), /^meshprobe_requests_total 2$/m, 'after renderEveryMs, fresh figures');
+  assert.deepEqual(exporter.stats(), { scrapes: 51, errors: 0, renders: 2 });
 });

@@ -1,4 +1,4 @@
-// TLS handshake time (bpf/tls.bpf.h, built alone as build/bpf/tls_dev.bpf.o),
+// TLS handshake time (bpf/tls.bpf.c, linked alone as build/bpf/tls_dev.bpf.o),
 // against real TLS peers on loopback:
 //   curl -> nginx (TLS 1.3, then 1.2): every handshake caught once per side by
 //     the socket-level source and by the libssl uprobes; the client-side p50
@@ -23,8 +23,8 @@
 // p50 of that interval.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { join } from 'node:path';
@@ -38,42 +38,47 @@ import { onProcessExit } from './helpers/netns.js';
 import {
   median,
   us,
-  run,
   runAsync,
-  makeCert,
-  Proc,
   spawnServer,
   waitListening,
-  startNginx,
   CurlRun,
-  traceTimeNs,
   curlOnce,
   chunkingProxy,
   tlsNginx,
 } from './helpers/tls.js';
 
-import { STAT__COUNT, STAT_TLS_HELLO } from '../src/records.js';
+import {
+  AF_INET,
+  HDR_FAMILY,
+  HDR_KIND,
+  HDR_ROLE,
+  HDR_TGID,
+  MEAS_AT_NS,
+  MEAS_DETAIL,
+  MEAS_LPORT,
+  MEAS_METRIC,
+  MEAS_NETNS,
+  MEAS_RADDR,
+  MEAS_RESULT,
+  MEAS_RPORT,
+  MEAS_VALUE,
+  METRIC_TLS,
+  METRIC_TLS_LIBSSL,
+  PERF_HDR_SIZE,
+  PERF_LOST_LOST_OFF,
+  PERF_RECORD_LOST,
+  PERF_RECORD_SAMPLE,
+  PERF_SAMPLE_RAW_OFF,
+  PERF_SIZE_OFF,
+  PERF_TYPE_OFF,
+  REC_MEASURE,
+  ROLE_CLIENT,
+  ROLE_SERVER,
+  STAT__COUNT,
+  STAT_NAMES,
+} from '../src/records.js';
 
 const CGROUP_ROOT = '/sys/fs/cgroup/unified';
-const MP_REC_MEASURE = 4;
-const MP_METRIC_TLS = 3;
-const MP_METRIC_TLS_LIBSSL = 4;
-const ROLE_CLIENT = 1;
-const ROLE_SERVER = 2;
-const PERF_RECORD_SAMPLE = 9;
-const PERF_RECORD_LOST = 2;
-/** the TLS counters of the stats map, MP_STAT_TLS_* in bpf/records.h, from STAT_TLS_HELLO on */
-const TLS_STATS = [
-  'hello',
-  'done',
-  'lost_sync',
-  'gap',
-  'split_hdr',
-  'aborted',
-  'no_version',
-  'libssl_done',
-  'libssl_no_role',
-] as const;
 const RUNS = 60;
 
 interface Measure {
@@ -92,8 +97,14 @@ interface Measure {
   raddr: string;
 }
 
+/** v, which the caller knows is there */
+function defined(v: number | undefined, what: string): number {
+  assert.ok(v !== undefined, `${what} missing`);
+  return v;
+}
+
 function addrText(b: Uint8Array, family: number): string {
-  if (family === 2) return [...b.subarray(0, 4)].join('.');
+  if (family === AF_INET) return [...b.subarray(0, 4)].join('.');
   const words: string[] = [];
   for (let i = 0; i < 16; i += 2) words.push(((b[i] << 8) | b[i + 1]).toString(16));
   return words.join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
@@ -130,26 +141,26 @@ class TlsDevProbe {
     for (;;) {
       const n = this.reader.drain(this.buf);
       if (n === 0) return out;
-      for (let off = 0; off + 8 <= n;) {
-        const type = dv.getUint32(off, true);
-        const size = dv.getUint16(off + 6, true);
+      for (let off = 0; off + PERF_HDR_SIZE <= n;) {
+        const type = dv.getUint32(off + PERF_TYPE_OFF, true);
+        const size = dv.getUint16(off + PERF_SIZE_OFF, true);
         if (size === 0) throw new Error('perf record of size 0');
-        if (type === PERF_RECORD_LOST) this.lost += Number(dv.getBigUint64(off + 16, true));
-        if (type === PERF_RECORD_SAMPLE && this.buf[off + 12] === MP_REC_MEASURE) {
-          const d = off + 12;
+        if (type === PERF_RECORD_LOST) this.lost += Number(dv.getBigUint64(off + PERF_LOST_LOST_OFF, true));
+        const d = off + PERF_SAMPLE_RAW_OFF; // struct mp_measure_rec
+        if (type === PERF_RECORD_SAMPLE && this.buf[d + HDR_KIND] === REC_MEASURE) {
           out.push({
-            role: this.buf[d + 2],
-            family: this.buf[d + 3],
-            tgid: dv.getUint32(d + 4, true),
-            valueNs: Number(dv.getBigUint64(d + 16, true)),
-            atNs: dv.getBigUint64(d + 24, true),
-            netns: dv.getUint32(d + 32, true),
-            lport: dv.getUint16(d + 36, true),
-            rport: dv.getUint16(d + 38, true),
-            metric: this.buf[d + 40],
-            result: this.buf[d + 41],
-            detail: this.buf[d + 42],
-            raddr: addrText(this.buf.subarray(d + 48, d + 64), this.buf[d + 3]),
+            role: this.buf[d + HDR_ROLE],
+            family: this.buf[d + HDR_FAMILY],
+            tgid: dv.getUint32(d + HDR_TGID, true),
+            valueNs: Number(dv.getBigUint64(d + MEAS_VALUE, true)),
+            atNs: dv.getBigUint64(d + MEAS_AT_NS, true),
+            netns: dv.getUint32(d + MEAS_NETNS, true),
+            lport: dv.getUint16(d + MEAS_LPORT, true),
+            rport: dv.getUint16(d + MEAS_RPORT, true),
+            metric: this.buf[d + MEAS_METRIC],
+            result: this.buf[d + MEAS_RESULT],
+            detail: this.buf[d + MEAS_DETAIL],
+            raddr: addrText(this.buf.subarray(d + MEAS_RADDR, d + MEAS_RADDR + 16), this.buf[d + HDR_FAMILY]),
           });
         }
         off += size;
@@ -157,9 +168,14 @@ class TlsDevProbe {
     }
   }
 
+  /** the TLS counters of the stats map (MP_STAT_TLS_* in bpf/records.h), named without their "tls_" */
   stats(): Record<string, number> {
     const v = this.obj.readPercpuArray('stats', STAT__COUNT);
-    return Object.fromEntries(TLS_STATS.map((name, i) => [name, Number(v[STAT_TLS_HELLO + i])]));
+    return Object.fromEntries(
+      STAT_NAMES.flatMap((name, i): [string, number][] =>
+        name.startsWith('tls_') ? [[name.slice('tls_'.length), Number(v[i])]] : [],
+      ),
+    );
   }
 
   close(): void {
@@ -228,8 +244,8 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
       const pids = new Set(runs.map((r) => r.pid));
 
       // socket level: one record per run and side, on the run's own socket, version seen
-      const cli = recs.filter((r) => r.metric === MP_METRIC_TLS && r.rport === port && lports.has(r.lport));
-      const srv = recs.filter((r) => r.metric === MP_METRIC_TLS && r.lport === port && lports.has(r.rport));
+      const cli = recs.filter((r) => r.metric === METRIC_TLS && r.rport === port && lports.has(r.lport));
+      const srv = recs.filter((r) => r.metric === METRIC_TLS && r.lport === port && lports.has(r.rport));
       assert.equal(cli.filter((r) => r.role === ROLE_CLIENT).length, n, 'client-side socket records');
       assert.equal(srv.filter((r) => r.role === ROLE_SERVER).length, n, 'server-side socket records');
       assert.equal(cli.length + srv.length, 2 * n, 'no record with a wrong role');
@@ -262,28 +278,33 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
       );
 
       // libssl: curl's SSL_connect (client, its PID), nginx's SSL_do_handshake (server, after SSL_set_accept_state)
-      const sslCli = recs.filter((r) => r.metric === MP_METRIC_TLS_LIBSSL && pids.has(r.tgid));
+      const sslCli = recs.filter((r) => r.metric === METRIC_TLS_LIBSSL && pids.has(r.tgid));
       assert.equal(sslCli.length, n, 'libssl records of curl');
       assert.ok(
         sslCli.every((r) => r.role === ROLE_CLIENT),
         'curl is the client',
       );
       assert.equal(new Set(sslCli.map((r) => r.tgid)).size, n, 'one per curl process');
-      const sslSrv = recs.filter((r) => r.metric === MP_METRIC_TLS_LIBSSL && r.tgid === nginx.pid);
+      const sslSrv = recs.filter((r) => r.metric === METRIC_TLS_LIBSSL && r.tgid === nginx.pid);
       assert.equal(sslSrv.length, n, 'libssl records of nginx');
       assert.ok(
         sslSrv.every((r) => r.role === ROLE_SERVER),
         'nginx is the server',
       );
 
-      const ours = (rs: CurlRun[]) => rs.map((r) => ofRun.get(r)!.valueNs);
+      const ourNs = (r: CurlRun): number => {
+        const m = ofRun.get(r);
+        assert.ok(m, 'a client record for every curl run');
+        return m.valueNs;
+      };
+      const ours = (rs: CurlRun[]) => rs.map(ourNs);
       const oursPlain = median(ours(plain));
       const curlPlain = median(plain.map((r) => r.appMinusConnectNs));
       const oursTraced = median(ours(traced));
-      const curlHello = median(traced.map((r) => r.helloToEndNs!));
-      const setup = median(traced.map((r) => r.connectToHelloNs!));
+      const curlHello = median(traced.map((r) => defined(r.helloToEndNs, "curl's ClientHello->end")));
+      const setup = median(traced.map((r) => defined(r.connectToHelloNs, "curl's connect->ClientHello")));
       // what curl's appconnect - connect holds besides the handshake itself
-      const rest = plain.map((r) => r.appMinusConnectNs - ofRun.get(r)!.valueNs);
+      const rest = plain.map((r) => r.appMinusConnectNs - ourNs(r));
       t.diagnostic(
         `TLS 1.${version} client p50: ours ${us(oursPlain)} vs curl appconnect-connect ${us(curlPlain)} ` +
           `(plain runs; the difference, p50 ${us(median(rest))}, min ${us(Math.min(...rest))}, is curl's own work before its ClientHello ` +
@@ -307,7 +328,7 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
       // the handshake lies inside curl's connect -> appconnect, every time
       assert.ok(
         rest.every((x) => x > 0),
-        `ours longer than curl's appconnect-connect: ${rest.filter((x) => x <= 0).map(us)}`,
+        `ours longer than curl's appconnect-connect: ${String(rest.filter((x) => x <= 0).map(us))}`,
       );
     });
   }
@@ -319,7 +340,7 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
       for (let i = 0; i < 10; i++) runs.push(curlOnce(port, version, false, '[::1]'));
       await sleep(200);
       const lports = new Set(runs.map((r) => r.lport));
-      const recs = probe.drain().filter((r) => r.metric === MP_METRIC_TLS);
+      const recs = probe.drain().filter((r) => r.metric === METRIC_TLS);
       const cli = recs.filter((r) => r.role === ROLE_CLIENT && r.rport === port && lports.has(r.lport));
       const srv = recs.filter((r) => r.role === ROLE_SERVER && r.lport === port && lports.has(r.rport));
       assert.equal(cli.length, runs.length, `TLS 1.${version} client records`);
@@ -364,7 +385,7 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
             new RegExp(`CONNECTION ESTABLISHED[\\s\\S]*Protocol version: TLSv1\\.${version}`),
             r.stderr,
           );
-          clients.push(r.pid!);
+          clients.push(r.pid);
         }
         // and a resumed (abbreviated) handshake: the first run keeps its session
         // (stdin stays open a moment so that a TLS 1.3 ticket arrives), the second offers it
@@ -383,9 +404,9 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
         const total = per + 2;
         await sleep(200);
         const all = probe.drain();
-        const recs = all.filter((r) => r.metric === MP_METRIC_TLS);
+        const recs = all.filter((r) => r.metric === METRIC_TLS);
         // libssl: s_client's handshake runs inside SSL_read/SSL_write (no SSL_connect/SSL_do_handshake)
-        const ssl = all.filter((r) => r.metric === MP_METRIC_TLS_LIBSSL);
+        const ssl = all.filter((r) => r.metric === METRIC_TLS_LIBSSL);
         t.diagnostic(
           `TLS 1.${version} libssl records: s_client ${ssl.filter((r) => clients.includes(r.tgid)).length}, ` +
             `s_server ${ssl.filter((r) => r.tgid === server.pid).length}`,
@@ -424,7 +445,7 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
             r.stderr,
           );
           await sleep(300);
-          const recs = probe.drain().filter((x) => x.metric === MP_METRIC_TLS);
+          const recs = probe.drain().filter((x) => x.metric === METRIC_TLS);
           // s_client -> proxy, and proxy -> s_server: a client and a server record on each leg
           const legs = [
             recs.filter((x) => x.role === ROLE_CLIENT && x.rport === proxy.port),
@@ -474,7 +495,7 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
             r.stderr,
           );
           await sleep(300);
-          const recs = probe.drain().filter((x) => x.metric === MP_METRIC_TLS);
+          const recs = probe.drain().filter((x) => x.metric === METRIC_TLS);
           const legs = [
             recs.filter((x) => x.role === ROLE_CLIENT && x.rport === cut.port),
             recs.filter((x) => x.role === ROLE_SERVER && x.lport === cut.port),
@@ -536,7 +557,7 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
         // the per-CPU rings come in any order: by time, 1.3 then 1.2
         const recs = probe
           .drain()
-          .filter((r) => r.metric === MP_METRIC_TLS)
+          .filter((r) => r.metric === METRIC_TLS)
           .sort((a, b) => (a.atNs < b.atNs ? -1 : a.atNs > b.atNs ? 1 : 0));
         const cli = recs.filter((r) => r.role === ROLE_CLIENT && r.rport === mport);
         const srv = recs.filter((r) => r.role === ROLE_SERVER && r.lport === mport);
@@ -560,7 +581,11 @@ test('TLS handshake time: socket-level records and libssl uprobes against curl/n
           'the server records name the client ports',
         );
       } finally {
-        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await new Promise<void>((resolve) =>
+          server.close(() => {
+            resolve();
+          }),
+        );
       }
     },
   );
@@ -638,7 +663,11 @@ async function serverHelloCutProxy(
     cuts: () => cuts,
     close: () => {
       for (const x of sockets) x.destroy();
-      return new Promise<void>((resolve) => server.close(() => resolve()));
+      return new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
     },
   };
 }

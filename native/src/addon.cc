@@ -6,6 +6,7 @@
 #include "errors.h"
 #include "kernel_probe.h"
 #include "perf_reader.h"
+#include "process.h"
 
 namespace meshprobe {
 
@@ -21,6 +22,7 @@ class Addon : public Napi::Addon<Addon> {
                              InstanceMethod<&Addon::Version>("libbpfVersion"),
                              InstanceMethod<&Addon::Cpus>("possibleCpus"),
                              InstanceMethod<&Addon::Debug>("setDebug"),
+                             InstanceMethod<&Addon::ParentDeath>("setParentDeathSignal"),
                          });
   }
 
@@ -30,6 +32,7 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value Atomics(const Napi::CallbackInfo &info) { return AtomicsSupported(info); }
   Napi::Value Cpus(const Napi::CallbackInfo &info) { return PossibleCpus(info); }
   Napi::Value Debug(const Napi::CallbackInfo &info) { return SetDebug(info); }
+  Napi::Value ParentDeath(const Napi::CallbackInfo &info) { return SetParentDeathSignal(info); }
 };
 
 }  // namespace meshprobe

@@ -95,18 +95,24 @@ interface Picked {
   meshProcessingMs?: number;
 }
 
+const isRecord = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null;
+
 function meshProcessing(probe: ProbeReport, service?: string): number | undefined {
   const o = probe.overhead;
   if (!o) return undefined;
   if (service && Array.isArray(o.by_service)) {
-    const s = (o.by_service as Record<string, unknown>[]).find((x) => x && x.service === service);
-    if (s && typeof s.mesh_processing_ms === 'number') return s.mesh_processing_ms;
+    const s = (o.by_service as unknown[]).find((x) => isRecord(x) && x.service === service);
+    if (isRecord(s) && typeof s.mesh_processing_ms === 'number') return s.mesh_processing_ms;
   }
   return typeof o.mesh_processing_ms === 'number' ? o.mesh_processing_ms : undefined;
 }
 
 function pick(entries: ProbeService[], want: Role, probe: ProbeReport): Picked | undefined {
-  const best = (role: Role) => entries.filter((e) => e.role === role).sort((a, b) => b.requests - a.requests)[0];
+  const best = (role: Role) =>
+    entries
+      .filter((e) => e.role === role)
+      .sort((a, b) => b.requests - a.requests)
+      .at(0);
   const e = best(want) ?? best(want === 'server' ? 'client' : 'server');
   if (!e) return undefined;
   return {
@@ -119,21 +125,19 @@ function pick(entries: ProbeService[], want: Role, probe: ProbeReport): Picked |
 }
 
 function pickWhole(probe: ProbeReport, want: Role): Picked | undefined {
-  const v = probe.views[want]?.requests
-    ? want
-    : probe.views[want === 'server' ? 'client' : 'server']?.requests
-      ? want === 'server'
-        ? 'client'
-        : 'server'
-      : undefined;
-  if (!v) return undefined;
-  return {
-    figures: probe.views[v]!,
-    view: v,
-    probeService: WHOLE_PROBE,
-    fellBack: v !== want,
-    meshProcessingMs: meshProcessing(probe),
-  };
+  for (const v of [want, want === 'server' ? 'client' : 'server'] as const) {
+    const figures = probe.views[v];
+    if (figures?.requests) {
+      return {
+        figures,
+        view: v,
+        probeService: WHOLE_PROBE,
+        fellBack: v !== want,
+        meshProcessingMs: meshProcessing(probe),
+      };
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -258,7 +262,7 @@ function explainMore(c: CauseCtx): string {
   } else {
     s = `the mesh's figure covers more than the kernel's ${view} view`;
   }
-  if (c.p.meshProcessingMs !== undefined && c.p.meshProcessingMs !== null) {
+  if (c.p.meshProcessingMs !== undefined) {
     s += ` (the probe's overhead analysis puts the mesh at ${fmt(c.p.meshProcessingMs)} ms per request on average)`;
   }
   return s;
@@ -506,53 +510,103 @@ export function analyze(opts: AnalyzeOptions): AnalysisReport {
     [...(opts.serviceMap ?? new Map<string, string>())].map(([k, v]) => [k.toLowerCase(), v.toLowerCase()]),
   );
   const notes = [...(opts.notes ?? [])];
-  const usedProbe = new Set<ProbeService>();
-  const usedMap = new Set<string>();
-
-  interface Pending {
-    key: string;
-    service: string;
-    entries: ProbeService[];
-    mesh: { h: MeshHistogram; input: MeshInput }[];
-    whole: boolean;
+  const display = displayName(opts.mesh);
+  const pairing = pairHistograms(opts, map, display);
+  const services: ServiceComparison[] = [];
+  let paired = 0;
+  for (const c of pairing.comparisons.values()) {
+    const compared = compareService(c, opts, display, notes);
+    paired += compared.paired;
+    services.push(compared.comparison);
   }
-  const comparisons = new Map<string, Pending>();
-  const get = (key: string, service: string, entries: ProbeService[], whole = false) => {
-    let c = comparisons.get(key);
-    if (!c) comparisons.set(key, (c = { key, service, entries, mesh: [], whole }));
-    return c;
+  notes.push(...pairingNotes(opts, map, pairing));
+  if (paired === 0) throw nothingToCompare(opts);
+  services.sort((a, b) => Number(b.ebpf.length > 0) - Number(a.ebpf.length > 0) || a.service.localeCompare(b.service));
+  return {
+    tool: 'analyze-latency',
+    report_version: 1,
+    generated_at: (opts.now ?? new Date()).toISOString(),
+    inputs: opts.inputs,
+    services,
+    ...(probe.overhead ? { overhead_analysis: probe.overhead } : {}),
+    notes,
+    windows: {
+      ...(probe.startedAt ? { ebpf_start: probe.startedAt.toISOString() } : {}),
+      ...(probe.durationS !== undefined ? { ebpf_duration_s: probe.durationS } : {}),
+      ...(opts.live ? { prometheus_range_s: opts.live.rangeS, prometheus_time: opts.live.time.toISOString() } : {}),
+    },
   };
+}
 
-  // the same name in two namespaces: show the namespace
+/** A mesh service's name as the report shows it: with its namespace when two namespaces have that name. */
+function displayName(mesh: MeshInput[]): (h: MeshHistogram) => string {
   const nsOf = new Map<string, Set<string>>();
-  for (const inp of opts.mesh)
+  for (const inp of mesh)
     for (const h of inp.histograms)
       if (h.name) {
         const s = nsOf.get(h.name) ?? new Set<string>();
         s.add(h.namespace ?? '');
         nsOf.set(h.name, s);
       }
-  const display = (h: MeshHistogram) =>
+  return (h) =>
     h.name && (nsOf.get(h.name)?.size ?? 0) > 1 && h.namespace ? `${h.name}.${h.namespace}` : (h.name ?? WHOLE_PROBE);
+}
 
-  const wholeSources = new Set<string>();
-  const empty: string[] = [];
+/** One comparison to make: mesh histograms and the probe services they match (or the whole probe). */
+interface Pending {
+  key: string;
+  service: string;
+  entries: ProbeService[];
+  mesh: { h: MeshHistogram; input: MeshInput }[];
+  whole: boolean;
+}
+
+/** The mesh histograms put with the probe services they name, and what was left over. */
+interface Pairing {
+  comparisons: Map<string, Pending>;
+  /** mesh sources whose histograms name no service (compared with the whole probe) */
+  wholeSources: Set<string>;
+  /** histograms with no requests, left out */
+  empty: string[];
+  usedProbe: Set<ProbeService>;
+  /** --service-map targets that matched */
+  usedMap: Set<string>;
+}
+
+function pairHistograms(
+  opts: AnalyzeOptions,
+  map: ReadonlyMap<string, string>,
+  display: (h: MeshHistogram) => string,
+): Pairing {
+  const { probe } = opts;
+  const pairing: Pairing = {
+    comparisons: new Map(),
+    wholeSources: new Set(),
+    empty: [],
+    usedProbe: new Set(),
+    usedMap: new Set(),
+  };
+  const get = (key: string, service: string, entries: ProbeService[], whole = false) => {
+    let c = pairing.comparisons.get(key);
+    if (!c) pairing.comparisons.set(key, (c = { key, service, entries, mesh: [], whole }));
+    return c;
+  };
   for (const inp of opts.mesh) {
     for (const h of inp.histograms) {
       if (requestsOf(h) === 0) {
-        empty.push(`${label(h)} for ${h.name ? display(h) : 'all traffic'}`);
+        pairing.empty.push(`${label(h)} for ${h.name ? display(h) : 'all traffic'}`);
         continue;
       }
       if (!h.name) {
         get(WHOLE_PROBE, WHOLE_PROBE, [], true).mesh.push({ h, input: inp });
-        wholeSources.add(`${h.source} (${inp.input})`);
+        pairing.wholeSources.add(`${h.source} (${inp.input})`);
         continue;
       }
       const entries = probe.services.filter((p) => matches(h, p, map));
       for (const p of entries) {
-        usedProbe.add(p);
+        pairing.usedProbe.add(p);
         const mapped = map.get(p.service.toLowerCase()) ?? map.get(p.name.toLowerCase());
-        if (mapped !== undefined) usedMap.add(mapped);
+        if (mapped !== undefined) pairing.usedMap.add(mapped);
       }
       if (entries.length === 0) {
         get(`mesh\u0000${h.name}\u0000${h.namespace ?? ''}`, display(h), []).mesh.push({ h, input: inp });
@@ -564,58 +618,68 @@ export function analyze(opts: AnalyzeOptions): AnalysisReport {
       get(key, display(h), all).mesh.push({ h, input: inp });
     }
   }
+  return pairing;
+}
 
-  const services: ServiceComparison[] = [];
+/** One service: each mesh histogram beside the probe's view it is compared with, and their differences. */
+function compareService(
+  c: Pending,
+  opts: AnalyzeOptions,
+  display: (h: MeshHistogram) => string,
+  notes: string[],
+): { comparison: ServiceComparison; paired: number } {
+  const ebpf: EbpfView[] = [];
+  const mesh: MeshView[] = [];
+  const diffs: Difference[] = [];
   let paired = 0;
-  for (const c of comparisons.values()) {
-    const ebpf: EbpfView[] = [];
-    const mesh: MeshView[] = [];
-    const diffs: Difference[] = [];
-    for (const { h, input } of c.mesh) {
-      const mv = meshView(h, input.input);
-      mesh.push(mv);
-      const p = c.whole ? pickWhole(probe, roleFor(h)) : pick(c.entries, roleFor(h), probe);
-      if (!p) {
-        if (!c.whole) {
-          notes.push(
-            `${label(h)} for ${display(h)} (${fmtCount(mv.requests)} requests) matches no probe service: name it with --services, or pair it with --service-map PROBE_SERVICE=${h.name}`,
-          );
-        }
-        continue;
-      }
-      paired++;
-      const ev = ebpfView(p);
-      if (!ebpf.some((x) => x.view === ev.view && x.probe_service === ev.probe_service)) ebpf.push(ev);
-      diffs.push(...differences(h, input, p, mv, opts, c.service));
-      if (!c.whole && c.entries.filter((x) => x.role === p.view).length > 1) {
+  for (const { h, input } of c.mesh) {
+    const mv = meshView(h, input.input);
+    mesh.push(mv);
+    const p = c.whole ? pickWhole(opts.probe, roleFor(h)) : pick(c.entries, roleFor(h), opts.probe);
+    if (!p) {
+      if (!c.whole) {
         notes.push(
-          `${c.service}: several probe services of the ${p.view} side match it (${c.entries
-            .filter((x) => x.role === p.view)
-            .map((x) => x.service)
-            .join(', ')}); ${p.probeService}, with the most requests, is compared`,
+          `${label(h)} for ${display(h)} (${fmtCount(mv.requests)} requests) matches no probe service: name it with --services, or pair it with --service-map PROBE_SERVICE=${String(h.name)}`,
         );
       }
+      continue;
     }
-    services.push({ service: c.service, ebpf, mesh, differences: diffs });
+    paired++;
+    const ev = ebpfView(p);
+    if (!ebpf.some((x) => x.view === ev.view && x.probe_service === ev.probe_service)) ebpf.push(ev);
+    diffs.push(...differences(h, input, p, mv, opts, c.service));
+    const sameSide = c.entries.filter((x) => x.role === p.view);
+    if (!c.whole && sameSide.length > 1) {
+      notes.push(
+        `${c.service}: several probe services of the ${p.view} side match it (${sameSide.map((x) => x.service).join(', ')}); ${p.probeService}, with the most requests, is compared`,
+      );
+    }
   }
-  if (empty.length) {
+  return { comparison: { service: c.service, ebpf, mesh, differences: diffs }, paired };
+}
+
+/** What could not be paired or counted: empty histograms, unnamed ones, unmatched probe services and --service-map entries. */
+function pairingNotes(opts: AnalyzeOptions, map: ReadonlyMap<string, string>, pairing: Pairing): string[] {
+  const { probe } = opts;
+  const notes: string[] = [];
+  if (pairing.empty.length) {
     notes.push(
-      `no requests${opts.live ? ` in the ${fmt(opts.live.rangeS)} s range` : ''}, left out: ${empty.join(', ')}`,
+      `no requests${opts.live ? ` in the ${fmt(opts.live.rangeS)} s range` : ''}, left out: ${pairing.empty.join(', ')}`,
     );
   }
-  if (wholeSources.size) {
+  if (pairing.wholeSources.size) {
     notes.push(
-      `${[...wholeSources].join(', ')}: the histograms name no destination (only labels like method and reporter), so they are compared with the probe's whole client and server views; Hubble's labelsContext=source_namespace,source_workload,destination_namespace,destination_workload gives per-service figures`,
+      `${[...pairing.wholeSources].join(', ')}: the histograms name no destination (only labels like method and reporter), so they are compared with the probe's whole client and server views; Hubble's labelsContext=source_namespace,source_workload,destination_namespace,destination_workload gives per-service figures`,
     );
   }
-  const unusedProbe = probe.services.filter((p) => !usedProbe.has(p) && p.requests > 0);
+  const unusedProbe = probe.services.filter((p) => !pairing.usedProbe.has(p) && p.requests > 0);
   if (unusedProbe.length) {
     notes.push(
       `no mesh figures for the probe services ${unusedProbe.map((p) => `${p.service} (${p.role})`).join(', ')}; pair one with --service-map ${unusedProbe[0].service}=MESH_SERVICE`,
     );
   }
   for (const [k, v] of map) {
-    if (!usedMap.has(v)) {
+    if (!pairing.usedMap.has(v)) {
       const known = probe.services.some((p) => p.service.toLowerCase() === k || p.name.toLowerCase() === k);
       notes.push(
         known
@@ -632,32 +696,21 @@ export function analyze(opts: AnalyzeOptions): AnalysisReport {
         );
     }
   }
-  if (paired === 0) {
-    const probeNames = [...new Set(probe.services.map((p) => p.service))];
-    const meshNames = [
-      ...new Set(opts.mesh.flatMap((i) => i.histograms.map((h) => h.name).filter((n): n is string => !!n))),
-    ];
-    const err = new Error(
-      probe.services.length === 0 && !probe.views.client?.requests && !probe.views.server?.requests
-        ? `nothing to compare: the probe report ${probe.file} has no requests`
-        : `nothing to compare: no probe service matches a mesh service (probe: ${probeNames.slice(0, 6).join(', ') || 'none'}; mesh: ${meshNames.slice(0, 6).join(', ') || 'none'}); ` +
-            `name them alike with --services, or pair them with --service-map ${probeNames[0] ?? 'PROBE_SERVICE'}=${meshNames[0] ?? 'MESH_SERVICE'}`,
-    );
-    throw Object.assign(err, { code: 'MP_NOTHING_TO_COMPARE' });
-  }
-  services.sort((a, b) => Number(b.ebpf.length > 0) - Number(a.ebpf.length > 0) || a.service.localeCompare(b.service));
-  return {
-    tool: 'analyze-latency',
-    report_version: 1,
-    generated_at: (opts.now ?? new Date()).toISOString(),
-    inputs: opts.inputs,
-    services,
-    ...(probe.overhead ? { overhead_analysis: probe.overhead } : {}),
-    notes,
-    windows: {
-      ...(probe.startedAt ? { ebpf_start: probe.startedAt.toISOString() } : {}),
-      ...(probe.durationS !== undefined ? { ebpf_duration_s: probe.durationS } : {}),
-      ...(opts.live ? { prometheus_range_s: opts.live.rangeS, prometheus_time: opts.live.time.toISOString() } : {}),
-    },
-  };
+  return notes;
+}
+
+/** No mesh figure could be put beside the probe's: what each side names, and how to pair them. */
+function nothingToCompare(opts: AnalyzeOptions): Error {
+  const { probe } = opts;
+  const probeNames = [...new Set(probe.services.map((p) => p.service))];
+  const meshNames = [
+    ...new Set(opts.mesh.flatMap((i) => i.histograms.map((h) => h.name).filter((n): n is string => !!n))),
+  ];
+  const err = new Error(
+    probe.services.length === 0 && !probe.views.client?.requests && !probe.views.server?.requests
+      ? `nothing to compare: the probe report ${probe.file} has no requests`
+      : `nothing to compare: no probe service matches a mesh service (probe: ${probeNames.slice(0, 6).join(', ') || 'none'}; mesh: ${meshNames.slice(0, 6).join(', ') || 'none'}); ` +
+          `name them alike with --services, or pair them with --service-map ${probeNames[0] ?? 'PROBE_SERVICE'}=${meshNames[0] ?? 'MESH_SERVICE'}`,
+  );
+  return Object.assign(err, { code: 'MP_NOTHING_TO_COMPARE' });
 }

@@ -8,8 +8,8 @@
  * requests, requests_estimated, percentiles, mean_ms), duration_seconds and
  * timestamp (the start), and metrics.overhead_analysis, copied as it is.
  */
-import { usageError } from '../errors.js';
-import { jsonError } from './input.js';
+import { usageError, type MeshprobeError } from '../errors.js';
+import { jsonError, parseReportText, type ReportTextProblem } from '../input.js';
 import type { ServiceDef } from '../filter/services.js';
 
 export type Role = 'client' | 'server';
@@ -72,44 +72,7 @@ function figures(o: Record<string, unknown>, countKey: 'requests' | 'total_reque
 /** Parses a report (JSON) or a json-stream (NDJSON, its last summary line). */
 export function readProbeReport(text: string, file: string, services: readonly ServiceDef[] = []): ProbeReport {
   const what = `--ebpf-probe ${file}`;
-  if (text.trim() === '') throw usageError(`${what} is empty`);
-  let doc: unknown;
-  let streamLine: number | undefined;
-  try {
-    doc = JSON.parse(text);
-  } catch (e) {
-    // NDJSON: one object per line
-    const lines = text.split('\n');
-    let parsedAny = false;
-    for (let i = lines.length - 1; i >= 0; i--) {
-      const l = lines[i].trim();
-      if (!l) continue;
-      let o: unknown;
-      try {
-        o = JSON.parse(l);
-        if (!o || typeof o !== 'object' || Array.isArray(o)) throw new Error('not an object');
-      } catch {
-        if (i === lines.length - 1 || lines.slice(i + 1).every((x) => !x.trim())) continue; // a last line cut short
-        if (!parsedAny) throw jsonError(e as Error, text, what);
-        throw usageError(`${what} line ${i + 1}: not valid JSON`);
-      }
-      parsedAny = true;
-      if (o && typeof o === 'object' && (o as { type?: unknown }).type === 'summary') {
-        doc = o;
-        streamLine = i + 1;
-        break;
-      }
-    }
-    if (doc === undefined) {
-      if (!parsedAny) throw jsonError(e as Error, text, what);
-      throw usageError(
-        `${what} is a json-stream without its {"type":"summary"} line (did the probe end before writing it?): run it to the end, or use its --output report`,
-      );
-    }
-  }
-  if (!doc || typeof doc !== 'object' || Array.isArray(doc))
-    throw usageError(`${what} is not a latency-probe report (expected a JSON object)`);
-  const r = doc as Record<string, unknown>;
+  const { report: r, summaryLine } = parseReportText(text, (problem) => probeTextError(problem, text, what));
   const m = r.metrics;
   if (!m || typeof m !== 'object') throw usageError(`${what} has no "metrics": is it a latency-probe report?`);
   const metrics = m as Record<string, unknown>;
@@ -118,9 +81,51 @@ export function readProbeReport(text: string, file: string, services: readonly S
     const o = metrics[v];
     if (o && typeof o === 'object') views[v] = figures(o as Record<string, unknown>, 'total_requests');
   }
-  const list = Array.isArray(metrics.services) ? (metrics.services as unknown[]) : [];
-  const svc: ProbeService[] = [];
-  list.forEach((x, i) => {
+  const svc = probeServices(metrics.services, what, services);
+  shareViewHistograms(views, svc);
+  const started = typeof r.timestamp === 'string' ? new Date(r.timestamp) : undefined;
+  const durationS = num(r.duration_seconds);
+  const overhead = metrics.overhead_analysis;
+  return {
+    file,
+    probe: typeof r.probe === 'string' ? r.probe : 'latency-probe',
+    ...(started && !Number.isNaN(started.getTime()) ? { startedAt: started } : {}),
+    ...(durationS !== undefined ? { durationS } : {}),
+    views,
+    services: svc,
+    ...(overhead && typeof overhead === 'object' && !Array.isArray(overhead)
+      ? { overhead: overhead as Record<string, unknown> }
+      : {}),
+    ...(summaryLine !== undefined ? { streamLine: summaryLine } : {}),
+  };
+}
+
+/** What is wrong with the text of --ebpf-probe, as analyze-latency says it. */
+function probeTextError(problem: ReportTextProblem, text: string, what: string): MeshprobeError {
+  switch (problem.kind) {
+    case 'empty':
+      return usageError(`${what} is empty`);
+    case 'not-json':
+      return problem.line === undefined
+        ? jsonError(problem.error, text, what)
+        : usageError(`${what} line ${problem.line}: not valid JSON`);
+    case 'not-object':
+      return usageError(
+        problem.line === undefined
+          ? `${what} is not a latency-probe report (expected a JSON object)`
+          : `${what} line ${problem.line} is not a JSON object: not a latency-probe report`,
+      );
+    case 'no-summary':
+    case 'several-documents':
+      return usageError(
+        `${what} is a json-stream without its {"type":"summary"} line (did the probe end before writing it?): run it to the end, or use its --output report`,
+      );
+  }
+}
+
+/** metrics.services[]: each needs a name and a client/server role. */
+function probeServices(list: unknown, what: string, defs: readonly ServiceDef[]): ProbeService[] {
+  return (Array.isArray(list) ? (list as unknown[]) : []).map((x, i) => {
     if (!x || typeof x !== 'object') throw usageError(`${what}: metrics.services[${i}] is not an object`);
     const o = x as Record<string, unknown>;
     if (typeof o.service !== 'string' || (o.role !== 'client' && o.role !== 'server')) {
@@ -128,36 +133,25 @@ export function readProbeReport(text: string, file: string, services: readonly S
     }
     const port = num(o.port);
     const peer = typeof o.peer === 'string' || Array.isArray(o.peer) ? (o.peer as string | string[]) : undefined;
-    svc.push({
+    return {
       service: o.service,
       role: o.role,
       ...(port !== undefined ? { port } : {}),
       ...(peer !== undefined ? { peer } : {}),
       ...figures(o, 'requests'),
-      name: rename(o.service, o.role, port, services),
-    });
+      name: rename(o.service, o.role, port, defs),
+    };
   });
-  // a service's raw histogram is its view's when it is the only service of that role
+}
+
+/** A service's raw histogram is its view's when it is the only service of that role, with all its requests. */
+function shareViewHistograms(views: ProbeReport['views'], services: ProbeService[]): void {
   for (const role of ['client', 'server'] as const) {
     const view = views[role];
-    const ofRole = svc.filter((s) => s.role === role && s.requests > 0);
+    const ofRole = services.filter((s) => s.role === role && s.requests > 0);
     if (view?.buckets && ofRole.length === 1 && !ofRole[0].buckets && ofRole[0].requests === view.requests)
       ofRole[0].buckets = view.buckets;
   }
-  const started = typeof r.timestamp === 'string' ? new Date(r.timestamp) : undefined;
-  const overhead = metrics.overhead_analysis;
-  return {
-    file,
-    probe: typeof r.probe === 'string' ? r.probe : 'latency-probe',
-    ...(started && !Number.isNaN(started.getTime()) ? { startedAt: started } : {}),
-    ...(num(r.duration_seconds) !== undefined ? { durationS: num(r.duration_seconds) } : {}),
-    views,
-    services: svc,
-    ...(overhead && typeof overhead === 'object' && !Array.isArray(overhead)
-      ? { overhead: overhead as Record<string, unknown> }
-      : {}),
-    ...(streamLine !== undefined ? { streamLine } : {}),
-  };
 }
 
 /**

@@ -11,7 +11,7 @@
  * that scale. The result is read like a saved API file (src/analyze/promapi.ts).
  */
 import { usageError } from '../errors.js';
-import { parseApiResult } from './promapi.js';
+import { jsonText, parseApiResult } from './promapi.js';
 import {
   MESH_METRICS,
   NAMESPACE_LABELS,
@@ -100,7 +100,7 @@ export async function instantQuery(opts: LiveOptions, query: string): Promise<Sa
   const b = body as { status?: unknown; errorType?: unknown; error?: unknown };
   if (b.status !== 'success') {
     throw usageError(
-      `Prometheus at ${shown} answered HTTP ${res.status}, ${String(b.errorType ?? b.status ?? 'error')}: ${String(b.error ?? 'no error message')} (query: ${query})`,
+      `Prometheus at ${shown} answered HTTP ${res.status}, ${jsonText(b.errorType ?? b.status ?? 'error')}: ${jsonText(b.error ?? 'no error message')} (query: ${query})`,
     );
   }
   try {

@@ -154,7 +154,7 @@ export function meshHistograms(
   const bucketName = `${def.name}_bucket`;
   const groups = new Map<string, MeshHistogram & { byLe: Map<number, number> }>();
   const groupOf = (labels: Record<string, string>) => {
-    const reporter = labels.reporter ?? 'unknown';
+    const { reporter = 'unknown' } = labels;
     const id = serviceOf(source, labels);
     const key = JSON.stringify([reporter, id.name, id.namespace]);
     let g = groups.get(key);
@@ -183,7 +183,7 @@ export function meshHistograms(
     const anon = s.name === '' && opts.anonymous;
     if (s.name === bucketName || (anon && 'le' in s.labels)) {
       const g = groupOf(s.labels);
-      const le = s.labels.le === undefined ? undefined : parseGoFloat(s.labels.le);
+      const le = 'le' in s.labels ? parseGoFloat(s.labels.le) : undefined;
       if (le === undefined || Number.isNaN(le)) {
         g.badLe++;
         continue;

@@ -39,8 +39,6 @@ export class ApiFormatError extends Error {
   }
 }
 
-type Pair = [number | string, string];
-
 function value(v: unknown, where: string): number {
   if (typeof v === 'number') return v;
   if (typeof v !== 'string') throw new ApiFormatError(`${where}: value ${JSON.stringify(v)} is not a string`);
@@ -68,40 +66,14 @@ function labelsOf(m: unknown, where: string): Record<string, string> {
   return out;
 }
 
+/** A value from a JSON response as a message shows it: a string as it is, anything else as JSON. */
+export function jsonText(v: unknown): string {
+  return typeof v === 'string' ? v : JSON.stringify(v);
+}
+
 /** Reads a parsed API response (or its data, or its result array). */
 export function parseApiResult(doc: unknown): ApiResult {
-  let data: unknown = doc;
-  if (data && typeof data === 'object' && !Array.isArray(data) && 'status' in data) {
-    const d = data as { status: unknown; error?: unknown; errorType?: unknown; data?: unknown };
-    if (d.status !== 'success') {
-      throw new ApiFormatError(
-        `the response says status "${String(d.status)}"${d.error ? `: ${String(d.errorType ?? '')} ${String(d.error)}`.trimEnd() : ''}`,
-      );
-    }
-    data = d.data;
-  } else if (data && typeof data === 'object' && !Array.isArray(data) && !('result' in data) && 'data' in data) {
-    data = (data as { data: unknown }).data;
-  }
-  let resultType: string | undefined;
-  let result: unknown = data;
-  if (data && typeof data === 'object' && !Array.isArray(data)) {
-    const d = data as { resultType?: unknown; result?: unknown };
-    if (!('result' in d)) throw new ApiFormatError('no "result" in the response data');
-    resultType = typeof d.resultType === 'string' ? d.resultType : undefined;
-    result = d.result;
-  }
-  if (!Array.isArray(result)) {
-    if (resultType === 'scalar' || resultType === 'string')
-      throw new ApiFormatError(`the result is a ${resultType}, not a vector or matrix of histogram buckets`);
-    throw new ApiFormatError('the result is not an array of series');
-  }
-  if (!resultType) {
-    const first = result[0] as Record<string, unknown> | undefined;
-    resultType = first && 'values' in first ? 'matrix' : 'vector';
-  }
-  if (resultType !== 'vector' && resultType !== 'matrix')
-    throw new ApiFormatError(`resultType "${resultType}" is not vector or matrix`);
-
+  const { resultType, result } = seriesOf(doc);
   const samples: Sample[] = [];
   let resets = 0;
   let singleSample = 0;
@@ -118,16 +90,14 @@ export function parseApiResult(doc: unknown): ApiResult {
       histogram?: unknown;
       histograms?: unknown;
     };
-    const labels = labelsOf(e.metric, where);
-    const name = labels.__name__ ?? '';
-    delete labels.__name__;
+    const { __name__: name = '', ...labels } = labelsOf(e.metric, where);
     if (resultType === 'vector') {
       if (e.value === undefined) {
         if (e.histogram !== undefined)
           throw new ApiFormatError(`${where} is a native histogram: only classic (le-bucketed) histograms are read`);
         throw new ApiFormatError(`${where} has no "value"`);
       }
-      const [t, v] = pair(e.value as Pair, where);
+      const [t, v] = pair(e.value, where);
       times.add(t);
       samples.push({ name, labels, value: v, timestamp: t, line: idx + 1 });
     } else {
@@ -155,6 +125,42 @@ export function parseApiResult(doc: unknown): ApiResult {
     ...(resultType === 'matrix' && Number.isFinite(lo) ? { span: [lo, hi] as [number, number] } : {}),
     ...(resultType === 'vector' && times.size === 1 ? { time: [...times][0] } : {}),
   };
+}
+
+/** The series of a response: its result array, and whether it is an instant vector or a range matrix. */
+function seriesOf(doc: unknown): { resultType: 'vector' | 'matrix'; result: unknown[] } {
+  let data: unknown = doc;
+  if (data && typeof data === 'object' && !Array.isArray(data) && 'status' in data) {
+    const d = data as { status: unknown; error?: unknown; errorType?: unknown; data?: unknown };
+    if (d.status !== 'success') {
+      throw new ApiFormatError(
+        `the response says status "${jsonText(d.status)}"${d.error ? `: ${jsonText(d.errorType ?? '')} ${jsonText(d.error)}`.trimEnd() : ''}`,
+      );
+    }
+    data = d.data;
+  } else if (data && typeof data === 'object' && !Array.isArray(data) && !('result' in data) && 'data' in data) {
+    data = data.data;
+  }
+  let resultType: string | undefined;
+  let result: unknown = data;
+  if (data && typeof data === 'object' && !Array.isArray(data)) {
+    const d = data as { resultType?: unknown; result?: unknown };
+    if (!('result' in d)) throw new ApiFormatError('no "result" in the response data');
+    resultType = typeof d.resultType === 'string' ? d.resultType : undefined;
+    result = d.result;
+  }
+  if (!Array.isArray(result)) {
+    if (resultType === 'scalar' || resultType === 'string')
+      throw new ApiFormatError(`the result is a ${resultType}, not a vector or matrix of histogram buckets`);
+    throw new ApiFormatError('the result is not an array of series');
+  }
+  if (!resultType) {
+    const first = result[0] as Record<string, unknown> | undefined;
+    resultType = first && 'values' in first ? 'matrix' : 'vector';
+  }
+  if (resultType !== 'vector' && resultType !== 'matrix')
+    throw new ApiFormatError(`resultType "${resultType}" is not vector or matrix`);
+  return { resultType, result };
 }
 
 /** last - first, plus the value before every drop (a reset), as Prometheus corrects counter resets; no extrapolation. */

@@ -72,11 +72,12 @@ export function parseExposition(text: string): Exposition {
       }
       const m = /^#\s+(HELP|TYPE|UNIT)\s+(\S+)(?:\s+(.*))?$/.exec(line);
       if (m && m[1] === 'TYPE') {
-        const type = (m[3] ?? '').trim().toLowerCase();
+        const [, , family, given = ''] = m;
+        const type = given.trim().toLowerCase();
         if (!/^(counter|gauge|histogram|gaugehistogram|summary|untyped|unknown|info|stateset)$/.test(type)) {
-          throw new ExpositionError(lineNo, `unknown metric type "${m[3] ?? ''}" in # TYPE`);
+          throw new ExpositionError(lineNo, `unknown metric type "${given}" in # TYPE`);
         }
-        types.set(unquote(m[2]), type);
+        types.set(unquote(family), type);
       }
       continue; // HELP, UNIT and plain comments carry nothing we need
     }
@@ -93,118 +94,150 @@ function unescape(s: string): string {
   return s.replace(/\\(.)/g, (all, c: string) => (c === 'n' ? '\n' : c === '\\' || c === '"' ? c : all));
 }
 
-/** One sample line. */
+/** One sample line: the metric name, its label set, the value, a timestamp, an OpenMetrics exemplar (ignored). */
 export function parseSampleLine(line: string, lineNo = 1): Sample {
-  let i = 0;
-  const fail = (why: string): never => {
-    throw new ExpositionError(lineNo, `${why} at column ${i + 1}`);
-  };
-  const skipSpace = () => {
-    while (i < line.length && (line[i] === ' ' || line[i] === '\t')) i++;
-  };
-  const readName = (start: RegExp, rest: RegExp): string => {
-    const s = i;
-    if (!start.test(line[i] ?? '')) fail('expected a name');
-    i++;
-    while (i < line.length && rest.test(line[i])) i++;
-    return line.slice(s, i);
-  };
-  const readQuoted = (): string => {
-    // at the opening quote
-    i++;
+  const sc = new LineScanner(line, lineNo);
+  sc.skipSpace();
+  let name = '';
+  if (sc.peek() !== '{') {
+    name = sc.readName(NAME_START, NAME_CHAR);
+    const after = sc.i;
+    sc.skipSpace();
+    if (sc.peek() !== '{') sc.i = after;
+  }
+  const labels: Record<string, string> = {};
+  if (sc.peek() === '{') name = readLabelSet(sc, labels, name);
+  if (!name) sc.fail('no metric name');
+  if (sc.peek() !== ' ' && sc.peek() !== '\t') sc.fail('expected a space before the value');
+  sc.skipSpace();
+  const value = readNumber(
+    sc,
+    () => true,
+    (text) => (text === '' ? 'no value' : `value "${text}" is not a number`),
+  );
+  sc.skipSpace();
+  let timestamp: number | undefined;
+  if (!sc.atEnd() && sc.peek() !== '#') {
+    timestamp = readNumber(sc, Number.isFinite, (text) => `timestamp "${text}" is not a number`);
+    sc.skipSpace();
+  }
+  // only an OpenMetrics exemplar may follow: # {labels} value [timestamp]
+  if (!sc.atEnd() && !/^#\s*\{/.test(sc.rest())) sc.fail(`unexpected "${sc.rest().slice(0, 20)}" after the value`);
+  return { name, labels, value, ...(timestamp !== undefined ? { timestamp } : {}), line: lineNo };
+}
+
+/**
+ * The label set, from its `{` to its `}`, into `labels`. Returns the metric
+ * name: `name`, or one quoted inside the braces (Prometheus 3 UTF-8 names).
+ */
+function readLabelSet(sc: LineScanner, labels: Record<string, string>, name: string): string {
+  sc.i++;
+  for (;;) {
+    sc.skipSpace();
+    if (sc.peek() === '}') {
+      sc.i++;
+      return name;
+    }
+    let key: string;
+    if (sc.peek() === '"') {
+      const q = sc.readQuoted();
+      sc.skipSpace();
+      if (sc.peek() !== '=') {
+        // a quoted metric name inside the braces
+        if (name) sc.fail('a second metric name');
+        name = q;
+        if (sc.peek() === ',') sc.i++;
+        continue;
+      }
+      key = q;
+    } else {
+      key = sc.readName(LABEL_START, LABEL_CHAR);
+      sc.skipSpace();
+    }
+    if (sc.peek() !== '=') sc.fail(`expected = after label ${key}`);
+    sc.i++;
+    sc.skipSpace();
+    if (sc.peek() !== '"') sc.fail(`expected a quoted value for label ${key}`);
+    const value = sc.readQuoted();
+    if (key in labels) sc.fail(`label ${key} given twice`);
+    if (value !== '') labels[key] = value;
+    sc.skipSpace();
+    if (sc.peek() === ',') {
+      sc.i++;
+      continue;
+    }
+    if (sc.peek() === '}') {
+      sc.i++;
+      return name;
+    }
+    sc.fail('expected , or } in the label set');
+  }
+}
+
+/** A number up to the next space or tab (Go's ParseFloat syntax); `bad` says why the text is not one that is `ok`. */
+function readNumber(sc: LineScanner, ok: (v: number) => boolean, bad: (text: string) => string): number {
+  const start = sc.i;
+  while (!sc.atEnd() && sc.peek() !== ' ' && sc.peek() !== '\t') sc.i++;
+  const text = sc.line.slice(start, sc.i);
+  const v = parseGoFloat(text);
+  if (v === undefined || !ok(v)) {
+    sc.i = start;
+    sc.fail(bad(text));
+  }
+  return v;
+}
+
+/** A position in one line; its errors name the line and the column. */
+class LineScanner {
+  i = 0;
+
+  constructor(
+    readonly line: string,
+    readonly lineNo: number,
+  ) {}
+
+  /** the character at the position ('' at the end) */
+  peek(): string {
+    return this.line.charAt(this.i);
+  }
+
+  atEnd(): boolean {
+    return this.i >= this.line.length;
+  }
+
+  rest(): string {
+    return this.line.slice(this.i);
+  }
+
+  fail(why: string): never {
+    throw new ExpositionError(this.lineNo, `${why} at column ${this.i + 1}`);
+  }
+
+  skipSpace(): void {
+    while (this.i < this.line.length && (this.line[this.i] === ' ' || this.line[this.i] === '\t')) this.i++;
+  }
+
+  readName(start: RegExp, rest: RegExp): string {
+    const s = this.i;
+    if (!start.test(this.peek())) this.fail('expected a name');
+    this.i++;
+    while (this.i < this.line.length && rest.test(this.line[this.i])) this.i++;
+    return this.line.slice(s, this.i);
+  }
+
+  /** A quoted string, at its opening quote; \\, \" and \n escapes (any other pair kept as written). */
+  readQuoted(): string {
+    this.i++;
     let out = '';
     for (;;) {
-      if (i >= line.length) fail('unterminated quoted string');
-      const c = line[i++];
+      if (this.i >= this.line.length) this.fail('unterminated quoted string');
+      const c = this.line[this.i++];
       if (c === '"') return out;
       if (c === '\\') {
-        if (i >= line.length) fail('unterminated quoted string');
-        const e = line[i++];
+        if (this.i >= this.line.length) this.fail('unterminated quoted string');
+        const e = this.line[this.i++];
         out += e === 'n' ? '\n' : e === '\\' || e === '"' ? e : '\\' + e;
       } else out += c;
     }
-  };
-
-  skipSpace();
-  let name = '';
-  if (line[i] !== '{') {
-    name = readName(NAME_START, NAME_CHAR);
-    const after = i;
-    skipSpace();
-    if (line[i] !== '{') i = after;
   }
-  const labels: Record<string, string> = {};
-  if (line[i] === '{') {
-    i++;
-    for (;;) {
-      skipSpace();
-      if (line[i] === '}') {
-        i++;
-        break;
-      }
-      let key: string;
-      if (line[i] === '"') {
-        const q = readQuoted();
-        skipSpace();
-        if (line[i] !== '=') {
-          // a quoted metric name inside the braces (Prometheus 3 UTF-8 names)
-          if (name) fail('a second metric name');
-          name = q;
-          if (line[i] === ',') i++;
-          continue;
-        }
-        key = q;
-      } else {
-        key = readName(LABEL_START, LABEL_CHAR);
-        skipSpace();
-      }
-      if (line[i] !== '=') fail(`expected = after label ${key}`);
-      i++;
-      skipSpace();
-      if (line[i] !== '"') fail(`expected a quoted value for label ${key}`);
-      const value = readQuoted();
-      if (key in labels) fail(`label ${key} given twice`);
-      if (value !== '') labels[key] = value;
-      skipSpace();
-      if (line[i] === ',') {
-        i++;
-        continue;
-      }
-      if (line[i] === '}') {
-        i++;
-        break;
-      }
-      fail('expected , or } in the label set');
-    }
-  }
-  if (!name) fail('no metric name');
-  if (line[i] !== ' ' && line[i] !== '\t') fail('expected a space before the value');
-  skipSpace();
-  const vStart = i;
-  while (i < line.length && line[i] !== ' ' && line[i] !== '\t') i++;
-  const vText = line.slice(vStart, i);
-  const value = parseGoFloat(vText);
-  if (value === undefined) {
-    i = vStart;
-    fail(vText === '' ? 'no value' : `value "${vText}" is not a number`);
-  }
-  skipSpace();
-  let timestamp: number | undefined;
-  if (i < line.length && line[i] !== '#') {
-    const tStart = i;
-    while (i < line.length && line[i] !== ' ' && line[i] !== '\t') i++;
-    const tText = line.slice(tStart, i);
-    const t = parseGoFloat(tText);
-    if (t === undefined || !Number.isFinite(t)) {
-      i = tStart;
-      fail(`timestamp "${tText}" is not a number`);
-    }
-    timestamp = t;
-    skipSpace();
-  }
-  if (i < line.length) {
-    // only an OpenMetrics exemplar may follow: # {labels} value [timestamp]
-    if (!/^#\s*\{/.test(line.slice(i))) fail(`unexpected "${line.slice(i, i + 20)}" after the value`);
-  }
-  return { name, labels, value: value as number, ...(timestamp !== undefined ? { timestamp } : {}), line: lineNo };
 }

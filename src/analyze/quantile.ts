@@ -54,7 +54,7 @@ export function normalizeBuckets(input: readonly Bucket[]): { buckets: Bucket[];
   // coalesceBuckets
   const merged: Bucket[] = [];
   for (const b of sorted) {
-    const last = merged[merged.length - 1];
+    const last = merged.at(-1);
     if (last && last.le === b.le) last.count += b.count;
     else merged.push({ ...b });
   }

@@ -1,6 +1,7 @@
 /** The human form of an AnalysisReport: one table per service and mesh view, then the likely causes. */
 import type { AnalysisReport, EbpfView, MeshView } from './types.js';
 import { fmtBound, QUANTILES } from './compare.js';
+import { jsonText } from './promapi.js';
 
 const COLS = ['p50', 'p90', 'p99', 'mean'] as const;
 
@@ -48,7 +49,7 @@ export function renderReport(r: AnalysisReport): string {
     r.inputs.istio_metrics ? `istio: ${r.inputs.istio_metrics}` : undefined,
     r.inputs.cilium_metrics ? `cilium: ${r.inputs.cilium_metrics}` : undefined,
     r.inputs.prometheus_url
-      ? `prometheus: ${r.inputs.prometheus_url}${w.prometheus_range_s !== undefined ? ` (increase over ${w.prometheus_range_s} s to ${w.prometheus_time})` : ''}`
+      ? `prometheus: ${r.inputs.prometheus_url}${w.prometheus_range_s !== undefined ? ` (increase over ${w.prometheus_range_s} s to ${String(w.prometheus_time)})` : ''}`
       : undefined,
   ].filter(Boolean);
   out.push(`analyze-latency: ${src.join('; ')}`);
@@ -100,7 +101,7 @@ export function renderReport(r: AnalysisReport): string {
     const keys = ['total_ms', 'application_ms', 'kernel_processing_ms', 'mesh_processing_ms'].filter((k) => k in o);
     out.push('');
     out.push(
-      `probe overhead analysis (means): ${keys.map((k) => `${k} ${o[k] === null ? 'null' : String(o[k])}`).join(', ')}`,
+      `probe overhead analysis (means): ${keys.map((k) => `${k} ${o[k] === null ? 'null' : jsonText(o[k])}`).join(', ')}`,
     );
   }
   if (r.notes.length) {

@@ -12,9 +12,9 @@ import { loadServices } from '../filter/services.js';
 import { writeJson } from '../report/write.js';
 import { main, newCommand } from './program.js';
 import { checkWritable, parseDuration } from './options.js';
-import { analyze, fmt, type MeshInput } from '../analyze/compare.js';
-import { readProbeReport } from '../analyze/ebpf.js';
-import { readInput } from '../analyze/input.js';
+import { analyze, fmt, type AnalyzeOptions, type MeshInput } from '../analyze/compare.js';
+import { readProbeReport, type ProbeReport } from '../analyze/ebpf.js';
+import { readInput } from '../input.js';
 import { queryMesh, queriesFor } from '../analyze/live.js';
 import { MESH_METRICS, MeshInputError, readMeshText, requestsOf, type MeshSource } from '../analyze/mesh.js';
 import { renderReport } from '../analyze/render.js';
@@ -65,6 +65,40 @@ export function parseTime(s: string): Date {
 
 async function run(f: Flags): Promise<void> {
   if (f.logLevel) setLogLevel(f.logLevel);
+  const ebpfProbe = checkFlags(f);
+  const serviceMap = parseServiceMap(f.serviceMap);
+  if (f.output) checkWritable(f.output);
+  const defs = f.services ? loadServices(f.services) : [];
+  const probe = readProbeReport(readInput(ebpfProbe, '--ebpf-probe'), ebpfProbe, defs);
+  const notes: string[] = [];
+  if (probe.streamLine) notes.push(`${ebpfProbe}: a json-stream; its summary line ${probe.streamLine} is used`);
+  if (defs.length && defs.every((d) => d.ports.length === 0))
+    notes.push(`--services ${String(f.services)}: no entry lists ports, so no probe service could be renamed from it`);
+  const mesh = readMeshFiles(f, notes);
+  const live = f.prometheusUrl ? await queryPrometheus(f.prometheusUrl, f, probe, mesh, notes) : undefined;
+  const report = compare({
+    probe,
+    mesh,
+    serviceMap,
+    inputs: {
+      ebpf_probe: ebpfProbe,
+      ...(f.istioMetrics ? { istio_metrics: f.istioMetrics } : {}),
+      ...(f.ciliumMetrics ? { cilium_metrics: f.ciliumMetrics } : {}),
+      ...(f.prometheusUrl ? { prometheus_url: withoutCredentials(f.prometheusUrl) } : {}),
+    },
+    live,
+    notes,
+  });
+  if (f.output) {
+    writeJson(f.output, report);
+    if (f.json) process.stderr.write(`analyze-latency: the report is in ${f.output}\n`);
+  }
+  if (f.json && !f.output) writeJson('-', report);
+  if (!f.json) process.stdout.write(renderReport(report));
+}
+
+/** The combinations of options that cannot work; returns --ebpf-probe, which is required. */
+function checkFlags(f: Flags): string {
   if (!f.ebpfProbe)
     throw usageError(
       '--ebpf-probe FILE is required: the latency-probe report (JSON, or its json-stream) to compare with the mesh',
@@ -82,15 +116,14 @@ async function run(f: Flags): Promise<void> {
   if (!f.prometheusUrl && (f.range !== undefined || f.time !== undefined)) {
     throw usageError(`--${f.range !== undefined ? 'range' : 'time'} is for --prometheus-url`);
   }
-  const serviceMap = parseServiceMap(f.serviceMap);
-  if (f.output) checkWritable(f.output);
-  const defs = f.services ? loadServices(f.services) : [];
-  const probe = readProbeReport(readInput(f.ebpfProbe, '--ebpf-probe'), f.ebpfProbe, defs);
-  const notes: string[] = [];
-  if (probe.streamLine) notes.push(`${f.ebpfProbe}: a json-stream; its summary line ${probe.streamLine} is used`);
-  if (defs.length && defs.every((d) => d.ports.length === 0))
-    notes.push(`--services ${f.services}: no entry lists ports, so no probe service could be renamed from it`);
+  return f.ebpfProbe;
+}
 
+/** A URL as reports and messages show it: without user and password. */
+const withoutCredentials = (url: string) => url.replace(/\/\/[^@/]*@/, '//');
+
+/** --istio-metrics and --cilium-metrics: scrapes or saved Prometheus API results. */
+function readMeshFiles(f: Flags, notes: string[]): MeshInput[] {
   const mesh: MeshInput[] = [];
   for (const [source, file] of [
     ['istio', f.istioMetrics],
@@ -107,79 +140,69 @@ async function run(f: Flags): Promise<void> {
       throw e;
     }
   }
+  return mesh;
+}
 
-  let live: { rangeS: number; time: Date } | undefined;
-  if (f.prometheusUrl) {
-    const rangeS =
-      f.range !== undefined
-        ? parseDuration(f.range, '--range')
-        : probe.durationS !== undefined
-          ? Math.max(1, Math.ceil(probe.durationS))
-          : DEFAULT_RANGE_S;
-    const end =
-      probe.startedAt && probe.durationS !== undefined
-        ? new Date(probe.startedAt.getTime() + probe.durationS * 1000)
-        : undefined;
-    const time = f.time !== undefined ? parseTime(f.time) : end && end.getTime() <= Date.now() ? end : new Date();
-    live = { rangeS, time };
-    const sources = (['istio', 'cilium'] as MeshSource[]).filter(
-      (s) => !(s === 'istio' ? f.istioMetrics : f.ciliumMetrics),
-    );
-    const results = await queryMesh({ url: f.prometheusUrl, rangeS, time }, sources);
-    let any = false;
-    for (const r of results) {
-      log.debug(`prometheus queries for ${r.source}`, { queries: r.queries });
-      const withRequests = r.histograms.filter((h) => requestsOf(h) > 0);
-      if (r.histograms.length === 0) {
-        notes.push(
-          `Prometheus has no ${MESH_METRICS[r.source][0].name} series in the ${fmt(rangeS)} s to ${time.toISOString()}`,
-        );
-        continue;
-      }
-      if (withRequests.length === 0) {
-        notes.push(
-          `Prometheus's ${MESH_METRICS[r.source][0].name} series counted no requests in the ${fmt(rangeS)} s to ${time.toISOString()}`,
-        );
-        continue;
-      }
-      any = true;
-      mesh.push({ source: r.source, input: f.prometheusUrl, ranged: true, histograms: r.histograms });
+/**
+ * --prometheus-url: the sources not given as files, over the probe's run
+ * (or --range, --time); adds them to `mesh`. Returns the range and time.
+ */
+async function queryPrometheus(
+  url: string,
+  f: Flags,
+  probe: ProbeReport,
+  mesh: MeshInput[],
+  notes: string[],
+): Promise<{ rangeS: number; time: Date }> {
+  const rangeS =
+    f.range !== undefined
+      ? parseDuration(f.range, '--range')
+      : probe.durationS !== undefined
+        ? Math.max(1, Math.ceil(probe.durationS))
+        : DEFAULT_RANGE_S;
+  const end =
+    probe.startedAt && probe.durationS !== undefined
+      ? new Date(probe.startedAt.getTime() + probe.durationS * 1000)
+      : undefined;
+  const time = f.time !== undefined ? parseTime(f.time) : end && end.getTime() <= Date.now() ? end : new Date();
+  const sources = (['istio', 'cilium'] as MeshSource[]).filter(
+    (s) => !(s === 'istio' ? f.istioMetrics : f.ciliumMetrics),
+  );
+  const results = await queryMesh({ url, rangeS, time }, sources);
+  const window = `${fmt(rangeS)} s to ${time.toISOString()}`;
+  let any = false;
+  for (const r of results) {
+    log.debug(`prometheus queries for ${r.source}`, { queries: r.queries });
+    const withRequests = r.histograms.filter((h) => requestsOf(h) > 0);
+    if (r.histograms.length === 0) {
+      notes.push(`Prometheus has no ${MESH_METRICS[r.source][0].name} series in the ${window}`);
+      continue;
     }
-    if (!any && mesh.length === 0) {
-      const names = sources.map((s) => MESH_METRICS[s][0].name).join(' or ');
-      throw usageError(
-        `Prometheus at ${f.prometheusUrl.replace(/\/\/[^@/]*@/, '//')} has no ${names} requests in the ${fmt(rangeS)} s to ${time.toISOString()} ` +
-          `(query: ${queriesFor(sources[0], rangeS).buckets}): check the time (--time), the range (--range) and that it scrapes the proxies`,
-      );
+    if (withRequests.length === 0) {
+      notes.push(`Prometheus's ${MESH_METRICS[r.source][0].name} series counted no requests in the ${window}`);
+      continue;
     }
+    any = true;
+    mesh.push({ source: r.source, input: url, ranged: true, histograms: r.histograms });
   }
+  if (!any && mesh.length === 0) {
+    const names = sources.map((s) => MESH_METRICS[s][0].name).join(' or ');
+    throw usageError(
+      `Prometheus at ${withoutCredentials(url)} has no ${names} requests in the ${window} ` +
+        `(query: ${queriesFor(sources[0], rangeS).buckets}): check the time (--time), the range (--range) and that it scrapes the proxies`,
+    );
+  }
+  return { rangeS, time };
+}
 
-  let report: AnalysisReport;
+/** The comparison; nothing to compare is a usage error (the message says how to pair services). */
+function compare(opts: AnalyzeOptions): AnalysisReport {
   try {
-    report = analyze({
-      probe,
-      mesh,
-      serviceMap,
-      inputs: {
-        ebpf_probe: f.ebpfProbe,
-        ...(f.istioMetrics ? { istio_metrics: f.istioMetrics } : {}),
-        ...(f.ciliumMetrics ? { cilium_metrics: f.ciliumMetrics } : {}),
-        ...(f.prometheusUrl ? { prometheus_url: f.prometheusUrl.replace(/\/\/[^@/]*@/, '//') } : {}),
-      },
-      live,
-      notes,
-    });
+    return analyze(opts);
   } catch (e) {
     if ((e as { code?: string }).code === 'MP_NOTHING_TO_COMPARE') throw usageError((e as Error).message);
     throw e;
   }
-
-  if (f.output) {
-    writeJson(f.output, report);
-    if (f.json) process.stderr.write(`analyze-latency: the report is in ${f.output}\n`);
-  }
-  if (f.json && !f.output) writeJson('-', report);
-  if (!f.json) process.stdout.write(renderReport(report));
 }
 
 const cmd = newCommand(
@@ -223,10 +246,11 @@ const cmd = newCommand(
       await run(f);
     } catch (e) {
       if (e instanceof MeshprobeError) throw e;
-      const err = e as Error & { code?: string };
-      if (err.code === 'MP_REPORT_WRITE') throw new MeshprobeError('MP_REPORT_WRITE', err.message, 1);
+      const err = e as Partial<Error> & { code?: string }; // anything can be thrown
+      const message = err.message ?? String(e);
+      if (err.code === 'MP_REPORT_WRITE') throw new MeshprobeError('MP_REPORT_WRITE', message, 1);
       // not foreseen: one line all the same (the stack with --log-level debug)
-      throw new MeshprobeError('MP_ANALYZE', err.message ?? String(e), EXIT_RUNTIME, err.stack);
+      throw new MeshprobeError('MP_ANALYZE', message, EXIT_RUNTIME, err.stack);
     }
   });
 

@@ -5,15 +5,15 @@ import { buildDropReport, dropOutputs, dropSummary, DropNamer } from '../report/
 import {
   addProbeOptions,
   applyCommon,
+  checkRequested,
   filtersFrom,
   main,
   newCommand,
   outputFrom,
-  pipelineFrom,
+  runProbeCommand,
   type CommonProbeFlags,
 } from './program.js';
-import { checkWritable, parseDuration, parsePositiveInt } from './options.js';
-import { printCheck, runProbe } from './run-probe.js';
+import { parsePositiveInt } from './options.js';
 import { usageError } from '../errors.js';
 
 interface Flags extends CommonProbeFlags {
@@ -53,24 +53,20 @@ const cmd = addProbeOptions(
         `--filter service=${svcByProcess.name}: its --services entry names a comm or cgroup, which drops do not have; use its ports`,
       );
     const options: DropOptions = { filter, maxKeys: parsePositiveInt(f.maxDropKeys, '--max-drop-keys', 1 << 20) };
-    if (f.check) {
-      process.exitCode = printCheck(dropProbe, options) ? 0 : 4;
-      return;
-    }
+    if (checkRequested(f, dropProbe, options)) return;
     const maxLabels = parsePositiveInt(f.maxLabelValues, '--max-label-values', 10000);
-    const pipeline = pipelineFrom(f);
-    checkWritable(f.output);
-    const namer = new DropNamer(services);
-    await runProbe({
+    await runProbeCommand(f, out, {
       def: dropProbe,
-      probeOptions: options,
-      pipeline: { ...pipeline, workers: 1 }, // drops are counted in the kernel: the perf rings stay empty
-      durationS: f.duration !== undefined ? parseDuration(f.duration, '--duration') : undefined,
-      out,
-      outputs: dropOutputs(namer, maxLabels),
-      quiet: f.quiet,
-      buildReport: (r, extra) => buildDropReport(r, { filters: filter.expressions, namer, maxLabels, ...extra }),
-      summary: dropSummary,
+      options,
+      pipeline: { workers: 1 }, // drops are counted in the kernel: the perf rings stay empty
+      reporting: () => {
+        const namer = new DropNamer(services);
+        return {
+          outputs: dropOutputs(namer, maxLabels),
+          buildReport: (r, extra) => buildDropReport(r, { filters: filter.expressions, namer, maxLabels, ...extra }),
+          summary: dropSummary,
+        };
+      },
     });
   });
 

@@ -5,9 +5,9 @@
 import { Command, CommanderError, Option } from 'commander';
 import { EXIT_USAGE, MeshprobeError } from '../errors.js';
 import { LOG_LEVELS, log, setLogLevel, type LogLevel } from '../log.js';
-import { DEFAULT_PIPELINE, MIN_RING_PAGES, type PipelineOptions } from '../pipeline/session.js';
-import { parseDuration, parsePositiveInt } from './options.js';
-import { FORMATS, type Format, type OutputOptions } from './run-probe.js';
+import { DEFAULT_PIPELINE, MIN_RING_PAGES, type PipelineOptions, type ProbeDefinition } from '../pipeline/session.js';
+import { checkWritable, parseDuration, parsePositiveInt } from './options.js';
+import { FORMATS, printCheck, runProbe, type Format, type OutputOptions, type RunOptions } from './run-probe.js';
 import { VERSION } from './version.js';
 import { parseBuckets } from '../export/prometheus.js';
 import { validateInfluxOptions, type InfluxOptions } from '../export/influx.js';
@@ -76,7 +76,10 @@ export function addProbeOptions(cmd: Command, defaultOutput: string, defaults: P
     .option('-q, --quiet', 'no summary on stderr');
 }
 
-export interface CommonProbeFlags {
+/** The --format influx options: InfluxOptions' connection settings, as given on the command line. */
+const INFLUX_FLAGS = ['url', 'org', 'bucket', 'token', 'db', 'username', 'password', 'retentionPolicy'] as const;
+
+export interface CommonProbeFlags extends Partial<Pick<InfluxOptions, (typeof INFLUX_FLAGS)[number]>> {
   duration?: string;
   output: string;
   format: string;
@@ -88,14 +91,6 @@ export interface CommonProbeFlags {
   port?: string;
   listen?: string;
   buckets?: string;
-  url?: string;
-  org?: string;
-  bucket?: string;
-  token?: string;
-  db?: string;
-  username?: string;
-  password?: string;
-  retentionPolicy?: string;
   progress: boolean;
   check?: boolean;
   workers: string;
@@ -163,7 +158,7 @@ export function outputFrom(f: CommonProbeFlags): OutputOptions {
     intervalS,
     sampleRate,
     maxEventRate: parsePositiveInt(f.maxEventRate ?? '100000', '--max-event-rate', 1e9),
-    progress: f.progress === false ? false : undefined,
+    progress: f.progress ? undefined : false,
   };
   const given = (names: (keyof CommonProbeFlags)[]) => names.filter((n) => f[n] !== undefined);
   if (f.maxEventRate !== undefined && sampleRate !== 'auto') {
@@ -179,7 +174,7 @@ export function outputFrom(f: CommonProbeFlags): OutputOptions {
       );
   }
   if (format !== 'influx') {
-    const stray = given(['url', 'org', 'bucket', 'token', 'db', 'username', 'password', 'retentionPolicy']);
+    const stray = given([...INFLUX_FLAGS]);
     if (stray.length)
       throw new MeshprobeError(
         'MP_USAGE',
@@ -215,6 +210,42 @@ export function outputFrom(f: CommonProbeFlags): OutputOptions {
 
 const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
+/** --check: prints what this kernel offers the probe, exit 0 (or 4: the probe cannot run here); true when it was asked. */
+export function checkRequested<O>(f: CommonProbeFlags, def: ProbeDefinition<O>, options: O): boolean {
+  if (!f.check) return false;
+  process.exitCode = printCheck(def, options) ? 0 : 4;
+  return true;
+}
+
+/** What a probe command measures with, and how it reports. */
+export interface ProbeCommandRun<O, F, R> {
+  def: ProbeDefinition<O>;
+  options: O;
+  /** the command's own pipeline settings, over the ones from the command line */
+  pipeline?: Partial<PipelineOptions>;
+  /** its outputs and report, made once the options are known to be good, right before the run */
+  reporting(): Pick<RunOptions<O, F, R>, 'outputs' | 'buildReport' | 'summary'>;
+}
+
+/** The run of a probe command: the pipeline options, a writable --output, then the probe until --duration or a signal. */
+export async function runProbeCommand<O, F, R>(
+  f: CommonProbeFlags,
+  out: OutputOptions,
+  run: ProbeCommandRun<O, F, R>,
+): Promise<void> {
+  const pipeline = pipelineFrom(f);
+  checkWritable(f.output);
+  await runProbe({
+    def: run.def,
+    probeOptions: run.options,
+    pipeline: { ...pipeline, ...run.pipeline },
+    durationS: f.duration !== undefined ? parseDuration(f.duration, '--duration') : undefined,
+    out,
+    quiet: f.quiet,
+    ...run.reporting(),
+  });
+}
+
 /** Runs a command's main; errors become one line on stderr and an exit code. */
 export async function main(cmd: Command, argv = process.argv): Promise<void> {
   try {
@@ -234,7 +265,7 @@ function exitCodeOf(e: unknown, name: string): number {
     if (e.detail) log.debug(`detail:\n${e.detail}`);
     return e.exitCode;
   }
-  const err = e as Error & { code?: string };
+  const err = e as Partial<Error> & { code?: string }; // anything can be thrown
   process.stderr.write(`${name}: ${err.message ?? String(e)}${err.code ? ` [${err.code}]` : ''}\n`);
   log.debug(err.stack ?? '');
   return 1;

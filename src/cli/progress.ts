@@ -25,7 +25,8 @@ export function progressLine(elapsedS: number, durationS: number | undefined, f:
   const time = durationS
     ? `${clock(elapsedS)} elapsed, ${clock(durationS - elapsedS)} left`
     : `${clock(elapsedS)} elapsed (Ctrl-C stops)`;
-  const lat = f.recent.requests > 0 ? `p50 ${f.recent.p50_ms} ms p99 ${f.recent.p99_ms} ms` : 'p50 - p99 -';
+  const lat =
+    f.recent.requests > 0 ? `p50 ${String(f.recent.p50_ms)} ms p99 ${String(f.recent.p99_ms)} ms` : 'p50 - p99 -';
   const rate = f.rate > 1 ? `  sampled 1/${f.rate}` : '';
   return `${time}  ${f.requests.toLocaleString('en-US')} requests (${f.recent.requests}/s)  ${lat}  lost ${f.lost}${rate}`;
 }

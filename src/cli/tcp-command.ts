@@ -12,14 +12,15 @@ import type { SamplingInfo } from '../export/model.js';
 import {
   addProbeOptions,
   applyCommon,
+  checkRequested,
   filtersFrom,
   newCommand,
   outputFrom,
-  pipelineFrom,
+  runProbeCommand,
   type CommonProbeFlags,
 } from './program.js';
-import { checkWritable, parseDuration, parsePositiveInt } from './options.js';
-import { printCheck, runProbe, type ProbeOutputs } from './run-probe.js';
+import { parsePositiveInt } from './options.js';
+import type { ProbeOutputs } from './run-probe.js';
 import { DEFAULT_PROXY_COMMS, parseProxyComms } from '../report/overhead.js';
 
 interface Flags extends CommonProbeFlags {
@@ -44,7 +45,7 @@ export interface TcpCommand<F, R> {
       exports?: Record<string, unknown>;
     },
   ): R;
-  summary(report: R): string;
+  summary: (report: R) => string;
   /** pipeline defaults of this command (e.g. a larger service table) */
   pipelineDefaults?: Partial<PipelineOptions>;
 }
@@ -68,22 +69,15 @@ export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
         socketTableSize: parsePositiveInt(f.socketTableSize, '--socket-table-size', 1 << 24),
         inferRoles: f.inferRoles,
       };
-      if (f.check) {
-        process.exitCode = printCheck(c.def, options) ? 0 : 4;
-        return;
-      }
-      const pipeline = pipelineFrom(f);
-      checkWritable(f.output);
-      await runProbe({
+      if (checkRequested(f, c.def, options)) return;
+      await runProbeCommand(f, out, {
         def: c.def,
-        probeOptions: options,
-        pipeline,
-        durationS: f.duration !== undefined ? parseDuration(f.duration, '--duration') : undefined,
-        out,
-        outputs: c.outputs(services),
-        quiet: f.quiet,
-        buildReport: (r, extra) => c.buildReport(r, { filters: filter.expressions, services, proxyComms, ...extra }),
-        summary: c.summary,
+        options,
+        reporting: () => ({
+          outputs: c.outputs(services),
+          buildReport: (r, extra) => c.buildReport(r, { filters: filter.expressions, services, proxyComms, ...extra }),
+          summary: c.summary,
+        }),
       });
     });
 }

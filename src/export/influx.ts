@@ -101,7 +101,7 @@ const DEFAULTS = {
 
 // ---------------------------------------------------------------- options
 
-type Target = { kind: 'v1'; url: URL } | { kind: 'v2'; url: URL };
+type Target = { kind: 'v1'; url: URL; db: string } | { kind: 'v2'; url: URL };
 
 /** Checks the flag combination; throws usageError (exit 2) with a one-line message. */
 export function validateInfluxOptions(opts: InfluxOptions): Target {
@@ -114,7 +114,8 @@ export function validateInfluxOptions(opts: InfluxOptions): Target {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw usageError(`--url ${opts.url}: InfluxDB needs an http:// or https:// URL`);
   }
-  const v1 = opts.db !== undefined && opts.db !== '';
+  const db = opts.db ?? '';
+  const v1 = db !== '';
   const v2 = opts.bucket !== undefined && opts.bucket !== '';
   if (v1 && v2) {
     throw usageError('InfluxDB: give either --db (InfluxDB 1.x) or --org/--bucket/--token (InfluxDB 2.x), not both');
@@ -135,12 +136,12 @@ export function validateInfluxOptions(opts: InfluxOptions): Target {
     if (v !== undefined && !(v >= 0 && Number.isFinite(v)))
       throw usageError(`InfluxDB: ${k} must be a number >= 0, not ${v}`);
   }
-  return { kind: v1 ? 'v1' : 'v2', url };
+  return v1 ? { kind: 'v1', url, db } : { kind: 'v2', url };
 }
 
 /** The v1 write path: /write?db=&rp=&u=&p=&precision=ns */
-function v1WritePath(opts: InfluxOptions): string {
-  const q = new URLSearchParams({ db: opts.db! });
+function v1WritePath(db: string, opts: InfluxOptions): string {
+  const q = new URLSearchParams({ db });
   if (opts.retentionPolicy) q.set('rp', opts.retentionPolicy);
   if (opts.username) q.set('u', opts.username);
   if (opts.password) q.set('p', opts.password);
@@ -150,46 +151,119 @@ function v1WritePath(opts: InfluxOptions): string {
 
 // ---------------------------------------------------------------- reachability
 
+/** One HTTP request with a short timeout: its status and body (the first 4 KB), or the error that stopped it. */
+function httpOnce(
+  target: URL,
+  method: string,
+  headers: Record<string, string>,
+  timeoutMs: number,
+): Promise<{ status: number; body: string } | { error: string }> {
+  return new Promise((resolve) => {
+    const mod = target.protocol === 'https:' ? https : http;
+    let done = false;
+    const finish = (r: { status: number; body: string } | { error: string }) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve(r);
+    };
+    const req = mod.request(target, { method, agent: false, headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        if (body.length < 4096) body += chunk;
+      });
+      res.on('end', () => {
+        finish({ status: res.statusCode ?? 0, body });
+      });
+      res.on('error', (e) => {
+        finish({ error: errorCode(e) ?? e.message });
+      });
+    });
+    const timer = setTimeout(() => {
+      finish({ error: `no answer within ${timeoutMs} ms` });
+      req.destroy();
+    }, timeoutMs);
+    req.on('error', (e) => {
+      finish({ error: errorCode(e) ?? e.message });
+    });
+    req.end();
+  });
+}
+
+/** InfluxDB's own words from an error body ({"error": "..."} or {"message": "..."}), else the body. */
+function influxSays(body: string): string {
+  try {
+    const j = JSON.parse(body) as { error?: unknown; message?: unknown };
+    const m = j.error ?? j.message;
+    if (typeof m === 'string') return m;
+  } catch {
+    // not JSON: the text itself
+  }
+  return body.trim().slice(0, 200);
+}
+
 /**
- * One GET /ping (InfluxDB 1.x, 2.x and VictoriaMetrics all answer it with
- * 204) with a short timeout. Rejects with MeshprobeError MP_INFLUX_UNREACHABLE
- * (exit 2) when nothing answers or the answer is not a 2xx; with MP_USAGE for
- * a wrong flag combination.
+ * Before anything loads: GET /ping (InfluxDB 1.x, 2.x and VictoriaMetrics all answer it with 204),
+ * then an empty write to the database or bucket the points will go to, with the same credentials:
+ * InfluxDB checks both before it looks at the (empty) body (1.x answers 204, 2.x 400 "writing
+ * requires points"), so a missing database or bucket, or
+ * refused credentials, stop the run here rather than dropping every point for its whole duration.
+ * Rejects with MeshprobeError MP_INFLUX_UNREACHABLE, MP_INFLUX_NO_DB or MP_INFLUX_AUTH (exit 2);
+ * with MP_USAGE for a wrong flag combination.
  */
 export async function checkInfluxReachable(opts: InfluxOptions): Promise<void> {
-  const { url } = validateInfluxOptions(opts);
+  const target = validateInfluxOptions(opts);
   const timeoutMs = Math.min(opts.timeoutMs ?? DEFAULTS.pingTimeoutMs, DEFAULTS.pingTimeoutMs * 2);
   const base = opts.url.replace(/\/+$/, '');
-  const target = new URL(base + '/ping');
-  const fail = (why: string) =>
+  const ping = await httpOnce(new URL(base + '/ping'), 'GET', {}, timeoutMs);
+  const unreachable = (why: string) =>
     new MeshprobeError(
       'MP_INFLUX_UNREACHABLE',
       `cannot reach InfluxDB at ${base} (${why}): check --url, or start the server`,
       EXIT_USAGE,
     );
-  await new Promise<void>((resolve, reject) => {
-    const mod = url.protocol === 'https:' ? https : http;
-    let done = false;
-    const finish = (err?: Error) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      if (err) reject(err);
-      else resolve();
-    };
-    const req = mod.request(target, { method: 'GET', agent: false }, (res) => {
-      res.resume();
-      const status = res.statusCode ?? 0;
-      if (status >= 200 && status < 300) finish();
-      else finish(fail(`HTTP ${status} on /ping`));
-    });
-    const timer = setTimeout(() => {
-      finish(fail(`no answer within ${timeoutMs} ms`));
-      req.destroy();
-    }, timeoutMs);
-    req.on('error', (e) => finish(fail(errorCode(e) ?? e.message)));
-    req.end();
-  });
+  if ('error' in ping) throw unreachable(ping.error);
+  if (ping.status < 200 || ping.status >= 300) throw unreachable(`HTTP ${ping.status} on /ping`);
+
+  let write: URL;
+  let headers: Record<string, string> = {};
+  let where: string;
+  if (target.kind === 'v1') {
+    write = new URL(base + v1WritePath(target.db, opts));
+    where = `database ${JSON.stringify(target.db)}`;
+  } else {
+    const q = new URLSearchParams({ org: opts.org ?? '', bucket: opts.bucket ?? '', precision: 'ns' });
+    write = new URL(`${base}/api/v2/write?${q.toString()}`);
+    if (opts.token) headers = { Authorization: `Token ${opts.token}` };
+    where = `bucket ${JSON.stringify(opts.bucket)} of org ${JSON.stringify(opts.org)}`;
+  }
+  const w = await httpOnce(write, 'POST', { ...headers, 'Content-Type': 'text/plain; charset=utf-8' }, timeoutMs);
+  if ('error' in w) throw unreachable(`${w.error} on an empty write`);
+  if (w.status >= 200 && w.status < 300) return;
+  const said = influxSays(w.body);
+  // InfluxDB 2.x checks the token, the bucket and the permission before the body, then refuses an
+  // empty one ("writing requires points"): a 400 here says the rest was accepted
+  if (w.status === 400) return;
+  if (w.status === 404) {
+    throw new MeshprobeError(
+      'MP_INFLUX_NO_DB',
+      `InfluxDB at ${base} has no ${where} (${said}): create it` +
+        (target.kind === 'v1' ? ` (CREATE DATABASE ${target.db})` : ' (influx bucket create)') +
+        ', or give another ' +
+        (target.kind === 'v1' ? '--db' : '--bucket/--org'),
+      EXIT_USAGE,
+    );
+  }
+  if (w.status === 401 || w.status === 403) {
+    throw new MeshprobeError(
+      'MP_INFLUX_AUTH',
+      `InfluxDB at ${base} refused to let us write to its ${where} (HTTP ${w.status}: ${said}): check ` +
+        (target.kind === 'v1' ? '--username/--password' : '--token'),
+      EXIT_USAGE,
+    );
+  }
+  throw unreachable(`HTTP ${w.status} on an empty write to its ${where}: ${said}`);
 }
 
 // ---------------------------------------------------------------- line protocol
@@ -217,8 +291,8 @@ function tagString(labels: Labels, extra: Labels): string {
   let s = '';
   for (const k of Object.keys(all).sort()) {
     const v = all[k];
-    if (k === '' || v === undefined || v === null || v === '') continue;
-    s += ',' + escTag(k) + '=' + escTag(String(v));
+    if (k === '' || v === '') continue;
+    s += ',' + escTag(k) + '=' + escTag(v);
   }
   return s;
 }
@@ -298,10 +372,12 @@ function quietClientLogger(): void {
   if (clientLoggerSet) return;
   clientLoggerSet = true;
   setLogger({
-    error: (msg: string, err?: unknown) =>
-      log.debug(`influxdb-client: ${msg}`, err ? { error: describeError(err) } : undefined),
-    warn: (msg: string, err?: unknown) =>
-      log.debug(`influxdb-client: ${msg}`, err ? { error: describeError(err) } : undefined),
+    error: (msg: string, err?: unknown) => {
+      log.debug(`influxdb-client: ${msg}`, err ? { error: describeError(err) } : undefined);
+    },
+    warn: (msg: string, err?: unknown) => {
+      log.debug(`influxdb-client: ${msg}`, err ? { error: describeError(err) } : undefined);
+    },
   });
 }
 
@@ -376,6 +452,8 @@ export class InfluxExporter {
   private pumping = false;
   private scheduled = false;
   private wakeSleep: (() => void) | undefined;
+  /** ends close()'s wait for the last writes (hurry) */
+  private wakeClose: (() => void) | undefined;
   private idleWaiters: (() => void)[] = [];
   private closed = false;
   private finalized = false;
@@ -409,7 +487,7 @@ export class InfluxExporter {
       maxRetries: 0,
       maxBufferLines: 1,
     });
-    if (target.kind === 'v1') this.api.path = v1WritePath(opts);
+    if (target.kind === 'v1') this.api.path = v1WritePath(target.db, opts);
   }
 
   /** Queues the lines of m; returns at once. Never throws. */
@@ -458,6 +536,12 @@ export class InfluxExporter {
     return this.closing;
   }
 
+  /** A close() waiting for its last writes stops waiting now; what is not written is counted dropped. */
+  hurry(): void {
+    this.deadline = Date.now();
+    this.wakeClose?.();
+  }
+
   private async doClose(timeoutMs: number): Promise<InfluxStats> {
     this.closed = true;
     this.deadline = Date.now() + Math.max(0, timeoutMs);
@@ -467,7 +551,10 @@ export class InfluxExporter {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         new Promise<void>((r) => this.idleWaiters.push(r)),
-        new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, this.deadline - Date.now())))),
+        new Promise<void>((r) => {
+          this.wakeClose = r;
+          timer = setTimeout(r, Math.max(0, this.deadline - Date.now()));
+        }),
       ]);
       clearTimeout(timer);
     }
@@ -552,7 +639,7 @@ export class InfluxExporter {
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      this.pump().catch((e) => {
+      this.pump().catch((e: unknown) => {
         // not expected: pump handles its own failures; keep the exporter usable
         this.pumping = false;
         this.st.last_error = describeError(e);
@@ -572,6 +659,7 @@ export class InfluxExporter {
         if (batch.failures > 0) this.st.retries++;
         this.inflight = batch;
         const res = await this.send(batch.lines);
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- close() sets it during the await; TypeScript keeps the loop condition's narrowing across it
         if (this.finalized) return; // close() has counted it already
         this.inflight = undefined;
         if (res.ok) {
@@ -650,8 +738,12 @@ export class InfluxExporter {
       try {
         this.api.writeRecords(lines);
         this.api.flush().then(
-          () => settle({ ok: true }),
-          (err: unknown) => settle({ ok: false, err }),
+          () => {
+            settle({ ok: true });
+          },
+          (err: unknown) => {
+            settle({ ok: false, err });
+          },
         );
       } catch (err) {
         settle({ ok: false, err });
@@ -667,8 +759,9 @@ export class InfluxExporter {
     if (next === this.state) return;
     const prev = this.state;
     this.state = next;
-    if (next === 'failing') log.warn(`InfluxDB write failed (${why}): retrying`);
-    else if (next === 'rejecting') log.warn(`InfluxDB rejected a write (${why}): ${lines} points dropped`);
+    if (next === 'failing') log.warn(`InfluxDB write failed (${why ?? 'no reason given'}): retrying`);
+    else if (next === 'rejecting')
+      log.warn(`InfluxDB rejected a write (${why ?? 'no reason given'}): ${lines ?? 'its'} points dropped`);
     else if (prev !== 'ok') log.warn('InfluxDB writes work again');
   }
 }

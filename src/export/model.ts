@@ -29,6 +29,11 @@ export interface ScalarSeries {
   value: number;
 }
 
+/** One counter or gauge: scalar('requests', 'Exchanges measured', n, { view: 'client' }). */
+export function scalar(name: string, help: string, value: number, labels: Labels = {}): ScalarSeries {
+  return { name, help, labels, value };
+}
+
 export interface MetricSet {
   probe: string;
   host: string;

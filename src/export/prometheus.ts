@@ -30,7 +30,6 @@
  * The overflow bucket (≥ 2^36 ns ≈ 68.7 s) only counts in +Inf.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { type AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { bucketMid, merge, type HistogramSnapshot } from '../histogram.js';
 import { MeshprobeError, EXIT_USAGE, usageError, errorCode } from '../errors.js';
@@ -112,7 +111,7 @@ export function formatFloat(f: number): string {
   let s: string;
   if (exp < -4 || exp >= 6) {
     const ae = Math.abs(exp);
-    s = digits[0] + (nd > 1 ? '.' + digits.slice(1) : '') + 'e' + (exp < 0 ? '-' : '+') + (ae < 10 ? '0' : '') + ae;
+    s = `${digits[0]}${nd > 1 ? '.' + digits.slice(1) : ''}e${exp < 0 ? '-' : '+'}${ae < 10 ? '0' : ''}${ae}`;
   } else if (dp <= 0) {
     s = '0.' + '0'.repeat(-dp) + digits;
   } else if (dp >= nd) {
@@ -179,12 +178,12 @@ function escapeHelp(v: string): string {
 function labelPairs(labels: Labels, histogram: boolean): [string, string][] {
   const out = new Map<string, string>();
   for (const [k, v] of Object.entries(labels)) {
-    if (v === undefined || v === null || String(v) === '') continue;
+    if (v === '') continue;
     let n = sanitizeLabelName(k);
     if (histogram && n === 'le') n = 'exported_le';
     let unique = n;
     for (let i = 2; out.has(unique); i++) unique = `${n}_${i}`;
-    out.set(unique, String(v));
+    out.set(unique, v);
   }
   return [...out.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
 }
@@ -329,6 +328,11 @@ export interface PrometheusExporterOptions {
   collect: () => MetricSet | Promise<MetricSet>;
   le?: number[];
   version?: string;
+  /**
+   * A rendering serves every scrape for this long (default 1000 ms), and scrapes that arrive
+   * while one renders wait for it: 50 scrapers cost one rendering, not 50.
+   */
+  renderEveryMs?: number;
 }
 
 export interface PrometheusExporterStats {
@@ -336,6 +340,15 @@ export interface PrometheusExporterStats {
   scrapes: number;
   /** /metrics requests that failed (collect or render threw: 500) */
   errors: number;
+  /** times the figures were collected and rendered (at most one per renderEveryMs) */
+  renders: number;
+}
+
+/** One rendering of /metrics, plain and gzipped (made on the first scraper that asks for it). */
+interface Rendered {
+  at: number;
+  body: Buffer;
+  gzipped?: Buffer;
 }
 
 /** The MeshprobeError for a listen() failure (exit 2 for what the user chose). */
@@ -397,10 +410,13 @@ export class PrometheusExporter {
   private readonly version: string | undefined;
   private server: Server | undefined;
   private closing: Promise<void> | undefined;
-  private readonly counts: PrometheusExporterStats = { scrapes: 0, errors: 0 };
+  private readonly counts: PrometheusExporterStats = { scrapes: 0, errors: 0, renders: 0 };
+  private readonly renderEveryMs: number;
+  private rendered: Rendered | undefined;
+  private rendering: Promise<Rendered> | undefined;
 
   constructor(opts: PrometheusExporterOptions) {
-    const { port, host = '127.0.0.1', collect, le, version } = opts;
+    const { port, host = '127.0.0.1', collect, le, version, renderEveryMs = 1000 } = opts;
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw usageError(`--port ${port} is not a port number: choose a --port from 1 to 65535`);
     }
@@ -409,12 +425,34 @@ export class PrometheusExporter {
     this.collect = collect;
     this.le = finiteBounds(le);
     this.version = version;
+    this.renderEveryMs = renderEveryMs;
+  }
+
+  /** The current rendering: the cached one while fresh, else one shared by every scrape waiting. */
+  private current(): Promise<Rendered> {
+    const now = performance.now();
+    if (this.rendered && now - this.rendered.at < this.renderEveryMs) return Promise.resolve(this.rendered);
+    if (!this.rendering) {
+      // cleared once settled (not inside: a collect() that throws at once would settle before the assignment)
+      const r = (async () => {
+        const body = renderPrometheus(await this.collect(), { le: this.le, version: this.version });
+        this.counts.renders++;
+        this.rendered = { at: performance.now(), body: Buffer.from(body) };
+        return this.rendered;
+      })();
+      this.rendering = r;
+      r.then(
+        () => (this.rendering = undefined),
+        () => (this.rendering = undefined),
+      );
+    }
+    return this.rendering;
   }
 
   start(): Promise<void> {
     if (this.server) return Promise.resolve();
     const server = createServer((req, res) => {
-      this.handle(req, res).catch((err) => {
+      this.handle(req, res).catch((err: unknown) => {
         log.warn('prometheus exporter: request failed', { error: String(err) });
         if (!res.headersSent) res.writeHead(500);
         res.end();
@@ -432,7 +470,9 @@ export class PrometheusExporter {
       };
       const onListening = () => {
         server.off('error', onError);
-        server.on('error', (err) => log.warn('prometheus exporter: server error', { error: String(err) }));
+        server.on('error', (err) => {
+          log.warn('prometheus exporter: server error', { error: String(err) });
+        });
         const a = this.address();
         log.debug('prometheus exporter listening', {
           url: `http://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}/metrics`,
@@ -449,7 +489,7 @@ export class PrometheusExporter {
   address(): { host: string; port: number; family: string } {
     const a = this.server?.address();
     if (!a || typeof a === 'string') throw new Error('prometheus exporter: not listening');
-    const { address, port, family } = a as AddressInfo;
+    const { address, port, family } = a;
     return { host: address, port, family };
   }
 
@@ -463,7 +503,9 @@ export class PrometheusExporter {
     if (!server) return this.closing ?? Promise.resolve();
     this.server = undefined;
     this.closing = new Promise<void>((resolve) => {
-      server.close(() => resolve());
+      server.close(() => {
+        resolve();
+      });
       server.closeAllConnections();
     });
     return this.closing;
@@ -491,9 +533,9 @@ export class PrometheusExporter {
       text(404, `${path} not found: the metrics are at /metrics\n`);
       return;
     }
-    let body: string;
+    let rendered: Rendered;
     try {
-      body = renderPrometheus(await this.collect(), { le: this.le, version: this.version });
+      rendered = await this.current();
     } catch (err) {
       this.counts.errors++;
       log.warn('prometheus exporter: cannot render the metrics', {
@@ -504,7 +546,7 @@ export class PrometheusExporter {
     }
     this.counts.scrapes++;
     const gzip = acceptsGzip(req.headers['accept-encoding']);
-    const payload = gzip ? gzipSync(body) : Buffer.from(body);
+    const payload = gzip ? (rendered.gzipped ??= gzipSync(rendered.body)) : rendered.body;
     res.writeHead(200, {
       'Content-Type': CONTENT_TYPE,
       'Content-Length': payload.length,

@@ -11,11 +11,12 @@
  *                   cgroups found by "pod<uid>" in the cgroup2 tree (systemd and cgroupfs drivers)
  *   service=NAME    a --services entry, else "comm:port" or "comm" (a listening process)
  */
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { usageError } from '../errors.js';
 import type { FilterClause } from './parse.js';
 import type { ServiceDef } from './services.js';
+import { exists } from '../kernel/exists.js';
 
 export interface Selector {
   clause: number;
@@ -186,8 +187,9 @@ function valueSelectors(
     case 'port':
       return [{ clause, port: Number(v) }];
     case 'pid':
-      if (!existsSync(`/proc/${v}`)) throw bad(`no process with pid ${v}`);
-      if (tgidOf(v) !== Number(v)) throw bad(`${v} is a thread of process ${tgidOf(v)}: filter by the process id`);
+      if (!exists(`/proc/${v}`)) throw bad(`no process with pid ${v}`);
+      if (tgidOf(v) !== Number(v))
+        throw bad(`${v} is a thread of process ${String(tgidOf(v))}: filter by the process id`);
       return [{ clause, tgid: Number(v) }];
     case 'comm':
       return [{ clause, comm: v }];
@@ -253,10 +255,11 @@ export function cgroupPathOf(id: bigint, root = cgroup2Root()): string | undefin
   if (hit !== undefined) return hit;
   if (cgroupPaths && Date.now() - walkedAt < 5000) return undefined; // walked just now: it is gone
   walkedAt = Date.now();
-  cgroupPaths = new Map();
+  const paths = new Map<bigint, string>();
+  cgroupPaths = paths;
   const walk = (rel: string, depth: number) => {
     try {
-      cgroupPaths!.set(statSync(path.join(root, rel) || '/', { bigint: true }).ino, rel || '/');
+      paths.set(statSync(path.join(root, rel) || '/', { bigint: true }).ino, rel || '/');
     } catch {
       return;
     }
@@ -270,5 +273,5 @@ export function cgroupPathOf(id: bigint, root = cgroup2Root()): string | undefin
     for (const e of entries) if (e.isDirectory()) walk(`${rel}/${e.name}`, depth + 1);
   };
   walk('', 0);
-  return cgroupPaths.get(id);
+  return paths.get(id);
 }

@@ -125,10 +125,11 @@ export function matchService(
   s: SocketFacts,
   netnsIno: (name: string) => number | undefined,
 ): string | undefined {
+  const cgroupPath = s.cgroupPath;
   for (const d of defs) {
     if (d.ports.length && !d.ports.includes(s.port)) continue;
     if (d.comm.length && (!s.comm || !d.comm.includes(s.comm))) continue;
-    if (d.cgroup.length && (!s.cgroupPath || !d.cgroup.some((c) => isUnder(s.cgroupPath!, c)))) continue;
+    if (d.cgroup.length && (!cgroupPath || !d.cgroup.some((c) => isUnder(cgroupPath, c)))) continue;
     if (d.netns.length && (s.netns === undefined || !d.netns.some((n) => netnsIno(n) === s.netns))) continue;
     return d.name;
   }

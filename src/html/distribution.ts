@@ -54,7 +54,10 @@ export function cdfFromBuckets(buckets: readonly MsBucket[]): LinePoint[] {
 /** Quantile points of a percentiles object: (value, q) in ascending q. */
 export function quantilePoints(q: Quantiles | null): LinePoint[] {
   if (!q) return [];
-  return QUANTILE_NAMES.filter((n) => typeof q[n] === 'number').map((n) => ({ x: q[n]!, y: QUANTILE_Q[n] }));
+  return QUANTILE_NAMES.flatMap((n) => {
+    const x = q[n];
+    return typeof x === 'number' ? [{ x, y: QUANTILE_Q[n] }] : [];
+  });
 }
 
 /**

@@ -6,8 +6,8 @@
  * the time series). Every problem is one usage error (exit 2) naming what to
  * give instead.
  */
-import { readFileSync, statSync } from 'node:fs';
-import { usageError } from '../errors.js';
+import { usageError, type MeshprobeError } from '../errors.js';
+import { parseReportText, readInput, type ReportTextProblem } from '../input.js';
 import { isObj, str, type Obj } from './read.js';
 
 export type InputKind = 'latency' | 'connections' | 'drops' | 'compare';
@@ -38,9 +38,6 @@ export interface LoadedInput {
   intervals: Obj[];
 }
 
-/** Input files larger than this are refused (a report is a few MB at most). */
-export const MAX_INPUT_BYTES = 512 * 1024 * 1024;
-
 /** The kind of a parsed document, if it is one of the four. */
 export function kindOf(doc: Obj): InputKind | undefined {
   if (doc.tool === 'analyze-latency') return 'compare';
@@ -69,111 +66,57 @@ function describe(doc: Obj): string {
   return 'not a meshprobe report';
 }
 
-function readText(file: string, kind: InputKind): string {
-  const opt = INPUT_OPTION[kind];
-  let st;
-  try {
-    st = statSync(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR')
-      throw usageError(`${opt} ${file}: no such file; give the report ${INPUT_SOURCE[kind]} wrote (its --output)`);
-    if (code === 'EACCES') throw usageError(`${opt} ${file}: permission denied; make it readable or run as its owner`);
-    throw usageError(`${opt} ${file}: cannot read it (${code ?? (e as Error).message})`);
-  }
-  if (st.isDirectory()) throw usageError(`${opt} ${file} is a directory: give the file ${INPUT_SOURCE[kind]} wrote`);
-  const size = st.size;
-  if (size > MAX_INPUT_BYTES)
-    throw usageError(
-      `${opt} ${file} is ${Math.round(size / 1048576)} MB: not a report (at most ${MAX_INPUT_BYTES / 1048576} MB)`,
-    );
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EACCES') throw usageError(`${opt} ${file}: permission denied; make it readable or run as its owner`);
-    throw usageError(`${opt} ${file}: cannot read it (${code ?? (e as Error).message})`);
-  }
-}
-
-/** JSON, or else NDJSON; null when it is neither. */
-function parse(text: string): { docs: unknown[]; stream: boolean; error?: string } {
-  try {
-    return { docs: [JSON.parse(text)], stream: false };
-  } catch (e) {
-    const whole = (e as Error).message;
-    const lines = text.split('\n');
-    const docs: unknown[] = [];
-    for (let i = 0; i < lines.length; i++) {
-      const line = lines[i].trim();
-      if (!line) continue;
-      try {
-        docs.push(JSON.parse(line));
-      } catch (le) {
-        // the last line of a stream cut short is the only one allowed to be partial
-        if (i >= lines.length - 2 && docs.length > 1) continue;
-        return { docs: [], stream: false, error: docs.length > 0 ? `line ${i + 1}: ${(le as Error).message}` : whole };
-      }
-    }
-    return { docs, stream: true };
-  }
-}
-
 /** Reads, parses and checks one input. */
 export function loadInput(file: string, kind: InputKind): LoadedInput {
   const opt = INPUT_OPTION[kind];
-  const text = readText(file, kind);
-  if (text.trim() === '')
-    throw usageError(`${opt} ${file} is empty: the probe did not finish writing it; run it again`);
-  const { docs, stream, error } = parse(text);
-  if (error !== undefined)
-    throw usageError(
-      `${opt} ${file} is not JSON (${error}): give the JSON report of ${INPUT_SOURCE[kind]} (or its --format json-stream output)`,
-    );
-  let report: Obj | undefined;
-  const intervals: Obj[] = [];
-  const typed = docs.filter(isObj);
-  if (typed.length !== docs.length)
-    throw usageError(
-      `${opt} ${file} is ${stream ? 'NDJSON with lines that are not objects' : 'JSON but not an object'}: not a meshprobe report`,
-    );
-  if (typed.some((d) => d.type === 'summary' || d.type === 'interval')) {
-    for (const d of typed) {
-      if (d.type === 'interval') intervals.push(d);
-      else if (d.type === 'summary') report = d;
-    }
-    if (!report) {
-      throw usageError(
-        `${opt} ${file} is a json-stream with ${intervals.length} interval line(s) and no summary line: the probe was stopped before the end; run it again (its summary comes at SIGINT/SIGTERM too)`,
-      );
-    }
-    const { type: _t, ...rest } = report;
-    report = rest;
-  } else if (typed.length === 1) {
-    report = typed[0];
-  } else {
-    throw usageError(
-      `${opt} ${file} holds ${typed.length} JSON documents and none is a json-stream summary line: give one report`,
-    );
-  }
+  const at = `${opt} ${file}`;
+  const { format, report, intervals } = parseReportText(readInput(file, opt, INPUT_SOURCE[kind]), (problem) =>
+    inputTextError(problem, at, kind),
+  );
   const found = kindOf(report);
   if (found !== kind) {
     const hint = found
       ? `; give it with ${INPUT_OPTION[found]}`
       : `; ${opt} takes the report ${INPUT_SOURCE[kind]} writes`;
-    throw usageError(`${opt} ${file} is ${describe(report)}, not a ${INPUT_SOURCE[kind]} report${hint}`);
+    throw usageError(`${at} is ${describe(report)}, not a ${INPUT_SOURCE[kind]} report${hint}`);
   }
   if (kind === 'compare' && report.report_version !== undefined && report.report_version !== 1) {
     throw usageError(
-      `${opt} ${file} is an analysis report of version ${str(report.report_version)}; this generate-report reads version 1: use the analyze-latency of the same release`,
+      `${at} is an analysis report of version ${String(str(report.report_version))}; this generate-report reads version 1: use the analyze-latency of the same release`,
     );
   }
   return {
     kind,
     file,
-    format: stream || intervals.length > 0 ? 'json-stream' : 'json',
+    format,
     report,
     // a stream holds one probe's lines; any other probe's are left out
     intervals: intervals.filter((i) => i.probe === undefined || kindOf(i) === kind),
   };
+}
+
+/** What is wrong with an input's text, as generate-report says it. */
+function inputTextError(problem: ReportTextProblem, at: string, kind: InputKind): MeshprobeError {
+  switch (problem.kind) {
+    case 'empty':
+      return usageError(`${at} is empty: the probe did not finish writing it; run it again`);
+    case 'not-json': {
+      const why = problem.line === undefined ? problem.error.message : `line ${problem.line}: ${problem.error.message}`;
+      return usageError(
+        `${at} is not JSON (${why}): give the JSON report of ${INPUT_SOURCE[kind]} (or its --format json-stream output)`,
+      );
+    }
+    case 'not-object':
+      return usageError(
+        `${at} is ${problem.line === undefined ? 'JSON but not an object' : 'NDJSON with lines that are not objects'}: not a meshprobe report`,
+      );
+    case 'no-summary':
+      return usageError(
+        `${at} is a json-stream with ${problem.intervals} interval line(s) and no summary line: the probe was stopped before the end; run it again (its summary comes at SIGINT/SIGTERM too)`,
+      );
+    case 'several-documents':
+      return usageError(
+        `${at} holds ${problem.documents} JSON documents and none is a json-stream summary line: give one report`,
+      );
+  }
 }

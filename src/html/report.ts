@@ -6,7 +6,7 @@
 import { str } from './read.js';
 import { fmtTime } from './format.js';
 import { page } from './page.js';
-import type { ReportInputs, Section } from './section.js';
+import { givenInputs, type ReportInputs, type Section } from './section.js';
 import { summarySection, hostsOf } from './sections/summary.js';
 import { latencySection } from './sections/latency.js';
 import { overheadSection } from './sections/overhead.js';
@@ -25,7 +25,7 @@ export interface GeneratorInfo {
 
 export function buildReport(inputs: ReportInputs, gen: GeneratorInfo): string {
   const hosts = hostsOf(inputs);
-  const first = Object.values(inputs).find((i) => i && (str(i.report.timestamp) || str(i.report.generated_at)));
+  const first = givenInputs(inputs).find((i) => str(i.report.timestamp) || str(i.report.generated_at));
   const when = first ? fmtTime(str(first.report.timestamp) ?? str(first.report.generated_at)) : fmtTime(gen.at);
   const sections = [
     summarySection(inputs),

@@ -4,6 +4,11 @@ import type { InputKind, LoadedInput } from './inputs.js';
 
 export type ReportInputs = Partial<Record<InputKind, LoadedInput>>;
 
+/** The inputs given, in their order (a kind's key may be there with no input). */
+export function givenInputs(inputs: ReportInputs): LoadedInput[] {
+  return (Object.values(inputs) as (LoadedInput | undefined)[]).filter((i): i is LoadedInput => i !== undefined);
+}
+
 export interface Section {
   /** element id, also the table of contents' anchor */
   id: string;

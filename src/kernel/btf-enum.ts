@@ -79,11 +79,12 @@ interface BtfType {
   name: () => string;
 }
 
+/** Readers over one file's bytes: plain closures, used detached (`const { u32 } = openBtf(...)`). */
 interface BtfFile {
-  u32(o: number): number;
-  i32(o: number): number;
-  str(off: number): string;
-  types(): Generator<BtfType>;
+  u32: (o: number) => number;
+  i32: (o: number) => number;
+  str: (off: number) => string;
+  types: () => Generator<BtfType>;
 }
 
 /** Opens a BTF file. Throws MP_BTF when it cannot be read or is not BTF. */

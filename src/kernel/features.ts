@@ -3,7 +3,7 @@
  * tracepoint_exists, kprobe_exists, fentry_can_attach), and the preflight
  * that `--check` prints. Nothing here is assumed from the kernel version.
  */
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import { addon, type BpfObject } from '../native.js';
@@ -12,6 +12,7 @@ import { EXIT_KERNEL, MeshprobeError } from '../errors.js';
 import { cgroup2Root } from '../filter/resolve.js';
 import { findLibssl, LIBSSL_PROBES } from './libssl.js';
 import { btfHasFunc } from './btf-enum.js';
+import { exists } from './exists.js';
 
 export const CAP = { NET_ADMIN: 12, SYS_ADMIN: 21, PERFMON: 38, BPF: 39 } as const;
 
@@ -84,7 +85,9 @@ function tryMount(type: string, target: string): boolean {
     log.debug(`mounted ${type} at ${target}`);
     return true;
   } catch (e) {
-    log.debug(`could not mount ${type} at ${target}`, { error: String((e as Error).message).split('\n')[0] });
+    log.debug(`could not mount ${type} at ${target}`, {
+      error: (e instanceof Error ? e.message : String(e)).split('\n')[0],
+    });
     return false;
   }
 }
@@ -92,18 +95,18 @@ function tryMount(type: string, target: string): boolean {
 /** Mounts tracefs and bpffs where missing and we are allowed to. */
 export function ensureMounts(opts: { bpffs?: boolean } = {}): { tracefs?: string; bpffs: boolean } {
   let tracefs = tracefsPath();
-  if (!tracefs && hasCap(effectiveCaps(), CAP.SYS_ADMIN) && existsSync(TRACEFS_CANDIDATES[0])) {
+  if (!tracefs && hasCap(effectiveCaps(), CAP.SYS_ADMIN) && exists(TRACEFS_CANDIDATES[0])) {
     if (tryMount('tracefs', TRACEFS_CANDIDATES[0])) tracefs = tracefsPath();
   }
   let bpffs = bpffsMounted();
-  if (!bpffs && opts.bpffs && hasCap(effectiveCaps(), CAP.SYS_ADMIN) && existsSync(BPFFS)) {
+  if (!bpffs && opts.bpffs && hasCap(effectiveCaps(), CAP.SYS_ADMIN) && exists(BPFFS)) {
     bpffs = tryMount('bpf', BPFFS) && bpffsMounted();
   }
   return { tracefs, bpffs };
 }
 
 export function tracepointExists(group: string, name: string, tracefs = tracefsPath()): boolean {
-  return !!tracefs && existsSync(`${tracefs}/events/${group}/${name}`);
+  return !!tracefs && exists(`${tracefs}/events/${group}/${name}`);
 }
 
 /** Does tracepoint group/name carry `field` (its format file, e.g. kfree_skb's reason, 5.17+)? */
@@ -135,7 +138,7 @@ export function kfuncExists(name: string): boolean {
 
 /** Kprobes need CONFIG_KPROBES; available_filter_functions lists what can be probed. */
 export function kprobeExists(func: string, tracefs = tracefsPath()): boolean {
-  if (!tracefs || !existsSync(`${tracefs}/kprobe_events`)) return false;
+  if (!tracefs || !exists(`${tracefs}/kprobe_events`)) return false;
   try {
     const list = readFileSync(`${tracefs}/available_filter_functions`, 'utf8');
     return new RegExp(`^${func}(\\s|$)`, 'm').test(list);
@@ -169,7 +172,10 @@ export interface HookChoice {
   tried: { name: string; ok: boolean; why?: string }[];
 }
 
-export function candidateAvailable(c: HookCandidate, tracefs = tracefsPath()): { ok: boolean; why?: string } {
+/** Whether a hook candidate can be used here; when it cannot, why. */
+export type Availability = { ok: true; why?: undefined } | { ok: false; why: string };
+
+export function candidateAvailable(c: HookCandidate, tracefs = tracefsPath()): Availability {
   if (disabledKinds().has(c.kind)) return { ok: false, why: 'disabled by MESHPROBE_DISABLE_HOOKS' };
   if (c.requiresKfunc && !kfuncExists(c.requiresKfunc))
     return { ok: false, why: `no kfunc ${c.requiresKfunc} in this kernel` };
@@ -186,7 +192,7 @@ export function candidateAvailable(c: HookCandidate, tracefs = tracefsPath()): {
         : { ok: false, why: 'kprobes unavailable (no kprobe_events or function not probeable)' };
     case 'fentry': {
       const r = fentryCanAttach(c.target);
-      return r.ok ? { ok: true } : { ok: false, why: `fentry refused: ${r.reason}` };
+      return r.ok ? { ok: true } : { ok: false, why: `fentry refused: ${r.reason ?? 'no reason given'}` };
     }
     case 'cgroup_skb':
       return cgroup2Root()
@@ -304,7 +310,7 @@ export function chooseHooks(slots: Record<string, HookCandidate[]>): HookChoice[
     for (const c of cands) {
       const r = candidateAvailable(c, tracefs);
       tried.push({ name: c.name, ok: r.ok, why: r.why });
-      log.debug(`hook ${slot}: ${c.name} ${r.ok ? 'available' : 'unavailable: ' + r.why}`);
+      log.debug(`hook ${slot}: ${c.name} ${r.ok ? 'available' : `unavailable: ${r.why}`}`);
       if (r.ok) return { slot, chosen: c, tried };
     }
     return { slot, tried };
@@ -327,7 +333,7 @@ export function preflight(): Preflight {
   const mountsNow = ensureMounts({ bpffs: true });
   return {
     kernel: os.release(),
-    btf: existsSync(VMLINUX_BTF),
+    btf: exists(VMLINUX_BTF),
     caps: {
       bpf: hasCap(caps, CAP.BPF),
       perfmon: hasCap(caps, CAP.PERFMON),
@@ -360,14 +366,16 @@ export function nextChoice(
   choices: HookChoice[],
   program: string,
   why: string,
-  available: (c: HookCandidate) => { ok: boolean; why?: string } = (c) => candidateAvailable(c),
+  available: (c: HookCandidate) => Availability = (c) => candidateAvailable(c),
 ): HookChoice[] | undefined {
   const i = choices.findIndex((c) => c.chosen?.programs.includes(program));
   if (i < 0) return undefined;
   const cur = choices[i];
+  const chosen = cur.chosen;
+  if (!chosen) return undefined; // (found by its chosen candidate: always set)
   const cands = slots[cur.slot];
-  const tried = cur.tried.map((t) => (t.name === cur.chosen!.name ? { name: t.name, ok: false, why } : t));
-  for (const c of cands.slice(cands.indexOf(cur.chosen!) + 1)) {
+  const tried = cur.tried.map((t) => (t.name === chosen.name ? { name: t.name, ok: false, why } : t));
+  for (const c of cands.slice(cands.indexOf(chosen) + 1)) {
     const r = available(c);
     if (!tried.some((t) => t.name === c.name)) tried.push({ name: c.name, ok: r.ok, why: r.why });
     if (r.ok) return choices.map((x, j) => (j === i ? { slot: x.slot, chosen: c, tried } : x));

@@ -1,12 +1,13 @@
 /**
- * Finding OpenSSL's libssl on this machine for the TLS uprobes (bpf/tls.bpf.h),
+ * Finding OpenSSL's libssl on this machine for the TLS uprobes (bpf/tls.bpf.c),
  * and checking that it exports the functions they attach to: the ELF dynamic
  * symbol table (.dynsym) is read here, no nm/readelf needed.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
+import { exists } from './exists.js';
 
-/** The uprobes of bpf/tls.bpf.h: program, libssl function, uretprobe or not. */
+/** The uprobes of bpf/tls.bpf.c: program, libssl function, uretprobe or not. */
 export interface LibsslProbe {
   program: string;
   func: string;
@@ -109,8 +110,8 @@ export function elfDynamicFunctions(buf: Buffer): Set<string> {
   const STT_GNU_IFUNC = 10;
   const names = new Set<string>();
   for (const s of sections.filter((x) => x.type === SHT_DYNSYM)) {
+    if (s.link >= sections.length) continue; // a link (from the file) to no section
     const str = sections[s.link];
-    if (!str) continue;
     const entsize = s.entsize || (is64 ? 24 : 16);
     for (let o = s.offset; o + entsize <= s.offset + s.size && o + entsize <= buf.length; o += entsize) {
       const nameOff = u32(o);
@@ -146,7 +147,7 @@ export function inspectLibssl(path: string): Libssl {
 export function findLibssl(candidates?: string[]): Libssl | undefined {
   const tried = new Set<string>();
   for (const p of candidates ?? [...ldconfigPaths(), ...FALLBACKS]) {
-    if (!existsSync(p)) continue;
+    if (!exists(p)) continue;
     let info: Libssl;
     try {
       info = inspectLibssl(p);

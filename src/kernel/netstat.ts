@@ -13,8 +13,8 @@ export interface ListenCounters {
   drops: number;
 }
 
-/** TcpExt fields of a /proc/net/netstat text. */
-export function tcpExt(text: string): Record<string, number> {
+/** TcpExt fields of a /proc/net/netstat text (a field this kernel lacks is undefined). */
+export function tcpExt(text: string): Partial<Record<string, number>> {
   const lines = text.split('\n');
   for (let i = 0; i + 1 < lines.length; i++) {
     if (!lines[i].startsWith('TcpExt:') || !lines[i + 1].startsWith('TcpExt:')) continue;

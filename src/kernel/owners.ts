@@ -68,7 +68,9 @@ export function portOwners(ports: ReadonlySet<number>): PortOwner[] {
         continue;
       }
       const m = /^socket:\[(\d+)\]$/.exec(link);
-      const hit = m ? inodes.get(Number(m[1])) : undefined;
+      if (!m) continue;
+      const inode = Number(m[1]);
+      const hit = inodes.get(inode);
       if (!hit) continue;
       let comm = '';
       try {
@@ -77,7 +79,7 @@ export function portOwners(ports: ReadonlySet<number>): PortOwner[] {
         /* it ended */
       }
       out.push({ ...hit, comm, pid: Number(pid) });
-      inodes.delete(Number(m![1]));
+      inodes.delete(inode);
     }
     if (inodes.size === 0) break;
   }

@@ -5,8 +5,8 @@ export function parseCpuList(s: string): number[] {
   const out: number[] = [];
   for (const part of s.trim().split(',')) {
     if (!part) continue;
-    const [a, b] = part.split('-').map((x) => Number.parseInt(x, 10));
-    for (let c = a; c <= (b ?? a); c++) out.push(c);
+    const [a, b = a] = part.split('-').map((x) => Number.parseInt(x, 10));
+    for (let c = a; c <= b; c++) out.push(c);
   }
   return out;
 }

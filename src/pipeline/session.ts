@@ -5,6 +5,7 @@
  * The probe itself is a ProbeDefinition: its BPF object, its hook choices
  * and its settings.
  */
+import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { addon, type BpfObject, type ProgramStats } from '../native.js';
@@ -97,6 +98,9 @@ export interface SessionResult {
   maps: MapReader;
 }
 
+/** The hooks a slot tried, and why each failed: "fexit: EPERM; kprobe: no tracefs". */
+const triedText = (c: HookChoice) => c.tried.map((t) => `${t.name}: ${String(t.why)}`).join('; ');
+
 /** Checks what can be checked before anything is loaded, and picks each slot's hook (an optional slot may have none). Throws MeshprobeError. */
 export function checkPrerequisites(def: ProbeDefinition<unknown>): HookChoice[] {
   if (!canTraceWithBpf()) {
@@ -125,8 +129,7 @@ export function checkPrerequisites(def: ProbeDefinition<unknown>): HookChoice[] 
   for (const c of choices) {
     if (!c.chosen && def.optionalSlots?.includes(c.slot)) continue; // named in the degradations (loadProbe)
     if (!c.chosen) {
-      const tried = c.tried.map((t) => `${t.name}: ${t.why}`).join('; ');
-      throw new MeshprobeError('MP_NO_HOOK', `this kernel offers no hook for ${c.slot} (${tried})`, EXIT_KERNEL);
+      throw new MeshprobeError('MP_NO_HOOK', `this kernel offers no hook for ${c.slot} (${triedText(c)})`, EXIT_KERNEL);
     }
     log.debug(`hook ${c.slot}: using ${c.chosen.name}`);
   }
@@ -154,10 +157,15 @@ function writeSampleRate(obj: BpfObject, n: number): void {
   obj.mapUpdate('sample_rate', new Uint8Array(4), v);
 }
 
+/** A slot with the hook it uses. */
+export type UsedHook = HookChoice & { chosen: HookCandidate };
+
+const isUsed = (c: HookChoice): c is UsedHook => c.chosen !== undefined;
+
 /** The probe's object loaded into the kernel with the hooks it verified, and what it had to do without. */
 export interface LoadedProbe {
   obj: BpfObject;
-  hooks: HookChoice[];
+  hooks: UsedHook[];
   degraded: string[];
   /** the object file, e.g. build/bpf/latency.noatomics.bpf.o */
   path: string;
@@ -170,11 +178,11 @@ export interface LoadedProbe {
  * runs this too, so that it says what the run will really use.
  */
 export function loadProbe<O>(def: ProbeDefinition<O>, options: O): LoadedProbe {
-  const choices = checkPrerequisites(def as ProbeDefinition<unknown>);
-  let hooks = choices.filter((c) => c.chosen);
+  const choices = checkPrerequisites(def);
+  let hooks = choices.filter(isUsed);
   const degraded = [...(def.kernelNotes?.() ?? [])];
   for (const c of choices) {
-    if (!c.chosen) degraded.push(`${c.slot}: not measured (${c.tried.map((t) => `${t.name}: ${t.why}`).join('; ')})`);
+    if (!c.chosen) degraded.push(`${c.slot}: not measured (${triedText(c)})`);
   }
   addon().setDebug(log.enabled('debug'));
   // kernels before 5.12 refuse BPF atomics: the build makes a variant without them
@@ -187,17 +195,16 @@ export function loadProbe<O>(def: ProbeDefinition<O>, options: O): LoadedProbe {
     const obj = openConfigured(def, options, path, hooks);
     try {
       obj.load();
-      for (const h of hooks) if (h.chosen?.degraded) degraded.push(`${h.slot}: ${h.chosen.degraded}`);
+      for (const h of hooks) if (h.chosen.degraded) degraded.push(`${h.slot}: ${h.chosen.degraded}`);
       for (const d of degraded) log.warn(d);
       return { obj, hooks, degraded, path };
     } catch (e) {
       obj.close();
       // a hook that exists but whose program this kernel refuses: try the next one for that slot
       const refused = refusedProgram((e as { libbpfLog?: string }).libbpfLog);
-      const next = refused ? nextChoice(def.hooks, hooks, refused, 'refused by the verifier') : undefined;
-      const optional = refused
-        ? hooks.find((h) => h.chosen!.programs.includes(refused) && def.optionalSlots?.includes(h.slot))
-        : undefined;
+      if (!refused) throw asMeshprobeError(e);
+      const next = nextChoice(def.hooks, hooks, refused, 'refused by the verifier');
+      const optional = hooks.find((h) => h.chosen.programs.includes(refused) && def.optionalSlots?.includes(h.slot));
       if (!next && optional) {
         // an optional measurement this kernel cannot verify: the probe runs without it
         degraded.push(`${optional.slot}: not measured: the kernel refused ${refused} (--log-level debug shows why)`);
@@ -205,22 +212,25 @@ export function loadProbe<O>(def: ProbeDefinition<O>, options: O): LoadedProbe {
         continue;
       }
       if (!next) throw asMeshprobeError(e);
-      const moved = next.find((c, i) => c.chosen !== hooks[i].chosen)!;
-      log.warn(`the kernel refused ${refused}; using ${moved.chosen!.name} for ${moved.slot}`);
-      hooks = next;
+      const moved = next.find((c, i) => c.chosen !== hooks[i].chosen);
+      assert.ok(moved?.chosen, 'nextChoice moves one slot to another hook');
+      log.warn(`the kernel refused ${refused}; using ${moved.chosen.name} for ${moved.slot}`);
+      hooks = next.filter(isUsed);
     }
   }
 }
 
+/**
+ * Loads the probe, starts the decoding workers on its perf rings, attaches
+ * its hooks and starts the flush timer; what cannot start is undone.
+ */
 export async function startSession<O>(
   def: ProbeDefinition<O>,
   options: O,
   pipe: PipelineOptions,
   sampleRate = 1,
 ): Promise<RunningSession> {
-  const loadedProbe = loadProbe(def, options);
-  const { obj, degraded } = loadedProbe;
-  const hooks = loadedProbe.hooks;
+  const { obj, hooks, degraded } = loadProbe(def, options);
   let pool: WorkerPool | undefined;
   try {
     def.afterLoad?.(obj, options);
@@ -241,87 +251,8 @@ export async function startSession<O>(
       // the kernel caps the watermark at the ring's size: wake at a quarter of the ring at most
       wakeupBytes: Math.min(pipe.wakeupBytes, (pipe.pagesPerCpu * PAGE_SIZE) / 4),
     });
-    for (const h of hooks) {
-      try {
-        for (const what of attachHook(obj, h.chosen!)) log.debug(`attached ${what}`);
-      } catch (e) {
-        if (!def.optionalSlots?.includes(h.slot)) throw e;
-        degraded.push(`${h.slot}: not measured: ${(e as Error).message}`);
-        log.warn(`${h.slot} not measured: ${(e as Error).message}`);
-      }
-    }
-    const flush = batchFlusher(obj, def.flushProgram, cpus);
-    const flushTimer = setInterval(flush, FLUSH_INTERVAL_MS);
-    const startedAt = new Date();
-    const startNs = process.hrtime.bigint();
-    const running = pool;
-    const loaded = obj;
-    let stopped: Promise<SessionResult> | undefined;
-    return {
-      state,
-      hooks,
-      degraded,
-      kernelStats: () => loaded.readPercpuArray('stats', def.statCount),
-      maps: {
-        percpuHash: (name) => loaded.readPercpuHash(name),
-        stats: () => loaded.readPercpuArray('stats', def.statCount),
-      },
-      setSampleRate: (n) => {
-        if (!stopped) writeSampleRate(loaded, n);
-      },
-      error: () => running.error,
-      stop() {
-        stopped ??= (async () => {
-          // read while attached: detaching removes the kretprobe events and their counts
-          let kretprobeMissed: number | null = null;
-          try {
-            const misses = Object.values(loaded.kretprobeMisses());
-            if (misses.some((m) => m < 0))
-              log.warn("cannot read the kretprobes' missed returns from kprobe_profile: kretprobe_missed is left out");
-            else if (misses.length) kretprobeMissed = misses.reduce((a, b) => a + b, 0);
-            if (kretprobeMissed)
-              log.warn(
-                `kretprobes missed ${kretprobeMissed} returns (calls in flight beyond their return slots): those reads and writes were not seen`,
-              );
-          } finally {
-            loaded.detachAll();
-          }
-          clearInterval(flushTimer);
-          const endNs = process.hrtime.bigint();
-          const endedAt = new Date();
-          await sleep(20); // programs already running finish their output
-          flush(); // what the CPUs' batches still hold
-          const totals = await running.stop();
-          const kernelStats = loaded.readPercpuArray('stats', def.statCount);
-          const programs = loaded.programStats();
-          const kept = new Map((def.countMaps ?? []).map((m) => [m, loaded.readPercpuHash(m)]));
-          loaded.close();
-          const maps: MapReader = {
-            percpuHash(name) {
-              const v = kept.get(name);
-              if (!v) throw new Error(`map ${name} was not kept at stop (countMaps)`);
-              return v;
-            },
-            stats: () => kernelStats,
-          };
-          return {
-            state,
-            hooks,
-            degraded,
-            kretprobeMissed,
-            kernelStats,
-            programs,
-            pool: totals,
-            startedAt,
-            endedAt,
-            startNs,
-            endNs,
-            maps,
-          };
-        })();
-        return stopped;
-      },
-    };
+    attachHooks(def, obj, hooks, degraded);
+    return running(def, { obj, hooks, degraded, state, pool, cpus });
   } catch (e) {
     if (pool) await pool.stop().catch(() => undefined); // before the map its rings belong to is closed
     obj.close();
@@ -329,11 +260,127 @@ export async function startSession<O>(
   }
 }
 
+/** Attaches each slot's hook; an optional slot that cannot attach is named in `degraded`, any other fails the start. */
+function attachHooks<O>(def: ProbeDefinition<O>, obj: BpfObject, hooks: UsedHook[], degraded: string[]): void {
+  for (const h of hooks) {
+    try {
+      for (const what of attachHook(obj, h.chosen)) log.debug(`attached ${what}`);
+    } catch (e) {
+      if (!def.optionalSlots?.includes(h.slot)) throw e;
+      degraded.push(`${h.slot}: not measured: ${(e as Error).message}`);
+      log.warn(`${h.slot} not measured: ${(e as Error).message}`);
+    }
+  }
+}
+
+/** What a started session holds until it stops. */
+interface Started {
+  obj: BpfObject;
+  hooks: UsedHook[];
+  degraded: string[];
+  state: State;
+  pool: WorkerPool;
+  cpus: number[];
+}
+
+/** The session while it measures: the flush timer runs; stop() ends it once, however often it is called. */
+function running<O>(def: ProbeDefinition<O>, started: Started): RunningSession {
+  const { obj, pool, state, hooks, degraded } = started;
+  const flush = batchFlusher(obj, def.flushProgram, started.cpus);
+  const flushTimer = setInterval(flush, FLUSH_INTERVAL_MS);
+  const since = { startedAt: new Date(), startNs: process.hrtime.bigint() };
+  let stopped: Promise<SessionResult> | undefined;
+  return {
+    state,
+    hooks,
+    degraded,
+    kernelStats: () => obj.readPercpuArray('stats', def.statCount),
+    maps: {
+      percpuHash: (name) => obj.readPercpuHash(name),
+      stats: () => obj.readPercpuArray('stats', def.statCount),
+    },
+    setSampleRate: (n) => {
+      if (!stopped) writeSampleRate(obj, n);
+    },
+    error: () => pool.error,
+    stop() {
+      stopped ??= (async () => {
+        const kretprobeMissed = detachCountingMisses(obj);
+        clearInterval(flushTimer);
+        const endNs = process.hrtime.bigint();
+        const endedAt = new Date();
+        const times = { startedAt: since.startedAt, endedAt, startNs: since.startNs, endNs };
+        return collect(def, started, flush, times, kretprobeMissed);
+      })();
+      return stopped;
+    },
+  };
+}
+
+/**
+ * Detaches every program; first reads the calls whose return a kretprobe
+ * missed, while attached (detaching removes the kretprobe events and their
+ * counts). Null without kretprobes or when they cannot be read.
+ */
+function detachCountingMisses(obj: BpfObject): number | null {
+  let kretprobeMissed: number | null = null;
+  try {
+    const misses = Object.values(obj.kretprobeMisses());
+    if (misses.some((m) => m < 0))
+      log.warn("cannot read the kretprobes' missed returns from kprobe_profile: kretprobe_missed is left out");
+    else if (misses.length) kretprobeMissed = misses.reduce((a, b) => a + b, 0);
+    if (kretprobeMissed)
+      log.warn(
+        `kretprobes missed ${kretprobeMissed} returns (calls in flight beyond their return slots): those reads and writes were not seen`,
+      );
+  } finally {
+    obj.detachAll();
+  }
+  return kretprobeMissed;
+}
+
+/** After detach: what is still in flight (running programs, the CPUs' batches, the rings), then the counters; closes the object. */
+async function collect<O>(
+  def: ProbeDefinition<O>,
+  started: Started,
+  flush: () => void,
+  times: Pick<SessionResult, 'startedAt' | 'endedAt' | 'startNs' | 'endNs'>,
+  kretprobeMissed: number | null,
+): Promise<SessionResult> {
+  const { obj } = started;
+  await sleep(20); // programs already running finish their output
+  flush(); // what the CPUs' batches still hold
+  const totals = await started.pool.stop();
+  const kernelStats = obj.readPercpuArray('stats', def.statCount);
+  const programs = obj.programStats();
+  const kept = new Map((def.countMaps ?? []).map((m) => [m, obj.readPercpuHash(m)]));
+  obj.close();
+  const maps: MapReader = {
+    percpuHash(name) {
+      const v = kept.get(name);
+      if (!v) throw new Error(`map ${name} was not kept at stop (countMaps)`);
+      return v;
+    },
+    stats: () => kernelStats,
+  };
+  return {
+    state: started.state,
+    hooks: started.hooks,
+    degraded: started.degraded,
+    kretprobeMissed,
+    kernelStats,
+    programs,
+    pool: totals,
+    ...times,
+    maps,
+  };
+}
+
 /** Opens the object with only the chosen hooks' programs (and the flush program) to load, configured. */
-function openConfigured<O>(def: ProbeDefinition<O>, options: O, path: string, hooks: HookChoice[]): BpfObject {
+function openConfigured<O>(def: ProbeDefinition<O>, options: O, path: string, hooks: UsedHook[]): BpfObject {
   const obj = new (addon().BpfObject)(path, VMLINUX_BTF !== DEFAULT_VMLINUX_BTF ? { btfCustomPath: VMLINUX_BTF } : {});
   try {
-    const wanted = new Set(hooks.flatMap((h) => h.chosen!.programs));
+    const wanted = new Set(hooks.flatMap((h) => h.chosen.programs));
     for (const p of obj.programs()) obj.setAutoload(p.name, wanted.has(p.name) || p.name === def.flushProgram);
     def.configure(obj, options);
     return obj;

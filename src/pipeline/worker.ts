@@ -10,7 +10,8 @@ import { addon } from '../native.js';
 import type { WorkerInit, WorkerReply } from './messages.js';
 
 const init = workerData as WorkerInit;
-const port = parentPort!;
+if (!parentPort) throw new Error('pipeline/worker.js runs as a worker thread (new Worker), not on its own');
+const port = parentPort;
 
 function reply(m: WorkerReply): void {
   port.postMessage(m);

@@ -18,7 +18,7 @@ export const connectionProbe: ProbeDefinition<ConnectionOptions> = {
   name: 'connection-tracker',
   hooks: {
     ...latencyProbe.hooks,
-    // TLS handshakes from the TLS records of every local socket (bpf/tls.bpf.h), whatever the library
+    // TLS handshakes from the TLS records of every local socket (bpf/tls.bpf.c), whatever the library
     'tls records': [
       {
         name: 'cgroup_skb:ingress+egress',

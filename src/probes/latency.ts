@@ -3,7 +3,7 @@
  * Kernel side: bpf/latency.bpf.c. Report: src/report/latency.ts.
  */
 import type { BpfObject } from '../native.js';
-import { STAT__COUNT } from '../records.js';
+import { LKEY_NETNS, LKEY_PORT, LKEY_SIZE, STAT__COUNT, STAT_NAMES } from '../records.js';
 import { listeners } from '../kernel/listeners.js';
 import { log } from '../log.js';
 import type { ProbeDefinition } from '../pipeline/session.js';
@@ -93,47 +93,18 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
     loadFilterCgroups(obj, o.filter);
     if (!o.inferRoles) return;
     // connections that predate the probe: a server if their local port listens (struct listen_key)
-    const key = new Uint8Array(8);
+    const key = new Uint8Array(LKEY_SIZE);
     const dv = new DataView(key.buffer);
     const one = new Uint8Array([1]);
     const all = listeners();
     for (const l of all) {
-      dv.setUint32(0, l.netns, true);
-      dv.setUint16(4, l.port, true);
+      dv.setUint32(LKEY_NETNS, l.netns, true);
+      dv.setUint16(LKEY_PORT, l.port, true);
       obj.mapUpdate('listeners', key, one);
     }
     log.debug(`${all.length} listening sockets known`);
   },
 };
 
-/** Names of the kernel counters, in MP_STAT_* order (bpf/records.h; test/records-layout.test.ts checks the count). */
-export const LATENCY_STATS = [
-  'send',
-  'receive',
-  'cleanup',
-  'tracked',
-  'evicted',
-  'output_failures',
-  'filtered',
-  'emitted',
-  'discarded',
-  'unsampled_client',
-  'unsampled_server',
-  'measured_client',
-  'measured_server',
-  'tls_hello',
-  'tls_done',
-  'tls_lost_sync',
-  'tls_gap',
-  'tls_split_hdr',
-  'tls_aborted',
-  'tls_no_version',
-  'tls_libssl_done',
-  'tls_libssl_no_role',
-  'reused_client',
-  'reused_server',
-  'drop_seen',
-  'drop_filtered',
-  'drop_table_full',
-  'drop_no_header',
-] as const;
+/** Names of the kernel counters, by index: MP_STATS in bpf/records.h (generated into src/generated/layout.ts). */
+export const LATENCY_STATS = STAT_NAMES;

@@ -35,7 +35,6 @@ import {
   METRIC_REQUESTS,
   METRIC_IDLE,
   METRIC_TLS_CONNECT,
-  RESULT_OK,
   RESULT_REFUSED,
   RESULT_TIMEOUT,
   RESULT_RESET,
@@ -49,13 +48,22 @@ import {
   readMeasureHistograms,
   readMeasureResults,
   readSvcTable,
+  slotHistogram,
   type ConnSlot,
+  type MeasureHistograms,
   type State,
 } from '../wasm.js';
 import { diff, emptyHistogram, mergeAll, percentile, type HistogramSnapshot } from '../histogram.js';
 import type { SessionResult } from '../pipeline/session.js';
 import type { ServiceDef } from '../filter/services.js';
-import type { HistogramSeries, MetricSet, ProbeOutputs, SamplingInfo, ScalarSeries } from '../export/model.js';
+import {
+  scalar,
+  type HistogramSeries,
+  type MetricSet,
+  type ProbeOutputs,
+  type SamplingInfo,
+  type ScalarSeries,
+} from '../export/model.js';
 import {
   buildLatencyReport,
   diffLatencyFigures,
@@ -84,14 +92,15 @@ export const MEASURE_METRICS = {
 } as const;
 export type MeasureName = keyof typeof MEASURE_METRICS;
 
-export const FAILURE_CAUSES: [string, number][] = [
+export const FAILURE_CAUSES = [
   ['refused', RESULT_REFUSED],
   ['timeout', RESULT_TIMEOUT],
   ['reset', RESULT_RESET],
   ['unreachable', RESULT_UNREACH],
   ['aborted', RESULT_ABORTED],
   ['other', RESULT_OTHER],
-];
+] as const;
+export type FailureCause = (typeof FAILURE_CAUSES)[number][0];
 
 type Sides = { client: HistogramSnapshot; server: HistogramSnapshot };
 
@@ -131,7 +140,8 @@ export function readConnectionFigures(
 ): ConnectionFigures {
   const conns = readConnTable(state, { histograms: false });
   const latency = readLatencyFigures(state, kernelStats, defs, conns);
-  const hs = readMeasureHistograms(state);
+  // per metric the decoder has (build/meshprobe.wasm's METRIC__COUNT): one it lacks reads as empty
+  const hs: Partial<MeasureHistograms> = readMeasureHistograms(state);
   const measures = Object.fromEntries(
     Object.entries(MEASURE_METRICS).map(([k, m]) => [
       k,
@@ -139,17 +149,21 @@ export function readConnectionFigures(
     ]),
   ) as Record<MeasureName, Sides>;
   const name = serviceNamer(conns, defs);
-  const series = readSvcTable(state, { flush: false })
-    .filter((s) => s.metric !== 0 && metricName.has(s.metric))
-    .map((s) => ({
-      key: s.key.toString(),
-      metric: metricName.get(s.metric)!,
-      name: name(s),
-      role: s.role === ROLE_CLIENT ? ('client' as const) : ('server' as const),
-      port: s.port,
-      ...(s.role === ROLE_CLIENT ? { peer: endpoint(s.raddr, s.port, s.family) } : {}),
-      hist: s.hist!,
-    }));
+  const series = readSvcTable(state, { flush: false }).flatMap((s) => {
+    const metric = s.metric !== 0 ? metricName.get(s.metric) : undefined;
+    if (metric === undefined) return [];
+    return [
+      {
+        key: s.key.toString(),
+        metric,
+        name: name(s),
+        role: s.role === ROLE_CLIENT ? ('client' as const) : ('server' as const),
+        port: s.port,
+        ...(s.role === ROLE_CLIENT ? { peer: endpoint(s.raddr, s.port, s.family) } : {}),
+        hist: slotHistogram(s),
+      },
+    ];
+  });
   return { latency, measures, results: readMeasureResults(state), series, conns, nowNs: monotonicNs() };
 }
 
@@ -232,7 +246,10 @@ function pools(f: ConnectionFigures, spanNs: number, startNs: number) {
 export function connectionsSection(f: ConnectionFigures, durationS: number, startNs: number) {
   const m = f.measures;
   const failedRow = f.results[METRIC_CONNECT_FAIL] ?? [];
-  const failed = Object.fromEntries(FAILURE_CAUSES.map(([n, r]) => [n, failedRow[r] ?? 0])) as Record<string, number>;
+  const failed = Object.fromEntries(FAILURE_CAUSES.map(([n, r]) => [n, failedRow[r] ?? 0])) as Record<
+    FailureCause,
+    number
+  >;
   const seen = exchangesSeen(f.latency);
   const d = durationS > 0 ? durationS : 1;
   const rpc = m.requests.client;
@@ -375,12 +392,7 @@ export function connectionMetricSet(
       hist: s.hist,
     });
   }
-  const c = (name: string, help: string, value: number, labels: Record<string, string> = {}): ScalarSeries => ({
-    name,
-    help,
-    labels,
-    value,
-  });
+  const c = scalar;
   const counters: ScalarSeries[] = [
     ...(['client', 'server'] as const).map((side) =>
       c('connections_opened', 'Connections set up', f.measures.setup[side].count, { side }),

@@ -28,7 +28,7 @@ import { defaultResolveEnv, netnsInode } from '../filter/resolve.js';
 import type { MapReader, SessionResult } from '../pipeline/session.js';
 import type { MetricSet, ProbeOutputs, SamplingInfo, ScalarSeries } from '../export/model.js';
 import * as R from '../records.js';
-import { REPORT_VERSION } from './latency.js';
+import { programFigures, REPORT_VERSION } from './latency.js';
 
 export const LAYERS = ['xdp', 'tc', 'netfilter', 'ip', 'tcp', 'udp', 'socket', 'qdisc', 'device', 'other'] as const;
 export type Layer = (typeof LAYERS)[number];
@@ -102,7 +102,7 @@ export interface PacketCount {
 export interface DropFigures {
   drops: DropEntry[];
   pkts: PacketCount[];
-  kernel: Record<string, number>;
+  kernel: Record<DropStat, number>;
 }
 
 function decodeDrop(k: Uint8Array, v: BigUint64Array): DropEntry {
@@ -138,6 +138,7 @@ function decodePkt(k: Uint8Array, v: BigUint64Array): PacketCount {
 }
 
 export const DROP_STATS = ['drop_seen', 'drop_filtered', 'drop_table_full', 'drop_no_header'] as const;
+export type DropStat = (typeof DROP_STATS)[number];
 
 /** The maps first, then the counters: a drop counted in between shows in the total, never only in the breakdown. */
 export function readDropFigures(maps: MapReader): DropFigures {
@@ -146,7 +147,7 @@ export function readDropFigures(maps: MapReader): DropFigures {
   const kernelStats = maps.stats();
   const kernel = Object.fromEntries(
     DROP_STATS.map((n) => [n, Number(kernelStats[LATENCY_STATS.indexOf(n as never)] ?? 0n)]),
-  );
+  ) as Record<DropStat, number>;
   return { drops, pkts, kernel };
 }
 
@@ -169,7 +170,7 @@ export function diffDropFigures(cur: DropFigures, prev: DropFigures | undefined)
         bytes: p.bytes - (pp.get(p.key)?.bytes ?? 0),
       }))
       .filter((p) => p.packets > 0),
-    kernel: Object.fromEntries(Object.entries(cur.kernel).map(([k, v]) => [k, v - (prev.kernel[k] ?? 0)])),
+    kernel: Object.fromEntries(DROP_STATS.map((n) => [n, cur.kernel[n] - prev.kernel[n]])) as Record<DropStat, number>,
   };
 }
 
@@ -286,7 +287,7 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
   const counted = named.reduce((a, e) => a + e.packets, 0);
   // the kernel counts every drop inside the filter (the exact total); the breakdown holds 1 in
   // --sample-rate of them, scaled by that rate; what the full map could not hold is "unattributed"
-  const total = f.kernel.drop_seen ?? counted;
+  const total = f.kernel.drop_seen;
   const factor = sampleRate;
   if (factor !== 1) for (const e of named) e.packets *= factor;
   const unattributed = Math.max(0, total - counted * factor);
@@ -374,7 +375,7 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
         drops: e.packets,
       })),
     labels_folded: { services: svc.folded, functions: fns.folded },
-    breakdown: { counted, scale: factor, unattributed, table_full: f.kernel.drop_table_full ?? 0 },
+    breakdown: { counted, scale: factor, unattributed, table_full: f.kernel.drop_table_full },
     kernel: f.kernel,
   };
 }
@@ -411,13 +412,7 @@ export function buildDropReport(
       kretprobe_missed: r.kretprobeMissed,
       filters: ctx.filters,
       kallsyms_restricted: ctx.namer.kallsymsRestricted,
-      programs: r.programs.map((p) => ({
-        name: p.name,
-        id: p.id,
-        run_count: Number(p.runCount),
-        run_time_ns: Number(p.runTimeNs),
-        ns_per_run: p.runCount > 0n ? Math.round(Number(p.runTimeNs) / Number(p.runCount)) : null,
-      })),
+      programs: programFigures(r.programs),
     },
     ...(ctx.exports ? { exports: ctx.exports } : {}),
   };
@@ -463,13 +458,12 @@ export function dropOutputs(namer: DropNamer, maxLabels: number): ProbeOutputs<D
           value: Math.round(a.n),
         });
       for (const x of s.by_service) {
-        if (x.packets !== null)
-          counters.push({
-            name: 'service_packets',
-            help: 'Packets the local sockets of the service sent or received',
-            labels: { service: x.service },
-            value: x.packets,
-          });
+        counters.push({
+          name: 'service_packets',
+          help: 'Packets the local sockets of the service sent or received',
+          labels: { service: x.service },
+          value: x.packets,
+        });
       }
 
       counters.push({
@@ -497,12 +491,14 @@ export function dropOutputs(namer: DropNamer, maxLabels: number): ProbeOutputs<D
       };
     },
     // while the probe runs: the owners of ports with drops, before they go away
-    watch: (_state, _k, maps) => namer.learn(maps.percpuHash('drops').map(([k, v]) => decodeDrop(k, v))),
+    watch: (_state, _k, maps) => {
+      namer.learn(maps.percpuHash('drops').map(([k, v]) => decodeDrop(k, v)));
+    },
     progress: (f) => ({
       requests: f.drops.reduce((a, e) => a + e.packets, 0),
       p50_ms: null,
       p99_ms: null,
-      lost: f.kernel.drop_table_full ?? 0,
+      lost: f.kernel.drop_table_full,
     }),
     demand: () => ({ seen: 0, lost: 0 }),
   };

@@ -16,6 +16,7 @@ import {
   readCounters,
   readGlobalHistograms,
   readSvcTable,
+  slotHistogram,
   type ConnSlot,
   type Counters,
   type ServiceSlot,
@@ -24,9 +25,17 @@ import {
 import { diff, mergeAll, percentile, toBucketList, type HistogramSnapshot } from '../histogram.js';
 import { LATENCY_STATS } from '../probes/latency.js';
 import type { SessionResult } from '../pipeline/session.js';
+import type { ProgramStats } from '../native.js';
 import { matchService, type ServiceDef } from '../filter/services.js';
 import { cgroupPathOf, netnsInode, defaultResolveEnv } from '../filter/resolve.js';
-import type { MetricSet, HistogramSeries, ProbeOutputs, SamplingInfo, ScalarSeries } from '../export/model.js';
+import {
+  scalar,
+  type MetricSet,
+  type HistogramSeries,
+  type ProbeOutputs,
+  type SamplingInfo,
+  type ScalarSeries,
+} from '../export/model.js';
 import { ms, percentilesMs, viewSummary, type ViewSummary } from './views.js';
 import { analyzeOverhead, DEFAULT_PROXY_COMMS } from './overhead.js';
 
@@ -75,7 +84,8 @@ export function serviceNamer(conns: readonly ConnSlot[], defs: readonly ServiceD
   const serverAt = new Map<string, ConnSlot>(); // "laddr|lport" -> that connection
   for (const c of conns) {
     if (c.role !== ROLE_SERVER) continue;
-    if (!servers.has(c.lport) || (!servers.get(c.lport)!.comm && c.comm)) servers.set(c.lport, c);
+    const known = servers.get(c.lport);
+    if (!known || (!known.comm && c.comm)) servers.set(c.lport, c);
     serverAt.set(`${c.laddr}|${c.lport}`, c);
   }
   const env = defaultResolveEnv();
@@ -124,7 +134,7 @@ export function readLatencyFigures(
       port: s.port,
       ...(s.role === ROLE_CLIENT ? { peer: endpoint(s.raddr, s.port, s.family) } : {}),
       requests: s.requests,
-      hist: s.hist!,
+      hist: slotHistogram(s),
     })),
     kernel: Object.fromEntries(LATENCY_STATS.map((n, i) => [n, Number(kernelStats[i] ?? 0n)])) as Record<
       LatencyStat,
@@ -179,7 +189,7 @@ export function samplingFactors(f: LatencyFigures): { client: number; server: nu
   };
 }
 
-/** Services merged by name and role (several slots may carry one name). */
+/** Services merged by name and role (several slots may carry one name): the report's row and the merged histogram. */
 function servicesOut(services: readonly ServiceFigure[], factors: { client: number; server: number }) {
   const groups = new Map<string, ServiceFigure[]>();
   for (const s of services) {
@@ -191,7 +201,7 @@ function servicesOut(services: readonly ServiceFigure[], factors: { client: numb
       const hist = mergeAll(g.map((s) => s.hist));
       const requests = g.reduce((a, s) => a + s.requests, 0);
       const peers = [...new Set(g.map((s) => s.peer).filter((p): p is string => !!p))];
-      return {
+      const row = {
         service: g[0].name,
         role: g[0].role,
         port: g[0].port,
@@ -204,10 +214,10 @@ function servicesOut(services: readonly ServiceFigure[], factors: { client: numb
         max_ms: hist.count ? ms(hist.max_ns) : null,
         latency_histogram: hist.count ? viewSummary(hist).latency_histogram : null,
         buckets: toBucketList(hist),
-        hist,
       };
+      return { row, hist };
     })
-    .sort((a, b) => b.requests - a.requests);
+    .sort((a, b) => b.row.requests - a.row.requests);
 }
 
 export interface LatencyMetrics {
@@ -250,7 +260,7 @@ export function latencyMetrics(f: LatencyFigures, sampling: SamplingInfo): Laten
     client,
     server,
     network,
-    services: servicesOut(f.services, factors).map(({ hist: _h, ...s }) => s),
+    services: servicesOut(f.services, factors).map((s) => s.row),
     // A full ring fails the kernel's output (counted per record in output_failures)
     // and perf also reports it as lost samples of up to 64 records: not the same unit, never added.
     events: { send: k.send, receive: k.receive, cleanup: k.cleanup, lost: k.output_failures },
@@ -275,6 +285,44 @@ export function latencyMetrics(f: LatencyFigures, sampling: SamplingInfo): Laten
   };
 }
 
+/** A BPF program's kernel run time (counted with kernel.bpf_stats_enabled), as every report lists it. */
+export interface ProgramFigure {
+  name: string;
+  id: number;
+  run_count: number;
+  run_time_ns: number;
+  ns_per_run: number | null;
+}
+
+export function programFigures(programs: readonly ProgramStats[]): ProgramFigure[] {
+  return programs.map((p) => ({
+    name: p.name,
+    id: p.id,
+    run_count: Number(p.runCount),
+    run_time_ns: Number(p.runTimeNs),
+    ns_per_run: p.runCount > 0n ? Math.round(Number(p.runTimeNs) / Number(p.runCount)) : null,
+  }));
+}
+
+/** The "pipeline" object of latency-probe's (and connection-tracker's) report. */
+export interface LatencyPipeline {
+  /** slot -> the hook chosen (undefined: none) */
+  hooks: Record<string, string | undefined>;
+  /** what this kernel made the probe measure less well or not at all (empty: nothing) */
+  degraded: string[];
+  /** returns the kprobe path's kretprobes missed (null: no kretprobes used) */
+  kretprobe_missed: number | null;
+  filters: string[];
+  workers: number;
+  batches: number;
+  bytes: number;
+  records: number;
+  sockets_tracked: number;
+  sockets_filtered: number;
+  records_emitted: number;
+  programs: ProgramFigure[];
+}
+
 export interface LatencyReport {
   timestamp: string;
   duration_seconds: number;
@@ -283,7 +331,7 @@ export interface LatencyReport {
   host: string;
   kernel: string;
   metrics: LatencyMetrics & { connections: unknown[] };
-  pipeline: Record<string, unknown>;
+  pipeline: LatencyPipeline;
   exports?: Record<string, unknown>;
 }
 
@@ -342,7 +390,7 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
       ...metrics,
       overhead_analysis: {
         ...overhead,
-        network_srtt_ms: (metrics.overhead_analysis.network_srtt_ms as number | null) ?? null,
+        network_srtt_ms: metrics.overhead_analysis.network_srtt_ms ?? null,
       },
       connections,
     },
@@ -360,13 +408,7 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
       sockets_tracked: f.kernel.tracked,
       sockets_filtered: f.kernel.filtered,
       records_emitted: f.kernel.emitted,
-      programs: r.programs.map((p) => ({
-        name: p.name,
-        id: p.id,
-        run_count: Number(p.runCount),
-        run_time_ns: Number(p.runTimeNs),
-        ns_per_run: p.runCount > 0n ? Math.round(Number(p.runTimeNs) / Number(p.runCount)) : null,
-      })),
+      programs: programFigures(r.programs),
     },
     ...(ctx.exports ? { exports: ctx.exports } : {}),
   };
@@ -412,20 +454,15 @@ export function latencyMetricSet(
       labels: {},
       hist: f.network,
     },
-    ...servicesOut(f.services, factors).map((s) => ({
+    ...servicesOut(f.services, factors).map(({ row, hist }) => ({
       name: 'service_request_duration',
       help: 'Request to response time per service and role (client or server side)',
-      labels: { service: s.service, role: s.role },
-      hist: s.hist,
+      labels: { service: row.service, role: row.role },
+      hist,
     })),
   ];
   const k = f.kernel;
-  const c = (name: string, help: string, value: number, labels: Record<string, string> = {}): ScalarSeries => ({
-    name,
-    help,
-    labels,
-    value,
-  });
+  const c = scalar;
   const counters: ScalarSeries[] = [
     c('requests', 'Exchanges measured (sampled), per view', f.client.count, { view: 'client' }),
     c('requests', 'Exchanges measured (sampled), per view', f.server.count, { view: 'server' }),

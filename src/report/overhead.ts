@@ -117,33 +117,71 @@ export interface OverheadInputs {
 
 export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
   const proxySet = new Set(inp.proxyComms);
-  const sides: Side[] = inp.conns
-    .filter((c) => c.hist && c.hist.count > 0 && (c.role === ROLE_CLIENT || c.role === ROLE_SERVER))
-    .map((c) => ({ c, sum: c.hist!.sum_ns, count: c.hist!.count, proxy: proxySet.has(inp.commOf(c)) }));
+  const sides: Side[] = inp.conns.flatMap((c) => {
+    const h = c.hist;
+    if (!h || !(h.count > 0) || (c.role !== ROLE_CLIENT && c.role !== ROLE_SERVER)) return [];
+    return [{ c, sum: h.sum_ns, count: h.count, proxy: proxySet.has(inp.commOf(c)) }];
+  });
+  const peers = pairEnds(sides);
+  const byPid = proxyProcesses(sides, inp);
+  const proxies = proxyFigures(byPid, peers);
+  const net: Network = { sides, inp, byPid, peers };
+  const groups = new Map<string, Group>();
+  const unpaired = groupClients(net, groups);
+  groupInboundServers(net, groups);
+  const byService = serviceOverheads(groups, proxies);
 
+  // overall: request-weighted over the services whose clients are here and split completely
+  const full = byService.filter((s) => s.clients_seen && s.kernel_processing_ms !== null);
+  const n = full.reduce((a, s) => a + s.requests, 0);
+  const w = (k: keyof OverheadPart) =>
+    n > 0 ? r4(full.reduce((a, s) => a + (s[k] as number) * s.requests, 0) / n) : null;
+  const allClients = sides.filter((s) => !s.proxy && s.c.role === ROLE_CLIENT);
+  const [cs, cc] = sumOf(allClients);
+  return {
+    requests: n,
+    total_ms: n > 0 ? w('total_ms') : cc > 0 ? r4(cs / cc / 1e6) : null,
+    application_ms: w('application_ms'),
+    kernel_processing_ms: w('kernel_processing_ms'),
+    mesh_processing_ms: w('mesh_processing_ms'),
+    proxy_comms: [...inp.proxyComms],
+    proxies: [...proxies.values()].map((p) => p.figure).sort((a, b) => b.requests - a.requests),
+    by_service: byService,
+    requests_unpaired: unpaired.count,
+    method:
+      'means over the measured connections: total = client view of applications (not proxies); application = server view of ' +
+      'the application servers their requests reach; mesh = per proxy on the path, its server view downstream minus its client ' +
+      'view upstream; kernel = total - mesh - application. Requests whose server side is not on this host are in requests_unpaired' +
+      (unpaired.count > 0 ? ` (mean ${r4(unpaired.sum / unpaired.count / 1e6)} ms)` : ''),
+  };
+}
+
+/** Sum and count of the exchanges of some sides. */
+const sumOf = (xs: Iterable<Side>): [number, number] => {
+  let sum = 0;
+  let count = 0;
+  for (const s of xs) {
+    sum += s.sum;
+    count += s.count;
+  }
+  return [sum, count];
+};
+
+/** The other end of a connection on this host, from either end. */
+interface Peers {
+  /** the server socket a client socket reaches */
+  ofClient(s: Side): Side | undefined;
+  /** the client socket a server socket was connected from */
+  ofServer(s: Side): Side | undefined;
+}
+
+function pairEnds(sides: Side[]): Peers {
   const servers = new Map<string, Side>();
   for (const s of sides)
     if (s.c.role === ROLE_SERVER) servers.set(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns), s);
   const clientsByKey = new Map<string, Side>();
   for (const s of sides)
     if (s.c.role === ROLE_CLIENT) clientsByKey.set(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns), s);
-  // Traffic captured by iptables (Istio's REDIRECT to its sidecar) reaches a socket whose local
-  // address is not the one the client connected to: its ends pair by the client's own address
-  // alone, when exactly one socket on the other side has it.
-  const bySource = <T extends Side>(xs: T[], addr: (s: T) => [string, number]) => {
-    const m = new Map<string, T[]>();
-    for (const x of xs) {
-      const [a0, p] = addr(x);
-      const a = plainAddr(a0);
-      const k = isLoopback(a) ? `${x.c.netns}|${a}|${p}` : `${a}|${p}`;
-      m.set(k, [...(m.get(k) ?? []), x]);
-    }
-    return (a0: string, p: number, netns: number) => {
-      const a = plainAddr(a0);
-      const hit = m.get(isLoopback(a) ? `${netns}|${a}|${p}` : `${a}|${p}`);
-      return hit && hit.length === 1 ? hit[0] : undefined;
-    };
-  };
   const serverByClientAddr = bySource(
     sides.filter((s) => s.c.role === ROLE_SERVER),
     (s) => [s.c.raddr, s.c.rport],
@@ -152,123 +190,204 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
     sides.filter((s) => s.c.role === ROLE_CLIENT),
     (s) => [s.c.laddr, s.c.lport],
   );
-  const peerOfClient = (s: Side) =>
-    servers.get(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns)) ??
-    serverByClientAddr(s.c.laddr, s.c.lport, s.c.netns);
-  const peerOfServer = (s: Side) =>
-    clientsByKey.get(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns)) ??
-    clientByOwnAddr(s.c.raddr, s.c.rport, s.c.netns);
+  return {
+    ofClient: (s) =>
+      servers.get(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns)) ??
+      serverByClientAddr(s.c.laddr, s.c.lport, s.c.netns),
+    ofServer: (s) =>
+      clientsByKey.get(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns)) ??
+      clientByOwnAddr(s.c.raddr, s.c.rport, s.c.netns),
+  };
+}
 
-  // proxies, one per process
-  const byPid = new Map<number, { comm: string; netns: number; down: Side[]; up: Side[] }>();
+/**
+ * Traffic captured by iptables (Istio's REDIRECT to its sidecar) reaches a
+ * socket whose local address is not the one the client connected to: its
+ * ends pair by the client's own address alone, when exactly one socket on the
+ * other side has it. Returns that lookup over `xs`.
+ */
+function bySource(
+  xs: Side[],
+  addr: (s: Side) => [string, number],
+): (a0: string, p: number, netns: number) => Side | undefined {
+  const m = new Map<string, Side[]>();
+  for (const x of xs) {
+    const [a0, p] = addr(x);
+    const a = plainAddr(a0);
+    const k = isLoopback(a) ? `${x.c.netns}|${a}|${p}` : `${a}|${p}`;
+    m.set(k, [...(m.get(k) ?? []), x]);
+  }
+  return (a0, p, netns) => {
+    const a = plainAddr(a0);
+    const hit = m.get(isLoopback(a) ? `${netns}|${a}|${p}` : `${a}|${p}`);
+    return hit && hit.length === 1 ? hit[0] : undefined;
+  };
+}
+
+/** A proxy process: the sockets it serves on (down) and the ones it forwards on (up). */
+interface ProxyProcess {
+  comm: string;
+  netns: number;
+  down: Side[];
+  up: Side[];
+}
+
+/** The proxies, one per process. */
+function proxyProcesses(sides: Side[], inp: OverheadInputs): Map<number, ProxyProcess> {
+  const byPid = new Map<number, ProxyProcess>();
   for (const s of sides) {
     if (!s.proxy) continue;
     const p = byPid.get(s.c.tgid) ?? { comm: inp.commOf(s.c), netns: s.c.netns, down: [], up: [] };
     (s.c.role === ROLE_SERVER ? p.down : p.up).push(s);
     byPid.set(s.c.tgid, p);
   }
-  const sum = (xs: Side[]) => xs.reduce((a, s) => [a[0] + s.sum, a[1] + s.count], [0, 0]);
-  const proxies = new Map<number, ProxyFigure & { processingNs: number | null }>();
+  return byPid;
+}
+
+/** A proxy's figure, and its processing time unrounded (for the sums along a path). */
+interface ProxyTime {
+  figure: ProxyFigure;
+  processingNs: number | null;
+}
+
+/** Each proxy's figures; its upstreams are narrowed to its request routes (in `byPid`) when it has any. */
+function proxyFigures(byPid: Map<number, ProxyProcess>, peers: Peers): Map<number, ProxyTime> {
+  const proxies = new Map<number, ProxyTime>();
   for (const [pid, p] of byPid) {
-    const [ds, dc] = sum(p.down);
+    const [ds, dc] = sumOf(p.down);
     // A proxy's own side connections (its control plane, tracing, health checks) are not request
     // routes: when some upstreams pair with a server here, only those are its routes.
-    const routes = p.up.filter((u) => peerOfClient(u));
+    const routes = p.up.filter((u) => peers.ofClient(u));
     if (routes.length) p.up = routes;
-    const [us, uc] = sum(p.up);
+    const [us, uc] = sumOf(p.up);
     const down = msOf(ds, dc);
     const up = msOf(us, uc);
     const processingNs = dc > 0 && uc > 0 ? ds / dc - us / uc : null;
     proxies.set(pid, {
-      comm: p.comm,
-      pid,
-      netns: p.netns,
-      requests: dc,
-      upstream_requests: uc,
-      downstream_ms: down === null ? null : r4(down),
-      upstream_ms: up === null ? null : r4(up),
-      processing_ms: processingNs === null ? null : r4(processingNs / 1e6),
+      figure: {
+        comm: p.comm,
+        pid,
+        netns: p.netns,
+        requests: dc,
+        upstream_requests: uc,
+        downstream_ms: down === null ? null : r4(down),
+        upstream_ms: up === null ? null : r4(up),
+        processing_ms: processingNs === null ? null : r4(processingNs / 1e6),
+      },
       processingNs,
     });
   }
-  const label = (pid: number) => `${pid}:${proxies.get(pid)?.comm}`;
+  return proxies;
+}
 
-  /** From a server socket: the proxies crossed (in order) and the application servers reached. */
-  const walks = new Map<Side, { path: number[]; ends: Side[]; open: boolean; service?: string }>();
-  function forward(first: Side): { path: number[]; ends: Side[]; open: boolean; service?: string } {
-    const known = walks.get(first);
-    if (known) return known;
-    const w = walk(first);
-    walks.set(first, w);
-    return w;
-  }
-  function walk(first: Side): { path: number[]; ends: Side[]; open: boolean; service?: string } {
-    const path: number[] = [];
-    const ends: Side[] = [];
-    let open = false; // some upstream of a proxy leaves the host or is unmeasured
-    const seen = new Set<number>();
-    let frontier = [first];
-    while (frontier.length) {
-      const next: Side[] = [];
-      for (const srv of frontier) {
-        if (!srv.proxy) {
-          ends.push(srv);
-          continue;
-        }
-        const pid = srv.c.tgid;
-        if (seen.has(pid)) continue;
-        seen.add(pid);
-        path.push(pid);
-        const ups = byPid.get(pid)?.up ?? [];
-        if (!ups.length) open = true;
-        for (const u of ups) {
-          const peer = peerOfClient(u);
-          if (peer) next.push(peer);
-          else open = true;
-        }
+/** What the paths are followed through: the measured sides, the proxies, the ends paired. */
+interface Network {
+  sides: Side[];
+  inp: OverheadInputs;
+  byPid: Map<number, ProxyProcess>;
+  peers: Peers;
+}
+
+/** From a server socket: the proxies crossed (in order) and the application servers reached. */
+interface Walk {
+  path: number[];
+  ends: Side[];
+  /** some upstream of a proxy leaves the host or is unmeasured */
+  open: boolean;
+  service?: string;
+}
+
+function walk(first: Side, { byPid, peers }: Network): Walk {
+  const path: number[] = [];
+  const ends: Side[] = [];
+  let open = false;
+  const seen = new Set<number>();
+  let frontier = [first];
+  while (frontier.length) {
+    const next: Side[] = [];
+    for (const srv of frontier) {
+      if (!srv.proxy) {
+        ends.push(srv);
+        continue;
       }
-      frontier = next;
+      const pid = srv.c.tgid;
+      if (seen.has(pid)) continue;
+      seen.add(pid);
+      path.push(pid);
+      const ups = byPid.get(pid)?.up ?? [];
+      if (!ups.length) open = true;
+      for (const u of ups) {
+        const peer = peers.ofClient(u);
+        if (peer) next.push(peer);
+        else open = true;
+      }
     }
-    return { path, ends, open };
+    frontier = next;
   }
+  return { path, ends, open };
+}
 
-  interface Group {
-    service: string;
-    path: number[];
-    clientSum: number;
-    clientCount: number;
-    ends: Set<Side>;
-    clients_seen: boolean;
+/** The requests of one service along one path of proxies. */
+interface Group {
+  service: string;
+  path: number[];
+  clientSum: number;
+  clientCount: number;
+  ends: Set<Side>;
+  clients_seen: boolean;
+}
+
+/** The group under `key`, new and empty the first time. */
+function groupOf(
+  groups: Map<string, Group>,
+  key: string,
+  service: string,
+  path: number[],
+  clientsSeen: boolean,
+): Group {
+  let g = groups.get(key);
+  if (!g) {
+    g = { service, path, clientSum: 0, clientCount: 0, ends: new Set<Side>(), clients_seen: clientsSeen };
+    groups.set(key, g);
   }
-  const groups = new Map<string, Group>();
-  let unpaired = 0;
-  let unpairedSum = 0;
+  return g;
+}
+
+/**
+ * Groups the applications' client requests by the service and path they
+ * reach; returns the requests whose path leaves the host or is not measured.
+ */
+function groupClients(net: Network, groups: Map<string, Group>): { count: number; sum: number } {
+  const { sides, inp, peers } = net;
+  const walks = new Map<Side, Walk>();
+  const forward = (first: Side): Walk => {
+    let w = walks.get(first);
+    if (!w) walks.set(first, (w = walk(first, net)));
+    return w;
+  };
+  const unpaired = { count: 0, sum: 0 };
   const endsKey = (ends: Side[]) => [...new Set(ends.map((e) => inp.serviceOf(e.c)))].sort().join(',');
   for (const cl of sides) {
     if (cl.proxy || cl.c.role !== ROLE_CLIENT) continue;
-    const peer = peerOfClient(cl);
-    const walk = peer ? forward(peer) : undefined;
-    if (!walk || walk.ends.length === 0 || walk.open) {
-      unpaired += cl.count;
-      unpairedSum += cl.sum;
+    const peer = peers.ofClient(cl);
+    const w = peer ? forward(peer) : undefined;
+    if (!w || w.ends.length === 0 || w.open) {
+      unpaired.count += cl.count;
+      unpaired.sum += cl.sum;
       continue;
     }
-    const service = (walk.service ??= endsKey(walk.ends));
-    const key = `${service}\u0000${walk.path.join('>')}`;
-    const g = groups.get(key) ?? {
-      service,
-      path: walk.path,
-      clientSum: 0,
-      clientCount: 0,
-      ends: new Set<Side>(),
-      clients_seen: true,
-    };
+    const service = (w.service ??= endsKey(w.ends));
+    const g = groupOf(groups, `${service}\u0000${w.path.join('>')}`, service, w.path, true);
     g.clientSum += cl.sum;
     g.clientCount += cl.count;
-    for (const e of walk.ends) g.ends.add(e);
-    groups.set(key, g);
+    for (const e of w.ends) g.ends.add(e);
   }
-  // application servers reached only from clients elsewhere: their side of the path (inbound sidecars)
+  return unpaired;
+}
+
+/** Application servers reached only from clients elsewhere: their side of the path (inbound sidecars). */
+function groupInboundServers(net: Network, groups: Map<string, Group>): void {
+  const { sides, inp, byPid, peers } = net;
   const covered = new Set([...groups.values()].flatMap((g) => [...g.ends]));
   for (const srv of sides) {
     if (srv.proxy || srv.c.role !== ROLE_SERVER || covered.has(srv)) continue;
@@ -276,30 +395,23 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
     let s: Side | undefined = srv;
     const seen = new Set<number>();
     for (;;) {
-      const cl: Side | undefined = s && peerOfServer(s);
-      if (!cl || !cl.proxy || seen.has(cl.c.tgid)) break;
+      const cl: Side | undefined = s && peers.ofServer(s);
+      if (!cl?.proxy || seen.has(cl.c.tgid)) break;
       seen.add(cl.c.tgid);
       path.unshift(cl.c.tgid);
       const downs: Side[] = byPid.get(cl.c.tgid)?.down ?? [];
       s = downs.length === 1 ? downs[0] : undefined; // one route back only
     }
     const service = inp.serviceOf(srv.c);
-    const key = `${service}\u0000${path.join('>')}\u0000inbound`;
-    const g = groups.get(key) ?? {
-      service,
-      path,
-      clientSum: 0,
-      clientCount: 0,
-      ends: new Set<Side>(),
-      clients_seen: false,
-    };
-    g.ends.add(srv);
-    groups.set(key, g);
+    groupOf(groups, `${service}\u0000${path.join('>')}\u0000inbound`, service, path, false).ends.add(srv);
   }
+}
 
+/** Each group's split: total, application, mesh (its proxies' processing), kernel (the rest); most requests first. */
+function serviceOverheads(groups: Map<string, Group>, proxies: Map<number, ProxyTime>): ServiceOverhead[] {
   const byService: ServiceOverhead[] = [];
   for (const g of groups.values()) {
-    const [es, ec] = sum([...g.ends]);
+    const [es, ec] = sumOf(g.ends);
     const appNs = ec > 0 ? es / ec : null;
     const meshParts = g.path.map((pid) => proxies.get(pid)?.processingNs ?? null);
     const meshNs = meshParts.some((x) => x === null) ? null : meshParts.reduce<number>((a, x) => a + (x as number), 0);
@@ -312,35 +424,12 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
       application_ms: appNs === null ? null : r4(appNs / 1e6),
       kernel_processing_ms: kernelNs === null ? null : r4(kernelNs / 1e6),
       mesh_processing_ms: meshNs === null ? null : r4(meshNs / 1e6),
-      path: g.path.map(label),
+      path: g.path.map((pid) => `${pid}:${String(proxies.get(pid)?.figure.comm)}`),
       clients_seen: g.clients_seen,
     });
   }
   byService.sort((a, b) => b.requests - a.requests);
-
-  // overall: request-weighted over the services whose clients are here and split completely
-  const full = byService.filter((s) => s.clients_seen && s.kernel_processing_ms !== null);
-  const n = full.reduce((a, s) => a + s.requests, 0);
-  const w = (k: keyof OverheadPart) =>
-    n > 0 ? r4(full.reduce((a, s) => a + (s[k] as number) * s.requests, 0) / n) : null;
-  const allClients = sides.filter((s) => !s.proxy && s.c.role === ROLE_CLIENT);
-  const [cs, cc] = sum(allClients);
-  return {
-    requests: n,
-    total_ms: n > 0 ? w('total_ms') : cc > 0 ? r4(cs / cc / 1e6) : null,
-    application_ms: w('application_ms'),
-    kernel_processing_ms: w('kernel_processing_ms'),
-    mesh_processing_ms: w('mesh_processing_ms'),
-    proxy_comms: [...inp.proxyComms],
-    proxies: [...proxies.values()].map(({ processingNs: _p, ...p }) => p).sort((a, b) => b.requests - a.requests),
-    by_service: byService,
-    requests_unpaired: unpaired,
-    method:
-      'means over the measured connections: total = client view of applications (not proxies); application = server view of ' +
-      'the application servers their requests reach; mesh = per proxy on the path, its server view downstream minus its client ' +
-      'view upstream; kernel = total - mesh - application. Requests whose server side is not on this host are in requests_unpaired' +
-      (unpaired > 0 ? ` (mean ${r4(unpairedSum / unpaired / 1e6)} ms)` : ''),
-  };
+  return byService;
 }
 
 /** A comma list of process names for --proxy-comm (15 characters at most: the kernel's comm). */

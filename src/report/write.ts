@@ -50,7 +50,23 @@ export function writeTextAtomic(file: string, text: string, opts: { fallback?: s
     }
     // keep what was measured: fall back to the temporary directory
     const fallback = path.join(os.tmpdir(), opts.fallback);
-    writeFileSync(fallback, text);
+    try {
+      writeFileSync(fallback, text);
+    } catch (e2) {
+      // nowhere: no half-written file left behind, and every place tried named
+      try {
+        unlinkSync(fallback);
+      } catch {
+        /* it may not exist */
+      }
+      const err2 = e2 as NodeJS.ErrnoException;
+      throw new MeshprobeError(
+        'MP_REPORT_WRITE',
+        `cannot write the report to ${abs} (${err.code ?? err.message}) nor to ${fallback} ` +
+          `(${err2.code ?? err2.message}): free some space, or choose another --output`,
+        EXIT_RUNTIME,
+      );
+    }
     throw Object.assign(new Error(`cannot write ${abs} (${err.message}); the report was saved to ${fallback}`), {
       code: 'MP_REPORT_WRITE',
       fallback,

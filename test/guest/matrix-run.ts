@@ -17,6 +17,9 @@ import net from 'node:net';
 import os from 'node:os';
 import tls from 'node:tls';
 import { join } from 'node:path';
+import type { ConnectionReport } from '../../src/report/connections.js';
+import type { DropReport } from '../../src/report/drops.js';
+import type { LatencyReport } from '../../src/report/latency.js';
 import { runCli, startProbe, tempDir } from '../helpers/probe.js';
 import { freePort } from '../helpers/servers.js';
 import { mploadBinary, repoRoot, runClient, startServer } from '../helpers/workload.js';
@@ -49,17 +52,36 @@ const keyLines = (s: string | undefined) =>
     .slice(-20)
     .join('\n');
 
-function programs(report: any): Program[] {
-  return ((report?.pipeline?.programs ?? []) as Program[]).map((p) => ({
+/** The BPF programs of any probe's report (none without a report). */
+function programs(report: { pipeline?: { programs?: Program[] } } | undefined): Program[] {
+  return (report?.pipeline?.programs ?? []).map((p) => ({
     name: p.name,
     run_count: p.run_count,
     ns_per_run: p.ns_per_run,
   }));
 }
 
+/** Each probe's JSON report. */
+interface Reports {
+  'latency-probe': LatencyReport;
+  'connection-tracker': ConnectionReport;
+  'packet-drop-probe': DropReport;
+}
+
 /** The probe around `traffic`: ready, traffic, 300 ms, SIGINT. Never throws: what went wrong is in the result. */
-async function around(name: string, args: string[], env: Record<string, string>, traffic: () => Promise<unknown>) {
-  const probe = startProbe(name, [...DEBUG, ...args], { env });
+async function around<N extends keyof Reports>(
+  name: N,
+  args: string[],
+  env: Record<string, string>,
+  traffic: () => Promise<unknown>,
+): Promise<{
+  code: number | null;
+  stderr: string;
+  log: string | undefined;
+  report: Reports[N] | undefined;
+  error: string | undefined;
+}> {
+  const probe = startProbe<Reports[N]>(name, [...DEBUG, ...args], { env });
   try {
     await probe.ready;
   } catch (e) {
@@ -149,8 +171,12 @@ async function tlsHandshakes(port: number, n: number): Promise<number> {
           done++;
         });
         c.on('data', () => undefined);
-        c.on('end', () => resolve());
-        c.on('error', () => resolve());
+        c.on('end', () => {
+          resolve();
+        });
+        c.on('error', () => {
+          resolve();
+        });
       });
     }
   } finally {
@@ -163,12 +189,12 @@ async function udpToClosedPort(port: number, n: number): Promise<number> {
   const s = dgram.createSocket('udp4');
   let sent = 0;
   for (let i = 0; i < n; i++) {
-    await new Promise<void>((r) =>
+    await new Promise<void>((r) => {
       s.send(Buffer.from('meshprobe'), port, '127.0.0.1', (err) => {
         if (!err) sent++;
         r();
-      }),
-    );
+      });
+    });
     await new Promise((r) => setTimeout(r, 2)); // ICMP port unreachable answers are rate-limited per destination, the drops are not
   }
   s.close();
@@ -183,7 +209,7 @@ function iptablesSetup(): { version?: string; modules?: string; error?: string }
   let modules: string | undefined;
   if (existsSync('/bin/modload')) {
     const m = spawnSync('/bin/modload', ['ip_tables', 'iptable_filter', 'xt_tcpudp'], { encoding: 'utf8' });
-    modules = `modload exit ${m.status}${m.stderr ? `: ${m.stderr.trim()}` : ''}`;
+    modules = `modload exit ${String(m.status)}${m.stderr ? `: ${m.stderr.trim()}` : ''}`;
   }
   const v = spawnSync('iptables', ['-V'], { encoding: 'utf8' });
   if (v.error || v.status !== 0) return { modules, error: `no iptables: ${v.error?.message ?? v.stderr}` };
@@ -215,10 +241,14 @@ console.log('SENT ' + sent);
   child.stderr.on('data', (b: Buffer) => {
     out += b.toString();
   });
-  const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  const code = await new Promise<number | null>((r) =>
+    child.on('exit', (c) => {
+      r(c);
+    }),
+  );
   return {
     sent: Number(/SENT (\d+)/.exec(out)?.[1] ?? 0),
-    how: `unshare -n sh -c '${script}': exit ${code}: ${out.trim().slice(-500)}`,
+    how: `unshare -n sh -c '${script}': exit ${String(code)}: ${out.trim().slice(-500)}`,
   };
 }
 
@@ -356,6 +386,8 @@ async function main(): Promise<void> {
           },
         );
         const c = r.report?.connections;
+        // a count per cause of FAILURE_CAUSES and the total (the report's type spells out only `total`)
+        const failed: Record<string, number> | undefined = c?.failed;
         emit('connections', {
           code: r.code,
           error: r.error,
@@ -363,8 +395,8 @@ async function main(): Promise<void> {
           log: r.log,
           expected: seen,
           opened: c?.opened_by_side,
-          refused: c?.failed?.refused,
-          failed_total: c?.failed?.total,
+          refused: failed?.refused,
+          failed_total: failed?.total,
           tls_handshakes: c?.tls_handshakes,
           tls_ms: c?.tls_handshake_ms_by_side,
           hooks: r.report?.pipeline.hooks,
@@ -447,10 +479,15 @@ async function main(): Promise<void> {
       demo.stderr.on('data', (b: Buffer) => {
         text += b.toString();
       });
-      const code = await new Promise<number | null>((r) => demo.on('exit', (c) => r(c)));
+      const code = await new Promise<number | null>((r) =>
+        demo.on('exit', (c) => {
+          r(c);
+        }),
+      );
       let requests: number | undefined;
       try {
-        requests = (JSON.parse(readFileSync(out, 'utf8')) as any).metrics.client.total_requests;
+        // the demo writes latency-probe's report
+        requests = (JSON.parse(readFileSync(out, 'utf8')) as LatencyReport).metrics.client.total_requests;
       } catch {
         /* none written */
       }

@@ -119,25 +119,30 @@ export function runChromium(bin: string, args: string[], timeoutMs = 60_000): Pr
       timedOut = true;
       killGroup(proc.pid);
     }, timeoutMs);
+    // none when the spawn failed ('error' says why)
+    const pid = proc.pid;
     const done = async (): Promise<number[]> => {
       clearTimeout(timer);
-      killGroup(proc.pid); // helpers it left behind
-      let left = proc.pid ? liveMembers(proc.pid) : [];
-      for (let i = 0; i < 250 && left.length; i++) {
+      killGroup(pid); // helpers it left behind
+      let left = pid ? liveMembers(pid) : [];
+      for (let i = 0; pid && i < 250 && left.length; i++) {
         await sleep(20);
-        left = liveMembers(proc.pid!);
+        left = liveMembers(pid);
       }
       rmSync(profile, { recursive: true, force: true });
       return left;
     };
-    proc.on('error', (e) => void done().then(() => reject(e)));
-    proc.on(
-      'close',
-      (code, signal) =>
-        void done().then((leftover) =>
-          resolve({ pid: proc.pid!, profile, code, signal, stdout, stderr, timedOut, leftover }),
-        ),
-    );
+    proc.on('error', (e) => {
+      void done().then(() => {
+        reject(e);
+      });
+    });
+    proc.on('close', (code, signal) => {
+      void done().then((leftover) => {
+        // no PID: the spawn failed and 'error' has rejected already
+        if (pid) resolve({ pid, profile, code, signal, stdout, stderr, timedOut, leftover });
+      });
+    });
   });
 }
 
@@ -154,7 +159,8 @@ export async function screenshot(
     pathToFileURL(htmlFile).href,
   ]);
   if (r.timedOut) throw new Error(`chromium did not finish the screenshot in time:\n${r.stderr.slice(-2000)}`);
-  if (!existsSync(pngFile)) throw new Error(`chromium wrote no screenshot (exit ${r.code}):\n${r.stderr.slice(-2000)}`);
+  if (!existsSync(pngFile))
+    throw new Error(`chromium wrote no screenshot (exit ${String(r.code)}):\n${r.stderr.slice(-2000)}`);
   return r;
 }
 
@@ -353,18 +359,18 @@ export function pageRequests(netlogFile: string): string[] {
     events: { type: number; params?: Record<string, unknown> }[];
   };
   try {
-    log = JSON.parse(text);
+    log = JSON.parse(text) as typeof log;
   } catch {
     // a log not closed (the browser was killed): close its event list
     text = text.replace(/,\s*$/, '');
-    log = JSON.parse(`${text}]}`);
+    log = JSON.parse(`${text}]}`) as typeof log;
   }
   const start = log.constants.logEventTypes.URL_REQUEST_START_JOB;
-  return log.events
-    .filter(
-      (e) => e.type === start && e.params && typeof e.params.url === 'string' && e.params.initiator !== 'not an origin',
-    )
-    .map((e) => e.params!.url as string);
+  return log.events.flatMap((e) =>
+    e.type === start && e.params && typeof e.params.url === 'string' && e.params.initiator !== 'not an origin'
+      ? [e.params.url]
+      : [],
+  );
 }
 
 // ------------------------------------------------------------ the page's charts

@@ -140,7 +140,7 @@ for name in "$@"; do
   n=$(echo "$name" | tr - _)
   line=$(grep -E "(^|/)($n|$(echo "$n" | tr _ -))\\.ko:" "$dir/modules.dep" | head -n 1)
   if [ -z "$line" ]; then
-    if grep -qE "/($n|$(echo "$n" | tr _ -))\\.ko\$" "$dir/modules.builtin" 2>/dev/null; then continue; fi
+    if grep -qE "/($n|$(echo "$n" | tr _ -))\\.ko$" "$dir/modules.builtin" 2>/dev/null; then continue; fi
     echo "modload: no module $name in $dir/modules.dep" >&2; rc=1; continue
   fi
   mod=\${line%%:*}
@@ -346,12 +346,16 @@ export function runGuest(kernel: KernelImage, script: string, opts: GuestOptions
         ],
         { encoding: 'utf8', timeout: opts.timeoutMs ?? 900_000, maxBuffer: 256 << 20, killSignal: 'SIGKILL' },
       );
-      out = (r.stdout ?? '').replace(/\r/g, '');
-      timedOut = (r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT';
+      // null, not a string, when qemu could not be started at all (@types/node says string)
+      const stdout = r.stdout as string | null;
+      const stderr = r.stderr as string | null;
+      const error: NodeJS.ErrnoException | undefined = r.error;
+      out = (stdout ?? '').replace(/\r/g, '');
+      timedOut = error?.code === 'ETIMEDOUT';
       if (r.error && !timedOut) throw r.error;
       if (out.includes(INIT_MARKER) || timedOut) break;
       process.stderr.write(
-        `guest: ${kernel.release} died before /init (attempt ${attempt}, qemu exit ${r.status}): ${/Oops[^\n]*|Kernel panic[^\n]*|BUG:[^\n]*/.exec(out)?.[0] ?? `console ends: ${out.slice(-300)} ${r.stderr?.slice(-300) ?? ''}`}\n`,
+        `guest: ${kernel.release} died before /init (attempt ${attempt}, qemu exit ${String(r.status)}): ${/Oops[^\n]*|Kernel panic[^\n]*|BUG:[^\n]*/.exec(out)?.[0] ?? `console ends: ${out.slice(-300)} ${stderr?.slice(-300) ?? ''}`}\n`,
       );
     }
     const done = new RegExp(`${DONE_MARKER} (\\d+) ===`).exec(out);
@@ -380,7 +384,8 @@ export function emitBlock(name: string, data: unknown): void {
 
 export interface Block {
   name: string;
-  data?: any;
+  /** the JSON value, parsed: its shape is the reader's to name */
+  data?: unknown;
   error?: string;
 }
 

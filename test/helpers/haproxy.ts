@@ -3,6 +3,7 @@
 // thread, its log on stdout with its own timers (Ta, Tr, ... in ms), and an
 // optional delay the test controls (a Lua action that sleeps in every
 // request, as a slow sidecar would).
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,7 +39,9 @@ export async function startSidecar(
   opts: { netns: string; name: string; bind: string; server: string; delayMs?: number; uid?: number },
 ): Promise<Sidecar> {
   const dir = mkdtempSync(join(tmpdir(), `meshprobe-${opts.name}-`));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  t.after(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
   const lua = join(dir, 'delay.lua');
   writeFileSync(
     lua,
@@ -74,8 +77,12 @@ export async function startSidecar(
   // `ip netns exec` execs haproxy: the child's PID is haproxy's (-db: foreground, no daemon, no master)
   const child = spawnGroup(t, ipBin(), ['netns', 'exec', opts.netns, 'haproxy', '-db', '-f', cfg]);
   let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (out += d));
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const port = opts.bind.slice(opts.bind.lastIndexOf(':') + 1);
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`haproxy ${opts.name} exited ${child.exitCode}: ${out}`);
@@ -86,8 +93,9 @@ export async function startSidecar(
     if (i > 100) throw new Error(`haproxy ${opts.name} does not listen on ${opts.bind}: ${out}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+  assert.ok(child.pid !== undefined); // spawnGroup checked it
   return {
-    pid: child.pid!,
+    pid: child.pid,
     output: () => out,
     lines: () =>
       out

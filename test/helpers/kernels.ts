@@ -27,7 +27,8 @@ function privateSources(suite: string): string {
   const text = readFileSync('/etc/apt/sources.list.d/debian.sources', 'utf8');
   const stanza = text.split(/\n\s*\n/).find((s) => /^Suites:.*\bbookworm\b/m.test(s) && !/security/.test(s));
   if (!stanza) throw new Error('no Debian bookworm stanza in /etc/apt/sources.list.d/debian.sources');
-  const uris = /^URIs:\s*(.+)$/m.exec(stanza)![1];
+  const uris = /^URIs:\s*(.+)$/m.exec(stanza)?.[1];
+  if (!uris) throw new Error('no URIs in the Debian bookworm stanza of /etc/apt/sources.list.d/debian.sources');
   const signedBy = /^Signed-By:\s*(.+)$/m.exec(stanza)?.[1];
   return `Types: deb\nURIs: ${uris}\nSuites: ${suite}\nComponents: main\n${signedBy ? `Signed-By: ${signedBy}\n` : ''}`;
 }
@@ -71,7 +72,8 @@ export function debianKernel(suite: Suite): KernelImage {
   const pkg = /Depends:\s*(linux-image-[^\s]+-cloud-amd64)\b/.exec(deps)?.[1];
   if (!pkg) throw new Error(`cannot find the ${suite} cloud kernel package:\n${deps}`);
   execFileSync('apt-get', [...opts, 'download', pkg], { cwd: dir, stdio: 'pipe' });
-  const deb = readdirSync(dir).find((f) => f.startsWith(pkg) && f.endsWith('.deb'))!;
+  const deb = readdirSync(dir).find((f) => f.startsWith(pkg) && f.endsWith('.deb'));
+  if (!deb) throw new Error(`apt-get download ${pkg} left no .deb in ${dir}`);
   execFileSync('dpkg-deb', ['-x', join(dir, deb), join(dir, 'root')]);
   rmSync(join(dir, deb));
   rmSync(apt, { recursive: true, force: true });

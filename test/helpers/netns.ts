@@ -38,7 +38,7 @@ export function ip(...args: string[]): string {
   const r = spawnSync(ipBin(), args, { encoding: 'utf8' });
   if (r.error) throw new Error(`ip ${args.join(' ')}: ${r.error.message}`);
   if (r.status !== 0) {
-    throw new Error(`ip ${args.join(' ')} exited ${r.status}: ${(r.stderr || '').trim()}`);
+    throw new Error(`ip ${args.join(' ')} exited ${String(r.status)}: ${(r.stderr || '').trim()}`);
   }
   return r.stdout;
 }
@@ -155,7 +155,9 @@ export function createVethPair(): VethPair {
       if (errors.length) throw new Error(`netns cleanup failed: ${errors.join('; ')}`);
     },
   };
-  const unregister = onProcessExit(() => pair.cleanup());
+  const unregister = onProcessExit(() => {
+    pair.cleanup();
+  });
 
   try {
     ip('netns', 'add', nsA);

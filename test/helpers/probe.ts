@@ -1,6 +1,7 @@
 // Runs a probe command (dist/src/cli/<name>.js) as a child process the way a
 // user would, waits until it is attached, stops it with a signal or lets
 // --duration end it, and returns its exit status, stderr and JSON report.
+import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,8 +24,7 @@ export function needsRoot(t: TestContext): boolean {
   return false;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- LINT-TODO(lead), as ProbeExit
-export interface ProbeRun<R = any> {
+export interface ProbeRun<R = unknown> {
   proc: ChildProcess;
   pid: number;
   output: string;
@@ -38,9 +38,7 @@ export interface ProbeRun<R = any> {
   exited: Promise<ProbeExit<R>>;
 }
 
-// LINT-TODO(lead): the default becomes `unknown` once every caller names its report type
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export interface ProbeExit<R = any> {
+export interface ProbeExit<R = unknown> {
   code: number | null;
   signal: NodeJS.Signals | null;
   stderr: string;
@@ -53,9 +51,17 @@ const dirs: string[] = [];
 const running = new Set<ChildProcess>();
 process.on('exit', () => {
   // a failed assertion must not leave a probe attached: end ours by PID
-  for (const p of running) if (p.exitCode === null && p.signalCode === null) process.kill(p.pid!, 'SIGKILL');
+  for (const p of running) {
+    if (p.pid !== undefined && p.exitCode === null && p.signalCode === null) process.kill(p.pid, 'SIGKILL');
+  }
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
+
+/** A spawned child's PID; none means the spawn failed (its 'error' event says why). */
+function pidOf(p: ChildProcess, what: string): number {
+  assert.ok(p.pid !== undefined, `${what}: spawn failed, no PID`);
+  return p.pid;
+}
 
 export function tempDir(): string {
   const d = mkdtempSync(join(tmpdir(), 'meshprobe-test-'));
@@ -63,18 +69,21 @@ export function tempDir(): string {
   return d;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- LINT-TODO(lead), as ProbeExit
-export function startProbe<R = any>(
+export function startProbe<R = unknown>(
   name: string,
   args: string[],
-  opts: { output?: string; env?: NodeJS.ProcessEnv } = {},
+  /** wrap: a command line the probe runs under (e.g. setpriv ... --), its first word the program */
+  opts: { output?: string; env?: NodeJS.ProcessEnv; wrap?: string[] } = {},
 ): ProbeRun<R> {
   const output = opts.output ?? join(tempDir(), 'report.json');
-  const proc = spawn(process.execPath, [cliPath(name), '--output', output, ...args], {
+  const argv = [process.execPath, cliPath(name), '--output', output, ...args];
+  const [file, ...rest] = [...(opts.wrap ?? []), ...argv];
+  const proc = spawn(file, rest, {
     cwd: repoRoot,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  const pid = pidOf(proc, name);
   running.add(proc);
   proc.on('exit', () => running.delete(proc));
   let err = '';
@@ -85,11 +94,11 @@ export function startProbe<R = any>(
     readyResolve = res;
     readyReject = rej;
   });
-  proc.stderr!.on('data', (b: Buffer) => {
+  proc.stderr.on('data', (b: Buffer) => {
     err += b.toString();
     if (/measuring/.test(err)) readyResolve();
   });
-  proc.stdout!.on('data', (b: Buffer) => {
+  proc.stdout.on('data', (b: Buffer) => {
     out += b.toString();
   });
   const exited = new Promise<ProbeExit<R>>((resolve) => {
@@ -102,23 +111,31 @@ export function startProbe<R = any>(
         } catch {
           report = undefined;
         }
-        readyReject(new Error(`probe exited before it was ready (code ${code}, signal ${signal}): ${err.trim()}`));
+        readyReject(
+          new Error(`probe exited before it was ready (code ${String(code)}, signal ${String(signal)}): ${err.trim()}`),
+        );
         resolve({ code, signal, stderr: err, stdout: out, report });
       });
     });
   });
-  const timer = setTimeout(() => readyReject(new Error(`probe not ready after 30 s: ${err}`)), 30_000);
-  ready.finally(() => clearTimeout(timer)).catch(() => undefined);
+  const timer = setTimeout(() => {
+    readyReject(new Error(`probe not ready after 30 s: ${err}`));
+  }, 30_000);
+  ready
+    .finally(() => {
+      clearTimeout(timer);
+    })
+    .catch(() => undefined);
   return {
     proc,
-    pid: proc.pid!,
+    pid,
     output,
     ready,
     exited,
     stderr: () => err,
     stdoutSoFar: () => out,
     stop(signal: NodeJS.Signals = 'SIGINT') {
-      if (proc.exitCode === null && proc.signalCode === null) process.kill(proc.pid!, signal);
+      if (proc.exitCode === null && proc.signalCode === null) process.kill(pid, signal);
       return exited;
     },
   };
@@ -129,8 +146,9 @@ function descendants(pid: number): number[] {
   const children = new Map<number, number[]>();
   for (const p of processes()) children.set(p.ppid, [...(children.get(p.ppid) ?? []), p.pid]);
   const out: number[] = [];
-  for (let queue = [pid]; queue.length > 0;) {
-    for (const c of children.get(queue.shift()!) ?? []) {
+  const queue = [pid];
+  for (let next = queue.shift(); next !== undefined; next = queue.shift()) {
+    for (const c of children.get(next) ?? []) {
       out.push(c);
       queue.push(c);
     }
@@ -147,7 +165,7 @@ function descendants(pid: number): number[] {
  */
 export function spawnGroup(t: AfterHook, file: string, args: string[]): ChildProcessWithoutNullStreams {
   const child = spawn(file, args, { cwd: repoRoot, stdio: 'pipe', detached: true });
-  const pid = child.pid!;
+  const pid = pidOf(child, file);
   const kill = () => {
     // the group id stays taken while a member lives; the tree is walked only while pid is still ours
     const running = child.exitCode === null && child.signalCode === null;
@@ -210,8 +228,7 @@ export async function programsAfterExit(prefix: string): Promise<string[]> {
 }
 
 /** Runs probe `name` with `args` around `traffic` (ready first, 200 ms after), SIGINT; asserts exit 0; the report. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- LINT-TODO(lead), as ProbeExit
-export async function reportDuring<R = any>(
+export async function reportDuring<R = unknown>(
   t: { after(fn: () => unknown): void },
   name: string,
   args: string[],

@@ -3,7 +3,7 @@
 // on a free loopback port with its own config and TSDB in a temporary
 // directory; it is ended by its PID (never by name) when the test ends or,
 // failing that, when this process exits, and the directory is removed.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,7 +92,7 @@ async function startOnce(opts: PrometheusOptions): Promise<PrometheusServer> {
       '',
     ].join('\n'),
   );
-  const child: ChildProcess = spawn(
+  const child = spawn(
     PROMETHEUS_BIN,
     [
       `--config.file=${join(dir, 'prometheus.yml')}`,
@@ -103,8 +103,8 @@ async function startOnce(opts: PrometheusOptions): Promise<PrometheusServer> {
     { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir },
   );
   let stderr = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => {
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d: string) => {
     stderr += d;
     if (stderr.length > 200_000) stderr = stderr.slice(-100_000);
   });
@@ -165,7 +165,7 @@ async function startOnce(opts: PrometheusOptions): Promise<PrometheusServer> {
     if (exited) {
       await stop();
       throw new Error(
-        `prometheus exited (${exited.code ?? exited.signal}) before it was ready:\n${stderr.slice(-4000)}`,
+        `prometheus exited (${String(exited.code ?? exited.signal)}) before it was ready:\n${stderr.slice(-4000)}`,
       );
     }
     try {
@@ -212,7 +212,7 @@ async function startOnce(opts: PrometheusOptions): Promise<PrometheusServer> {
     timeoutMs = 15_000,
   ): Promise<PromSample[]> {
     const end = Date.now() + timeoutMs;
-    let last: PromSample[] = [];
+    let last: PromSample[];
     for (;;) {
       last = await query(expr);
       if (ok(last)) return last;

@@ -7,7 +7,8 @@
 // Sections: common plumbing, then one starter per server:
 //   startVictoriaMetrics()  /usr/bin/victoria-metrics
 //   startInfluxdb1()        /usr/bin/influxd (1.x)
-import { spawn, type ChildProcess } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -46,7 +47,10 @@ export function freePort(): Promise<number> {
     srv.listen(0, '127.0.0.1', () => {
       const addr = srv.address();
       const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => (port ? resolve(port) : reject(new Error('no port'))));
+      srv.close(() => {
+        if (port) resolve(port);
+        else reject(new Error('no port'));
+      });
     });
   });
 }
@@ -85,7 +89,7 @@ async function spawnServer(spec: SpawnSpec, t?: AfterHook): Promise<ServerProces
   if (!existsSync(spec.bin)) {
     throw new Error(`${spec.bin} is missing: run scripts/setup.sh (Debian package ${spec.name})`);
   }
-  const child: ChildProcess = spawn(spec.bin, spec.args, {
+  const child = spawn(spec.bin, spec.args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: spec.env ?? process.env,
   });
@@ -94,9 +98,9 @@ async function spawnServer(spec: SpawnSpec, t?: AfterHook): Promise<ServerProces
     out += d;
     if (out.length > 64_000) out = out.slice(-32_000);
   };
-  child.stdout!.setEncoding('utf8').on('data', keep);
-  child.stderr!.setEncoding('utf8').on('data', keep);
-  let exited = false;
+  child.stdout.setEncoding('utf8').on('data', keep);
+  child.stderr.setEncoding('utf8').on('data', keep);
+  let exited = false as boolean; // set by the child's events, read after awaits
   const exitP = new Promise<void>((resolve) => {
     child.on('error', (e) => {
       keep(`\nspawn error: ${e.message}`);
@@ -167,7 +171,8 @@ async function spawnServer(spec: SpawnSpec, t?: AfterHook): Promise<ServerProces
     }
     await sleep(50);
   }
-  const pid = child.pid!;
+  assert.ok(child.pid !== undefined, `${spec.name} answers but has no PID`);
+  const pid = child.pid;
   t?.after(() => stop());
   return {
     url,
@@ -317,6 +322,13 @@ export interface InfluxQueryResult {
   results: { statement_id: number; series?: InfluxSeries[]; error?: string }[];
 }
 
+/** The first series of a result's first statement; fails the test when it has none. */
+export function firstSeries(r: InfluxQueryResult): InfluxSeries {
+  const s = r.results[0].series?.[0];
+  assert.ok(s, `no series in ${JSON.stringify(r)}`);
+  return s;
+}
+
 /**
  * influxd 1.x with a generated config: meta/data/wal in a temp dir, HTTP on
  * 127.0.0.1:PORT, RPC (backup/restore) on 127.0.0.1:PORT2, no reporting,
@@ -388,7 +400,7 @@ export async function startInfluxdb1(t?: AfterHook, opts: { readyTimeoutMs?: num
       const body = await res.text();
       if (!res.ok) throw new Error(`influxdb query ${JSON.stringify(q)}: HTTP ${res.status}: ${body}`);
       const r = JSON.parse(body) as InfluxQueryResult;
-      const err = r.results?.find((x) => x.error)?.error;
+      const err = r.results.find((x) => x.error)?.error;
       if (err) throw new Error(`influxdb query ${JSON.stringify(q)}: ${err}`);
       return r;
     };

@@ -32,10 +32,10 @@ export function runAsync(
     const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    p.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    p.stdout.setEncoding('utf8').on('data', (d: string) => {
       stdout += d;
     });
-    p.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    p.stderr.setEncoding('utf8').on('data', (d: string) => {
       stderr += d;
     });
     const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
@@ -84,27 +84,33 @@ export interface Proc {
 /** Spawns a server, ends it by its PID (SIGTERM, then SIGKILL) on stop() or at exit. */
 export function spawnServer(cmd: string, args: string[]): Proc {
   const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const pid = proc.pid;
+  assert.ok(pid !== undefined, `${cmd}: spawn failed, no PID`);
   let out = '';
-  proc.stdout!.setEncoding('utf8').on('data', (d: string) => {
+  proc.stdout.setEncoding('utf8').on('data', (d: string) => {
     out += d;
   });
-  proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
+  proc.stderr.setEncoding('utf8').on('data', (d: string) => {
     out += d;
   });
   const alive = () => proc.exitCode === null && proc.signalCode === null;
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const exited = new Promise<void>((r) =>
+    proc.once('exit', () => {
+      r();
+    }),
+  );
   const unregister = onProcessExit(() => {
-    if (alive()) process.kill(proc.pid!, 'SIGKILL');
+    if (alive()) process.kill(pid, 'SIGKILL');
   });
   return {
     proc,
-    pid: proc.pid!,
+    pid,
     output: () => out,
     async stop() {
       if (alive()) {
-        process.kill(proc.pid!, 'SIGTERM');
+        process.kill(pid, 'SIGTERM');
         const timer = setTimeout(() => {
-          if (alive()) process.kill(proc.pid!, 'SIGKILL');
+          if (alive()) process.kill(pid, 'SIGKILL');
         }, 5000);
         await exited;
         clearTimeout(timer);
@@ -124,7 +130,9 @@ export async function waitListening(port: number, p: Proc): Promise<void> {
         s.destroy();
         resolve(true);
       });
-      s.once('error', () => resolve(false));
+      s.once('error', () => {
+        resolve(false);
+      });
     });
     if (ok) return;
     await sleep(50);
@@ -196,12 +204,12 @@ export function curlOnce(port: number, version: 2 | 3, traced: boolean, host = '
   ]);
   assert.equal(r.status, 0, `curl failed: ${r.stderr}`);
   const [connect, appconnect, lport] = r.stdout.trim().split(' ').map(Number);
-  const out: CurlRun = { pid: r.pid!, lport, appMinusConnectNs: Math.round((appconnect - connect) * 1e9) };
+  const out: CurlRun = { pid: r.pid, lport, appMinusConnectNs: Math.round((appconnect - connect) * 1e9) };
   if (!traced) return out;
   const lines = r.stderr.split('\n');
   const at = (re: RegExp) => {
     const l = lines.find((x) => re.test(x));
-    if (!l) throw new Error(`curl trace lacks ${re}: ${r.stderr}`);
+    if (!l) throw new Error(`curl trace lacks ${String(re)}: ${r.stderr}`);
     return traceTimeNs(l);
   };
   const connected = at(/\* Connected to /);
@@ -262,7 +270,11 @@ export async function chunkingProxy(
     port: typeof addr === 'object' && addr ? addr.port : 0,
     close: () => {
       for (const x of sockets) x.destroy();
-      return new Promise<void>((resolve) => server.close(() => resolve()));
+      return new Promise<void>((resolve) =>
+        server.close(() => {
+          resolve();
+        }),
+      );
     },
   };
 }

@@ -72,7 +72,7 @@ export function buildTools(): Promise<string> {
     const { code, stderr } = await run(process.env.CC || 'cc', ['-O2', '-pthread', '-o', tmp, mploadSource]);
     if (code !== 0) {
       rmSync(tmp, { force: true });
-      throw new Error(`compiling mpload failed (exit ${code}):\n${stderr}`);
+      throw new Error(`compiling mpload failed (exit ${String(code)}):\n${stderr}`);
     }
     renameSync(tmp, mploadBinary);
     return mploadBinary;
@@ -91,7 +91,9 @@ function run(file: string, args: string[]): Promise<{ code: number | null; stdou
     p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     p.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
+    p.on('close', (code) => {
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 
@@ -155,21 +157,23 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   trackServer(child);
   let stdout = '';
   let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>(
     (resolve) => {
       child.on('error', (e) => {
         stderr += `\nspawn error: ${e.message}`;
       });
-      child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+      child.on('close', (code, signal) => {
+        resolve({ code, signal, stdout, stderr });
+      });
     },
   );
 
-  let exitedEarly = false;
+  let exitedEarly = false as boolean; // set when `exited` settles, read after awaits
   void exited.then(() => (exitedEarly = true));
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 10_000);
-  let port = 0;
+  let port: number;
   try {
     for (;;) {
       try {
@@ -184,7 +188,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       if (exitedEarly) {
         const r = await exited;
         throw new Error(
-          `mpload server exited before listening (code ${r.code}, signal ${r.signal}): ${r.stderr.trim()}`,
+          `mpload server exited before listening (code ${String(r.code)}, signal ${String(r.signal)}): ${r.stderr.trim()}`,
         );
       }
       if (Date.now() > deadline) {
@@ -214,7 +218,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         const r = await exited;
         clearTimeout(timer);
         if (r.code !== 0) {
-          throw new Error(`mpload server exited with code ${r.code} signal ${r.signal}: ${r.stderr.trim()}`);
+          throw new Error(
+            `mpload server exited with code ${String(r.code)} signal ${String(r.signal)}: ${r.stderr.trim()}`,
+          );
         }
         try {
           return JSON.parse(r.stdout) as ServerSummary;
@@ -314,7 +320,7 @@ export async function runClient(opts: ClientOptions): Promise<ClientResult> {
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const timeoutMs = opts.timeoutMs ?? 300_000;
-  let timedOut = false;
+  let timedOut = false as boolean; // set by the timer, read after the await
   const timer = setTimeout(() => {
     timedOut = true;
     child.kill('SIGKILL');
@@ -322,13 +328,21 @@ export async function runClient(opts: ClientOptions): Promise<ClientResult> {
   const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
     (resolve, reject) => {
       child.on('error', reject);
-      child.on('close', (c, s) => resolve({ code: c, signal: s }));
+      child.on('close', (c, s) => {
+        resolve({ code: c, signal: s });
+      });
     },
-  ).finally(() => clearTimeout(timer));
+  ).finally(() => {
+    clearTimeout(timer);
+  });
 
   if (timedOut) throw new ClientError(`mpload client killed after ${timeoutMs} ms`, undefined, stderr);
   if (code !== 0 && code !== 1) {
-    throw new ClientError(`mpload client failed (code ${code}, signal ${signal}): ${stderr.trim()}`, undefined, stderr);
+    throw new ClientError(
+      `mpload client failed (code ${String(code)}, signal ${String(signal)}): ${stderr.trim()}`,
+      undefined,
+      stderr,
+    );
   }
   let result: ClientResult;
   try {

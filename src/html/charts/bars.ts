@@ -6,7 +6,17 @@
  * holding its rect.bar elements, each with a tooltip.
  */
 import { html, join, type Html, type Part } from '../html.js';
-import { axes, clip, figure, plotBox, seriesKey, textWidth, WIDTH, type LegendItem } from './frame.js';
+import {
+  axes,
+  chartFigure,
+  clip,
+  plotBox,
+  seriesKey,
+  textWidth,
+  WIDTH,
+  type ChartHead,
+  type LegendItem,
+} from './frame.js';
 import { linearScale, logScale, type Scale } from '../scale.js';
 import { INK, MUTED } from '../palette.js';
 
@@ -23,12 +33,7 @@ export interface Category {
   note?: string;
 }
 
-export interface BarChartSpec {
-  chart: string;
-  instance?: string;
-  title: string;
-  subtitle?: Part;
-  caption?: Part;
+export interface BarChartSpec extends ChartHead {
   categories: Category[];
   series: BarSeries[];
   /** values[category][series]; null: no value (nothing drawn) */
@@ -38,13 +43,10 @@ export interface BarChartSpec {
   format: (v: number) => string;
   /** tooltip of one bar */
   tip: (cat: Category, s: BarSeries, v: number) => string;
-  alt: string;
   /** no legend when there is one series named after the chart */
   legend?: boolean;
   /** log value axis (grouped bars of values spanning decades) */
   log?: boolean;
-  data?: Record<string, string | number>;
-  wide?: boolean;
 }
 
 const r = (v: number) => Math.round(v * 10) / 10;
@@ -62,8 +64,16 @@ function valueScale(spec: BarChartSpec, range: [number, number]): Scale {
   return linearScale(0, max || 1, range, 5);
 }
 
-function legendOf(spec: BarChartSpec): LegendItem[] | undefined {
-  return spec.legend === false ? undefined : spec.series.map((s) => ({ key: s.key, label: s.label, color: s.color }));
+/** The figure of bars: `parts` (axes, labels), then each series' bars as one group. */
+function barFigure(spec: BarChartSpec, width: number, height: number, parts: Part[], bySeries: Part[][]): Html {
+  spec.series.forEach((s, si) =>
+    parts.push(
+      html`<g class="series" data-series="${seriesKey(s.key)}" data-bars="${bySeries[si].length}">${bySeries[si]}</g>`,
+    ),
+  );
+  const legend: LegendItem[] | undefined =
+    spec.legend === false ? undefined : spec.series.map((s) => ({ key: s.key, label: s.label, color: s.color }));
+  return chartFigure(spec, { legend, series: spec.series.map((s) => s.key), width, height }, join(parts));
 }
 
 /** Horizontal bars: categories down the left, values along x. */
@@ -88,7 +98,7 @@ export function hbarChart(spec: BarChartSpec): Html {
     let acc = 0;
     let end = at0;
     spec.series.forEach((s, si) => {
-      const v = spec.values[ci]?.[si];
+      const v = spec.values.at(ci)?.at(si);
       if (v === null || v === undefined || !(v > 0)) return;
       let x0: number, x1: number, y: number;
       if (spec.mode === 'stacked') {
@@ -111,28 +121,7 @@ export function hbarChart(spec: BarChartSpec): Html {
         html`<text class="note-label" x="${r(end + 6)}" y="${r(y0 + (rowH - 10) / 2 + 4)}" fill="${MUTED}">${c.note}</text>`,
       );
   });
-  spec.series.forEach((s, si) =>
-    parts.push(
-      html`<g class="series" data-series="${seriesKey(s.key)}" data-bars="${bySeries[si].length}">${bySeries[si]}</g>`,
-    ),
-  );
-  return figure(
-    {
-      chart: spec.chart,
-      instance: spec.instance,
-      title: spec.title,
-      subtitle: spec.subtitle,
-      caption: spec.caption,
-      legend: legendOf(spec),
-      series: spec.series.map((s) => s.key),
-      width,
-      height,
-      alt: spec.alt,
-      data: spec.data,
-      wide: spec.wide,
-    },
-    join(parts),
-  );
+  return barFigure(spec, width, height, parts, bySeries);
 }
 
 /** Vertical bars: categories along x, grouped by series. */
@@ -155,7 +144,7 @@ export function columnChart(spec: BarChartSpec & { height?: number }): Html {
     );
     let acc = 0;
     spec.series.forEach((s, si) => {
-      const v = spec.values[ci]?.[si];
+      const v = spec.values.at(ci)?.at(si);
       if (v === null || v === undefined || !(v > 0)) return;
       let x: number, y0: number, y1: number;
       if (spec.mode === 'stacked') {
@@ -173,26 +162,5 @@ export function columnChart(spec: BarChartSpec & { height?: number }): Html {
       );
     });
   });
-  spec.series.forEach((s, si) =>
-    parts.push(
-      html`<g class="series" data-series="${seriesKey(s.key)}" data-bars="${bySeries[si].length}">${bySeries[si]}</g>`,
-    ),
-  );
-  return figure(
-    {
-      chart: spec.chart,
-      instance: spec.instance,
-      title: spec.title,
-      subtitle: spec.subtitle,
-      caption: spec.caption,
-      legend: legendOf(spec),
-      series: spec.series.map((s) => s.key),
-      width,
-      height,
-      alt: spec.alt,
-      data: spec.data,
-      wide: spec.wide,
-    },
-    join(parts),
-  );
+  return barFigure(spec, width, height, parts, bySeries);
 }

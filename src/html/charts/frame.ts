@@ -4,7 +4,8 @@
  * of long category labels (the full text stays in a tooltip).
  */
 import { html, join, slug, type Html, type Part } from '../html.js';
-import type { Scale } from '../scale.js';
+import { autoScale, type Scale } from '../scale.js';
+import { tickMs } from '../format.js';
 import { AXIS, GRID, INK, MUTED } from '../palette.js';
 
 export const WIDTH = 640;
@@ -70,6 +71,22 @@ export function chartId(chart: string, instance?: string): string {
   return `chart-${chart}${instance ? `-${slug(instance)}` : ''}`;
 }
 
+/** What a chart's spec says of its figure, whatever it draws. */
+export type ChartHead = Pick<
+  FigureSpec,
+  'chart' | 'instance' | 'title' | 'subtitle' | 'caption' | 'alt' | 'data' | 'wide'
+>;
+
+/** A chart's figure: the head its spec gives, with what the drawing made of it (size, series, legend). */
+export function chartFigure(
+  head: ChartHead,
+  drawing: Pick<FigureSpec, 'width' | 'height' | 'series' | 'legend'>,
+  body: Part,
+): Html {
+  const { chart, instance, title, subtitle, caption, alt, data, wide } = head;
+  return figure({ chart, instance, title, subtitle, caption, alt, data, wide, ...drawing }, body);
+}
+
 /** The figure: title, the SVG (drawn without script), an HTML legend and a caption. */
 export function figure(spec: FigureSpec, body: Part): Html {
   const data = Object.entries(spec.data ?? {}).map(([k, v]) => html` data-${slug(k)}="${String(v)}"`);
@@ -91,6 +108,14 @@ export interface AxisSpec {
   format: (v: number) => string;
   /** ticks to show, if not the scale's own */
   ticks?: number[];
+}
+
+/** A latency axis over these values (ms): logarithmic, and labelled so, when they span more than `ratio`. */
+export function latencyAxis(values: readonly number[], ratio?: number): (range: [number, number]) => AxisSpec {
+  return (range) => {
+    const scale = autoScale(values, range, ratio);
+    return { scale, label: `latency${scale.kind === 'log' ? ' (log scale)' : ''}`, format: tickMs };
+  };
 }
 
 const r1 = (v: number) => Math.round(v * 10) / 10;

@@ -4,7 +4,7 @@
  * bounds and its y axis is its own (requests per bin).
  */
 import { html, join, type Html, type Part } from '../html.js';
-import { axes, figure, plotBox, seriesKey, WIDTH } from './frame.js';
+import { axes, chartFigure, plotBox, seriesKey, WIDTH, type ChartHead } from './frame.js';
 import { linearScale, logScale } from '../scale.js';
 import { tickMs, tickCount, fmtMs, fmtCount } from '../format.js';
 import { INK, MUTED } from '../palette.js';
@@ -22,15 +22,9 @@ export interface HistogramPanel {
   bins: Bin[];
 }
 
-export interface HistogramSpec {
-  chart: string;
-  instance?: string;
-  title: string;
-  subtitle?: Part;
-  caption?: Part;
+export interface HistogramSpec extends ChartHead {
   panels: HistogramPanel[];
   xLabel: string;
-  alt: string;
 }
 
 const r = (v: number) => Math.round(v * 10) / 10;
@@ -76,17 +70,12 @@ export function histogramChart(spec: HistogramSpec): Html {
   parts.push(
     html`<text class="axis-label" transform="translate(${box.left - 48} ${r(box.top + box.height / 2)}) rotate(-90)" text-anchor="middle" fill="${INK}">requests per bin</text>`,
   );
-  return figure(
+  return chartFigure(
+    spec,
     {
-      chart: spec.chart,
-      instance: spec.instance,
-      title: spec.title,
-      subtitle: spec.subtitle,
-      caption: spec.caption,
       series: spec.panels.map((p) => p.key),
       width,
       height,
-      alt: spec.alt,
       legend: spec.panels.map((p) => ({ key: p.key, label: p.label, color: p.color })),
     },
     join(parts),

@@ -5,7 +5,7 @@
  * measures, so this shows all there is.
  */
 import { html, join, type Html, type Part } from '../html.js';
-import { axes, clip, figure, plotBox, seriesKey, textWidth, WIDTH } from './frame.js';
+import { axes, chartFigure, clip, plotBox, seriesKey, textWidth, WIDTH, type ChartHead } from './frame.js';
 import { autoScale } from '../scale.js';
 import { fmtMs, tickMs } from '../format.js';
 import { INK, MUTED, QUANTILE_COLOR } from '../palette.js';
@@ -27,14 +27,8 @@ export interface LadderRow {
   note?: string;
 }
 
-export interface LadderSpec {
-  chart: string;
-  instance?: string;
-  title: string;
-  subtitle?: Part;
-  caption?: Part;
+export interface LadderSpec extends ChartHead {
   rows: LadderRow[];
-  alt: string;
 }
 
 const r = (v: number) => Math.round(v * 10) / 10;
@@ -50,8 +44,8 @@ export function ladderChart(spec: LadderSpec): Html {
     Object.values(x.q).filter((v): v is number => typeof v === 'number' && v > 0),
   );
   const xs = autoScale(values, [box.left, box.left + box.width], 8);
-  const parts: Part[] = [axes(box, { scale: xs, label: 'time (log scale)', format: tickMs }, undefined)];
-  if (xs.kind !== 'log') (parts.pop(), parts.push(axes(box, { scale: xs, label: 'time', format: tickMs }, undefined)));
+  const label = xs.kind === 'log' ? 'time (log scale)' : 'time';
+  const parts: Part[] = [axes(box, { scale: xs, label, format: tickMs }, undefined)];
   spec.rows.forEach((row, i) => {
     const cy = box.top + i * rowH + rowH / 2;
     parts.push(
@@ -79,17 +73,12 @@ export function ladderChart(spec: LadderSpec): Html {
         html`<text class="note-label" x="${box.left + box.width + 8}" y="${r(cy + 4)}" fill="${MUTED}">${row.note}</text>`,
       );
   });
-  return figure(
+  return chartFigure(
+    spec,
     {
-      chart: spec.chart,
-      instance: spec.instance,
-      title: spec.title,
-      subtitle: spec.subtitle,
-      caption: spec.caption,
       series: spec.rows.map((x) => x.key),
       width,
       height,
-      alt: spec.alt,
       legend: LADDER_QUANTILES.map(([k, l]) => ({ key: k, label: l, color: QUANTILE_COLOR[k], shape: 'dot' as const })),
     },
     join(parts),

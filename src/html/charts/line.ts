@@ -4,7 +4,17 @@
  * point markers (circle.point) with a tooltip each.
  */
 import { html, join, type Html, type Part } from '../html.js';
-import { axes, chartId, figure, plotBox, seriesKey, WIDTH, type AxisSpec, type LegendItem } from './frame.js';
+import {
+  axes,
+  chartFigure,
+  chartId,
+  plotBox,
+  seriesKey,
+  WIDTH,
+  type AxisSpec,
+  type ChartHead,
+  type LegendItem,
+} from './frame.js';
 import type { Scale } from '../scale.js';
 
 export interface LinePoint {
@@ -33,19 +43,11 @@ export interface LineSeries {
   step?: boolean;
 }
 
-export interface LineChartSpec {
-  chart: string;
-  instance?: string;
-  title: string;
-  subtitle?: Part;
-  caption?: Part;
+export interface LineChartSpec extends ChartHead {
   series: LineSeries[];
   x: (range: [number, number]) => AxisSpec;
   y: (range: [number, number]) => AxisSpec;
   height?: number;
-  alt: string;
-  data?: Record<string, string | number>;
-  wide?: boolean;
 }
 
 const r = (v: number) => Math.round(v * 10) / 10;
@@ -91,21 +93,5 @@ export function lineChart(spec: LineChartSpec): Html {
     color: s.color,
     shape: s.sparse ? 'dash' : 'line',
   }));
-  return figure(
-    {
-      chart: spec.chart,
-      instance: spec.instance,
-      title: spec.title,
-      subtitle: spec.subtitle,
-      caption: spec.caption,
-      legend,
-      series: spec.series.map((s) => s.key),
-      width,
-      height,
-      alt: spec.alt,
-      data: spec.data,
-      wide: spec.wide,
-    },
-    join(body),
-  );
+  return chartFigure(spec, { legend, series: spec.series.map((s) => s.key), width, height }, join(body));
 }

@@ -3,6 +3,7 @@
  * the eBPF views' quantiles beside those Istio or Cilium reported, the
  * differences with their likely causes, and what could not be matched.
  */
+import assert from 'node:assert/strict';
 import { html, type Html } from '../html.js';
 import { arr, isObj, num, obj, str, type Obj } from '../read.js';
 import { columnChart, type BarSeries } from '../charts/bars.js';
@@ -104,7 +105,8 @@ export function compareChart(svc: Obj): Html {
   const fromEbpf = new Map<string, number>();
   for (const d of arr(svc.differences).filter(isObj)) {
     const v = num(d.mesh_from_ebpf_ms);
-    if (v !== null) fromEbpf.set(`${str(d.source)} ${str(d.reporter) ?? ''}`.trim() + `|${str(d.quantile)}`, v);
+    if (v !== null)
+      fromEbpf.set(`${String(str(d.source))} ${str(d.reporter) ?? ''}`.trim() + `|${String(str(d.quantile))}`, v);
   }
   const sims: Source[] = sources
     .filter((s) => s.bounds.length > 0 && QUANTILES.some(([, l]) => fromEbpf.has(`${s.key}|${l}`)))
@@ -134,7 +136,8 @@ export function compareChart(svc: Obj): Html {
     valueLabel: `latency${log ? ' (log scale)' : ''}`,
     format: tickMs,
     tip: (c, s, v) => {
-      const src = all.find((x) => x.key === s.key)!;
+      const src = all.find((x) => x.key === s.key);
+      assert.ok(src, 'every series is one of the sources');
       const b = src.bounds.length || src.qbuckets[c.key] ? bucketOf(src, c.key, v) : null;
       const n = num(src.fig.requests);
       return `${s.label} ${c.label}: ${fmtMs(v)}${b ? ` (mesh bucket ${bucketText(b)})` : ''}${n !== null ? `; ${fmtCount(n)} requests` : ''}`;
@@ -169,8 +172,10 @@ export function compareSection(inputs: ReportInputs): Section | undefined {
     'eBPF vs mesh',
     html`<p class="lead">From analyze-latency: ${
       Object.entries(ins)
-        .filter(([, v]) => str(v))
-        .map(([k, v]) => `${k.replace(/_/g, ' ')} ${str(v)}`)
+        .flatMap(([k, v]) => {
+          const s = str(v);
+          return s ? [`${k.replace(/_/g, ' ')} ${s}`] : [];
+        })
         .join('; ') || 'no inputs named'
     }.</p>`,
     shown.length
@@ -186,8 +191,10 @@ export function compareSection(inputs: ReportInputs): Section | undefined {
             { head: 'service', cell: (r) => html`<span class="name">${r.service}</span>` },
             {
               head: 'source',
-              cell: (r) =>
-                `${str(r.d.source) ?? ''} ${str(r.d.reporter) ?? ''}${str(r.d.ebpf_view) ? ` vs eBPF ${str(r.d.ebpf_view)}` : ''}`,
+              cell: (r) => {
+                const view = str(r.d.ebpf_view);
+                return `${str(r.d.source) ?? ''} ${str(r.d.reporter) ?? ''}${view ? ` vs eBPF ${view}` : ''}`;
+              },
             },
             { head: 'quantile', cell: (r) => str(r.d.quantile) ?? '' },
             { head: 'eBPF', cell: (r) => fmtMs(num(r.d.ebpf_ms)), num: true },

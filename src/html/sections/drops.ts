@@ -26,8 +26,12 @@ export class ColorMap {
   private m = new Map<string, string>();
   constructor(private offset = 0) {}
   get(name: string): string {
-    if (!this.m.has(name)) this.m.set(name, seriesColor(this.m.size + this.offset));
-    return this.m.get(name)!;
+    let color = this.m.get(name);
+    if (color === undefined) {
+      color = seriesColor(this.m.size + this.offset);
+      this.m.set(name, color);
+    }
+    return color;
   }
 }
 
@@ -101,8 +105,19 @@ function byServiceChart(services: Obj[], colors: ColorMap, total: number): Html 
 export function dropsSection(inputs: ReportInputs): Section | undefined {
   const input = inputs.drops;
   if (!input) return undefined;
-  const rep = input.report;
-  const d = obj(rep.drops);
+  const d = obj(input.report.drops);
+  return section(
+    'drops',
+    'Packet drops',
+    ...dropsOverview(input.report, d),
+    ...kernelFunctions(arr(d.top_functions).filter(isObj)),
+    ...topFlows(arr(d.top_flows).filter(isObj)),
+    ...listenQueues(arr(d.listen_queue_overflows).filter(isObj)),
+  );
+}
+
+/** The figures, the charts by reason, layer and service, and what the breakdown leaves out. */
+function dropsOverview(rep: Obj, d: Obj): (Html | string)[] {
   const total = num0(d.total);
   const reasons = counts(d.by_reason);
   const layers = counts(d.by_layer);
@@ -112,12 +127,8 @@ export function dropsSection(inputs: ReportInputs): Section | undefined {
   const breakdown = obj(d.breakdown);
   const reasonColors = new ColorMap(3);
   const layerColors = new ColorMap(0);
-  const flows = arr(d.top_flows).filter(isObj);
-  const fns = arr(d.top_functions).filter(isObj);
-  const listen = arr(d.listen_queue_overflows).filter(isObj);
   const unattributed = num0(breakdown.unattributed);
   const scale = num(breakdown.scale);
-
   const body: (Html | string)[] = [
     stats([
       ['dropped packets', fmtCount(total)],
@@ -146,63 +157,70 @@ export function dropsSection(inputs: ReportInputs): Section | undefined {
     );
   if (scale !== null && scale > 1)
     body.push(note(`Sampled: the breakdown counted 1 drop in ${scale} and was scaled up; the total is exact.`, 'info'));
-  if (fns.length) {
-    body.push(
-      html`<h3>Where in the kernel</h3>`,
-      table(
-        'functions',
-        [
-          { head: 'function', cell: (f) => html`<code>${str(f.function) ?? ''}</code>` },
-          { head: 'layer', cell: (f) => str(f.layer) ?? '' },
-          { head: 'drops', cell: (f) => fmtCount(num(f.drops)), num: true },
-          {
-            head: 'reasons',
-            cell: (f) =>
-              counts(f.by_reason)
-                .map(([r, n]) => `${r} ${fmtCount(n)}`)
-                .join(', '),
-          },
-        ],
-        fns,
-      ),
-    );
-  }
-  if (flows.length) {
-    body.push(
-      html`<h3>Top flows</h3>`,
-      table(
-        'flows',
-        [
-          { head: 'protocol', cell: (f) => str(f.protocol) ?? '' },
-          { head: 'direction', cell: (f) => str(f.direction) ?? '' },
-          { head: 'local', cell: (f) => str(f.local) ?? '' },
-          { head: 'remote', cell: (f) => str(f.remote) ?? '' },
-          { head: 'service', cell: (f) => str(f.service) ?? '' },
-          { head: 'reason', cell: (f) => str(f.reason) ?? '' },
-          { head: 'function', cell: (f) => html`<code>${str(f.function) ?? ''}</code>` },
-          { head: 'drops', cell: (f) => fmtCount(num(f.drops)), num: true },
-        ],
-        flows,
-      ),
-    );
-  }
-  if (listen.length) {
-    body.push(
-      html`<h3>Full accept queues</h3>`,
-      note(
-        "Connections dropped because a listener's accept queue was full (the kernel's own counters; these are not in the total above).",
-        'info',
-      ),
-      table(
-        'listen',
-        Object.keys(listen[0]).map((k) => ({
-          head: k.replace(/_/g, ' '),
-          cell: (r: Obj) => str(r[k]) ?? '',
-          num: typeof listen[0][k] === 'number',
-        })),
-        listen,
-      ),
-    );
-  }
-  return section('drops', 'Packet drops', ...body);
+  return body;
+}
+
+function kernelFunctions(fns: Obj[]): Html[] {
+  if (!fns.length) return [];
+  return [
+    html`<h3>Where in the kernel</h3>`,
+    table(
+      'functions',
+      [
+        { head: 'function', cell: (f) => html`<code>${str(f.function) ?? ''}</code>` },
+        { head: 'layer', cell: (f) => str(f.layer) ?? '' },
+        { head: 'drops', cell: (f) => fmtCount(num(f.drops)), num: true },
+        {
+          head: 'reasons',
+          cell: (f) =>
+            counts(f.by_reason)
+              .map(([r, n]) => `${r} ${fmtCount(n)}`)
+              .join(', '),
+        },
+      ],
+      fns,
+    ),
+  ];
+}
+
+function topFlows(flows: Obj[]): Html[] {
+  if (!flows.length) return [];
+  return [
+    html`<h3>Top flows</h3>`,
+    table(
+      'flows',
+      [
+        { head: 'protocol', cell: (f) => str(f.protocol) ?? '' },
+        { head: 'direction', cell: (f) => str(f.direction) ?? '' },
+        { head: 'local', cell: (f) => str(f.local) ?? '' },
+        { head: 'remote', cell: (f) => str(f.remote) ?? '' },
+        { head: 'service', cell: (f) => str(f.service) ?? '' },
+        { head: 'reason', cell: (f) => str(f.reason) ?? '' },
+        { head: 'function', cell: (f) => html`<code>${str(f.function) ?? ''}</code>` },
+        { head: 'drops', cell: (f) => fmtCount(num(f.drops)), num: true },
+      ],
+      flows,
+    ),
+  ];
+}
+
+/** Listeners whose accept queue overflowed: the kernel's own counters, whatever columns they have. */
+function listenQueues(listen: Obj[]): Html[] {
+  if (!listen.length) return [];
+  return [
+    html`<h3>Full accept queues</h3>`,
+    note(
+      "Connections dropped because a listener's accept queue was full (the kernel's own counters; these are not in the total above).",
+      'info',
+    ),
+    table(
+      'listen',
+      Object.keys(listen[0]).map((k) => ({
+        head: k.replace(/_/g, ' '),
+        cell: (r: Obj) => str(r[k]) ?? '',
+        num: typeof listen[0][k] === 'number',
+      })),
+      listen,
+    ),
+  ];
 }

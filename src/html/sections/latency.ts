@@ -24,9 +24,9 @@ import { bucketsMs, cdfFromBuckets, quantilePoints, rebinLog, RANGE_LABELS, type
 import { lineChart, type LineSeries, type Marker } from '../charts/line.js';
 import { histogramChart } from '../charts/histogram.js';
 import { columnChart } from '../charts/bars.js';
-import { emptyChart } from '../charts/frame.js';
+import { emptyChart, latencyAxis } from '../charts/frame.js';
 import { autoScale, linearScale, tailScale } from '../scale.js';
-import { fmtCount, fmtMs, fmtPct, sig, tickCount, tickMs } from '../format.js';
+import { fmtCount, fmtMs, fmtPct, sig, tickCount } from '../format.js';
 import { seriesColor, VIEW_COLOR } from '../palette.js';
 import { grid, note, section, table, type ReportInputs, type Section } from '../section.js';
 import type { LoadedInput } from '../inputs.js';
@@ -134,11 +134,11 @@ function quantileMarkers(
   names: readonly string[] = ['p50', 'p90', 'p99', 'p999'],
 ): Marker[] {
   if (!q) return [];
-  return QUANTILE_NAMES.filter((n) => names.includes(n) && typeof q[n] === 'number').map((n) => ({
-    x: q[n]!,
-    y: QUANTILE_Q[n],
-    title: `${label}: ${QUANTILE_LABEL[n]} ${fmtMs(q[n]!)}`,
-  }));
+  return QUANTILE_NAMES.flatMap((n) => {
+    const x = q[n];
+    if (!names.includes(n) || typeof x !== 'number') return [];
+    return [{ x, y: QUANTILE_Q[n], title: `${label}: ${QUANTILE_LABEL[n]} ${fmtMs(x)}` }];
+  });
 }
 
 /** The CDF of each view: full curves from buckets, or the percentiles when a view has no buckets. */
@@ -165,10 +165,7 @@ export function viewCdfChart(views: View[]): Html {
     title: 'Latency CDF per view',
     subtitle: 'share of requests at or below a latency',
     series,
-    x: (range) => {
-      const scale = autoScale(xs, range, LOG_RATIO);
-      return { scale, label: `latency${scale.kind === 'log' ? ' (log scale)' : ''}`, format: tickMs };
-    },
+    x: latencyAxis(xs, LOG_RATIO),
     y: (range) => ({ scale: linearScale(0, 1, range, 5), label: 'requests ≤ latency', format: pctTick }),
     caption: html`Drawn from each view's histogram buckets (64 per power of two, each at most 1.6 % wide): exact at every bucket edge.
 Dots mark p50, p90, p99 and p99.9. The network line is the kernel's smoothed RTT of the measured connections, not a request latency.${sparse ? ' Dashed: a view without buckets in the report, drawn through its percentiles only.' : ''}`,
@@ -244,7 +241,7 @@ export function serviceCdfChart(services: ServiceRow[]): Html {
     const full = s.buckets.length > 0;
     return {
       key: s.key,
-      label: `${s.key}`,
+      label: s.key,
       color: seriesColor(i),
       points: full ? cdfFromBuckets(s.buckets).filter((p) => p.y > 0) : quantilePoints(s.q),
       sparse: !full,
@@ -259,10 +256,7 @@ export function serviceCdfChart(services: ServiceRow[]): Html {
     title: 'Latency per service',
     subtitle: 'CDF on a percentile scale',
     series,
-    x: (range) => {
-      const scale = autoScale(xs, range, LOG_RATIO);
-      return { scale, label: `latency${scale.kind === 'log' ? ' (log scale)' : ''}`, format: tickMs };
-    },
+    x: latencyAxis(xs, LOG_RATIO),
     y: (range) => ({ scale: tailScale(range, 3), label: 'percentile', format: tailTick }),
     caption: html`${full ? "Drawn from each service's buckets." : 'The report keeps six percentiles per service (p50, p75, p90, p95, p99, p99.9), not its buckets: each line joins those points, and between them the shape is unknown.'}
 The y axis spreads the tail: p50, p90, p99 and p99.9 are equally spaced.${services.length > shown.length ? ` The ${shown.length} busiest of ${services.length} services are drawn; the table lists all.` : ''}`,
@@ -330,7 +324,13 @@ function connectionsTable(metrics: Obj): Html | '' {
   return table(
     'connections',
     [
-      { head: 'process', cell: (c) => `${str(c.comm) ?? ''}${num(c.pid) !== null ? ` (${num(c.pid)})` : ''}` },
+      {
+        head: 'process',
+        cell: (c) => {
+          const pid = num(c.pid);
+          return `${str(c.comm) ?? ''}${pid !== null ? ` (${pid})` : ''}`;
+        },
+      },
       { head: 'role', cell: (c) => str(c.role) ?? '' },
       { head: 'local', cell: (c) => str(c.local) ?? '' },
       { head: 'remote', cell: (c) => str(c.remote) ?? '' },

@@ -2,7 +2,7 @@
 import { html, type Html, type Part } from '../html.js';
 import { get, isObj, num, str } from '../read.js';
 import { fmtDuration, fmtTime } from '../format.js';
-import { note, section, type ReportInputs, type Section } from '../section.js';
+import { givenInputs, note, section, type ReportInputs, type Section } from '../section.js';
 import { INPUT_OPTION, INPUT_SOURCE, type LoadedInput } from '../inputs.js';
 import { hostsOf } from './summary.js';
 
@@ -52,7 +52,7 @@ const ROWS: [string, (i: LoadedInput) => Part][] = [
 ];
 
 export function metaSection(inputs: ReportInputs, generator: { version: string; at: string }): Section {
-  const list = Object.values(inputs).filter((i): i is LoadedInput => !!i);
+  const list = givenInputs(inputs);
   const hosts = hostsOf(inputs);
   const notes: Html[] = [];
   if (hosts.length > 1)

@@ -38,8 +38,9 @@ export interface OverheadRow {
 export function overheadSource(inputs: ReportInputs): { oa: Obj; from: string } | undefined {
   const src = latencySource(inputs);
   if (src && isObj(src.metrics.overhead_analysis)) return { oa: src.metrics.overhead_analysis, from: src.input.file };
-  const c = inputs.compare?.report.overhead_analysis;
-  if (isObj(c)) return { oa: c, from: inputs.compare!.file };
+  const compare = inputs.compare;
+  const c = compare?.report.overhead_analysis;
+  if (compare && isObj(c)) return { oa: c, from: compare.file };
   return undefined;
 }
 
@@ -122,7 +123,7 @@ export function overheadChart(rows: OverheadRow[]): Html {
   const noMesh = drawable.every((r) => r.sidecar === 'none');
   const values = drawable.map(parts);
   const used = SERIES.filter(
-    (s, i) => ['application', 'kernel', 'mesh'].includes(s.field) || values.some((v) => v[i] !== null && v[i]! > 0),
+    (s, i) => ['application', 'kernel', 'mesh'].includes(s.field) || values.some((v) => (v[i] ?? 0) > 0),
   );
   const idx = used.map((s) => SERIES.indexOf(s));
   const cats: Category[] = drawable.map((r, i) => ({

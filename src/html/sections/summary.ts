@@ -5,7 +5,7 @@
 import { html, type Html } from '../html.js';
 import { counts, get, num, num0, obj, quantiles, str } from '../read.js';
 import { fmtCount, fmtMs, fmtPct } from '../format.js';
-import { note, section, type ReportInputs, type Section } from '../section.js';
+import { givenInputs, note, section, type ReportInputs, type Section } from '../section.js';
 import { INPUT_OPTION, type InputKind } from '../inputs.js';
 import { latencySource, VIEW_LABEL, VIEWS } from './latency.js';
 import { overheadSource } from './overhead.js';
@@ -18,91 +18,118 @@ export interface SummaryRow {
 }
 
 export function summaryRows(inputs: ReportInputs): SummaryRow[] {
-  const rows: SummaryRow[] = [];
+  return [
+    ...latencyRows(inputs),
+    ...overheadRows(inputs),
+    ...dropRows(inputs),
+    ...connectionRows(inputs),
+    ...compareRows(inputs),
+  ];
+}
+
+function latencyRows(inputs: ReportInputs): SummaryRow[] {
   const lat = latencySource(inputs);
-  if (lat) {
-    const m = lat.metrics;
-    const est = num(m.total_requests_estimated);
-    const client = num0(get(m, 'client', 'total_requests')),
-      server = num0(get(m, 'server', 'total_requests'));
-    rows.push({
+  if (!lat) return [];
+  const m = lat.metrics;
+  const est = num(m.total_requests_estimated);
+  const client = num0(get(m, 'client', 'total_requests')),
+    server = num0(get(m, 'server', 'total_requests'));
+  const rows: SummaryRow[] = [
+    {
       key: 'requests',
       label: 'requests measured',
       href: '#latency',
       value: `${fmtCount(client)} client view, ${fmtCount(server)} server view${est !== null && est > Math.max(client, server) ? ` (~${fmtCount(est)} with sampling)` : ''}`,
-    });
-    for (const v of VIEWS) {
-      const q = quantiles(get(m, v, 'percentiles'));
-      if (num0(get(m, v, 'total_requests')) > 0 && q)
-        rows.push({
-          key: `latency-${v}`,
-          label: `${VIEW_LABEL[v]} p50 / p99`,
-          href: '#latency',
-          value: `${fmtMs(q.p50)} / ${fmtMs(q.p99)}`,
-        });
-    }
+    },
+  ];
+  for (const v of VIEWS) {
+    const q = quantiles(get(m, v, 'percentiles'));
+    if (num0(get(m, v, 'total_requests')) > 0 && q)
+      rows.push({
+        key: `latency-${v}`,
+        label: `${VIEW_LABEL[v]} p50 / p99`,
+        href: '#latency',
+        value: `${fmtMs(q.p50)} / ${fmtMs(q.p99)}`,
+      });
   }
+  return rows;
+}
+
+function overheadRows(inputs: ReportInputs): SummaryRow[] {
   const oh = overheadSource(inputs);
-  if (oh) {
-    const total = num(oh.oa.total_ms),
-      mesh = num(oh.oa.mesh_processing_ms),
-      kernel = num(oh.oa.kernel_processing_ms);
-    rows.push({
+  if (!oh) return [];
+  const total = num(oh.oa.total_ms),
+    mesh = num(oh.oa.mesh_processing_ms),
+    kernel = num(oh.oa.kernel_processing_ms);
+  return [
+    {
       key: 'overhead',
       label: 'mean per request',
       href: '#overhead',
       value: `${fmtMs(total)}: kernel and network ${fmtMs(kernel)}, mesh ${mesh === null ? 'none (no sidecar seen)' : fmtMs(mesh)}`,
-    });
-  }
-  if (inputs.drops) {
-    const d = obj(inputs.drops.report.drops);
-    const top = counts(d.by_reason)
-      .filter(([, v]) => v > 0)
-      .slice(0, 2);
-    rows.push({
+    },
+  ];
+}
+
+function dropRows(inputs: ReportInputs): SummaryRow[] {
+  if (!inputs.drops) return [];
+  const d = obj(inputs.drops.report.drops);
+  const top = counts(d.by_reason)
+    .filter(([, v]) => v > 0)
+    .slice(0, 2);
+  return [
+    {
       key: 'drops',
       label: 'packets dropped',
       href: '#drops',
       value: `${fmtCount(num(d.total))} (${fmtCount(num(d.rate_per_s))}/s)${top.length ? `: ${top.map(([r, v]) => `${r} ${fmtCount(v)}`).join(', ')}` : ''}`,
-    });
-  }
-  if (inputs.connections) {
-    const c = obj(inputs.connections.report.connections);
-    const failed = num(get(c, 'failed', 'total'));
-    rows.push({
+    },
+  ];
+}
+
+function connectionRows(inputs: ReportInputs): SummaryRow[] {
+  if (!inputs.connections) return [];
+  const c = obj(inputs.connections.report.connections);
+  const failed = num(get(c, 'failed', 'total'));
+  const rows: SummaryRow[] = [
+    {
       key: 'connections',
       label: 'connections opened / failed',
       href: '#connections',
       value: `${fmtCount(num(c.opened))} / ${fmtCount(failed)}; reused requests ${fmtPct(num(get(c, 'reuse', 'reused_request_ratio')))}`,
-    });
-    const setup = quantiles(c.setup_ms);
-    if (setup)
-      rows.push({
-        key: 'setup',
-        label: 'TCP set-up p50 / p99 (client)',
-        href: '#connections',
-        value: `${fmtMs(setup.p50)} / ${fmtMs(setup.p99)}`,
-      });
-    const tls = quantiles(c.tls_handshake_ms);
+    },
+  ];
+  const setup = quantiles(c.setup_ms);
+  if (setup)
     rows.push({
-      key: 'tls',
-      label: 'TLS handshake p50 (client)',
+      key: 'setup',
+      label: 'TCP set-up p50 / p99 (client)',
       href: '#connections',
-      value: tls
-        ? `${fmtMs(tls.p50)} (${fmtCount(num(get(c, 'tls_handshakes', 'client')))} handshakes)`
-        : 'no TLS handshake seen',
+      value: `${fmtMs(setup.p50)} / ${fmtMs(setup.p99)}`,
     });
-  }
-  if (inputs.compare) {
-    const svcs = (inputs.compare.report.services as unknown[] | undefined) ?? [];
-    rows.push({
+  const tls = quantiles(c.tls_handshake_ms);
+  rows.push({
+    key: 'tls',
+    label: 'TLS handshake p50 (client)',
+    href: '#connections',
+    value: tls
+      ? `${fmtMs(tls.p50)} (${fmtCount(num(get(c, 'tls_handshakes', 'client')))} handshakes)`
+      : 'no TLS handshake seen',
+  });
+  return rows;
+}
+
+function compareRows(inputs: ReportInputs): SummaryRow[] {
+  if (!inputs.compare) return [];
+  const svcs = (inputs.compare.report.services as unknown[] | undefined) ?? [];
+  return [
+    {
       key: 'compare',
       label: 'services compared with the mesh',
       href: '#compare',
       value: fmtCount(Array.isArray(svcs) ? svcs.length : 0),
-    });
-  }
-  return rows;
+    },
+  ];
 }
 
 const HOW: Record<InputKind, (borrowed: boolean) => Html> = {
@@ -137,8 +164,8 @@ export function summarySection(inputs: ReportInputs): Section {
 export function hostsOf(inputs: ReportInputs): string[] {
   return [
     ...new Set(
-      Object.values(inputs)
-        .map((i) => str(i?.report.host))
+      givenInputs(inputs)
+        .map((i) => str(i.report.host))
         .filter((h): h is string => !!h),
     ),
   ];

@@ -6,8 +6,9 @@
 import { type Html } from '../html.js';
 import { get, num, num0, obj, quantiles, str, type Obj } from '../read.js';
 import { lineChart, type LineSeries, type LinePoint } from '../charts/line.js';
-import { autoScale, linearScale } from '../scale.js';
-import { fmtCount, fmtMs, sig, tickCount, tickMs } from '../format.js';
+import { latencyAxis } from '../charts/frame.js';
+import { linearScale } from '../scale.js';
+import { fmtCount, fmtMs, sig, tickCount } from '../format.js';
 import { QUANTILE_COLOR, SERIES, VIEW_COLOR } from '../palette.js';
 import { grid, section, type ReportInputs, type Section } from '../section.js';
 import type { LoadedInput } from '../inputs.js';
@@ -98,10 +99,7 @@ function latencyCharts(input: LoadedInput): Html[] {
         subtitle: `${view} view, per interval`,
         series: qs,
         x: timeAxis(qs.flatMap((s) => s.points)),
-        y: (range) => {
-          const scale = autoScale(ys, range);
-          return { scale, label: `latency${scale.kind === 'log' ? ' (log scale)' : ''}`, format: tickMs };
-        },
+        y: latencyAxis(ys),
         caption: `Each point is one interval of the json-stream (${tl.length} intervals); intervals without requests have none.`,
         alt: 'Latency percentiles per interval',
         height: 240,

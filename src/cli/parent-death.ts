@@ -1,0 +1,71 @@
+/**
+ * A probe must not outlive the command the user started. `npx latency-probe` runs
+ * npm → sh → node: a signal to npm ends npm and sh, and node, re-parented, would go on with
+ * its programs attached. So, unless the probe leads its own process group (a shell job, a
+ * systemd service, `setsid`: there it is the command, and a shell's exit is SIGHUP's business),
+ * it asks the kernel for SIGHUP when its parent exits (PR_SET_PDEATHSIG): the orderly stop, report
+ * written (run-probe.ts hears SIGHUP apart from the user's SIGINT/SIGTERM, so it never counts as
+ * a second or third one).
+ */
+import { readFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import { addon } from '../native.js';
+
+/** The parent when this module was loaded (the launcher's, if it ran first: closer to exec). */
+const START_PARENT = process.ppid;
+
+export type ParentDeath =
+  { armed: false; why: string } | { armed: true; parent: number } | { armed: true; parent: number; gone: true };
+
+/** Process group of this process, from /proc/self/stat (field 5; the command name may hold spaces). */
+export function ownProcessGroup(stat = readFileSync('/proc/self/stat', 'utf8')): number {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const pgrp = Number(fields[2]);
+  if (!Number.isInteger(pgrp)) throw new Error(`unreadable /proc/self/stat: ${stat.slice(0, 80)}`);
+  return pgrp;
+}
+
+/**
+ * Arms the parent-death signal. `gone: true` says the parent died before it could be armed:
+ * the caller stops at once.
+ */
+export function endWithParent(): ParentDeath {
+  if (ownProcessGroup() === process.pid) return { armed: false, why: 'leads its own process group' };
+  const launched = (globalThis as Record<symbol, unknown>)[Symbol.for('meshprobe.launchParent')];
+  const expected = typeof launched === 'number' ? launched : START_PARENT;
+  const r = addon().setParentDeathSignal(constants.signals.SIGHUP, expected);
+  return r.alive ? { armed: true, parent: r.parent } : { armed: true, parent: expected, gone: true };
+}
+
+/** Whether process `pid` still runs (a zombie, exited but not yet reaped, does not). */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${String(pid)}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The parent-death signal covers the parent only. Under npx the probe's parent is npm's `sh -c`,
+ * and a SIGKILL to npm (the command the user started, its process group's leader) leaves that
+ * shell waiting for the probe. So the probe also watches its group's leader, once a second, and
+ * calls `onGone` when it has ended. Returns the function that stops the watch; nothing when the
+ * probe leads its own group.
+ */
+export function watchGroupLeader(onGone: (leader: number) => void, everyMs = 1000): (() => void) | undefined {
+  const leader = ownProcessGroup();
+  if (leader === process.pid) return undefined;
+  const timer = setInterval(() => {
+    if (!running(leader)) {
+      clearInterval(timer);
+      onGone(leader);
+    }
+  }, everyMs);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+  };
+}
