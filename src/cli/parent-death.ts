@@ -31,6 +31,7 @@ export function ownProcessGroup(stat = readFileSync('/proc/self/stat', 'utf8')):
  */
 export function endWithParent(): ParentDeath {
   if (ownProcessGroup() === process.pid) return { armed: false, why: 'leads its own process group' };
+  if (process.ppid === 0) return { armed: false, why: 'its parent is outside this PID namespace' };
   const launched = (globalThis as Record<symbol, unknown>)[Symbol.for('meshprobe.launchParent')];
   const expected = typeof launched === 'number' ? launched : START_PARENT;
   const r = addon().setParentDeathSignal(constants.signals.SIGHUP, expected);
@@ -57,7 +58,9 @@ function running(pid: number): boolean {
  */
 export function watchGroupLeader(onGone: (leader: number) => void, everyMs = 1000): (() => void) | undefined {
   const leader = ownProcessGroup();
-  if (leader === process.pid) return undefined;
+  // 0: the group's leader lives outside this PID namespace (nsenter, an exec into a container):
+  // nothing here to watch
+  if (leader === process.pid || leader === 0) return undefined;
   const timer = setInterval(() => {
     if (!running(leader)) {
       clearInterval(timer);
