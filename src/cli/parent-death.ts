@@ -38,33 +38,38 @@ export function endWithParent(): ParentDeath {
   return r.alive ? { armed: true, parent: r.parent } : { armed: true, parent: expected, gone: true };
 }
 
-/** Whether process `pid` still runs (a zombie, exited but not yet reaped, does not). */
-function running(pid: number): boolean {
+/** The parent of process `pid` (0 when unreadable or gone). */
+function parentOf(pid: number): number {
   try {
     const stat = readFileSync(`/proc/${String(pid)}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
   } catch {
-    return false;
+    return 0;
   }
 }
 
 /**
  * The parent-death signal covers the parent only. Under npx the probe's parent is npm's `sh -c`,
- * and a SIGKILL to npm (the command the user started, its process group's leader) leaves that
- * shell waiting for the probe. So the probe also watches its group's leader, once a second, and
- * calls `onGone` when it has ended. Returns the function that stops the watch; nothing when the
- * probe leads its own group.
+ * and a SIGKILL to npm (the command the user started) leaves that shell waiting for the probe,
+ * re-parented. So the probe also watches its parent's parent, once a second, and calls `onGone`
+ * when the parent has been re-parented (the command above it has ended) or has gone. Returns the
+ * function that stops the watch; nothing when there is no such chain to watch (the probe leads
+ * its own process group, or its parent is init or outside this PID namespace).
  */
-export function watchGroupLeader(onGone: (leader: number) => void, everyMs = 1000): (() => void) | undefined {
-  const leader = ownProcessGroup();
-  // 0: the group's leader lives outside this PID namespace (nsenter, an exec into a container):
-  // nothing here to watch
-  if (leader === process.pid || leader === 0) return undefined;
+export function watchParentChain(onGone: (why: string) => void, everyMs = 1000): (() => void) | undefined {
+  if (ownProcessGroup() === process.pid) return undefined;
+  const parent = process.ppid;
+  const grandparent = parent > 1 ? parentOf(parent) : 0;
+  if (grandparent === 0) return undefined;
   const timer = setInterval(() => {
-    if (!running(leader)) {
+    const now = parentOf(parent);
+    if (process.ppid !== parent || now !== grandparent) {
       clearInterval(timer);
-      onGone(leader);
+      onGone(
+        now === 0
+          ? `its parent (PID ${String(parent)}) has gone`
+          : `the command above it (PID ${String(grandparent)}) has ended`,
+      );
     }
   }, everyMs);
   timer.unref();

@@ -30,7 +30,7 @@ import { JsonStream } from '../export/stream.js';
 import { InfluxExporter, checkInfluxReachable, type InfluxOptions, type InfluxStats } from '../export/influx.js';
 import { PrometheusExporter } from '../export/prometheus.js';
 import { Progress } from './progress.js';
-import { endWithParent, watchGroupLeader } from './parent-death.js';
+import { endWithParent, watchParentChain } from './parent-death.js';
 import { VERSION } from './version.js';
 
 export type { ProbeOutputs };
@@ -151,7 +151,7 @@ export async function runProbe<O, F, R>(o: RunOptions<O, F, R>): Promise<void> {
 }
 
 async function run<O, F, R>(o: RunOptions<O, F, R>, stop: StopControl): Promise<void> {
-  // never outlive the command the user started (npx, a wrapper): SIGHUP when the parent exits, and a watch on the group leader
+  // never outlive the command the user started (npx, a wrapper): SIGHUP when the parent exits, and a watch on the parent's parent
   const parent = endWithParent();
   if (parent.armed && 'gone' in parent) {
     throw new MeshprobeError(
@@ -161,9 +161,9 @@ async function run<O, F, R>(o: RunOptions<O, F, R>, stop: StopControl): Promise<
     );
   }
   log.debug(parent.armed ? `SIGHUP when parent ${parent.parent} exits` : `no parent-death signal: ${parent.why}`);
-  const unwatch = watchGroupLeader((leader) => {
-    log.info(`${o.def.name}: the command that started it (PID ${leader}) has ended: stopping`);
-    stop.stop('group leader gone');
+  const unwatch = watchParentChain((why) => {
+    log.info(`${o.def.name}: ${why}: stopping`);
+    stop.stop('parent chain gone');
   });
   try {
     await measureAndReport(o, stop);
