@@ -65,11 +65,21 @@ function assertNoLoss(report: LatencyReportRead): void {
   assert.equal(report.metrics.events.lost, 0);
 }
 
-function assertClientView(report: LatencyReportRead, client: ClientResult): void {
+/**
+ * `tailBelow`: at p99, the client's own clock may run later than the kernel's by up to this much
+ * (ms): its timestamp after read() returns includes any wait for a CPU, which the kernel's does
+ * not, and with a new connection per request two client threads, the server and the probe's
+ * workers share the two cores (one CI run: probe 1.3025 ms against the client's 1.3625 ms).
+ * One-sided: the probe is never allowed later than the client's own time.
+ */
+function assertClientView(report: LatencyReportRead, client: ClientResult, tailBelow = 0): void {
   const ours = report.metrics.client.percentiles;
   for (const p of ['p50', 'p90', 'p99'] as const) {
     const truth = client.latency_us[p] / 1000;
-    assert.ok(near(ours[p], truth, REL, ABS_MS), `client view ${p}: probe ${ours[p]} ms vs client's own ${truth} ms`);
+    const ok =
+      near(ours[p], truth, REL, ABS_MS) ||
+      (p === 'p99' && ours[p] <= truth && truth - ours[p] <= Math.max(tailBelow, truth * REL));
+    assert.ok(ok, `client view ${p}: probe ${ours[p]} ms vs client's own ${truth} ms`);
   }
 }
 
@@ -152,7 +162,7 @@ test('a new connection per request: every request counted, one connection each',
   });
   assertNoLoss(m.report);
   assertExactCounts(m.report, 600);
-  assertClientView(m.report, m.client);
+  assertClientView(m.report, m.client, 0.15);
   const clientConns = m.report.metrics.connections.filter((c) => c.role === 'client');
   const serverConns = m.report.metrics.connections.filter((c) => c.role === 'server');
   assert.equal(clientConns.length, 600);
