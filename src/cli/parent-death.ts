@@ -17,9 +17,14 @@ const START_PARENT = process.ppid;
 export type ParentDeath =
   { armed: false; why: string } | { armed: true; parent: number } | { armed: true; parent: number; gone: true };
 
-/** Process group of this process, from /proc/self/stat (field 5; the command name may hold spaces). */
+/** The fields of /proc/<pid>/stat after the command name (which may hold spaces): state, ppid, pgrp, ... */
+function statFields(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** Process group of this process, from /proc/self/stat (field 5). */
 export function ownProcessGroup(stat = readFileSync('/proc/self/stat', 'utf8')): number {
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const fields = statFields(stat);
   const pgrp = Number(fields[2]);
   if (!Number.isInteger(pgrp)) throw new Error(`unreadable /proc/self/stat: ${stat.slice(0, 80)}`);
   return pgrp;
@@ -41,8 +46,7 @@ export function endWithParent(): ParentDeath {
 /** The parent of process `pid` (0 when unreadable or gone). */
 function parentOf(pid: number): number {
   try {
-    const stat = readFileSync(`/proc/${String(pid)}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return Number(statFields(readFileSync(`/proc/${String(pid)}/stat`, 'utf8'))[1]);
   } catch {
     return 0;
   }
