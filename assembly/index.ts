@@ -31,7 +31,9 @@ import {
   CS_BYTES_SENT, CS_BYTES_RECEIVED, CS_LADDR, CS_RADDR, CS_COMM, CS_HIST,
   CONN_SLOT_BYTES, CF_PEER, CF_OPEN, CF_CLOSE, CS_SVC,
   SS_KEY, SS_TGID, SS_ROLE, SS_FAMILY, SS_PORT, SS_METRIC, SS_RADDR, SS_READY, SS_HIST,
-  SVC_SLOT_BYTES, MAX_PROBE,
+  SVC_SLOT_BYTES, MAX_PROBE, C_CONN_REFUSED,
+  H_CONN_INDEX, H_CONN_IDX_CAP, H_CONN_FREE, H_FREE_HEAD, H_FREE_LEN,
+  CI_KEY, CI_ROW, CI_FLAGS, CI_ENTRY_BYTES, CI_REMOVED, CI_NO_ROW, CIF_CLOSED,
 } from "./layout";
 
 // Every constant is exported as an immutable global (read by src/wasm.ts and
@@ -88,11 +90,26 @@ function isPow2(x: u32): bool {
   return x != 0 && (x & (x - 1)) == 0;
 }
 
+/**
+ * Index entries for connCap rows: the power of two >= 4 x rows. At most half
+ * the entries hold rows, so probes stay short; the rest leaves room for the
+ * entries of refused connections (no row) until the next sweep removes them.
+ */
+function indexCap(connCap: u32): u64 {
+  let n: u64 = 16;
+  while (n < <u64>connCap * 4) n <<= 1;
+  return n;
+}
+
+function freeListBytes(connCap: u32): u64 {
+  return (<u64>connCap * 4 + 63) & ~<u64>63;
+}
+
 /** End address of the whole region, 0 if the arguments are invalid or too large. */
 export function layoutBytes(connCap: u32, svcCap: u32, workers: u32, stagingBytes: u32): usize {
-  if (!isPow2(connCap) || !isPow2(svcCap)) return 0;
+  if (connCap == 0 || connCap > 0x1000000 || !isPow2(svcCap)) return 0;
   let end: u64 = <u64>regionBase() + HEADER_BYTES + <u64>GH_TOTAL * HIST_BYTES + MR_BYTES;
-  end += <u64>connCap * CONN_SLOT_BYTES;
+  end += <u64>connCap * CONN_SLOT_BYTES + indexCap(connCap) * CI_ENTRY_BYTES + freeListBytes(connCap);
   end += <u64>svcCap * SVC_SLOT_BYTES;
   end += <u64>workers * stagingStride(stagingBytes);
   end += <u64>(workers + 1) * scratchStride(svcCap);
@@ -113,7 +130,10 @@ export function init(connCap: u32, svcCap: u32, workers: u32, stagingBytes: u32)
   const gh = b + HEADER_BYTES;
   const mr = gh + <usize>GH_TOTAL * HIST_BYTES;
   const conn = mr + <usize>MR_BYTES;
-  const svc = conn + <usize>connCap * CONN_SLOT_BYTES;
+  const index = conn + <usize>connCap * CONN_SLOT_BYTES;
+  const idxCap = <u32>indexCap(connCap);
+  const free = index + <usize>idxCap * CI_ENTRY_BYTES;
+  const svc = free + <usize>freeListBytes(connCap);
   const staging = svc + <usize>svcCap * SVC_SLOT_BYTES;
   const scratch = staging + <usize>workers * <usize>stagingStride(stagingBytes);
   const scStride = <usize>scratchStride(svcCap);
@@ -136,6 +156,12 @@ export function init(connCap: u32, svcCap: u32, workers: u32, stagingBytes: u32)
   store<u32>(b + H_SCRATCH, <u32>scratch);
   store<u32>(b + H_SCRATCH_BYTES, <u32>scStride);
   store<u32>(b + H_MEASURE_RESULTS, <u32>mr);
+  store<u32>(b + H_CONN_INDEX, <u32>index);
+  store<u32>(b + H_CONN_IDX_CAP, idxCap);
+  store<u32>(b + H_CONN_FREE, <u32>free);
+  store<u32>(b + H_FREE_HEAD, 0);
+  store<u32>(b + H_FREE_LEN, connCap);
+  for (let i: u32 = 0; i < connCap; i++) store<u32>(free + (<usize>i << 2), i);
   for (let w: u32 = 0; w <= workers; w++) {
     const sc = scratch + <usize>w * scStride;
     for (let i: u32 = 0; i < GH_COUNT; i++) store<u64>(sc + SC_GSTAT + (<usize>i << 5) + 16, u64.MAX_VALUE);
@@ -180,9 +206,13 @@ export function scratchAddr(i: u32): usize {
 // flushPending() call, and the figures of the current decode() call, added
 // to the scratch area (worker-private, see assembly/layout.ts) at its end.
 
+let hdrBase: usize = 0;
 let connBase: usize = 0;
-let connMask: u32 = 0;
-let connProbe: u32 = 0;
+let idxBase: usize = 0;
+let idxMask: u32 = 0;
+let freeBase: usize = 0;
+let lastEntry: usize = 0; // connFind's index entry (also when it returns 0 for a refused connection)
+let indexFull: bool = false; // connFind found no entry to claim (onOpen counts the connection refused)
 let svcBase: usize = 0;
 let svcCap: u32 = 0;
 let svcMask: u32 = 0;
@@ -204,6 +234,7 @@ let nLostRecords: u64 = 0;
 let nLostEvents: u64 = 0;
 let nUnknown: u64 = 0;
 let nConnFull: u64 = 0;
+let nConnRefused: u64 = 0;
 let nSvcFull: u64 = 0;
 let nUnknownRole: u64 = 0;
 let nPerfOther: u64 = 0;
@@ -216,11 +247,12 @@ let sCount: u64 = 0; let sSum: u64 = 0; let sMin: u64 = u64.MAX_VALUE; let sMax:
 let nwCount: u64 = 0; let nwSum: u64 = 0; let nwMin: u64 = u64.MAX_VALUE; let nwMax: u64 = 0;
 
 function cacheLayout(b: usize): void {
-  const connCap = load<u32>(b + H_CONN_CAP);
+  hdrBase = b;
   svcCap = load<u32>(b + H_SVC_CAP);
   connBase = <usize>load<u32>(b + H_CONN_TABLE);
-  connMask = connCap - 1;
-  connProbe = connCap < MAX_PROBE ? connCap : MAX_PROBE;
+  idxBase = <usize>load<u32>(b + H_CONN_INDEX);
+  idxMask = load<u32>(b + H_CONN_IDX_CAP) - 1;
+  freeBase = <usize>load<u32>(b + H_CONN_FREE);
   svcBase = <usize>load<u32>(b + H_SVC_TABLE);
   svcMask = svcCap - 1;
   svcProbe = svcCap < MAX_PROBE ? svcCap : MAX_PROBE;
@@ -295,19 +327,73 @@ function histFlush(h: usize, count: u64, sum: u64, mn: u64, mx: u64): void {
   return x;
 }
 
-/** Slot address for conn_id (inserting it if absent), 0 if no slot within the probe bound. */
+/** A free row's index, or -1 when none is left (workers: pop only; the main thread pushes under all locks). */
+function takeRow(): i64 {
+  const head = hdrBase + H_FREE_HEAD;
+  const len = load<u32>(hdrBase + H_FREE_LEN);
+  if (atomic.load<u32>(head) >= len) return -1;
+  const h = atomic.add<u32>(head, 1); // past len when several raced for the last rows: sweepBegin() trims it
+  if (h >= len) return -1;
+  return <i64>load<u32>(freeBase + (<usize>h << 2));
+}
+
+/** The row of index entry e, 0 for a refused connection; waits the few instructions between a claim and its row. */
+function rowOf(e: usize): usize {
+  let r = atomic.load<u32>(e + CI_ROW);
+  while (r == 0) r = atomic.load<u32>(e + CI_ROW);
+  if (r == CI_NO_ROW) return 0;
+  return connBase + <usize>(r - 1) * CONN_SLOT_BYTES;
+}
+
+/** Claims entry e (empty or removed, `was`) for id and gives it a row; false if another thread took e first. */
+function claim(e: usize, was: u64, id: u64): bool {
+  if (atomic.cmpxchg<u64>(e + CI_KEY, was, id) != was) return false;
+  const row = takeRow();
+  if (row < 0) {
+    nConnRefused++;
+    atomic.store<u32>(e + CI_ROW, CI_NO_ROW);
+  } else {
+    const c = connBase + <usize>row * CONN_SLOT_BYTES; // zeroed by init() or sweepEnd()
+    atomic.store<u64>(c + CS_KEY, id);
+    atomic.store<u32>(e + CI_ROW, <u32>row + 1); // publishes the row (its key written first)
+  }
+  return true;
+}
+
+/**
+ * Row address for conn_id (taking a row if it has none), 0 if no row is free
+ * (the connection is then refused for as long as it lives: counted once in
+ * C_CONN_REFUSED). Workers only turn empty or removed entries into keys, so
+ * a probe that saw an entry taken never needs to look at it again; a claim
+ * that loses its race starts over.
+ */
 function connFind(id: u64): usize {
+  lastEntry = 0;
+  indexFull = false;
   if (id == 0) return 0;
-  let i = <u32>mix64(id) & connMask;
-  for (let n: u32 = 0; n < connProbe; n++) {
-    const s = connBase + <usize>i * CONN_SLOT_BYTES;
-    const k = atomic.load<u64>(s + CS_KEY);
-    if (k == id) return s;
-    if (k == 0) {
-      const o = atomic.cmpxchg<u64>(s + CS_KEY, 0, id);
-      if (o == 0 || o == id) return s;
+  for (let attempt: u32 = 0; attempt < 64; attempt++) {
+    let i = <u32>mix64(id) & idxMask;
+    let freeAt: usize = 0;
+    let freeWas: u64 = 0;
+    for (let n: u32 = 0; n <= idxMask; n++) {
+      const e = idxBase + <usize>i * CI_ENTRY_BYTES;
+      const k = atomic.load<u64>(e + CI_KEY);
+      if (k == id) {
+        lastEntry = e;
+        return rowOf(e);
+      }
+      if (k == 0) {
+        if (freeAt == 0) { freeAt = e; freeWas = 0; }
+        break;
+      }
+      if (k == CI_REMOVED && freeAt == 0) { freeAt = e; freeWas = CI_REMOVED; }
+      i = (i + 1) & idxMask;
     }
-    i = (i + 1) & connMask;
+    if (freeAt == 0) { indexFull = true; return 0; } // every entry taken: refused connections piled up since the last sweep
+    if (claim(freeAt, freeWas, id) || atomic.load<u64>(freeAt + CI_KEY) == id) {
+      lastEntry = freeAt;
+      return rowOf(freeAt);
+    }
   }
   return 0;
 }
@@ -501,7 +587,11 @@ function onLatency(r: usize): void {
 function onOpen(r: usize): void {
   nOpen++;
   const c = connFind(load<u64>(r + HDR_CONN_ID, 0, 4));
-  if (c == 0) { nConnFull++; return; }
+  if (c == 0) {
+    nConnFull++;
+    if (indexFull) nConnRefused++; // not even an index entry: counted here, once per connection opened
+    return;
+  }
   const role = load<u8>(r + HDR_ROLE);
   store<u32>(c + CS_TGID, load<u32>(r + HDR_TGID, 0, 4));
   store<u32>(c + CS_PID, load<u32>(r + OPEN_PID, 0, 4));
@@ -522,7 +612,11 @@ function onOpen(r: usize): void {
 function onClose(r: usize): void {
   nClose++;
   const c = connFind(load<u64>(r + HDR_CONN_ID, 0, 4));
-  if (c == 0) { nConnFull++; return; }
+  if (c == 0) {
+    nConnFull++;
+    if (lastEntry != 0) atomic.or<u32>(lastEntry + CI_FLAGS, CIF_CLOSED); // its entry can go at the next sweep
+    return;
+  }
   const end = load<u64>(r + CLOSE_END_NS, 0, 4);
   const dur = load<u64>(r + CLOSE_DURATION_NS, 0, 4);
   store<u64>(c + CS_END_NS, end);
@@ -627,6 +721,7 @@ function endCall(consumed: u64): void {
   addPending(sc, C_LOST_EVENTS, nLostEvents);
   addPending(sc, C_UNKNOWN_RECORDS, nUnknown);
   addPending(sc, C_CONN_TABLE_FULL, nConnFull);
+  addPending(sc, C_CONN_REFUSED, nConnRefused);
   addPending(sc, C_SVC_TABLE_FULL, nSvcFull);
   addPending(sc, C_UNKNOWN_ROLE, nUnknownRole);
   addPending(sc, C_PERF_OTHER, nPerfOther);
@@ -636,7 +731,7 @@ function endCall(consumed: u64): void {
   addPending(sc, C_DECODE_CALLS, 1);
   store<u64>(sc + SC_PENDING, load<u64>(sc + SC_PENDING) + nRecords + nLostEvents + nPerfOther);
   nRecords = 0; nLatency = 0; nOpen = 0; nClose = 0; nLostRecords = 0; nLostEvents = 0;
-  nUnknown = 0; nConnFull = 0; nSvcFull = 0; nUnknownRole = 0; nPerfOther = 0;
+  nUnknown = 0; nConnFull = 0; nConnRefused = 0; nSvcFull = 0; nUnknownRole = 0; nPerfOther = 0;
   nMeasure = 0; nUnknownMetric = 0;
   store<u32>(sc + SC_GDIRTYN, gDirtyN);
   store<u32>(sc + SC_BDIRTYN, bDirtyN);
@@ -780,4 +875,99 @@ export function decode(ptr: usize, len: u32): u32 {
   if (load<u64>(sc + SC_PENDING) >= <u64>FLUSH_RECORDS) flushScratch(sc);
   unlockScratch(sc);
   return consumed;
+}
+
+// ---------------------------------------------------------------------------
+// Ageing the connection table (main thread only). Between sweepBegin() and
+// sweepEnd() the main thread holds every scratch lock: no decode() runs, so
+// rows and index entries can be removed without a worker holding a row's
+// address or being half-way along a probe sequence. The caller reads the
+// rows it wants to free (src/pipeline/aging.ts folds their figures first),
+// then releaseRow()s them.
+
+/** Rows in use (taken from the free list and not released). */
+export function connRowsInUse(): u32 {
+  const b = regionBase();
+  const head = atomic.load<u32>(b + H_FREE_HEAD);
+  const len = load<u32>(b + H_FREE_LEN);
+  return head < len ? head : len;
+}
+
+/** Takes every worker's scratch lock (waits for the decode() calls in progress). False before init(). */
+export function sweepBegin(): bool {
+  const b = regionBase();
+  if (atomic.load<u32>(b + H_MAGIC) != MAGIC) return false;
+  cacheLayout(b);
+  const n = load<u32>(b + H_WORKERS) + 1;
+  for (let w: u32 = 0; w < n; w++) lockScratch(scratchAddr(w), 0);
+  const len = load<u32>(b + H_FREE_LEN);
+  if (atomic.load<u32>(b + H_FREE_HEAD) > len) atomic.store<u32>(b + H_FREE_HEAD, len); // failed takes overshoot
+  return true;
+}
+
+/** Frees row i (between sweepBegin() and sweepEnd()): its index entry is removed, the row zeroed and listed free. */
+export function releaseRow(i: u32): bool {
+  if (i >= load<u32>(hdrBase + H_CONN_CAP)) return false;
+  const c = connBase + <usize>i * CONN_SLOT_BYTES;
+  const id = load<u64>(c + CS_KEY);
+  if (id == 0) return false;
+  let k = <u32>mix64(id) & idxMask;
+  for (let n: u32 = 0; n <= idxMask; n++) {
+    const e = idxBase + <usize>k * CI_ENTRY_BYTES;
+    const key = load<u64>(e + CI_KEY);
+    if (key == 0) break;
+    if (key == id && load<u32>(e + CI_ROW) == i + 1) {
+      store<u64>(e + CI_KEY, CI_REMOVED);
+      store<u32>(e + CI_ROW, 0);
+      store<u32>(e + CI_FLAGS, 0);
+      break;
+    }
+    k = (k + 1) & idxMask;
+  }
+  memory.fill(c, 0, CONN_SLOT_BYTES);
+  histInit(c + CS_HIST);
+  const head = load<u32>(hdrBase + H_FREE_HEAD) - 1; // rows in use = head: >= 1 here
+  store<u32>(freeBase + (<usize>head << 2), i);
+  store<u32>(hdrBase + H_FREE_HEAD, head);
+  return true;
+}
+
+/**
+ * Ends a sweep: removes the entries of refused connections that closed,
+ * rebuilds the index when removed entries pass a quarter of it (they
+ * lengthen probes; a rebuild also forgets refused connections still open),
+ * and releases the locks. Returns the removed entries left in the index.
+ */
+export function sweepEnd(): u32 {
+  const idxCap = idxMask + 1;
+  let removed: u32 = 0;
+  for (let i: u32 = 0; i < idxCap; i++) {
+    const e = idxBase + <usize>i * CI_ENTRY_BYTES;
+    const key = load<u64>(e + CI_KEY);
+    if (key == CI_REMOVED) {
+      removed++;
+    } else if (key != 0 && load<u32>(e + CI_ROW) == CI_NO_ROW && (load<u32>(e + CI_FLAGS) & CIF_CLOSED) != 0) {
+      store<u64>(e + CI_KEY, CI_REMOVED);
+      store<u32>(e + CI_ROW, 0);
+      store<u32>(e + CI_FLAGS, 0);
+      removed++;
+    }
+  }
+  if (removed > (idxCap >> 2)) {
+    memory.fill(idxBase, 0, <usize>idxCap * CI_ENTRY_BYTES);
+    const rows = load<u32>(hdrBase + H_CONN_CAP);
+    for (let r: u32 = 0; r < rows; r++) {
+      const id = load<u64>(connBase + <usize>r * CONN_SLOT_BYTES + CS_KEY);
+      if (id == 0) continue;
+      let k = <u32>mix64(id) & idxMask;
+      while (load<u64>(idxBase + <usize>k * CI_ENTRY_BYTES + CI_KEY) != 0) k = (k + 1) & idxMask;
+      const e = idxBase + <usize>k * CI_ENTRY_BYTES;
+      store<u64>(e + CI_KEY, id);
+      store<u32>(e + CI_ROW, r + 1);
+    }
+    removed = 0;
+  }
+  const n = load<u32>(hdrBase + H_WORKERS) + 1;
+  for (let w: u32 = 0; w < n; w++) unlockScratch(scratchAddr(w));
+  return removed;
 }

@@ -19,10 +19,10 @@ export const HIST_BYTES: u32 = (HIST_END + 63) & ~63; // rounded up to 64 (15936
 // ---- header at regionBase() ----
 export const HEADER_BYTES: u32 = 256;
 export const MAGIC: u32 = 0x4d505242; // "BRPM" little-endian bytes: 'B','R','P','M'
-export const LAYOUT_VERSION: u32 = 3; // 2: measure histograms/results, SS_METRIC; 3: metric TLS_CONNECT
+export const LAYOUT_VERSION: u32 = 4; // 2: measure histograms/results, SS_METRIC; 3: metric TLS_CONNECT; 4: conn index + free rows
 export const H_MAGIC: u32 = 0;
 export const H_VERSION: u32 = 4;
-export const H_CONN_CAP: u32 = 8;
+export const H_CONN_CAP: u32 = 8; // connection rows (any number >= 1: --max-connections)
 export const H_SVC_CAP: u32 = 12;
 export const H_WORKERS: u32 = 16;
 export const H_STAGING_BYTES: u32 = 20;
@@ -39,6 +39,11 @@ export const H_END: u32 = 60;
 export const H_SCRATCH: u32 = 64; // absolute address of the per-worker scratch areas (workers + 1)
 export const H_SCRATCH_BYTES: u32 = 68; // bytes per scratch area
 export const H_MEASURE_RESULTS: u32 = 72; // absolute address of the measure results table (MR_*)
+export const H_CONN_INDEX: u32 = 76; // absolute address of the connection index (CI_*)
+export const H_CONN_IDX_CAP: u32 = 80; // its entries (a power of two, >= 2 x rows)
+export const H_CONN_FREE: u32 = 84; // absolute address of the free-row list (u32 row indexes)
+export const H_FREE_HEAD: u32 = 88; // u32 atomic: rows taken = list position of the next free row
+export const H_FREE_LEN: u32 = 92; // u32: entries in the list (= rows)
 export const H_COUNTERS_OFF: u32 = 128; // counter block lives inside the header
 export const H_COUNTERS_N: u32 = 16; // reserved u64 slots (only C_COUNT used)
 
@@ -58,7 +63,8 @@ export const C_PERF_OTHER: u32 = 11; // other perf record types, skipped
 export const C_DECODE_CALLS: u32 = 12;
 export const C_MEASURE_RECORDS: u32 = 13; // measure records (whatever their metric/role)
 export const C_MEASURE_UNKNOWN_METRIC: u32 = 14; // measure records with metric not 1..METRIC__COUNT-1 (nowhere else)
-export const C_COUNT: u32 = 15;
+export const C_CONN_REFUSED: u32 = 15; // connections that found no free row (their records count in C_CONN_TABLE_FULL)
+export const C_COUNT: u32 = 16;
 
 // ---- global histograms (at H_GLOBAL_HISTS, HIST_BYTES apart) ----
 // 0..GH_COUNT-1: latency records, batched in the worker scratch areas.
@@ -112,6 +118,21 @@ export const CS_LADDR: u32 = CS_BYTES_RECEIVED + 8; // 16 bytes
 export const CS_RADDR: u32 = CS_LADDR + 16; // 16 bytes
 export const CS_COMM: u32 = CS_RADDR + 16; // 16 bytes (ends at 16056)
 export const CONN_SLOT_BYTES: u32 = ((CS_COMM + 16 + 63) & ~63) + 64; // rounded up to 64, and 64 bytes spare (16128)
+
+// ---- connection index (at H_CONN_INDEX, H_CONN_IDX_CAP entries) ----
+// Open addressing on conn_id with linear probing. Workers only ever turn an
+// empty or removed entry into a key (a compare-exchange on CI_KEY), then take
+// a row from the free list and publish it in CI_ROW. Only the main thread
+// removes entries and frees rows, between sweepBegin() and sweepEnd(), while
+// it holds every worker's scratch lock: no decode() runs then, so no worker
+// holds a row address or is half-way along a probe sequence.
+export const CI_KEY: u32 = 0; // u64 conn_id; 0 = empty (ends a probe), CI_REMOVED = removed (skipped, reusable)
+export const CI_ROW: u32 = 8; // u32 row + 1; 0 = being assigned, CI_NO_ROW = refused (no row was free)
+export const CI_FLAGS: u32 = 12; // u32: CIF_CLOSED once a refused connection's close record is seen
+export const CI_ENTRY_BYTES: u32 = 16;
+export const CI_REMOVED: u64 = 0xffffffffffffffff;
+export const CI_NO_ROW: u32 = 0xffffffff;
+export const CIF_CLOSED: u32 = 1;
 
 export const CF_PEER: u32 = 1;
 export const CF_OPEN: u32 = 2;

@@ -44,10 +44,14 @@ export interface DecoderExports {
   /** i64 results arrive signed: use BigInt.asUintN(64, x) */
   readonly bucketLower: (idx: number) => bigint;
   readonly bucketUpper: (idx: number) => bigint;
+  readonly connRowsInUse: () => number;
+  readonly sweepBegin: () => number;
+  readonly releaseRow: (i: number) => number;
+  readonly sweepEnd: () => number;
 }
 
 export interface StateConfig {
-  /** connection table slots; rounded up to a power of two (each slot ~16 KiB: it holds a histogram) */
+  /** connection rows, exactly (each ~16 KiB: it holds a histogram; plus a 32-byte share of the index) */
   connCapacity: number;
   /** service table slots; rounded up to a power of two */
   serviceCapacity: number;
@@ -79,8 +83,45 @@ export interface Layout {
   end: number;
 }
 
+/**
+ * Connections whose rows were freed (src/pipeline/aging.ts), kept as folded
+ * rows: one per pair of processes and service, with the sum and count of
+ * their exchanges, for the mesh-overhead analysis and service names.
+ */
+export interface AgedConnections {
+  /** folded rows: slot -1, conn_id 0, ports that no real connection has (>= 65536) where ephemeral ports were */
+  rows: ConnSlot[];
+  /** connections folded */
+  connections: number;
+  /** their requests */
+  requests: number;
+  /** connections folded into rows that were later dropped (more than the fold keeps) */
+  dropped: number;
+  /** sweeps that freed rows */
+  sweeps: number;
+  /** client connections aged out (opened and closed in the run), for connection-tracker's pools */
+  clientOpen: AgedOpenTimes;
+}
+
+/**
+ * When the aged client connections were open, per remote endpoint: the last
+ * ones as [start_ns, end_ns] pairs, the older ones as sums (with the range
+ * they span, to tell whether a span holds them whole).
+ */
+export interface AgedOpenTimes {
+  /** endpoint -> flat [start, end, start, end, ...] of connections closed lately */
+  recent: Map<string, number[]>;
+  /** endpoint -> sum of end - start of the connections no longer listed in `recent` */
+  olderNs: Map<string, number>;
+  /** earliest start and latest end of those older ones (Infinity / 0 when none) */
+  olderFromNs: number;
+  olderToNs: number;
+}
+
 export interface State {
   memory: WebAssembly.Memory;
+  /** main thread: connections aged out of the table */
+  aged: AgedConnections;
   instance: WebAssembly.Instance;
   exports: DecoderExports;
   layout: Layout;
@@ -98,6 +139,14 @@ function makeState(memory: WebAssembly.Memory, instance: WebAssembly.Instance): 
   const dec = ex.decode;
   return {
     memory,
+    aged: {
+      rows: [],
+      connections: 0,
+      requests: 0,
+      dropped: 0,
+      sweeps: 0,
+      clientOpen: { recent: new Map(), olderNs: new Map(), olderFromNs: Infinity, olderToNs: 0 },
+    },
     instance,
     exports: ex,
     layout,
@@ -197,7 +246,7 @@ export function createState(config: StateConfig): State {
   const memory = config.memory ?? newSharedMemory(1);
   const instance = instantiate(memory);
   const ex = instance.exports as unknown as DecoderExports;
-  const connCap = pow2(config.connCapacity);
+  const connCap = Math.max(1, Math.floor(config.connCapacity));
   const svcCap = pow2(config.serviceCapacity);
   const { workers, stagingBytes } = config;
   const end = ex.layoutBytes(connCap, svcCap, workers, stagingBytes) >>> 0;
@@ -271,6 +320,8 @@ export const COUNTER_NAMES = [
   'measure_records',
   /** measure records whose metric is not one of METRIC_* (counted nowhere else) */
   'measure_unknown_metric',
+  /** connections that found no free row: not tracked (their records are in conn_table_full) */
+  'conn_refused',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, number>;
@@ -609,7 +660,7 @@ export function readConnSlot(state: State, i: number, opts: ReadOptions = {}): C
   };
 }
 
-/** All non-empty connection slots. */
+/** All rows in use (the connections of the table; not the aged ones). */
 export function readConnTable(state: State, opts: ReadOptions = {}): ConnSlot[] {
   const out: ConnSlot[] = [];
   for (let i = 0; i < state.layout.connCap; i++) {
@@ -617,6 +668,14 @@ export function readConnTable(state: State, opts: ReadOptions = {}): ConnSlot[] 
     if (c) out.push(c);
   }
   return out;
+}
+
+/** The table's rows and the folded rows of the connections aged out of it (for pairing ends and naming services). */
+export function allConnections(
+  state: State,
+  rows: ConnSlot[] = readConnTable(state, { histograms: false }),
+): ConnSlot[] {
+  return state.aged.rows.length ? [...rows, ...state.aged.rows] : rows;
 }
 
 /** Service slot i, or null if empty. */

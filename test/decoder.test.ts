@@ -1,6 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Worker } from 'node:worker_threads';
 import * as R from '../src/records.js';
 import {
   addrBytes,
@@ -15,6 +14,7 @@ import {
   type LatencyRecord,
   type MeasureRecord,
 } from './helpers/records.js';
+import { decodeInWorkers } from './helpers/decode-workers.js';
 import * as H from '../src/histogram.js';
 import {
   createState,
@@ -359,21 +359,6 @@ test('pending figures reach the shared memory on flush (and by themselves every 
 
 // ---------------------------------------------------------------------------
 
-const WORKER_SRC = `
-const { workerData, parentPort } = require('node:worker_threads');
-import(workerData.wasmUrl).then((W) => {
-  const st = W.attachState(workerData.memory);
-  const sig = new Int32Array(workerData.signal);
-  Atomics.add(sig, 1, 1);
-  Atomics.wait(sig, 0, 0);
-  let consumed = 0;
-  for (let pass = 0; pass < workerData.passes; pass++) {
-    for (const chunk of workerData.chunks) consumed += W.decodeBytes(st, workerData.index, chunk);
-  }
-  parentPort.postMessage(consumed);
-}).catch((e) => { throw e; });
-`;
-
 test('two worker_threads decoding into one shared memory concurrently: exact totals', async () => {
   const st = state(512, 64, 2, 1 << 15);
   const passes = 20;
@@ -408,23 +393,11 @@ test('two worker_threads decoding into one shared memory concurrently: exact tot
     return { chunks, vals, bytes: chunks.reduce((a, c) => a + c.length, 0) };
   };
   const work = [mk(0), mk(1)];
-  const signal = new SharedArrayBuffer(8);
-  const sig = new Int32Array(signal);
-  const wasmUrl = new URL('../src/wasm.js', import.meta.url).href;
-  const results = work.map((wk, index) => {
-    const w = new Worker(WORKER_SRC, {
-      eval: true,
-      workerData: { wasmUrl, memory: st.memory, index, chunks: wk.chunks, passes, signal },
-    });
-    return new Promise<number>((resolve, reject) => {
-      w.once('message', resolve);
-      w.once('error', reject);
-    });
-  });
-  while (Atomics.load(sig, 1) < 2) await new Promise((r) => setTimeout(r, 2));
-  Atomics.store(sig, 0, 1);
-  Atomics.notify(sig, 0);
-  const consumed = await Promise.all(results);
+  const consumed = await decodeInWorkers(
+    st,
+    work.map((w) => w.chunks),
+    passes,
+  );
   assert.deepEqual(
     consumed,
     work.map((w) => w.bytes * passes),
@@ -919,24 +892,12 @@ test('two worker_threads decoding interleaved latency and measure batches: exact
     };
   };
   const work = [mk(0), mk(1)];
-  const signal = new SharedArrayBuffer(8);
-  const sig = new Int32Array(signal);
-  const wasmUrl = new URL('../src/wasm.js', import.meta.url).href;
-  const done = work.map((wk, index) => {
-    const w = new Worker(WORKER_SRC, {
-      eval: true,
-      workerData: { wasmUrl, memory: st.memory, index, chunks: wk.chunks, passes, signal },
-    });
-    return new Promise<number>((resolve, reject) => {
-      w.once('message', resolve);
-      w.once('error', reject);
-    });
-  });
-  while (Atomics.load(sig, 1) < 2) await new Promise((r) => setTimeout(r, 2));
-  Atomics.store(sig, 0, 1);
-  Atomics.notify(sig, 0);
   assert.deepEqual(
-    await Promise.all(done),
+    await decodeInWorkers(
+      st,
+      work.map((w) => w.chunks),
+      passes,
+    ),
     work.map((w) => w.bytes * passes),
   );
 

@@ -5,6 +5,7 @@
  * The probe itself is a ProbeDefinition: its BPF object, its hook choices
  * and its settings.
  */
+import { AGE_INTERVAL_MS, ConnectionAger } from './aging.js';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -288,6 +289,15 @@ function running<O>(def: ProbeDefinition<O>, started: Started): RunningSession {
   const { obj, pool, state, hooks, degraded } = started;
   const flush = batchFlusher(obj, def.flushProgram, started.cpus);
   const flushTimer = setInterval(flush, FLUSH_INTERVAL_MS);
+  const ager = new ConnectionAger(state);
+  const ageTimer = setInterval(() => {
+    try {
+      ager.tick();
+    } catch (e) {
+      clearInterval(ageTimer); // a bug: rows stop ageing (the table fills, counted), the measuring goes on
+      log.error(`connection table ageing stopped: ${(e as Error).stack ?? String(e)}`);
+    }
+  }, AGE_INTERVAL_MS);
   const since = { startedAt: new Date(), startNs: process.hrtime.bigint() };
   let stopped: Promise<SessionResult> | undefined;
   return {
@@ -307,6 +317,7 @@ function running<O>(def: ProbeDefinition<O>, started: Started): RunningSession {
       stopped ??= (async () => {
         const kretprobeMissed = detachCountingMisses(obj);
         clearInterval(flushTimer);
+        clearInterval(ageTimer);
         const endNs = process.hrtime.bigint();
         const endedAt = new Date();
         const times = { startedAt: since.startedAt, endedAt, startNs: since.startNs, endNs };

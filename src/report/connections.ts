@@ -45,6 +45,8 @@ import {
 import {
   endpoint,
   readConnTable,
+  allConnections,
+  type AgedOpenTimes,
   readMeasureHistograms,
   readMeasureResults,
   readSvcTable,
@@ -125,6 +127,8 @@ export interface ConnectionFigures {
   conns: ConnSlot[];
   /** ns timestamps (CLOCK_MONOTONIC) of the span, for open times */
   nowNs: number;
+  /** open times of the client connections aged out of the table */
+  agedOpen: AgedOpenTimes;
 }
 
 const metricName = new Map<number, MeasureName>(Object.entries(MEASURE_METRICS).map(([k, v]) => [v, k as MeasureName]));
@@ -148,7 +152,7 @@ export function readConnectionFigures(
       hs[m] ?? { client: emptyHistogram(), server: emptyHistogram() },
     ]),
   ) as Record<MeasureName, Sides>;
-  const name = serviceNamer(conns, defs);
+  const name = serviceNamer(allConnections(state, conns), defs);
   const series = readSvcTable(state, { flush: false }).flatMap((s) => {
     const metric = s.metric !== 0 ? metricName.get(s.metric) : undefined;
     if (metric === undefined) return [];
@@ -164,7 +168,15 @@ export function readConnectionFigures(
       },
     ];
   });
-  return { latency, measures, results: readMeasureResults(state), series, conns, nowNs: monotonicNs() };
+  return {
+    latency,
+    measures,
+    results: readMeasureResults(state),
+    series,
+    conns,
+    nowNs: monotonicNs(),
+    agedOpen: state.aged.clientOpen,
+  };
 }
 
 export function diffConnectionFigures(cur: ConnectionFigures, prev: ConnectionFigures | undefined): ConnectionFigures {
@@ -187,6 +199,7 @@ export function diffConnectionFigures(cur: ConnectionFigures, prev: ConnectionFi
       .filter((s) => s.hist.count > 0),
     conns: cur.conns,
     nowNs: cur.nowNs,
+    agedOpen: cur.agedOpen,
   };
 }
 
@@ -222,14 +235,21 @@ export function reusedRatio(requestsPerConn: HistogramSnapshot): number | null {
  */
 function pools(f: ConnectionFigures, spanNs: number, startNs: number) {
   const open = new Map<string, number>(); // endpoint "addr:port" -> sum of open ns within the span
+  const add = (key: string, from0: number, to: number) => {
+    const from = Math.max(from0, startNs);
+    if (to > from) open.set(key, (open.get(key) ?? 0) + (to - from));
+  };
   for (const c of f.conns) {
     if (c.role !== ROLE_CLIENT || !c.opened) continue;
-    const from = Math.max(c.start_ns, startNs);
-    const to = c.closed && c.end_ns ? c.end_ns : f.nowNs;
-    const key = endpoint(c.raddr, c.rport, c.family);
-    if (to > from) open.set(key, (open.get(key) ?? 0) + (to - from));
+    add(endpoint(c.raddr, c.rport, c.family), c.start_ns, c.closed && c.end_ns ? c.end_ns : f.nowNs);
   }
-  const incomplete = f.latency.counters.conn_table_full > 0;
+  // the connections aged out of the table (src/pipeline/aging.ts): the last ones one by one, the older as sums
+  const aged = f.agedOpen;
+  for (const [key, list] of aged.recent) for (let i = 0; i < list.length; i += 2) add(key, list[i], list[i + 1]);
+  const olderWhole = startNs <= aged.olderFromNs; // the span holds them all
+  if (olderWhole) for (const [key, ns] of aged.olderNs) open.set(key, (open.get(key) ?? 0) + ns);
+  const olderCut = !olderWhole && startNs < aged.olderToNs; // the span starts among them: not known
+  const incomplete = f.latency.counters.conn_table_full > 0 || olderCut;
   const factor = samplingFactors(f.latency).client;
   return (peers: string[], busyMeasuredNs: number) => {
     if (incomplete) return null;

@@ -13,6 +13,7 @@ import { ROLE_CLIENT, ROLE_SERVER, CONN_F_ROLE_INFERRED } from '../records.js';
 import {
   endpoint,
   readConnTable,
+  allConnections,
   readCounters,
   readGlobalHistograms,
   readSvcTable,
@@ -124,7 +125,7 @@ export function readLatencyFigures(
   const g = readGlobalHistograms(state);
   const counters = readCounters(state, { flush: false });
   const slots = readSvcTable(state, { flush: false, metric: 0 }); // the latency slots (connection-tracker's measures have their own)
-  const name = serviceNamer(conns ?? readConnTable(state, { histograms: false }), defs);
+  const name = serviceNamer(allConnections(state, conns ?? readConnTable(state, { histograms: false })), defs);
   return {
     ...g,
     services: slots.map((s) => ({
@@ -271,6 +272,7 @@ export function latencyMetrics(f: LatencyFigures, sampling: SamplingInfo): Laten
       sockets_evicted: k.evicted,
       exchanges_discarded: k.discarded,
       connection_table_full: f.counters.conn_table_full,
+      connections_not_tracked: f.counters.conn_refused,
       service_table_full: f.counters.svc_table_full,
       unknown_records: f.counters.unknown_records,
       unknown_role: f.counters.unknown_role,
@@ -330,7 +332,7 @@ export interface LatencyReport {
   report_version: number;
   host: string;
   kernel: string;
-  metrics: LatencyMetrics & { connections: unknown[] };
+  metrics: LatencyMetrics & { connections: unknown[]; connections_aged: ConnectionsAged };
   pipeline: LatencyPipeline;
   exports?: Record<string, unknown>;
 }
@@ -349,9 +351,10 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
   const f = readLatencyFigures(r.state, r.kernelStats, ctx.services, conns);
   const durationS = Number(r.endNs - r.startNs) / 1e9;
 
-  const namer = serviceNamer(conns, ctx.services);
+  const all = allConnections(r.state, conns); // with the folded rows of the connections aged out
+  const namer = serviceNamer(all, ctx.services);
   const overhead = analyzeOverhead({
-    conns,
+    conns: all,
     proxyComms: ctx.proxyComms ?? DEFAULT_PROXY_COMMS,
     commOf: (c) => c.comm || procComm(c.tgid) || '',
     serviceOf: (c) => namer({ role: c.role, port: c.lport, raddr: c.raddr, family: c.family, tgid: c.tgid } as never),
@@ -393,6 +396,7 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
         network_srtt_ms: metrics.overhead_analysis.network_srtt_ms ?? null,
       },
       connections,
+      connections_aged: connectionsAged(r.state),
     },
     pipeline: {
       hooks: Object.fromEntries(r.hooks.map((h) => [h.slot, h.chosen?.name])),
@@ -411,6 +415,26 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
       programs: programFigures(r.programs),
     },
     ...(ctx.exports ? { exports: ctx.exports } : {}),
+  };
+}
+
+/** Connections whose rows were freed after they closed (src/pipeline/aging.ts): not in `connections`, in every other figure. */
+export interface ConnectionsAged {
+  connections: number;
+  requests: number;
+  /** of those, connections whose folded rows were dropped (the fold keeps a bounded number of process pairs) */
+  folded_rows_dropped: number;
+  /** the table's rows (--max-connections) */
+  table_rows: number;
+}
+
+export function connectionsAged(state: State): ConnectionsAged {
+  const a = state.aged;
+  return {
+    connections: a.connections,
+    requests: a.requests,
+    folded_rows_dropped: a.dropped,
+    table_rows: state.layout.connCap,
   };
 }
 
@@ -482,6 +506,11 @@ export function latencyMetricSet(
       table: 'connections',
     }),
     c('table_full', 'Records that found the user-space table full', f.counters.svc_table_full, { table: 'services' }),
+    c(
+      'connections_not_tracked',
+      'Connections that found no free row in the connection table (--max-connections)',
+      f.counters.conn_refused,
+    ),
   ];
   const gauges: ScalarSeries[] = [
     c('sample_rate', '1 request in this many is measured', sampling.rate),

@@ -156,6 +156,17 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
   };
 }
 
+/** The other end, on this host, of each connection of `conns` (src/pipeline/aging.ts folds both ends together). */
+export function pairConnections(conns: readonly ConnSlot[]): (c: ConnSlot) => ConnSlot | undefined {
+  const sides = new Map<ConnSlot, Side>(conns.map((c) => [c, { c, sum: 0, count: 0, proxy: false }]));
+  const peers = pairEnds([...sides.values()]);
+  return (c) => {
+    const s = sides.get(c);
+    if (!s) return undefined;
+    return (c.role === ROLE_CLIENT ? peers.ofClient(s) : c.role === ROLE_SERVER ? peers.ofServer(s) : undefined)?.c;
+  };
+}
+
 /** Sum and count of the exchanges of some sides. */
 const sumOf = (xs: Iterable<Side>): [number, number] => {
   let sum = 0;
