@@ -117,8 +117,14 @@ export function layoutBytes(connCap: u32, svcCap: u32, workers: u32, stagingByte
   return <usize>end;
 }
 
-/** Writes the header and zeroes/initializes everything. Grows memory if needed. Returns end address, 0 on error. */
-export function init(connCap: u32, svcCap: u32, workers: u32, stagingBytes: u32): usize {
+/**
+ * Writes the header and initializes everything. Grows memory if needed.
+ * `zeroed`: the region is known to be zero (a new memory): it is then not
+ * written over, so that its pages become resident only as they are used
+ * (connection rows are initialized when a connection takes one). Returns the
+ * end address, 0 on error.
+ */
+export function init(connCap: u32, svcCap: u32, workers: u32, stagingBytes: u32, zeroed: bool): usize {
   const end = layoutBytes(connCap, svcCap, workers, stagingBytes);
   if (end == 0) return 0;
   const have = <usize>memory.size() << 16;
@@ -137,7 +143,7 @@ export function init(connCap: u32, svcCap: u32, workers: u32, stagingBytes: u32)
   const staging = svc + <usize>svcCap * SVC_SLOT_BYTES;
   const scratch = staging + <usize>workers * <usize>stagingStride(stagingBytes);
   const scStride = <usize>scratchStride(svcCap);
-  memory.fill(b, 0, end - b);
+  if (!zeroed) memory.fill(b, 0, end - b);
   store<u32>(b + H_VERSION, LAYOUT_VERSION);
   store<u32>(b + H_CONN_CAP, connCap);
   store<u32>(b + H_SVC_CAP, svcCap);
@@ -168,7 +174,6 @@ export function init(connCap: u32, svcCap: u32, workers: u32, stagingBytes: u32)
     for (let i: u32 = 0; i < svcCap; i++) store<u64>(sc + SC_SVC + <usize>i * SC_SVC_ENTRY + 16, u64.MAX_VALUE);
   }
   for (let i: u32 = 0; i < GH_TOTAL; i++) histInit(gh + <usize>i * HIST_BYTES);
-  for (let i: u32 = 0; i < connCap; i++) histInit(conn + <usize>i * CONN_SLOT_BYTES + CS_HIST);
   for (let i: u32 = 0; i < svcCap; i++) histInit(svc + <usize>i * SVC_SLOT_BYTES + SS_HIST);
   atomic.store<u32>(b + H_MAGIC, MAGIC); // last: marks the region as ready
   return end;
@@ -353,7 +358,8 @@ function claim(e: usize, was: u64, id: u64): bool {
     nConnRefused++;
     atomic.store<u32>(e + CI_ROW, CI_NO_ROW);
   } else {
-    const c = connBase + <usize>row * CONN_SLOT_BYTES; // zeroed by init() or sweepEnd()
+    const c = connBase + <usize>row * CONN_SLOT_BYTES; // zero (init(), releaseRow())
+    histInit(c + CS_HIST);
     atomic.store<u64>(c + CS_KEY, id);
     atomic.store<u32>(e + CI_ROW, <u32>row + 1); // publishes the row (its key written first)
   }
@@ -924,8 +930,7 @@ export function releaseRow(i: u32): bool {
     }
     k = (k + 1) & idxMask;
   }
-  memory.fill(c, 0, CONN_SLOT_BYTES);
-  histInit(c + CS_HIST);
+  memory.fill(c, 0, CONN_SLOT_BYTES); // the next connection to take it initializes its histogram
   const head = load<u32>(hdrBase + H_FREE_HEAD) - 1; // rows in use = head: >= 1 here
   store<u32>(freeBase + (<usize>head << 2), i);
   store<u32>(hdrBase + H_FREE_HEAD, head);

@@ -198,6 +198,11 @@ export async function soak(
   say(
     `lost records: ${r.lost.prometheus} / ${r.lost.influx}; ${scrapes} scrapes, slowest ${scrapeMsMax.toFixed(1)} ms`,
   );
+  const aged = pe.report.metrics.connections_aged;
+  say(
+    `connection ends aged out of the table (${aged.table_rows} rows): ${aged.connections}, ` +
+      `not tracked: ${pe.report.metrics.loss.connections_not_tracked}`,
+  );
   return result;
 }
 

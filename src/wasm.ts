@@ -24,7 +24,7 @@ export const MAX_PAGES = 16384;
 export interface DecoderExports {
   readonly decode: (ptr: number, len: number) => number;
   readonly flushPending: (maxSpins: number) => number;
-  readonly init: (connCap: number, svcCap: number, workers: number, stagingBytes: number) => number;
+  readonly init: (connCap: number, svcCap: number, workers: number, stagingBytes: number, zeroed: number) => number;
   readonly layoutBytes: (connCap: number, svcCap: number, workers: number, stagingBytes: number) => number;
   readonly regionBase: () => number;
   readonly isReady: () => number;
@@ -257,7 +257,9 @@ export function createState(config: StateConfig): State {
   }
   const have = memory.buffer.byteLength;
   if (have < end) memory.grow(Math.ceil((end - have) / 65536));
-  if (ex.init(connCap, svcCap, workers, stagingBytes) >>> 0 !== end) throw new Error('meshprobe: init failed');
+  // a new memory is all zeros past the module's data: init() leaves its pages untouched (resident when used)
+  const zeroed = config.memory === undefined ? 1 : 0;
+  if (ex.init(connCap, svcCap, workers, stagingBytes, zeroed) >>> 0 !== end) throw new Error('meshprobe: init failed');
   return makeState(memory, instance);
 }
 

@@ -5,9 +5,9 @@
  * histogram (~16 KiB). A closed connection's figures already count in the
  * views and the services (they are added as its records are decoded); its
  * row is only still needed to pair it with its other end (the mesh-overhead
- * analysis) and to name services. So, once a second, when half the rows or
+ * analysis) and to name services. So, every 100 ms when half the rows or
  * more are in use, the rows of connections closed at least `graceNs` ago
- * are folded and freed:
+ * (250 ms) are folded and freed:
  *
  *  - both ends of a connection on this host are folded together (one waits
  *    for the other to close), into a pair of folded rows per (client
@@ -42,15 +42,19 @@ export interface AgingOptions {
   openTimesNs: number;
 }
 
+// The grace covers the records of a closed connection still in other CPUs' rings (the session makes
+// the kernel flush its batches every 100 ms; a record later than that takes a row again and is
+// folded into the same group at the next sweep). Rows needed under churn: about
+// 2 ends x new connections/s x (grace + AGE_INTERVAL_MS), i.e. 0.7 x the rate, plus the open ones.
 export const DEFAULT_AGING: AgingOptions = {
   highWater: 0.5,
-  graceNs: 1_000_000_000n,
+  graceNs: 250_000_000n,
   maxGroups: 4096,
   openTimesNs: 15 * 60e9,
 };
 
-/** How often the session sweeps. */
-export const AGE_INTERVAL_MS = 1000;
+/** How often the session looks (one load); it sweeps only when the table is at its high water. */
+export const AGE_INTERVAL_MS = 100;
 
 /** Pseudo-ports of folded rows start here: no real port is this large. */
 const FOLDED_PORT_BASE = 65536;

@@ -5,7 +5,7 @@
 import type { InfluxStats } from '../../src/export/influx.js';
 import type { PrometheusExporterStats } from '../../src/export/prometheus.js';
 import type { BucketList, RangeLabel } from '../../src/histogram.js';
-import type { LatencyMetrics, LatencyReport } from '../../src/report/latency.js';
+import type { ConnectionsAged, LatencyMetrics, LatencyReport } from '../../src/report/latency.js';
 import type { OverheadAnalysis } from '../../src/report/overhead.js';
 import type { PercentileName } from '../../src/report/views.js';
 
@@ -62,6 +62,7 @@ export type LatencyMetricsRead = Omit<LatencyMetrics, 'services'> & { services: 
 export type LatencyReportRead = Omit<LatencyReport, 'metrics' | 'exports'> & {
   metrics: Omit<LatencyMetricsRead, 'overhead_analysis'> & {
     connections: ConnectionEntry[];
+    connections_aged: ConnectionsAged;
     overhead_analysis: OverheadAnalysis;
   };
   exports?: ExportsSection;
