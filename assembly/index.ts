@@ -5,7 +5,7 @@
 import {
   REC_VERSION, REC_LATENCY, REC_CONN_OPEN, REC_CONN_CLOSE, REC_MEASURE, ROLE_CLIENT, ROLE_SERVER, AF_INET,
   HDR_SIZE, HDR_ROLE, HDR_FAMILY, HDR_TGID, HDR_CONN_ID, HDR_VERSION, HDR_KIND,
-  LAT_SIZE, LAT_LATENCY_NS, LAT_SRTT_US, LAT_LPORT, LAT_RPORT, LAT_RADDR,
+  LAT_SIZE, LAT_LATENCY_NS, LAT_SRTT_US, LAT_MIN_RTT_US, LAT_LPORT, LAT_RPORT, LAT_RADDR,
   OPEN_SIZE, OPEN_START_NS, OPEN_CGROUP_ID, OPEN_PID, OPEN_NETNS, OPEN_LPORT, OPEN_RPORT,
   OPEN_FLAGS, OPEN_LADDR, OPEN_RADDR, OPEN_COMM,
   CLOSE_SIZE, CLOSE_END_NS, CLOSE_DURATION_NS, CLOSE_REQUESTS, CLOSE_SRTT_US,
@@ -25,15 +25,15 @@ import {
   C_RECORDS_TOTAL, C_LATENCY_RECORDS, C_OPEN_RECORDS, C_CLOSE_RECORDS, C_LOST_RECORDS,
   C_LOST_EVENTS, C_UNKNOWN_RECORDS, C_CONN_TABLE_FULL, C_SVC_TABLE_FULL, C_BYTES_DECODED,
   C_UNKNOWN_ROLE, C_PERF_OTHER, C_DECODE_CALLS, C_MEASURE_RECORDS, C_MEASURE_UNKNOWN_METRIC, C_COUNT,
-  GH_CLIENT, GH_SERVER, GH_NETWORK, GH_COUNT, GH_MEASURE, GH_TOTAL, MR_RESULTS, MR_BYTES,
+  GH_CLIENT, GH_SERVER, GH_NETWORK, GH_SRTT, GH_COUNT, GH_MEASURE, GH_TOTAL, MR_RESULTS, MR_BYTES,
   CS_KEY, CS_TGID, CS_PID, CS_NETNS, CS_FLAGS, CS_ROLE, CS_FAMILY, CS_LPORT, CS_RPORT,
-  CS_FILLED, CS_CLOSED, CS_SRTT_US, CS_REQUESTS_KERNEL, CS_CGROUP_ID, CS_START_NS, CS_END_NS,
+  CS_FILLED, CS_CLOSED, CS_SRTT_US, CS_MIN_RTT_US, CS_REQUESTS_KERNEL, CS_CGROUP_ID, CS_START_NS, CS_END_NS,
   CS_BYTES_SENT, CS_BYTES_RECEIVED, CS_LADDR, CS_RADDR, CS_COMM, CS_HIST,
   CONN_SLOT_BYTES, CF_PEER, CF_OPEN, CF_CLOSE, CS_SVC,
   SS_KEY, SS_TGID, SS_ROLE, SS_FAMILY, SS_PORT, SS_METRIC, SS_RADDR, SS_READY, SS_HIST,
   SVC_SLOT_BYTES, MAX_PROBE, C_CONN_REFUSED,
   H_CONN_INDEX, H_CONN_IDX_CAP, H_CONN_FREE, H_FREE_HEAD, H_FREE_LEN,
-  CI_KEY, CI_ROW, CI_FLAGS, CI_ENTRY_BYTES, CI_REMOVED, CI_NO_ROW, CIF_CLOSED,
+  CI_KEY, CI_ROW, CI_FLAGS, CI_ENTRY_BYTES, CI_REMOVED, CI_NO_ROW, CIF_CLOSED, CIF_SWEPT,
 } from "./layout";
 
 // Every constant is exported as an immutable global (read by src/wasm.ts and
@@ -109,7 +109,7 @@ function freeListBytes(connCap: u32): u64 {
 export function layoutBytes(connCap: u32, svcCap: u32, workers: u32, stagingBytes: u32): usize {
   if (connCap == 0 || connCap > 0x1000000 || !isPow2(svcCap)) return 0;
   let end: u64 = <u64>regionBase() + HEADER_BYTES + <u64>GH_TOTAL * HIST_BYTES + MR_BYTES;
-  end += <u64>connCap * CONN_SLOT_BYTES + indexCap(connCap) * CI_ENTRY_BYTES + freeListBytes(connCap);
+  end += <u64>connCap * CONN_SLOT_BYTES + 2 * indexCap(connCap) * CI_ENTRY_BYTES + freeListBytes(connCap);
   end += <u64>svcCap * SVC_SLOT_BYTES;
   end += <u64>workers * stagingStride(stagingBytes);
   end += <u64>(workers + 1) * scratchStride(svcCap);
@@ -138,7 +138,7 @@ export function init(connCap: u32, svcCap: u32, workers: u32, stagingBytes: u32,
   const conn = mr + <usize>MR_BYTES;
   const index = conn + <usize>connCap * CONN_SLOT_BYTES;
   const idxCap = <u32>indexCap(connCap);
-  const free = index + <usize>idxCap * CI_ENTRY_BYTES;
+  const free = index + 2 * <usize>idxCap * CI_ENTRY_BYTES; // the index, then as much room to rebuild it
   const svc = free + <usize>freeListBytes(connCap);
   const staging = svc + <usize>svcCap * SVC_SLOT_BYTES;
   const scratch = staging + <usize>workers * <usize>stagingStride(stagingBytes);
@@ -250,6 +250,7 @@ let nUnknownMetric: u64 = 0;
 let cCount: u64 = 0; let cSum: u64 = 0; let cMin: u64 = u64.MAX_VALUE; let cMax: u64 = 0;
 let sCount: u64 = 0; let sSum: u64 = 0; let sMin: u64 = u64.MAX_VALUE; let sMax: u64 = 0;
 let nwCount: u64 = 0; let nwSum: u64 = 0; let nwMin: u64 = u64.MAX_VALUE; let nwMax: u64 = 0;
+let srCount: u64 = 0; let srSum: u64 = 0; let srMin: u64 = u64.MAX_VALUE; let srMax: u64 = 0;
 
 function cacheLayout(b: usize): void {
   hdrBase = b;
@@ -447,18 +448,28 @@ function svcFind(r: usize, role: u32, family: u32, metric: u32, port: u32, raddr
     else b = load<u64>(r + raddrOff, 8, 4);
     key = mix64(mix64(a ^ TAG_CLIENT) ^ b ^ (((<u64>role << 40) | (<u64>family << 24) | <u64>port) ^ m));
   }
-  if (key == 0) key = 1;
-  let i = <u32>(key >> 32) & svcMask;
-  for (let n: u32 = 0; n < svcProbe; n++) {
-    const s = svcBase + <usize>i * SVC_SLOT_BYTES;
-    const k = atomic.load<u64>(s + SS_KEY);
-    if (k == key) return s;
-    if (k == 0) {
-      const o = atomic.cmpxchg<u64>(s + SS_KEY, 0, key);
-      if (o == 0) { svcInsertMeta(s, r, role, family, metric, port, raddrOff); return s; }
-      if (o == key) return s;
+  if (key == 0 || key == CI_REMOVED) key = 1;
+  // A removed slot (releaseSvc, under every lock) is skipped and may be taken again: the same
+  // rules as the connection index (workers only turn empty or removed slots into keys).
+  for (let attempt: u32 = 0; attempt < 64; attempt++) {
+    let i = <u32>(key >> 32) & svcMask;
+    let freeAt: usize = 0;
+    let freeWas: u64 = 0;
+    for (let n: u32 = 0; n < svcProbe; n++) {
+      const s = svcBase + <usize>i * SVC_SLOT_BYTES;
+      const k = atomic.load<u64>(s + SS_KEY);
+      if (k == key) return s;
+      if (k == 0) {
+        if (freeAt == 0) { freeAt = s; freeWas = 0; }
+        break;
+      }
+      if (k == CI_REMOVED && freeAt == 0) { freeAt = s; freeWas = CI_REMOVED; }
+      i = (i + 1) & svcMask;
     }
-    i = (i + 1) & svcMask;
+    if (freeAt == 0) return 0;
+    const o = atomic.cmpxchg<u64>(freeAt + SS_KEY, freeWas, key);
+    if (o == freeWas) { svcInsertMeta(freeAt, r, role, family, metric, port, raddrOff); return freeAt; }
+    if (o == key) return freeAt;
   }
   return 0;
 }
@@ -508,6 +519,7 @@ function onLatency(r: usize): void {
   const family = <u32>load<u8>(r + HDR_FAMILY);
   const lat = load<u64>(r + LAT_LATENCY_NS, 0, 4);
   const srtt = load<u32>(r + LAT_SRTT_US, 0, 4);
+  const minRtt = load<u32>(r + LAT_MIN_RTT_US, 0, 4);
   const bucket = bucketOf(lat);
   const bucketOff = bucket << 3;
 
@@ -523,12 +535,19 @@ function onLatency(r: usize): void {
     if (lat < sMin) sMin = lat;
     if (lat > sMax) sMax = lat;
   }
-  if (srtt != 0) {
-    const ns = <u64>srtt * 1000;
+  if (minRtt != 0) {
+    const ns = <u64>minRtt * 1000;
     pendGlobal(<usize>GH_NETWORK * HIST_NB + bucketOf(ns));
     nwCount++; nwSum += ns;
     if (ns < nwMin) nwMin = ns;
     if (ns > nwMax) nwMax = ns;
+  }
+  if (srtt != 0) {
+    const ns = <u64>srtt * 1000;
+    pendGlobal(<usize>GH_SRTT * HIST_NB + bucketOf(ns));
+    srCount++; srSum += ns;
+    if (ns < srMin) srMin = ns;
+    if (ns > srMax) srMax = ns;
   }
 
   // connection: shared atomics (its records are spread over workers)
@@ -555,6 +574,7 @@ function onLatency(r: usize): void {
     if ((filled & CF_CLOSE) == 0 && srtt != 0 && load<u32>(c + CS_SRTT_US) != srtt) {
       store<u32>(c + CS_SRTT_US, srtt);
     }
+    if (minRtt != 0 && load<u32>(c + CS_MIN_RTT_US) != minRtt) store<u32>(c + CS_MIN_RTT_US, minRtt);
   }
 
   // service: bucket now, count/sum/min/max pending per worker. The
@@ -716,9 +736,11 @@ function endCall(consumed: u64): void {
   addGStat(sc, GH_CLIENT, cCount, cSum, cMin, cMax);
   addGStat(sc, GH_SERVER, sCount, sSum, sMin, sMax);
   addGStat(sc, GH_NETWORK, nwCount, nwSum, nwMin, nwMax);
+  addGStat(sc, GH_SRTT, srCount, srSum, srMin, srMax);
   cCount = 0; cSum = 0; cMin = u64.MAX_VALUE; cMax = 0;
   sCount = 0; sSum = 0; sMin = u64.MAX_VALUE; sMax = 0;
   nwCount = 0; nwSum = 0; nwMin = u64.MAX_VALUE; nwMax = 0;
+  srCount = 0; srSum = 0; srMin = u64.MAX_VALUE; srMax = 0;
   addPending(sc, C_RECORDS_TOTAL, nRecords);
   addPending(sc, C_LATENCY_RECORDS, nLatency);
   addPending(sc, C_OPEN_RECORDS, nOpen);
@@ -899,6 +921,20 @@ export function connRowsInUse(): u32 {
   return head < len ? head : len;
 }
 
+/** Rows of connections closed at or before oldNs (CLOCK_MONOTONIC): is a sweep worth its locks? */
+export function connDue(oldNs: u64): u32 {
+  const b = regionBase();
+  if (atomic.load<u32>(b + H_MAGIC) != MAGIC) return 0;
+  const base = <usize>load<u32>(b + H_CONN_TABLE);
+  const rows = load<u32>(b + H_CONN_CAP);
+  let n: u32 = 0;
+  for (let r: u32 = 0; r < rows; r++) {
+    const c = base + <usize>r * CONN_SLOT_BYTES;
+    if (atomic.load<u32>(c + CS_CLOSED) != 0 && load<u64>(c + CS_END_NS) <= oldNs && atomic.load<u64>(c + CS_KEY) != 0) n++;
+  }
+  return n;
+}
+
 /** Takes every worker's scratch lock (waits for the decode() calls in progress). False before init(). */
 export function sweepBegin(): bool {
   const b = regionBase();
@@ -937,11 +973,56 @@ export function releaseRow(i: u32): bool {
   return true;
 }
 
+/** Slots of the service table in use. */
+export function svcSlotsInUse(): u32 {
+  const b = regionBase();
+  const base = <usize>load<u32>(b + H_SVC_TABLE);
+  const cap = load<u32>(b + H_SVC_CAP);
+  let n: u32 = 0;
+  for (let i: u32 = 0; i < cap; i++) {
+    const k = atomic.load<u64>(base + <usize>i * SVC_SLOT_BYTES + SS_KEY);
+    if (k != 0 && k != CI_REMOVED) n++;
+  }
+  return n;
+}
+
 /**
- * Ends a sweep: removes the entries of refused connections that closed,
- * rebuilds the index when removed entries pass a quarter of it (they
- * lengthen probes; a rebuild also forgets refused connections still open),
- * and releases the locks. Returns the removed entries left in the index.
+ * Moves every worker's pending figures into the shared ones (between
+ * sweepBegin() and sweepEnd(), whose locks it relies on): a service about
+ * to be released must have nothing pending in a worker.
+ */
+export function sweepFlush(): void {
+  const n = load<u32>(hdrBase + H_WORKERS) + 1;
+  for (let w: u32 = 0; w < n; w++) flushScratch(scratchAddr(w));
+}
+
+/**
+ * Frees service slot i (between sweepBegin() and sweepEnd(), after
+ * sweepFlush()): its key becomes removed, its figures zero, and the
+ * connections that cached it look their service up again.
+ */
+export function releaseSvc(i: u32): bool {
+  if (i >= svcCap) return false;
+  const s = svcBase + <usize>i * SVC_SLOT_BYTES;
+  const k = load<u64>(s + SS_KEY);
+  if (k == 0 || k == CI_REMOVED) return false;
+  memory.fill(s, 0, SVC_SLOT_BYTES);
+  histInit(s + SS_HIST);
+  store<u64>(s + SS_KEY, CI_REMOVED);
+  const rows = load<u32>(hdrBase + H_CONN_CAP);
+  for (let r: u32 = 0; r < rows; r++) {
+    const c = connBase + <usize>r * CONN_SLOT_BYTES;
+    if (load<u32>(c + CS_SVC) == i + 1) store<u32>(c + CS_SVC, 0);
+  }
+  return true;
+}
+
+/**
+ * Ends a sweep: removes the entries of refused connections that closed two
+ * sweeps ago or more (a late record of theirs then still finds its entry:
+ * a connection is refused, and counted, once), rebuilds the index when
+ * removed entries pass a quarter of it (they lengthen probes), and releases
+ * the locks. Returns the removed entries left in the index.
  */
 export function sweepEnd(): u32 {
   const idxCap = idxMask + 1;
@@ -951,7 +1032,13 @@ export function sweepEnd(): u32 {
     const key = load<u64>(e + CI_KEY);
     if (key == CI_REMOVED) {
       removed++;
-    } else if (key != 0 && load<u32>(e + CI_ROW) == CI_NO_ROW && (load<u32>(e + CI_FLAGS) & CIF_CLOSED) != 0) {
+    } else if (key != 0 && load<u32>(e + CI_ROW) == CI_NO_ROW) {
+      const f = load<u32>(e + CI_FLAGS);
+      if ((f & CIF_CLOSED) == 0) continue;
+      if (f < CIF_CLOSED + 2 * CIF_SWEPT) {
+        store<u32>(e + CI_FLAGS, f + CIF_SWEPT);
+        continue;
+      }
       store<u64>(e + CI_KEY, CI_REMOVED);
       store<u32>(e + CI_ROW, 0);
       store<u32>(e + CI_FLAGS, 0);
@@ -959,16 +1046,22 @@ export function sweepEnd(): u32 {
     }
   }
   if (removed > (idxCap >> 2)) {
+    // copy the live entries (rows and refused connections) aside, then put them back
+    const spare = idxBase + <usize>idxCap * CI_ENTRY_BYTES;
+    let n: u32 = 0;
+    for (let i: u32 = 0; i < idxCap; i++) {
+      const e = idxBase + <usize>i * CI_ENTRY_BYTES;
+      const key = load<u64>(e + CI_KEY);
+      if (key == 0 || key == CI_REMOVED) continue;
+      memory.copy(spare + <usize>n * CI_ENTRY_BYTES, e, CI_ENTRY_BYTES);
+      n++;
+    }
     memory.fill(idxBase, 0, <usize>idxCap * CI_ENTRY_BYTES);
-    const rows = load<u32>(hdrBase + H_CONN_CAP);
-    for (let r: u32 = 0; r < rows; r++) {
-      const id = load<u64>(connBase + <usize>r * CONN_SLOT_BYTES + CS_KEY);
-      if (id == 0) continue;
-      let k = <u32>mix64(id) & idxMask;
+    for (let j: u32 = 0; j < n; j++) {
+      const from = spare + <usize>j * CI_ENTRY_BYTES;
+      let k = <u32>mix64(load<u64>(from + CI_KEY)) & idxMask;
       while (load<u64>(idxBase + <usize>k * CI_ENTRY_BYTES + CI_KEY) != 0) k = (k + 1) & idxMask;
-      const e = idxBase + <usize>k * CI_ENTRY_BYTES;
-      store<u64>(e + CI_KEY, id);
-      store<u32>(e + CI_ROW, r + 1);
+      memory.copy(idxBase + <usize>k * CI_ENTRY_BYTES, from, CI_ENTRY_BYTES);
     }
     removed = 0;
   }

@@ -19,7 +19,7 @@ export const HIST_BYTES: u32 = (HIST_END + 63) & ~63; // rounded up to 64 (15936
 // ---- header at regionBase() ----
 export const HEADER_BYTES: u32 = 256;
 export const MAGIC: u32 = 0x4d505242; // "BRPM" little-endian bytes: 'B','R','P','M'
-export const LAYOUT_VERSION: u32 = 4; // 2: measure histograms/results, SS_METRIC; 3: metric TLS_CONNECT; 4: conn index + free rows
+export const LAYOUT_VERSION: u32 = 5; // 2: measure histograms/results, SS_METRIC; 3: metric TLS_CONNECT; 4: conn index + free rows; 5: network = min RTT, GH_SRTT
 export const H_MAGIC: u32 = 0;
 export const H_VERSION: u32 = 4;
 export const H_CONN_CAP: u32 = 8; // connection rows (any number >= 1: --max-connections)
@@ -40,7 +40,7 @@ export const H_SCRATCH: u32 = 64; // absolute address of the per-worker scratch 
 export const H_SCRATCH_BYTES: u32 = 68; // bytes per scratch area
 export const H_MEASURE_RESULTS: u32 = 72; // absolute address of the measure results table (MR_*)
 export const H_CONN_INDEX: u32 = 76; // absolute address of the connection index (CI_*)
-export const H_CONN_IDX_CAP: u32 = 80; // its entries (a power of two, >= 2 x rows)
+export const H_CONN_IDX_CAP: u32 = 80; // its entries (a power of two, >= 4 x rows), followed by as many to rebuild it
 export const H_CONN_FREE: u32 = 84; // absolute address of the free-row list (u32 row indexes)
 export const H_FREE_HEAD: u32 = 88; // u32 atomic: rows taken = list position of the next free row
 export const H_FREE_LEN: u32 = 92; // u32: entries in the list (= rows)
@@ -70,8 +70,9 @@ export const C_COUNT: u32 = 16;
 // 0..GH_COUNT-1: latency records, batched in the worker scratch areas.
 export const GH_CLIENT: u32 = 0;
 export const GH_SERVER: u32 = 1;
-export const GH_NETWORK: u32 = 2;
-export const GH_COUNT: u32 = 3;
+export const GH_NETWORK: u32 = 2; // the kernel's windowed minimum RTT (min_rtt_us): the path
+export const GH_SRTT: u32 = 3; // the kernel's smoothed RTT (srtt_us): includes delayed-ACK waits
+export const GH_COUNT: u32 = 4;
 // then the `value`s of measure records, per (metric 1..METRIC__COUNT-1, role client/server):
 // index GH_MEASURE + 2*(metric-1) + (role-1), updated with atomics directly
 // (measure records are rare: no scratch).
@@ -108,7 +109,8 @@ export const CS_PID: u32 = CS_TGID + 4; // u32
 export const CS_NETNS: u32 = CS_PID + 4; // u32
 export const CS_FLAGS: u32 = CS_NETNS + 4; // u32, OR of open/close flags
 export const CS_CLOSED: u32 = CS_FLAGS + 4; // u32
-export const CS_REQUESTS_KERNEL: u32 = CS_CLOSED + 4; // u32, from the close record, then 4 bytes free
+export const CS_REQUESTS_KERNEL: u32 = CS_CLOSED + 4; // u32, from the close record
+export const CS_MIN_RTT_US: u32 = CS_REQUESTS_KERNEL + 4; // u32, the last non-zero one of a latency record
 export const CS_CGROUP_ID: u32 = CS_REQUESTS_KERNEL + 8; // u64
 export const CS_START_NS: u32 = CS_CGROUP_ID + 8; // u64
 export const CS_END_NS: u32 = CS_START_NS + 8; // u64
@@ -133,6 +135,7 @@ export const CI_ENTRY_BYTES: u32 = 16;
 export const CI_REMOVED: u64 = 0xffffffffffffffff;
 export const CI_NO_ROW: u32 = 0xffffffff;
 export const CIF_CLOSED: u32 = 1;
+export const CIF_SWEPT: u32 = 2; // added per sweep after the close: the entry goes at the third
 
 export const CF_PEER: u32 = 1;
 export const CF_OPEN: u32 = 2;

@@ -11,6 +11,7 @@ const benches = [
   ['dist/bench/connections.js'],
   ['dist/bench/drops.js'],
   ['dist/bench/scrapes.js'],
+  ['dist/bench/record-format.js'],
 ];
 let failed = 0;
 for (const [file] of benches) {

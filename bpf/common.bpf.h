@@ -206,4 +206,19 @@ static __always_inline __u32 tcp_srtt_us(struct sock *sk)
 	return BPF_CORE_READ(tp, srtt_us) >> 3;
 }
 
+/*
+ * The kernel's windowed minimum RTT in µs (tcp_min_rtt(): the least RTT
+ * sample of the last net.ipv4.tcp_min_rtt_wlen seconds, 300 by default),
+ * 0 before the first sample. Unlike srtt it is not raised by an ACK that
+ * waited for the peer's answer (delayed ACK), so on request/response traffic
+ * it measures the path, not the server's think time.
+ */
+static __always_inline __u32 tcp_min_rtt_us(struct sock *sk)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u32 v = BPF_CORE_READ(tp, rtt_min.s[0].v);
+
+	return v == ~0U ? 0 : v;
+}
+
 #endif

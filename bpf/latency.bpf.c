@@ -61,7 +61,6 @@ struct sock_state {
 	__u64 bytes_sent;
 	__u64 bytes_received;
 	__u32 requests;
-	__u32 req_bytes;
 	__u32 flags;
 	__u8 role;
 	__u8 phase;
@@ -301,10 +300,15 @@ static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock
 	fill_hdr(&r->hdr, MP_REC_LATENCY, st);
 	r->end_ns = now;
 	r->latency_ns = now - start;
-	/* the kernel's RTT changes slowly: read it on the first exchange and every 8th (0 = not
+	/* the kernel's RTTs change slowly: read them on the first exchange and every 8th (0 = not
 	 * read) */
-	r->srtt_us = (st->requests & 7) == 1 ? tcp_srtt_us(sk) : 0;
-	r->req_bytes = st->req_bytes;
+	if ((st->requests & 7) == 1) {
+		r->srtt_us = tcp_srtt_us(sk);
+		r->min_rtt_us = tcp_min_rtt_us(sk);
+	} else {
+		r->srtt_us = 0;
+		r->min_rtt_us = 0;
+	}
 	r->lport = st->tuple.lport;
 	r->rport = st->tuple.rport;
 	r->seq = st->requests;
@@ -433,15 +437,12 @@ static __always_inline struct sock_slot *lookup_io(struct sock *sk)
  * Data in the direction that starts a request: a request begins (the first
  * such read or write after a response), or goes on (its bytes counted).
  */
-static __always_inline void request_io(void *ctx, struct sock *sk, struct sock_slot *s, int ret)
+static __always_inline void request_io(void *ctx, struct sock *sk, struct sock_slot *s)
 {
 	struct sock_state *st = &s->st;
 
-	if (st->phase == PHASE_REQUEST) {
-		if (st->req_bytes < 0xffffffffu - (__u32)ret)
-			st->req_bytes += ret;
+	if (st->phase == PHASE_REQUEST)
 		return;
-	}
 	st->phase = PHASE_REQUEST;
 	st->req_start_ns = bpf_ktime_get_ns();
 	st->unsampled = !sample_request();
@@ -452,7 +453,6 @@ static __always_inline void request_io(void *ctx, struct sock *sk, struct sock_s
 			     st->req_start_ns - st->last_end_ns, 0);
 	st->req_owner = (__u64)sk;
 	s->last_ns = st->req_start_ns;
-	st->req_bytes = ret;
 }
 
 /*
@@ -527,7 +527,7 @@ static __always_inline int on_io(void *ctx, struct sock *sk, int ret, __u8 start
 	if (!st->opened)
 		emit_open(ctx, sk, st);
 	if (st->role == starter) {
-		request_io(ctx, sk, s, ret);
+		request_io(ctx, sk, s);
 	} else if (st->phase == PHASE_REQUEST) {
 		response_begins(ctx, sk, s);
 		st->phase = PHASE_RESPONSE;

@@ -83,11 +83,12 @@ struct mp_latency_rec {
 	__u64 latency_ns;      /* 24: client view or server view, per hdr.role */
 	__u32 srtt_us; /* 32: the kernel's smoothed RTT then, read on exchanges 1, 9, 17, ...; 0 on
 			  the others */
-	__u32 req_bytes; /* 36: bytes of the request (saturates) */
-	__u16 lport;	 /* 40: local port, host order */
-	__u16 rport;	 /* 42: remote port, host order */
-	__u32 seq;	 /* 44: 1-based number of this exchange on the socket */
-	__u8 raddr[16];	 /* 48: remote address */
+	__u32 min_rtt_us; /* 36: the kernel's windowed minimum RTT then (tcp_sock.rtt_min, ss -i's
+			     minrtt), read with srtt_us; 0 when not read or not known yet */
+	__u16 lport;	  /* 40: local port, host order */
+	__u16 rport;	  /* 42: remote port, host order */
+	__u32 seq;	  /* 44: 1-based number of this exchange on the socket */
+	__u8 raddr[16];	  /* 48: remote address */
 };
 
 /* 96 bytes */

@@ -144,7 +144,7 @@ async function main(): Promise<number> {
     console.log(row('client, as it timed itself', ownMs));
     console.log(row('client view (latency-probe)', clientView.p));
     console.log(row('server view (latency-probe)', serverView.p));
-    console.log(row('network RTT (kernel srtt)', networkView.p));
+    console.log(row('network RTT (kernel min RTT)', networkView.p));
     console.log(`\ndemo: the JSON report is ${OUTPUT}`);
     return 0;
   } finally {

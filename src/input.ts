@@ -4,10 +4,16 @@
  * JSON or json-stream output (parseReportText: the one json-stream reader),
  * and JSON errors that name the line (jsonError). Every problem is one usage
  * error (exit 2); the reader of a report leaves its wording to the command,
- * which knows what to ask for instead.
+ * which knows what to ask for instead. A probe's --format msgpack file
+ * (src/export/msgpack.ts) is read here too (readReportInput, readRecords):
+ * it is told from text by its first bytes, whatever its name.
  */
+import assert from 'node:assert/strict';
 import { readFileSync, statSync, type Stats } from 'node:fs';
+import { Unpackr } from 'msgpackr';
 import { usageError, type MeshprobeError } from './errors.js';
+import { RECORDS_HEADER, RECORDS_MAGIC, RECORD_OPTIONS } from './export/msgpack.js';
+import { log } from './log.js';
 
 /** Input files larger than this are refused (a report is a few MB at most). */
 const MAX_INPUT_BYTES = 512 * 1024 * 1024;
@@ -18,6 +24,43 @@ const MAX_INPUT_BYTES = 512 * 1024 * 1024;
  * the error say what to give instead.
  */
 export function readInput(file: string, option: string, source?: string): string {
+  return readBytes(file, option, source).toString('utf8');
+}
+
+/**
+ * A probe's recorded run as given with `option`: a --format msgpack file
+ * (told by its header, src/export/msgpack.ts, whatever the file's name) is
+ * decoded into its records; any other file is text (JSON, json-stream), as
+ * readInput gives it. Both go to parseReportText. A msgpack file cut short
+ * (the probe was killed while writing a record) gives its complete records,
+ * and a warning says how many bytes were left out.
+ */
+export function readReportInput(file: string, option: string, source?: string): ReportSource {
+  const at = `${option} ${file}`;
+  const bytes = readBytes(file, option, source);
+  if (isRecordFile(bytes)) {
+    const run = readRecords(bytes, at);
+    if (run.cutBytes > 0) {
+      log.warn(
+        `${at}: its last ${run.cutBytes} bytes are not a complete record (the probe was stopped while writing it): ` +
+          `read ${run.records.length} complete records, left them out`,
+      );
+    }
+    return run;
+  }
+  if (
+    /\.(mpk|msgpack)$/i.test(file) &&
+    bytes.length > 0 &&
+    !/^\s*[{[]/.test(bytes.subarray(0, 64).toString('latin1'))
+  ) {
+    throw usageError(
+      `${at} is neither JSON nor a meshprobe msgpack record file (which starts with the string "${RECORDS_MAGIC}"): give the file a probe wrote with --format msgpack`,
+    );
+  }
+  return bytes.toString('utf8');
+}
+
+function readBytes(file: string, option: string, source: string | undefined): Buffer {
   const at = `${option} ${file}`;
   let st: Stats;
   try {
@@ -32,10 +75,69 @@ export function readInput(file: string, option: string, source?: string): string
     );
   }
   try {
-    return readFileSync(file, 'utf8');
+    return readFileSync(file);
   } catch (e) {
     throw unreadable(e, at, source);
   }
+}
+
+/** A --format msgpack file, decoded (readRecords). */
+export interface RecordedRun {
+  kind: 'msgpack';
+  /** the records after the header, in order: what the json-stream's lines would hold */
+  records: unknown[];
+  /** bytes at the end that hold no complete record (the writer was stopped inside one); 0 when none */
+  cutBytes: number;
+  /** the file's size */
+  bytes: number;
+}
+
+/** What parseReportText reads: the text of a JSON or json-stream file, or a msgpack file's records. */
+export type ReportSource = string | RecordedRun;
+
+/** True when `bytes` start with the header of a --format msgpack file. */
+export function isRecordFile(bytes: Uint8Array): boolean {
+  if (bytes.length < RECORDS_HEADER.length) return false;
+  for (let i = 0; i < RECORDS_HEADER.length; i++) if (bytes[i] !== RECORDS_HEADER[i]) return false;
+  return true;
+}
+
+/**
+ * The records of a --format msgpack file (src/export/msgpack.ts), read from
+ * the start (each record may use shapes defined by those before it). An end
+ * cut short inside a record is not an error: the complete records are
+ * returned and `cutBytes` says what was left out. Anything else that is not
+ * msgpack is a usage error naming `at` and the record.
+ */
+export function readRecords(bytes: Uint8Array, at = 'the file'): RecordedRun {
+  if (!isRecordFile(bytes)) {
+    throw usageError(`${at} is not a meshprobe msgpack record file (it does not start with "${RECORDS_MAGIC}")`);
+  }
+  const body = bytes.subarray(RECORDS_HEADER.length);
+  const records: unknown[] = [];
+  let end = 0;
+  if (body.length > 0) {
+    try {
+      new Unpackr({ ...RECORD_OPTIONS }).unpackMultiple(body, (value: unknown, _start?: number, stop?: number) => {
+        assert.ok(stop !== undefined, 'msgpackr gives the end of each value it reads');
+        records.push(value);
+        end = stop;
+      });
+    } catch (e) {
+      const err = e as Error & { incomplete?: boolean };
+      if (!err.incomplete) {
+        throw usageError(
+          `${at}: record ${records.length + 1} (byte ${RECORDS_HEADER.length + end}) is not valid msgpack (${err.message})`,
+        );
+      }
+    }
+  }
+  return { kind: 'msgpack', records, cutBytes: body.length - end, bytes: bytes.length };
+}
+
+/** The records of a run as the json-stream it stands for: one JSON line each (the converter's output). */
+export function recordsToNdjson(run: RecordedRun): string {
+  return run.records.map((r) => JSON.stringify(r) + '\n').join('');
 }
 
 function unreadable(e: unknown, at: string, source: string | undefined): MeshprobeError {
@@ -51,12 +153,12 @@ export type Obj = Record<string, unknown>;
 
 /** A probe's report as read from its JSON or json-stream output. */
 export interface ReportText {
-  format: 'json' | 'json-stream';
+  format: 'json' | 'json-stream' | 'msgpack';
   /** the report: the JSON document, or a json-stream's last summary line without its "type" */
   report: Obj;
   /** a json-stream's interval lines, in order */
   intervals: Obj[];
-  /** the summary's line, when the text has one document per line (NDJSON) */
+  /** the summary's line, when the text has one document per line (NDJSON); a msgpack file's: its record (from 1) */
   summaryLine?: number;
 }
 
@@ -95,13 +197,13 @@ interface Doc {
  *   summary line; otherwise the text must hold one document, the report.
  * A text that breaks a rule is thrown as `explain(problem)`.
  */
-export function parseReportText(text: string, explain: (problem: ReportTextProblem) => Error): ReportText {
-  if (text.trim() === '') throw explain({ kind: 'empty' });
-  const { docs, perLine } = documents(text, explain);
+export function parseReportText(text: ReportSource, explain: (problem: ReportTextProblem) => Error): ReportText {
+  const { docs, perLine } = typeof text === 'string' ? textDocuments(text, explain) : recordDocuments(text, explain);
+  const format = typeof text !== 'string' ? 'msgpack' : perLine ? 'json-stream' : 'json';
   const stream = docs.filter((d) => isStreamLine(d.value));
   if (stream.length === 0) {
     if (docs.length !== 1) throw explain({ kind: 'several-documents', documents: docs.length });
-    return { format: perLine ? 'json-stream' : 'json', report: docs[0].value, intervals: [] };
+    return { format, report: docs[0].value, intervals: [] };
   }
   const intervals = stream.filter((d) => d.value.type === 'interval').map((d) => d.value);
   const summary = stream.filter((d) => d.value.type === 'summary').pop();
@@ -109,15 +211,34 @@ export function parseReportText(text: string, explain: (problem: ReportTextProbl
   const report = { ...summary.value };
   delete report.type;
   return {
-    format: perLine ? 'json-stream' : 'json',
+    format,
     report,
     intervals,
     ...(summary.line !== undefined ? { summaryLine: summary.line } : {}),
   };
 }
 
+/** A msgpack file's records as documents (`line`: the record's number, from 1); every one must be an object. */
+function recordDocuments(
+  run: RecordedRun,
+  explain: (problem: ReportTextProblem) => Error,
+): { docs: Doc[]; perLine: boolean } {
+  if (run.records.length === 0) throw explain({ kind: 'empty' });
+  const docs: Doc[] = [];
+  for (let i = 0; i < run.records.length; i++) {
+    const value = run.records[i];
+    if (!isObj(value)) throw explain({ kind: 'not-object', line: i + 1 });
+    docs.push({ value, line: i + 1 });
+  }
+  return { docs, perLine: true };
+}
+
 /** The text's documents: the whole text as one, or else one per non-blank line. */
-function documents(text: string, explain: (problem: ReportTextProblem) => Error): { docs: Doc[]; perLine: boolean } {
+function textDocuments(
+  text: string,
+  explain: (problem: ReportTextProblem) => Error,
+): { docs: Doc[]; perLine: boolean } {
+  if (text.trim() === '') throw explain({ kind: 'empty' });
   let whole: unknown;
   try {
     whole = JSON.parse(text);
@@ -165,7 +286,9 @@ function lineOf(text: string, pos: number): { line: number; column: number } {
 }
 
 /** JSON.parse's error as one line that says where: "WHAT line 3: not valid JSON (Unexpected token ...)". */
-export function jsonError(e: Error, text: string, what: string): MeshprobeError {
+export function jsonError(e: Error, source: ReportSource, what: string): MeshprobeError {
+  if (typeof source !== 'string') return usageError(`${what}: ${e.message}`); // records are never JSON text
+  const text = source;
   const msg = e.message.replace(/\s+/g, ' ');
   const m = /position (\d+)/.exec(msg);
   const pos = m ? Number(m[1]) : errorPosition(text);

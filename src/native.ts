@@ -43,6 +43,13 @@ export interface BpfObject {
    * raw key bytes, and each word summed over the possible CPUs.
    */
   readPercpuHash(mapName: string): [Uint8Array, BigUint64Array][];
+  /**
+   * Takes one key out of a per-CPU hash map of u64 words: its value, each
+   * word summed over the possible CPUs, or null when the key is not there.
+   * Atomic where the kernel can (5.14+); before, a lookup then a delete
+   * (increments between the two are lost).
+   */
+  mapLookupAndDelete(mapName: string, key: Uint8Array): BigUint64Array | null;
   programStats(): ProgramStats[];
   /** runs a loaded raw_tp program once on `cpu` (BPF_PROG_TEST_RUN); returns its return value */
   testRun(program: string, cpu: number): number;

@@ -10,7 +10,7 @@
  *              (or use decodeBytes()).
  */
 import { readFileSync } from 'node:fs';
-import type { HistogramSnapshot } from './histogram.js';
+import { merge as mergeHistograms, type HistogramSnapshot } from './histogram.js';
 
 /** Where the module is, from dist/src/wasm.js. */
 export const WASM_URL = new URL('../../build/meshprobe.wasm', import.meta.url);
@@ -48,6 +48,10 @@ export interface DecoderExports {
   readonly sweepBegin: () => number;
   readonly releaseRow: (i: number) => number;
   readonly sweepEnd: () => number;
+  readonly svcSlotsInUse: () => number;
+  readonly connDue: (oldNs: bigint) => number;
+  readonly sweepFlush: () => void;
+  readonly releaseSvc: (i: number) => number;
 }
 
 export interface StateConfig {
@@ -101,6 +105,12 @@ export interface AgedConnections {
   sweeps: number;
   /** client connections aged out (opened and closed in the run), for connection-tracker's pools */
   clientOpen: AgedOpenTimes;
+  /** idle services whose slots were freed: key -> their figures (slot -1), added back by readSvcTable */
+  services: Map<bigint, ServiceSlot>;
+  /** services freed from the table */
+  servicesExpired: number;
+  /** expired services forgotten (more than the store keeps): their requests stay in the views only */
+  servicesDropped: number;
 }
 
 /**
@@ -146,6 +156,9 @@ function makeState(memory: WebAssembly.Memory, instance: WebAssembly.Instance): 
       dropped: 0,
       sweeps: 0,
       clientOpen: { recent: new Map(), olderNs: new Map(), olderFromNs: Infinity, olderToNs: 0 },
+      services: new Map(),
+      servicesExpired: 0,
+      servicesDropped: 0,
     },
     instance,
     exports: ex,
@@ -397,8 +410,10 @@ export interface GlobalHistograms {
   client: HistogramSnapshot;
   /** latency records with role server */
   server: HistogramSnapshot;
-  /** srtt_us * 1000 of latency records with srtt_us > 0 */
+  /** min_rtt_us * 1000 of latency records with min_rtt_us > 0: the kernel's windowed minimum RTT (the path) */
   network: HistogramSnapshot;
+  /** srtt_us * 1000 of latency records with srtt_us > 0: the kernel's smoothed RTT (with delayed-ACK waits) */
+  srtt: HistogramSnapshot;
 }
 
 export function readGlobalHistograms(state: State, opts: FlushOption = {}): GlobalHistograms {
@@ -410,6 +425,7 @@ export function readGlobalHistograms(state: State, opts: FlushOption = {}): Glob
     client: readHistogramAt(state, g + wasmConst('GH_CLIENT') * hb, v),
     server: readHistogramAt(state, g + wasmConst('GH_SERVER') * hb, v),
     network: readHistogramAt(state, g + wasmConst('GH_NETWORK') * hb, v),
+    srtt: readHistogramAt(state, g + wasmConst('GH_SRTT') * hb, v),
   };
 }
 
@@ -534,6 +550,8 @@ export interface ConnSlot {
   bytes_received: number;
   /** the close record's srtt_us, else the last one seen on a latency record */
   srtt_us: number;
+  /** the last min_rtt_us seen on a latency record (0 or absent: none) */
+  min_rtt_us?: number;
   /** latencies of this connection (undefined when read with histograms: false) */
   hist?: HistogramSnapshot;
 }
@@ -591,6 +609,7 @@ function off(): Record<string, number> {
       'CS_FILLED',
       'CS_CLOSED',
       'CS_SRTT_US',
+      'CS_MIN_RTT_US',
       'CS_REQUESTS_KERNEL',
       'CS_CGROUP_ID',
       'CS_START_NS',
@@ -658,6 +677,7 @@ export function readConnSlot(state: State, i: number, opts: ReadOptions = {}): C
     bytes_sent: Number(dv.getBigUint64(o.CS_BYTES_SENT, true)),
     bytes_received: Number(dv.getBigUint64(o.CS_BYTES_RECEIVED, true)),
     srtt_us: dv.getUint32(o.CS_SRTT_US, true),
+    min_rtt_us: dv.getUint32(o.CS_MIN_RTT_US, true),
     hist: opts.histograms === false ? undefined : readHistogramAt(state, s + o.CS_HIST),
   };
 }
@@ -689,7 +709,7 @@ export function readSvcSlot(state: State, i: number, opts: ReadOptions = {}): Se
   const s = state.layout.svcTable + i * state.layout.svcSlotBytes;
   const dv = new DataView(buf, s, state.layout.svcSlotBytes);
   const key = dv.getBigUint64(o.SS_KEY, true);
-  if (key === 0n) return null;
+  if (key === 0n || key === REMOVED_KEY) return null;
   const family = dv.getUint8(o.SS_FAMILY);
   return {
     slot: i,
@@ -705,17 +725,34 @@ export function readSvcSlot(state: State, i: number, opts: ReadOptions = {}): Se
   };
 }
 
+/** The key of a removed slot (CI_REMOVED in assembly/layout.ts). */
+const REMOVED_KEY = 0xffffffffffffffffn;
+
 /**
- * All non-empty service slots: latency ones (metric 0) and measure ones
+ * All services: the table's slots, with the figures of the idle ones whose
+ * slots were freed (src/pipeline/aging.ts) added back, so that every
+ * service's figures only ever grow. Latency ones (metric 0) and measure ones
  * (metric > 0) unless opts.metric picks one.
  */
 export function readSvcTable(state: State, opts: SvcReadOptions = {}): ServiceSlot[] {
   if (opts.flush !== false) flush(state);
   const out: ServiceSlot[] = [];
   const one = { ...opts, flush: false };
+  const aged = state.aged.services;
+  const want = (c: ServiceSlot) => opts.metric === undefined || c.metric === opts.metric;
+  const seen = new Set<bigint>();
   for (let i = 0; i < state.layout.svcCap; i++) {
     const c = readSvcSlot(state, i, one);
-    if (c && (opts.metric === undefined || c.metric === opts.metric)) out.push(c);
+    if (!c || !want(c)) continue;
+    const old = aged.get(c.key);
+    if (old) {
+      seen.add(c.key);
+      c.requests += old.requests;
+      if (c.hist && old.hist) c.hist = mergeHistograms(c.hist, old.hist);
+    }
+    out.push(c);
   }
+  for (const [k, a] of aged)
+    if (!seen.has(k) && want(a)) out.push(opts.histograms === false ? { ...a, hist: undefined } : a);
   return out;
 }

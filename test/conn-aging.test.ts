@@ -17,9 +17,10 @@ import {
   type ConnSlot,
   type State,
 } from '../src/wasm.js';
-import { ConnectionAger } from '../src/pipeline/aging.js';
+import { ConnectionAger, ServiceAger } from '../src/pipeline/aging.js';
 import { analyzeOverhead } from '../src/report/overhead.js';
-import { concatBytes, encodeClose, encodeLatency, encodeOpen, perfSample } from './helpers/records.js';
+import { concatBytes, encodeClose, encodeLatency, encodeMeasure, encodeOpen, perfSample } from './helpers/records.js';
+import { connectionsSection, readConnectionFigures } from '../src/report/connections.js';
 import { decodeInWorkers } from './helpers/decode-workers.js';
 
 const state = (rows: number, workers = 1) =>
@@ -143,11 +144,11 @@ test('closes within the grace period, and open connections, keep their rows', ()
     st,
     concatBytes([
       connBytes({ id: 1, role: R.ROLE_CLIENT, tgid: 7, comm: 'c', lport: 30001, rport: 80 }, [5], 1_000),
-      connBytes({ id: 2, role: R.ROLE_CLIENT, tgid: 7, comm: 'c', lport: 30002, rport: 80 }, [5], 5_000_000_000),
+      connBytes({ id: 2, role: R.ROLE_CLIENT, tgid: 7, comm: 'c', lport: 30002, rport: 80 }, [5], 5_400_000_000),
       connBytes({ id: 3, role: R.ROLE_CLIENT, tgid: 7, comm: 'c', lport: 30003, rport: 80 }, [5], 0),
     ]),
   );
-  assert.equal(ager.sweep(5_500_000_000n), 1, 'only the one closed more than 1 s ago');
+  assert.equal(ager.sweep(5_500_000_000n), 1, 'only the one closed more than 250 ms ago');
   assert.deepEqual(
     readConnTable(st, { histograms: false })
       .map((c) => c.conn_id)
@@ -349,4 +350,140 @@ test('two workers decode a churn while the main thread sweeps: no request lost o
   // no connection has two rows
   const ids = readConnTable(st, { histograms: false }).map((x) => x.conn_id);
   assert.equal(new Set(ids).size, ids.length);
+});
+
+test('idle services give their slots back; every service reads the same, one that comes back keeps counting', () => {
+  const st = createState({ connCapacity: 64, serviceCapacity: 8, workers: 1, stagingBytes: 1 << 16 });
+  const svcAger = new ServiceAger(st, { everyMs: 10, highWater: 0.5, idleMs: 100, maxKept: 100 });
+  // 6 client services (peer ports 81..86), one connection each, kept open
+  const conn = (k: number) => ({ id: k, role: R.ROLE_CLIENT, tgid: 7, comm: 'c', lport: 30000 + k, rport: 80 + k });
+  const lats = (k: number, n: number) => Array.from({ length: n }, (_, j) => 1000 * k + j);
+  decodeAll(st, concatBytes([1, 2, 3, 4, 5, 6].map((k) => connBytes(conn(k), lats(k, k), 0))));
+  const view = () =>
+    new Map(
+      readSvcTable(st).map((s) => {
+        assert.ok(s.hist);
+        return [s.port, [s.requests, s.hist.count, s.hist.sum_ns]];
+      }),
+    );
+  const before = view();
+  assert.equal(svcAger.tick(0), 0, 'first look: nothing known to be idle');
+  // service 1 stays busy; the others go idle
+  const more = (k: number, n: number) =>
+    concatBytes(
+      lats(k, n).map((v) =>
+        perfSample(
+          encodeLatency({
+            conn_id: k,
+            role: R.ROLE_CLIENT,
+            tgid: 7,
+            latency_ns: v,
+            lport: 30000 + k,
+            rport: 80 + k,
+            raddr: '127.0.0.1',
+          }),
+        ),
+      ),
+    );
+  decodeAll(st, more(1, 3));
+  assert.equal(svcAger.tick(200), 5, 'the five idle services leave the table');
+  assert.equal(st.exports.svcSlotsInUse(), 1);
+  const after = view();
+  for (const k of [2, 3, 4, 5, 6]) assert.deepEqual(after.get(80 + k), before.get(80 + k), `service ${80 + k}`);
+  assert.equal(after.get(81)?.[0], 4);
+  assert.equal(st.aged.servicesExpired, 5);
+  // service 4 comes back on its open connection (whose cached slot was cleared): a new slot, counts add up
+  decodeAll(st, more(4, 2));
+  assert.equal(st.exports.svcSlotsInUse(), 2);
+  assert.deepEqual(view().get(84)?.slice(0, 2), [6, 6]);
+  assert.equal(readSvcTable(st).length, 6, 'one entry per service, never two');
+  // the global view never changed its mind
+  assert.equal(readGlobalHistograms(st).client.count, 1 + 2 + 3 + 4 + 5 + 6 + 3 + 2);
+});
+
+test("connection-tracker's pools: the open time of aged connections still counts", () => {
+  const st = state(8);
+  const ager = new ConnectionAger(st);
+  // 6 client connections to 10.9.9.9:5432, each open from 1 s to 3 s (CLOCK_MONOTONIC ns), one request each
+  const parts: Uint8Array[] = [];
+  for (let k = 1; k <= 6; k++) {
+    const c = { id: k, role: R.ROLE_CLIENT, tgid: 7, comm: 'app', lport: 40000 + k, rport: 5432, raddr: '10.9.9.9' };
+    parts.push(
+      perfSample(
+        encodeOpen({
+          conn_id: k,
+          role: c.role,
+          tgid: 7,
+          pid: 7,
+          comm: 'app',
+          netns: NETNS,
+          start_ns: 1_000_000_000n,
+          lport: c.lport,
+          rport: c.rport,
+          laddr: '10.0.0.1',
+          raddr: c.raddr,
+        }),
+      ),
+      perfSample(
+        encodeMeasure({
+          conn_id: k,
+          role: c.role,
+          metric: R.METRIC_SETUP,
+          value: 100_000,
+          rport: 5432,
+          raddr: c.raddr,
+        }),
+      ),
+      perfSample(
+        encodeLatency({
+          conn_id: k,
+          role: c.role,
+          tgid: 7,
+          latency_ns: 1_000_000,
+          lport: c.lport,
+          rport: 5432,
+          raddr: c.raddr,
+        }),
+      ),
+      perfSample(encodeClose({ conn_id: k, role: c.role, end_ns: 3_000_000_000n, requests: 1 })),
+    );
+  }
+  decodeAll(st, concatBytes(parts));
+  const poolOf = () => {
+    const f = readConnectionFigures(st, []);
+    const [svc] = connectionsSection(f, 10, 0).by_service.filter((s) => s.role === 'client');
+    return svc.pool;
+  };
+  const before = poolOf();
+  assert.ok(before);
+  assert.equal(before.connections_open_avg, 1.2, '6 connections x 2 s over 10 s');
+  assert.equal(ager.tick(LATER), 6);
+  assert.deepEqual(poolOf(), before);
+});
+
+test('a refused connection is counted once, even with records after its close and index rebuilds in between', () => {
+  const st = state(2);
+  const ager = new ConnectionAger(st, { highWater: 0, graceNs: 0n, maxGroups: 100, openTimesNs: 1e12 });
+  const c = (id: number) => ({ id, role: R.ROLE_CLIENT, tgid: 7, comm: 'c', lport: 30000 + id, rport: 80 });
+  const late = (id: number) =>
+    perfSample(
+      encodeLatency({ conn_id: id, role: R.ROLE_CLIENT, tgid: 7, latency_ns: 9, lport: 30000 + id, rport: 80 }),
+    );
+  // two rows held by open connections; connection 3 refused, 4 refused and closed
+  decodeAll(
+    st,
+    concatBytes([connBytes(c(1), [5], 0), connBytes(c(2), [5], 0), connBytes(c(3), [5], 0), connBytes(c(4), [5])]),
+  );
+  assert.equal(readCounters(st).conn_refused, 2);
+  ager.sweep(LATER);
+  decodeAll(st, late(4)); // a record of 4 after its close, one sweep later: its entry is still there
+  // churn through the index (closed connections whose ids come and go) until it is rebuilt several times
+  for (let round = 0; round < 40; round++) {
+    decodeAll(st, concatBytes([connBytes(c(100 + round), [5])]));
+    ager.sweep(LATER);
+    decodeAll(st, late(3)); // 3 is still open: its entry survives every rebuild
+  }
+  const n = readCounters(st);
+  assert.equal(n.conn_refused, 2 + 40, 'the two, then each churned connection (the rows stay held by 1 and 2)');
+  assert.equal(readGlobalHistograms(st).client.count, 4 + 1 + 40 + 40);
 });

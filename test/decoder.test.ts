@@ -74,6 +74,7 @@ test('all three record kinds: counters, global histograms, connection and servic
     lat(10, R.ROLE_CLIENT, 1_500_000, {
       tgid: 100,
       srtt_us: 250,
+      min_rtt_us: 40,
       lport: 40000,
       rport: 8080,
       raddr: '10.0.0.2',
@@ -82,6 +83,7 @@ test('all three record kinds: counters, global histograms, connection and servic
     lat(10, R.ROLE_CLIENT, 2_500_000, {
       tgid: 100,
       srtt_us: 300,
+      min_rtt_us: 45,
       lport: 40000,
       rport: 8080,
       raddr: '10.0.0.2',
@@ -115,7 +117,9 @@ test('all three record kinds: counters, global histograms, connection and servic
   const g = readGlobalHistograms(st);
   assert.deepEqual(g.client, H.histogramOf([1_500_000, 2_500_000]));
   assert.deepEqual(g.server, H.histogramOf([700_000, 900_000]));
-  assert.deepEqual(g.network, H.histogramOf([250_000, 300_000]));
+  // network: the windowed minimum RTT; srtt apart (it includes delayed-ACK waits)
+  assert.deepEqual(g.network, H.histogramOf([40_000, 45_000]));
+  assert.deepEqual(g.srtt, H.histogramOf([250_000, 300_000]));
 
   const conns = new Map(readConnTable(st).map((x) => [x.conn_id, x]));
   assert.equal(conns.size, 3);
@@ -142,6 +146,7 @@ test('all three record kinds: counters, global histograms, connection and servic
   assert.equal(c10.bytes_sent, 1234);
   assert.equal(c10.bytes_received, 5678);
   assert.equal(c10.srtt_us, 310);
+  assert.equal(c10.min_rtt_us, 45, 'the last minimum RTT a latency record carried');
   assert.deepEqual(c10.hist, H.histogramOf([1_500_000, 2_500_000]));
   const c20 = conns.get(20n);
   assert.ok(c20);
@@ -383,6 +388,7 @@ test('two worker_threads decoding into one shared memory concurrently: exact tot
           rport: role === R.ROLE_SERVER ? 40000 + conn : 443 + (conn % 11),
           raddr: `10.0.${conn % 11}.1`,
           srtt_us: 100 + (x % 900),
+          min_rtt_us: 10 + (x % 90),
         }),
       );
       if (i % 1000 === 0) parts.push(perfLost(3));
@@ -419,6 +425,7 @@ test('two worker_threads decoding into one shared memory concurrently: exact tot
   assert.equal(g.client.count + g.server.count, total);
   assert.deepEqual(H.merge(g.client, g.server), H.histogramOf(allVals));
   assert.equal(g.network.count, total);
+  assert.equal(g.srtt.count, total);
 
   const conns = readConnTable(st);
   assert.equal(conns.length, 300);

@@ -83,8 +83,8 @@ export const LAT_END_NS: u32 = 16;
 export const LAT_LATENCY_NS: u32 = 24;
 /** u32 srtt_us: the kernel's smoothed RTT then, read on exchanges 1, 9, 17, ...; 0 on the others */
 export const LAT_SRTT_US: u32 = 32;
-/** u32 req_bytes: bytes of the request (saturates) */
-export const LAT_REQ_BYTES: u32 = 36;
+/** u32 min_rtt_us: the kernel's windowed minimum RTT then (tcp_sock.rtt_min, ss -i's minrtt), read with srtt_us; 0 when not read or not known yet */
+export const LAT_MIN_RTT_US: u32 = 36;
 /** u16 lport: local port, host order */
 export const LAT_LPORT: u32 = 40;
 /** u16 rport: remote port, host order */

@@ -43,7 +43,7 @@ static long gen_one(__u32 i, struct gen_ctx *g)
 	r->end_ns = g->now;
 	r->latency_ns = 20000 + (rnd >> 12); /* 20 us .. ~1 ms */
 	r->srtt_us = 50;
-	r->req_bytes = 100;
+	r->min_rtt_us = 20;
 	r->lport = (conn & 1) ? 8000 + conn % 20 : 40000 + conn;
 	r->rport = (conn & 1) ? 40000 + conn : 8000 + conn % 20;
 	r->seq = i;

@@ -53,6 +53,7 @@ Napi::Function BpfObject::Define(Napi::Env env) {
                          InstanceMethod<&BpfObject::TestRun>("testRun"),
                          InstanceMethod<&BpfObject::MapUpdate>("mapUpdate"),
                          InstanceMethod<&BpfObject::ReadPercpuHash>("readPercpuHash"),
+                         InstanceMethod<&BpfObject::MapLookupAndDelete>("mapLookupAndDelete"),
                          InstanceMethod<&BpfObject::Close>("close"),
                      });
 }
@@ -480,6 +481,64 @@ Napi::Value BpfObject::ReadPercpuHash(const Napi::CallbackInfo &info) {
     out.Set(n++, pair);
   }
   return out;
+}
+
+// mapLookupAndDelete(map, key: Uint8Array): removes one key of a per-CPU hash
+// whose value is a run of u64 words and returns its value, each word summed
+// over the possible CPUs (as readPercpuHash), or null when the key is not in
+// the map. One BPF_MAP_LOOKUP_AND_DELETE_ELEM where the kernel has it for
+// hash maps (5.14+): no increment is lost. Older kernels refuse it for hash
+// maps (ENOTSUPP / EOPNOTSUPP / EINVAL): then a lookup, then a delete, and
+// increments made between the two are lost (a window of microseconds, on a
+// key its caller removes because it stayed idle for the whole idle period).
+Napi::Value BpfObject::MapLookupAndDelete(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  const char *usage = "mapLookupAndDelete(map: string, key: Uint8Array)";
+  bpf_map *m = RequireMap(env, StringArg(info, 0, usage));
+  if (info.Length() < 2 || !info[1].IsTypedArray() ||
+      info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    ThrowCode(env, "MP_ERR_ARG", usage);
+  Napi::Uint8Array key = info[1].As<Napi::Uint8Array>();
+  int fd = bpf_map__fd(m);
+  if (fd < 0) ThrowCode(env, "MP_ERR_STATE", std::string("map ") + bpf_map__name(m) + " is not loaded", fd);
+  uint32_t vsize = bpf_map__value_size(m);
+  if (key.ByteLength() != bpf_map__key_size(m))
+    ThrowCode(env, "MP_ERR_ARG", std::string("mapLookupAndDelete: wrong key size for ") + bpf_map__name(m));
+  if (vsize % 8 != 0)
+    ThrowCode(env, "MP_ERR_ARG",
+              std::string("mapLookupAndDelete: value of ") + bpf_map__name(m) + " is not a run of u64");
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) ThrowCode(env, "MP_ERR_SYS", "cannot count CPUs", ncpu);
+  size_t words = vsize / 8;
+  std::vector<uint64_t> vals(words * static_cast<size_t>(ncpu));
+  bool found = true;
+  if (!lookup_delete_split_) {
+    if (bpf_map_lookup_and_delete_elem(fd, key.Data(), vals.data())) {
+      if (errno == ENOENT)
+        found = false;
+      else if (errno == kKernelEnotsupp || errno == EOPNOTSUPP || errno == EINVAL)
+        lookup_delete_split_ = true;  // before 5.14: not for hash maps
+      else
+        ThrowCode(env, "MP_ERR_MAP_DELETE", std::string("cannot take a key out of map ") + bpf_map__name(m), -errno);
+    }
+  }
+  if (found && lookup_delete_split_) {
+    if (bpf_map_lookup_elem(fd, key.Data(), vals.data())) {
+      if (errno != ENOENT)
+        ThrowCode(env, "MP_ERR_MAP_READ", std::string("cannot read map ") + bpf_map__name(m), -errno);
+      found = false;
+    } else if (bpf_map_delete_elem(fd, key.Data()) && errno != ENOENT) {
+      ThrowCode(env, "MP_ERR_MAP_DELETE", std::string("cannot delete from map ") + bpf_map__name(m), -errno);
+    }
+  }
+  if (!found) return env.Null();
+  Napi::BigUint64Array v = Napi::BigUint64Array::New(env, words);
+  for (size_t w = 0; w < words; w++) {
+    uint64_t sum = 0;
+    for (int c = 0; c < ncpu; c++) sum += vals[static_cast<size_t>(c) * words + w];
+    v[w] = sum;
+  }
+  return v;
 }
 
 // testRun(program, cpu): runs a loaded raw_tp program once on that CPU

@@ -31,6 +31,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   Napi::Value TestRun(const Napi::CallbackInfo &info);
   Napi::Value MapUpdate(const Napi::CallbackInfo &info);
   Napi::Value ReadPercpuHash(const Napi::CallbackInfo &info);
+  Napi::Value MapLookupAndDelete(const Napi::CallbackInfo &info);
   Napi::Value Close(const Napi::CallbackInfo &info);
 
   bpf_object *RequireOpen(Napi::Env env);
@@ -40,6 +41,10 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
 
   bpf_object *obj_ = nullptr;
   bool loaded_ = false;
+  // the kernel refused BPF_MAP_LOOKUP_AND_DELETE_ELEM on a hash map (before 5.14): lookup, then delete
+  bool lookup_delete_split_ = false;
+  // the kernel's ENOTSUPP (not in userspace errno.h)
+  static constexpr int kKernelEnotsupp = 524;
   std::vector<bpf_link *> links_;
   // kretprobe events this object made in tracefs ("meshprobe/<event>"), removed at detach
   std::vector<std::string> kprobe_events_;

@@ -83,7 +83,24 @@ function matches(h: MeshHistogram, p: ProbeService, map: ReadonlyMap<string, str
   const m = /^(.+):\d+$/.exec(p.name);
   if (m) keys.add(m[1].toLowerCase());
   for (const k of keys) if (aliases.has(k)) return true;
+  // a pod's service (the probe's "k8s" field): the mesh's workload (or app) is the pod's owner, in its namespace
+  const pod = p.k8s;
+  if (pod && (h.namespace === null || h.namespace.toLowerCase() === pod.namespace.toLowerCase()))
+    for (const a of aliases) if (podOfWorkload(pod.pod, a)) return true;
   return false;
+}
+
+/**
+ * Does pod `pod` belong to workload `workload`, by the names the controllers give their pods: a
+ * Deployment's `<workload>-<ReplicaSet hash>-<5 chars>`, a StatefulSet's `<workload>-<ordinal>`, a
+ * DaemonSet's (or a bare ReplicaSet's, a Job's) `<workload>-<5 chars>`.
+ */
+export function podOfWorkload(pod: string, workload: string): boolean {
+  const w = workload.toLowerCase();
+  const p = pod.toLowerCase();
+  if (!w || !p.startsWith(`${w}-`)) return false;
+  const rest = p.slice(w.length + 1);
+  return /^[a-z0-9]{1,10}-[a-z0-9]{5}$/.test(rest) || /^\d+$/.test(rest) || /^[a-z0-9]{5}$/.test(rest);
 }
 
 interface Picked {

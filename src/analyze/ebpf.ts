@@ -9,7 +9,7 @@
  * timestamp (the start), and metrics.overhead_analysis, copied as it is.
  */
 import { usageError, type MeshprobeError } from '../errors.js';
-import { jsonError, parseReportText, type ReportTextProblem } from '../input.js';
+import { jsonError, parseReportText, type ReportSource, type ReportTextProblem } from '../input.js';
 import type { ServiceDef } from '../filter/services.js';
 
 export type Role = 'client' | 'server';
@@ -34,6 +34,8 @@ export interface ProbeService extends ProbeFigures {
   peer?: string | string[];
   /** the name after --services renaming (else = service) */
   name: string;
+  /** the service's pod, when the probe named one (its report's "k8s" field) */
+  k8s?: { namespace: string; pod: string; container?: string };
 }
 
 export interface ProbeReport {
@@ -70,7 +72,7 @@ function figures(o: Record<string, unknown>, countKey: 'requests' | 'total_reque
 }
 
 /** Parses a report (JSON) or a json-stream (NDJSON, its last summary line). */
-export function readProbeReport(text: string, file: string, services: readonly ServiceDef[] = []): ProbeReport {
+export function readProbeReport(text: ReportSource, file: string, services: readonly ServiceDef[] = []): ProbeReport {
   const what = `--ebpf-probe ${file}`;
   const { report: r, summaryLine } = parseReportText(text, (problem) => probeTextError(problem, text, what));
   const m = r.metrics;
@@ -101,7 +103,7 @@ export function readProbeReport(text: string, file: string, services: readonly S
 }
 
 /** What is wrong with the text of --ebpf-probe, as analyze-latency says it. */
-function probeTextError(problem: ReportTextProblem, text: string, what: string): MeshprobeError {
+function probeTextError(problem: ReportTextProblem, text: ReportSource, what: string): MeshprobeError {
   switch (problem.kind) {
     case 'empty':
       return usageError(`${what} is empty`);
@@ -133,15 +135,29 @@ function probeServices(list: unknown, what: string, defs: readonly ServiceDef[])
     }
     const port = num(o.port);
     const peer = typeof o.peer === 'string' || Array.isArray(o.peer) ? (o.peer as string | string[]) : undefined;
+    const k8s = podOf(o.k8s);
     return {
       service: o.service,
       role: o.role,
       ...(port !== undefined ? { port } : {}),
       ...(peer !== undefined ? { peer } : {}),
+      ...(k8s ? { k8s } : {}),
       ...figures(o, 'requests'),
       name: rename(o.service, o.role, port, defs),
     };
   });
+}
+
+/** A service entry's "k8s" field: namespace and pod (strings), container when there. */
+function podOf(x: unknown): ProbeService['k8s'] {
+  if (!x || typeof x !== 'object') return undefined;
+  const o = x as Record<string, unknown>;
+  if (typeof o.namespace !== 'string' || typeof o.pod !== 'string') return undefined;
+  return {
+    namespace: o.namespace,
+    pod: o.pod,
+    ...(typeof o.container === 'string' ? { container: o.container } : {}),
+  };
 }
 
 /** A service's raw histogram is its view's when it is the only service of that role, with all its requests. */

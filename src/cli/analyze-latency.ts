@@ -14,7 +14,7 @@ import { main, newCommand } from './program.js';
 import { checkWritable, parseDuration } from './options.js';
 import { analyze, fmt, type AnalyzeOptions, type MeshInput } from '../analyze/compare.js';
 import { readProbeReport, type ProbeReport } from '../analyze/ebpf.js';
-import { readInput } from '../input.js';
+import { readInput, readReportInput } from '../input.js';
 import { queryMesh, queriesFor } from '../analyze/live.js';
 import { MESH_METRICS, MeshInputError, readMeshText, requestsOf, type MeshSource } from '../analyze/mesh.js';
 import { renderReport } from '../analyze/render.js';
@@ -69,9 +69,15 @@ async function run(f: Flags): Promise<void> {
   const serviceMap = parseServiceMap(f.serviceMap);
   if (f.output) checkWritable(f.output);
   const defs = f.services ? loadServices(f.services) : [];
-  const probe = readProbeReport(readInput(ebpfProbe, '--ebpf-probe'), ebpfProbe, defs);
+  const recorded = readReportInput(ebpfProbe, '--ebpf-probe');
+  const probe = readProbeReport(recorded, ebpfProbe, defs);
   const notes: string[] = [];
-  if (probe.streamLine) notes.push(`${ebpfProbe}: a json-stream; its summary line ${probe.streamLine} is used`);
+  if (probe.streamLine)
+    notes.push(
+      typeof recorded !== 'string'
+        ? `${ebpfProbe}: msgpack records; its summary record ${probe.streamLine} is used`
+        : `${ebpfProbe}: a json-stream; its summary line ${probe.streamLine} is used`,
+    );
   if (defs.length && defs.every((d) => d.ports.length === 0))
     notes.push(`--services ${String(f.services)}: no entry lists ports, so no probe service could be renamed from it`);
   const mesh = readMeshFiles(f, notes);
@@ -209,7 +215,7 @@ const cmd = newCommand(
   'analyze-latency',
   "Compares the kernel's latency (a latency-probe report) with Istio's and Cilium/Hubble's, per service.",
 )
-  .option('--ebpf-probe <file>', 'latency-probe report (JSON, or a json-stream file: its summary line)')
+  .option('--ebpf-probe <file>', 'latency-probe report (JSON, or a json-stream or msgpack file: its summary)')
   .option(
     '--istio-metrics <file>',
     'istio_request_duration_milliseconds: a scrape (text/OpenMetrics) or a Prometheus API result (JSON)',

@@ -4,6 +4,7 @@
  */
 import { accessSync, constants, statSync, statfsSync, type Stats } from 'node:fs';
 import path from 'node:path';
+import { isatty } from 'node:tty';
 import { usageError } from '../errors.js';
 
 const UNITS: Record<string, number> = { ms: 1e-3, s: 1, m: 60, h: 3600 };
@@ -42,6 +43,25 @@ export const MIN_FREE_BYTES = 16 * 1024 * 1024;
 /** Where the stream of standard output, a pipe or a terminal is meant: not refused. */
 const STREAM =
   /^(-|\/dev\/(stdout|stderr|null|tty|console)|\/dev\/(pts\/|tty)\w+|\/dev\/fd\/\d+|\/proc\/self\/fd\/\d+)$/;
+
+/**
+ * --format msgpack writes binary records: never to a terminal. `-`, /dev/stdout and /dev/stderr
+ * pass when they are a pipe or a file (`> run.mpk`, `| ssh ...`); a terminal device is refused.
+ */
+export function checkBinaryOutput(file: string, isTerminal: (fd: number) => boolean = (fd) => isatty(fd)): void {
+  const fd =
+    file === '-' || file === '/dev/stdout' || file === '/dev/fd/1' || file === '/proc/self/fd/1'
+      ? 1
+      : file === '/dev/stderr' || file === '/dev/fd/2' || file === '/proc/self/fd/2'
+        ? 2
+        : undefined;
+  const terminal = fd !== undefined ? isTerminal(fd) : /^\/dev\/(tty\w*|pts\/\w+|console)$/.test(file);
+  if (terminal) {
+    throw usageError(
+      `--format msgpack writes binary records, not to a terminal (${file}): give --output run.mpk, or redirect to a file or a pipe`,
+    );
+  }
+}
 
 function statOrUndefined(p: string): Stats | undefined {
   try {

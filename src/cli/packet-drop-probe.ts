@@ -15,18 +15,21 @@ import {
 } from './program.js';
 import { parsePositiveInt } from './options.js';
 import { usageError } from '../errors.js';
+import { addPodOptions, podNamesFrom, type PodFlags } from './tcp-command.js';
 
-interface Flags extends CommonProbeFlags {
+interface Flags extends CommonProbeFlags, PodFlags {
   maxDropKeys: string;
   maxLabelValues: string;
 }
 
-const cmd = addProbeOptions(
-  newCommand(
-    'packet-drop-probe',
-    'Counts every packet the kernel drops: reason, kernel function, layer, flow and service.',
+const cmd = addPodOptions(
+  addProbeOptions(
+    newCommand(
+      'packet-drop-probe',
+      'Counts every packet the kernel drops: reason, kernel function, layer, flow and service.',
+    ),
+    'drops.json',
   ),
-  'drops.json',
 )
   .option('--max-drop-keys <n>', 'distinct (function, reason, flow) keys counted in the kernel', '16384')
   .option('--max-label-values <n>', 'distinct services and functions reported; the rest go to "other"', '50')
@@ -55,12 +58,13 @@ const cmd = addProbeOptions(
     const options: DropOptions = { filter, maxKeys: parsePositiveInt(f.maxDropKeys, '--max-drop-keys', 1 << 20) };
     if (checkRequested(f, dropProbe, options)) return;
     const maxLabels = parsePositiveInt(f.maxLabelValues, '--max-label-values', 10000);
+    const pods = podNamesFrom(f);
     await runProbeCommand(f, out, {
       def: dropProbe,
       options,
       pipeline: { workers: 1 }, // drops are counted in the kernel: the perf rings stay empty
       reporting: () => {
-        const namer = new DropNamer(services);
+        const namer = new DropNamer(services, pods);
         return {
           outputs: dropOutputs(namer, maxLabels),
           buildReport: (r, extra) => buildDropReport(r, { filters: filter.expressions, namer, maxLabels, ...extra }),

@@ -3,10 +3,10 @@
  * usage errors as one line with exit code 2, and the top-level error handler.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { EXIT_USAGE, MeshprobeError } from '../errors.js';
+import { EXIT_USAGE, MeshprobeError, usageError } from '../errors.js';
 import { LOG_LEVELS, log, setLogLevel, type LogLevel } from '../log.js';
 import { DEFAULT_PIPELINE, MIN_RING_PAGES, type PipelineOptions, type ProbeDefinition } from '../pipeline/session.js';
-import { checkWritable, parseDuration, parsePositiveInt } from './options.js';
+import { checkBinaryOutput, checkWritable, parseDuration, parsePositiveInt } from './options.js';
 import { FORMATS, printCheck, runProbe, type Format, type OutputOptions, type RunOptions } from './run-probe.js';
 import { VERSION } from './version.js';
 import { parseBuckets } from '../export/prometheus.js';
@@ -38,7 +38,7 @@ export function addProbeOptions(cmd: Command, defaultOutput: string, defaults: P
   const d = { ...DEFAULT_PIPELINE, ...defaults };
   return cmd
     .option('-d, --duration <time>', 'how long to measure: 60, 60s, 500ms, 2m (default: until SIGINT/SIGTERM)')
-    .option('-o, --output <file>', 'where the JSON report goes (- for stdout)', defaultOutput)
+    .option('-o, --output <file>', 'where the report goes (- for stdout); --format msgpack: required', defaultOutput)
     .option('--format <format>', `output: ${FORMATS.join(', ')}`, 'json')
     .option('--aggregate-interval <time>', 'interval of json-stream lines and InfluxDB writes: 500ms, 10s, 1m', '10s')
     .option(
@@ -73,7 +73,14 @@ export function addProbeOptions(cmd: Command, defaultOutput: string, defaults: P
     )
     .option('--max-services <n>', 'services tracked with their own histogram', String(d.serviceCapacity))
     .option('--ring-pages <n>', 'perf ring pages per CPU (power of two)', String(DEFAULT_PIPELINE.pagesPerCpu))
-    .option('-q, --quiet', 'no summary on stderr');
+    .option('-q, --quiet', 'no summary on stderr')
+    .hook('preAction', (c) => {
+      // binary records under the JSON report's default name would mislead: the file is named by the user
+      const o = c.opts<Partial<CommonProbeFlags>>();
+      if (o.format === 'msgpack' && !o.check && c.getOptionValueSource('output') === 'default') {
+        throw usageError('--format msgpack needs --output: the file of binary records, e.g. --output run.mpk');
+      }
+    });
 }
 
 /** The --format influx options: InfluxOptions' connection settings, as given on the command line. */
@@ -198,6 +205,7 @@ export function outputFrom(f: CommonProbeFlags): OutputOptions {
     validateInfluxOptions(influx);
     out.influx = influx;
   }
+  if (format === 'msgpack') checkBinaryOutput(f.output);
   if (format === 'prometheus') {
     out.prometheus = {
       port: parsePositiveInt(f.port ?? String(DEFAULT_METRICS_PORT), '--port', 65535),

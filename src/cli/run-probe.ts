@@ -27,6 +27,7 @@ import { writeJson } from '../report/write.js';
 import { readCounters } from '../wasm.js';
 import type { MetricSet, ProbeOutputs, SamplingInfo } from '../export/model.js';
 import { JsonStream } from '../export/stream.js';
+import { MsgpackStream } from '../export/msgpack.js';
 import { InfluxExporter, checkInfluxReachable, type InfluxOptions, type InfluxStats } from '../export/influx.js';
 import { PrometheusExporter } from '../export/prometheus.js';
 import { Progress } from './progress.js';
@@ -35,8 +36,10 @@ import { VERSION } from './version.js';
 
 export type { ProbeOutputs };
 
-export type Format = 'json' | 'json-stream' | 'influx' | 'prometheus';
-export const FORMATS: Format[] = ['json', 'json-stream', 'influx', 'prometheus'];
+export type Format = 'json' | 'json-stream' | 'msgpack' | 'influx' | 'prometheus';
+export const FORMATS: Format[] = ['json', 'json-stream', 'msgpack', 'influx', 'prometheus'];
+/** The formats written record by record, every interval then the summary (json-stream's content; msgpack: as records) */
+const STREAMED: readonly Format[] = ['json-stream', 'msgpack'];
 
 export interface OutputOptions {
   format: Format;
@@ -320,7 +323,7 @@ async function writeReport<O, F, R>(
       summaryStream.close();
       return { report };
     }
-    if (o.out.format === 'json-stream') {
+    if (STREAMED.includes(o.out.format)) {
       if (!exports.error) return { report };
       return { report, where: writeJson(path.join(os.tmpdir(), `meshprobe-report-${process.pid}.json`), report) };
     }
@@ -470,6 +473,8 @@ class Exports<O, F, R> {
       this.metricsUrl = `http://${host}:${port}/metrics`;
     } else if (out.format === 'json-stream') {
       this.stream = new JsonStream(out.output);
+    } else if (out.format === 'msgpack') {
+      this.stream = new MsgpackStream(out.output);
     }
   }
 
@@ -524,7 +529,11 @@ class Exports<O, F, R> {
   async finish(): Promise<{ accounting?: Record<string, unknown>; summaryStream?: JsonStream }> {
     const exports: Record<string, unknown> = {};
     const { stream, prom } = this;
-    if (stream) exports.json_stream = { lines: stream.lines, ...(stream.closed ? { closed: stream.closed } : {}) };
+    if (stream) {
+      const closed = stream.closed ? { closed: stream.closed } : {};
+      if (stream instanceof MsgpackStream) exports.msgpack = { records: stream.lines, ...closed };
+      else exports.json_stream = { lines: stream.lines, ...closed };
+    }
     if (prom) exports.prometheus = prom.stats();
     const stillStreaming = stream && !stream.closed ? stream : undefined;
     if (stream && !stillStreaming) stream.close();

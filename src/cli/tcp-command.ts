@@ -19,14 +19,43 @@ import {
   runProbeCommand,
   type CommonProbeFlags,
 } from './program.js';
-import { parsePositiveInt } from './options.js';
+import { parseDuration, parsePositiveInt } from './options.js';
 import type { ProbeOutputs } from './run-probe.js';
 import { DEFAULT_PROXY_COMMS, parseProxyComms } from '../report/overhead.js';
+import { DEFAULT_MAX_PODS, DEFAULT_POD_GRACE_MS, PodNames } from '../k8s/names.js';
 
-interface Flags extends CommonProbeFlags {
+interface Flags extends CommonProbeFlags, PodFlags {
   socketTableSize: string;
   proxyComm: string;
   inferRoles: boolean;
+}
+
+/** The pod-name options every probe has (src/k8s/names.ts). */
+export interface PodFlags {
+  maxPods: string;
+  podGracePeriod: string;
+}
+
+export function addPodOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--max-pods <n>',
+      'Kubernetes pods with their own namespace/pod/container labels; the rest are pod="other" (and counted)',
+      String(DEFAULT_MAX_PODS),
+    )
+    .option(
+      '--pod-grace-period <time>',
+      "how long a deleted pod's series are still exported (its log directory gone): 30s, 2m",
+      `${String(DEFAULT_POD_GRACE_MS / 1000)}s`,
+    );
+}
+
+/** The run's pod names: one per run, so its caches hold (the kubelet's directories: MESHPROBE_PODS_DIR, MESHPROBE_CONTAINERS_DIR). */
+export function podNamesFrom(f: PodFlags): PodNames {
+  return new PodNames({
+    maxPods: parsePositiveInt(f.maxPods, '--max-pods', 1_000_000),
+    graceMs: Math.round(parseDuration(f.podGracePeriod, '--pod-grace-period') * 1000),
+  });
 }
 
 export interface TcpCommand<F, R> {
@@ -34,13 +63,14 @@ export interface TcpCommand<F, R> {
   description: string;
   defaultOutput: string;
   def: ProbeDefinition<LatencyOptions>;
-  outputs(services: readonly ServiceDef[]): ProbeOutputs<F>;
+  outputs(services: readonly ServiceDef[], pods: PodNames): ProbeOutputs<F>;
   buildReport(
     r: SessionResult,
     ctx: {
       filters: string[];
       services: readonly ServiceDef[];
       proxyComms: readonly string[];
+      pods: PodNames;
       sampling: SamplingInfo;
       exports?: Record<string, unknown>;
     },
@@ -51,7 +81,7 @@ export interface TcpCommand<F, R> {
 }
 
 export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
-  return addProbeOptions(newCommand(c.name, c.description), c.defaultOutput, c.pipelineDefaults)
+  return addPodOptions(addProbeOptions(newCommand(c.name, c.description), c.defaultOutput, c.pipelineDefaults))
     .option('--socket-table-size <n>', 'sockets the kernel side tracks at once (LRU)', '65536')
     .option('--no-infer-roles', 'ignore connections opened before the probe started')
     .option(
@@ -64,6 +94,7 @@ export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
       const out = outputFrom(f);
       const { filter, services } = filtersFrom(f);
       const proxyComms = parseProxyComms(f.proxyComm);
+      const pods = podNamesFrom(f);
       const options: LatencyOptions = {
         filter,
         socketTableSize: parsePositiveInt(f.socketTableSize, '--socket-table-size', 1 << 24),
@@ -74,8 +105,9 @@ export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
         def: c.def,
         options,
         reporting: () => ({
-          outputs: c.outputs(services),
-          buildReport: (r, extra) => c.buildReport(r, { filters: filter.expressions, services, proxyComms, ...extra }),
+          outputs: c.outputs(services, pods),
+          buildReport: (r, extra) =>
+            c.buildReport(r, { filters: filter.expressions, services, proxyComms, pods, ...extra }),
           summary: c.summary,
         }),
       });

@@ -28,23 +28,35 @@ export class JsonStream {
   /** Writes one object as a line; false when the stream is closed. */
   write(obj: unknown): boolean {
     if (this.closed) return false;
-    const buf = Buffer.from(JSON.stringify(obj) + '\n');
+    return this.writeBytes(this.encode(obj), true);
+  }
+
+  /** One object as the bytes of the stream (--format msgpack: src/export/msgpack.ts encodes otherwise). */
+  protected encode(obj: unknown): Buffer {
+    return Buffer.from(JSON.stringify(obj) + '\n');
+  }
+
+  /** Writes `buf` whole (counted in `lines` when `counted`); false when the stream is closed. */
+  protected writeBytes(buf: Buffer, counted: boolean): boolean {
+    if (this.closed) return false;
+    let off = 0;
     try {
-      for (let off = 0; off < buf.length;) off += writeSync(this.fd, buf, off);
-      this.lines++;
+      while (off < buf.length) off += writeSync(this.fd, buf, off);
+      if (counted) this.lines++;
       return true;
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      if (err.code === 'EAGAIN') return this.retry(buf);
+      // what was written stays written: the rest, not the whole again (a record twice breaks the stream)
+      if (err.code === 'EAGAIN') return this.retry(buf, off, counted);
       this.fail(err);
       return false;
     }
   }
 
   /** stdout may be non-blocking (a pipe): wait for room, briefly, rather than lose a line. */
-  private retry(buf: Buffer): boolean {
+  private retry(buf: Buffer, from: number, counted: boolean): boolean {
     const deadline = Date.now() + 5000;
-    let off = 0;
+    let off = from;
     while (off < buf.length) {
       try {
         off += writeSync(this.fd, buf, off);
@@ -57,7 +69,7 @@ export class JsonStream {
         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
       }
     }
-    this.lines++;
+    if (counted) this.lines++;
     return true;
   }
 

@@ -173,8 +173,8 @@ export const LAT_END_NS = 16;
 export const LAT_LATENCY_NS = 24;
 /** u32 srtt_us: the kernel's smoothed RTT then, read on exchanges 1, 9, 17, ...; 0 on the others */
 export const LAT_SRTT_US = 32;
-/** u32 req_bytes: bytes of the request (saturates) */
-export const LAT_REQ_BYTES = 36;
+/** u32 min_rtt_us: the kernel's windowed minimum RTT then (tcp_sock.rtt_min, ss -i's minrtt), read with srtt_us; 0 when not read or not known yet */
+export const LAT_MIN_RTT_US = 36;
 /** u16 lport: local port, host order */
 export const LAT_LPORT = 40;
 /** u16 rport: remote port, host order */
@@ -360,7 +360,7 @@ export const LAYOUTS: Readonly<Record<string, StructLayout>> = {
       end_ns: [16, 8],
       latency_ns: [24, 8],
       srtt_us: [32, 4],
-      req_bytes: [36, 4],
+      min_rtt_us: [36, 4],
       lport: [40, 2],
       rport: [42, 2],
       seq: [44, 4],

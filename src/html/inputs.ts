@@ -7,7 +7,7 @@
  * give instead.
  */
 import { usageError, type MeshprobeError } from '../errors.js';
-import { parseReportText, readInput, type ReportTextProblem } from '../input.js';
+import { parseReportText, readReportInput, type ReportTextProblem } from '../input.js';
 import { isObj, str, type Obj } from './read.js';
 
 export type InputKind = 'latency' | 'connections' | 'drops' | 'compare';
@@ -31,7 +31,7 @@ export const INPUT_SOURCE: Record<InputKind, string> = {
 export interface LoadedInput {
   kind: InputKind;
   file: string;
-  format: 'json' | 'json-stream';
+  format: 'json' | 'json-stream' | 'msgpack';
   /** the report (a json-stream's summary line, without its "type") */
   report: Obj;
   /** a json-stream's interval lines, in order */
@@ -70,7 +70,7 @@ function describe(doc: Obj): string {
 export function loadInput(file: string, kind: InputKind): LoadedInput {
   const opt = INPUT_OPTION[kind];
   const at = `${opt} ${file}`;
-  const { format, report, intervals } = parseReportText(readInput(file, opt, INPUT_SOURCE[kind]), (problem) =>
+  const { format, report, intervals } = parseReportText(readReportInput(file, opt, INPUT_SOURCE[kind]), (problem) =>
     inputTextError(problem, at, kind),
   );
   const found = kindOf(report);

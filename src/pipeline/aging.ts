@@ -5,9 +5,10 @@
  * histogram (~16 KiB). A closed connection's figures already count in the
  * views and the services (they are added as its records are decoded); its
  * row is only still needed to pair it with its other end (the mesh-overhead
- * analysis) and to name services. So, every 100 ms when half the rows or
- * more are in use, the rows of connections closed at least `graceNs` ago
- * (250 ms) are folded and freed:
+ * analysis) and to name services. So, when half the rows or more are in
+ * use, the rows of connections closed at least `graceNs` ago (250 ms) are
+ * folded and freed (looked for every 100 ms; swept once 1/64 of the rows
+ * are due, or a second after the last sweep):
  *
  *  - both ends of a connection on this host are folded together (one waits
  *    for the other to close), into a pair of folded rows per (client
@@ -26,10 +27,16 @@
  * frees: rows of connections folded in the last sweeps are folded too.
  */
 import type { ConnSlot, State } from '../wasm.js';
-import { endpoint, readConnSlot, readConnTable } from '../wasm.js';
+import { endpoint, readConnSlot, readSvcSlot, readSvcTable, wasmConst } from '../wasm.js';
 import { merge } from '../histogram.js';
 import { ROLE_CLIENT, ROLE_SERVER } from '../records.js';
-import { pairConnections } from '../report/overhead.js';
+import { endKeys, peerFinder } from '../report/overhead.js';
+
+interface Cached {
+  row: ConnSlot;
+  filled: number;
+  keys: { pair: string; source: string };
+}
 
 export interface AgingOptions {
   /** sweep when at least this share of the rows is in use */
@@ -72,48 +79,71 @@ export class ConnectionAger {
   private readonly groups = new Map<string, Group>();
   private nextPort = FOLDED_PORT_BASE;
   private sweepNo = 0;
+  private lastSweepNs = 0n;
   /** conn_id -> group key, for the ids folded in the last two sweeps */
   private recent = new Map<bigint, string>();
   private older = new Map<bigint, string>();
+  /** slot -> its row as last parsed, its pairing keys, and the CS_FILLED bits then (parsed again when they change) */
+  private readonly cache = new Map<number, Cached>();
 
   constructor(
     private readonly state: State,
     private readonly opts: AgingOptions = DEFAULT_AGING,
   ) {}
 
-  /** Sweeps if the table is full enough; returns the rows freed. */
+  /** Sweeps if the table is full enough and some closed rows are due; returns the rows freed. */
   tick(nowNs: bigint = process.hrtime.bigint()): number {
     const ex = this.state.exports;
     const cap = this.state.layout.connCap;
     if (ex.connRowsInUse() < Math.max(1, Math.ceil(cap * this.opts.highWater))) return 0;
+    const due = ex.connDue(nowNs - this.opts.graceNs); // one pass over the rows in Wasm, no lock
+    // a sweep costs ~2-5 ms of this thread at 4096 rows: one per 1/64 of the rows due, or per second
+    if (due === 0 || (due < cap / 64 && nowNs - this.lastSweepNs < 1_000_000_000n)) return 0;
+    this.lastSweepNs = nowNs;
     return this.sweep(nowNs);
   }
 
-  /** Folds and frees the rows of connections closed at least graceNs before nowNs (their ends both). */
+  /**
+   * Folds and frees the rows of connections closed at least graceNs before
+   * nowNs (their ends both). What to fold is decided without the locks
+   * (workers only add rows and figures meanwhile; only this thread frees
+   * rows); the folding itself, which reads each row's latest figures and
+   * frees it, holds them.
+   */
   sweep(nowNs: bigint): number {
     const ex = this.state.exports;
-    if (!ex.sweepBegin()) return 0;
+    const rows = this.readRows();
+    const old = nowNs - this.opts.graceNs;
+    const late = (c: ConnSlot) => this.recent.has(c.conn_id) || this.older.has(c.conn_id);
+    const due = new Set(rows.filter((c) => (c.closed && BigInt(c.end_ns) <= old) || (!c.opened && late(c))));
+    if (due.size === 0) return 0;
+    const peerOf = peerFinder(
+      rows,
+      (c) => c.role,
+      (c) => this.cache.get(c.slot)?.keys ?? endKeys(c),
+    );
+    const plan: ConnSlot[][] = [];
+    const done = new Set<ConnSlot>();
+    for (const c of due) {
+      if (done.has(c)) continue;
+      const peer = peerOf(c);
+      if (peer && !due.has(peer)) continue; // its other end is open: both go together later
+      const ends = peer ? [c, peer] : [c];
+      for (const e of ends) done.add(e);
+      plan.push(ends);
+    }
+    if (plan.length === 0 || !ex.sweepBegin()) return 0;
     let freed = 0;
     try {
-      const rows = readConnTable(this.state, { histograms: false });
-      const old = nowNs - this.opts.graceNs;
-      const late = (c: ConnSlot) => this.recent.has(c.conn_id) || this.older.has(c.conn_id);
-      const due = new Set(rows.filter((c) => (c.closed && BigInt(c.end_ns) <= old) || (!c.opened && late(c))));
-      if (due.size === 0) return 0;
-      const peerOf = pairConnections(rows);
-      const done = new Set<ConnSlot>();
       this.sweepNo++;
       this.older = this.recent;
       this.recent = new Map();
-      for (const c of due) {
-        if (done.has(c)) continue;
-        const peer = peerOf(c);
-        if (peer && !due.has(peer)) continue; // its other end is open: both go together later
-        const ends = peer ? [c, peer] : [c];
-        for (const e of ends) done.add(e);
-        const full = ends.map((e) => readConnSlot(this.state, e.slot) ?? e);
-        this.fold(full);
-        for (const e of ends) if (ex.releaseRow(e.slot)) freed++;
+      for (const ends of plan) {
+        this.fold(ends.map((e) => readConnSlot(this.state, e.slot) ?? e)); // with their histograms, as they are now
+        for (const e of ends) {
+          if (ex.releaseRow(e.slot)) freed++;
+          this.cache.delete(e.slot);
+        }
       }
     } finally {
       ex.sweepEnd();
@@ -125,6 +155,35 @@ export class ConnectionAger {
       this.state.aged.rows = [...this.groups.values()].flatMap((g) => g.rows);
     }
     return freed;
+  }
+
+  /** The rows in use, without histograms: parsed once per connection (and when more of it is known), then only their close read. */
+  private readRows(): ConnSlot[] {
+    const { connTable, connSlotBytes, connCap } = this.state.layout;
+    const dv = new DataView(this.state.memory.buffer);
+    const [KEY, FILLED, CLOSED, END] = ['CS_KEY', 'CS_FILLED', 'CS_CLOSED', 'CS_END_NS'].map((n) => wasmConst(n));
+    const out: ConnSlot[] = [];
+    for (let i = 0; i < connCap; i++) {
+      const at = connTable + i * connSlotBytes;
+      const key = dv.getBigUint64(at + KEY, true);
+      if (key === 0n) {
+        this.cache.delete(i);
+        continue;
+      }
+      const filled = dv.getUint32(at + FILLED, true);
+      let e = this.cache.get(i);
+      if (e?.row.conn_id !== key || e.filled !== filled) {
+        const row = readConnSlot(this.state, i, { histograms: false });
+        if (!row) continue;
+        e = { row, filled, keys: endKeys(row) };
+        this.cache.set(i, e);
+      } else {
+        e.row.closed = dv.getUint32(at + CLOSED, true) !== 0;
+        e.row.end_ns = Number(dv.getBigUint64(at + END, true));
+      }
+      out.push(e.row);
+    }
+    return out;
   }
 
   private fold(ends: ConnSlot[]): void {
@@ -217,4 +276,93 @@ function addRow(a: ConnSlot, b: ConnSlot): ConnSlot {
     srtt_us: b.srtt_us || a.srtt_us,
     hist: a.hist && b.hist ? merge(a.hist, b.hist) : (a.hist ?? b.hist),
   };
+}
+
+export interface ServiceAgingOptions {
+  /** look at the services every this many ms */
+  everyMs: number;
+  /** sweep when at least this share of the service slots is in use */
+  highWater: number;
+  /** a service with no new record for this long gives its slot back */
+  idleMs: number;
+  /** expired services kept (the least recently active are forgotten beyond) */
+  maxKept: number;
+}
+
+export const DEFAULT_SERVICE_AGING: ServiceAgingOptions = {
+  everyMs: 10_000,
+  highWater: 0.5,
+  idleMs: 5 * 60_000,
+  maxKept: 8192,
+};
+
+/**
+ * Idle services give their slots back: once half the service slots are in
+ * use, a service with no new record for idleMs leaves the table; its
+ * figures are kept in state.aged.services and added back by readSvcTable, so
+ * that every report and series reads the same (a service that comes back
+ * takes a new slot and keeps counting from its kept figures).
+ */
+export class ServiceAger {
+  /** key -> [requests when last changed, when (ms)] */
+  private readonly last = new Map<bigint, [number, number]>();
+  private lastLook = -Infinity;
+
+  constructor(
+    private readonly state: State,
+    private readonly opts: ServiceAgingOptions = DEFAULT_SERVICE_AGING,
+  ) {}
+
+  /** Looks every everyMs; expires idle services when the table is full enough. Returns the slots freed. */
+  tick(nowMs: number = Date.now()): number {
+    if (nowMs - this.lastLook < this.opts.everyMs) return 0;
+    this.lastLook = nowMs;
+    const ex = this.state.exports;
+    const slots = readSvcTable(this.state, { histograms: false }).filter((s) => s.slot >= 0); // flushed: pending counts too
+    const live = new Set<bigint>();
+    const idle: number[] = [];
+    for (const s of slots) {
+      live.add(s.key);
+      const was = this.last.get(s.key);
+      if (!was || was[0] !== s.requests) this.last.set(s.key, [s.requests, nowMs]);
+      else if (nowMs - was[1] >= this.opts.idleMs) idle.push(s.slot);
+    }
+    for (const k of this.last.keys()) if (!live.has(k)) this.last.delete(k);
+    if (idle.length === 0 || ex.svcSlotsInUse() < Math.ceil(this.state.layout.svcCap * this.opts.highWater)) return 0;
+    return this.expire(idle);
+  }
+
+  /** Frees these slots (their figures kept first). */
+  expire(slots: number[]): number {
+    const ex = this.state.exports;
+    if (!ex.sweepBegin()) return 0;
+    let freed = 0;
+    try {
+      ex.sweepFlush();
+      for (const i of slots) {
+        const s = readSvcSlot(this.state, i, { flush: false });
+        if (!s) continue;
+        const kept = this.state.aged.services.get(s.key);
+        const merged =
+          kept && kept.hist && s.hist
+            ? { ...s, slot: -1, requests: s.requests + kept.requests, hist: merge(s.hist, kept.hist) }
+            : { ...s, slot: -1 };
+        // re-inserted: the map's order is the order of last activity (the oldest are forgotten first)
+        this.state.aged.services.delete(s.key);
+        this.state.aged.services.set(s.key, merged);
+        if (ex.releaseSvc(i)) freed++;
+        this.last.delete(s.key);
+      }
+    } finally {
+      ex.sweepEnd();
+    }
+    this.state.aged.servicesExpired += freed;
+    const kept = this.state.aged.services;
+    for (const k of kept.keys()) {
+      if (kept.size <= this.opts.maxKept) break;
+      kept.delete(k);
+      this.state.aged.servicesDropped++;
+    }
+    return freed;
+  }
 }

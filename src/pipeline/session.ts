@@ -5,7 +5,7 @@
  * The probe itself is a ProbeDefinition: its BPF object, its hook choices
  * and its settings.
  */
-import { AGE_INTERVAL_MS, ConnectionAger } from './aging.js';
+import { AGE_INTERVAL_MS, ConnectionAger, ServiceAger } from './aging.js';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -28,6 +28,7 @@ import {
 import { createState, type State } from '../wasm.js';
 import { onlineCpus } from './cpus.js';
 import { WorkerPool, type PoolTotals } from './pool.js';
+import { MapAger, mapAgeInterval, type AgeMapSpec, type AgingCounts } from './map-aging.js';
 
 export interface ProbeDefinition<O> {
   /** command name, e.g. "latency-probe" */
@@ -48,6 +49,8 @@ export interface ProbeDefinition<O> {
   afterLoad?(obj: BpfObject, options: O): void;
   /** per-CPU hash maps the probe's figures are read from (kept in the result at stop) */
   countMaps?: string[];
+  /** count maps whose idle keys move out of the kernel into user space (src/pipeline/map-aging.ts) */
+  ageMaps?(options: O): AgeMapSpec[];
   /** what this kernel makes the probe measure less well, apart from its hook choices (said at start, in the report) */
   kernelNotes?(): string[];
 }
@@ -57,6 +60,8 @@ export interface MapReader {
   percpuHash(name: string): [Uint8Array, BigUint64Array][];
   /** the kernel counters (the stats map), for reading them after the maps */
   stats(): bigint[];
+  /** an aged map's keys expired and coarsened so far (undefined: the map is not aged) */
+  aging?(name: string): AgingCounts | undefined;
 }
 
 export interface PipelineOptions {
@@ -235,6 +240,7 @@ export async function startSession<O>(
   let pool: WorkerPool | undefined;
   try {
     def.afterLoad?.(obj, options);
+    const ageMaps = def.ageMaps?.(options) ?? [];
     writeSampleRate(obj, sampleRate);
     const state = createState({
       connCapacity: pipe.connCapacity,
@@ -253,7 +259,7 @@ export async function startSession<O>(
       wakeupBytes: Math.min(pipe.wakeupBytes, (pipe.pagesPerCpu * PAGE_SIZE) / 4),
     });
     attachHooks(def, obj, hooks, degraded);
-    return running(def, { obj, hooks, degraded, state, pool, cpus });
+    return running(def, { obj, hooks, degraded, state, pool, cpus, ageMaps });
   } catch (e) {
     if (pool) await pool.stop().catch(() => undefined); // before the map its rings belong to is closed
     obj.close();
@@ -282,6 +288,7 @@ interface Started {
   state: State;
   pool: WorkerPool;
   cpus: number[];
+  ageMaps: AgeMapSpec[];
 }
 
 /** The session while it measures: the flush timer runs; stop() ends it once, however often it is called. */
@@ -290,14 +297,27 @@ function running<O>(def: ProbeDefinition<O>, started: Started): RunningSession {
   const flush = batchFlusher(obj, def.flushProgram, started.cpus);
   const flushTimer = setInterval(flush, FLUSH_INTERVAL_MS);
   const ager = new ConnectionAger(state);
+  const svcAger = new ServiceAger(state);
   const ageTimer = setInterval(() => {
     try {
       ager.tick();
+      svcAger.tick();
     } catch (e) {
       clearInterval(ageTimer); // a bug: rows stop ageing (the table fills, counted), the measuring goes on
-      log.error(`connection table ageing stopped: ${(e as Error).stack ?? String(e)}`);
+      log.error(`table ageing stopped: ${(e as Error).stack ?? String(e)}`);
     }
   }, AGE_INTERVAL_MS);
+  const mapAger = new MapAger(obj, started.ageMaps);
+  const mapAgeTimer = started.ageMaps.length
+    ? setInterval(() => {
+        try {
+          mapAger.tick();
+        } catch (e) {
+          clearInterval(mapAgeTimer); // keys stop expiring (the kernel map fills, counted), the measuring goes on
+          log.error(`count map ageing stopped: ${(e as Error).stack ?? String(e)}`);
+        }
+      }, mapAgeInterval(started.ageMaps))
+    : undefined;
   const since = { startedAt: new Date(), startNs: process.hrtime.bigint() };
   let stopped: Promise<SessionResult> | undefined;
   return {
@@ -306,8 +326,9 @@ function running<O>(def: ProbeDefinition<O>, started: Started): RunningSession {
     degraded,
     kernelStats: () => obj.readPercpuArray('stats', def.statCount),
     maps: {
-      percpuHash: (name) => obj.readPercpuHash(name),
+      percpuHash: (name) => mapAger.read(name),
       stats: () => obj.readPercpuArray('stats', def.statCount),
+      aging: (name) => mapAger.counts(name),
     },
     setSampleRate: (n) => {
       if (!stopped) writeSampleRate(obj, n);
@@ -318,10 +339,11 @@ function running<O>(def: ProbeDefinition<O>, started: Started): RunningSession {
         const kretprobeMissed = detachCountingMisses(obj);
         clearInterval(flushTimer);
         clearInterval(ageTimer);
+        clearInterval(mapAgeTimer);
         const endNs = process.hrtime.bigint();
         const endedAt = new Date();
         const times = { startedAt: since.startedAt, endedAt, startNs: since.startNs, endNs };
-        return collect(def, started, flush, times, kretprobeMissed);
+        return collect(def, started, flush, times, kretprobeMissed, mapAger);
       })();
       return stopped;
     },
@@ -357,6 +379,7 @@ async function collect<O>(
   flush: () => void,
   times: Pick<SessionResult, 'startedAt' | 'endedAt' | 'startNs' | 'endNs'>,
   kretprobeMissed: number | null,
+  mapAger: MapAger,
 ): Promise<SessionResult> {
   const { obj } = started;
   await sleep(20); // programs already running finish their output
@@ -364,7 +387,8 @@ async function collect<O>(
   const totals = await started.pool.stop();
   const kernelStats = obj.readPercpuArray('stats', def.statCount);
   const programs = obj.programStats();
-  const kept = new Map((def.countMaps ?? []).map((m) => [m, obj.readPercpuHash(m)]));
+  const kept = new Map((def.countMaps ?? []).map((m) => [m, mapAger.read(m)]));
+  const aging = new Map((def.countMaps ?? []).map((m) => [m, mapAger.counts(m)]));
   obj.close();
   const maps: MapReader = {
     percpuHash(name) {
@@ -373,6 +397,7 @@ async function collect<O>(
       return v;
     },
     stats: () => kernelStats,
+    aging: (name) => aging.get(name),
   };
   return {
     state: started.state,

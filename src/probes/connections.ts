@@ -8,7 +8,7 @@
  */
 import type { BpfObject } from '../native.js';
 import type { ProbeDefinition } from '../pipeline/session.js';
-import { latencyProbe, type LatencyOptions } from './latency.js';
+import { latencyProbe, TLS_MAPS, TLS_MAPS_ENTRIES, type LatencyOptions } from './latency.js';
 import { LIBSSL_PROBES } from '../kernel/libssl.js';
 
 export type ConnectionOptions = LatencyOptions;
@@ -40,6 +40,7 @@ export const connectionProbe: ProbeDefinition<ConnectionOptions> = {
   optionalSlots: ['tls records', 'libssl handshakes'],
   configure(obj: BpfObject, o: ConnectionOptions) {
     latencyProbe.configure(obj, o);
+    for (const m of TLS_MAPS) obj.setMapMaxEntries(m, TLS_MAPS_ENTRIES);
     obj.setGlobal('measure_connections', true);
   },
 };

@@ -6,8 +6,10 @@
  * src/report/drops.ts.
  */
 import type { BpfObject } from '../native.js';
-import { STAT__COUNT } from '../records.js';
+import { DKEY_RADDR, DKEY_RPORT, STAT__COUNT } from '../records.js';
 import type { ProbeDefinition } from '../pipeline/session.js';
+import { DEFAULT_IDLE_MS } from '../pipeline/map-aging.js';
+import { usageError } from '../errors.js';
 import { applyFilter } from '../filter/kernel.js';
 import type { ResolvedFilter } from '../filter/resolve.js';
 import { tracepointHasField } from '../kernel/features.js';
@@ -16,6 +18,36 @@ export interface DropOptions {
   filter: ResolvedFilter;
   /** distinct (location, reason, flow) keys the kernel counts; past that, drops count in the total only */
   maxKeys: number;
+}
+
+/** Max entries of the `pkts` map (bpf/drops.bpf.c): one per local port, protocol and netns. */
+const PKTS_MAX_ENTRIES = 16384;
+/** Expired keys kept in user space per key the kernel map can hold. */
+const KEPT_PER_KERNEL_KEY = 4;
+
+/**
+ * A drop key with its remote address and port zeroed: the drops of every
+ * peer of one (location, reason, local side) together, which keeps the
+ * totals by reason, function, layer and service exact.
+ */
+export function coarsenDropKey(key: Uint8Array): Uint8Array {
+  const c = Uint8Array.from(key);
+  c.fill(0, DKEY_RPORT, DKEY_RPORT + 2);
+  c.fill(0, DKEY_RADDR, DKEY_RADDR + 16);
+  return c;
+}
+
+/**
+ * How long a drop key (and a packet count key) may stay unchanged before it
+ * moves out of the kernel map: 60 s, or MESHPROBE_DROP_KEY_IDLE_MS (tests).
+ */
+export function dropKeyIdleMs(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.MESHPROBE_DROP_KEY_IDLE_MS;
+  if (v === undefined || v === '') return DEFAULT_IDLE_MS;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 100)
+    throw usageError(`MESHPROBE_DROP_KEY_IDLE_MS=${v}: a whole number of milliseconds, >= 100`);
+  return n;
 }
 
 export const dropProbe: ProbeDefinition<DropOptions> = {
@@ -60,6 +92,14 @@ export const dropProbe: ProbeDefinition<DropOptions> = {
   },
   optionalSlots: ['service packets'],
   countMaps: ['drops', 'pkts'],
+  // idle keys leave the kernel maps (room for new flows); their counts stay in the report
+  ageMaps(o: DropOptions) {
+    const idleMs = dropKeyIdleMs();
+    return [
+      { map: 'drops', idleMs, maxKept: KEPT_PER_KERNEL_KEY * o.maxKeys, coarsen: coarsenDropKey },
+      { map: 'pkts', idleMs, maxKept: KEPT_PER_KERNEL_KEY * PKTS_MAX_ENTRIES },
+    ];
+  },
   configure(obj: BpfObject, o: DropOptions) {
     applyFilter(obj, o.filter);
     obj.setMapMaxEntries('drops', o.maxKeys);

@@ -19,6 +19,11 @@ export interface LatencyOptions {
   inferRoles: boolean;
 }
 
+/** bpf/tls.bpf.c's maps and the size connection-tracker gives them (the object's own). */
+export const TLS_MAPS = ['tls_flows', 'tls_ssl', 'tls_ssl_call'] as const;
+export const TLS_MAPS_ENTRIES = 16384;
+const TLS_MAPS_UNUSED = 64;
+
 export const latencyProbe: ProbeDefinition<LatencyOptions> = {
   name: 'latency-probe',
   object: 'latency',
@@ -88,6 +93,9 @@ export const latencyProbe: ProbeDefinition<LatencyOptions> = {
     const entries = 2 ** Math.ceil(Math.log2(Math.max(4, o.socketTableSize)));
     obj.setGlobal('sock_table_size', BigInt(entries));
     obj.setMapMaxEntries('socks', entries);
+    // the TLS maps (bpf/tls.bpf.c, linked into this object) serve connection-tracker only: here
+    // they are created nearly empty (5.6 MB of locked kernel memory less); connection-tracker sizes them
+    for (const m of TLS_MAPS) obj.setMapMaxEntries(m, TLS_MAPS_UNUSED);
   },
   afterLoad(obj: BpfObject, o: LatencyOptions) {
     loadFilterCgroups(obj, o.filter);

@@ -73,7 +73,7 @@ import {
   latencyMetricSet,
   latencyProgress,
   readLatencyFigures,
-  serviceNamer,
+  serviceIdentifier,
   exchangesSeen,
   samplingFactors,
   REPORT_VERSION,
@@ -81,6 +81,7 @@ import {
   type ReportContext,
 } from './latency.js';
 import { ms, percentilesMs } from './views.js';
+import { k8sField, type PodNames, type PodRef } from '../k8s/names.js';
 
 export const MEASURE_METRICS = {
   setup: METRIC_SETUP,
@@ -115,6 +116,8 @@ export interface MeasureSeries {
   port: number;
   peer?: string;
   hist: HistogramSnapshot;
+  /** the service's pod (see ServiceFigure.k8s) */
+  k8s?: PodRef;
 }
 
 export interface ConnectionFigures {
@@ -141,9 +144,10 @@ export function readConnectionFigures(
   state: State,
   kernelStats: bigint[],
   defs: readonly ServiceDef[] = [],
+  pods?: PodNames,
 ): ConnectionFigures {
   const conns = readConnTable(state, { histograms: false });
-  const latency = readLatencyFigures(state, kernelStats, defs, conns);
+  const latency = readLatencyFigures(state, kernelStats, defs, conns, pods);
   // per metric the decoder has (build/meshprobe.wasm's METRIC__COUNT): one it lacks reads as empty
   const hs: Partial<MeasureHistograms> = readMeasureHistograms(state);
   const measures = Object.fromEntries(
@@ -152,15 +156,17 @@ export function readConnectionFigures(
       hs[m] ?? { client: emptyHistogram(), server: emptyHistogram() },
     ]),
   ) as Record<MeasureName, Sides>;
-  const name = serviceNamer(allConnections(state, conns), defs);
-  const series = readSvcTable(state, { flush: false }).flatMap((s) => {
+  const identify = serviceIdentifier(allConnections(state, conns), defs, pods);
+  const series = readSvcTable(state, { flush: false }).flatMap((s): MeasureSeries[] => {
     const metric = s.metric !== 0 ? metricName.get(s.metric) : undefined;
     if (metric === undefined) return [];
+    const id = identify(s);
     return [
       {
         key: s.key.toString(),
         metric,
-        name: name(s),
+        name: id.name,
+        ...(id.k8s ? { k8s: id.k8s } : {}),
         role: s.role === ROLE_CLIENT ? ('client' as const) : ('server' as const),
         port: s.port,
         ...(s.role === ROLE_CLIENT ? { peer: endpoint(s.raddr, s.port, s.family) } : {}),
@@ -308,6 +314,7 @@ export function connectionsSection(f: ConnectionFigures, durationS: number, star
         lifetime_ms: pct(of('lifetime')),
         idle_gap_ms: pct(of('idle')),
         ...(role === 'client' ? { pool: pool(peers, busyBy.get(key) ?? 0) } : {}),
+        ...k8sField(g.find((s) => s.k8s)?.k8s),
       };
     })
     .sort((a, b) => b.opened + b.closed - (a.opened + a.closed));
@@ -346,7 +353,7 @@ export function connectionsSection(f: ConnectionFigures, durationS: number, star
 
 export function buildConnectionReport(r: SessionResult, ctx: ReportContext) {
   const base = buildLatencyReport(r, ctx);
-  const f = readConnectionFigures(r.state, r.kernelStats, ctx.services);
+  const f = readConnectionFigures(r.state, r.kernelStats, ctx.services, ctx.pods);
   f.nowNs = Number(r.endNs);
   return {
     timestamp: base.timestamp,
@@ -358,6 +365,7 @@ export function buildConnectionReport(r: SessionResult, ctx: ReportContext) {
     connections: connectionsSection(f, base.duration_seconds, Number(r.startNs)),
     metrics: base.metrics,
     pipeline: base.pipeline,
+    ...(base.k8s ? { k8s: base.k8s } : {}),
     ...(base.exports ? { exports: base.exports } : {}),
   };
 }
@@ -367,8 +375,9 @@ export function connectionMetricSet(
   f: ConnectionFigures,
   span: { start: Date; end: Date; cumulative: boolean },
   sampling: SamplingInfo,
+  pods?: PodNames,
 ): MetricSet {
-  const base = latencyMetricSet(f.latency, span, sampling);
+  const base = latencyMetricSet(f.latency, span, sampling, pods);
   const help: Record<MeasureName, string> = {
     setup: 'TCP set-up time: client SYN sent to SYN-ACK received; server SYN-ACK sent to the final ACK',
     connect_fail: 'Time from SYN to the failure of connects that failed',
@@ -396,19 +405,23 @@ export function connectionMetricSet(
     for (const side of ['client', 'server'] as const)
       histograms.push({ name: histName[k], help: help[k], labels: { side }, hist: v[side] });
   }
-  // one series per (figure, service, role): slots of one name are merged (InfluxDB would keep only one of equal tags)
-  const merged = new Map<string, MeasureSeries>();
-  for (const s of f.series) {
-    if (s.metric === 'requests' || s.metric === 'tls_libssl') continue;
-    const key = `${s.metric}\u0000${s.name}\u0000${s.role}`;
+  // one series per (figure, service, role, pod labels): slots of one name are merged (InfluxDB would keep only
+  // one of equal tags); pods gone past their grace period have none, pods beyond --max-pods are "other"
+  const merged = new Map<string, { s: MeasureSeries; labels: Record<string, string> }>();
+  for (const s0 of f.series) {
+    if (s0.metric === 'requests' || s0.metric === 'tls_libssl') continue;
+    if (pods?.expired(s0.k8s)) continue;
+    const s = pods ? { ...s0, name: pods.serviceLabel(s0.name, s0.k8s, s0.port) } : s0;
+    const labels = pods ? pods.labels(s.k8s) : {};
+    const key = `${s.metric}\u0000${s.name}\u0000${s.role}\u0000${JSON.stringify(labels)}`;
     const m = merged.get(key);
-    merged.set(key, m ? { ...m, hist: mergeAll([m.hist, s.hist]) } : s);
+    merged.set(key, m ? { s: { ...m.s, hist: mergeAll([m.s.hist, s.hist]) }, labels } : { s, labels });
   }
-  for (const s of merged.values()) {
+  for (const { s, labels } of merged.values()) {
     histograms.push({
       name: `service_${histName[s.metric]}`,
       help: `${help[s.metric]}, per service`,
-      labels: { service: s.name, role: s.role },
+      labels: { service: s.name, role: s.role, ...labels },
       hist: s.hist,
     });
   }
@@ -449,15 +462,27 @@ export function connectionMetricSet(
       : [];
   const spanS = Math.max(1e-9, (span.end.getTime() - span.start.getTime()) / 1000);
   const section = connectionsSection(f, spanS, f.nowNs - spanS * 1e9);
+  const poolRefs = new Map(f.series.filter((s) => s.k8s).map((s) => [s.name, s.k8s]));
   for (const s of section.by_service) {
     if (s.role !== 'client' || !s.pool) continue;
+    const ref = poolRefs.get(s.service);
+    if (pods?.expired(ref)) continue;
+    const labels = pods
+      ? { service: pods.serviceLabel(s.service, ref, s.port), ...pods.labels(ref) }
+      : { service: s.service };
     gauges.push(
-      c('pool_connections_open', 'Mean connections open to the service over the span', s.pool.connections_open_avg, {
-        service: s.service,
-      }),
-      c('pool_connections_busy', 'Mean connections busy with a request over the span', s.pool.connections_busy_avg, {
-        service: s.service,
-      }),
+      c(
+        'pool_connections_open',
+        'Mean connections open to the service over the span',
+        s.pool.connections_open_avg,
+        labels,
+      ),
+      c(
+        'pool_connections_busy',
+        'Mean connections busy with a request over the span',
+        s.pool.connections_busy_avg,
+        labels,
+      ),
     );
   }
   return {
@@ -489,14 +514,21 @@ export function connectionIntervalReport(
   };
 }
 
-export function connectionOutputs(services: readonly ServiceDef[]): ProbeOutputs<ConnectionFigures> {
+export function connectionOutputs(services: readonly ServiceDef[], pods?: PodNames): ProbeOutputs<ConnectionFigures> {
   return {
-    read: (state, k) => readConnectionFigures(state, k, services),
+    read: (state, k) => readConnectionFigures(state, k, services, pods),
     diff: diffConnectionFigures,
     interval: connectionIntervalReport,
-    metricSet: connectionMetricSet,
+    metricSet: (f, span, sampling) => connectionMetricSet(f, span, sampling, pods),
     progress: (f) => latencyProgress(f.latency),
     demand: latencyDemand,
+    ...(pods
+      ? {
+          watch: () => {
+            pods.expire();
+          },
+        }
+      : {}),
   };
 }
 

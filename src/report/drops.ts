@@ -24,11 +24,13 @@ import { endpoint, formatAddr } from '../wasm.js';
 import { LATENCY_STATS } from '../probes/latency.js';
 import type { ServiceDef } from '../filter/services.js';
 import { matchService } from '../filter/services.js';
+import { k8sField, podService, type PodNames, type PodRef } from '../k8s/names.js';
 import { defaultResolveEnv, netnsInode } from '../filter/resolve.js';
 import type { MapReader, SessionResult } from '../pipeline/session.js';
 import type { MetricSet, ProbeOutputs, SamplingInfo, ScalarSeries } from '../export/model.js';
 import * as R from '../records.js';
 import { programFigures, REPORT_VERSION } from './latency.js';
+import { coarsenDropKey } from '../probes/drops.js';
 
 export const LAYERS = ['xdp', 'tc', 'netfilter', 'ip', 'tcp', 'udp', 'socket', 'qdisc', 'device', 'other'] as const;
 export type Layer = (typeof LAYERS)[number];
@@ -103,6 +105,8 @@ export interface DropFigures {
   drops: DropEntry[];
   pkts: PacketCount[];
   kernel: Record<DropStat, number>;
+  /** drop keys moved out of the kernel map when idle, and those folded into coarser keys (src/pipeline/map-aging.ts) */
+  keys: { expired: number; coarsened: number };
 }
 
 function decodeDrop(k: Uint8Array, v: BigUint64Array): DropEntry {
@@ -122,6 +126,16 @@ function decodeDrop(k: Uint8Array, v: BigUint64Array): DropEntry {
     raddr: formatAddr(k.slice(R.DKEY_RADDR, R.DKEY_RADDR + 16), family),
     packets: Number(v[0]),
     bytes: Number(v[1]),
+  };
+}
+
+/** The local side of a drop key (what names its service), without decoding the rest. */
+function localSide(k: Uint8Array): { netns: number; lport: number; protocol: number } {
+  const dv = new DataView(k.buffer, k.byteOffset, k.byteLength);
+  return {
+    netns: dv.getUint32(R.DKEY_NETNS, true),
+    lport: dv.getUint16(R.DKEY_LPORT, true),
+    protocol: k[R.DKEY_PROTOCOL],
   };
 }
 
@@ -148,21 +162,47 @@ export function readDropFigures(maps: MapReader): DropFigures {
   const kernel = Object.fromEntries(
     DROP_STATS.map((n) => [n, Number(kernelStats[LATENCY_STATS.indexOf(n as never)] ?? 0n)]),
   ) as Record<DropStat, number>;
-  return { drops, pkts, kernel };
+  const aging = maps.aging?.('drops');
+  return { drops, pkts, kernel, keys: { expired: aging?.expired ?? 0, coarsened: aging?.coarsened ?? 0 } };
+}
+
+/** The hex key of the coarser key a drop key's counts fold into (the same when it is as coarse as it gets). */
+const coarserHex = (key: string) => Buffer.from(coarsenDropKey(Buffer.from(key, 'hex'))).toString('hex');
+
+/**
+ * Each key's increase since `prev`. A key whose counts moved into its
+ * coarser key (the expired keys' store was full: map-aging.ts) reads less
+ * than before, or is gone: what it no longer holds is taken off the coarser
+ * key's increase, so that the interval counts only new drops (the totals by
+ * reason, function and service stay exact; the flow is the coarser one).
+ */
+function diffDrops(cur: DropEntry[], prev: DropEntry[]): DropEntry[] {
+  const before = new Map(prev.map((d) => [d.key, d]));
+  const out = new Map(
+    cur.map((d) => {
+      const p = before.get(d.key);
+      return [d.key, { ...d, packets: d.packets - (p?.packets ?? 0), bytes: d.bytes - (p?.bytes ?? 0) }];
+    }),
+  );
+  for (const p of prev) {
+    const now = out.get(p.key); // its increase: negative when counts moved out
+    const moved = now ? { packets: -now.packets, bytes: -now.bytes } : { packets: p.packets, bytes: p.bytes };
+    if (moved.packets <= 0) continue;
+    if (now) Object.assign(now, { packets: 0, bytes: 0 });
+    const coarser = out.get(coarserHex(p.key));
+    if (coarser && coarser !== now) {
+      coarser.packets -= moved.packets;
+      coarser.bytes -= moved.bytes;
+    }
+  }
+  return [...out.values()].filter((d) => d.packets > 0);
 }
 
 export function diffDropFigures(cur: DropFigures, prev: DropFigures | undefined): DropFigures {
   if (!prev) return cur;
-  const pd = new Map(prev.drops.map((d) => [d.key, d]));
   const pp = new Map(prev.pkts.map((p) => [p.key, p]));
   return {
-    drops: cur.drops
-      .map((d) => ({
-        ...d,
-        packets: d.packets - (pd.get(d.key)?.packets ?? 0),
-        bytes: d.bytes - (pd.get(d.key)?.bytes ?? 0),
-      }))
-      .filter((d) => d.packets > 0),
+    drops: diffDrops(cur.drops, prev.drops),
     pkts: cur.pkts
       .map((p) => ({
         ...p,
@@ -171,6 +211,7 @@ export function diffDropFigures(cur: DropFigures, prev: DropFigures | undefined)
       }))
       .filter((p) => p.packets > 0),
     kernel: Object.fromEntries(DROP_STATS.map((n) => [n, cur.kernel[n] - prev.kernel[n]])) as Record<DropStat, number>,
+    keys: { expired: cur.keys.expired - prev.keys.expired, coarsened: cur.keys.coarsened - prev.keys.coarsened },
   };
 }
 
@@ -180,11 +221,17 @@ export class DropNamer {
   private syms = new Kallsyms();
   private symsLoadedAt = Date.now();
   private owners = new Map<string, string>(); // "netns|port|proto" -> comm
+  private ownerPods = new Map<string, PodRef>(); // "netns|port|proto" -> the owner's pod
+  private servicePods = new Map<string, PodRef>(); // service name -> its pod
   readonly kallsymsRestricted: boolean;
   /** the kernel's listen-queue counters when the probe started */
   readonly listenAtStart: ListenCounters[] = listenCounters();
 
-  constructor(private readonly defs: readonly ServiceDef[] = []) {
+  constructor(
+    private readonly defs: readonly ServiceDef[] = [],
+    /** the run's pod names: a port owned by a pod's process is its service "namespace/pod:port" */
+    readonly pods?: PodNames,
+  ) {
     let names: Map<number, string>;
     try {
       names = btfEnum('skb_drop_reason', VMLINUX_BTF);
@@ -229,8 +276,24 @@ export class DropNamer {
     const want = new Set(entries.filter((e) => e.lport && !this.owners.get(key(e))).map((e) => e.lport));
     if (want.size === 0 || Date.now() - this.lastScan < 1000) return;
     this.lastScan = Date.now();
-    for (const o of portOwners(want))
-      if (o.comm) this.owners.set(`${o.netns}|${o.port}|${o.protocol === 'tcp' ? 6 : 17}`, o.comm);
+    for (const o of portOwners(want)) {
+      if (!o.comm) continue;
+      const k = `${o.netns}|${o.port}|${o.protocol === 'tcp' ? 6 : 17}`;
+      this.owners.set(k, o.comm);
+      const ref = this.pods?.ofPid(o.pid);
+      if (ref) this.ownerPods.set(k, ref);
+    }
+  }
+
+  /** The pod of a service (named by service()), if it is one's. */
+  podOf(service: string): PodRef | undefined {
+    return this.servicePods.get(service);
+  }
+
+  /** The exporter labels of a service label: its pod's namespace, pod, container (none for "other" or a host's). */
+  podLabels(serviceLabel: string): Record<string, string> {
+    const ref = this.servicePods.get(serviceLabel);
+    return ref && this.pods ? this.pods.labels(ref) : {};
   }
 
   service(e: { netns: number; lport: number; protocol: number }): string {
@@ -239,6 +302,12 @@ export class DropNamer {
     const named = this.defs.length
       ? matchService(this.defs, { port: e.lport, comm, netns: e.netns }, (n) => netnsInode(n, this.env))
       : undefined;
+    const pod = this.ownerPods.get(`${e.netns}|${e.lport}|${e.protocol}`);
+    if (pod) {
+      const name = named ?? podService(pod, e.lport);
+      this.servicePods.set(name, pod);
+      return name;
+    }
     if (named) return named;
     return comm
       ? `${comm}:${e.lport}`
@@ -272,6 +341,11 @@ function bounded<T>(
   const keep = sorted.slice(0, Math.max(0, max - 1));
   const rest = sorted.slice(keep.length);
   return { rows: [...keep, ['other', rest.map((r) => r[1]).reduce(merge)]], folded: rest.length };
+}
+
+/** A key whose remote side was zeroed by coarsening (a real packet with an IP header has a remote address). */
+function isCoarsePeer(e: DropEntry): boolean {
+  return e.family !== 0 && e.rport === 0 && /^(0\.0\.0\.0|::)$/.test(e.raddr);
 }
 
 const PROTO: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6', 132: 'sctp' };
@@ -351,6 +425,7 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
         packets: packets ?? 0,
         by_reason: countBy(xs, (e) => e.reasonName),
         by_layer: countBy(xs, (e) => e.layer),
+        ...k8sField(namer.podOf(service)),
       };
     }),
     top_functions: fns.rows.slice(0, 20).map(([fn, xs]) => ({
@@ -365,7 +440,8 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
       .map((e) => ({
         protocol: PROTO[e.protocol] ?? String(e.protocol),
         local: endpoint(e.laddr, e.lport, e.family),
-        remote: endpoint(e.raddr, e.rport, e.family),
+        // "*": many peers' drops folded together (keys_coarsened)
+        remote: isCoarsePeer(e) ? '*' : endpoint(e.raddr, e.rport, e.family),
         direction: e.dir === 1 ? 'in' : e.dir === 2 ? 'out' : 'unknown',
         netns: e.netns,
         reason: e.reasonName,
@@ -375,7 +451,15 @@ export function dropsSection(f: DropFigures, namer: DropNamer, durationS: number
         drops: e.packets,
       })),
     labels_folded: { services: svc.folded, functions: fns.folded },
-    breakdown: { counted, scale: factor, unattributed, table_full: f.kernel.drop_table_full },
+    breakdown: {
+      counted,
+      scale: factor,
+      unattributed,
+      table_full: f.kernel.drop_table_full,
+      // drop keys moved out of the kernel map when idle (their counts kept), and those folded into coarser keys
+      keys_expired: f.keys.expired,
+      keys_coarsened: f.keys.coarsened,
+    },
     kernel: f.kernel,
   };
 }
@@ -414,6 +498,7 @@ export function buildDropReport(
       kallsyms_restricted: ctx.namer.kallsymsRestricted,
       programs: programFigures(r.programs),
     },
+    ...(ctx.namer.pods ? { k8s: ctx.namer.pods.stats() } : {}),
     ...(ctx.exports ? { exports: ctx.exports } : {}),
   };
 }
@@ -444,7 +529,9 @@ export function dropOutputs(namer: DropNamer, maxLabels: number): ProbeOutputs<D
       for (const e of f.drops) {
         const reason = namer.reason(e.reason);
         const layer = layerOf(reason, namer.fn(e.location), e.protocol);
-        const service = namer.label(namer.service(e), maxLabels);
+        const service0 = namer.service(e);
+        if (namer.pods?.expired(namer.podOf(service0))) continue; // a pod gone past its grace period
+        const service = namer.label(service0, maxLabels);
         const k = `${reason}|${layer}|${service}`;
         const a = agg.get(k) ?? { reason, layer, service, n: 0 };
         a.n += e.packets * s.breakdown.scale; // a fixed factor: counters never go down
@@ -454,14 +541,15 @@ export function dropOutputs(namer: DropNamer, maxLabels: number): ProbeOutputs<D
         counters.push({
           name: 'drops',
           help: 'Packets the kernel dropped (skb:kfree_skb), by reason, layer and service',
-          labels: { reason: a.reason, layer: a.layer, service: a.service },
+          labels: { reason: a.reason, layer: a.layer, service: a.service, ...namer.podLabels(a.service) },
           value: Math.round(a.n),
         });
       for (const x of s.by_service) {
+        if (namer.pods?.expired(namer.podOf(x.service))) continue;
         counters.push({
           name: 'service_packets',
           help: 'Packets the local sockets of the service sent or received',
-          labels: { service: x.service },
+          labels: { service: x.service, ...namer.podLabels(x.service) },
           value: x.packets,
         });
       }
@@ -471,6 +559,18 @@ export function dropOutputs(namer: DropNamer, maxLabels: number): ProbeOutputs<D
         help: 'Drops in the total that the breakdown does not hold (the kernel map was full)',
         labels: {},
         value: s.breakdown.unattributed,
+      });
+      counters.push({
+        name: 'drop_keys_expired',
+        help: 'Drop keys moved out of the kernel map when idle (their counts kept in user space)',
+        labels: {},
+        value: s.breakdown.keys_expired,
+      });
+      counters.push({
+        name: 'drop_keys_coarsened',
+        help: 'Expired drop keys folded into coarser keys, remote address and port left out (the store was full)',
+        labels: {},
+        value: s.breakdown.keys_coarsened,
       });
       return {
         probe: 'packet-drop-probe',
@@ -492,7 +592,8 @@ export function dropOutputs(namer: DropNamer, maxLabels: number): ProbeOutputs<D
     },
     // while the probe runs: the owners of ports with drops, before they go away
     watch: (_state, _k, maps) => {
-      namer.learn(maps.percpuHash('drops').map(([k, v]) => decodeDrop(k, v)));
+      namer.learn(maps.percpuHash('drops').map(([k]) => localSide(k)));
+      namer.pods?.expire();
     },
     progress: (f) => ({
       requests: f.drops.reduce((a, e) => a + e.packets, 0),

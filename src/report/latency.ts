@@ -23,7 +23,7 @@ import {
   type ServiceSlot,
   type State,
 } from '../wasm.js';
-import { diff, mergeAll, percentile, toBucketList, type HistogramSnapshot } from '../histogram.js';
+import { diff, emptyHistogram, mergeAll, percentile, toBucketList, type HistogramSnapshot } from '../histogram.js';
 import { LATENCY_STATS } from '../probes/latency.js';
 import type { SessionResult } from '../pipeline/session.js';
 import type { ProgramStats } from '../native.js';
@@ -38,7 +38,8 @@ import {
   type ScalarSeries,
 } from '../export/model.js';
 import { ms, percentilesMs, viewSummary, type ViewSummary } from './views.js';
-import { analyzeOverhead, DEFAULT_PROXY_COMMS } from './overhead.js';
+import { analyzeOverhead, DEFAULT_PROXY_COMMS, type ProxyFigure, type ServiceOverhead } from './overhead.js';
+import { k8sField, podService, type K8sField, type PodNames, type PodRef, type PodStats } from '../k8s/names.js';
 
 export const REPORT_VERSION = 2;
 
@@ -63,16 +64,32 @@ export interface ServiceFigure {
   peer?: string;
   requests: number;
   hist: HistogramSnapshot;
+  /** the pod of the service (a server's own; a client's: its server's, when that is on this node) */
+  k8s?: PodRef;
 }
 
 export interface LatencyFigures {
   client: HistogramSnapshot;
   server: HistogramSnapshot;
+  /** the kernel's windowed minimum RTT (the path) */
   network: HistogramSnapshot;
+  /** the kernel's smoothed RTT (with delayed-ACK waits); absent = none */
+  srtt?: HistogramSnapshot;
   services: ServiceFigure[];
   kernel: Record<LatencyStat, number>;
   counters: Counters;
+  /** distinct pods labelled pod="other" so far (beyond --max-pods); undefined without pod names */
+  podsOverLimit?: number;
 }
+
+/** A service's name and, on Kubernetes, its pod. */
+export interface ServiceId {
+  name: string;
+  k8s?: PodRef;
+}
+
+/** What serviceIdentifier needs of a service slot. */
+export type ServiceKey = Pick<ServiceSlot, 'role' | 'port' | 'raddr' | 'family' | 'tgid'>;
 
 /**
  * What a service is (see src/filter/services.ts): a --services entry when one
@@ -81,6 +98,20 @@ export interface LatencyFigures {
  * server when the probe sees its side too, else "addr:port".
  */
 export function serviceNamer(conns: readonly ConnSlot[], defs: readonly ServiceDef[] = []): (s: ServiceSlot) => string {
+  const id = serviceIdentifier(conns, defs);
+  return (s) => id(s).name;
+}
+
+/**
+ * serviceNamer with pods: a server in a pod is "namespace/pod:port" (its cgroup, recorded by the kernel
+ * when the connection opened, names the pod: src/k8s/names.ts), and so is a client's service when that
+ * server is on this node; a --services entry still wins. Host processes keep "comm:port".
+ */
+export function serviceIdentifier(
+  conns: readonly ConnSlot[],
+  defs: readonly ServiceDef[] = [],
+  pods?: PodNames,
+): (s: ServiceKey) => ServiceId {
   const servers = new Map<number, ConnSlot>(); // lport -> a server connection on it
   const serverAt = new Map<string, ConnSlot>(); // "laddr|lport" -> that connection
   for (const c of conns) {
@@ -104,14 +135,28 @@ export function serviceNamer(conns: readonly ConnSlot[], defs: readonly ServiceD
           netns,
         )
       : undefined;
+  const podOf = (c: ConnSlot | undefined) => (c && pods ? pods.of(c.cgroup_id) : undefined);
+  const withPod = (name: string, k8s: PodRef | undefined): ServiceId => (k8s ? { name, k8s } : { name });
   return (s) => {
     if (s.role === ROLE_SERVER) {
       const side = servers.get(s.port);
-      return byDefs(s.port, side) ?? `${side?.comm || procComm(s.tgid) || `pid${s.tgid}`}:${s.port}`;
+      const k8s = podOf(side);
+      return withPod(
+        byDefs(s.port, side) ??
+          (k8s ? podService(k8s, s.port) : `${side?.comm || procComm(s.tgid) || `pid${s.tgid}`}:${s.port}`),
+        k8s,
+      );
     }
     const local = serverAt.get(`${s.raddr}|${s.port}`);
-    return (
-      byDefs(s.port, local) ?? (local?.comm ? `${local.comm}:${local.lport}` : endpoint(s.raddr, s.port, s.family))
+    const k8s = podOf(local);
+    return withPod(
+      byDefs(s.port, local) ??
+        (k8s && local
+          ? podService(k8s, local.lport)
+          : local?.comm
+            ? `${local.comm}:${local.lport}`
+            : endpoint(s.raddr, s.port, s.family)),
+      k8s,
     );
   };
 }
@@ -121,22 +166,35 @@ export function readLatencyFigures(
   kernelStats: bigint[],
   defs: readonly ServiceDef[] = [],
   conns?: ConnSlot[],
+  pods?: PodNames,
 ): LatencyFigures {
-  const g = readGlobalHistograms(state);
+  const g = readGlobalHistograms(state); // client, server, network (min RTT), srtt
   const counters = readCounters(state, { flush: false });
   const slots = readSvcTable(state, { flush: false, metric: 0 }); // the latency slots (connection-tracker's measures have their own)
-  const name = serviceNamer(allConnections(state, conns ?? readConnTable(state, { histograms: false })), defs);
-  return {
-    ...g,
-    services: slots.map((s) => ({
+  const identify = serviceIdentifier(
+    allConnections(state, conns ?? readConnTable(state, { histograms: false })),
+    defs,
+    pods,
+  );
+  const services = slots.map((s): ServiceFigure => {
+    const id = identify(s);
+    // a pod's label place is taken when it is first read, so the overflow count below is current
+    if (id.k8s && pods && !pods.expired(id.k8s)) pods.labels(id.k8s);
+    return {
       key: s.key.toString(),
-      name: name(s),
+      name: id.name,
       role: roleName(s.role),
       port: s.port,
       ...(s.role === ROLE_CLIENT ? { peer: endpoint(s.raddr, s.port, s.family) } : {}),
       requests: s.requests,
       hist: slotHistogram(s),
-    })),
+      ...(id.k8s ? { k8s: id.k8s } : {}),
+    };
+  });
+  return {
+    ...g,
+    services,
+    ...(pods ? { podsOverLimit: pods.overLimit } : {}),
     kernel: Object.fromEntries(LATENCY_STATS.map((n, i) => [n, Number(kernelStats[i] ?? 0n)])) as Record<
       LatencyStat,
       number
@@ -157,6 +215,7 @@ export function diffLatencyFigures(cur: LatencyFigures, prev: LatencyFigures | u
     client: diff(cur.client, prev.client),
     server: diff(cur.server, prev.server),
     network: diff(cur.network, prev.network),
+    srtt: diff(cur.srtt ?? emptyHistogram(), prev.srtt),
     services: cur.services
       .map((s) => ({
         ...s,
@@ -166,6 +225,7 @@ export function diffLatencyFigures(cur: LatencyFigures, prev: LatencyFigures | u
       .filter((s) => s.requests > 0),
     kernel: sub(cur.kernel, prev.kernel),
     counters: sub(cur.counters, prev.counters),
+    ...(cur.podsOverLimit !== undefined ? { podsOverLimit: cur.podsOverLimit - (prev.podsOverLimit ?? 0) } : {}),
   };
 }
 
@@ -190,11 +250,18 @@ export function samplingFactors(f: LatencyFigures): { client: number; server: nu
   };
 }
 
-/** Services merged by name and role (several slots may carry one name): the report's row and the merged histogram. */
-function servicesOut(services: readonly ServiceFigure[], factors: { client: number; server: number }) {
+/**
+ * Services merged by name and role (several slots may carry one name; `keyOf` may merge more): the report's
+ * row and the merged histogram.
+ */
+function servicesOut(
+  services: readonly ServiceFigure[],
+  factors: { client: number; server: number },
+  keyOf: (s: ServiceFigure) => string = (s) => `${s.name}\u0000${s.role}`,
+) {
   const groups = new Map<string, ServiceFigure[]>();
   for (const s of services) {
-    const k = `${s.name}\u0000${s.role}`;
+    const k = keyOf(s);
     groups.set(k, [...(groups.get(k) ?? []), s]);
   }
   return [...groups.values()]
@@ -215,8 +282,9 @@ function servicesOut(services: readonly ServiceFigure[], factors: { client: numb
         max_ms: hist.count ? ms(hist.max_ns) : null,
         latency_histogram: hist.count ? viewSummary(hist).latency_histogram : null,
         buckets: toBucketList(hist),
+        ...k8sField(g[0].k8s),
       };
-      return { row, hist };
+      return { row, hist, k8s: g[0].k8s };
     })
     .sort((a, b) => b.row.requests - a.row.requests);
 }
@@ -229,7 +297,10 @@ export interface LatencyMetrics {
   percentiles: ViewSummary['percentiles'];
   client: ViewSummary;
   server: ViewSummary;
+  /** the kernel's windowed minimum RTT (tcp_min_rtt) on measured exchanges: the path */
   network: ViewSummary;
+  /** the kernel's smoothed RTT (srtt): includes the time ACKs wait for the answer */
+  network_srtt: ViewSummary;
   services: unknown[];
   events: { send: number; receive: number; cleanup: number; lost: number };
   loss: Record<string, number>;
@@ -246,6 +317,7 @@ export function latencyMetrics(f: LatencyFigures, sampling: SamplingInfo): Laten
   const client = viewSummary(f.client);
   const server = viewSummary(f.server);
   const network = viewSummary(f.network);
+  const networkSrtt = viewSummary(f.srtt ?? emptyHistogram());
   const view = client.total_requests > 0 ? 'client' : server.total_requests > 0 ? 'server' : 'none';
   const top = view === 'server' ? server : client;
   const factors = samplingFactors(f);
@@ -261,6 +333,7 @@ export function latencyMetrics(f: LatencyFigures, sampling: SamplingInfo): Laten
     client,
     server,
     network,
+    network_srtt: networkSrtt,
     services: servicesOut(f.services, factors).map((s) => s.row),
     // A full ring fails the kernel's output (counted per record in output_failures)
     // and perf also reports it as lost samples of up to 64 records: not the same unit, never added.
@@ -283,7 +356,7 @@ export function latencyMetrics(f: LatencyFigures, sampling: SamplingInfo): Laten
       exchanges_seen: seen.client + seen.server,
       factor: { client: r3(factors.client), server: r3(factors.server) },
     },
-    overhead_analysis: overheadAnalysis(client, server, network),
+    overhead_analysis: overheadAnalysis(client, server, network, networkSrtt),
   };
 }
 
@@ -332,8 +405,10 @@ export interface LatencyReport {
   report_version: number;
   host: string;
   kernel: string;
-  metrics: LatencyMetrics & { connections: unknown[]; connections_aged: ConnectionsAged };
+  metrics: LatencyMetrics & { connections: unknown[]; connections_aged: ConnectionsAged; services_aged: ServicesAged };
   pipeline: LatencyPipeline;
+  /** pod names (src/k8s/names.ts): how many, the bound on labels, the kubelet's directories read */
+  k8s?: PodStats;
   exports?: Record<string, unknown>;
 }
 
@@ -342,23 +417,62 @@ export interface ReportContext {
   services: readonly ServiceDef[];
   /** process names of sidecar proxies (--proxy-comm) */
   proxyComms?: readonly string[];
+  /** the run's pod names (one per run: its caches hold) */
+  pods?: PodNames;
   sampling: SamplingInfo;
   exports?: Record<string, unknown>;
 }
 
+/** overhead_analysis with the pods named: each proxy's, each service's (src/report/overhead.ts knows none). */
+function overheadWithPods(
+  o: ReturnType<typeof analyzeOverhead>,
+  conns: readonly ConnSlot[],
+  identify: (c: ConnSlot) => ServiceId,
+  pods: PodNames | undefined,
+) {
+  if (!pods) return o;
+  const byPid = new Map<number, PodRef>();
+  const byService = new Map<string, PodRef>();
+  for (const c of conns) {
+    const ref = pods.of(c.cgroup_id);
+    if (!ref) continue;
+    if (!byPid.has(c.tgid)) byPid.set(c.tgid, ref);
+    if (c.role === ROLE_SERVER) {
+      const id = identify(c);
+      if (id.k8s && !byService.has(id.name)) byService.set(id.name, id.k8s);
+    }
+  }
+  const proxies = o.proxies.map((p): ProxyFigure & { k8s?: K8sField } => ({ ...p, ...k8sField(byPid.get(p.pid)) }));
+  const by_service = o.by_service.map((s): ServiceOverhead & { k8s?: K8sField } => ({
+    ...s,
+    ...k8sField(byService.get(s.service)),
+  }));
+  return { ...o, proxies, by_service };
+}
+
 export function buildLatencyReport(r: SessionResult, ctx: ReportContext): LatencyReport {
   const conns = readConnTable(r.state);
-  const f = readLatencyFigures(r.state, r.kernelStats, ctx.services, conns);
+  const f = readLatencyFigures(r.state, r.kernelStats, ctx.services, conns, ctx.pods);
   const durationS = Number(r.endNs - r.startNs) / 1e9;
 
   const all = allConnections(r.state, conns); // with the folded rows of the connections aged out
-  const namer = serviceNamer(all, ctx.services);
-  const overhead = analyzeOverhead({
-    conns: all,
-    proxyComms: ctx.proxyComms ?? DEFAULT_PROXY_COMMS,
-    commOf: (c) => c.comm || procComm(c.tgid) || '',
-    serviceOf: (c) => namer({ role: c.role, port: c.lport, raddr: c.raddr, family: c.family, tgid: c.tgid } as never),
-  });
+  const { pods } = ctx;
+  const namer = serviceIdentifier(all, ctx.services, pods);
+  const identify = (c: ConnSlot) =>
+    namer({ role: c.role, port: c.lport, raddr: c.raddr, family: c.family, tgid: c.tgid });
+  const overhead = overheadWithPods(
+    analyzeOverhead({
+      conns: all,
+      proxyComms: ctx.proxyComms ?? DEFAULT_PROXY_COMMS,
+      commOf: (c) => c.comm || procComm(c.tgid) || '',
+      serviceOf: (c) => identify(c).name,
+      // a mesh sidecar by its container's name (istio-proxy, linkerd-proxy, cilium-envoy), whatever its process name
+      ...(pods ? { isProxy: (c: ConnSlot) => pods.sidecar(c.cgroup_id) } : {}),
+    }),
+    all,
+    identify,
+    pods,
+  );
   const metrics = latencyMetrics(f, ctx.sampling);
   const connections = conns
     .sort((a, b) => b.requests - a.requests || Number(a.conn_id - b.conn_id))
@@ -376,10 +490,12 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
       requests: c.requests,
       percentiles: c.hist && c.hist.count > 0 ? percentilesMs(c.hist) : null,
       mean_ms: c.hist && c.hist.count > 0 ? ms(c.hist.sum_ns / c.hist.count) : null,
+      min_rtt_ms: (c.min_rtt_us ?? 0) / 1000,
       srtt_ms: c.srtt_us / 1000,
       bytes_sent: c.bytes_sent,
       bytes_received: c.bytes_received,
       closed: c.closed,
+      ...k8sField(pods?.of(c.cgroup_id)),
     }));
 
   return {
@@ -393,10 +509,12 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
       ...metrics,
       overhead_analysis: {
         ...overhead,
+        network_ms: metrics.overhead_analysis.network_ms ?? null,
         network_srtt_ms: metrics.overhead_analysis.network_srtt_ms ?? null,
       },
       connections,
       connections_aged: connectionsAged(r.state),
+      services_aged: servicesAged(r.state),
     },
     pipeline: {
       hooks: Object.fromEntries(r.hooks.map((h) => [h.slot, h.chosen?.name])),
@@ -414,6 +532,7 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
       records_emitted: f.kernel.emitted,
       programs: programFigures(r.programs),
     },
+    ...(pods ? { k8s: pods.stats() } : {}),
     ...(ctx.exports ? { exports: ctx.exports } : {}),
   };
 }
@@ -435,6 +554,24 @@ export function connectionsAged(state: State): ConnectionsAged {
     requests: a.requests,
     folded_rows_dropped: a.dropped,
     table_rows: state.layout.connCap,
+  };
+}
+
+/** Idle services whose slots were freed (src/pipeline/aging.ts): still listed in `services`, with all their figures. */
+export interface ServicesAged {
+  /** slots freed */
+  services: number;
+  /** expired services forgotten (more were kept than the store holds): their requests are in the views only */
+  forgotten: number;
+  /** the table's slots (--max-services) */
+  table_slots: number;
+}
+
+export function servicesAged(state: State): ServicesAged {
+  return {
+    services: state.aged.servicesExpired,
+    forgotten: state.aged.servicesDropped,
+    table_slots: state.layout.svcCap,
   };
 }
 
@@ -462,6 +599,7 @@ export function latencyMetricSet(
   f: LatencyFigures,
   span: { start: Date; end: Date; cumulative: boolean },
   sampling: SamplingInfo,
+  pods?: PodNames,
 ): MetricSet {
   const factors = samplingFactors(f);
   const seen = exchangesSeen(f);
@@ -474,14 +612,20 @@ export function latencyMetricSet(
     })),
     {
       name: 'network_rtt',
-      help: "The kernel's smoothed TCP round-trip time (srtt) of measured connections",
+      help: "The network's round trip: the kernel's windowed minimum TCP RTT (tcp_min_rtt) of measured connections",
       labels: {},
       hist: f.network,
     },
-    ...servicesOut(f.services, factors).map(({ row, hist }) => ({
+    {
+      name: 'network_srtt',
+      help: "The kernel's smoothed TCP RTT (srtt) of measured connections: includes delayed-ACK waits, so server time",
+      labels: {},
+      hist: f.srtt ?? emptyHistogram(),
+    },
+    ...seriesServices(f.services, factors, pods).map(({ row, hist, labels }) => ({
       name: 'service_request_duration',
       help: 'Request to response time per service and role (client or server side)',
-      labels: { service: row.service, role: row.role },
+      labels: { service: row.service, role: row.role, ...labels },
       hist,
     })),
   ];
@@ -511,6 +655,15 @@ export function latencyMetricSet(
       'Connections that found no free row in the connection table (--max-connections)',
       f.counters.conn_refused,
     ),
+    ...(f.podsOverLimit !== undefined
+      ? [
+          c(
+            'k8s_pods_over_label_limit',
+            'Distinct pods labelled pod="other" because --max-pods pods had their own labels already',
+            f.podsOverLimit,
+          ),
+        ]
+      : []),
   ];
   const gauges: ScalarSeries[] = [
     c('sample_rate', '1 request in this many is measured', sampling.rate),
@@ -540,6 +693,27 @@ export function latencyMetricSet(
 }
 
 /**
+ * The per-service series of some figures: a pod's services get the labels namespace, pod and container
+ * (src/k8s/names.ts: bounded by --max-pods, beyond which pod="other" and the service's name says "other"
+ * too), expired pods none at all (their series disappear); series that end up with equal labels merge.
+ */
+export function seriesServices(
+  services: readonly ServiceFigure[],
+  factors: { client: number; server: number },
+  pods: PodNames | undefined,
+) {
+  if (!pods) return servicesOut(services, factors).map((s) => ({ ...s, labels: {} }));
+  const live = services
+    .filter((s) => !pods.expired(s.k8s))
+    .map((s) => ({ ...s, name: pods.serviceLabel(s.name, s.k8s, s.port) }));
+  const labelsOf = (s: ServiceFigure) => pods.labels(s.k8s);
+  return servicesOut(live, factors, (s) => `${s.name}\u0000${s.role}\u0000${JSON.stringify(labelsOf(s))}`).map((s) => ({
+    ...s,
+    labels: pods.labels(s.k8s),
+  }));
+}
+
+/**
  * Where the time goes, from means (means add up; percentiles do not): what
  * clients observe = the servers' processing + everything between them
  * (kernel, network and, with a mesh, sidecars). Exact when the client and
@@ -549,6 +723,7 @@ export function overheadAnalysis(
   client: ViewSummary,
   server: ViewSummary,
   network: ViewSummary,
+  networkSrtt: ViewSummary,
 ): Record<string, unknown> {
   const both = client.total_requests > 0 && server.total_requests > 0;
   const round = (x: number) => Math.round(x * 1e4) / 1e4;
@@ -557,7 +732,8 @@ export function overheadAnalysis(
     application_ms: server.total_requests > 0 ? server.mean_ms : null,
     kernel_processing_ms: both ? round(Math.max(0, client.mean_ms - server.mean_ms)) : null,
     mesh_processing_ms: null,
-    network_srtt_ms: network.total_requests > 0 ? network.percentiles.p50 : null,
+    network_ms: network.total_requests > 0 ? network.percentiles.p50 : null,
+    network_srtt_ms: networkSrtt.total_requests > 0 ? networkSrtt.percentiles.p50 : null,
     method:
       'this interval, from the views alone (means): total = client view, application = server view, kernel = total - ' +
       'application (kernel, network and any proxy between them); the final report follows connections through sidecar proxies ' +
@@ -581,15 +757,25 @@ export function summaryLine(rep: LatencyReport): string {
   );
 }
 
-/** How the run loop reads, differences and shows latency figures (src/cli/run-probe.ts). */
-export function latencyOutputs(services: readonly ServiceDef[]): ProbeOutputs<LatencyFigures> {
+/**
+ * How the run loop reads, differences and shows latency figures (src/cli/run-probe.ts); with the run's pod
+ * names, the pods gone past their grace period are dropped every second (watch).
+ */
+export function latencyOutputs(services: readonly ServiceDef[], pods?: PodNames): ProbeOutputs<LatencyFigures> {
   return {
-    read: (state, kernelStats) => readLatencyFigures(state, kernelStats, services),
+    read: (state, kernelStats) => readLatencyFigures(state, kernelStats, services, undefined, pods),
     diff: diffLatencyFigures,
-    interval: latencyIntervalReport,
-    metricSet: latencyMetricSet,
+    interval: (f, span, sampling) => latencyIntervalReport(f, span, sampling),
+    metricSet: (f, span, sampling) => latencyMetricSet(f, span, sampling, pods),
     progress: latencyProgress,
     demand: latencyDemand,
+    ...(pods
+      ? {
+          watch: () => {
+            pods.expire();
+          },
+        }
+      : {}),
   };
 }
 

@@ -9,7 +9,8 @@
  * iptables redirected to a sidecar (the accepted socket's local address is
  * not the one connected to), by the client's own address alone. A proxy is a
  * process whose name is in the proxy list (envoy, haproxy, linkerd2-proxy
- * by default; --proxy-comm): it serves requests on its accepted sockets and
+ * by default; --proxy-comm), or, on Kubernetes, one in a mesh sidecar
+ * container (istio-proxy, linkerd-proxy, cilium-envoy: isProxy): it serves requests on its accepted sockets and
  * forwards them on its own client sockets, so
  *
  *   proxy processing = mean server view downstream - mean client view upstream
@@ -73,6 +74,9 @@ export interface OverheadAnalysis extends OverheadPart {
   by_service: ServiceOverhead[];
   /** client requests whose server side was not on this host (in total_ms of no split) */
   requests_unpaired: number;
+  /** the network's round trip: p50 of the kernel's minimum RTT */
+  network_ms?: number | null;
+  /** p50 of the kernel's smoothed RTT (with delayed-ACK waits), for reference */
   network_srtt_ms?: number | null;
   method: string;
 }
@@ -113,6 +117,8 @@ export interface OverheadInputs {
   /** the service name of an application's server socket (the report's namer) */
   serviceOf(c: ConnSlot): string;
   commOf(c: ConnSlot): string;
+  /** a proxy whatever its name (a mesh sidecar by its container's name): as well as proxyComms */
+  isProxy?(c: ConnSlot): boolean;
 }
 
 export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
@@ -120,7 +126,7 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
   const sides: Side[] = inp.conns.flatMap((c) => {
     const h = c.hist;
     if (!h || !(h.count > 0) || (c.role !== ROLE_CLIENT && c.role !== ROLE_SERVER)) return [];
-    return [{ c, sum: h.sum_ns, count: h.count, proxy: proxySet.has(inp.commOf(c)) }];
+    return [{ c, sum: h.sum_ns, count: h.count, proxy: proxySet.has(inp.commOf(c)) || inp.isProxy?.(c) === true }];
   });
   const peers = pairEnds(sides);
   const byPid = proxyProcesses(sides, inp);
@@ -158,12 +164,60 @@ export function analyzeOverhead(inp: OverheadInputs): OverheadAnalysis {
 
 /** The other end, on this host, of each connection of `conns` (src/pipeline/aging.ts folds both ends together). */
 export function pairConnections(conns: readonly ConnSlot[]): (c: ConnSlot) => ConnSlot | undefined {
-  const sides = new Map<ConnSlot, Side>(conns.map((c) => [c, { c, sum: 0, count: 0, proxy: false }]));
-  const peers = pairEnds([...sides.values()]);
-  return (c) => {
-    const s = sides.get(c);
-    if (!s) return undefined;
-    return (c.role === ROLE_CLIENT ? peers.ofClient(s) : c.role === ROLE_SERVER ? peers.ofServer(s) : undefined)?.c;
+  return peerFinder(conns, (c) => c.role, endKeys);
+}
+
+/**
+ * The keys both ends of one connection agree on: `pair`, its addresses and
+ * ports (from the server's side); `source`, the client's own address, for
+ * traffic that iptables redirected to a sidecar (the accepted socket's local
+ * address is not the one the client connected to).
+ */
+export function endKeys(c: Pick<ConnSlot, 'role' | 'laddr' | 'lport' | 'raddr' | 'rport' | 'netns'>): {
+  pair: string;
+  source: string;
+} {
+  return c.role === ROLE_SERVER
+    ? { pair: serverKey(c.laddr, c.lport, c.raddr, c.rport, c.netns), source: sourceKey(c.raddr, c.rport, c.netns) }
+    : { pair: serverKey(c.raddr, c.rport, c.laddr, c.lport, c.netns), source: sourceKey(c.laddr, c.lport, c.netns) };
+}
+
+function sourceKey(a0: string, port: number, netns: number): string {
+  const a = plainAddr(a0);
+  return isLoopback(a) ? `${netns}|${a}|${port}` : `${a}|${port}`;
+}
+
+/**
+ * The other end of each item: the one of the other role with the same pair
+ * key, else the only one of the other role with the same source key.
+ */
+export function peerFinder<T>(
+  items: readonly T[],
+  role: (t: T) => number,
+  keys: (t: T) => { pair: string; source: string },
+): (t: T) => T | undefined {
+  const byPair = new Map<string, T>();
+  const bySource = new Map<string, T[]>();
+  const k = new Map<T, { pair: string; source: string }>();
+  for (const t of items) {
+    const r = role(t);
+    if (r !== ROLE_CLIENT && r !== ROLE_SERVER) continue;
+    const ks = keys(t);
+    k.set(t, ks);
+    byPair.set(`${r}|${ks.pair}`, t);
+    const src = `${r}|${ks.source}`;
+    const list = bySource.get(src);
+    if (list) list.push(t);
+    else bySource.set(src, [t]);
+  }
+  return (t) => {
+    const ks = k.get(t);
+    if (!ks) return undefined;
+    const other = role(t) === ROLE_CLIENT ? ROLE_SERVER : ROLE_CLIENT;
+    const hit = byPair.get(`${other}|${ks.pair}`);
+    if (hit) return hit;
+    const src = bySource.get(`${other}|${ks.source}`);
+    return src?.length === 1 ? src[0] : undefined;
   };
 }
 
@@ -187,52 +241,12 @@ interface Peers {
 }
 
 function pairEnds(sides: Side[]): Peers {
-  const servers = new Map<string, Side>();
-  for (const s of sides)
-    if (s.c.role === ROLE_SERVER) servers.set(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns), s);
-  const clientsByKey = new Map<string, Side>();
-  for (const s of sides)
-    if (s.c.role === ROLE_CLIENT) clientsByKey.set(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns), s);
-  const serverByClientAddr = bySource(
-    sides.filter((s) => s.c.role === ROLE_SERVER),
-    (s) => [s.c.raddr, s.c.rport],
+  const find = peerFinder(
+    sides,
+    (s) => s.c.role,
+    (s) => endKeys(s.c),
   );
-  const clientByOwnAddr = bySource(
-    sides.filter((s) => s.c.role === ROLE_CLIENT),
-    (s) => [s.c.laddr, s.c.lport],
-  );
-  return {
-    ofClient: (s) =>
-      servers.get(serverKey(s.c.raddr, s.c.rport, s.c.laddr, s.c.lport, s.c.netns)) ??
-      serverByClientAddr(s.c.laddr, s.c.lport, s.c.netns),
-    ofServer: (s) =>
-      clientsByKey.get(serverKey(s.c.laddr, s.c.lport, s.c.raddr, s.c.rport, s.c.netns)) ??
-      clientByOwnAddr(s.c.raddr, s.c.rport, s.c.netns),
-  };
-}
-
-/**
- * Traffic captured by iptables (Istio's REDIRECT to its sidecar) reaches a
- * socket whose local address is not the one the client connected to: its
- * ends pair by the client's own address alone, when exactly one socket on the
- * other side has it. Returns that lookup over `xs`.
- */
-function bySource(
-  xs: Side[],
-  addr: (s: Side) => [string, number],
-): (a0: string, p: number, netns: number) => Side | undefined {
-  const m = new Map<string, Side[]>();
-  for (const x of xs) {
-    const [a0, p] = addr(x);
-    const a = plainAddr(a0);
-    const k = isLoopback(a) ? `${x.c.netns}|${a}|${p}` : `${a}|${p}`;
-    m.set(k, [...(m.get(k) ?? []), x]);
-  }
-  return (a0, p, netns) => {
-    const a = plainAddr(a0);
-    const hit = m.get(isLoopback(a) ? `${netns}|${a}|${p}` : `${a}|${p}`);
-    return hit && hit.length === 1 ? hit[0] : undefined;
-  };
+  return { ofClient: find, ofServer: find };
 }
 
 /** A proxy process: the sockets it serves on (down) and the ones it forwards on (up). */

@@ -23,7 +23,7 @@ import {
   LAT_LATENCY_NS,
   LAT_LPORT,
   LAT_RADDR,
-  LAT_REQ_BYTES,
+  LAT_MIN_RTT_US,
   LAT_RPORT,
   LAT_SEQ,
   LAT_SIZE,
@@ -86,7 +86,7 @@ export interface LatencyRecord extends RecHeader {
   end_ns?: U64;
   latency_ns: U64;
   srtt_us?: number;
-  req_bytes?: number;
+  min_rtt_us?: number;
   lport?: number;
   rport?: number;
   seq?: number;
@@ -175,7 +175,7 @@ export function encodeLatency(r: LatencyRecord): Uint8Array {
   dv.setBigUint64(LAT_END_NS, u64(r.end_ns), true);
   dv.setBigUint64(LAT_LATENCY_NS, u64(r.latency_ns), true);
   dv.setUint32(LAT_SRTT_US, r.srtt_us ?? 0, true);
-  dv.setUint32(LAT_REQ_BYTES, r.req_bytes ?? 0, true);
+  dv.setUint32(LAT_MIN_RTT_US, r.min_rtt_us ?? 0, true);
   dv.setUint16(LAT_LPORT, r.lport ?? 0, true);
   dv.setUint16(LAT_RPORT, r.rport ?? 0, true);
   dv.setUint32(LAT_SEQ, r.seq ?? 0, true);

@@ -42,6 +42,7 @@ export interface ConnectionEntry {
   requests: number;
   percentiles: Record<PercentileName, number> | null;
   mean_ms: number | null;
+  min_rtt_ms: number;
   srtt_ms: number;
   bytes_sent: number;
   bytes_received: number;

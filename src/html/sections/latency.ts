@@ -37,7 +37,7 @@ export type ViewName = (typeof VIEWS)[number];
 export const VIEW_LABEL: Record<ViewName, string> = {
   client: 'client view',
   server: 'server view',
-  network: 'network (kernel srtt)',
+  network: 'network (kernel min RTT)',
 };
 
 /** Latency axes turn logarithmic when values span more than this factor. */

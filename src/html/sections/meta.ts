@@ -37,7 +37,7 @@ const ROWS: [string, (i: LoadedInput) => Part][] = [
   ['kernel', (i) => str(i.report.kernel) ?? '–'],
   ['started', (i) => fmtTime(str(i.report.timestamp) ?? str(i.report.generated_at))],
   ['duration', (i) => fmtDuration(num(i.report.duration_seconds))],
-  ['format', (i) => (i.format === 'json-stream' ? `json-stream, ${i.intervals.length} intervals` : 'json')],
+  ['format', (i) => (i.format === 'json' ? 'json' : `${i.format}, ${i.intervals.length} intervals`)],
   ['filters', filters],
   ['sampling', sampling],
   [

@@ -215,6 +215,8 @@ export function overheadSection(inputs: ReportInputs): Section | undefined {
   const rows = overheadRows(oa);
   const all = rows[0];
   const proxies = arr(oa.proxies).filter(isObj);
+  // reports before the network view measured the path carry the srtt alone
+  const net = num(oa.network_ms);
   const srtt = num(oa.network_srtt_ms);
   const unpaired = num(oa.requests_unpaired);
   const lead =
@@ -240,12 +242,17 @@ export function overheadSection(inputs: ReportInputs): Section | undefined {
     unpaired !== null && unpaired > 0
       ? note(`${fmtCount(unpaired)} client requests went to servers not on this host: they are in no split.`, 'info')
       : '',
-    srtt !== null
+    net !== null
       ? note(
-          `The kernel's smoothed TCP round-trip time (p50 ${fmtMs(srtt)}) is shown for reference; it is not one of the parts.`,
+          `The network's round trip (the kernel's minimum RTT, p50 ${fmtMs(net)}) is part of the kernel and network share; the smoothed RTT${srtt !== null ? ` (p50 ${fmtMs(srtt)})` : ''} also counts the time an ACK waits for the answer, so it is not used.`,
           'info',
         )
-      : '',
+      : srtt !== null
+        ? note(
+            `The kernel's smoothed TCP round-trip time (p50 ${fmtMs(srtt)}) is shown for reference; it is not one of the parts.`,
+            'info',
+          )
+        : '',
     proxies.length ? proxiesTable(proxies) : '',
     rows.length > 1
       ? table(
