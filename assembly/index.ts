@@ -5,12 +5,12 @@
 import {
   REC_VERSION, REC_LATENCY, REC_CONN_OPEN, REC_CONN_CLOSE, REC_MEASURE, ROLE_CLIENT, ROLE_SERVER, AF_INET,
   HDR_SIZE, HDR_ROLE, HDR_FAMILY, HDR_TGID, HDR_CONN_ID, HDR_VERSION, HDR_KIND,
-  LAT_SIZE, LAT_LATENCY_NS, LAT_SRTT_US, LAT_MIN_RTT_US, LAT_LPORT, LAT_RPORT, LAT_RADDR,
+  LAT_SIZE, LAT_LATENCY_NS, LAT_SRTT_US, LAT_MIN_RTT_US, LAT_NETNS, LAT_LPORT, LAT_RPORT, LAT_RADDR,
   OPEN_SIZE, OPEN_START_NS, OPEN_CGROUP_ID, OPEN_PID, OPEN_NETNS, OPEN_LPORT, OPEN_RPORT,
   OPEN_FLAGS, OPEN_LADDR, OPEN_RADDR, OPEN_COMM,
   CLOSE_SIZE, CLOSE_END_NS, CLOSE_DURATION_NS, CLOSE_REQUESTS, CLOSE_SRTT_US,
   CLOSE_BYTES_SENT, CLOSE_BYTES_RECEIVED, CLOSE_FLAGS,
-  MEAS_SIZE, MEAS_VALUE, MEAS_LPORT, MEAS_RPORT, MEAS_METRIC, MEAS_RESULT, MEAS_RADDR,
+  MEAS_SIZE, MEAS_VALUE, MEAS_NETNS, MEAS_LPORT, MEAS_RPORT, MEAS_METRIC, MEAS_RESULT, MEAS_RADDR,
   METRIC__COUNT, RESULT__COUNT,
   PERF_RECORD_LOST, PERF_RECORD_SAMPLE,
 } from "./records";
@@ -30,7 +30,7 @@ import {
   CS_FILLED, CS_CLOSED, CS_SRTT_US, CS_MIN_RTT_US, CS_REQUESTS_KERNEL, CS_CGROUP_ID, CS_START_NS, CS_END_NS,
   CS_BYTES_SENT, CS_BYTES_RECEIVED, CS_LADDR, CS_RADDR, CS_COMM, CS_HIST,
   CONN_SLOT_BYTES, CF_PEER, CF_OPEN, CF_CLOSE, CS_SVC,
-  SS_KEY, SS_TGID, SS_ROLE, SS_FAMILY, SS_PORT, SS_METRIC, SS_RADDR, SS_READY, SS_HIST,
+  SS_KEY, SS_NETNS, SS_TGID, SS_ROLE, SS_FAMILY, SS_PORT, SS_METRIC, SS_RADDR, SS_READY, SS_HIST,
   SVC_SLOT_BYTES, MAX_PROBE, C_CONN_REFUSED,
   H_CONN_INDEX, H_CONN_IDX_CAP, H_CONN_FREE, H_FREE_HEAD, H_FREE_LEN,
   CI_KEY, CI_ROW, CI_FLAGS, CI_ENTRY_BYTES, CI_REMOVED, CI_NO_ROW, CIF_CLOSED, CIF_SWEPT,
@@ -413,8 +413,9 @@ function copy16(dst: usize, src: usize): void {
   store<u64>(dst, load<u64>(src, 8, 4), 8);
 }
 
-function svcInsertMeta(s: usize, r: usize, role: u32, family: u32, metric: u32, port: u32, raddrOff: usize): void {
+function svcInsertMeta(s: usize, r: usize, role: u32, family: u32, metric: u32, port: u32, raddrOff: usize, netns: u32): void {
   store<u32>(s + SS_TGID, load<u32>(r + HDR_TGID, 0, 4));
+  store<u32>(s + SS_NETNS, netns);
   store<u8>(s + SS_ROLE, <u8>role);
   store<u8>(s + SS_FAMILY, <u8>family);
   store<u8>(s + SS_METRIC, <u8>metric);
@@ -429,24 +430,35 @@ function svcInsertMeta(s: usize, r: usize, role: u32, family: u32, metric: u32, 
   atomic.store<u32>(s + SS_READY, 1);
 }
 
+/** A loopback address (127/8, ::1, ::ffff:127/104) at p. */
+function isLoopback(p: usize, family: u32): bool {
+  if (family == AF_INET) return load<u8>(p) == 127;
+  if (load<u64>(p, 0, 1) != 0) return false;
+  const lo = load<u64>(p, 8, 1); // bytes 8..15, little-endian
+  if (lo == 0x0100000000000000) return true; // ::1
+  return (lo & 0xffffffff) == 0xffff0000 && <u8>(lo >> 32) == 127; // ::ffff:127.x.x.x
+}
+
 /**
- * Service slot of (metric, role, port, family+raddr for clients) for record r
+ * Service slot of (metric, role, port, netns for servers, family+raddr for
+ * clients, and their netns when that address is loopback) for record r
  * (inserting it if absent), 0 if none. port: lport for servers, rport for
- * clients; raddrOff: offset of the record's raddr. Metric 0 (latency records)
- * gives the keys of layout version 1; another metric flips bits 48..55 of
- * the (injective) input of the last mix64, a bijection: never the same key.
+ * clients; raddrOff: offset of the record's raddr; netns: the socket's
+ * network namespace inode (pods on one node listen on the same ports).
+ * Another metric flips bits 48..55 of the input of the first mix64.
  */
-function svcFind(r: usize, role: u32, family: u32, metric: u32, port: u32, raddrOff: usize): usize {
+function svcFind(r: usize, role: u32, family: u32, metric: u32, port: u32, raddrOff: usize, netns: u32): usize {
   let key: u64;
   const m = <u64>metric << 48;
   if (role == ROLE_SERVER) {
-    key = mix64((TAG_SERVER | (<u64>role << 16) | <u64>port) ^ m);
+    key = mix64(mix64((TAG_SERVER | (<u64>role << 16) | <u64>port) ^ m) ^ <u64>netns);
   } else {
     let a = load<u64>(r + raddrOff, 0, 4);
     let b: u64 = 0;
     if (family == AF_INET) a &= 0xffffffff;
     else b = load<u64>(r + raddrOff, 8, 4);
     key = mix64(mix64(a ^ TAG_CLIENT) ^ b ^ (((<u64>role << 40) | (<u64>family << 24) | <u64>port) ^ m));
+    if (isLoopback(r + raddrOff, family)) key = mix64(key ^ <u64>netns);
   }
   if (key == 0 || key == CI_REMOVED) key = 1;
   // A removed slot (releaseSvc, under every lock) is skipped and may be taken again: the same
@@ -468,7 +480,7 @@ function svcFind(r: usize, role: u32, family: u32, metric: u32, port: u32, raddr
     }
     if (freeAt == 0) return 0;
     const o = atomic.cmpxchg<u64>(freeAt + SS_KEY, freeWas, key);
-    if (o == freeWas) { svcInsertMeta(freeAt, r, role, family, metric, port, raddrOff); return freeAt; }
+    if (o == freeWas) { svcInsertMeta(freeAt, r, role, family, metric, port, raddrOff, netns); return freeAt; }
     if (o == key) return freeAt;
   }
   return 0;
@@ -587,7 +599,7 @@ function onLatency(r: usize): void {
     s = svcBase + si * SVC_SLOT_BYTES;
   } else {
     const port = <u32>load<u16>(r + (role == ROLE_SERVER ? LAT_LPORT : LAT_RPORT), 0, 2);
-    s = svcFind(r, role, family, 0, port, LAT_RADDR);
+    s = svcFind(r, role, family, 0, port, LAT_RADDR, load<u32>(r + LAT_NETNS, 0, 4));
     if (s != 0) {
       si = (s - svcBase) / SVC_SLOT_BYTES;
       if (c != 0) store<u32>(c + CS_SVC, <u32>si + 1);
@@ -684,7 +696,7 @@ function onMeasure(r: usize): void {
   const v = load<u64>(r + MEAS_VALUE, 0, 4);
   histAdd(ghBase + <usize>(GH_MEASURE + ((metric - 1) << 1) + (role - 1)) * HIST_BYTES, v);
   const port = <u32>load<u16>(r + (role == ROLE_SERVER ? MEAS_LPORT : MEAS_RPORT), 0, 2);
-  const s = svcFind(r, role, family, metric, port, MEAS_RADDR);
+  const s = svcFind(r, role, family, metric, port, MEAS_RADDR, load<u32>(r + MEAS_NETNS, 0, 4));
   if (s == 0) { nSvcFull++; return; }
   histAdd(s + SS_HIST, v);
 }

@@ -19,7 +19,7 @@ export const HIST_BYTES: u32 = (HIST_END + 63) & ~63; // rounded up to 64 (15936
 // ---- header at regionBase() ----
 export const HEADER_BYTES: u32 = 256;
 export const MAGIC: u32 = 0x4d505242; // "BRPM" little-endian bytes: 'B','R','P','M'
-export const LAYOUT_VERSION: u32 = 5; // 2: measure histograms/results, SS_METRIC; 3: metric TLS_CONNECT; 4: conn index + free rows; 5: network = min RTT, GH_SRTT
+export const LAYOUT_VERSION: u32 = 5; // 2: measure histograms/results, SS_METRIC; 3: metric TLS_CONNECT; 4: conn index + free rows; 5: network = min RTT, GH_SRTT, SS_NETNS
 export const H_MAGIC: u32 = 0;
 export const H_VERSION: u32 = 4;
 export const H_CONN_CAP: u32 = 8; // connection rows (any number >= 1: --max-connections)
@@ -155,7 +155,8 @@ export const SS_FAMILY: u32 = SS_ROLE + 1; // u8
 export const SS_PORT: u32 = SS_FAMILY + 1; // u16: lport (server) / rport (client)
 export const SS_METRIC: u32 = SS_PORT + 2; // u8: 0 = latency records, else METRIC_* of measure records, then 3 bytes free
 export const SS_RADDR: u32 = SS_METRIC + 4; // 16 bytes (clients only)
-export const SVC_SLOT_BYTES: u32 = (SS_RADDR + 16 + 63) & ~63; // rounded up to 64 (16000)
+export const SS_NETNS: u32 = SS_RADDR + 16; // u32: network namespace inode (in the key of servers and loopback clients)
+export const SVC_SLOT_BYTES: u32 = (SS_NETNS + 4 + 63) & ~63; // rounded up to 64 (16000)
 
 export const MAX_PROBE: u32 = 32;
 

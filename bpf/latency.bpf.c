@@ -61,6 +61,7 @@ struct sock_state {
 	__u64 bytes_sent;
 	__u64 bytes_received;
 	__u32 requests;
+	__u32 netns; /* the socket's network namespace inode, read once */
 	__u32 flags;
 	__u8 role;
 	__u8 phase;
@@ -228,6 +229,7 @@ static __always_inline void init_slot(struct sock_slot *s, __u64 key, __u8 role,
 	st->role = role;
 	st->flags = flags;
 	st->tuple = *t;
+	st->netns = sock_netns((struct sock *)key);
 	barrier();
 	st->owner = key;
 }
@@ -311,7 +313,7 @@ static __always_inline void emit_latency(void *ctx, struct sock *sk, struct sock
 	}
 	r->lport = st->tuple.lport;
 	r->rport = st->tuple.rport;
-	r->seq = st->requests;
+	r->netns = st->netns;
 	__builtin_memcpy(r->raddr, st->tuple.raddr, 16);
 	if (batched)
 		batch_end(b);

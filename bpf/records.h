@@ -87,8 +87,8 @@ struct mp_latency_rec {
 			     minrtt), read with srtt_us; 0 when not read or not known yet */
 	__u16 lport;	  /* 40: local port, host order */
 	__u16 rport;	  /* 42: remote port, host order */
-	__u32 seq;	  /* 44: 1-based number of this exchange on the socket */
-	__u8 raddr[16];	  /* 48: remote address */
+	__u32 netns; /* 44: network namespace inode of the socket (servers are told apart by it) */
+	__u8 raddr[16]; /* 48: remote address */
 };
 
 /* 96 bytes */

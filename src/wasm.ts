@@ -567,6 +567,8 @@ export interface ServiceSlot {
   port: number;
   /** remote address (clients only) */
   raddr: string;
+  /** network namespace inode of the sockets (part of the key of servers, and of clients of a loopback address) */
+  netns: number;
   /** tgid of the first record seen */
   tgid: number;
   /** records in the slot (latency records, or measure records of `metric`) */
@@ -629,6 +631,7 @@ function off(): Record<string, number> {
       'SS_PORT',
       'SS_METRIC',
       'SS_RADDR',
+      'SS_NETNS',
       'SS_REQUESTS',
       'SS_HIST',
     ])
@@ -719,6 +722,7 @@ export function readSvcSlot(state: State, i: number, opts: ReadOptions = {}): Se
     family,
     port: dv.getUint16(o.SS_PORT, true),
     raddr: formatAddr(new Uint8Array(buf, s + o.SS_RADDR, 16).slice(), family),
+    netns: dv.getUint32(o.SS_NETNS, true),
     tgid: dv.getUint32(o.SS_TGID, true),
     requests: Number(dv.getBigUint64(o.SS_REQUESTS, true)),
     hist: opts.histograms === false ? undefined : readHistogramAt(state, s + o.SS_HIST),

@@ -78,7 +78,6 @@ test('all three record kinds: counters, global histograms, connection and servic
       lport: 40000,
       rport: 8080,
       raddr: '10.0.0.2',
-      seq: 1,
     }),
     lat(10, R.ROLE_CLIENT, 2_500_000, {
       tgid: 100,
@@ -87,7 +86,6 @@ test('all three record kinds: counters, global histograms, connection and servic
       lport: 40000,
       rport: 8080,
       raddr: '10.0.0.2',
-      seq: 2,
     }),
     lat(20, R.ROLE_SERVER, 700_000, { tgid: 200, family: R.AF_INET6, lport: 80, rport: 51000, raddr: 'fd00::5' }),
     lat(21, R.ROLE_SERVER, 900_000, { tgid: 201, family: R.AF_INET6, lport: 80, rport: 51001, raddr: 'fd00::6' }),
@@ -467,7 +465,6 @@ test('a perf sample carrying a batch of records (as the kernel side packs them) 
         lport: 41000,
         rport: 80,
         raddr: '127.0.0.1',
-        seq: i + 1,
       }),
     ),
     encodeLatency({
@@ -704,10 +701,11 @@ function mix64(x: bigint): bigint {
   x ^= x >> 33n;
   return x;
 }
-function v1Key(s: ServiceSlot, raddr: Uint8Array): bigint {
+/** The key of a latency-record service slot: servers by port and network namespace, clients by peer. */
+function latencyKey(s: ServiceSlot, raddr: Uint8Array): bigint {
   let k: bigint;
   if (s.role === R.ROLE_SERVER) {
-    k = mix64(0x5345525645520000n | (BigInt(s.role) << 16n) | BigInt(s.port));
+    k = mix64(mix64(0x5345525645520000n | (BigInt(s.role) << 16n) | BigInt(s.port)) ^ BigInt(s.netns));
   } else {
     const dv = new DataView(raddr.buffer);
     let a = dv.getBigUint64(0, true);
@@ -752,9 +750,9 @@ test('latency-record service slots: same keys and figures with or without measur
   assert.equal(only.length, 2 + 2 * 3 * 2, 'servers on 2 ports; clients: 2 ports x 3 peers x 2 families');
   assert.deepEqual(strip(readSvcTable(b, { metric: 0 })), only);
   assert.ok(readSvcTable(b).length > only.length, 'measure slots of the same ports are separate');
-  // the keys are those of layout version 1
+  // the keys are as written down (latencyKey)
   for (const s of readSvcTable(a))
-    assert.equal(s.key, v1Key(s, addrBytes(s.raddr)), `key of ${s.role} ${s.raddr}:${s.port}`);
+    assert.equal(s.key, latencyKey(s, addrBytes(s.raddr)), `key of ${s.role} ${s.raddr}:${s.port}`);
   // measure slots never share a key with a latency slot of the same (role, port, peer)
   const keys = readSvcTable(b).map((s) => s.key);
   assert.equal(new Set(keys).size, keys.length);
@@ -947,4 +945,46 @@ test('two worker_threads decoding interleaved latency and measure batches: exact
     const vals = times([...(work[0].perSlot.get(k) ?? []), ...(work[1].perSlot.get(k) ?? [])]);
     assert.deepEqual(s.hist, H.histogramOf(vals), k);
   }
+});
+
+test('services: servers on one port in two network namespaces (two pods) are two; loopback peers too, other peers not', () => {
+  const st = state(64, 64, 1);
+  const [A, B] = [4026532001, 4026532002];
+  decodeBytes(
+    st,
+    0,
+    concatBytes([
+      lat(1, R.ROLE_SERVER, 1000, { lport: 8080, rport: 40001, raddr: '10.1.0.9', netns: A }),
+      lat(2, R.ROLE_SERVER, 2000, { lport: 8080, rport: 40002, raddr: '10.1.0.9', netns: B }),
+      lat(3, R.ROLE_CLIENT, 3000, { lport: 40003, rport: 15001, raddr: '127.0.0.1', netns: A }),
+      lat(4, R.ROLE_CLIENT, 4000, { lport: 40004, rport: 15001, raddr: '127.0.0.1', netns: B }),
+      lat(5, R.ROLE_CLIENT, 5000, { lport: 40005, rport: 80, raddr: '10.96.0.10', netns: A }),
+      lat(6, R.ROLE_CLIENT, 6000, { lport: 40006, rport: 80, raddr: '10.96.0.10', netns: B }),
+      lat(7, R.ROLE_CLIENT, 7000, {
+        lport: 40007,
+        rport: 15001,
+        raddr: '::ffff:7f00:1',
+        family: R.AF_INET6,
+        netns: A,
+      }),
+      lat(8, R.ROLE_CLIENT, 8000, {
+        lport: 40008,
+        rport: 15001,
+        raddr: '::ffff:7f00:1',
+        family: R.AF_INET6,
+        netns: B,
+      }),
+    ]),
+  );
+  const svcs = readSvcTable(st);
+  const at = (role: number, port: number) => svcs.filter((x) => x.role === role && x.port === port);
+  assert.deepEqual(
+    at(R.ROLE_SERVER, 8080)
+      .map((x) => x.netns)
+      .sort(),
+    [A, B],
+  );
+  assert.equal(at(R.ROLE_CLIENT, 15001).length, 4, 'loopback peers per namespace (IPv4 and v4-mapped)');
+  assert.equal(at(R.ROLE_CLIENT, 80).length, 1, 'one service 10.96.0.10:80 whatever the caller');
+  for (const x of svcs) assert.equal(x.requests, x.role === R.ROLE_CLIENT && x.port === 80 ? 2 : 1);
 });

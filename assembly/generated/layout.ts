@@ -89,8 +89,8 @@ export const LAT_MIN_RTT_US: u32 = 36;
 export const LAT_LPORT: u32 = 40;
 /** u16 rport: remote port, host order */
 export const LAT_RPORT: u32 = 42;
-/** u32 seq: 1-based number of this exchange on the socket */
-export const LAT_SEQ: u32 = 44;
+/** u32 netns: network namespace inode of the socket (servers are told apart by it) */
+export const LAT_NETNS: u32 = 44;
 /** u8[16] raddr: remote address */
 export const LAT_RADDR: u32 = 48;
 

@@ -46,7 +46,7 @@ static long gen_one(__u32 i, struct gen_ctx *g)
 	r->min_rtt_us = 20;
 	r->lport = (conn & 1) ? 8000 + conn % 20 : 40000 + conn;
 	r->rport = (conn & 1) ? 40000 + conn : 8000 + conn % 20;
-	r->seq = i;
+	r->netns = 4026531840;
 	r->raddr[0] = 127;
 	r->raddr[3] = 1;
 	batch_end(b);

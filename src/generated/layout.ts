@@ -179,8 +179,8 @@ export const LAT_MIN_RTT_US = 36;
 export const LAT_LPORT = 40;
 /** u16 rport: remote port, host order */
 export const LAT_RPORT = 42;
-/** u32 seq: 1-based number of this exchange on the socket */
-export const LAT_SEQ = 44;
+/** u32 netns: network namespace inode of the socket (servers are told apart by it) */
+export const LAT_NETNS = 44;
 /** u8[16] raddr: remote address */
 export const LAT_RADDR = 48;
 
@@ -363,7 +363,7 @@ export const LAYOUTS: Readonly<Record<string, StructLayout>> = {
       min_rtt_us: [36, 4],
       lport: [40, 2],
       rport: [42, 2],
-      seq: [44, 4],
+      netns: [44, 4],
       raddr: [48, 16],
     },
   },

@@ -38,7 +38,7 @@ import {
   type ScalarSeries,
 } from '../export/model.js';
 import { ms, percentilesMs, viewSummary, type ViewSummary } from './views.js';
-import { analyzeOverhead, DEFAULT_PROXY_COMMS, type ProxyFigure, type ServiceOverhead } from './overhead.js';
+import { analyzeOverhead, plainAddr, DEFAULT_PROXY_COMMS, type ProxyFigure, type ServiceOverhead } from './overhead.js';
 import { k8sField, podService, type K8sField, type PodNames, type PodRef, type PodStats } from '../k8s/names.js';
 
 export const REPORT_VERSION = 2;
@@ -89,7 +89,7 @@ export interface ServiceId {
 }
 
 /** What serviceIdentifier needs of a service slot. */
-export type ServiceKey = Pick<ServiceSlot, 'role' | 'port' | 'raddr' | 'family' | 'tgid'>;
+export type ServiceKey = Pick<ServiceSlot, 'role' | 'port' | 'raddr' | 'family' | 'tgid'> & { netns?: number };
 
 /**
  * What a service is (see src/filter/services.ts): a --services entry when one
@@ -107,18 +107,30 @@ export function serviceNamer(conns: readonly ConnSlot[], defs: readonly ServiceD
  * when the connection opened, names the pod: src/k8s/names.ts), and so is a client's service when that
  * server is on this node; a --services entry still wins. Host processes keep "comm:port".
  */
+/** Where a server listens, as its clients see it: loopback addresses are per network namespace (when it is known). */
+function atKey(addr: string, port: number, netns?: number): string {
+  const a = plainAddr(addr);
+  return netns && (a.startsWith('127.') || a === '::1') ? `${netns}|${a}|${port}` : `${a}|${port}`;
+}
+
 export function serviceIdentifier(
   conns: readonly ConnSlot[],
   defs: readonly ServiceDef[] = [],
   pods?: PodNames,
 ): (s: ServiceKey) => ServiceId {
-  const servers = new Map<number, ConnSlot>(); // lport -> a server connection on it
-  const serverAt = new Map<string, ConnSlot>(); // "laddr|lport" -> that connection
+  // a server connection per "lport|netns" (pods on one node listen on the same ports) and per lport
+  const servers = new Map<string, ConnSlot>();
+  const serverAt = new Map<string, ConnSlot>(); // "laddr|lport" (loopback: "netns|laddr|lport") -> that connection
+  const put = (m: Map<string, ConnSlot>, k: string, c: ConnSlot) => {
+    const known = m.get(k);
+    if (!known || (!known.comm && c.comm)) m.set(k, c);
+  };
   for (const c of conns) {
     if (c.role !== ROLE_SERVER) continue;
-    const known = servers.get(c.lport);
-    if (!known || (!known.comm && c.comm)) servers.set(c.lport, c);
-    serverAt.set(`${c.laddr}|${c.lport}`, c);
+    put(servers, `${c.lport}|${c.netns}`, c);
+    put(servers, `${c.lport}`, c);
+    serverAt.set(atKey(c.laddr, c.lport, c.netns), c);
+    if (!serverAt.has(atKey(c.laddr, c.lport))) serverAt.set(atKey(c.laddr, c.lport), c);
   }
   const env = defaultResolveEnv();
   const netns = (n: string) => netnsInode(n, env);
@@ -139,7 +151,7 @@ export function serviceIdentifier(
   const withPod = (name: string, k8s: PodRef | undefined): ServiceId => (k8s ? { name, k8s } : { name });
   return (s) => {
     if (s.role === ROLE_SERVER) {
-      const side = servers.get(s.port);
+      const side = (s.netns ? servers.get(`${s.port}|${s.netns}`) : undefined) ?? servers.get(`${s.port}`);
       const k8s = podOf(side);
       return withPod(
         byDefs(s.port, side) ??
@@ -147,7 +159,7 @@ export function serviceIdentifier(
         k8s,
       );
     }
-    const local = serverAt.get(`${s.raddr}|${s.port}`);
+    const local = serverAt.get(atKey(s.raddr, s.port, s.netns)) ?? serverAt.get(atKey(s.raddr, s.port));
     const k8s = podOf(local);
     return withPod(
       byDefs(s.port, local) ??
@@ -459,7 +471,7 @@ export function buildLatencyReport(r: SessionResult, ctx: ReportContext): Latenc
   const { pods } = ctx;
   const namer = serviceIdentifier(all, ctx.services, pods);
   const identify = (c: ConnSlot) =>
-    namer({ role: c.role, port: c.lport, raddr: c.raddr, family: c.family, tgid: c.tgid });
+    namer({ role: c.role, port: c.lport, raddr: c.raddr, family: c.family, tgid: c.tgid, netns: c.netns });
   const overhead = overheadWithPods(
     analyzeOverhead({
       conns: all,

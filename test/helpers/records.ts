@@ -25,7 +25,7 @@ import {
   LAT_RADDR,
   LAT_MIN_RTT_US,
   LAT_RPORT,
-  LAT_SEQ,
+  LAT_NETNS,
   LAT_SIZE,
   LAT_SRTT_US,
   MEAS_AT_NS,
@@ -89,7 +89,7 @@ export interface LatencyRecord extends RecHeader {
   min_rtt_us?: number;
   lport?: number;
   rport?: number;
-  seq?: number;
+  netns?: number;
   raddr?: Addr;
 }
 
@@ -178,7 +178,7 @@ export function encodeLatency(r: LatencyRecord): Uint8Array {
   dv.setUint32(LAT_MIN_RTT_US, r.min_rtt_us ?? 0, true);
   dv.setUint16(LAT_LPORT, r.lport ?? 0, true);
   dv.setUint16(LAT_RPORT, r.rport ?? 0, true);
-  dv.setUint32(LAT_SEQ, r.seq ?? 0, true);
+  dv.setUint32(LAT_NETNS, r.netns ?? 0, true);
   b.set(addrBytes(r.raddr), LAT_RADDR);
   return b;
 }
