@@ -279,6 +279,35 @@ describe('options and reachability', () => {
   });
 });
 
+test('InfluxDB 1.x credentials travel as HTTP Basic authentication, never in the URL (check and writes)', async (t) => {
+  const seen: { url: string; auth: string | undefined }[] = [];
+  const srv = http.createServer((req, res) => {
+    seen.push({ url: req.url ?? '', auth: req.headers.authorization });
+    req.resume();
+    req.on('end', () => res.writeHead(204).end());
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => {
+    srv.closeAllConnections();
+    srv.close();
+  });
+  const url = `http://127.0.0.1:${(srv.address() as { port: number }).port}`;
+  const opts = { url, db: 'mp', username: 'meshprobe', password: 's3cret&p=x' };
+  await checkInfluxReachable(opts);
+  const exp = new InfluxExporter(opts);
+  exp.write(metricSet());
+  const st = await exp.close(5000);
+  assert.ok(st.points_written > 0);
+  const writes = seen.filter((x) => x.url.startsWith('/write'));
+  assert.ok(writes.length >= 2, 'the empty check write and the data');
+  const basic = `Basic ${Buffer.from('meshprobe:s3cret&p=x').toString('base64')}`;
+  for (const w of writes) {
+    assert.doesNotMatch(w.url, /[?&](u|p)=/, w.url);
+    assert.doesNotMatch(w.url, /s3cret/);
+    assert.equal(w.auth, basic);
+  }
+});
+
 // ------------------------------------------------------------ (2) VictoriaMetrics via /api/v2/write
 
 describe('against victoria-metrics (/api/v2/write)', () => {

@@ -139,14 +139,23 @@ export function validateInfluxOptions(opts: InfluxOptions): Target {
   return v1 ? { kind: 'v1', url, db } : { kind: 'v2', url };
 }
 
-/** The v1 write path: /write?db=&rp=&u=&p=&precision=ns */
+/** The v1 write path: /write?db=&rp=&precision=ns (the credentials go in a header, never in the URL) */
 function v1WritePath(db: string, opts: InfluxOptions): string {
   const q = new URLSearchParams({ db });
   if (opts.retentionPolicy) q.set('rp', opts.retentionPolicy);
-  if (opts.username) q.set('u', opts.username);
-  if (opts.password) q.set('p', opts.password);
   q.set('precision', 'ns');
   return `/write?${q.toString()}`;
+}
+
+/**
+ * InfluxDB 1.x credentials as HTTP Basic authentication, which 1.x accepts
+ * beside u=/p= in the query string: proxies and access logs record URLs,
+ * not Authorization headers.
+ */
+export function v1AuthHeaders(opts: Pick<InfluxOptions, 'username' | 'password'>): Record<string, string> {
+  if (!opts.username && !opts.password) return {};
+  const basic = Buffer.from(`${opts.username ?? ''}:${opts.password ?? ''}`).toString('base64');
+  return { Authorization: `Basic ${basic}` };
 }
 
 // ---------------------------------------------------------------- reachability
@@ -231,6 +240,7 @@ export async function checkInfluxReachable(opts: InfluxOptions): Promise<void> {
   let where: string;
   if (target.kind === 'v1') {
     write = new URL(base + v1WritePath(target.db, opts));
+    headers = v1AuthHeaders(opts);
     where = `database ${JSON.stringify(target.db)}`;
   } else {
     const q = new URLSearchParams({ org: opts.org ?? '', bucket: opts.bucket ?? '', precision: 'ns' });
@@ -478,6 +488,7 @@ export class InfluxExporter {
       token: opts.token || undefined,
       timeout: this.timeoutMs,
       transportOptions: { agent: this.agent },
+      ...(target.kind === 'v1' ? { headers: v1AuthHeaders(opts) } : {}),
     });
     this.api = client.getWriteApi(opts.org ?? '-', opts.bucket ?? '-', 'ns', {
       // batching and retries are ours: the client sends exactly what flush() is given, once
