@@ -44,7 +44,7 @@ const XTABLES_EXT = '/usr/lib/x86_64-linux-gnu/xtables';
  * The project's files the guest needs, relative to the repository: package.json
  * (type: module), the compiled sources and tests, the BPF objects, the Wasm
  * module, the addon, and the runtime dependencies that are loaded at run time
- * (commander, the InfluxDB client; node-addon-api is headers for the build only).
+ * (commander, the InfluxDB client, msgpackr; node-addon-api is headers for the build only).
  */
 const PROJECT = [
   'package.json',
@@ -54,6 +54,7 @@ const PROJECT = [
   'native/build/Release/meshprobe_native.node',
   'node_modules/commander',
   'node_modules/@influxdata',
+  'node_modules/msgpackr',
   'test/tools/bin/mpload',
   'test/tools/mpload.c',
 ];
@@ -261,6 +262,8 @@ export interface GuestOptions {
   files?: Record<string, string | Buffer>;
   /** kernel modules the script may `modload` (their dependencies come along) */
   modules?: string[];
+  /** host binaries (absolute paths) put at the same path in the guest, with the libraries they load (ldd) */
+  binaries?: string[];
   /** qemu is killed after this long (default 15 min) */
   timeoutMs?: number;
   /** boots again when the kernel dies before /init (default 3 tries) */
@@ -298,6 +301,12 @@ export function runGuest(kernel: KernelImage, script: string, opts: GuestOptions
     for (const [p, text] of Object.entries(opts.files ?? {})) {
       mkdirSync(join(root, dirname(p)), { recursive: true });
       writeFileSync(join(root, p), text);
+    }
+    const bins = opts.binaries ?? [];
+    for (const f of [...new Set([...bins, ...bins.flatMap(libraries)])]) {
+      mkdirSync(join(root, dirname(f)), { recursive: true });
+      copyFileSync(f, join(root, f)); // follows links, as for the base
+      chmodSync(join(root, f), 0o755);
     }
     let builtinModules: string[] = [];
     if (opts.modules?.length) {
