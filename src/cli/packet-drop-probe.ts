@@ -31,7 +31,11 @@ const cmd = addPodOptions(
     'drops.json',
   ),
 )
-  .option('--max-drop-keys <n>', 'distinct (function, reason, flow) keys counted in the kernel', '16384')
+  .option(
+    '--max-drop-keys <n>',
+    'distinct (function, reason, flow) keys counted in the kernel at once (keys idle 60 s move to user space)',
+    '16384',
+  )
   .option('--max-label-values <n>', 'distinct services and functions reported; the rest go to "other"', '50')
   .action(async (f: Flags) => {
     applyCommon(f);

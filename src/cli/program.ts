@@ -68,7 +68,7 @@ export function addProbeOptions(cmd: Command, defaultOutput: string, defaults: P
     .option('--workers <n>', 'decoding worker threads', String(DEFAULT_PIPELINE.workers))
     .option(
       '--max-connections <n>',
-      'connections tracked with their own histogram',
+      'connections open at once tracked with their own histogram (closed ones give their rows back)',
       String(DEFAULT_PIPELINE.connCapacity),
     )
     .option('--max-services <n>', 'services tracked with their own histogram', String(d.serviceCapacity))
