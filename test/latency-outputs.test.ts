@@ -349,7 +349,7 @@ test('on a terminal: a live line with elapsed and remaining time, requests, p50,
 test('bad output options: one line naming the fix, exit 2, nothing loaded', async (t) => {
   if (!needsRoot(t)) return;
   for (const [args, re] of [
-    [['--format', 'xml'], /unknown --format "xml": use one of json, json-stream, influx, prometheus/],
+    [['--format', 'xml'], /unknown --format "xml": use one of json, json-stream, msgpack, influx, prometheus/],
     [['--format', 'influx'], /--format influx needs --url/],
     [
       ['--format', 'influx', '--url', 'http://127.0.0.1:1', '--db', 'x'],
