@@ -587,6 +587,8 @@ function onLatency(r: usize): void {
       store<u32>(c + CS_SRTT_US, srtt);
     }
     if (minRtt != 0 && load<u32>(c + CS_MIN_RTT_US) != minRtt) store<u32>(c + CS_MIN_RTT_US, minRtt);
+    // a connection that predates the probe has no open record: its namespace comes from here
+    if (load<u32>(c + CS_NETNS) == 0) store<u32>(c + CS_NETNS, load<u32>(r + LAT_NETNS, 0, 4));
   }
 
   // service: bucket now, count/sum/min/max pending per worker. The

@@ -267,7 +267,7 @@ test('a record that arrives after its row was freed is folded into the same grou
   assert.equal(ager.sweep(LATER), 1);
   assert.equal(st.aged.rows.length, 1);
   assert.equal(st.aged.rows[0].requests, 3);
-  assert.equal(st.aged.connections, 2, 'counted as it was folded: twice');
+  assert.equal(st.aged.connections, 1, 'one connection, counted when it was first folded');
 });
 
 test('refused connections that closed leave the index; a long churn through a small table keeps every figure', () => {
@@ -486,4 +486,29 @@ test('a refused connection is counted once, even with records after its close an
   const n = readCounters(st);
   assert.equal(n.conn_refused, 2 + 40, 'the two, then each churned connection (the rows stay held by 1 and 2)');
   assert.equal(readGlobalHistograms(st).client.count, 4 + 1 + 40 + 40);
+});
+
+test('a 4-tuple used again while the old rows wait: no row is folded twice, the new connection keeps its rows', () => {
+  const st = state(8);
+  const ager = new ConnectionAger(st);
+  const cl = (id: number) => ({ id, role: R.ROLE_CLIENT, tgid: 100, comm: 'curl', lport: 40001, rport: 8080 });
+  const sv = (id: number) => ({ id, role: R.ROLE_SERVER, tgid: 300, comm: 'nginx', lport: 8080, rport: 40001 });
+  decodeAll(
+    st,
+    concatBytes([
+      connBytes(cl(1), [5, 6], 1000),
+      connBytes(sv(2), [4, 4], 1000),
+      connBytes(cl(3), [7], 0), // the same ports again, still open
+      connBytes(sv(4), [3], 0),
+    ]),
+  );
+  assert.equal(ager.sweep(LATER), 2);
+  assert.equal(st.aged.connections, 2);
+  assert.equal(st.aged.requests, 4, 'each old row once');
+  assert.deepEqual(
+    readConnTable(st, { histograms: false })
+      .map((c) => c.conn_id)
+      .sort(),
+    [3n, 4n],
+  );
 });

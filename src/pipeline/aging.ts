@@ -126,7 +126,10 @@ export class ConnectionAger {
     const done = new Set<ConnSlot>();
     for (const c of due) {
       if (done.has(c)) continue;
-      const peer = peerOf(c);
+      // the other end, when the two choose each other (a 4-tuple used again while the old rows wait
+      // out their grace can make one row the "peer" of two: it then folds alone)
+      const p = peerOf(c);
+      const peer = p && !done.has(p) && peerOf(p) === c ? p : undefined;
       if (peer && !due.has(peer)) continue; // its other end is open: both go together later
       const ends = peer ? [c, peer] : [c];
       for (const e of ends) done.add(e);
@@ -134,19 +137,27 @@ export class ConnectionAger {
     }
     if (plan.length === 0 || !ex.sweepBegin()) return 0;
     let freed = 0;
+    const folded = new Map<bigint, string>();
     try {
       this.sweepNo++;
-      this.older = this.recent;
-      this.recent = new Map();
       for (const ends of plan) {
-        this.fold(ends.map((e) => readConnSlot(this.state, e.slot) ?? e)); // with their histograms, as they are now
-        for (const e of ends) {
+        // with their histograms, as they are now (only this thread frees rows: the slot is still theirs)
+        const now = ends.flatMap((e) => {
+          const r = readConnSlot(this.state, e.slot);
+          return r?.conn_id === e.conn_id ? [r] : [];
+        });
+        if (now.length === 0) continue;
+        this.fold(now, folded);
+        for (const e of now) {
           if (ex.releaseRow(e.slot)) freed++;
           this.cache.delete(e.slot);
         }
       }
     } finally {
       ex.sweepEnd();
+      // the ids folded now are looked for in the next two sweeps (their late records)
+      this.older = this.recent;
+      this.recent = folded;
     }
     if (freed > 0) {
       this.state.aged.sweeps++;
@@ -186,10 +197,12 @@ export class ConnectionAger {
     return out;
   }
 
-  private fold(ends: ConnSlot[]): void {
+  /** Adds these ends (one connection's, or a late row of one folded before) to their group; `folded` collects their ids. */
+  private fold(ends: ConnSlot[], folded: Map<bigint, string>): void {
     const client = ends.find((e) => e.role === ROLE_CLIENT);
     const server = ends.find((e) => e.role === ROLE_SERVER);
-    const lateKey = ends.map((e) => this.recent.get(e.conn_id) ?? this.older.get(e.conn_id)).find((k) => k);
+    const earlier = (e: ConnSlot) => folded.get(e.conn_id) ?? this.recent.get(e.conn_id) ?? this.older.get(e.conn_id);
+    const lateKey = ends.map(earlier).find((k) => k);
     const key = lateKey ?? groupKey(ends, client, server);
     let g = this.groups.get(key);
     if (!g) {
@@ -203,18 +216,20 @@ export class ConnectionAger {
         list.push(e.start_ns, e.end_ns);
         this.state.aged.clientOpen.recent.set(k, list);
       }
-      const folded = { ...e, slot: -1, conn_id: 0n, closed: true };
+      const row = { ...e, slot: -1, conn_id: 0n, closed: true };
       // the ephemeral side becomes the group's pseudo-port (the pair's ends agree on it)
-      if (e.role === ROLE_SERVER) folded.rport = g.port;
-      else folded.lport = g.port;
+      if (e.role === ROLE_SERVER) row.rport = g.port;
+      else row.lport = g.port;
       const at = g.rows.findIndex((r) => r.role === e.role);
-      if (at < 0) g.rows.push(folded);
-      else g.rows[at] = addRow(g.rows[at], folded);
-      this.recent.set(e.conn_id, key);
+      if (at < 0) g.rows.push(row);
+      else g.rows[at] = addRow(g.rows[at], row);
     }
-    g.connections += ends.length;
+    // a late row's connection was counted when it was first folded; its requests are new
+    const fresh = ends.filter((e) => !earlier(e)).length;
+    for (const e of ends) folded.set(e.conn_id, key);
+    g.connections += fresh;
     g.sweep = this.sweepNo;
-    this.state.aged.connections += ends.length;
+    this.state.aged.connections += fresh;
     this.state.aged.requests += ends.reduce((a, e) => a + e.requests, 0);
   }
 

@@ -151,7 +151,8 @@ export function serviceIdentifier(
   const withPod = (name: string, k8s: PodRef | undefined): ServiceId => (k8s ? { name, k8s } : { name });
   return (s) => {
     if (s.role === ROLE_SERVER) {
-      const side = (s.netns ? servers.get(`${s.port}|${s.netns}`) : undefined) ?? servers.get(`${s.port}`);
+      // by port alone only when the slot has no namespace: with one, another pod's server on the same port is not it
+      const side = s.netns ? servers.get(`${s.port}|${s.netns}`) : servers.get(`${s.port}`);
       const k8s = podOf(side);
       return withPod(
         byDefs(s.port, side) ??
@@ -159,7 +160,7 @@ export function serviceIdentifier(
         k8s,
       );
     }
-    const local = serverAt.get(atKey(s.raddr, s.port, s.netns)) ?? serverAt.get(atKey(s.raddr, s.port));
+    const local = serverAt.get(atKey(s.raddr, s.port, s.netns));
     const k8s = podOf(local);
     return withPod(
       byDefs(s.port, local) ??
