@@ -82,10 +82,13 @@ export type ProbeName = keyof Reports;
 export async function startProbe<N extends ProbeName>(
   name: N,
   args: string[],
-): Promise<{ stop(): Promise<Reports[N]> }> {
-  const run = startTestProbe(name, ['--quiet', ...args]);
+  /** wrap: a command line the probe runs under (test/helpers/probe.ts), e.g. one that enters a cgroup */
+  opts: { wrap?: string[] } = {},
+): Promise<{ pid: number; stop(): Promise<Reports[N]> }> {
+  const run = startTestProbe(name, ['--quiet', ...args], opts);
   await run.ready;
   return {
+    pid: run.pid,
     async stop() {
       const exit = await run.stop('SIGINT');
       if (exit.code !== 0 || !exit.report) throw new Error(`${name} exited ${String(exit.code)}: ${exit.stderr}`);

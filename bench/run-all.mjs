@@ -10,6 +10,7 @@ const benches = [
   ['dist/bench/sampling.js'],
   ['dist/bench/connections.js'],
   ['dist/bench/drops.js'],
+  ['dist/bench/cpu-cost.js'],
   ['dist/bench/scrapes.js'],
   ['dist/bench/record-format.js'],
 ];

@@ -16,11 +16,12 @@ js_only=0
 # the browser that renders generate-report's HTML in its test: chromium (+ a font).
 # npm run lint: clang-format-14 for bpf/ and native/.
 # the container image (scripts/image.sh, test/image.test.ts): podman, runc, debootstrap.
+# the simplest peer the cost bench compares the probes with (bench/cpu-cost.ts, bench/peer.bt): bpftrace.
 APT_PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make gcc g++ python3
           iproute2 nginx-light wrk curl procps qemu-system-x86 busybox-static cpio
           victoria-metrics influxdb prometheus iptables openssl
           haproxy chromium fonts-dejavu-core clang-format-14
-          podman runc debootstrap)
+          podman runc debootstrap bpftrace)
 missing=()
 [ "$js_only" = 1 ] && APT_PKGS=()
 for p in "${APT_PKGS[@]}"; do
