@@ -24,6 +24,7 @@ import {
 import { LATENCY_STATS } from '../src/probes/latency.js';
 import { COUNTER_NAMES, type ConnSlot, type Counters } from '../src/wasm.js';
 import { ROLE_CLIENT, ROLE_SERVER } from '../src/records.js';
+import { connSlot } from './helpers/conn-slot.js';
 import { K8sIdentity } from '../src/k8s/identity.js';
 import { PodNames, k8sField, podService } from '../src/k8s/names.js';
 import { renderPrometheus } from '../src/export/prometheus.js';
@@ -108,8 +109,8 @@ const cgroupOf = (p: Pod, c: string): bigint => {
   return x[0];
 };
 
-let nextConn = 1;
-function sock(
+let nextTgid = 1000;
+const sock = (
   role: 'c' | 's',
   comm: string,
   cgroup: bigint,
@@ -117,42 +118,8 @@ function sock(
   remote: string,
   count = 10,
   meanMs = 1,
-  tgid = 1000 + nextConn,
-): ConnSlot {
-  const split = (e: string) => {
-    const i = e.lastIndexOf(':');
-    return [e.slice(0, i), Number(e.slice(i + 1))] as const;
-  };
-  const [laddr, lport] = split(local);
-  const [raddr, rport] = split(remote);
-  return {
-    slot: nextConn,
-    conn_id: BigInt(nextConn++),
-    role: role === 'c' ? ROLE_CLIENT : ROLE_SERVER,
-    family: 2,
-    flags: 0,
-    tgid,
-    pid: tgid,
-    netns: 4026531840,
-    lport,
-    rport,
-    laddr,
-    raddr,
-    comm,
-    cgroup_id: cgroup,
-    start_ns: 0,
-    end_ns: 0,
-    closed: false,
-    opened: true,
-    requests: count,
-    requests_kernel: 0,
-    bytes_sent: 0,
-    bytes_received: 0,
-    srtt_us: 0,
-    min_rtt_us: 0,
-    hist: { count, sum_ns: meanMs * 1e6 * count, min_ns: 1, max_ns: 1, buckets: [] },
-  };
-}
+  tgid = nextTgid++,
+): ConnSlot => connSlot({ role, comm, tgid, netns: 4026531840, local, remote, count, meanMs, cgroup_id: cgroup });
 
 const kernel = (v: Partial<Record<(typeof LATENCY_STATS)[number], number>>) =>
   Object.fromEntries(LATENCY_STATS.map((n) => [n, v[n] ?? 0])) as LatencyFigures['kernel'];

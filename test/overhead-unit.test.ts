@@ -5,12 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { analyzeOverhead, plainAddr } from '../src/report/overhead.js';
-import { ROLE_CLIENT, ROLE_SERVER } from '../src/records.js';
 import type { ConnSlot } from '../src/wasm.js';
+import { connSlot } from './helpers/conn-slot.js';
 
-let next = 1;
 /** one socket: role, process, netns, local and remote "addr:port", requests and mean (ms) */
-function sock(
+const sock = (
   role: 'c' | 's',
   comm: string,
   tgid: number,
@@ -19,40 +18,7 @@ function sock(
   remote: string,
   count: number,
   meanMs: number,
-): ConnSlot {
-  const split = (e: string) => {
-    const i = e.lastIndexOf(':');
-    return [e.slice(0, i), Number(e.slice(i + 1))] as const;
-  };
-  const [laddr, lport] = split(local);
-  const [raddr, rport] = split(remote);
-  return {
-    slot: next,
-    conn_id: BigInt(next++),
-    role: role === 'c' ? ROLE_CLIENT : ROLE_SERVER,
-    family: laddr.includes(':') ? 10 : 2,
-    flags: 0,
-    tgid,
-    pid: tgid,
-    netns,
-    lport,
-    rport,
-    laddr,
-    raddr,
-    comm,
-    cgroup_id: 1n,
-    start_ns: 0,
-    end_ns: 0,
-    closed: false,
-    opened: true,
-    requests: count,
-    requests_kernel: 0,
-    bytes_sent: 0,
-    bytes_received: 0,
-    srtt_us: 0,
-    hist: { count, sum_ns: meanMs * 1e6 * count, min_ns: 1, max_ns: 1, buckets: [] },
-  };
-}
+): ConnSlot => connSlot({ role, comm, tgid, netns, local, remote, count, meanMs });
 const run = (conns: ConnSlot[]) =>
   analyzeOverhead({
     conns,
