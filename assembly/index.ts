@@ -29,6 +29,7 @@ import {
   CS_KEY, CS_TGID, CS_PID, CS_NETNS, CS_FLAGS, CS_ROLE, CS_FAMILY, CS_LPORT, CS_RPORT,
   CS_FILLED, CS_CLOSED, CS_SRTT_US, CS_MIN_RTT_US, CS_REQUESTS_KERNEL, CS_CGROUP_ID, CS_START_NS, CS_END_NS,
   CS_BYTES_SENT, CS_BYTES_RECEIVED, CS_LADDR, CS_RADDR, CS_COMM, CS_HIST,
+  CS_REQUESTS, CS_SUM, CS_MIN, CS_MAX, ROW_SHIFT, ROW_FINE, ROW_COUNT_MAX,
   CONN_SLOT_BYTES, CF_PEER, CF_OPEN, CF_CLOSE, CS_SVC,
   SS_KEY, SS_NETNS, SS_TGID, SS_ROLE, SS_FAMILY, SS_PORT, SS_METRIC, SS_RADDR, SS_READY, SS_HIST,
   SVC_SLOT_BYTES, MAX_PROBE, C_CONN_REFUSED,
@@ -69,6 +70,24 @@ export function bucketUpper(idx: u32): u64 {
   if (idx < 128) return <u64>idx + 1;
   if (idx >= HIST_OVERFLOW) return u64.MAX_VALUE;
   return bucketLower(idx) + (<u64>1 << <u64>((idx >> 6) - 1));
+}
+
+// Connection rows keep a compact histogram: row bucket i = fine buckets
+// i << ROW_SHIFT .. (i << ROW_SHIFT) + ROW_FINE - 1 (the last row bucket is
+// the fine overflow bucket alone).
+
+export function rowBucketIndex(v: u64): u32 {
+  return <u32>(bucketOf(v) >> ROW_SHIFT);
+}
+
+export function rowBucketLower(i: u32): u64 {
+  return bucketLower(i << ROW_SHIFT);
+}
+
+/** Exclusive upper bound; u64 max for the overflow row bucket. */
+export function rowBucketUpper(i: u32): u64 {
+  const last = (i << ROW_SHIFT) + ROW_FINE - 1;
+  return bucketUpper(last < HIST_OVERFLOW ? last : HIST_OVERFLOW);
 }
 
 // ---------------------------------------------------------------------------
@@ -306,6 +325,17 @@ function unlockScratch(sc: usize): void {
   }
 }
 
+/** +1 on a row bucket's u32 count, saturating at ROW_COUNT_MAX (a compare-exchange: never wraps). */
+// @ts-ignore: decorator
+@inline function rowBucketAdd(p: usize): void {
+  let o = atomic.load<u32>(p);
+  while (o != ROW_COUNT_MAX) {
+    const w = atomic.cmpxchg<u32>(p, o, o + 1);
+    if (w == o) return;
+    o = w;
+  }
+}
+
 // @ts-ignore: decorator
 @inline function histAdd(h: usize, v: u64): void {
   atomic.add<u64>(h + (bucketOf(v) << 3), 1);
@@ -360,7 +390,7 @@ function claim(e: usize, was: u64, id: u64): bool {
     atomic.store<u32>(e + CI_ROW, CI_NO_ROW);
   } else {
     const c = connBase + <usize>row * CONN_SLOT_BYTES; // zero (init(), releaseRow())
-    histInit(c + CS_HIST);
+    store<u64>(c + CS_MIN, u64.MAX_VALUE);
     atomic.store<u64>(c + CS_KEY, id);
     atomic.store<u32>(e + CI_ROW, <u32>row + 1); // publishes the row (its key written first)
   }
@@ -533,7 +563,6 @@ function onLatency(r: usize): void {
   const srtt = load<u32>(r + LAT_SRTT_US, 0, 4);
   const minRtt = load<u32>(r + LAT_MIN_RTT_US, 0, 4);
   const bucket = bucketOf(lat);
-  const bucketOff = bucket << 3;
 
   // global histograms: worker-private pending figures, flushed by decode()
   if (role == ROLE_CLIENT) {
@@ -567,12 +596,11 @@ function onLatency(r: usize): void {
   if (c == 0) {
     nConnFull++;
   } else {
-    const h = c + CS_HIST;
-    atomic.add<u64>(h + bucketOff, 1);
-    atomic.add<u64>(h + HIST_COUNT, 1); // = CS_REQUESTS
-    atomic.add<u64>(h + HIST_SUM, lat);
-    atomicMin(h + HIST_MIN, lat);
-    atomicMax(h + HIST_MAX, lat);
+    rowBucketAdd(c + CS_HIST + ((bucket >> ROW_SHIFT) << 2));
+    atomic.add<u64>(c + CS_REQUESTS, 1);
+    atomic.add<u64>(c + CS_SUM, lat);
+    atomicMin(c + CS_MIN, lat);
+    atomicMax(c + CS_MAX, lat);
     const filled = atomic.load<u32>(c + CS_FILLED);
     if ((filled & CF_PEER) == 0 || load<u8>(c + CS_ROLE) == 0) {
       store<u8>(c + CS_ROLE, <u8>role);
@@ -980,7 +1008,7 @@ export function releaseRow(i: u32): bool {
     }
     k = (k + 1) & idxMask;
   }
-  memory.fill(c, 0, CONN_SLOT_BYTES); // the next connection to take it initializes its histogram
+  memory.fill(c, 0, CONN_SLOT_BYTES); // the next connection to take it initializes its min
   const head = load<u32>(hdrBase + H_FREE_HEAD) - 1; // rows in use = head: >= 1 here
   store<u32>(freeBase + (<usize>head << 2), i);
   store<u32>(hdrBase + H_FREE_HEAD, head);

@@ -19,7 +19,7 @@ export const HIST_BYTES: u32 = (HIST_END + 63) & ~63; // rounded up to 64 (15936
 // ---- header at regionBase() ----
 export const HEADER_BYTES: u32 = 256;
 export const MAGIC: u32 = 0x4d505242; // "BRPM" little-endian bytes: 'B','R','P','M'
-export const LAYOUT_VERSION: u32 = 5; // 2: measure histograms/results, SS_METRIC; 3: metric TLS_CONNECT; 4: conn index + free rows; 5: network = min RTT, GH_SRTT, SS_NETNS
+export const LAYOUT_VERSION: u32 = 6; // 2: measure histograms/results, SS_METRIC; 3: metric TLS_CONNECT; 4: conn index + free rows; 5: network = min RTT, GH_SRTT, SS_NETNS; 6: compact row histograms (ROW_*)
 export const H_MAGIC: u32 = 0;
 export const H_VERSION: u32 = 4;
 export const H_CONN_CAP: u32 = 8; // connection rows (any number >= 1: --max-connections)
@@ -90,36 +90,51 @@ export const MR_RESULTS: u32 = RESULT__COUNT + 1;
 export const MR_BYTES: u32 = (MR_METRICS * MR_RESULTS * 8 + 63) & ~63; // rounded up to 64
 
 // ---- connection table slot ----
-// The histogram comes first; the slot's hot fields (key, filled, cached
-// service, srtt, role, family, lport) sit right after its count/sum/min/max,
-// in the same 64-byte line, so a latency record touches 2 lines of its
-// connection: that one and its bucket's. `requests` IS the histogram's count.
-export const CS_HIST: u32 = 0; // histogram (HIST_COUNT..HIST_MAX used, no padding)
-export const CS_REQUESTS: u32 = CS_HIST + HIST_COUNT; // u64 atomic, latency records decoded (= histogram count)
-export const CS_KEY: u32 = CS_HIST + HIST_END; // u64 conn_id, 0 = empty (15912)
+// The row holds its connection's latencies as a compact histogram: the same
+// log-linear scheme with 8 sub-buckets per power of two (row bucket i = the
+// ROW_FINE fine buckets ROW_FINE*i .. ROW_FINE*i+ROW_FINE-1 of HIST_*, so a
+// row bucket's bounds are fine-bucket bounds; below 128 ns, 8-ns buckets;
+// the last one is the fine overflow bucket alone), u32 counts that saturate
+// at ROW_COUNT_MAX (src/wasm.ts gives a saturated bucket back what the exact
+// u64 count says it lacks), and the exact u64 count/sum/min/max first. The
+// service and global histograms keep the full HIST_* form.
+// The first 64-byte line holds count/sum/min/max and every field a latency
+// record reads (key, filled, cached service, srtt, min RTT, netns, role,
+// family, lport), so a latency record touches 2 lines of its connection:
+// that one and its bucket's. `requests` IS the histogram's count.
+export const ROW_SHIFT: u32 = 3; // log2 of the fine buckets per row bucket
+export const ROW_FINE: u32 = 1 << ROW_SHIFT;
+export const ROW_NB: u32 = (HIST_OVERFLOW >> ROW_SHIFT) + 1; // 249 row buckets, index 248 = overflow (>= 2^36 ns)
+export const ROW_COUNT_MAX: u32 = 0xffffffff; // a row bucket's count saturates here
+export const CS_REQUESTS: u32 = 0; // u64 atomic, latency records decoded (= the histogram's exact count)
+export const CS_SUM: u32 = CS_REQUESTS + 8; // u64 sum_ns
+export const CS_MIN: u32 = CS_SUM + 8; // u64 min_ns (u64 max when empty)
+export const CS_MAX: u32 = CS_MIN + 8; // u64 max_ns
+export const CS_KEY: u32 = CS_MAX + 8; // u64 conn_id, 0 = empty (32)
 export const CS_FILLED: u32 = CS_KEY + 8; // u32 bits: 1 peer info, 2 open seen, 4 close seen
 export const CS_SVC: u32 = CS_FILLED + 4; // u32 service slot index + 1 (0 = not resolved yet)
 export const CS_SRTT_US: u32 = CS_SVC + 4; // u32 (close's, else the last latency record's)
-export const CS_ROLE: u32 = CS_SRTT_US + 4; // u8
+export const CS_MIN_RTT_US: u32 = CS_SRTT_US + 4; // u32, the last non-zero one of a latency record
+export const CS_NETNS: u32 = CS_MIN_RTT_US + 4; // u32
+export const CS_ROLE: u32 = CS_NETNS + 4; // u8
 export const CS_FAMILY: u32 = CS_ROLE + 1; // u8
-export const CS_LPORT: u32 = CS_FAMILY + 1; // u16
+export const CS_LPORT: u32 = CS_FAMILY + 1; // u16 (ends the first line: 64)
 export const CS_RPORT: u32 = CS_LPORT + 2; // u16, then 2 bytes free
 export const CS_TGID: u32 = CS_RPORT + 4; // u32
 export const CS_PID: u32 = CS_TGID + 4; // u32
-export const CS_NETNS: u32 = CS_PID + 4; // u32
-export const CS_FLAGS: u32 = CS_NETNS + 4; // u32, OR of open/close flags
+export const CS_FLAGS: u32 = CS_PID + 4; // u32, OR of open/close flags
 export const CS_CLOSED: u32 = CS_FLAGS + 4; // u32
 export const CS_REQUESTS_KERNEL: u32 = CS_CLOSED + 4; // u32, from the close record
-export const CS_MIN_RTT_US: u32 = CS_REQUESTS_KERNEL + 4; // u32, the last non-zero one of a latency record
-export const CS_CGROUP_ID: u32 = CS_REQUESTS_KERNEL + 8; // u64
+export const CS_CGROUP_ID: u32 = CS_REQUESTS_KERNEL + 4; // u64 (88)
 export const CS_START_NS: u32 = CS_CGROUP_ID + 8; // u64
 export const CS_END_NS: u32 = CS_START_NS + 8; // u64
 export const CS_BYTES_SENT: u32 = CS_END_NS + 8; // u64
 export const CS_BYTES_RECEIVED: u32 = CS_BYTES_SENT + 8; // u64
 export const CS_LADDR: u32 = CS_BYTES_RECEIVED + 8; // 16 bytes
 export const CS_RADDR: u32 = CS_LADDR + 16; // 16 bytes
-export const CS_COMM: u32 = CS_RADDR + 16; // 16 bytes (ends at 16056)
-export const CONN_SLOT_BYTES: u32 = ((CS_COMM + 16 + 63) & ~63) + 64; // rounded up to 64, and 64 bytes spare (16128)
+export const CS_COMM: u32 = CS_RADDR + 16; // 16 bytes
+export const CS_HIST: u32 = CS_COMM + 16; // ROW_NB u32 bucket counts (176 .. 1172)
+export const CONN_SLOT_BYTES: u32 = (CS_HIST + ROW_NB * 4 + 63) & ~63; // rounded up to 64 (1216)
 
 // ---- connection index (at H_CONN_INDEX, H_CONN_IDX_CAP entries) ----
 // Open addressing on conn_id with linear probing. Workers only ever turn an

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * packet-drop-probe, kernel side: every packet the kernel frees as dropped
- * (tracepoint skb:kfree_skb) counted per (location, reason, netns, protocol,
+ * (skb:kfree_skb, as a BTF-typed raw tracepoint where the kernel allows one,
+ * else as a tracepoint) counted per (location, reason, netns, protocol,
  * local/remote address and port, direction) in the per-CPU hash "drops";
  * and, for a rate per 1000 packets, every packet of a local socket per
  * (netns, local port, protocol) in the per-CPU hash "pkts" (cgroup_skb
@@ -142,14 +143,25 @@ static __always_inline __u16 drop_read_ip(struct drop_pkt *pkt, unsigned char *h
 	return 0xffff;
 }
 
+/*
+ * Kernel memory is read in one of two ways, chosen per program at compile
+ * time (`btf`, a constant after inlining): through bpf_probe_read_kernel (a
+ * helper call per field: the classic tracepoint, whose context holds plain
+ * addresses), or by plain loads (the BTF-typed raw tracepoint, whose
+ * arguments are typed pointers: the verifier turns each load into one
+ * instruction that cannot fault). The fields are the same, CO-RE relocated.
+ */
+#define DROP_READ(btf, direct, ...) ((btf) ? (direct) : BPF_CORE_READ(__VA_ARGS__))
+
 /* The packet's IP header, and the ports of TCP/UDP/SCTP. */
-static __always_inline void drop_read_packet(struct sk_buff *skb, struct drop_pkt *pkt)
+static __always_inline void drop_read_packet(struct sk_buff *skb, struct drop_pkt *pkt,
+					     const bool btf)
 {
 	/* skb->protocol, big-endian (the tracepoint's copy is byte-swapped) */
-	__u16 eth = BPF_CORE_READ(skb, protocol);
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u16 th = BPF_CORE_READ(skb, transport_header);
+	__u16 eth = DROP_READ(btf, skb->protocol, skb, protocol);
+	unsigned char *head = DROP_READ(btf, skb->head, skb, head);
+	__u16 nh = DROP_READ(btf, skb->network_header, skb, network_header);
+	__u16 th = DROP_READ(btf, skb->transport_header, skb, transport_header);
 	__u16 ports[2];
 
 	th = drop_read_ip(pkt, head, eth, nh, th);
@@ -161,20 +173,39 @@ static __always_inline void drop_read_packet(struct sk_buff *skb, struct drop_pk
 	}
 }
 
+/* A socket's family, ports and addresses (read_tuple, or its plain-load form). */
+static __always_inline void drop_read_tuple(struct sock *sk, struct mp_tuple *t, const bool btf)
+{
+	if (!btf) {
+		read_tuple(sk, t);
+		return;
+	}
+	t->family = sk->__sk_common.skc_family;
+	t->lport = sk->__sk_common.skc_num;
+	t->rport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (t->family == AF_INET6) {
+		__builtin_memcpy(t->laddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(t->raddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
+	} else {
+		*(__u32 *)t->laddr = sk->__sk_common.skc_rcv_saddr;
+		*(__u32 *)t->raddr = sk->__sk_common.skc_daddr;
+	}
+}
+
 /*
  * The key's local and remote side from the packet's socket `sk`. False if
  * the socket is not an IPv4/IPv6 one (then the packet places it, if it can).
  */
 static __always_inline bool drop_place_by_socket(struct mp_drop_key *key, struct sock *sk,
-						 struct drop_pkt *pkt)
+						 struct drop_pkt *pkt, const bool btf)
 {
-	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 fam = DROP_READ(btf, sk->__sk_common.skc_family, sk, __sk_common.skc_family);
 	struct mp_tuple t = {};
 	bool out;
 
 	if (fam != AF_INET && fam != AF_INET6)
 		return false;
-	read_tuple(sk, &t);
+	drop_read_tuple(sk, &t, btf);
 	/* sent by the socket when the packet comes from its port */
 	key->dir = pkt->hdr && pkt->sport == t.lport && pkt->dport != t.lport ? MP_DIR_EGRESS
 									      : MP_DIR_INGRESS;
@@ -186,7 +217,7 @@ static __always_inline bool drop_place_by_socket(struct mp_drop_key *key, struct
 	__builtin_memcpy(key->laddr, t.laddr, 16);
 	__builtin_memcpy(key->raddr, t.raddr, 16);
 	if (!key->protocol)
-		key->protocol = BPF_CORE_READ(sk, sk_protocol);
+		key->protocol = DROP_READ(btf, sk->sk_protocol, sk, sk_protocol);
 	/* not connected (listener, unconnected UDP): the other end from the packet */
 	if (!pkt->hdr || pkt->family != t.family)
 		return true;
@@ -203,7 +234,7 @@ static __always_inline bool drop_place_by_socket(struct mp_drop_key *key, struct
 /* No socket to place it (or not an IP one): taken as arriving, the destination is the local side.
  */
 static __always_inline void drop_place_by_packet(struct mp_drop_key *key, struct sk_buff *skb,
-						 struct drop_pkt *pkt)
+						 struct drop_pkt *pkt, const bool btf)
 {
 	key->family = pkt->family;
 	key->lport = pkt->dport;
@@ -211,15 +242,17 @@ static __always_inline void drop_place_by_packet(struct mp_drop_key *key, struct
 	__builtin_memcpy(key->laddr, pkt->daddr, 16);
 	__builtin_memcpy(key->raddr, pkt->saddr, 16);
 	/* known to have come in through a device */
-	key->dir = BPF_CORE_READ(skb, skb_iif) ? MP_DIR_INGRESS : MP_DIR_UNKNOWN;
+	key->dir = DROP_READ(btf, skb->skb_iif, skb, skb_iif) ? MP_DIR_INGRESS : MP_DIR_UNKNOWN;
 }
 
 /* The network namespace of a packet without a socket: its device's, 0 if it has none. */
-static __always_inline __u32 drop_dev_netns(struct sk_buff *skb)
+static __always_inline __u32 drop_dev_netns(struct sk_buff *skb, const bool btf)
 {
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	struct net_device *dev = DROP_READ(btf, skb->dev, skb, dev);
 
-	return dev ? BPF_CORE_READ(dev, nd_net.net, ns.inum) : 0;
+	if (!dev)
+		return 0;
+	return DROP_READ(btf, dev->nd_net.net->ns.inum, dev, nd_net.net, ns.inum);
 }
 
 /* The drop inside the filter: counted, and (sampled) added to the breakdown. */
@@ -235,39 +268,35 @@ static __always_inline void drop_count(struct mp_drop_key *key, bool hdr, __u32 
 		stat_inc(MP_STAT_DROP_TABLE_FULL);
 }
 
-SEC("tracepoint/skb/kfree_skb")
-int drops_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
+/* One packet freed as dropped: placed, filtered, counted. */
+static __always_inline int drop_seen(struct sk_buff *skb, __u64 location, __u32 reason,
+				     struct sock *rx_sk, const bool btf)
 {
 	struct mp_drop_key key = {};
 	struct drop_pkt pkt = {};
-	struct sk_buff *skb;
 	struct sock *sk;
 	bool placed = false;
 	__u32 len;
 
-	/* field offsets relocated against the running kernel (CO-RE); reason appeared in 5.17,
-	 * rx_sk in 6.11 */
-	if (bpf_core_field_exists(ctx->reason))
-		key.reason = ctx->reason;
-	skb = ctx->skbaddr;
-	key.location = (__u64)ctx->location;
 	if (!skb)
 		return 0;
-
-	sk = BPF_CORE_READ(skb, sk);
-	if (!sk && bpf_core_field_exists(ctx->rx_sk))
-		sk = ctx->rx_sk;
-	len = BPF_CORE_READ(skb, len);
-	drop_read_packet(skb, &pkt);
+	key.reason = reason;
+	key.location = location;
+	sk = DROP_READ(btf, skb->sk, skb, sk);
+	if (!sk)
+		sk = rx_sk;
+	len = DROP_READ(btf, skb->len, skb, len);
+	drop_read_packet(skb, &pkt, btf);
 	key.protocol = pkt.proto;
 	if (sk) {
-		key.netns = sock_netns(sk);
-		placed = drop_place_by_socket(&key, sk, &pkt);
+		key.netns = DROP_READ(btf, sk->__sk_common.skc_net.net->ns.inum, sk,
+				      __sk_common.skc_net.net, ns.inum);
+		placed = drop_place_by_socket(&key, sk, &pkt, btf);
 	} else {
-		key.netns = drop_dev_netns(skb);
+		key.netns = drop_dev_netns(skb, btf);
 	}
 	if (!placed && pkt.hdr)
-		drop_place_by_packet(&key, skb, &pkt);
+		drop_place_by_packet(&key, skb, &pkt, btf);
 
 	if (!filter_pass_packet(key.lport, key.rport, key.netns)) {
 		stat_inc(MP_STAT_DROP_FILTERED);
@@ -275,6 +304,45 @@ int drops_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 	}
 	drop_count(&key, pkt.hdr, len);
 	return 0;
+}
+
+/*
+ * The tracepoint's fields tell which arguments this kernel's kfree_skb has:
+ * reason appeared in 5.17, rx_sk in 6.11 (CO-RE: a field the running
+ * kernel lacks makes its branch dead code, which the verifier skips).
+ */
+SEC("tracepoint/skb/kfree_skb")
+int drops_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
+{
+	__u32 reason = 0;
+	struct sock *rx_sk = NULL;
+
+	if (bpf_core_field_exists(ctx->reason))
+		reason = ctx->reason;
+	if (bpf_core_field_exists(ctx->rx_sk))
+		rx_sk = ctx->rx_sk;
+	return drop_seen(ctx->skbaddr, (__u64)ctx->location, reason, rx_sk, false);
+}
+
+/*
+ * The same as a BTF-typed raw tracepoint: TP_PROTO(struct sk_buff *skb,
+ * void *location[, enum skb_drop_reason reason[, struct sock *rx_sk]]).
+ * The arguments are typed pointers, so the sk_buff and sock fields are plain
+ * loads instead of a helper call each. No BTF trampoline is needed (unlike
+ * fentry).
+ */
+SEC("tp_btf/kfree_skb")
+int drops_kfree_skb_btf(__u64 *ctx)
+{
+	struct trace_event_raw_kfree_skb *tp = NULL; /* for the field checks only */
+	__u32 reason = 0;
+	struct sock *rx_sk = NULL;
+
+	if (bpf_core_field_exists(tp->reason))
+		reason = (__u32)ctx[2];
+	if (bpf_core_field_exists(tp->rx_sk))
+		rx_sk = (struct sock *)ctx[3];
+	return drop_seen((struct sk_buff *)ctx[0], ctx[1], reason, rx_sk, true);
 }
 
 /*

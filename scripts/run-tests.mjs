@@ -25,6 +25,8 @@ const UNIT = [
   'analyze-parse',
   'analyze-quantile',
   'conn-aging',
+  'conn-row-hist',
+  'kallsyms',
   'decoder',
   'generate-report.test',
   'histogram',

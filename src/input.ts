@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, statSync, type Stats } from 'node:fs';
 import { Unpackr } from 'msgpackr';
 import { usageError, type MeshprobeError } from './errors.js';
-import { RECORDS_HEADER, RECORDS_MAGIC, RECORD_OPTIONS } from './export/msgpack.js';
+import { RECORDS_HEADER, RECORDS_HEADER_V1, RECORDS_MAGIC, RECORD_OPTIONS } from './export/msgpack.js';
 import { log } from './log.js';
 
 /** Input files larger than this are refused (a report is a few MB at most). */
@@ -95,16 +95,22 @@ export interface RecordedRun {
 /** What parseReportText reads: the text of a JSON or json-stream file, or a msgpack file's records. */
 export type ReportSource = string | RecordedRun;
 
-/** True when `bytes` start with the header of a --format msgpack file. */
+/** True when `bytes` start with the header of a --format msgpack file (version 2, or version 1: see src/export/msgpack.ts). */
 export function isRecordFile(bytes: Uint8Array): boolean {
-  if (bytes.length < RECORDS_HEADER.length) return false;
-  for (let i = 0; i < RECORDS_HEADER.length; i++) if (bytes[i] !== RECORDS_HEADER[i]) return false;
-  return true;
+  return recordVersion(bytes) !== undefined;
+}
+
+/** The version of a --format msgpack file's header (2: compact bucket lists; 1: plain), undefined for other bytes. */
+export function recordVersion(bytes: Uint8Array): 1 | 2 | undefined {
+  const starts = (header: Buffer) => bytes.length >= header.length && header.every((b, i) => bytes[i] === b);
+  return starts(RECORDS_HEADER) ? 2 : starts(RECORDS_HEADER_V1) ? 1 : undefined;
 }
 
 /**
- * The records of a --format msgpack file (src/export/msgpack.ts), read from
- * the start (each record may use shapes defined by those before it). An end
+ * The records of a --format msgpack file (src/export/msgpack.ts; version 2
+ * or 1: both headers have the same length, and version 1 simply holds no
+ * compact bucket lists), read from the start (each record may use shapes
+ * defined by those before it). An end
  * cut short inside a record is not an error: the complete records are
  * returned and `cutBytes` says what was left out. Anything else that is not
  * msgpack is a usage error naming `at` and the record.

@@ -44,6 +44,10 @@ export interface DecoderExports {
   /** i64 results arrive signed: use BigInt.asUintN(64, x) */
   readonly bucketLower: (idx: number) => bigint;
   readonly bucketUpper: (idx: number) => bigint;
+  /** connection rows' compact histogram (ROW_* in assembly/layout.ts) */
+  readonly rowBucketIndex: (v: bigint) => number;
+  readonly rowBucketLower: (i: number) => bigint;
+  readonly rowBucketUpper: (i: number) => bigint;
   readonly connRowsInUse: () => number;
   readonly sweepBegin: () => number;
   readonly releaseRow: (i: number) => number;
@@ -55,7 +59,7 @@ export interface DecoderExports {
 }
 
 export interface StateConfig {
-  /** connection rows, exactly (each ~16 KiB: it holds a histogram; plus a 32-byte share of the index) */
+  /** connection rows, exactly (1,216 bytes each with its compact histogram; plus a 64-byte share of the index) */
   connCapacity: number;
   /** service table slots; rounded up to a power of two */
   serviceCapacity: number;
@@ -405,6 +409,114 @@ export function readHistogramAt(state: State, addr: number, v: BigUint64Array = 
   };
 }
 
+/** The geometry of connection rows' compact histograms (assembly/layout.ts ROW_*), from the module. */
+interface RowGeometry {
+  nb: number;
+  shift: number;
+  fine: number;
+  max: number;
+  overflow: number;
+}
+let rowGeo: RowGeometry | undefined;
+function rowGeometry(): RowGeometry {
+  rowGeo ??= {
+    nb: wasmConst('ROW_NB'),
+    shift: wasmConst('ROW_SHIFT'),
+    fine: wasmConst('ROW_FINE'),
+    max: wasmConst('ROW_COUNT_MAX') >>> 0,
+    overflow: wasmConst('HIST_OVERFLOW'),
+  };
+  return rowGeo;
+}
+
+/**
+ * The fine bucket (HIST_* index) that stands for row bucket i in a
+ * connection's HistogramSnapshot: the one just below its middle
+ * (ROW_FINE / 2 - 1 past its first), the fine overflow bucket for the row's
+ * overflow bucket. A percentile of the snapshot (that fine bucket's
+ * midpoint, clamped to the exact min and max) is then within 1/16 (6.25 %)
+ * of every value of the row bucket from 128 ns on, within 4 ns below.
+ */
+export function rowRepresentative(i: number): number {
+  const g = rowGeometry();
+  return i >= g.nb - 1 ? g.overflow : (i << g.shift) + (g.fine >> 1) - 1;
+}
+
+/**
+ * The true bounds [lower, upper) in ns of the row bucket that fine bucket
+ * `fineIdx` of a connection's snapshot stands for (any fine bucket of the
+ * row bucket gives the same answer). upper is 2^64 for the overflow bucket.
+ */
+export function rowBucketBounds(fineIdx: number): [number, number] {
+  const ex = wasmExports();
+  const i = fineIdx >> rowGeometry().shift;
+  return [Number(BigInt.asUintN(64, ex.rowBucketLower(i))), Number(BigInt.asUintN(64, ex.rowBucketUpper(i)))];
+}
+
+/**
+ * A fine snapshot (service, global, histogramOf) as a connection row holds it:
+ * the counts of each run of ROW_FINE fine buckets on that row bucket's
+ * representative (rowRepresentative), count/sum/min/max unchanged.
+ */
+export function rowHistogram(h: HistogramSnapshot): HistogramSnapshot {
+  const { shift } = rowGeometry();
+  const counts = new Map<number, number>();
+  for (const [i, c] of h.buckets) {
+    const r = rowRepresentative(i >> shift);
+    counts.set(r, (counts.get(r) ?? 0) + c);
+  }
+  return { ...h, buckets: [...counts.entries()].sort((a, b) => a[0] - b[0]) };
+}
+
+/**
+ * Snapshot of connection row `row`'s compact histogram (ROW_* in
+ * assembly/layout.ts): per-connection buckets are 1/8 of a power of two
+ * (12.5 % wide, 8 ns below 128 ns), each on its representative fine bucket
+ * (rowRepresentative; rowBucketBounds gives its true bounds), so every
+ * HistogramSnapshot function applies. sum/min/max are the row's exact u64s.
+ * `count` is the sum of the bucket counts read (as readHistogramAt), except
+ * that a bucket whose u32 count saturated (ROW_COUNT_MAX) gets back what the
+ * exact u64 count says the buckets lack (split evenly when several did), so
+ * that count and mean stay exact.
+ */
+export function readRowHistogramAt(state: State, row: number): HistogramSnapshot {
+  const o = off();
+  const g = rowGeometry();
+  const v = u64view(state);
+  const w = new Uint32Array(state.memory.buffer);
+  const exact = Number(v[(row + o.CS_REQUESTS) >>> 3]); // first: buckets are added before the count
+  const i0 = (row + o.CS_HIST) >>> 2;
+  const buckets: [number, number][] = [];
+  const saturated: number[] = [];
+  let count = 0;
+  for (let i = 0; i < g.nb; i++) {
+    const c = w[i0 + i];
+    if (c !== 0) {
+      if (c === g.max) saturated.push(buckets.length);
+      buckets.push([rowRepresentative(i), c]);
+      count += c;
+    }
+  }
+  const lack = exact - count;
+  if (saturated.length > 0 && lack > 0) {
+    const share = Math.floor(lack / saturated.length);
+    saturated.forEach((at, k) => {
+      buckets[at][1] += share + (k === 0 ? lack - share * saturated.length : 0);
+    });
+    count = exact;
+  }
+  const sum = v[(row + o.CS_SUM) >>> 3];
+  const min = v[(row + o.CS_MIN) >>> 3];
+  const max = v[(row + o.CS_MAX) >>> 3];
+  return {
+    count,
+    sum_ns: Number(sum),
+    min_ns: count === 0 || min === U64_MAX ? 0 : Number(min),
+    max_ns: count === 0 ? 0 : Number(max),
+    buckets,
+  };
+}
+
 export interface GlobalHistograms {
   /** latency records with role client */
   client: HistogramSnapshot;
@@ -552,7 +664,11 @@ export interface ConnSlot {
   srtt_us: number;
   /** the last min_rtt_us seen on a latency record (0 or absent: none) */
   min_rtt_us?: number;
-  /** latencies of this connection (undefined when read with histograms: false) */
+  /**
+   * latencies of this connection (undefined when read with histograms: false), from the row's compact
+   * histogram (readRowHistogramAt): exact count/sum/min/max, buckets of 1/8 of a power of two, so its
+   * percentiles have 1/8 the resolution of the service and global ones
+   */
   hist?: HistogramSnapshot;
 }
 
@@ -617,6 +733,9 @@ function off(): Record<string, number> {
       'CS_START_NS',
       'CS_END_NS',
       'CS_REQUESTS',
+      'CS_SUM',
+      'CS_MIN',
+      'CS_MAX',
       'CS_BYTES_SENT',
       'CS_BYTES_RECEIVED',
       'CS_LADDR',
@@ -681,7 +800,7 @@ export function readConnSlot(state: State, i: number, opts: ReadOptions = {}): C
     bytes_received: Number(dv.getBigUint64(o.CS_BYTES_RECEIVED, true)),
     srtt_us: dv.getUint32(o.CS_SRTT_US, true),
     min_rtt_us: dv.getUint32(o.CS_MIN_RTT_US, true),
-    hist: opts.histograms === false ? undefined : readHistogramAt(state, s + o.CS_HIST),
+    hist: opts.histograms === false ? undefined : readRowHistogramAt(state, s),
   };
 }
 

@@ -704,6 +704,226 @@ describe('bounded buffer', () => {
   });
 });
 
+// ------------------------------------------------------------ (6) the client's retries, counted exactly
+
+interface FakeRequest {
+  at: number;
+  lines: string[];
+}
+
+/**
+ * A write endpoint whose answer to each request is answer(number of the request, its lines): a
+ * status (with an optional body and headers; 204 records the lines in `received`), or 'reset'
+ * (the connection is destroyed), or 'hang' (never answered).
+ */
+async function fakeWriteServer(
+  t: { after(fn: () => unknown): void },
+  answer: (
+    n: number,
+    lines: string[],
+  ) => { status: number; body?: string; headers?: Record<string, string> } | 'reset' | 'hang',
+): Promise<{ url: string; requests: FakeRequest[]; received: string[]; connections(): Promise<number> }> {
+  const requests: FakeRequest[] = [];
+  const received: string[] = [];
+  const srv = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      let body = Buffer.concat(chunks);
+      if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body);
+      const lines = body.toString('utf8').split('\n');
+      requests.push({ at: Date.now(), lines });
+      const a = answer(requests.length, lines);
+      if (a === 'hang') return;
+      if (a === 'reset') return void req.socket.destroy();
+      if (a.status === 204) received.push(...lines);
+      res.writeHead(a.status, a.headers).end(a.body);
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => {
+    srv.closeAllConnections();
+    srv.close();
+  });
+  const a = srv.address();
+  assert.ok(a && typeof a === 'object');
+  return {
+    url: `http://127.0.0.1:${String(a.port)}`,
+    requests,
+    received,
+    connections: () =>
+      new Promise<number>((r) =>
+        srv.getConnections((_e, n) => {
+          r(n);
+        }),
+      ),
+  };
+}
+
+describe("the client's retries, counted exactly", () => {
+  test('408, 429 and 5xx are retried after the backoff (not after Retry-After read as ms); 400, 401, 404, 413, 431 are dropped at once', async (t) => {
+    const cases: [number, boolean][] = [
+      [408, true],
+      [429, true],
+      [500, true],
+      [503, true],
+      [400, false],
+      [401, false],
+      [404, false],
+      [413, false],
+      [431, false], // the client alone would retry it (it retries every status from 429 up)
+    ];
+    for (const [status, retried] of cases) {
+      const srv = await fakeWriteServer(t, (n) =>
+        n === 1 ? { status, body: 'no', headers: { 'Retry-After': '1' } } : { status: 204 },
+      );
+      const exp = new InfluxExporter({ url: srv.url, db: 'x', minRetryDelayMs: 150, maxRetryDelayMs: 150 });
+      const { result: st } = await captureStderr(async () => {
+        exp.writeLines(['m v=1i 1']);
+        await until(() => exp.stats().points_written + exp.stats().points_dropped === 1, 3000, `HTTP ${status}`);
+        await new Promise((r) => setTimeout(r, 300)); // past the backoff: a retry would have been sent
+        return exp.close(1000);
+      });
+      const what = `HTTP ${status}: ${JSON.stringify(st)}`;
+      assert.equal(st.last_error, `HTTP ${status}: no`, what);
+      if (retried) {
+        assert.deepEqual(
+          { ...st, last_error: undefined },
+          { points_written: 1, points_dropped: 0, write_errors: 1, retries: 1, last_error: undefined },
+          what,
+        );
+        assert.equal(srv.requests.length, 2, what);
+        const gap = srv.requests[1].at - srv.requests[0].at;
+        assert.ok(gap >= 140, `${what}: retried after ${gap} ms, not after the 150 ms backoff`);
+      } else {
+        assert.deepEqual(
+          { ...st, last_error: undefined },
+          { points_written: 0, points_dropped: 1, write_errors: 1, retries: 0, last_error: undefined },
+          what,
+        );
+        assert.equal(srv.requests.length, 1, `${what}: not retried`);
+      }
+    }
+  });
+
+  test("InfluxDB Enterprise's hinted handoff answer counts as written, once", async (t) => {
+    const srv = await fakeWriteServer(t, () => ({
+      status: 500,
+      body: JSON.stringify({ error: 'write failed: hinted handoff queue not empty' }),
+      headers: { 'Content-Type': 'application/json' },
+    }));
+    const exp = new InfluxExporter({ url: srv.url, db: 'x', minRetryDelayMs: 10 });
+    exp.writeLines(['m v=1i 1', 'm v=2i 2']);
+    const st = await captureStderr(() => exp.close(2000));
+    assert.deepEqual(st.result, { points_written: 2, points_dropped: 0, write_errors: 0, retries: 0 });
+    assert.equal(srv.requests.length, 1);
+  });
+
+  test('a batch waiting for its retry, dropped whole by the bound: counted once, its retry sends nothing', async (t) => {
+    const srv = await fakeWriteServer(t, (n) => (n === 1 ? { status: 503, body: 'busy' } : { status: 204 }));
+    const exp = new InfluxExporter({
+      url: srv.url,
+      bucket: 'b',
+      org: 'o',
+      maxBufferLines: 4,
+      batchSize: 4,
+      minRetryDelayMs: 200,
+      maxRetryDelayMs: 200,
+    });
+    const a = Array.from({ length: 4 }, (_, i) => `m a=${String(i)}i 1`);
+    const b = Array.from({ length: 4 }, (_, i) => `m b=${String(i)}i 1`);
+    await captureStderr(async () => {
+      exp.writeLines(a);
+      await until(() => exp.stats().write_errors === 1, 3000, 'the 503');
+      assert.equal(exp.pendingLines(), 4, 'the batch waiting for its retry counts in the bound');
+      exp.writeLines(b); // 4 + 4 > 4: the whole waiting batch goes
+      assert.equal(exp.stats().points_dropped, 4);
+      assert.equal(exp.pendingLines(), 4);
+      await until(() => exp.stats().points_written === 4, 3000, 'b');
+      await new Promise((r) => setTimeout(r, 400)); // past the emptied batch's retry time
+    });
+    assert.equal(srv.requests.length, 2, 'the failed request and b: the emptied retry sent nothing');
+    assert.deepEqual(srv.received, b);
+    const st = await exp.close(1000);
+    assert.deepEqual(
+      { ...st, last_error: undefined },
+      { points_written: 4, points_dropped: 4, write_errors: 1, retries: 0, last_error: undefined },
+    );
+  });
+
+  test('hurry(): close() stops waiting at once; the request in flight and the queued lines count as dropped', async (t) => {
+    const srv = await fakeWriteServer(t, () => 'hang');
+    const exp = new InfluxExporter({ url: srv.url, db: 'x', batchSize: 2 });
+    exp.writeLines(['m v=1i 1', 'm v=2i 2', 'm v=3i 3', 'm v=4i 4', 'm v=5i 5']);
+    await until(() => srv.requests.length === 1, 3000, 'the first request');
+    assert.equal(exp.pendingLines(), 3, 'in flight: not pending');
+    const t0 = Date.now();
+    const closing = captureStderr(() => exp.close(10_000));
+    setTimeout(() => {
+      exp.hurry();
+    }, 100);
+    const { result: st, lines: logged } = await closing;
+    const took = Date.now() - t0;
+    assert.ok(took >= 90 && took < 1000, `close took ${String(took)} ms`);
+    assert.deepEqual(st, { points_written: 0, points_dropped: 5, write_errors: 0, retries: 0 });
+    assert.deepEqual(logged, ['[meshprobe warn] InfluxDB: 5 points could not be written before exit']);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await srv.connections(), 0, 'no socket outlives the exporter');
+    assert.equal(srv.requests.length, 1, 'one request at a time');
+    assert.deepEqual(exp.stats(), st, 'the request ended by close() is not counted again');
+  });
+
+  test('random failures, resets and rejections: every line written once or dropped, in order, counts exact', async (t) => {
+    let seed = 12345;
+    const rnd = () => {
+      // mulberry32: the same run every time
+      seed = (seed + 0x6d2b79f5) | 0;
+      let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+      return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+    };
+    let chaos = true;
+    let ok = 0;
+    const srv = await fakeWriteServer(t, () => {
+      const r = chaos ? rnd() : 1;
+      if (r < 0.25) return { status: 503, body: 'busy' };
+      if (r < 0.35) return { status: 400, body: 'bad line' };
+      if (r < 0.45) return 'reset';
+      if (r < 0.5) return { status: 408, body: 'slow' };
+      ok++;
+      return { status: 204 };
+    });
+    const exp = new InfluxExporter({
+      url: srv.url,
+      db: 'x',
+      maxBufferLines: 30,
+      batchSize: 7,
+      minRetryDelayMs: 2,
+      maxRetryDelayMs: 8,
+      maxRetries: 3,
+    });
+    let produced = 0;
+    const { result: st } = await captureStderr(async () => {
+      for (let round = 0; round < 60; round++) {
+        const k = 1 + (round % 12);
+        exp.writeLines(Array.from({ length: k }, (_, i) => `m id=${String(produced + i)}i 1`));
+        produced += k;
+        await new Promise((r) => setTimeout(r, 3));
+      }
+      chaos = false;
+      return exp.close(5000);
+    });
+    const what = JSON.stringify({ ...st, produced, requests: srv.requests.length });
+    assert.equal(st.points_written + st.points_dropped, produced, what);
+    assert.equal(srv.received.length, st.points_written, `written = what the server took: ${what}`);
+    const ids = srv.received.map((l) => Number(/id=(\d+)i/.exec(l)?.[1]));
+    for (let i = 1; i < ids.length; i++) assert.ok(ids[i] > ids[i - 1], `in order, none twice: ${ids.join(',')}`);
+    assert.equal(srv.requests.length, st.write_errors + ok, `each request counted once: ${what}`);
+    assert.ok(st.points_dropped > 0 && st.points_written > 0 && st.retries > 0, what);
+    assert.ok(st.retries <= st.write_errors, what);
+  });
+});
+
 after(() => {
   assert.deepEqual(unhandled, [], 'no unhandled promise rejections');
 });

@@ -404,6 +404,7 @@ function check(
     c.eq('packet-drop-probe total', drops.total, 50);
     c.eq('packet-drop-probe by layer', drops.by_layer, { udp: 50 });
     c.eq('packet-drop-probe by reason', drops.by_reason, e.dropReasons ? { NO_SOCKET: 50 } : { unknown: 50 });
+    c.eq('packet-drop-probe packet drops hook', drops.hooks?.['packet drops'], 'tp_btf:kfree_skb');
     c.eq(
       'packet-drop-probe service packets hook',
       drops.hooks?.['service packets'],
@@ -425,6 +426,11 @@ function check(
       c.eq('packet-drop-probe (iptables DROP) workload: datagrams sent', ipt.expected, 50, ipt.error);
       c.eq('packet-drop-probe (iptables DROP) total', ipt.total, 50);
       c.eq('packet-drop-probe (iptables DROP) by layer', ipt.by_layer, { netfilter: 50 });
+      c.eq(
+        'packet-drop-probe (iptables DROP, tp_btf forbidden) packet drops hook',
+        ipt.hooks?.['packet drops'],
+        'tracepoint:skb/kfree_skb',
+      );
       c.eq(
         'packet-drop-probe (iptables DROP) by reason',
         ipt.by_reason,

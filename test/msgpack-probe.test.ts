@@ -1,6 +1,7 @@
 // latency-probe --format msgpack on real loopback traffic (root, BPF): the file's records have the
 // shape of a json-stream run's lines (the same keys), the intervals are contiguous and count the
-// requests sent; a probe killed mid-run leaves a file whose complete records read.
+// requests sent, the bucket lists are written compactly (version 2); a probe killed mid-run leaves
+// a file whose complete records read.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -8,7 +9,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { needsRoot, startProbe, tempDir } from './helpers/probe.js';
 import { runClient, startTestServer } from './helpers/workload.js';
-import { readRecords } from '../src/input.js';
+import { readRecords, recordVersion } from '../src/input.js';
+import { packBucketList } from '../src/export/msgpack.js';
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -23,7 +25,10 @@ interface Line extends Obj {
   seq: number;
   start: string;
   end: string;
-  metrics: { client: { total_requests: number }; server: { total_requests: number } };
+  metrics: {
+    client: { total_requests: number; buckets: unknown[] };
+    server: { total_requests: number; buckets: unknown[] };
+  };
 }
 
 const REQUESTS = 300;
@@ -48,9 +53,19 @@ async function recordedRun(t: Parameters<typeof needsRoot>[0], format: 'msgpack'
       .split('\n')
       .map((l) => JSON.parse(l) as Line);
   }
-  const run = readRecords(readFileSync(output));
+  const bytes = readFileSync(output);
+  assert.equal(recordVersion(bytes), 2, 'the current version of the format');
+  const run = readRecords(bytes);
   assert.equal(run.cutBytes, 0);
-  return run.records as Line[];
+  const records = run.records as Line[];
+  // the summary's bucket lists of the real run are in the file as compact lists
+  const summary = records[records.length - 1];
+  for (const view of ['client', 'server'] as const) {
+    assert.ok(summary.metrics[view].buckets.length > 0, `${view}: buckets`);
+    const data = packBucketList(summary.metrics[view].buckets);
+    assert.ok(data && bytes.indexOf(data) > 0, `${view}: a compact bucket list`);
+  }
+  return records;
 }
 
 function checkRun(lines: Line[], what: string): void {

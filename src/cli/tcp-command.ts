@@ -5,7 +5,7 @@
  * definition, its outputs and its report.
  */
 import type { Command } from 'commander';
-import type { LatencyOptions } from '../probes/latency.js';
+import { defaultSocketTableSize, type LatencyOptions } from '../probes/latency.js';
 import type { PipelineOptions, ProbeDefinition, SessionResult } from '../pipeline/session.js';
 import type { ServiceDef } from '../filter/services.js';
 import type { SamplingInfo } from '../export/model.js';
@@ -25,7 +25,7 @@ import { DEFAULT_PROXY_COMMS, parseProxyComms } from '../report/overhead.js';
 import { DEFAULT_MAX_PODS, DEFAULT_POD_GRACE_MS, PodNames } from '../k8s/names.js';
 
 interface Flags extends CommonProbeFlags, PodFlags {
-  socketTableSize: string;
+  socketTableSize?: string;
   proxyComm: string;
   inferRoles: boolean;
 }
@@ -82,7 +82,10 @@ export interface TcpCommand<F, R> {
 
 export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
   return addPodOptions(addProbeOptions(newCommand(c.name, c.description), c.defaultOutput, c.pipelineDefaults))
-    .option('--socket-table-size <n>', 'sockets the kernel side tracks at once (LRU)', '65536')
+    .option(
+      '--socket-table-size <n>',
+      'sockets the kernel side tracks at once (LRU; default: 4 per --max-connections row, at least 4096)',
+    )
     .option('--no-infer-roles', 'ignore connections opened before the probe started')
     .option(
       '--proxy-comm <names>',
@@ -97,7 +100,10 @@ export function tcpProbeCommand<F, R>(c: TcpCommand<F, R>): Command {
       const pods = podNamesFrom(f);
       const options: LatencyOptions = {
         filter,
-        socketTableSize: parsePositiveInt(f.socketTableSize, '--socket-table-size', 1 << 24),
+        socketTableSize:
+          f.socketTableSize === undefined
+            ? defaultSocketTableSize(parsePositiveInt(f.maxConnections, '--max-connections', 65536))
+            : parsePositiveInt(f.socketTableSize, '--socket-table-size', 1 << 24),
         inferRoles: f.inferRoles,
       };
       if (checkRequested(f, c.def, options)) return;

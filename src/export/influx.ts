@@ -32,18 +32,27 @@
  * meshprobe_request_duration_p99_seconds{host,probe,...} and
  * meshprobe_request_duration_bucket_count{le,...}.
  *
- * Delivery: write() only queues lines (bounded by maxBufferLines; the oldest
- * are dropped and counted when it is full). One background loop sends
- * batches, one request at a time; a failure that can pass (network error,
- * timeout, HTTP 408/429/5xx) is retried with exponential backoff and jitter
- * up to maxRetries times, then the batch is dropped and counted; any other
- * HTTP error (400 bad line, 401, 404 unknown database, ...) drops the batch at
- * once. The client's own retry buffer is not used (maxRetries 0 there), so
- * every line is accounted for exactly: written, or dropped.
+ * Delivery: @influxdata/influxdb-client's WriteApi sends and retries: its HTTP transport
+ * (timeout, gzip, headers), its retry buffer and its delays (exponential backoff from
+ * minRetryDelayMs to maxRetryDelayMs plus random jitter), up to maxRetries; its writeSuccess / writeFailed / writeRetrySkipped hooks do the accounting. A
+ * failure that can pass (network error, timeout, HTTP 408/429/5xx) is retried, then the batch is
+ * dropped and counted; any other HTTP error (400 bad line, 401, 404 unknown database, ...) drops
+ * the batch at once. What this file adds, because the client does not do it:
+ *  - the bound: write() only queues lines here (at most maxBufferLines with those waiting for a
+ *    retry; past that the oldest are dropped and counted) and the client gets one batch at a time.
+ *    Given every line at once, the client would start a request for each full batch (a server
+ *    that is down or hangs would collect any number of them in flight, outside any bound, and
+ *    retried out of order), and its retry buffer drops whole batches (down to 70 % of its
+ *    limit), not the oldest lines;
+ *  - which failures can pass (the client retries any HTTP status from 429 up, and not 408), and
+ *    no Retry-After (the client reads it as milliseconds, see forRetry());
+ *  - close() with a deadline and hurry(): the client's close() sends no retry and has no deadline.
+ * So every line is accounted for exactly once: written (writeSuccess), dropped (buffer full,
+ * retries exhausted, rejected, unsent at close), or still pending.
  */
 import http from 'node:http';
 import https from 'node:https';
-import { HttpError, InfluxDB, escape, setLogger, type WriteApi } from '@influxdata/influxdb-client';
+import { HttpError, InfluxDB, escape, setLogger, type Transport, type WriteApi } from '@influxdata/influxdb-client';
 import { EXIT_USAGE, MeshprobeError, errorCode, usageError } from '../errors.js';
 import { bucketLower, bucketUpper, mean, overflowIndex, percentile } from '../histogram.js';
 import { log } from '../log.js';
@@ -61,13 +70,17 @@ export interface InfluxOptions {
   username?: string;
   password?: string;
   retentionPolicy?: string;
-  /** per request (write or ping), default 10 000 ms for writes, 3 000 ms for the ping */
+  /**
+   * a write fails after this long without a byte from the server (the client's socket timeout),
+   * the reachability check's requests after this long in all; default 10 000 ms for writes,
+   * 3 000 ms for the check
+   */
   timeoutMs?: number;
   /** lines kept while the server cannot take them, default 50 000 */
   maxBufferLines?: number;
   /** retries of a failed batch before its lines are dropped, default 10 */
   maxRetries?: number;
-  /** first retry delay, default 1 000 ms (doubles each time, with up to 20 % jitter) */
+  /** first retry delay, default 1 000 ms (doubles each time; plus up to 20 % of it at random) */
   minRetryDelayMs?: number;
   /** longest retry delay, default 30 000 ms */
   maxRetryDelayMs?: number;
@@ -413,61 +426,72 @@ function describeError(err: unknown): string {
   return code && !msg.includes(code) ? `${code}: ${msg}` : (code ?? msg);
 }
 
-/** Whether trying the same lines again later can succeed. */
+/**
+ * Whether trying the same lines again later can succeed: network errors, timeouts, HTTP 429 and
+ * 5xx (and 408, which the transport below hands on as a network error). The client itself retries
+ * every error but an HTTP status below 429, a superset: where this says yes, it retries.
+ */
 function retriable(err: unknown): boolean {
-  if (err instanceof HttpError) {
-    const s = err.statusCode;
-    return s === 408 || s === 429 || s >= 500;
+  if (err instanceof HttpError) return err.statusCode === 429 || err.statusCode >= 500;
+  return true;
+}
+
+/**
+ * A failure as the client's retry logic is to see it: HTTP 408 (a proxy's or load balancer's
+ * timeout, which can pass) as a network error, since the client retries only statuses from 429
+ * up; and without Retry-After, which the client reads as milliseconds where a server means
+ * seconds: it would retry a server that asks for a pause almost at once, the backoff applies.
+ */
+function forRetry(e: Error): Error {
+  if (!(e instanceof HttpError)) return e;
+  if (e.statusCode === 408) return new Error(describeError(e));
+  if (e.retryAfter() > 0) {
+    return new HttpError(e.statusCode, e.statusMessage, e.body, undefined, e.contentType, undefined, e.headers);
   }
-  return true; // network errors, timeouts, resets
+  return e;
 }
 
-interface Batch {
-  lines: string[];
-  /** failed attempts so far */
-  failures: number;
+/** InfluxDB Enterprise's "hinted handoff queue not empty": the client counts that write as a success. */
+function hintedHandoff(err: unknown): boolean {
+  const e = err instanceof HttpError ? (err.json as { error?: unknown } | undefined)?.error : undefined;
+  return typeof e === 'string' && e.includes('hinted handoff queue not empty');
 }
 
-type SendResult = { ok: true } | { ok: false; err: unknown };
+/**
+ * The batch the client holds (never more than one): its request is under way (`sending`, `count`
+ * lines), or it waits in the client's retry buffer for its delay (`lines`: the client's own array,
+ * which it sends again as it is then).
+ */
+type Held = { sending: true; count: number } | { sending: false; lines: string[] };
 
 type State = 'ok' | 'failing' | 'rejecting';
 
 /**
- * Non-blocking writer: write() queues, a background loop sends. Never throws
- * out of write(), never leaves a promise rejection unhandled.
+ * Non-blocking writer: write() queues, the client sends and retries. Never throws out of
+ * write(), never leaves a promise rejection unhandled.
  */
 export class InfluxExporter {
   private readonly prefix: string;
   private readonly maxBufferLines: number;
   private readonly maxRetries: number;
   private readonly batchSize: number;
-  private readonly timeoutMs: number;
-  private readonly minDelay: number;
-  private readonly maxDelay: number;
   private readonly agent: http.Agent;
   private readonly api: WriteApi;
 
-  // queue of lines not yet taken into a batch: queue[head..]
+  // lines not yet given to the client: queue[head..]
   private queue: string[] = [];
   private head = 0;
-  /** a failed batch waiting for its retry (the oldest lines) */
-  private retryBatch: Batch | undefined;
-  /** the batch of the request in flight */
-  private inflight: Batch | undefined;
+  private held: Held | undefined;
 
   private st: InfluxStats = { points_written: 0, points_dropped: 0, write_errors: 0, retries: 0 };
   private state: State = 'ok';
   private overflowing = false;
-
-  private pumping = false;
   private scheduled = false;
-  private wakeSleep: (() => void) | undefined;
-  /** ends close()'s wait for the last writes (hurry) */
-  private wakeClose: (() => void) | undefined;
-  private idleWaiters: (() => void)[] = [];
   private closed = false;
   private finalized = false;
   private deadline = Infinity;
+  /** ends close()'s wait for the last writes */
+  private wake: (() => void) | undefined;
   private closing: Promise<InfluxStats> | undefined;
 
   constructor(opts: InfluxOptions) {
@@ -476,27 +500,42 @@ export class InfluxExporter {
     this.maxBufferLines = Math.floor(opts.maxBufferLines ?? DEFAULTS.maxBufferLines);
     this.maxRetries = Math.floor(opts.maxRetries ?? DEFAULTS.maxRetries);
     this.batchSize = Math.max(1, Math.floor(opts.batchSize ?? DEFAULTS.batchSize));
-    this.timeoutMs = opts.timeoutMs && opts.timeoutMs > 0 ? opts.timeoutMs : DEFAULTS.timeoutMs;
-    this.minDelay = Math.max(1, opts.minRetryDelayMs ?? DEFAULTS.minRetryDelayMs);
-    this.maxDelay = Math.max(this.minDelay, opts.maxRetryDelayMs ?? DEFAULTS.maxRetryDelayMs);
+    const minRetryDelay = Math.max(1, opts.minRetryDelayMs ?? DEFAULTS.minRetryDelayMs);
     quietClientLogger();
     // our own agent: close() destroys its sockets, so nothing outlives the exporter
     this.agent =
       target.url.protocol === 'https:' ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
-    const client = new InfluxDB({
+    const transport = new InfluxDB({
       url: opts.url,
       token: opts.token || undefined,
-      timeout: this.timeoutMs,
+      timeout: opts.timeoutMs && opts.timeoutMs > 0 ? opts.timeoutMs : DEFAULTS.timeoutMs,
       transportOptions: { agent: this.agent },
       ...(target.kind === 'v1' ? { headers: v1AuthHeaders(opts) } : {}),
-    });
+    }).transport;
+    const client = new InfluxDB({ url: opts.url, transport: this.watched(transport) });
     this.api = client.getWriteApi(opts.org ?? '-', opts.bucket ?? '-', 'ns', {
-      // batching and retries are ours: the client sends exactly what flush() is given, once
-      batchSize: this.batchSize + 1, // (an array of this size is allocated up front)
+      // handOver() gives the client one batch and flushes it: one request, never split
+      batchSize: this.batchSize,
       maxBatchBytes: Number.MAX_SAFE_INTEGER,
       flushInterval: 0,
-      maxRetries: 0,
-      maxBufferLines: 1,
+      // retries: minRetryDelay * 2^(attempt - 1) up to maxRetryDelay, plus up to 20 % of
+      // minRetryDelay at random; maxRetries decides, not the time spent
+      maxRetries: this.maxRetries,
+      minRetryDelay,
+      maxRetryDelay: Math.max(minRetryDelay, opts.maxRetryDelayMs ?? DEFAULTS.maxRetryDelayMs),
+      exponentialBase: 2,
+      randomRetry: false,
+      retryJitter: Math.round(minRetryDelay * 0.2),
+      // never reached: failed() counts on the client retrying every failure it lets pass
+      maxRetryTime: Number.MAX_SAFE_INTEGER,
+      maxBufferLines: Math.max(1, this.maxBufferLines),
+      writeSuccess: (lines) => {
+        this.written(lines);
+      },
+      writeFailed: (err, lines, attempt) => this.failed(err, lines, attempt),
+      writeRetrySkipped: (entry) => {
+        this.skipped(entry.lines);
+      },
     });
     if (target.kind === 'v1') this.api.path = v1WritePath(target.db, opts);
   }
@@ -532,15 +571,14 @@ export class InfluxExporter {
 
   /** Lines queued or waiting for a retry (not counting a request in flight). */
   pendingLines(): number {
-    return this.queue.length - this.head + (this.retryBatch?.lines.length ?? 0);
+    return this.queue.length - this.head + (this.held && !this.held.sending ? this.held.lines.length : 0);
   }
 
   /**
-   * Stops taking lines, sends what it can within timeoutMs (retrying with
-   * the usual backoff, capped at the deadline), then counts whatever is left
-   * (including a request still in flight) as dropped, and frees every socket.
-   * Resolves with the final stats; never rejects. Calling it again returns
-   * the same promise.
+   * Stops taking lines, sends what it can within timeoutMs (a batch waiting for its retry delay
+   * is sent at once, later retries keep the client's delays), then counts whatever is left
+   * (including a request still in flight) as dropped, and frees every socket. Resolves with the
+   * final stats; never rejects. Calling it again returns the same promise.
    */
   close(timeoutMs = 5_000): Promise<InfluxStats> {
     this.closing ??= this.doClose(timeoutMs);
@@ -550,29 +588,28 @@ export class InfluxExporter {
   /** A close() waiting for its last writes stops waiting now; what is not written is counted dropped. */
   hurry(): void {
     this.deadline = Date.now();
-    this.wakeClose?.();
+    this.wake?.();
   }
 
   private async doClose(timeoutMs: number): Promise<InfluxStats> {
     this.closed = true;
     this.deadline = Date.now() + Math.max(0, timeoutMs);
-    this.wakeSleep?.(); // a retry waiting for its delay: retry now
+    if (this.held && !this.held.sending) {
+      // flush(true) sends the client's retry buffer now; the outcome comes through the hooks
+      void this.api.flush(true).catch(countedByTheHooks);
+    }
     this.schedule();
     if (!this.isIdle()) {
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        new Promise<void>((r) => this.idleWaiters.push(r)),
-        new Promise<void>((r) => {
-          this.wakeClose = r;
-          timer = setTimeout(r, Math.max(0, this.deadline - Date.now()));
-        }),
-      ]);
+      await new Promise<void>((r) => {
+        this.wake = r;
+        timer = setTimeout(r, Math.max(0, this.deadline - Date.now()));
+      });
       clearTimeout(timer);
     }
-    this.finalized = true;
-    const lost = (this.inflight?.lines.length ?? 0) + this.pendingLines();
-    this.inflight = undefined;
-    this.retryBatch = undefined;
+    this.finalized = true; // the hooks count nothing from here on
+    const lost = this.pendingLines() + (this.held?.sending ? this.held.count : 0);
+    this.held = undefined;
     this.queue = [];
     this.head = 0;
     if (lost > 0) {
@@ -582,39 +619,37 @@ export class InfluxExporter {
         this.st.last_error ? { last_error: this.st.last_error } : undefined,
       );
     }
-    this.wakeSleep?.();
-    try {
-      this.api.dispose();
-    } catch {
-      /* nothing to dispose */
-    }
+    this.api.dispose(); // the client's retry buffer and its timer: nothing is sent after this
     this.agent.destroy(); // ends a request still in flight
-    for (const w of this.idleWaiters.splice(0)) w();
     return this.stats();
   }
 
   private isIdle(): boolean {
-    return !this.inflight && this.pendingLines() === 0;
+    return !this.held && this.head === this.queue.length;
   }
 
-  /** Keeps queued + retry lines within maxBufferLines by dropping the oldest. */
+  /**
+   * Keeps queued + retry lines within maxBufferLines by dropping the oldest. Those may be the
+   * first lines of the batch waiting in the client's retry buffer: the client keeps the very
+   * array its writeFailed hook was given and sends what is left of it at the retry, so that
+   * array is cut in place (the client's own limit drops whole batches, down to 70 %, and it only
+   * ever holds one batch here, so its line count, which this does not update, never matters).
+   */
   private trim(): void {
     let over = this.pendingLines() - this.maxBufferLines;
     if (over <= 0) return;
-    let dropped = 0;
-    if (this.retryBatch) {
-      const n = Math.min(over, this.retryBatch.lines.length);
-      this.retryBatch.lines.splice(0, n);
-      if (this.retryBatch.lines.length === 0) this.retryBatch = undefined;
+    this.st.points_dropped += over;
+    if (this.held && !this.held.sending) {
+      const n = Math.min(over, this.held.lines.length);
+      this.held.lines.splice(0, n);
       over -= n;
-      dropped += n;
+      // an empty array: the client's retry finds nothing to send and sends nothing
+      if (this.held.lines.length === 0) this.batchDone();
     }
     if (over > 0) {
       this.head += over;
-      dropped += over;
       this.compact();
     }
-    this.st.points_dropped += dropped;
     if (!this.overflowing) {
       this.overflowing = true;
       log.warn(`InfluxDB: buffer full (${this.maxBufferLines} lines): dropping the oldest points`);
@@ -622,148 +657,112 @@ export class InfluxExporter {
   }
 
   private compact(): void {
-    if (this.head > 4096 && this.head * 2 > this.queue.length) {
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    } else if (this.head > 4096 && this.head * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
   }
 
-  private takeBatch(): Batch | undefined {
-    if (this.retryBatch) {
-      const b = this.retryBatch;
-      this.retryBatch = undefined;
-      return b;
-    }
-    const n = Math.min(this.batchSize, this.queue.length - this.head);
-    if (n <= 0) return undefined;
-    const lines = this.queue.slice(this.head, this.head + n);
-    this.head += n;
-    if (this.head === this.queue.length) {
-      this.queue = [];
-      this.head = 0;
-    } else this.compact();
-    return { lines, failures: 0 };
-  }
-
   private schedule(): void {
-    if (this.pumping || this.scheduled || this.finalized) return;
+    if (this.scheduled || this.finalized) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      this.pump().catch((e: unknown) => {
-        // not expected: pump handles its own failures; keep the exporter usable
-        this.pumping = false;
-        this.st.last_error = describeError(e);
-        log.debug('InfluxDB exporter loop failed', { error: this.st.last_error });
-      });
+      this.handOver();
     });
   }
 
-  private async pump(): Promise<void> {
-    if (this.pumping) return;
-    this.pumping = true;
-    try {
-      while (!this.finalized) {
-        if (this.closed && Date.now() >= this.deadline) break; // close() counts the rest
-        const batch = this.takeBatch();
-        if (!batch) break;
-        if (batch.failures > 0) this.st.retries++;
-        this.inflight = batch;
-        const res = await this.send(batch.lines);
-        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- close() sets it during the await; TypeScript keeps the loop condition's narrowing across it
-        if (this.finalized) return; // close() has counted it already
-        this.inflight = undefined;
-        if (res.ok) {
-          this.st.points_written += batch.lines.length;
-          this.overflowing = false;
-          this.setState('ok');
-          continue;
+  /**
+   * Gives the client the next batch once it holds none: one request at a time, in order, and the
+   * lines not yet sent stay here, where trim() can count and drop them.
+   */
+  private handOver(): void {
+    if (this.finalized || this.held || this.isIdle()) return;
+    if (this.closed && Date.now() >= this.deadline) return; // close() counts the rest
+    const lines = this.queue.slice(this.head, this.head + this.batchSize);
+    this.head += lines.length;
+    this.compact();
+    this.held = { sending: true, count: lines.length };
+    this.api.writeRecords(lines);
+    // a rejection means the client has scheduled a retry or given up, which the hooks have counted
+    void this.api.flush().catch(countedByTheHooks);
+  }
+
+  /** The held batch is written, dropped or emptied: the next one, or close() may end. */
+  private batchDone(): void {
+    this.held = undefined;
+    if (this.isIdle()) this.wake?.();
+    else this.schedule();
+  }
+
+  /** The client's transport, which also tells which request is a retry, and shows failures as forRetry() does. */
+  private watched(inner: Transport): Transport {
+    return {
+      chunkCombiner: inner.chunkCombiner,
+      request: inner.request.bind(inner),
+      iterate: inner.iterate.bind(inner),
+      send: (path, body, options, callbacks) => {
+        if (this.held && !this.held.sending) {
+          this.st.retries++;
+          this.held = { sending: true, count: this.held.lines.length };
         }
-        this.st.write_errors++;
-        const why = describeError(res.err);
-        this.st.last_error = why;
-        if (!retriable(res.err)) {
-          this.st.points_dropped += batch.lines.length;
-          this.setState('rejecting', why, batch.lines.length);
-          continue;
-        }
-        this.setState('failing', why);
-        batch.failures++;
-        if (batch.failures > this.maxRetries) {
-          this.st.points_dropped += batch.lines.length;
-          log.debug(`InfluxDB: ${batch.lines.length} points dropped after ${batch.failures} attempts`);
-        } else {
-          this.retryBatch = batch;
-          this.trim(); // lines written meanwhile may have arrived while this batch was out of the count
-        }
-        await this.sleep(this.backoff(batch.failures));
-      }
-    } finally {
-      this.pumping = false;
-    }
-    if (this.isIdle()) for (const w of this.idleWaiters.splice(0)) w();
-    else if (!this.finalized && !(this.closed && Date.now() >= this.deadline)) this.schedule(); // lines arrived meanwhile
+        const error = callbacks?.error;
+        const onError = (e: Error) => {
+          error?.call(callbacks, forRetry(e));
+        };
+        inner.send(path, body, options, callbacks && { ...callbacks, error: onError });
+      },
+    };
   }
 
-  /** Exponential backoff with up to 20 % jitter; during close() capped at the deadline. */
-  private backoff(failures: number): number {
-    const exp = Math.min(this.maxDelay, this.minDelay * 2 ** Math.min(30, failures - 1));
-    const d = exp * (1 + Math.random() * 0.2);
-    return Math.min(d, this.maxDelay * 1.2);
+  /** writeSuccess: the server took the lines. */
+  private written(lines: string[]): void {
+    if (this.finalized) return; // in flight at the deadline: counted as dropped
+    this.st.points_written += lines.length;
+    this.overflowing = false;
+    this.setState('ok');
+    this.batchDone();
   }
 
-  private sleep(ms: number): Promise<void> {
-    if (this.closed) ms = Math.min(ms, Math.max(0, this.deadline - Date.now()));
-    if (ms <= 0 || this.finalized) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wakeSleep = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      timer.unref(); // a probe that forgets close() can still exit
-      this.wakeSleep = done;
-    });
-  }
-
-  /** One request; settles once (ok or the error), never rejects; gives up after timeoutMs. */
-  private send(lines: string[]): Promise<SendResult> {
-    return new Promise<SendResult>((resolve) => {
-      let settled = false;
-      const settle = (r: SendResult) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        // a failed request (the only one in flight) must not keep its socket: the
-        // client's own timeout does not end it, and a hung server never would
-        if (!r.ok) this.destroyActiveSockets();
-        resolve(r);
-      };
-      let limit = this.timeoutMs;
-      if (this.closed) limit = Math.min(limit, Math.max(0, this.deadline - Date.now()) + 50);
-      const timer = setTimeout(() => {
-        const err = Object.assign(new Error(`no answer within ${this.timeoutMs} ms`), { code: 'ETIMEDOUT' });
-        settle({ ok: false, err });
-      }, limit);
-      try {
-        this.api.writeRecords(lines);
-        this.api.flush().then(
-          () => {
-            settle({ ok: true });
-          },
-          (err: unknown) => {
-            settle({ ok: false, err });
-          },
-        );
-      } catch (err) {
-        settle({ ok: false, err });
-      }
-    });
-  }
-
-  private destroyActiveSockets(): void {
+  /**
+   * writeFailed, at every failed attempt: undefined lets the client retry (it keeps `lines` in its
+   * retry buffer), a promise takes over, here to count the lines as dropped.
+   */
+  private failed(err: Error, lines: string[], attempt: number): Promise<void> | undefined {
+    if (this.finalized) return Promise.resolve(); // counted as dropped at close
+    if (hintedHandoff(err)) return undefined; // the client calls writeSuccess next
+    this.st.write_errors++;
+    const why = describeError(err);
+    this.st.last_error = why;
+    // the client does not end a request that timed out, and a hung server never would: the only
+    // request in flight must not keep its socket
     for (const list of Object.values(this.agent.sockets)) for (const sock of list ?? []) sock.destroy();
+    // the client retries exactly when this holds: attempt <= maxRetries is its retries left > 0
+    if (retriable(err) && attempt <= this.maxRetries) {
+      this.setState('failing', why);
+      this.held = { sending: false, lines };
+      this.trim(); // while this batch was in flight, the bound did not count it
+      return undefined;
+    }
+    this.st.points_dropped += lines.length;
+    if (retriable(err)) log.debug(`InfluxDB: ${lines.length} points dropped after ${attempt} attempts`);
+    else this.setState('rejecting', why, lines.length);
+    this.batchDone();
+    return Promise.resolve();
+  }
+
+  /**
+   * writeRetrySkipped: the client's retry buffer gave up lines to stay within maxBufferLines. It
+   * holds one batch at most here, so this can only be a batch trim() emptied (nothing to count);
+   * should it ever be more, the lines are counted, not lost.
+   */
+  private skipped(lines: string[]): void {
+    if (this.finalized || lines.length === 0) return;
+    this.st.points_dropped += lines.length;
+    if (this.held && !this.held.sending && this.held.lines === lines) this.batchDone();
   }
 
   private setState(next: State, why?: string, lines?: number): void {
@@ -775,4 +774,9 @@ export class InfluxExporter {
       log.warn(`InfluxDB rejected a write (${why ?? 'no reason given'}): ${lines ?? 'its'} points dropped`);
     else if (prev !== 'ok') log.warn('InfluxDB writes work again');
   }
+}
+
+/** The end of a flush() whose outcome the writeSuccess/writeFailed hooks have counted already. */
+function countedByTheHooks(): void {
+  /* nothing left to do: see InfluxExporter.failed */
 }

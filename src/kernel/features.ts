@@ -156,7 +156,7 @@ export function fentryCanAttach(func: string): { ok: boolean; reason?: string } 
 export interface HookCandidate {
   /** short name used in logs and reports, e.g. "raw_tracepoint:sock_send_length" */
   name: string;
-  kind: 'tracepoint' | 'raw_tracepoint' | 'fentry' | 'kprobe' | 'cgroup_skb' | 'uprobe';
+  kind: 'tracepoint' | 'raw_tracepoint' | 'tp_btf' | 'fentry' | 'kprobe' | 'cgroup_skb' | 'uprobe';
   /** tracepoint "group/name", kernel function name, "cgroup2" (the root, for cgroup_skb), or "libssl" (uprobes) */
   target: string;
   programs: string[];
@@ -180,8 +180,11 @@ export function candidateAvailable(c: HookCandidate, tracefs = tracefsPath()): A
   if (c.requiresKfunc && !kfuncExists(c.requiresKfunc))
     return { ok: false, why: `no kfunc ${c.requiresKfunc} in this kernel` };
   switch (c.kind) {
+    // tp_btf: a BTF-typed raw tracepoint needs the tracepoint and the kernel's BTF for it (btf_trace_<name>);
+    // a kernel without that refuses the program at load, and loadProbe moves to the next candidate
     case 'tracepoint':
-    case 'raw_tracepoint': {
+    case 'raw_tracepoint':
+    case 'tp_btf': {
       const [group, name] = c.target.split('/');
       if (!tracefs) return { ok: false, why: 'tracefs is not mounted' };
       return tracepointExists(group, name, tracefs) ? { ok: true } : { ok: false, why: `no tracepoint ${c.target}` };

@@ -1,14 +1,17 @@
 /**
  * Ageing the connection table: closed connections give their rows back.
  *
- * The table has --max-connections rows, each with its connection's
- * histogram (~16 KiB). A closed connection's figures already count in the
- * views and the services (they are added as its records are decoded); its
- * row is only still needed to pair it with its other end (the mesh-overhead
- * analysis) and to name services. So, when half the rows or more are in
- * use, the rows of connections closed at least `graceNs` ago (250 ms) are
- * folded and freed (looked for every 100 ms; swept once 1/64 of the rows
- * are due, or a second after the last sweep):
+ * The table has --max-connections rows, each with its connection's compact
+ * histogram (1,216 bytes a row; src/wasm.ts readRowHistogramAt: buckets of
+ * 1/8 of a power of two, exact count/sum/min/max; a folded row merges them
+ * as they are, at the same resolution). A closed connection's figures
+ * already count in the views and the services (they are added as its
+ * records are decoded); its row is only still needed to pair it with its
+ * other end (the mesh-overhead analysis) and to name services. So, when
+ * half the rows or more are in use, the rows of connections closed at
+ * least `graceNs` ago (250 ms) are folded and freed (looked for every
+ * 100 ms; swept once 1/64 of the rows are due, or a second after the last
+ * sweep):
  *
  *  - both ends of a connection on this host are folded together (one waits
  *    for the other to close), into a pair of folded rows per (client

@@ -43,8 +43,8 @@ export interface ProbeDefinition<O> {
   statCount: number;
   /** a raw_tp program that sends the CPU's batch of records (run on each CPU periodically and at stop) */
   flushProgram?: string;
-  /** writes the object's settings (const volatile globals, map sizes) before load */
-  configure(obj: BpfObject, options: O): void;
+  /** writes the object's settings (const volatile globals, map sizes) before load; `programs`: the programs that will load */
+  configure(obj: BpfObject, options: O, programs: ReadonlySet<string>): void;
   /** fills the object's maps after load, before anything is attached */
   afterLoad?(obj: BpfObject, options: O): void;
   /** per-CPU hash maps the probe's figures are read from (kept in the result at stop) */
@@ -418,7 +418,7 @@ function openConfigured<O>(def: ProbeDefinition<O>, options: O, path: string, ho
   try {
     const wanted = new Set(hooks.flatMap((h) => h.chosen.programs));
     for (const p of obj.programs()) obj.setAutoload(p.name, wanted.has(p.name) || p.name === def.flushProgram);
-    def.configure(obj, options);
+    def.configure(obj, options, wanted);
     return obj;
   } catch (e) {
     obj.close();

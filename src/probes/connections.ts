@@ -38,8 +38,8 @@ export const connectionProbe: ProbeDefinition<ConnectionOptions> = {
     ],
   },
   optionalSlots: ['tls records', 'libssl handshakes'],
-  configure(obj: BpfObject, o: ConnectionOptions) {
-    latencyProbe.configure(obj, o);
+  configure(obj: BpfObject, o: ConnectionOptions, programs: ReadonlySet<string>) {
+    latencyProbe.configure(obj, o, programs);
     for (const m of TLS_MAPS) obj.setMapMaxEntries(m, TLS_MAPS_ENTRIES);
     obj.setGlobal('measure_connections', true);
   },

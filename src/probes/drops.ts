@@ -56,6 +56,8 @@ export const dropProbe: ProbeDefinition<DropOptions> = {
   statCount: STAT__COUNT,
   hooks: {
     'packet drops': [
+      // typed arguments: the sk_buff and sock fields are plain loads, not a helper call each
+      { name: 'tp_btf:kfree_skb', kind: 'tp_btf', target: 'skb/kfree_skb', programs: ['drops_kfree_skb_btf'] },
       { name: 'tracepoint:skb/kfree_skb', kind: 'tracepoint', target: 'skb/kfree_skb', programs: ['drops_kfree_skb'] },
     ],
     // packets per local port, for drops per 1,000 packets of a service

@@ -433,7 +433,9 @@ async function main(): Promise<void> {
     }
 
     // packet-drop-probe: an iptables DROP rule on a UDP port, in a network namespace of its own
-    // (unshare -n: on the host nothing outside it sees the rule; it goes with the namespace)
+    // (unshare -n: on the host nothing outside it sees the rule; it goes with the namespace).
+    // This run takes the classic tracepoint (tp_btf forbidden), so that both ways of hooking
+    // kfree_skb are proven on every kernel: the UDP run above takes the one chosen by default.
     {
       const port = await freePort();
       const setup = iptablesSetup();
@@ -441,7 +443,8 @@ async function main(): Promise<void> {
       else {
         let sent = 0;
         let how = '';
-        const r = await around('packet-drop-probe', ['--filter', `port=${port}`], {}, async () => {
+        const tracepointOnly = { MESHPROBE_DISABLE_HOOKS: 'tp_btf' };
+        const r = await around('packet-drop-probe', ['--filter', `port=${port}`], tracepointOnly, async () => {
           ({ sent, how } = await iptablesDrops(port, 50));
         });
         const d = r.report?.drops;

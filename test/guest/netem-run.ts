@@ -6,8 +6,15 @@
 // times itself. Per delay it runs latency-probe around one long connection
 // (the client, server and network views), then connection-tracker around
 // fresh connections and Node TLS handshakes between the namespaces (set-up
-// and handshake times). It prints one block per step (emitBlock) and asserts
-// nothing itself: the host checks the figures against the imposed delay.
+// and handshake times), then latency-probe around a sidecar chain whose one
+// hop between pods is the delayed veth (the mesh split):
+//
+//   [nsA] mpload client -> haproxy outbound (127.0.0.1:15001)
+//           -> veth with netem ->
+//   [nsB] haproxy inbound (<addrB>:15006) -> mpload server (127.0.0.1:8080), sleeping a known time
+//
+// It prints one block per step (emitBlock) and asserts nothing itself: the
+// host checks the figures against the imposed delay.
 //
 //   node dist/test/guest/netem-run.js <delay-ms-each-way>...
 import { spawn, spawnSync } from 'node:child_process';
@@ -18,6 +25,7 @@ import type { ConnectionReport } from '../../src/report/connections.js';
 import type { LatencyReportRead } from '../helpers/report-types.js';
 import { emitBlock } from '../helpers/guest.js';
 import { createVethPair, ipBin, type VethPair } from '../helpers/netns.js';
+import { startSidecar, type HaproxyLogLine } from '../helpers/haproxy.js';
 import { startProbe, tempDir } from '../helpers/probe.js';
 import { mploadBinary, repoRoot, runClient, startServer } from '../helpers/workload.js';
 
@@ -27,6 +35,9 @@ const SLEEP_US = 2000;
 const PERSISTENT = 100;
 const FRESH = 20;
 const TLS_HANDSHAKES = 5;
+/** The mesh run: requests through the sidecar chain, one at a time, and what the server sleeps in each (µs). */
+const MESH_REQUESTS = 100;
+const MESH_SLEEP_US = 3000;
 
 let seq = 0;
 let stepStarted = Date.now();
@@ -135,6 +146,89 @@ async function tlsHandshakes(pair: VethPair, port: number, pems: string): Promis
   } finally {
     if (server.child.pid !== undefined && server.child.exitCode === null) server.child.kill('SIGTERM');
     await server.exited;
+  }
+}
+
+/** haproxy's own timers over the requests it answered 200: how many, and their means (ms). */
+function haproxyOwn(lines: HaproxyLogLine[]): { requests: number; ta_ms: number; tr_ms: number; inside_ms: number } {
+  const ok = lines.filter((l) => l.status === 200);
+  const mean = (f: (l: HaproxyLogLine) => number) => ok.reduce((a, l) => a + f(l), 0) / ok.length;
+  return {
+    requests: ok.length,
+    ta_ms: mean((l) => l.Ta),
+    tr_ms: mean((l) => l.Tr),
+    inside_ms: mean((l) => l.Ta - l.Tr),
+  };
+}
+
+/**
+ * The mesh split with the delayed hop between the sidecars (test/mesh-overhead.test.ts's topology in
+ * the two namespaces of `pair`, whose veth has netem on both ends): HTTP/1.1 keep-alive on every hop,
+ * haproxy reusing its one upstream connection, so every request crosses the delayed veth once each way.
+ */
+async function meshCase(pair: VethPair, delayMs: number): Promise<void> {
+  const cleanups: (() => unknown)[] = [];
+  const hooks = {
+    after(fn: () => unknown): void {
+      cleanups.push(fn);
+    },
+  };
+  try {
+    const server = await startServer({ addr: '127.0.0.1', port: 8080, netns: pair.nsB, http: true, spinUs: 0 });
+    hooks.after(() => server.stop().catch(() => undefined));
+    const inbound = await startSidecar(hooks, {
+      netns: pair.nsB,
+      name: 'inbound',
+      bind: `${pair.addrB4}:15006`,
+      server: '127.0.0.1:8080',
+    });
+    const outbound = await startSidecar(hooks, {
+      netns: pair.nsA,
+      name: 'outbound',
+      bind: '127.0.0.1:15001',
+      server: `${pair.addrB4}:15006`,
+    });
+    let client: Awaited<ReturnType<typeof runClient>> | undefined;
+    const lat = await around(
+      'latency-probe',
+      ['--filter', `netns=${pair.nsA},${pair.nsB}`, '--proxy-comm', 'haproxy'],
+      async () => {
+        client = await runClient({
+          addr: '127.0.0.1',
+          port: 15001,
+          netns: pair.nsA,
+          http: true,
+          requests: MESH_REQUESTS,
+          sleeps: [MESH_SLEEP_US],
+          bin: mploadBinary,
+        });
+      },
+    );
+    let serverSelf: { requests: number; mean_us: number; p50_us: number } | string;
+    try {
+      const sum = await server.stop();
+      serverSelf = { requests: sum.requests, mean_us: sum.processing_us.mean, p50_us: sum.processing_us.p50 };
+    } catch (e) {
+      serverSelf = (e as Error).message.slice(0, 500);
+    }
+    emit('mesh', {
+      delay_ms: delayMs,
+      code: lat.code,
+      error: lat.error,
+      stderr: lat.stderr,
+      sleep_us: MESH_SLEEP_US,
+      client_self: client
+        ? { requests: client.requests, mean_us: client.latency_us.mean, p50_us: client.latency_us.p50 }
+        : null,
+      server_self: serverSelf,
+      haproxy: {
+        outbound: { pid: outbound.pid, ...haproxyOwn(outbound.lines()) },
+        inbound: { pid: inbound.pid, ...haproxyOwn(inbound.lines()) },
+      },
+      mesh_overhead: lat.report?.metrics.overhead_analysis ?? null,
+    });
+  } finally {
+    for (const fn of cleanups.reverse()) await fn();
   }
 }
 
@@ -258,6 +352,7 @@ async function runCase(delayMs: number, pems: string): Promise<void> {
     } finally {
       await server.stop().catch(() => undefined);
     }
+    await meshCase(pair, delayMs);
   } finally {
     pair.cleanup();
   }

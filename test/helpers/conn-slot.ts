@@ -54,6 +54,8 @@ export function connSlot(r: HandRow): ConnSlot {
     bytes_received: 0,
     srtt_us: 0,
     min_rtt_us: 0,
+    // count and sum (what the overhead pairing reads: means), no buckets: a row's compact histogram
+    // (src/wasm.ts readRowHistogramAt) has the same shape, its buckets are not read here
     hist: { count: r.count, sum_ns: r.meanMs * 1e6 * r.count, min_ns: 1, max_ns: 1, buckets: [] },
   };
 }
