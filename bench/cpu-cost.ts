@@ -38,7 +38,7 @@ import {
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ROOT, freePort, startNginx, startProbe, withBpfStats, wrk, type ProbeName } from './lib.js';
+import { ROOT, fdinfos, freePort, startNginx, startProbe, withBpfStats, wrk, type ProbeName } from './lib.js';
 import { onProcessExit } from '../test/helpers/netns.js';
 import { buildTools, runClient, startServer } from '../test/helpers/workload.js';
 
@@ -133,14 +133,7 @@ function programStats(pid: number): { ns: number; runs: number } {
   const seen = new Set<string>();
   let ns = 0,
     runs = 0;
-  for (const fd of readdirSync(`/proc/${String(pid)}/fdinfo`)) {
-    let info: string;
-    try {
-      info = readFileSync(`/proc/${String(pid)}/fdinfo/${fd}`, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // closed since the listing
-      throw e;
-    }
+  for (const info of fdinfos(pid)) {
     const id = /^prog_id:\s*(\d+)$/m.exec(info)?.[1];
     const time = /^run_time_ns:\s*(\d+)$/m.exec(info)?.[1];
     const count = /^run_cnt:\s*(\d+)$/m.exec(info)?.[1];

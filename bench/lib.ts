@@ -2,7 +2,7 @@
 // probe as a child process (the way users run it).
 import { spawn, spawnSync } from 'node:child_process';
 import { startProbe as startTestProbe } from '../test/helpers/probe.js';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -149,4 +149,18 @@ export async function alternateRounds(
     ratio: sum(w) / sum(wo),
     median: (ratios[(rounds - 1) >> 1] + ratios[rounds >> 1]) / 2,
   };
+}
+
+/** The /proc/<pid>/fdinfo texts of a process's open files (files closed meanwhile left out). */
+export function fdinfos(pid: number): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync(`/proc/${String(pid)}/fdinfo`)) {
+    try {
+      out.push(readFileSync(`/proc/${String(pid)}/fdinfo/${fd}`, 'utf8'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // closed since the listing
+      throw e;
+    }
+  }
+  return out;
 }

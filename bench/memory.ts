@@ -6,7 +6,8 @@
 //   BENCH_MEMORY_PROBES=latency-probe BENCH_MEMORY_SECONDS=20 BENCH_MEMORY_CONNECTIONS=1000 node dist/bench/memory.js
 // Targets (issue 16): latency-probe at the defaults, RSS <= 80 MB and maps <= 4 MB.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { fdinfos } from './lib.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startProbe, type ProbeRun } from '../test/helpers/probe.js';
 import type { AfterHook } from '../test/helpers/servers.js';
@@ -30,14 +31,7 @@ function mapMemory(pid: number): { total: number; maps: Map<string, number> } {
   const seen = new Set<string>();
   const maps = new Map<string, number>();
   let total = 0;
-  for (const fd of readdirSync(`/proc/${String(pid)}/fdinfo`)) {
-    let info: string;
-    try {
-      info = readFileSync(`/proc/${String(pid)}/fdinfo/${fd}`, 'utf8');
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // closed since the listing
-      throw e;
-    }
+  for (const info of fdinfos(pid)) {
     const id = /^map_id:\s*(\d+)$/m.exec(info)?.[1];
     const memlock = /^memlock:\s*(\d+)$/m.exec(info)?.[1];
     if (id === undefined || memlock === undefined || seen.has(id)) continue;

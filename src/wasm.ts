@@ -397,9 +397,17 @@ export function readHistogramAt(state: State, addr: number, v: BigUint64Array = 
       count += n;
     }
   }
-  const sum = v[i0 + nb + 1];
-  const min = v[i0 + nb + 2];
-  const max = v[i0 + nb + 3];
+  return snapshot(count, v[i0 + nb + 1], v[i0 + nb + 2], v[i0 + nb + 3], buckets);
+}
+
+/** A histogram's snapshot from its count, its u64 sum/min/max (min U64_MAX when empty) and its buckets. */
+function snapshot(
+  count: number,
+  sum: bigint,
+  min: bigint,
+  max: bigint,
+  buckets: [number, number][],
+): HistogramSnapshot {
   return {
     count,
     sum_ns: Number(sum),
@@ -505,16 +513,7 @@ export function readRowHistogramAt(state: State, row: number): HistogramSnapshot
     });
     count = exact;
   }
-  const sum = v[(row + o.CS_SUM) >>> 3];
-  const min = v[(row + o.CS_MIN) >>> 3];
-  const max = v[(row + o.CS_MAX) >>> 3];
-  return {
-    count,
-    sum_ns: Number(sum),
-    min_ns: count === 0 || min === U64_MAX ? 0 : Number(min),
-    max_ns: count === 0 ? 0 : Number(max),
-    buckets,
-  };
+  return snapshot(count, v[(row + o.CS_SUM) >>> 3], v[(row + o.CS_MIN) >>> 3], v[(row + o.CS_MAX) >>> 3], buckets);
 }
 
 export interface GlobalHistograms {
