@@ -181,10 +181,13 @@ export function candidateAvailable(c: HookCandidate, tracefs = tracefsPath()): A
     return { ok: false, why: `no kfunc ${c.requiresKfunc} in this kernel` };
   switch (c.kind) {
     // tp_btf: a BTF-typed raw tracepoint needs the tracepoint and the kernel's BTF for it (btf_trace_<name>);
-    // a kernel without that refuses the program at load, and loadProbe moves to the next candidate
+    // a kernel whose BTF lacks that type refuses the program at load, and loadProbe moves to the next
+    // candidate; without the kernel's BTF in sysfs libbpf fails the whole object, so it is not offered
     case 'tracepoint':
     case 'raw_tracepoint':
     case 'tp_btf': {
+      if (c.kind === 'tp_btf' && !exists(DEFAULT_VMLINUX_BTF))
+        return { ok: false, why: `no kernel BTF at ${DEFAULT_VMLINUX_BTF} (a BTF-typed tracepoint needs it)` };
       const [group, name] = c.target.split('/');
       if (!tracefs) return { ok: false, why: 'tracefs is not mounted' };
       return tracepointExists(group, name, tracefs) ? { ok: true } : { ok: false, why: `no tracepoint ${c.target}` };
